@@ -1,0 +1,1 @@
+//! Hadoop-streaming mapper and reducer (see issue: mapper/reducer); placeholder until built.

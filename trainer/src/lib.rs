@@ -1,0 +1,1 @@
+//! DP-SGD trainer; placeholder until built.
