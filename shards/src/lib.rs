@@ -13,6 +13,8 @@ pub mod lines;
 pub mod local;
 pub mod location;
 pub mod manifest;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod schema;
 pub mod store;
 

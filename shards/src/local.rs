@@ -78,7 +78,7 @@ impl LocalOutput {
 }
 
 /// Whether `name` is something a shard output holds (and `--overwrite` may delete).
-fn is_output_entry(name: &str) -> bool {
+pub(crate) fn is_output_entry(name: &str) -> bool {
     name.starts_with("part-")
         || name == MANIFEST_NAME
         || name == SUCCESS_NAME

@@ -4,7 +4,9 @@
 use std::fmt::Debug;
 use std::io::{Read, Write};
 
-use crate::error::{Error, Result};
+#[cfg(not(feature = "s3"))]
+use crate::error::Error;
+use crate::error::Result;
 use crate::location::Location;
 use crate::manifest::{Manifest, ShardInfo};
 
@@ -101,6 +103,9 @@ impl<W: Write> Write for Checksummed<W> {
 pub fn open_input(loc: &Location) -> Result<Box<dyn Input>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalInput::open(p)?)),
+        #[cfg(feature = "s3")]
+        Location::S3 { .. } => crate::s3::open_input(loc),
+        #[cfg(not(feature = "s3"))]
         Location::S3 { .. } => Err(s3_unsupported(loc)),
     }
 }
@@ -109,6 +114,9 @@ pub fn open_input(loc: &Location) -> Result<Box<dyn Input>> {
 pub fn open_output(loc: &Location) -> Result<Box<dyn Output>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalOutput::new(p.clone()))),
+        #[cfg(feature = "s3")]
+        Location::S3 { .. } => crate::s3::open_output(loc),
+        #[cfg(not(feature = "s3"))]
         Location::S3 { .. } => Err(s3_unsupported(loc)),
     }
 }
@@ -117,6 +125,9 @@ pub fn open_output(loc: &Location) -> Result<Box<dyn Output>> {
 pub fn open_source(loc: &Location) -> Result<Box<dyn ShardSource>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalSource::new(p.clone()))),
+        #[cfg(feature = "s3")]
+        Location::S3 { .. } => crate::s3::open_source(loc),
+        #[cfg(not(feature = "s3"))]
         Location::S3 { .. } => Err(s3_unsupported(loc)),
     }
 }
@@ -125,10 +136,14 @@ pub fn open_source(loc: &Location) -> Result<Box<dyn ShardSource>> {
 pub fn create_file(loc: &Location, overwrite: bool) -> Result<Box<dyn PartWriter>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalFile::create(p, overwrite)?)),
+        #[cfg(feature = "s3")]
+        Location::S3 { .. } => crate::s3::create_file(loc, overwrite),
+        #[cfg(not(feature = "s3"))]
         Location::S3 { .. } => Err(s3_unsupported(loc)),
     }
 }
 
+#[cfg(not(feature = "s3"))]
 fn s3_unsupported(loc: &Location) -> Error {
     Error::Unsupported(format!("{loc}: this build has no S3 support"))
 }

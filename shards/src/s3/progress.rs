@@ -1,0 +1,75 @@
+//! Transfer progress on stderr: one bar per direction (bytes, rate, elapsed), drawn only when
+//! stderr is a terminal, finished with a one-line total when the store is dropped.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Download and upload meters of one store.
+#[derive(Debug)]
+pub(crate) struct Transfers {
+    pub(crate) get: Meter,
+    pub(crate) put: Meter,
+}
+
+impl Transfers {
+    pub(crate) fn new(multi: Option<MultiProgress>) -> Self {
+        Transfers {
+            get: Meter::new("s3 get", multi.clone()),
+            put: Meter::new("s3 put", multi),
+        }
+    }
+}
+
+/// A byte counter with a lazily created progress bar.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    label: &'static str,
+    multi: Option<MultiProgress>,
+    bar: OnceLock<(ProgressBar, Instant)>,
+}
+
+impl Meter {
+    fn new(label: &'static str, multi: Option<MultiProgress>) -> Self {
+        Meter {
+            label,
+            multi,
+            bar: OnceLock::new(),
+        }
+    }
+
+    /// Counts `n` more bytes transferred.
+    pub(crate) fn add(&self, n: u64) {
+        let (bar, _) = self.bar.get_or_init(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+                .with_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>7} {bytes:>11} {binary_bytes_per_sec:>13} {elapsed:>4}",
+                    )
+                    .expect("a valid template"),
+                )
+                .with_prefix(self.label);
+            let bar = match &self.multi {
+                Some(m) => m.add(bar),
+                None => bar,
+            };
+            (bar, Instant::now())
+        });
+        bar.inc(n);
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if let Some((bar, start)) = self.bar.get() {
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            let mib = bar.position() as f64 / (1 << 20) as f64;
+            bar.set_style(ProgressStyle::with_template("{prefix:>7} {msg}").expect("valid"));
+            bar.finish_with_message(format!(
+                "{mib:.1} MiB in {secs:.1} s ({:.1} MiB/s)",
+                mib / secs
+            ));
+        }
+    }
+}

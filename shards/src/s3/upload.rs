@@ -1,0 +1,251 @@
+//! One object being written: buffered and sent with a single PUT at `finish` when it stays
+//! under the multipart threshold, otherwise as a multipart upload whose parts go up in the
+//! background while the caller keeps writing. The object appears only when `finish` succeeds;
+//! dropped before that, the multipart upload is aborted and nothing is left.
+
+use std::collections::VecDeque;
+use std::io::Write;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::task::JoinHandle;
+
+use super::error::to_io;
+use super::{MIN_PART_SIZE, S3, sdk_error};
+use crate::error::{Error, Result};
+use crate::manifest::{ShardInfo, crc_hex};
+use crate::store::PartWriter;
+
+/// Parts of one upload in flight at once (each holds a part-sized buffer).
+const IN_FLIGHT: usize = 2;
+
+/// An object being written (see the module docs). Returned by [`S3::create_object`] and by
+/// [`super::S3Output`]'s `create_part`.
+#[derive(Debug)]
+pub struct Upload {
+    s3: S3,
+    bucket: String,
+    key: String,
+    name: String,
+    threshold: usize,
+    part_size: usize,
+    buf: Vec<u8>,
+    hasher: crc32fast::Hasher,
+    bytes: u64,
+    multipart: Option<Multipart>,
+    finished: bool,
+}
+
+#[derive(Debug)]
+struct Multipart {
+    upload_id: String,
+    next_number: i32,
+    in_flight: VecDeque<JoinHandle<Result<CompletedPart>>>,
+    done: Vec<CompletedPart>,
+}
+
+impl Upload {
+    pub(crate) fn new(s3: S3, bucket: &str, key: &str, name: &str) -> Upload {
+        let threshold = s3.options().multipart_threshold;
+        Upload {
+            part_size: threshold.max(MIN_PART_SIZE),
+            threshold,
+            s3,
+            bucket: bucket.into(),
+            key: key.into(),
+            name: name.into(),
+            buf: Vec::new(),
+            hasher: crc32fast::Hasher::new(),
+            bytes: 0,
+            multipart: None,
+            finished: false,
+        }
+    }
+
+    /// Sends every full part in the buffer, starting the multipart upload if needed.
+    fn send_full_parts(&mut self) -> Result<()> {
+        if self.multipart.is_none() {
+            let out = self
+                .s3
+                .block_on(
+                    self.s3
+                        .client()
+                        .create_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&self.key)
+                        .send(),
+                )
+                .map_err(|e| sdk_error("CreateMultipartUpload", &self.bucket, &self.key, e))?;
+            self.multipart = Some(Multipart {
+                upload_id: out.upload_id().unwrap_or_default().to_string(),
+                next_number: 1,
+                in_flight: VecDeque::new(),
+                done: Vec::new(),
+            });
+        }
+        while self.buf.len() >= self.part_size {
+            let rest = self.buf.split_off(self.part_size);
+            let part = std::mem::replace(&mut self.buf, rest);
+            self.send_part(part)?;
+        }
+        Ok(())
+    }
+
+    /// Starts uploading `data` as the next part, first waiting for the oldest part in flight
+    /// when there are too many.
+    fn send_part(&mut self, data: Vec<u8>) -> Result<()> {
+        let mp = self
+            .multipart
+            .as_mut()
+            .expect("started before parts are sent");
+        while mp.in_flight.len() >= IN_FLIGHT {
+            let oldest = mp.in_flight.pop_front().expect("non-empty");
+            mp.done
+                .push(join(&self.s3, oldest, &self.bucket, &self.key)?);
+        }
+        let number = mp.next_number;
+        mp.next_number += 1;
+        let len = data.len() as u64;
+        let req = self
+            .s3
+            .client()
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&mp.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(data));
+        let (s3, bucket, key) = (self.s3.clone(), self.bucket.clone(), self.key.clone());
+        mp.in_flight.push_back(self.s3.spawn(async move {
+            let out = req
+                .send()
+                .await
+                .map_err(|e| sdk_error("UploadPart", &bucket, &key, e))?;
+            s3.transfers().put.add(len);
+            let mut part = CompletedPart::builder().part_number(number);
+            if let Some(etag) = out.e_tag() {
+                part = part.e_tag(etag);
+            }
+            if let Some(crc) = out.checksum_crc32() {
+                part = part.checksum_crc32(crc);
+            }
+            Ok(part.build())
+        }));
+        Ok(())
+    }
+
+    fn finish_upload(&mut self) -> Result<()> {
+        let client = self.s3.client().clone();
+        if self.multipart.is_none() {
+            let data = std::mem::take(&mut self.buf);
+            let len = data.len() as u64;
+            self.s3
+                .block_on(
+                    client
+                        .put_object()
+                        .bucket(&self.bucket)
+                        .key(&self.key)
+                        .body(ByteStream::from(data))
+                        .send(),
+                )
+                .map_err(|e| sdk_error("PutObject", &self.bucket, &self.key, e))?;
+            self.s3.transfers().put.add(len);
+            return Ok(());
+        }
+        let last = std::mem::take(&mut self.buf);
+        if !last.is_empty() {
+            self.send_part(last)?;
+        }
+        let mp = self.multipart.as_mut().expect("checked above");
+        while let Some(h) = mp.in_flight.pop_front() {
+            mp.done.push(join(&self.s3, h, &self.bucket, &self.key)?);
+        }
+        mp.done.sort_by_key(|p| p.part_number());
+        let parts = CompletedMultipartUpload::builder()
+            .set_parts(Some(mp.done.clone()))
+            .build();
+        self.s3
+            .block_on(
+                client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .upload_id(&mp.upload_id)
+                    .multipart_upload(parts)
+                    .send(),
+            )
+            .map_err(|e| sdk_error("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
+        Ok(())
+    }
+}
+
+fn join(
+    s3: &S3,
+    handle: JoinHandle<Result<CompletedPart>>,
+    bucket: &str,
+    key: &str,
+) -> Result<CompletedPart> {
+    s3.block_on(handle).unwrap_or_else(|e| {
+        Err(Error::io(
+            format_args!("s3://{bucket}/{key}"),
+            std::io::Error::other(format!("UploadPart task failed: {e}")),
+        ))
+    })
+}
+
+impl Write for Upload {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+        let over = match self.multipart {
+            Some(_) => self.buf.len() >= self.part_size,
+            None => self.buf.len() > self.threshold,
+        };
+        if over {
+            self.send_full_parts().map_err(to_io)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PartWriter for Upload {
+    fn finish(mut self: Box<Self>) -> Result<ShardInfo> {
+        self.finish_upload()?;
+        self.finished = true;
+        Ok(ShardInfo {
+            name: self.name.clone(),
+            rows: 0,
+            bytes: self.bytes,
+            crc32: crc_hex(self.hasher.clone().finalize()),
+        })
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Some(mp) = self.multipart.take() {
+            for h in &mp.in_flight {
+                h.abort();
+            }
+            let abort = self
+                .s3
+                .client()
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&mp.upload_id)
+                .send();
+            // Best effort: a server that is gone cannot be cleaned up, and the upload never
+            // became an object (a bucket lifecycle rule reclaims its parts).
+            let _ = self.s3.block_on(abort);
+        }
+    }
+}

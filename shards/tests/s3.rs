@@ -1,0 +1,523 @@
+//! The S3 store against a local S3-compatible server (run through `scripts/with-s3.sh`).
+//!
+//! The server is found through `AWS_ENDPOINT_URL`; without it every test prints that it
+//! skipped, except under `CI=true`, where a missing server is a failure.
+#![cfg(feature = "s3")]
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shards::lines::{LineReader, split_ranges};
+use shards::manifest::{FORMAT, ManifestOptions, ManifestSchema, RowCounts, ShardInfo};
+use shards::s3::{S3, S3Options};
+use shards::store::{Input, Output, PartWriter, create_file, open_input, open_output};
+use shards::{Dataset, Error, Location, Manifest};
+
+/// A client for the test server, or `None` (after saying so) when there is none.
+fn server() -> Option<S3> {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but AWS_ENDPOINT_URL is unset: run the S3 tests through scripts/with-s3.sh"
+        );
+        eprintln!("skipped: AWS_ENDPOINT_URL is unset (run through scripts/with-s3.sh)");
+        return None;
+    }
+    Some(S3::new(S3Options::default()).expect("a client"))
+}
+
+/// A fresh bucket with a name unique to this test and process.
+fn bucket(s3: &S3, test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "shards-{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    s3.block_on(s3.client().create_bucket().bucket(&name).send())
+        .expect("create bucket");
+    name
+}
+
+fn s3loc(bucket: &str, key: &str) -> Location {
+    Location::S3 {
+        bucket: bucket.into(),
+        key: key.into(),
+    }
+}
+
+fn manifest(shards: Vec<ShardInfo>) -> Manifest {
+    Manifest {
+        format: FORMAT.into(),
+        schema: ManifestSchema {
+            input_columns: vec!["y".into(), "a".into()],
+            label: "y".into(),
+            features: vec!["a".into()],
+        },
+        options: ManifestOptions {
+            input: "in.csv".into(),
+            shards: 2,
+            na_values: vec![],
+        },
+        rows: RowCounts::default(),
+        labels: BTreeMap::new(),
+        feature_means: BTreeMap::new(),
+        distinct_feature_vectors: 0,
+        shards,
+    }
+}
+
+const BODIES: [&str; 2] = ["offset,y,a\n3,1,0.5\n9,0,2\n", "offset,y,a\n4,1,1\n"];
+
+/// Writes and commits the two-part output of the local store's tests through `out`.
+fn write_output(out: &dyn Output, overwrite: bool) -> shards::Result<()> {
+    out.prepare(overwrite)?;
+    let mut infos = Vec::new();
+    for (i, body) in BODIES.iter().enumerate() {
+        let mut w = out.create_part(&format!("part-0000{i}"))?;
+        w.write_all(body.as_bytes())
+            .map_err(|e| Error::io(out.location(), e))?;
+        let mut info = w.finish()?;
+        info.rows = body.lines().count() as u64 - 1;
+        infos.push(info);
+    }
+    out.commit(&manifest(infos))
+}
+
+fn keys(s3: &S3, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut k = s3.list_all(bucket, prefix).unwrap();
+    k.sort();
+    k
+}
+
+/// Fails if an error message could leak the test credentials.
+fn assert_no_credentials(msg: &str) {
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            assert!(
+                !v.is_empty() && !msg.contains(&v),
+                "{var} leaked into: {msg}"
+            );
+        }
+    }
+}
+
+/// The `io::ErrorKind` and text of an `Error::Io`.
+fn io_error(e: &Error) -> (ErrorKind, String) {
+    let msg = e.to_string();
+    assert_no_credentials(&msg);
+    match e {
+        Error::Io { source, .. } => (source.kind(), msg),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+#[test]
+fn commit_then_read_back() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "commit");
+    let loc = s3loc(&b, "runs/1/shards");
+    let out = open_output(&loc).unwrap();
+    out.prepare(false).unwrap();
+    let mut w = out.create_part("part-00000").unwrap();
+    w.write_all(BODIES[0].as_bytes()).unwrap();
+    w.finish().unwrap();
+    assert_eq!(
+        keys(&s3, &b, "runs/1/shards"),
+        ["runs/1/shards/_temporary/part-00000"],
+        "parts are published only by commit"
+    );
+    write_output(out.as_ref(), true).unwrap();
+    assert_eq!(
+        keys(&s3, &b, "runs/1/shards"),
+        [
+            "runs/1/shards/_SUCCESS",
+            "runs/1/shards/_manifest.json",
+            "runs/1/shards/part-00000",
+            "runs/1/shards/part-00001"
+        ]
+    );
+    let ds = Dataset::open(&loc).unwrap();
+    assert!(ds.manifest().is_some());
+    let table = ds.load().unwrap();
+    assert_eq!(table.offsets, [3, 9, 4]);
+    assert_eq!(table.labels, [1.0, 0.0, 1.0]);
+    assert_eq!(table.features, [0.5, 2.0, 1.0]);
+}
+
+#[test]
+fn existing_output_needs_overwrite_and_foreign_objects_are_kept() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "overwrite");
+    let loc = s3loc(&b, "out");
+    let out = open_output(&loc).unwrap();
+    write_output(out.as_ref(), false).unwrap();
+    let err = out.prepare(false).unwrap_err();
+    assert!(matches!(err, Error::OutputExists { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("s3://{b}/out")), "{err}");
+    write_output(out.as_ref(), true).unwrap();
+    assert_eq!(keys(&s3, &b, "out").len(), 4);
+
+    // A sibling prefix that merely starts the same is not part of the output.
+    let mut w = create_file(&s3loc(&b, "out2/notes.txt"), false).unwrap();
+    w.write_all(b"mine").unwrap();
+    w.finish().unwrap();
+    write_output(out.as_ref(), true).unwrap();
+
+    let mut w = create_file(&s3loc(&b, "out/notes.txt"), false).unwrap();
+    w.write_all(b"mine").unwrap();
+    w.finish().unwrap();
+    let err = out.prepare(true).unwrap_err().to_string();
+    assert!(err.contains("notes.txt"), "{err}");
+    assert!(keys(&s3, &b, "out").contains(&"out/notes.txt".to_string()));
+    assert!(keys(&s3, &b, "out").contains(&"out/_SUCCESS".to_string()));
+}
+
+#[test]
+fn dropped_writers_and_abort_leave_nothing() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "abort");
+    let out = s3.output(&b, "o");
+    out.prepare(false).unwrap();
+    let mut w = out.create_part("part-00000").unwrap();
+    w.write_all(b"offset,y,a\n").unwrap();
+    drop(w);
+    let mut w = out.create_part("part-00001").unwrap();
+    w.write_all(b"offset,y,a\n").unwrap();
+    w.finish().unwrap();
+    assert_eq!(keys(&s3, &b, "o"), ["o/_temporary/part-00001"]);
+    out.abort();
+    assert!(keys(&s3, &b, "").is_empty());
+}
+
+#[test]
+fn single_objects_are_created_once() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "file");
+    let loc = s3loc(&b, "data/in.csv");
+    let mut w = create_file(&loc, false).unwrap();
+    w.write_all(b"a,b\n1,2\n").unwrap();
+    let info = w.finish().unwrap();
+    assert_eq!((info.name.as_str(), info.bytes), ("in.csv", 8));
+    assert_eq!(
+        info.crc32,
+        format!("{:08x}", crc32fast::hash(b"a,b\n1,2\n"))
+    );
+    let err = create_file(&loc, false).err().expect("exists");
+    assert!(matches!(err, Error::OutputExists { .. }), "{err}");
+    let mut w = create_file(&loc, true).unwrap();
+    w.write_all(b"x\n").unwrap();
+    drop(w);
+    assert_eq!(s3.get_all(&b, "data/in.csv").unwrap(), b"a,b\n1,2\n");
+}
+
+/// Bytes that look like a CSV, with every kind of line end and no final newline.
+fn sample(lines: usize) -> Vec<u8> {
+    let mut v = b"\"sex\",\"married\",\"employed\"\n".to_vec();
+    for i in 0..lines {
+        let end: &[u8] = match i % 7 {
+            0 => b"\r\n",
+            3 => b"\r",
+            _ => b"\n",
+        };
+        v.extend_from_slice(format!("{},{},{}", i % 2, i % 3, i * 7919 % 1000).as_bytes());
+        v.extend_from_slice(end);
+    }
+    v.extend_from_slice(b"1,1,1");
+    v
+}
+
+fn lines_of(input: &dyn Input, parts: usize) -> Vec<(u64, Vec<u8>)> {
+    let mut all = Vec::new();
+    for (start, end) in split_ranges(input.len().unwrap(), parts) {
+        let r = input.open_at(start.saturating_sub(1), end).unwrap();
+        let mut lines = LineReader::for_range(r, start, end).unwrap();
+        while let Some((off, line)) = lines.next_line().unwrap() {
+            all.push((off, line.to_vec()));
+        }
+    }
+    all
+}
+
+#[test]
+fn ranged_reads_give_the_lines_of_the_local_file() {
+    let Some(_) = server() else { return };
+    let data = sample(30_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("in.csv");
+    std::fs::write(&local, &data).unwrap();
+    let local = open_input(&Location::Local(local)).unwrap();
+    // Tiny slack and no slack force follow-up GETs for the last line of every range.
+    for slack in [0, 5, shards::s3::DEFAULT_RANGE_SLACK] {
+        let s3 = S3::new(S3Options {
+            range_slack: slack,
+            ..S3Options::default()
+        })
+        .unwrap();
+        let b = bucket(&s3, "ranges");
+        let mut w = s3.create_object(&b, "in.csv", false).unwrap();
+        w.write_all(&data).unwrap();
+        Box::new(w).finish().unwrap();
+        let remote = s3.input(&b, "in.csv").unwrap();
+        assert_eq!(remote.len().unwrap(), data.len() as u64);
+        for parts in [1, 2, 3, 7, 64] {
+            assert_eq!(
+                lines_of(&remote, parts),
+                lines_of(local.as_ref(), parts),
+                "{parts} ranges, slack {slack}"
+            );
+        }
+        // Reading on past the hint reaches the end of the object.
+        let mut all = Vec::new();
+        remote
+            .open_at(10, 20)
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all, data[10..]);
+        let mut none = Vec::new();
+        let n = data.len() as u64;
+        remote
+            .open_at(n, n)
+            .unwrap()
+            .read_to_end(&mut none)
+            .unwrap();
+        assert!(none.is_empty());
+    }
+}
+
+#[test]
+fn large_objects_go_up_in_parts() {
+    let Some(_) = server() else { return };
+    let s3 = S3::new(S3Options {
+        multipart_threshold: 5 << 20,
+        ..S3Options::default()
+    })
+    .unwrap();
+    let b = bucket(&s3, "multipart");
+    let data: Vec<u8> = (0..(12 << 20) + 12345u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let mut w = s3.create_object(&b, "big.bin", false).unwrap();
+    for piece in data.chunks(100_000) {
+        w.write_all(piece).unwrap();
+    }
+    let info = Box::new(w).finish().unwrap();
+    assert_eq!(info.bytes, data.len() as u64);
+    let head = s3
+        .block_on(s3.client().head_object().bucket(&b).key("big.bin").send())
+        .unwrap();
+    assert!(
+        head.e_tag().unwrap_or_default().contains("-3"),
+        "a 3-part upload: {:?}",
+        head.e_tag()
+    );
+    assert!(s3.get_all(&b, "big.bin").unwrap() == data);
+
+    // Dropped midway: the upload is aborted and no object appears.
+    let mut w = s3.create_object(&b, "dropped.bin", false).unwrap();
+    w.write_all(&data).unwrap();
+    drop(w);
+    let uploads = s3
+        .block_on(s3.client().list_multipart_uploads().bucket(&b).send())
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+    assert_eq!(keys(&s3, &b, ""), ["big.bin"]);
+}
+
+#[test]
+fn listing_pages_through_1500_objects() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "list");
+    let n = 1_550;
+    let client = s3.client().clone();
+    let bb = b.clone();
+    s3.block_on(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (client, b) = (client.clone(), bb.clone());
+            set.spawn(async move {
+                client
+                    .put_object()
+                    .bucket(b)
+                    .key(format!("many/part-{i:05}"))
+                    .body(format!("offset,y,a\n{i},1,0\n").into_bytes().into())
+                    .send()
+                    .await
+                    .unwrap();
+            });
+            while set.len() >= 32 {
+                set.join_next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    });
+    let ds = Dataset::open(&s3loc(&b, "many")).unwrap();
+    let names: Vec<String> = ds.parts().iter().map(|p| p.name.clone()).collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("part-{i:05}")).collect();
+    assert_eq!(names, expected);
+    // Overwrite deletes them all (batched deletes).
+    let out = s3.output(&b, "many");
+    out.prepare(true).unwrap();
+    assert!(keys(&s3, &b, "many").is_empty());
+}
+
+#[test]
+fn missing_bucket_and_key_are_named() {
+    let Some(s3) = server() else { return };
+    let gone = format!("shards-no-such-bucket-{}", std::process::id());
+    let err = open_input(&s3loc(&gone, "in.csv")).unwrap_err();
+    let (kind, msg) = io_error(&err);
+    assert_eq!(kind, ErrorKind::NotFound, "{msg}");
+    assert!(msg.contains(&format!("no such bucket '{gone}'")), "{msg}");
+
+    let err = open_output(&s3loc(&gone, "out"))
+        .unwrap()
+        .prepare(false)
+        .unwrap_err();
+    let (kind, msg) = io_error(&err);
+    assert_eq!(kind, ErrorKind::NotFound, "{msg}");
+    assert!(msg.contains(&gone), "{msg}");
+
+    let err = create_file(&s3loc(&gone, "x.csv"), false).err().unwrap();
+    assert!(io_error(&err).1.contains(&gone));
+
+    let err = Dataset::open(&s3loc(&gone, "shards")).unwrap_err();
+    assert!(io_error(&err).1.contains(&gone));
+
+    let b = bucket(&s3, "nokey");
+    let err = open_input(&s3loc(&b, "missing/in.csv")).unwrap_err();
+    let (kind, msg) = io_error(&err);
+    assert_eq!(kind, ErrorKind::NotFound, "{msg}");
+    assert!(msg.contains(&format!("s3://{b}/missing/in.csv")), "{msg}");
+    assert!(msg.contains("no such key"), "{msg}");
+
+    let err = Dataset::open(&s3loc(&b, "nothing")).unwrap_err();
+    assert!(matches!(err, Error::NoShards { .. }), "{err}");
+}
+
+#[test]
+fn a_shard_deleted_before_reading_is_named_and_a_rewrite_recovers() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "deleted");
+    let loc = s3loc(&b, "out");
+    let out = open_output(&loc).unwrap();
+    write_output(out.as_ref(), false).unwrap();
+
+    // Deleted after the listing: the read names the object.
+    let ds = Dataset::open(&loc).unwrap();
+    s3.delete_keys(&b, vec!["out/part-00001".into()]).unwrap();
+    let err = ds.load().unwrap_err();
+    let (kind, msg) = io_error(&err);
+    assert_eq!(kind, ErrorKind::NotFound, "{msg}");
+    assert!(msg.contains(&format!("s3://{b}/out/part-00001")), "{msg}");
+
+    // Deleted before the listing: the manifest disagrees with the prefix.
+    let err = Dataset::open(&loc).unwrap_err();
+    assert!(matches!(err, Error::Manifest { .. }), "{err}");
+    assert!(err.to_string().contains("part-00001"), "{err}");
+
+    write_output(out.as_ref(), true).unwrap();
+    assert_eq!(Dataset::open(&loc).unwrap().load().unwrap().len(), 3);
+}
+
+/// A moto server of the test's own, on a free port, killed on drop.
+struct PrivateServer {
+    child: Child,
+    port: u16,
+}
+
+impl PrivateServer {
+    fn start(port: Option<u16>) -> PrivateServer {
+        let moto = std::env::var("MOTO_SERVER").expect("MOTO_SERVER (set by scripts/s3-server.sh)");
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        PrivateServer { child, port }
+    }
+
+    fn client(&self) -> S3 {
+        S3::new(S3Options {
+            endpoint_url: Some(format!("http://127.0.0.1:{}", self.port)),
+            max_attempts: Some(2),
+            ..S3Options::default()
+        })
+        .unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn server_stopped_between_parts() {
+    let Some(_) = server() else { return };
+    let mut moto = PrivateServer::start(None);
+    let s3 = moto.client();
+    let b = bucket(&s3, "stopped");
+    let out = s3.output(&b, "out");
+    out.prepare(false).unwrap();
+    let mut w = out.create_part("part-00000").unwrap();
+    w.write_all(BODIES[0].as_bytes()).unwrap();
+    w.finish().unwrap();
+
+    moto.kill();
+    let started = Instant::now();
+    let mut w = out.create_part("part-00001").unwrap();
+    w.write_all(BODIES[1].as_bytes()).unwrap();
+    let err = w.finish().unwrap_err();
+    let (kind, msg) = io_error(&err);
+    assert_eq!(kind, ErrorKind::ConnectionRefused, "{msg}");
+    assert!(
+        msg.contains(&format!("s3://{b}/out/_temporary/part-00001")),
+        "{msg}"
+    );
+    let err = out.commit(&manifest(vec![])).unwrap_err();
+    assert_eq!(io_error(&err).0, ErrorKind::ConnectionRefused);
+    out.abort(); // cannot reach the server: gives up quietly
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Restarted (moto keeps objects in memory, so it comes back empty), the rerun succeeds.
+    let moto = PrivateServer::start(Some(moto.port));
+    let s3 = moto.client();
+    assert!(s3.list_dir(&b, "out").is_err(), "a fresh server");
+    let b2 = bucket(&s3, "stopped");
+    let out = s3.output(&b2, "out");
+    write_output(&out, false).unwrap();
+    assert!(s3.exists(&b2, "out/_SUCCESS").unwrap());
+}
