@@ -10,8 +10,7 @@ pub enum Error {
     Io {
         /// The file, directory or object.
         path: String,
-        /// The underlying error.
-        #[source]
+        /// The underlying error (shown in the message, so not chained as a source).
         source: std::io::Error,
     },
     /// The input has no header line (and no `--columns` were given).
