@@ -73,7 +73,11 @@ impl LocalStats {
                 out.push((StatKey::Label(l as u8), c as i64));
             }
         }
-        out.extend(self.vectors.into_iter().map(|(k, c)| (StatKey::Vector(k.into_vec()), c as i64)));
+        out.extend(
+            self.vectors
+                .into_iter()
+                .map(|(k, c)| (StatKey::Vector(k.into_vec()), c as i64)),
+        );
         out
     }
 }
@@ -143,7 +147,16 @@ pub fn build_manifest(
     let feature_means = names
         .iter()
         .zip(&sums)
-        .map(|(n, s)| (n.clone(), if rows.kept > 0 { s / rows.kept as f64 } else { 0.0 }))
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                if rows.kept > 0 {
+                    s / rows.kept as f64
+                } else {
+                    0.0
+                },
+            )
+        })
         .collect();
     shards.sort_by(|a, b| a.name.cmp(&b.name));
     Manifest {
@@ -183,7 +196,10 @@ mod tests {
     fn totals_do_not_depend_on_the_split() {
         let schema = Schema::from_columns(
             vec!["y".into(), "a".into(), "b".into()],
-            &shards::SchemaOptions { label: "y".into(), ..Default::default() },
+            &shards::SchemaOptions {
+                label: "y".into(),
+                ..Default::default()
+            },
         )
         .unwrap();
         let mut one = LocalStats::default();
@@ -193,7 +209,11 @@ mod tests {
         for (i, l) in lines.iter().enumerate() {
             let label = l[2] - b'0';
             one.kept(label, l);
-            if i % 2 == 0 { left.kept(label, l) } else { right.kept(label, l) }
+            if i % 2 == 0 {
+                left.kept(label, l)
+            } else {
+                right.kept(label, l)
+            }
         }
         one.dropped(DropReason::Missing);
         right.dropped(DropReason::Missing);

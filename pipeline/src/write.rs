@@ -23,12 +23,18 @@ pub fn write_owned(
     peers: usize,
     batches: &[Batch],
 ) -> shards::Result<Vec<ShardInfo>> {
-    let owned: Vec<u32> = (0..num_shards).filter(|&s| owner(s, peers) == index).collect();
+    let owned: Vec<u32> = (0..num_shards)
+        .filter(|&s| owner(s, peers) == index)
+        .collect();
     // Slot of each owned shard in `groups`: shard s is the (s / peers)-th shard this worker owns.
     let mut groups: Vec<Vec<(u64, u32, u32)>> = vec![Vec::new(); owned.len()];
     for (b, batch) in batches.iter().enumerate() {
         for (i, (&offset, &shard)) in batch.offsets.iter().zip(&batch.shards).enumerate() {
-            debug_assert_eq!(owner(shard, peers), index, "records are routed to their owner");
+            debug_assert_eq!(
+                owner(shard, peers),
+                index,
+                "records are routed to their owner"
+            );
             groups[shard as usize / peers].push((offset, b as u32, i as u32));
         }
     }
@@ -40,7 +46,8 @@ pub fn write_owned(
         let io = |e| Error::io(output.location().join(&name), e);
         part.write_all(header.as_bytes()).map_err(io)?;
         for &(_, b, i) in &records {
-            part.write_all(batches[b as usize].line(i as usize)).map_err(io)?;
+            part.write_all(batches[b as usize].line(i as usize))
+                .map_err(io)?;
         }
         let mut info = part.finish()?;
         info.rows = records.len() as u64;
