@@ -207,7 +207,7 @@ mod tests {
         let mut right = LocalStats::default();
         let lines: [&[u8]; 4] = [b"0,1,0,1\n", b"9,0,0.1,2\n", b"20,1,0,1\n", b"31,0,0.2,3\n"];
         for (i, l) in lines.iter().enumerate() {
-            let label = l[2] - b'0';
+            let label = l.split(|&b| b == b',').nth(1).unwrap()[0] - b'0';
             one.kept(label, l);
             if i % 2 == 0 {
                 left.kept(label, l)
