@@ -114,7 +114,7 @@ fn io_error(e: &Error) -> (ErrorKind, String) {
     let msg = e.to_string();
     assert_no_credentials(&msg);
     match e {
-        Error::Io { source, .. } => (source.kind(), msg),
+        Error::Io { cause, .. } => (cause.kind(), msg),
         other => panic!("expected an I/O error, got {other:?}"),
     }
 }

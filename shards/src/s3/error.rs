@@ -92,8 +92,8 @@ fn classify(op: &str, code: &str, status: Option<u16>, bucket: &str) -> (ErrorKi
 /// location.
 pub(crate) fn to_io(e: Error) -> std::io::Error {
     match e {
-        Error::Io { path, source } => {
-            std::io::Error::new(source.kind(), format!("{path}: {source}"))
+        Error::Io { path, cause } => {
+            std::io::Error::new(cause.kind(), format!("{path}: {cause}"))
         }
         other => std::io::Error::other(other.to_string()),
     }
