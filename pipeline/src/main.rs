@@ -26,6 +26,15 @@ struct Cli {
     run: RunArgs,
 }
 
+/// How S3 locations are reached (flags of both subcommands).
+#[derive(Debug, Args)]
+struct S3Args {
+    /// S3 path-style addressing (http://host/bucket/key); `--s3-path-style=false` forces
+    /// virtual-hosted style [default: on with a custom endpoint such as AWS_ENDPOINT_URL].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    s3_path_style: Option<bool>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Clean the input and write it as shards (the default).
@@ -84,6 +93,8 @@ struct RunArgs {
     /// No progress display and no summary.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +114,8 @@ struct GenerateArgs {
     /// Replace an existing file.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 /// What `run` needs beyond the library config: whether to start the other local processes.
@@ -199,8 +212,27 @@ impl TryFrom<RunArgs> for Launch {
     }
 }
 
+/// Sets how S3 locations are reached: addressing style, and transfer progress bars sharing the
+/// terminal with the run's own (none when quiet). A no-op in builds without S3.
+fn configure_s3(path_style: Option<bool>, quiet: bool) {
+    #[cfg(feature = "s3")]
+    shards::s3::configure(shards::s3::S3Options {
+        force_path_style: path_style,
+        progress: Some(if quiet {
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+        } else {
+            pipeline::progress::terminal().clone()
+        }),
+        ..shards::s3::S3Options::default()
+    });
+    #[cfg(not(feature = "s3"))]
+    let _ = (path_style, quiet);
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    let s3_path_style = args.s3.s3_path_style;
     let launch = Launch::try_from(args)?;
+    configure_s3(s3_path_style, launch.quiet);
     let children = match &launch.spawn {
         Some(addresses) => {
             let exe = std::env::current_exe()
@@ -225,6 +257,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    configure_s3(a.s3.s3_path_style, false);
     let config = GenerateConfig {
         rows: a.rows,
         seed: a.seed,
@@ -253,5 +286,42 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_style(argv: &[&str]) -> Option<bool> {
+        match Cli::try_parse_from(argv).unwrap() {
+            Cli {
+                command: Some(Command::Run(a)),
+                ..
+            } => a.s3.s3_path_style,
+            Cli {
+                command: Some(Command::Generate(a)),
+                ..
+            } => a.s3.s3_path_style,
+            Cli { run, .. } => run.s3.s3_path_style,
+        }
+    }
+
+    #[test]
+    fn s3_path_style_flag() {
+        assert_eq!(path_style(&["pipeline"]), None);
+        assert_eq!(
+            path_style(&["pipeline", "--s3-path-style", "--quiet"]),
+            Some(true)
+        );
+        assert_eq!(
+            path_style(&["pipeline", "run", "--s3-path-style=false"]),
+            Some(false)
+        );
+        assert_eq!(
+            path_style(&["pipeline", "generate", "--s3-path-style", "true"]),
+            Some(true)
+        );
+        assert!(Cli::try_parse_from(["pipeline", "--s3-path-style=maybe"]).is_err());
     }
 }

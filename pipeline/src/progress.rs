@@ -1,13 +1,20 @@
 //! A progress line on stderr while a run reads its input (hidden when stderr is not a terminal).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::ingest::Counters;
+
+/// The process's progress bars on stderr, so that the run's bar and the storage's transfer bars
+/// (S3) share the terminal instead of overwriting each other.
+pub fn terminal() -> &'static MultiProgress {
+    static TERMINAL: OnceLock<MultiProgress> = OnceLock::new();
+    TERMINAL.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
 
 /// A running progress display; stops when dropped.
 #[derive(Debug)]
@@ -23,7 +30,7 @@ impl Progress {
         let thread = enabled.then(|| {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                let bar = terminal().add(ProgressBar::new(total));
                 bar.set_style(
                     ProgressStyle::with_template(
                         "{spinner} {bytes}/{total_bytes} read [{bar:30}] {binary_bytes_per_sec} {msg}",

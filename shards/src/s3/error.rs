@@ -7,7 +7,7 @@
 use std::error::Error as StdError;
 use std::io::ErrorKind;
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 
@@ -39,13 +39,10 @@ where
                 ErrorKind::TimedOut => "timed out reaching the S3 endpoint",
                 _ => "cannot reach the S3 endpoint",
             };
-            (kind, format!("{what} ({})", DisplayErrorContext(&err)))
+            (kind, format!("{what} ({})", chain(&err)))
         }
-        SdkError::TimeoutError(_) => (
-            ErrorKind::TimedOut,
-            format!("timed out ({})", DisplayErrorContext(&err)),
-        ),
-        _ => (ErrorKind::Other, DisplayErrorContext(&err).to_string()),
+        SdkError::TimeoutError(_) => (ErrorKind::TimedOut, format!("timed out ({})", chain(&err))),
+        _ => (ErrorKind::Other, chain(&err)),
     };
     s3_io(bucket, key, kind, format!("{op}: {what}"))
 }
@@ -92,11 +89,24 @@ fn classify(op: &str, code: &str, status: Option<u16>, bucket: &str) -> (ErrorKi
 /// location.
 pub(crate) fn to_io(e: Error) -> std::io::Error {
     match e {
-        Error::Io { path, cause } => {
-            std::io::Error::new(cause.kind(), format!("{path}: {cause}"))
-        }
+        Error::Io { path, cause } => std::io::Error::new(cause.kind(), format!("{path}: {cause}")),
         other => std::io::Error::other(other.to_string()),
     }
+}
+
+/// The messages of `err` and its sources, joined by `: ` (the SDK's own `DisplayErrorContext`
+/// appends a debug dump that is no use to a user).
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !msg.is_empty() && parts.last() != Some(&msg) {
+            parts.push(msg);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The kind of the first I/O error in `err`'s source chain.
