@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# `pipeline run` with input and output on S3 (the local moto server) versus on local disk, on
+# the 1.2M-row generated file, in one run; prints medians, the S3/local ratio, and a breakdown
+# of the extra time (S3 input only, S3 output only, raw transfers).
+#
+#   bench/s3/run.sh                      # REPS=5 CONFIGS="1x2 2x2" ROWS=1200000
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+rows="${ROWS:-1200000}"
+reps="${REPS:-5}"
+configs="${CONFIGS:-1x2 2x2}"
+work="$root/bench/out/s3"
+data="$root/bench/data/CaPUMS5full-$rows.csv"
+mkdir -p "$work" "$(dirname "$data")"
+
+echo "building (release)..." >&2
+# One invocation, so both targets share one feature set (two would build the SDK twice).
+cargo build --release --quiet -p pipeline -p shards --features shards/s3 --bin pipeline --example s3cp
+pipeline="$root/target/release/pipeline"
+s3cp="$root/target/release/examples/s3cp"
+
+export S3_SERVER_STATE="$work/server"
+"$root/scripts/s3-server.sh" stop >/dev/null 2>&1 || true
+trap '"$root/scripts/s3-server.sh" stop' EXIT
+eval "$("$root/scripts/s3-server.sh" start)"
+curl -fsS -X PUT "$AWS_ENDPOINT_URL/bench" -o /dev/null
+
+[[ -e "$data" ]] || "$pipeline" generate --rows "$rows" --seed 1 --output "$data" >&2
+remote_in="s3://bench/in/CaPUMS5full.csv"
+"$s3cp" "$data" "$remote_in" >&2
+
+times="$work/times.tsv"
+: >"$times"
+# Seconds of one command's wall time, appended to $times as "label<TAB>seconds".
+timed() {
+    local label="$1"
+    shift
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" >/dev/null 2>"$work/last.err" || {
+        cat "$work/last.err" >&2
+        exit 1
+    }
+    t1=$(date +%s.%N)
+    printf '%s\t%s\n' "$label" "$(echo "$t1 - $t0" | bc)" >>"$times"
+}
+
+for config in $configs; do
+    w="${config%x*}"
+    t="${config#*x}"
+    run=("$pipeline" run --workers "$w" --threads "$t" --shards 16 --overwrite --quiet)
+    for i in $(seq 1 "$reps"); do
+        echo "$config rep $i/$reps" >&2
+        timed "$config local" "${run[@]}" --input "$data" --output "$work/local"
+        timed "$config s3" "${run[@]}" --input "$remote_in" --output s3://bench/out
+        timed "$config s3-in" "${run[@]}" --input "$remote_in" --output "$work/local-from-s3"
+        timed "$config s3-out" "${run[@]}" --input "$data" --output s3://bench/out-from-local
+    done
+done
+for i in $(seq 1 "$reps"); do
+    timed "raw get" "$s3cp" "$remote_in" "$work/download.csv"
+    timed "raw put" "$s3cp" "$data" s3://bench/raw/upload.csv
+done
+
+# The S3 run's shards must be the local run's bytes.
+for part in "$work"/local/part-*; do
+    name="$(basename "$part")"
+    "$s3cp" "s3://bench/out/$name" "$work/check" >/dev/null
+    cmp -s "$part" "$work/check" || { echo "s3://bench/out/$name differs from $part" >&2; exit 1; }
+done
+
+python3 - "$times" "$configs" "$(stat -c %s "$data")" "$rows" <<'PY'
+import statistics, sys
+from collections import defaultdict
+path, configs, size, rows = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4])
+t = defaultdict(list)
+for line in open(path):
+    label, secs = line.rstrip("\n").split("\t")
+    t[label].append(float(secs))
+med = {k: statistics.median(v) for k, v in t.items()}
+mib = size / 2**20
+print(f"input: {rows} rows, {mib:.1f} MiB; medians of {len(t[configs[0] + ' local'])} runs; moto on 127.0.0.1")
+print(f"{'workers x threads':<18} {'local':>8} {'s3->s3':>8} {'ratio':>6} {'s3 in':>8} {'s3 out':>8}")
+for c in configs:
+    l, s, i, o = (med[f"{c} {k}"] for k in ("local", "s3", "s3-in", "s3-out"))
+    print(f"{c:<18} {l:>7.2f}s {s:>7.2f}s {s / l:>5.2f}x {i:>7.2f}s {o:>7.2f}s")
+print("s3 in: S3 input, local output; s3 out: local input, S3 output (commit by server-side copy)")
+g, p = med["raw get"], med["raw put"]
+print(f"raw transfer of the input through the store: get {g:.2f}s ({mib / g:.0f} MiB/s), put {p:.2f}s ({mib / p:.0f} MiB/s)")
+PY
