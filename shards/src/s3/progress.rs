@@ -1,7 +1,9 @@
 //! Transfer progress on stderr: one bar per direction (bytes, rate, elapsed), drawn only when
-//! stderr is a terminal, finished with a one-line total when the store is dropped.
+//! stderr is a terminal, finished with a one-line total and mean rate (first to last byte) when
+//! the store is dropped.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,6 +30,8 @@ pub(crate) struct Meter {
     label: &'static str,
     multi: Option<MultiProgress>,
     bar: OnceLock<(ProgressBar, Instant)>,
+    /// Nanoseconds from the first byte to the latest, for the mean rate.
+    active_ns: AtomicU64,
 }
 
 impl Meter {
@@ -36,12 +40,13 @@ impl Meter {
             label,
             multi,
             bar: OnceLock::new(),
+            active_ns: AtomicU64::new(0),
         }
     }
 
     /// Counts `n` more bytes transferred.
     pub(crate) fn add(&self, n: u64) {
-        let (bar, _) = self.bar.get_or_init(|| {
+        let (bar, start) = self.bar.get_or_init(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
                 .with_style(
                     ProgressStyle::with_template(
@@ -57,13 +62,15 @@ impl Meter {
             (bar, Instant::now())
         });
         bar.inc(n);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.active_ns.fetch_max(ns, Ordering::Relaxed);
     }
 }
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        if let Some((bar, start)) = self.bar.get() {
-            let secs = start.elapsed().as_secs_f64().max(1e-3);
+        if let Some((bar, _)) = self.bar.get() {
+            let secs = (self.active_ns.load(Ordering::Relaxed) as f64 / 1e9).max(1e-3);
             let mib = bar.position() as f64 / (1 << 20) as f64;
             bar.set_style(ProgressStyle::with_template("{prefix:>7} {msg}").expect("valid"));
             bar.finish_with_message(format!(
