@@ -333,7 +333,7 @@ mod tests {
             let mut line = Vec::new();
             for i in 0..23 {
                 state = crate::hash::splitmix64(state);
-                let pick = if state % 50 != 0 {
+                let pick = if !state.is_multiple_of(50) {
                     if i % 2 == 0 {
                         [b'0', b'1', b'3'][(state >> 8) as usize % 3]
                     } else {
