@@ -14,13 +14,15 @@ use crate::error::{Error, Result};
 
 type Contribution = (u32, u32, Vec<f32>);
 type Discard = timely::container::CapacityContainerBuilder<Vec<()>>;
+/// Contributions received: (round, from worker, values).
+type Received = Rc<RefCell<Vec<(u64, u32, Vec<f32>)>>>;
 
 /// Sums equal-length `f32` vectors across all workers, one round per call.
 #[derive(Debug)]
 pub struct AllReduce {
     input: InputHandleVec<u64, Contribution>,
     probe: ProbeHandle<u64>,
-    received: Rc<RefCell<Vec<(u64, u32, Vec<f32>)>>>,
+    received: Received,
     index: usize,
     peers: usize,
     timeout: Duration,
@@ -36,7 +38,7 @@ impl AllReduce {
     pub fn new(worker: &mut Worker, timeout: Duration) -> AllReduce {
         let mut input = InputHandleVec::<u64, Contribution>::new();
         let probe = ProbeHandle::new();
-        let received: Rc<RefCell<Vec<(u64, u32, Vec<f32>)>>> = Rc::default();
+        let received: Received = Rc::default();
         let sink = Rc::clone(&received);
         worker.dataflow::<u64, _, _>(|scope| {
             input
