@@ -7,7 +7,6 @@ use clap::{Parser, ValueEnum};
 use hadoop_streaming::counters::DEFAULT_INTERVAL;
 use hadoop_streaming::{InputKeys, MapperConfig, mapper};
 use shards::SchemaOptions;
-use shards::fields::split_names;
 use shards::schema::{DEFAULT_LABEL, DEFAULT_NA_VALUES};
 
 /// Cleans census CSV lines like `pipeline run` and keys each record by its shard, for
@@ -16,23 +15,23 @@ use shards::schema::{DEFAULT_LABEL, DEFAULT_NA_VALUES};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The label column.
+    /// The label column (must hold 0/1).
     #[arg(long, default_value = DEFAULT_LABEL)]
     label: String,
-    /// Feature columns, comma-separated, in output order [default: every column but the
-    /// label and the excluded ones].
-    #[arg(long, value_name = "LIST")]
-    features: Option<String>,
+    /// Feature columns, comma-separated, in output order [default: all but the label and
+    /// --exclude].
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
     /// Columns left out of the default features, comma-separated [default: blackfemale,targetted].
-    #[arg(long, value_name = "LIST", conflicts_with = "features")]
-    exclude: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    exclude: Option<Vec<String>>,
     /// The input's column names, comma-separated. Needed under Hadoop when the input is not
     /// CaPUMS5full: map tasks of later splits never see the header line.
-    #[arg(long, value_name = "LIST")]
-    columns: Option<String>,
-    /// Values that mean missing, comma-separated (`NA,` is NA and the empty field).
-    #[arg(long, value_name = "LIST", default_value = "NA,")]
-    na_values: String,
+    #[arg(long, value_delimiter = ',')]
+    columns: Option<Vec<String>>,
+    /// Field values that mean "missing", comma-separated (an empty field is missing by default).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_NA_VALUES.map(String::from))]
+    na_values: Vec<String>,
     /// Number of shards (records go to shard splitmix64(offset) % shards).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     shards: u32,
@@ -76,10 +75,6 @@ impl Args {
     }
 }
 
-fn list(s: &str) -> Vec<String> {
-    split_names(s.as_bytes())
-}
-
 impl TryFrom<Args> for MapperConfig {
     type Error = String;
 
@@ -90,21 +85,13 @@ impl TryFrom<Args> for MapperConfig {
                 start: a.split_start.unwrap_or(0),
             },
         };
-        let na_values = if a.na_values == "NA," {
-            DEFAULT_NA_VALUES.iter().map(|s| s.to_string()).collect()
-        } else {
-            a.na_values
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .collect()
-        };
         Ok(MapperConfig {
             schema: SchemaOptions {
                 label: a.label,
-                features: a.features.as_deref().map(list),
-                exclude: a.exclude.as_deref().map(list),
-                columns: a.columns.as_deref().map(list),
-                na_values,
+                features: a.features,
+                exclude: a.exclude,
+                columns: a.columns,
+                na_values: a.na_values,
             },
             shards: a.shards,
             split: keys == InputKeys::Offset || a.split_start.is_some(),
@@ -171,7 +158,7 @@ mod tests {
                 "--label",
                 "y",
                 "--features",
-                "a,\"b\" ,c",
+                "a,b,c",
                 "--columns",
                 "a,b,c,y",
             ],
@@ -184,7 +171,8 @@ mod tests {
         let c = config(&["--exclude", "a", "--na-values", "NA,?,-"], &[]).unwrap();
         assert_eq!(c.schema.exclude.unwrap(), ["a"]);
         assert_eq!(c.schema.na_values, ["NA", "?", "-"]);
-        assert!(config(&["--features", "a", "--exclude", "b"], &[]).is_err());
+        let c = config(&["--na-values", "NA,"], &[]).unwrap();
+        assert_eq!(c.schema.na_values, ["NA", ""]);
     }
 
     #[test]

@@ -271,3 +271,83 @@ pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, 
 pub fn default_options() -> SchemaOptions {
     SchemaOptions::default()
 }
+
+/// The `pipeline` binary next to `mapper`, built first with the cargo that runs the tests (a
+/// no-op when it is up to date), so the engines are compared at the same source revision.
+pub fn pipeline() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = Path::new(mapper()).parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "--quiet", "-p", "pipeline", "--bin", "pipeline"])
+                .current_dir(root());
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "cargo build -p pipeline failed");
+            let exe = dir.join("pipeline");
+            assert!(exe.exists(), "{} was not built", exe.display());
+            exe
+        })
+        .clone()
+}
+
+/// `pipeline run` on `input` into `out` with extra arguments; returns its manifest.
+pub fn pipeline_run(input: &Path, out: &Path, args: &[&str]) -> shards::Manifest {
+    let o = Command::new(pipeline())
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .arg("--quiet")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pipeline run failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let location = Location::parse(out.to_str().unwrap()).unwrap();
+    Dataset::open(&location)
+        .unwrap()
+        .manifest()
+        .expect("pipeline writes a manifest")
+        .clone()
+}
+
+/// A manifest's dropped counts by reason name.
+pub fn manifest_dropped(m: &shards::Manifest) -> BTreeMap<String, u64> {
+    DropReason::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.name().to_string(),
+                m.rows.dropped.get(r).copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Mixes [`BAD_LINES`] into `input` after every `every`-th line (the header stays first).
+pub fn with_bad_lines(input: &[u8], every: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(input.len() * 11 / 10);
+    for (i, line) in input.split_inclusive(|&b| b == b'\n').enumerate() {
+        out.extend_from_slice(line);
+        if i > 0 && i % every == 0 {
+            out.extend_from_slice(BAD_LINES[rng.below(BAD_LINES.len() as u64) as usize]);
+            out.extend_from_slice(match rng.below(3) {
+                0 => b"\r\n",
+                1 => b"\r",
+                _ => b"\n",
+            });
+        }
+    }
+    out
+}
