@@ -97,8 +97,9 @@ pub fn ingest(
         Share::Nothing => return Ok(stats),
         Share::Whole => {
             let raw = input.open_at(0, input.len()?)?;
-            let gz: Box<dyn Read + Send> =
-                Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, raw)));
+            let gz: Box<dyn Read + Send> = Box::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::with_capacity(1 << 20, raw),
+            ));
             LineReader::new(gz, 0)
         }
         Share::Range(start, end) => {
@@ -109,8 +110,12 @@ pub fn ingest(
             LineReader::for_range(input.open_at(from, end)?, start, end).map_err(io)?
         }
     };
-    let mut batches: Vec<Batch> =
-        (0..peers).map(|d| Batch { dest: d as u32, ..Batch::default() }).collect();
+    let mut batches: Vec<Batch> = (0..peers)
+        .map(|d| Batch {
+            dest: d as u32,
+            ..Batch::default()
+        })
+        .collect();
     let mut last_pos = lines.position();
     let mut since_report = 0u32;
     while let Some((offset, line)) = lines.next_line().map_err(io)? {
@@ -126,7 +131,13 @@ pub fn ingest(
                 batch.ends.push(batch.text.len() as u32);
                 if batch.text.len() >= BATCH_BYTES {
                     let dest = batch.dest;
-                    emit(std::mem::replace(batch, Batch { dest, ..Batch::default() }));
+                    emit(std::mem::replace(
+                        batch,
+                        Batch {
+                            dest,
+                            ..Batch::default()
+                        },
+                    ));
                 }
             }
             Outcome::Header => stats.header(),
@@ -141,8 +152,12 @@ pub fn ingest(
             last_pos = pos;
         }
     }
-    counters.bytes.fetch_add(lines.position() - last_pos, Ordering::Relaxed);
-    counters.rows.fetch_add(u64::from(since_report), Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(lines.position() - last_pos, Ordering::Relaxed);
+    counters
+        .rows
+        .fetch_add(u64::from(since_report), Ordering::Relaxed);
     for b in batches.into_iter().filter(|b| !b.is_empty()) {
         emit(b);
     }

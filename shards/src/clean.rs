@@ -135,8 +135,8 @@ impl Cleaner {
             }
         }
         self.label = match parse_number(self.fields.get(self.schema.label)) {
-            Some(v) if v == 0.0 => 0,
-            Some(v) if v == 1.0 => 1,
+            Some(0.0) => 0,
+            Some(1.0) => 1,
             _ => return Err(DropReason::LabelNotBinary),
         };
         Ok(())
