@@ -56,7 +56,10 @@ fn step_definition_runs_like_hadoop() {
     let s = step();
     assert_eq!(s.defines["stream.map.input.ignoreKey"], "false");
     assert_eq!(s.defines["stream.num.map.output.key.fields"], "2");
-    assert_eq!(s.defines["mapreduce.partition.keypartitioner.options"], "-k1,1");
+    assert_eq!(
+        s.defines["mapreduce.partition.keypartitioner.options"],
+        "-k1,1"
+    );
     assert_eq!(
         s.options["-partitioner"],
         "org.apache.hadoop.mapred.lib.KeyFieldBasedPartitioner"
