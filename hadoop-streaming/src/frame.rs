@@ -28,7 +28,7 @@ pub fn shard_width(num_shards: u32) -> usize {
     width.max(5)
 }
 
-/// Appends `v` in decimal, zero-padded to `width` digits.
+/// Appends `v` in decimal, zero-padded to `width` digits (at most 20).
 #[inline]
 fn push_padded(out: &mut Vec<u8>, mut v: u64, width: usize) {
     let mut digits = [b'0'; OFFSET_WIDTH];
@@ -38,9 +38,7 @@ fn push_padded(out: &mut Vec<u8>, mut v: u64, width: usize) {
         digits[i] = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    let used = digits.len() - i;
-    out.resize(out.len() + width.saturating_sub(used), b'0');
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(&digits[i.min(OFFSET_WIDTH - width)..]);
 }
 
 /// Appends the key of a record entry, `shard<TAB>offset<TAB>`; the record line follows.
