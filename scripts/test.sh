@@ -8,3 +8,10 @@ cargo fmt --all -- --check
 
 echo "== tests (debug build)"
 cargo test --workspace --no-fail-fast
+
+echo "== the streaming step under mrjob's local runner"
+bash emr/setup-mrjob.sh
+cargo test -p hadoop-streaming --test mrjob -- --ignored
+
+echo "== portable EMR binaries (glibc 2.17)"
+bash emr/build.sh
