@@ -18,6 +18,7 @@ bin="$root/target/release/pipeline"
 data="$work/CaPUMS5full.csv"
 [ -f "$data" ] || "$bin" generate --rows 1200000 --seed 1 --output "$data"
 py="$venv/bin/python"; here="$root/bench/pipeline"
+load=$(cut -d" " -f1-3 /proc/loadavg)
 
 declare -A cmds=(
   ["pipeline 1x1"]="$bin run --input $data --output $work/o --overwrite -q --workers 1 --threads 1"
@@ -28,20 +29,25 @@ declare -A cmds=(
   ["python csv"]="$py $here/seq_csv.py $data $work/seq 16"
 )
 order=("pipeline 1x1" "pipeline 1x2" "pipeline 2x1" "polars" "pyspark local[2]" "python csv")
-declare -A median
+med() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+declare -A median cpu
 for name in "${order[@]}"; do
-  times=()
+  walls=(); cpus=()
   n=$reps; [ "$name" = "python csv" ] || [ "$name" = "pyspark local[2]" ] && n=$(( reps < 3 ? reps : 3 ))
   for _ in $(seq "$n"); do
     rm -rf "$work/polars" "$work/seq"
-    s=$(date +%s.%N); ${cmds[$name]} >/dev/null 2>&1; e=$(date +%s.%N)
-    times+=("$(echo "$e - $s" | bc)")
+    /usr/bin/time -f "%e %U %S" -o "$work/time" ${cmds[$name]} >/dev/null 2>&1
+    read -r wall user sys < "$work/time"
+    walls+=("$wall"); cpus+=("$(echo "$user + $sys" | bc)")
   done
-  median[$name]=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+  median[$name]=$(printf '%s\n' "${walls[@]}" | med)
+  cpu[$name]=$(printf '%s\n' "${cpus[@]}" | med)
 done
 echo "machine: $(nproc) cores, $(uname -m); input: 1.2M rows, $(stat -c %s "$data") bytes; medians of up to $reps runs"
-printf '%-18s %10s %14s\n' "engine" "seconds" "x pipeline 1x2"
-base=${median["pipeline 1x2"]}
+echo "load average before: $load"
+printf '%-18s %9s %9s %16s %16s\n' "engine" "wall s" "cpu s" "wall x pipe 1x2" "cpu x pipe 1x2"
+base=${median["pipeline 1x2"]}; cbase=${cpu["pipeline 1x2"]}
 for name in "${order[@]}"; do
-  printf '%-18s %10.3f %14.1f\n' "$name" "${median[$name]}" "$(echo "${median[$name]} / $base" | bc -l)"
+  printf '%-18s %9.3f %9.3f %16.1f %16.1f\n' "$name" "${median[$name]}" "${cpu[$name]}" \
+    "$(echo "${median[$name]} / $base" | bc -l)" "$(echo "${cpu[$name]} / $cbase" | bc -l)"
 done
