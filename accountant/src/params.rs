@@ -29,6 +29,15 @@ pub(crate) fn delta(delta: f64) -> Result<f64> {
     }
 }
 
+/// A target epsilon: finite and > 0.
+pub(crate) fn target_epsilon(epsilon: f64) -> Result<f64> {
+    if epsilon.is_finite() && epsilon > 0.0 {
+        Ok(epsilon)
+    } else {
+        Err(Error::TargetEpsilon(epsilon))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,6 +48,7 @@ mod tests {
         assert_eq!(sampling_rate(1.0), Ok(1.0));
         assert_eq!(noise_multiplier(0.0), Ok(0.0));
         assert_eq!(delta(1e-5), Ok(1e-5));
+        assert_eq!(target_epsilon(0.5), Ok(0.5));
     }
 
     #[test]
@@ -52,6 +62,7 @@ mod tests {
         assert!(noise_multiplier(f64::INFINITY).is_err());
         assert_eq!(delta(0.0), Err(Error::Delta(0.0)));
         assert_eq!(delta(1.0), Err(Error::Delta(1.0)));
+        assert_eq!(target_epsilon(0.0), Err(Error::TargetEpsilon(0.0)));
         assert!(
             Error::SamplingRate(1.5).to_string().contains("1.5"),
             "message names the value"
