@@ -9,7 +9,7 @@
 //! hockey-stick divergence at epsilon is mu_upper(X <= x) - e^epsilon mu_lower(X <= x) at the x
 //! where the loss equals epsilon.
 
-use crate::special::{normal_cdf, normal_cdf_pair, normal_log_cdf, normal_quantile_from_log};
+use crate::special::{normal_cdf_pair, normal_log_cdf, normal_quantile_from_log};
 
 /// Which neighbour holds the extra record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -18,6 +18,28 @@ pub enum Adjacency {
     Remove,
     /// The neighbour has a record added.
     Add,
+}
+
+/// The hockey-stick divergence at one epsilon in two forms, equal in exact arithmetic:
+/// `delta` itself, and `residual` = delta - (1 - e^epsilon).
+///
+/// Each is computed to a few ulps of its own size. Where delta is close to 1 - e^epsilon (the
+/// add direction at low losses: all but a tail probability of the outcomes have a loss above
+/// epsilon) delta has lost the digits that the connect-the-dots probabilities, second
+/// differences of it divided by the grid step, need; the residual keeps them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Divergence {
+    /// The hockey-stick divergence, in [0, 1].
+    pub delta: f64,
+    /// delta - (1 - e^epsilon); infinite where e^epsilon would overflow.
+    pub residual: f64,
+}
+
+/// (P(X <= x), P(X > x)) under mu_upper and under mu_lower.
+#[derive(Clone, Copy, Debug)]
+struct Cdfs {
+    upper: (f64, f64),
+    lower: (f64, f64),
 }
 
 /// One step of the Poisson-subsampled Gaussian mechanism seen from one direction of adjacency.
@@ -145,26 +167,33 @@ impl SubsampledGaussian {
         }
     }
 
-    /// P(X <= x) for X ~ mu_upper and for X ~ mu_lower; both mix N(0, sigma^2) at x with one
-    /// shifted copy, so they share the unshifted CDF.
-    fn cdfs(&self, x: f64) -> (f64, f64) {
+    /// The CDFs of mu_upper and mu_lower at x, each with its complement; both mix
+    /// N(0, sigma^2) at x with one shifted copy, so they share the unshifted values.
+    fn cdfs(&self, x: f64) -> Cdfs {
         let (q, s) = (self.q, self.sigma);
         let shift = match self.adjacency {
             Adjacency::Remove => 1.0,
             Adjacency::Add => -1.0,
         };
-        let shifted = normal_cdf((x + shift) / s);
-        if q == 1.0 {
-            return match self.adjacency {
-                Adjacency::Remove => (shifted, normal_cdf(x / s)),
-                Adjacency::Add => (normal_cdf(x / s), shifted),
-            };
-        }
-        let plain = normal_cdf(x / s);
-        let mixed = (1.0 - q) * plain + q * shifted;
+        let plain = normal_cdf_pair(x / s);
+        let shifted = normal_cdf_pair((x + shift) / s);
+        let mixed = if q == 1.0 {
+            shifted
+        } else {
+            (
+                (1.0 - q) * plain.0 + q * shifted.0,
+                (1.0 - q) * plain.1 + q * shifted.1,
+            )
+        };
         match self.adjacency {
-            Adjacency::Remove => (mixed, plain),
-            Adjacency::Add => (plain, mixed),
+            Adjacency::Remove => Cdfs {
+                upper: mixed,
+                lower: plain,
+            },
+            Adjacency::Add => Cdfs {
+                upper: plain,
+                lower: mixed,
+            },
         }
     }
 
@@ -183,23 +212,50 @@ impl SubsampledGaussian {
 
     /// The hockey-stick divergence delta(epsilon) = sup_S mu_upper(S) - e^epsilon mu_lower(S), in [0, 1].
     pub fn delta_for_epsilon(&self, epsilon: f64) -> f64 {
+        self.divergence(epsilon).delta
+    }
+
+    /// The hockey-stick divergence at `epsilon`, as delta and as its residual.
+    pub fn divergence(&self, epsilon: f64) -> Divergence {
         let q = self.q;
         if q < 1.0 {
             match self.adjacency {
                 // mu_upper >= (1-q) mu_lower pointwise: below ln(1-q) the whole space counts.
                 Adjacency::Remove if epsilon <= (-q).ln_1p() => {
-                    return (-epsilon.exp_m1()).clamp(0.0, 1.0);
+                    return Divergence {
+                        delta: (-epsilon.exp_m1()).clamp(0.0, 1.0),
+                        residual: 0.0,
+                    };
                 }
                 // mu_lower >= (1-q) mu_upper pointwise: above -ln(1-q) nothing counts.
-                Adjacency::Add if epsilon >= -(-q).ln_1p() => return 0.0,
+                Adjacency::Add if epsilon >= -(-q).ln_1p() => {
+                    return Divergence {
+                        delta: 0.0,
+                        residual: epsilon.exp_m1(),
+                    };
+                }
                 _ => {}
             }
         }
         let x = self.inverse_privacy_loss(epsilon);
-        let (upper, lower) = self.cdfs(x);
-        let scaled_lower =
-            Self::scaled(epsilon, lower).unwrap_or_else(|| (epsilon + self.lower_log_cdf(x)).exp());
-        (upper - scaled_lower).clamp(0.0, 1.0)
+        self.divergence_at(epsilon, x, self.cdfs(x))
+    }
+
+    /// The divergence at `epsilon` from the CDFs at its x: delta = P_upper(X <= x) - e^eps
+    /// P_lower(X <= x), and residual = e^eps P_lower(X > x) - P_upper(X > x).
+    fn divergence_at(&self, epsilon: f64, x: f64, cdfs: Cdfs) -> Divergence {
+        let scaled_lower = match Self::scaled(epsilon, cdfs.lower.0) {
+            Some(scaled) => scaled,
+            None => (epsilon + self.lower_log_cdf(x)).exp(),
+        };
+        let delta = (cdfs.upper.0 - scaled_lower).clamp(0.0, 1.0);
+        let residual = if epsilon.abs() < 600.0 {
+            // delta in [0, 1] means residual in [e^eps - 1, e^eps].
+            (epsilon.exp() * cdfs.lower.1 - cdfs.upper.1).clamp(epsilon.exp_m1(), epsilon.exp())
+        } else {
+            f64::INFINITY
+        };
+        Divergence { delta, residual }
     }
 
     /// e^epsilon p, through logs only where e^epsilon could overflow or p underflow.
@@ -207,29 +263,40 @@ impl SubsampledGaussian {
         (epsilon.abs() < 600.0 && p > 1e-290).then(|| epsilon.exp() * p)
     }
 
-    /// (delta_remove(epsilon), delta_add(-epsilon)) for `remove` and `add`, the two directions
-    /// of the same subsampled mechanism (q < 1), from one inverse and two erfc evaluations.
+    /// (divergence of `remove` at epsilon, divergence of `add` at -epsilon), the two
+    /// directions of the same subsampled mechanism (q < 1), from one inverse and two erfc
+    /// evaluations.
     ///
     /// The add direction's loss is the mirror image of the remove direction's
     /// (L_add(x) = -L_remove(-x)), so its x at -epsilon is minus the remove direction's x at
     /// epsilon, and its CDFs are the complements of the ones the remove direction needs.
-    pub(crate) fn mirrored_deltas(remove: &Self, add: &Self, epsilon: f64) -> (f64, f64) {
+    pub(crate) fn mirrored_divergences(
+        remove: &Self,
+        add: &Self,
+        epsilon: f64,
+    ) -> (Divergence, Divergence) {
         debug_assert!(remove.adjacency == Adjacency::Remove && add.adjacency == Adjacency::Add);
         debug_assert!(remove.q == add.q && remove.sigma == add.sigma && remove.q < 1.0);
         let (q, s) = (remove.q, remove.sigma);
         if epsilon <= (-q).ln_1p() {
-            return (remove.delta_for_epsilon(epsilon), 0.0);
+            return (remove.divergence(epsilon), add.divergence(-epsilon));
         }
         let x = remove.inverse_privacy_loss(epsilon);
         let (p0, p0c) = normal_cdf_pair(x / s);
         let (p1, p1c) = normal_cdf_pair((x + 1.0) / s);
-        let remove_delta = Self::scaled(epsilon, p0)
-            .map(|lower| ((1.0 - q) * p0 + q * p1 - lower).clamp(0.0, 1.0));
-        let add_delta = Self::scaled(-epsilon, (1.0 - q) * p0c + q * p1c)
-            .map(|lower| (p0c - lower).clamp(0.0, 1.0));
+        let mixed = ((1.0 - q) * p0 + q * p1, (1.0 - q) * p0c + q * p1c);
+        let remove_cdfs = Cdfs {
+            upper: mixed,
+            lower: (p0, p0c),
+        };
+        // At -x: Phi(-x/s) = p0c and Phi((-x - 1)/s) = p1c, complements swapped.
+        let add_cdfs = Cdfs {
+            upper: (p0c, p0),
+            lower: (mixed.1, mixed.0),
+        };
         (
-            remove_delta.unwrap_or_else(|| remove.delta_for_epsilon(epsilon)),
-            add_delta.unwrap_or_else(|| add.delta_for_epsilon(-epsilon)),
+            remove.divergence_at(epsilon, x, remove_cdfs),
+            add.divergence_at(-epsilon, -x, add_cdfs),
         )
     }
 
@@ -248,6 +315,7 @@ impl SubsampledGaussian {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::special::normal_cdf;
 
     #[test]
     fn inverse_inverts_the_loss_in_both_directions() {
@@ -319,24 +387,46 @@ mod tests {
     }
 
     #[test]
-    fn mirrored_deltas_match_each_direction() {
+    fn mirrored_divergences_match_each_direction() {
         for (q, sigma) in [(256.0 / 960_000.0, 0.9), (0.05, 2.0), (0.5, 0.3)] {
             let remove = SubsampledGaussian::new(q, sigma, Adjacency::Remove);
             let add = SubsampledGaussian::new(q, sigma, Adjacency::Add);
             for i in -300..=300 {
                 let eps = f64::from(i) / 37.0;
-                let (r, a) = SubsampledGaussian::mirrored_deltas(&remove, &add, eps);
-                let (r0, a0) = (remove.delta_for_epsilon(eps), add.delta_for_epsilon(-eps));
+                let (r, a) = SubsampledGaussian::mirrored_divergences(&remove, &add, eps);
+                for (got, want) in [(r, remove.divergence(eps)), (a, add.divergence(-eps))] {
+                    for (g, w) in [(got.delta, want.delta), (got.residual, want.residual)] {
+                        assert!(
+                            (g - w).abs() <= 1e-15 + 1e-9 * w.abs(),
+                            "q={q} eps={eps}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The two forms agree, and the residual keeps the digits delta loses where the add
+    /// direction's delta is 1 - e^eps up to a tail probability.
+    #[test]
+    fn residual_is_delta_minus_its_linear_part() {
+        let q = 256.0 / 960_000.0;
+        for adjacency in [Adjacency::Remove, Adjacency::Add] {
+            let m = SubsampledGaussian::new(q, 0.9, adjacency);
+            for i in -325..=325 {
+                let eps = f64::from(i) / 100.0;
+                let d = m.divergence(eps);
+                let linear = -eps.exp_m1();
                 assert!(
-                    (r - r0).abs() <= 1e-15 + 1e-9 * r0,
-                    "remove q={q} eps={eps}: {r} vs {r0}"
-                );
-                assert!(
-                    (a - a0).abs() <= 1e-15 + 1e-9 * a0,
-                    "add q={q} eps={eps}: {a} vs {a0}"
+                    (d.delta - linear - d.residual).abs() < 1e-14,
+                    "{adjacency:?} eps={eps}"
                 );
             }
         }
+        // Add direction at eps = -2: delta = 1 - e^-2 - O(Phi(-9.7)), the residual is the tail.
+        let add = SubsampledGaussian::new(q, 0.9, Adjacency::Add);
+        let d = add.divergence(-2.0);
+        assert!(d.residual.abs() < 1e-20, "{d:?}");
     }
 
     #[test]

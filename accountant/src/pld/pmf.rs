@@ -111,6 +111,32 @@ impl Pmf {
         }
     }
 
+    /// This PMF with its lowest losses, of total probability at most `mass`, moved up to the
+    /// lowest loss kept; `None` when no bin can go. Moving probability to a higher loss can
+    /// only raise the hockey-stick divergence, of this PMF and of any composition with it.
+    pub(crate) fn lower_tail_collapsed(&self, mass: f64) -> Option<Pmf> {
+        let mut cut = 0.0;
+        let mut keep_from = 0;
+        for (i, &p) in self.probabilities.iter().enumerate() {
+            if cut + p > mass || i + 1 == self.probabilities.len() {
+                break;
+            }
+            cut += p;
+            keep_from = i + 1;
+        }
+        if keep_from == 0 {
+            return None;
+        }
+        let mut probabilities = self.probabilities[keep_from..].to_vec();
+        probabilities[0] += cut;
+        Some(Pmf::new(
+            self.discretization,
+            self.lower_index + keep_from as i64,
+            probabilities,
+            self.infinity_mass,
+        ))
+    }
+
     /// The PMF of the composition of two mechanisms: the exact convolution (no truncation).
     ///
     /// # Panics
@@ -171,6 +197,21 @@ mod tests {
         }
         assert_eq!(p.epsilon_for_delta(0.0005), f64::INFINITY);
         assert_eq!(p.epsilon_for_delta(0.5), 0.0);
+    }
+
+    #[test]
+    fn collapsing_the_lower_tail_moves_mass_up() {
+        let p = example();
+        assert_eq!(p.lower_tail_collapsed(0.05), None);
+        let c = p.lower_tail_collapsed(0.35).unwrap();
+        assert_eq!(c.lower_index(), 0);
+        assert_eq!(c.probabilities().len(), 3);
+        assert!((c.probabilities()[0] - 0.6).abs() < 1e-15);
+        for eps in [-0.3, -0.1, 0.0, 0.1] {
+            assert!(c.delta_for_epsilon(eps) >= p.delta_for_epsilon(eps));
+        }
+        let all = p.lower_tail_collapsed(1.0).unwrap();
+        assert_eq!(all.probabilities().len(), 1, "the top bin always stays");
     }
 
     #[test]
