@@ -37,7 +37,8 @@ impl fmt::Display for PrivacySpent {
 /// [`AccountantKind::Rdp`] reproduces Opacus's `RDPAccountant` (default orders);
 /// [`AccountantKind::Pld`] is [`pld::epsilon`] with [`pld::PldOptions::default`]. When
 /// `q == 0` or `steps == 0` nothing is released and epsilon is 0 for both; when `sigma == 0`
-/// (and q > 0) it is infinite.
+/// (and q > 0) it is infinite. Epsilon is never negative (Opacus's conversion can be, for a
+/// delta near 1; that is reported as 0).
 ///
 /// ```
 /// use accountant::{AccountantKind, epsilon};
@@ -79,7 +80,8 @@ pub fn epsilon(
             let orders = rdp::default_orders();
             let rdp = rdp::compute_rdp(q, sigma, steps, &orders);
             let (epsilon, order) = rdp::get_privacy_spent(&orders, &rdp, delta);
-            Ok(spent(epsilon, (!order.is_nan()).then_some(order)))
+            // The conversion can go below 0 for a large delta; (0, delta)-DP is what it says.
+            Ok(spent(epsilon.max(0.0), (!order.is_nan()).then_some(order)))
         }
         AccountantKind::Pld => {
             let epsilon = pld::epsilon(q, sigma, steps, delta, &pld::PldOptions::default())?;
@@ -128,6 +130,15 @@ mod tests {
                 f64::INFINITY
             );
         }
+    }
+
+    #[test]
+    fn epsilon_is_never_negative() {
+        let s = epsilon(AccountantKind::Rdp, 0.01, 50.0, 1, 0.5).unwrap();
+        assert_eq!(s.epsilon, 0.0);
+        let (raw, _) =
+            rdp::get_privacy_spent(&[2.0], &rdp::compute_rdp(0.01, 50.0, 1, &[2.0]), 0.5);
+        assert!(raw < 0.0, "Opacus's conversion itself: {raw}");
     }
 
     #[test]

@@ -251,7 +251,10 @@ impl SubsampledGaussian {
         let delta = (cdfs.upper.0 - scaled_lower).clamp(0.0, 1.0);
         let residual = if epsilon.abs() < 600.0 {
             // delta in [0, 1] means residual in [e^eps - 1, e^eps].
-            (epsilon.exp() * cdfs.lower.1 - cdfs.upper.1).clamp(epsilon.exp_m1(), epsilon.exp())
+            // (max then min: for large epsilon e^eps - 1 rounds to e^eps or above it.)
+            (epsilon.exp() * cdfs.lower.1 - cdfs.upper.1)
+                .max(epsilon.exp_m1())
+                .min(epsilon.exp())
         } else {
             f64::INFINITY
         };
@@ -427,6 +430,18 @@ mod tests {
         let add = SubsampledGaussian::new(q, 0.9, Adjacency::Add);
         let d = add.divergence(-2.0);
         assert!(d.residual.abs() < 1e-20, "{d:?}");
+    }
+
+    /// Where e^eps - 1 rounds to e^eps (eps > 37), the residual's bounds meet.
+    #[test]
+    fn large_epsilon_divergence_is_finite() {
+        let m = SubsampledGaussian::new(0.3, 0.05, Adjacency::Remove);
+        for eps in [36.0, 38.0, 40.0, 300.0] {
+            let d = m.divergence(eps);
+            assert!((0.0..=1.0).contains(&d.delta), "{eps}: {d:?}");
+            assert!(d.residual >= eps.exp_m1() - 1.0, "{eps}: {d:?}");
+        }
+        assert_eq!(m.divergence(700.0).residual, f64::INFINITY);
     }
 
     #[test]
