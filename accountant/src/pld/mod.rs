@@ -15,7 +15,7 @@ mod pmf;
 
 pub use connect_dots::connect_the_dots;
 pub use distribution::PrivacyLossDistribution;
-pub use mechanism::{Adjacency, SubsampledGaussian};
+pub use mechanism::{Adjacency, Divergence, SubsampledGaussian};
 pub use pmf::Pmf;
 
 use crate::{Error, Result, params};
