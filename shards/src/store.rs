@@ -81,10 +81,6 @@ impl<W: Write> Checksummed<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
-    /// The wrapped writer, borrowed.
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
 }
 
 impl<W: Write> Write for Checksummed<W> {
@@ -108,6 +104,25 @@ pub fn open_input(loc: &Location) -> Result<Box<dyn Input>> {
         #[cfg(not(feature = "s3"))]
         Location::S3 { .. } => Err(s3_unsupported(loc)),
     }
+}
+
+/// The whole (decompressed, for `.gz`) content of an input as a stream from its first byte.
+pub fn open_stream(input: &dyn Input) -> Result<Box<dyn Read + Send>> {
+    open_stream_hinted(input, input.len()?)
+}
+
+/// Like [`open_stream`], for a caller that expects to read only about the first `end_hint`
+/// (stored) bytes, e.g. for the header line: a remote store then fetches just those first, not
+/// the whole object. Reading further still works.
+pub fn open_stream_hinted(input: &dyn Input, end_hint: u64) -> Result<Box<dyn Read + Send>> {
+    let raw = input.open_at(0, end_hint)?;
+    Ok(if input.location().is_gzip() {
+        Box::new(flate2::read::MultiGzDecoder::new(
+            std::io::BufReader::with_capacity(1 << 20, raw),
+        ))
+    } else {
+        raw
+    })
 }
 
 /// An output for a directory or prefix of shards.

@@ -151,10 +151,21 @@ impl Output for S3Output {
                 Some(_) => copies.push((from, join_key(&self.prefix, &shard.name))),
             }
         }
-        self.s3.copy_keys(&self.bucket, copies)?;
-        self.put_small(MANIFEST_NAME, manifest.to_json().as_bytes())?;
-        let leftovers = self.s3.list_all(&self.bucket, &tmp)?;
-        self.s3.delete_keys(&self.bucket, leftovers)?;
+        let published: Vec<String> = copies.iter().map(|(_, to)| to.clone()).collect();
+        let copied = self
+            .s3
+            .copy_keys(&self.bucket, copies)
+            .and_then(|()| self.put_small(MANIFEST_NAME, manifest.to_json().as_bytes()));
+        if let Err(e) = copied {
+            // Take back what was published, so a failed commit leaves no part under its final
+            // name (best effort: the server may be what failed).
+            let _ = self.s3.delete_keys(&self.bucket, published);
+            return Err(e);
+        }
+        // Best effort, as locally: leftovers under _temporary/ do not make the output wrong.
+        if let Ok(leftovers) = self.s3.list_all(&self.bucket, &tmp) {
+            let _ = self.s3.delete_keys(&self.bucket, leftovers);
+        }
         self.put_small(SUCCESS_NAME, b"")
     }
 
