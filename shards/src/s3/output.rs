@@ -65,6 +65,12 @@ impl S3Output {
         }
     }
 
+    /// Takes back the parts a failed commit published, so it leaves no part under its final
+    /// name (best effort: the server may be what failed).
+    fn unpublish(&self, keys: Vec<String>) {
+        let _ = self.s3.delete_keys(&self.bucket, keys);
+    }
+
     fn put_small(&self, name: &str, body: &[u8]) -> Result<()> {
         let key = join_key(&self.prefix, name);
         let mut up = Box::new(Upload::new(self.s3.clone(), &self.bucket, &key, name));
@@ -152,19 +158,24 @@ impl Output for S3Output {
             }
         }
         let published: Vec<String> = copies.iter().map(|(_, to)| to.clone()).collect();
-        let copied = self
-            .s3
-            .copy_keys(&self.bucket, copies)
-            .and_then(|()| self.put_small(MANIFEST_NAME, manifest.to_json().as_bytes()));
-        if let Err(e) = copied {
-            // Take back what was published, so a failed commit leaves no part under its final
-            // name (best effort: the server may be what failed).
-            let _ = self.s3.delete_keys(&self.bucket, published);
+        if let Err(e) = self.s3.copy_keys(&self.bucket, copies) {
+            self.unpublish(published);
             return Err(e);
         }
-        // Best effort, as locally: leftovers under _temporary/ do not make the output wrong.
-        if let Ok(leftovers) = self.s3.list_all(&self.bucket, &tmp) {
-            let _ = self.s3.delete_keys(&self.bucket, leftovers);
+        // The temporaries go while the manifest goes up. Best effort, as locally: leftovers
+        // under _temporary/ do not make the output wrong.
+        let temporaries: Vec<String> = files.iter().map(|(n, _)| join_key(&tmp, n)).collect();
+        let cleanup = {
+            let (s3, bucket) = (self.s3.clone(), self.bucket.clone());
+            std::thread::spawn(move || {
+                let _ = s3.delete_keys(&bucket, temporaries);
+            })
+        };
+        let manifest_written = self.put_small(MANIFEST_NAME, manifest.to_json().as_bytes());
+        let _ = cleanup.join();
+        if let Err(e) = manifest_written {
+            self.unpublish(published);
+            return Err(e);
         }
         self.put_small(SUCCESS_NAME, b"")
     }
