@@ -1,0 +1,15 @@
+//! One way to run a timely cluster for every job here (`pipeline`, `trainer`): processes x
+//! threads, a hostfile across machines or processes started on this machine, and connection
+//! set-up that fails with a clear error in bounded time instead of retrying forever.
+#![deny(missing_docs)]
+
+pub mod connect;
+pub mod error;
+pub mod execute;
+pub mod hostfile;
+pub mod local;
+
+pub use error::{Error, Result};
+pub use execute::{Cluster, execute};
+pub use hostfile::read_hostfile;
+pub use local::{Children, free_loopback_addresses};

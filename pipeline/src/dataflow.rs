@@ -1,0 +1,132 @@
+//! The timely dataflow each worker runs: clean its byte range, route records to the owners of
+//! their shards, count statistics with differential dataflow, write owned shards, report to worker 0.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use differential_dataflow::input::Input as _;
+use serde::{Deserialize, Serialize};
+use shards::manifest::ShardInfo;
+use shards::{Cleaner, Input, Output, Schema};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Operator, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::ingest::{Batch, Counters, Share, ingest};
+use crate::stats::StatKey;
+use crate::write::{shard_header, write_owned};
+
+/// The output of operators that only collect: nothing.
+type Discard = timely::container::CapacityContainerBuilder<Vec<()>>;
+
+/// What a run shares among its worker threads.
+#[derive(Debug)]
+pub struct Job {
+    /// The input.
+    pub input: Box<dyn Input>,
+    /// The output.
+    pub output: Box<dyn Output>,
+    /// The resolved schema.
+    pub schema: Schema,
+    /// Number of shards.
+    pub num_shards: u32,
+    /// Progress counters.
+    pub counters: Arc<Counters>,
+}
+
+/// What each worker tells worker 0 at the end: its shards and its part of the statistics, or
+/// why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Global worker index.
+    pub worker: usize,
+    /// Shard infos and statistics, or the worker's error.
+    pub outcome: Result<(Vec<ShardInfo>, Vec<(StatKey, i64)>), String>,
+}
+
+/// Runs one worker; worker 0 returns every worker's report.
+pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
+    let index = worker.index();
+    let peers = worker.peers();
+
+    let received: Rc<RefCell<Vec<Batch>>> = Rc::default();
+    let counted: Rc<RefCell<Vec<(StatKey, i64)>>> = Rc::default();
+    let reports: Rc<RefCell<Vec<Report>>> = Rc::default();
+    let probe = ProbeHandle::new();
+    let report_probe = ProbeHandle::new();
+    let mut records_in = InputHandleVec::<u64, Batch>::new();
+    let mut reports_in = InputHandleVec::<u64, Report>::new();
+
+    let mut stats_in = worker.dataflow::<u64, _, _>(|scope| {
+        let sink = Rc::clone(&received);
+        records_in
+            .to_stream(scope)
+            .unary::<Discard, _, _, _>(Exchange::new(|b: &Batch| u64::from(b.dest)), "CollectShards", |_, _| {
+                move |input, _output| {
+                    input.for_each(|_cap, data| sink.borrow_mut().append(data));
+                }
+            })
+            .probe_with(&probe);
+
+        let (stats_in, stats) = scope.new_collection::<StatKey, i64>();
+        let sink = Rc::clone(&counted);
+        stats
+            .count()
+            .inspect(move |((key, count), _time, _diff)| sink.borrow_mut().push((key.clone(), *count)))
+            .probe_with(&probe);
+
+        let sink = Rc::clone(&reports);
+        reports_in
+            .to_stream(scope)
+            .unary::<Discard, _, _, _>(Exchange::new(|_: &Report| 0), "GatherReports", |_, _| {
+                move |input, _output| {
+                    input.for_each(|_cap, data| sink.borrow_mut().append(data));
+                }
+            })
+            .probe_with(&report_probe);
+        stats_in
+    });
+
+    // Phase 1: read, clean and route records; count statistics.
+    let share = Share::of(index, peers, job.input.len().unwrap_or(0), job.input.location().is_gzip());
+    let cleaner = Cleaner::new(job.schema.clone());
+    let mut emitted = 0usize;
+    let local = ingest(&*job.input, share, cleaner, job.num_shards, peers, &job.counters, &mut |b| {
+        records_in.send(b);
+        emitted += 1;
+        if emitted % 8 == 0 {
+            worker.step();
+        }
+    });
+    drop(records_in);
+    let mut failure = None;
+    match local {
+        Ok(stats) => {
+            for (key, count) in stats.into_updates() {
+                stats_in.update(key, count);
+            }
+        }
+        Err(e) => failure = Some(e.to_string()),
+    }
+    stats_in.close();
+    worker.step_while(|| !probe.done());
+
+    // Phase 2: write the owned shards and report.
+    let outcome = match failure {
+        Some(message) => Err(message),
+        None => {
+            let batches = received.borrow();
+            write_owned(&*job.output, &shard_header(&job.schema), job.num_shards, index, peers, &batches)
+                .map(|infos| (infos, counted.borrow_mut().drain(..).collect()))
+                .map_err(|e| e.to_string())
+        }
+    };
+    received.borrow_mut().clear();
+    reports_in.send(Report { worker: index, outcome });
+    drop(reports_in);
+    worker.step_while(|| !report_probe.done());
+
+    (index == 0).then(|| reports.borrow_mut().drain(..).collect())
+}

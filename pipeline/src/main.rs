@@ -1,0 +1,230 @@
+//! `pipeline`: preprocess census microdata into shards with timely dataflow, or generate
+//! synthetic input. Parses flags, validates them into a config, calls the library.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use cluster::{Children, free_loopback_addresses, read_hostfile};
+use pipeline::{Cluster, GenerateConfig, RunConfig};
+use shards::{Location, SchemaOptions};
+
+/// Preprocess a census CSV into training shards (timely dataflow), or generate synthetic input.
+///
+/// With no subcommand, `run` is assumed: `pipeline --workers 2 --threads 4` reads
+/// `CaPUMS5full.csv` and writes `shards/`, like `spark-submit --num-executors 2
+/// --executor-cores 4 process_spark.py`.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Clean the input and write it as shards (the default).
+    Run(RunArgs),
+    /// Write a deterministic synthetic CaPUMS5full-like CSV.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Input CSV with a header line (`.gz` is decompressed); a path or s3://bucket/key.
+    #[arg(long, default_value = "CaPUMS5full.csv")]
+    input: String,
+    /// Output directory (or s3://bucket/prefix) for part files, `_manifest.json` and `_SUCCESS`.
+    #[arg(long, default_value = "shards")]
+    output: String,
+    /// Number of shards: a record goes to shard splitmix64(offset) % shards.
+    #[arg(long, default_value_t = 16)]
+    shards: u32,
+    /// Processes. With more than one and no --hostfile, the others are started on this machine.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Timely worker threads per process.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Join a timely cluster: one host:port per line, in process order (with --process).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+    /// This process's index in the cluster (0 is the one that commits the output).
+    #[arg(long)]
+    process: Option<usize>,
+    /// Seconds to wait for the other processes to connect.
+    #[arg(long, default_value_t = 60)]
+    connect_timeout: u64,
+    /// Addresses of a local multi-process run (set by the process that starts the others).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    cluster_addresses: Option<Vec<String>>,
+    /// Label column (must hold 0/1).
+    #[arg(long, default_value = shards::schema::DEFAULT_LABEL)]
+    label: String,
+    /// Feature columns, comma-separated, in output order [default: all but the label and --exclude].
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Columns left out of the default features, comma-separated [default: blackfemale,targetted].
+    #[arg(long, value_delimiter = ',')]
+    exclude: Option<Vec<String>>,
+    /// Column names for input without a header line, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    columns: Option<Vec<String>>,
+    /// Field values that mean "missing", comma-separated (an empty field is missing by default).
+    #[arg(long, value_delimiter = ',', default_values_t = ["NA".to_string(), String::new()])]
+    na_values: Vec<String>,
+    /// Replace an existing output (only shard outputs are ever deleted).
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress display and no summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// Number of data rows.
+    #[arg(long, default_value_t = 1_200_000)]
+    rows: u64,
+    /// Random seed; the same seed writes the same file.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Share of rows with NA in one or more fields.
+    #[arg(long, default_value_t = 0.01)]
+    na_rate: f64,
+    /// Where to write the CSV (a path or s3://bucket/key).
+    #[arg(long, default_value = "CaPUMS5full.csv")]
+    output: String,
+    /// Replace an existing file.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// What `run` needs beyond the library config: whether to start the other local processes.
+struct Launch {
+    config: RunConfig,
+    spawn: Option<Vec<String>>,
+    quiet: bool,
+}
+
+impl TryFrom<RunArgs> for Launch {
+    type Error = anyhow::Error;
+
+    fn try_from(a: RunArgs) -> anyhow::Result<Launch> {
+        if a.threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        if a.workers == Some(0) {
+            bail!("--workers must be at least 1");
+        }
+        if a.shards == 0 {
+            bail!("--shards must be at least 1");
+        }
+        let addresses = match (&a.hostfile, &a.cluster_addresses) {
+            (Some(_), Some(_)) => bail!("--hostfile and --cluster-addresses exclude each other"),
+            (Some(file), None) => Some(read_hostfile(file)?),
+            (None, addrs) => addrs.clone(),
+        };
+        let mut spawn = None;
+        let cluster = match addresses {
+            Some(addresses) => {
+                if let Some(w) = a.workers.filter(|w| *w != addresses.len()) {
+                    bail!("--workers {w} disagrees with the {} hosts of the hostfile", addresses.len());
+                }
+                let process = a.process.context("--hostfile needs --process (this machine's index)")?;
+                if process >= addresses.len() {
+                    bail!("--process {process} is not below the number of hosts ({})", addresses.len());
+                }
+                Cluster::Member { threads: a.threads, process, addresses }
+            }
+            None if a.workers.unwrap_or(1) > 1 => {
+                if a.process.is_some() {
+                    bail!("--process needs --hostfile");
+                }
+                let addresses = free_loopback_addresses(a.workers.unwrap_or(1))?;
+                spawn = Some(addresses.clone());
+                Cluster::Member { threads: a.threads, process: 0, addresses }
+            }
+            None => {
+                if a.process.is_some_and(|p| p > 0) {
+                    bail!("--process needs --hostfile");
+                }
+                Cluster::Single { threads: a.threads }
+            }
+        };
+        let schema = SchemaOptions {
+            label: a.label,
+            features: a.features,
+            exclude: a.exclude,
+            columns: a.columns,
+            na_values: a.na_values,
+        };
+        let quiet = a.quiet || cluster.process() != 0;
+        let config = RunConfig {
+            input: Location::parse(&a.input)?,
+            output: Location::parse(&a.output)?,
+            shards: a.shards,
+            schema,
+            cluster,
+            overwrite: a.overwrite,
+            connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
+            progress: !quiet && std::io::stderr().is_terminal(),
+        };
+        Ok(Launch { config, spawn, quiet })
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let launch = Launch::try_from(args)?;
+    let children = match &launch.spawn {
+        Some(addresses) => {
+            let exe = std::env::current_exe().context("cannot find this program to start its other processes")?;
+            let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
+            Some(Children::spawn(&exe, &forwarded, addresses)?)
+        }
+        None => None,
+    };
+    let report = pipeline::run(&launch.config);
+    if let Some(children) = children {
+        children.wait()?;
+    }
+    let report = report?;
+    if !launch.quiet {
+        print!("{}", pipeline::summary::summary(&report, &launch.config.output));
+    }
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let config = GenerateConfig {
+        rows: a.rows,
+        seed: a.seed,
+        na_rate: a.na_rate,
+        output: Location::parse(&a.output)?,
+        overwrite: a.overwrite,
+    };
+    let info = pipeline::generate(&config)?;
+    println!("generate: {} rows, {} bytes -> {}", config.rows, info.bytes, config.output);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Generate(args)) => generate(args),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `pipeline run`: resolve the schema, prepare the output, run the dataflow, commit the shards.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shards::store::{open_input, open_output};
+use shards::{Input, LineReader, Manifest, Schema, SchemaOptions};
+
+use crate::config::RunConfig;
+use crate::dataflow::{Job, run_worker};
+use crate::error::{Error, Result};
+use crate::ingest::Counters;
+use crate::progress::Progress;
+use crate::stats::build_manifest;
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The committed output's manifest (process 0 only).
+    pub manifest: Option<Manifest>,
+    /// Wall time of the run in this process.
+    pub elapsed: Duration,
+    /// Number of worker threads over all processes.
+    pub workers: usize,
+}
+
+/// Reads the header line and resolves the schema. With `columns` given, the input may lack a
+/// header (and may be empty).
+pub fn read_schema(input: &dyn Input, options: &SchemaOptions) -> Result<Schema> {
+    let len = input.len()?;
+    let raw = input.open_at(0, len.min(1 << 16))?;
+    let stream: Box<dyn Read + Send> = if input.location().is_gzip() {
+        Box::new(flate2::read::MultiGzDecoder::new(raw))
+    } else {
+        raw
+    };
+    let mut lines = LineReader::new(stream, 0);
+    let first = lines.next_line().map_err(|e| shards::Error::io(input.location(), e))?;
+    match (first, &options.columns) {
+        (_, Some(cols)) => Ok(Schema::from_columns(cols.clone(), options)?),
+        (Some((_, header)), None) => Ok(Schema::from_header(header, options)?),
+        (None, None) => {
+            Err(shards::Error::EmptyInput { path: input.location().to_string() }.into())
+        }
+    }
+}
+
+/// Runs this process's part of the job; process 0 commits the output.
+pub fn run(config: &RunConfig) -> Result<RunReport> {
+    let started = Instant::now();
+    if config.shards == 0 {
+        return Err(Error::Config("--shards must be at least 1".into()));
+    }
+    let input = open_input(&config.input)?;
+    let schema = read_schema(&*input, &config.schema)?;
+    let output = open_output(&config.output)?;
+    let process = config.cluster.process();
+    if process == 0 {
+        output.prepare(config.overwrite)?;
+    }
+    let counters = Arc::new(Counters::default());
+    let progress = Progress::start(Arc::clone(&counters), input.len()?, config.progress && process == 0);
+    let job = Arc::new(Job { input, output, schema, num_shards: config.shards, counters });
+    let worker_job = Arc::clone(&job);
+    let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
+        run_worker(worker, &worker_job)
+    })
+    .map_err(Error::from);
+    let guards = match guards {
+        Ok(g) => g,
+        Err(e) => {
+            job.output.abort();
+            return Err(e);
+        }
+    };
+    let results = guards.join();
+    drop(progress);
+    let workers = config.cluster.workers();
+    let mut reports = None;
+    for (thread, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(Some(r)) => reports = Some(r),
+            Ok(None) => {}
+            Err(panic) => {
+                job.output.abort();
+                return Err(Error::Dataflow(format!("worker thread {thread} of process {process} died: {panic}")));
+            }
+        }
+    }
+    if process != 0 {
+        return Ok(RunReport { manifest: None, elapsed: started.elapsed(), workers });
+    }
+    let reports = reports.expect("worker 0 runs in process 0 and always reports");
+    let manifest = (|| {
+        if reports.len() != workers {
+            return Err(Error::Dataflow(format!("{} of {workers} workers reported", reports.len())));
+        }
+        let mut infos = Vec::new();
+        let mut totals = Vec::new();
+        let mut reports = reports;
+        reports.sort_by_key(|r| r.worker);
+        for r in reports {
+            match r.outcome {
+                Ok((i, t)) => {
+                    infos.extend(i);
+                    totals.extend(t);
+                }
+                Err(message) => return Err(Error::Worker { worker: r.worker, message }),
+            }
+        }
+        let manifest =
+            build_manifest(&job.schema, &config.input.to_string(), config.shards, totals, infos);
+        job.output.commit(&manifest)?;
+        Ok(manifest)
+    })();
+    match manifest {
+        Ok(m) => Ok(RunReport { manifest: Some(m), elapsed: started.elapsed(), workers }),
+        Err(e) => {
+            job.output.abort();
+            Err(e)
+        }
+    }
+}

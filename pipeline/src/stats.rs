@@ -1,0 +1,210 @@
+//! Run statistics: what each worker counts while cleaning, and the manifest built from the totals.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use shards::manifest::{FORMAT, ManifestOptions, ManifestSchema, RowCounts, ShardInfo};
+use shards::{DropReason, Manifest, Schema};
+
+/// One thing counted. Each worker pre-aggregates locally; the totals are formed by
+/// differential dataflow's `count` over these keys with the local counts as differences.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StatKey {
+    /// A header line.
+    Header,
+    /// A dropped row, by reason.
+    Dropped(DropReason),
+    /// A kept row, by label.
+    Label(u8),
+    /// A kept row, by feature vector (its shard-format text, which is canonical).
+    Vector(Vec<u8>),
+}
+
+/// The counts one worker gathers while it cleans its part of the input.
+#[derive(Debug, Default)]
+pub struct LocalStats {
+    headers: u64,
+    dropped: [u64; DropReason::ALL.len()],
+    labels: [u64; 2],
+    vectors: HashMap<Box<[u8]>, u64>,
+}
+
+impl LocalStats {
+    /// Counts a header line.
+    pub fn header(&mut self) {
+        self.headers += 1;
+    }
+
+    /// Counts a dropped row.
+    pub fn dropped(&mut self, reason: DropReason) {
+        self.dropped[reason.index()] += 1;
+    }
+
+    /// Counts a kept row from its shard line `offset,label,features...\n`.
+    pub fn kept(&mut self, label: u8, record_line: &[u8]) {
+        self.labels[usize::from(label)] += 1;
+        let features = feature_text(record_line);
+        match self.vectors.get_mut(features) {
+            Some(c) => *c += 1,
+            None => {
+                self.vectors.insert(features.into(), 1);
+            }
+        }
+    }
+
+    /// Rows counted so far (kept and dropped).
+    pub fn rows(&self) -> u64 {
+        self.labels.iter().sum::<u64>() + self.dropped.iter().sum::<u64>()
+    }
+
+    /// The non-zero counts as `(key, count)` updates.
+    pub fn into_updates(self) -> Vec<(StatKey, i64)> {
+        let mut out = Vec::with_capacity(self.vectors.len() + 10);
+        if self.headers > 0 {
+            out.push((StatKey::Header, self.headers as i64));
+        }
+        for r in DropReason::ALL {
+            if self.dropped[r.index()] > 0 {
+                out.push((StatKey::Dropped(r), self.dropped[r.index()] as i64));
+            }
+        }
+        for (l, &c) in self.labels.iter().enumerate() {
+            if c > 0 {
+                out.push((StatKey::Label(l as u8), c as i64));
+            }
+        }
+        out.extend(self.vectors.into_iter().map(|(k, c)| (StatKey::Vector(k.into_vec()), c as i64)));
+        out
+    }
+}
+
+/// The features part of a shard line: after the second comma, without the newline.
+fn feature_text(line: &[u8]) -> &[u8] {
+    let mut commas = 0;
+    let mut start = line.len();
+    for (i, &b) in line.iter().enumerate() {
+        if b == b',' {
+            commas += 1;
+            if commas == 2 {
+                start = i + 1;
+                break;
+            }
+        }
+    }
+    let rest = &line[start..];
+    rest.strip_suffix(b"\n").unwrap_or(rest)
+}
+
+/// Builds the manifest from the schema, options, totals and shard infos.
+///
+/// `totals` may come in any order and with repeated keys; means are computed over the distinct
+/// vectors in sorted order, so the result does not depend on how the work was split.
+pub fn build_manifest(
+    schema: &Schema,
+    input: &str,
+    num_shards: u32,
+    totals: Vec<(StatKey, i64)>,
+    mut shards: Vec<ShardInfo>,
+) -> Manifest {
+    let mut merged: BTreeMap<StatKey, i64> = BTreeMap::new();
+    for (k, c) in totals {
+        *merged.entry(k).or_default() += c;
+    }
+    let mut rows = RowCounts::default();
+    for r in DropReason::ALL {
+        rows.dropped.insert(r, 0);
+    }
+    let mut labels = BTreeMap::new();
+    labels.insert("0".to_string(), 0);
+    labels.insert("1".to_string(), 0);
+    let k = schema.features.len();
+    let mut sums = vec![0f64; k];
+    let mut distinct = 0u64;
+    for (key, count) in &merged {
+        let count = *count as u64;
+        match key {
+            StatKey::Header => rows.header_lines += count,
+            StatKey::Dropped(r) => *rows.dropped.entry(*r).or_default() += count,
+            StatKey::Label(l) => {
+                *labels.entry(l.to_string()).or_default() += count;
+                rows.kept += count;
+            }
+            StatKey::Vector(text) => {
+                distinct += 1;
+                let text = std::str::from_utf8(text).expect("feature text is written as ASCII");
+                for (s, v) in sums.iter_mut().zip(text.split(',')) {
+                    *s += v.parse::<f64>().expect("feature text holds numbers") * count as f64;
+                }
+            }
+        }
+    }
+    rows.input_rows = rows.kept + rows.dropped_total();
+    let names = schema.feature_names();
+    let feature_means = names
+        .iter()
+        .zip(&sums)
+        .map(|(n, s)| (n.clone(), if rows.kept > 0 { s / rows.kept as f64 } else { 0.0 }))
+        .collect();
+    shards.sort_by(|a, b| a.name.cmp(&b.name));
+    Manifest {
+        format: FORMAT.to_string(),
+        schema: ManifestSchema {
+            input_columns: schema.columns.clone(),
+            label: schema.label_name().to_string(),
+            features: names,
+        },
+        options: ManifestOptions {
+            input: input.to_string(),
+            shards: num_shards,
+            na_values: schema
+                .na_values
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect(),
+        },
+        rows,
+        labels,
+        feature_means,
+        distinct_feature_vectors: distinct,
+        shards,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_text_skips_offset_and_label() {
+        assert_eq!(feature_text(b"123,1,0,1,0.5\n"), b"0,1,0.5");
+    }
+
+    #[test]
+    fn totals_do_not_depend_on_the_split() {
+        let schema = Schema::from_columns(
+            vec!["y".into(), "a".into(), "b".into()],
+            &shards::SchemaOptions { label: "y".into(), ..Default::default() },
+        )
+        .unwrap();
+        let mut one = LocalStats::default();
+        let mut left = LocalStats::default();
+        let mut right = LocalStats::default();
+        let lines: [&[u8]; 4] = [b"0,1,0,1\n", b"9,0,0.1,2\n", b"20,1,0,1\n", b"31,0,0.2,3\n"];
+        for (i, l) in lines.iter().enumerate() {
+            let label = l[2] - b'0';
+            one.kept(label, l);
+            if i % 2 == 0 { left.kept(label, l) } else { right.kept(label, l) }
+        }
+        one.dropped(DropReason::Missing);
+        right.dropped(DropReason::Missing);
+        let a = build_manifest(&schema, "x", 2, one.into_updates(), vec![]);
+        let mut split = left.into_updates();
+        split.extend(right.into_updates());
+        let b = build_manifest(&schema, "x", 2, split, vec![]);
+        assert_eq!(a, b);
+        assert_eq!(a.rows.kept, 4);
+        assert_eq!(a.rows.input_rows, 5);
+        assert_eq!(a.distinct_feature_vectors, 3);
+        assert!((a.feature_means["b"] - 7.0 / 4.0).abs() < 1e-12);
+    }
+}

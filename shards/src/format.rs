@@ -1,0 +1,154 @@
+//! The shard text format: a header line `offset,<label>,<f1>,...`, then `offset,label,f1,...` lines.
+
+use crate::clean::write_value;
+
+/// Name of the shard file (and reducer output) for shard `index`: `part-00003`.
+pub fn part_name(index: u32) -> String {
+    format!("part-{index:05}")
+}
+
+/// The header line of a shard file, with its `\n`.
+pub fn header_line(label: &str, features: &[String]) -> String {
+    let mut s = String::from("offset,");
+    s.push_str(label);
+    for f in features {
+        s.push(',');
+        s.push_str(f);
+    }
+    s.push('\n');
+    s
+}
+
+/// Appends one record line `offset,label,f1,...,fk\n`.
+#[inline]
+pub fn write_record(out: &mut Vec<u8>, offset: u64, label: u8, features: &[f64]) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut o = offset;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (o % 10) as u8;
+        o /= 10;
+        if o == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.push(b',');
+    out.push(b'0' + label);
+    for &v in features {
+        out.push(b',');
+        write_value(out, v);
+    }
+    out.push(b'\n');
+}
+
+/// Removes what Hadoop's `TextOutputFormat` and Windows line ends may add: a trailing `\r`
+/// and a trailing tab.
+#[inline]
+pub fn trim_line(line: &str) -> &str {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    line.strip_suffix('\t').unwrap_or(line)
+}
+
+/// The label and feature names from a shard header line.
+pub fn parse_header(line: &str) -> Result<(String, Vec<String>), String> {
+    let mut names = trim_line(line).split(',');
+    if names.next() != Some("offset") {
+        return Err("header line must start with 'offset,'".into());
+    }
+    let label = names
+        .next()
+        .filter(|l| !l.is_empty())
+        .ok_or("header names no label")?;
+    let features: Vec<String> = names.map(str::to_string).collect();
+    if features.is_empty() {
+        return Err("header names no features".into());
+    }
+    Ok((label.to_string(), features))
+}
+
+/// Whether a shard line is a header line (starts with `offset,`).
+#[inline]
+pub fn is_header(line: &str) -> bool {
+    line.starts_with("offset,")
+}
+
+/// Parses one record line into `(offset, label)`, appending its `k` features to `features`.
+#[inline]
+pub fn parse_record(line: &str, k: usize, features: &mut Vec<f32>) -> Result<(u64, u8), String> {
+    let mut it = trim_line(line).split(',');
+    let offset = it
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or("offset is not a non-negative integer")?;
+    let label = match it.next() {
+        Some("0") => 0,
+        Some("1") => 1,
+        Some(other) => return Err(format!("label '{other}' is not 0 or 1")),
+        None => return Err("no label".into()),
+    };
+    let before = features.len();
+    for field in it {
+        let v: f32 = match field {
+            "0" => 0.0,
+            "1" => 1.0,
+            other => other
+                .parse()
+                .map_err(|_| format!("feature '{other}' is not a number"))?,
+        };
+        features.push(v);
+    }
+    let got = features.len() - before;
+    if got != k {
+        features.truncate(before);
+        return Err(format!("expected {k} features, found {got}"));
+    }
+    Ok((offset, label))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let header = header_line("employed", &["sex".into(), "age".into()]);
+        assert_eq!(header, "offset,employed,sex,age\n");
+        assert_eq!(
+            parse_header(&header).unwrap(),
+            ("employed".into(), vec!["sex".into(), "age".into()])
+        );
+        let mut out = Vec::new();
+        write_record(&mut out, 1234567, 1, &[1.0, 42.5]);
+        write_record(&mut out, 0, 0, &[0.0, 100000.0]);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "1234567,1,1,42.5\n0,0,0,100000\n");
+        let mut feats = Vec::new();
+        let recs: Vec<_> = text
+            .lines()
+            .map(|l| parse_record(l, 2, &mut feats).unwrap())
+            .collect();
+        assert_eq!(recs, [(1234567, 1), (0, 0)]);
+        assert_eq!(feats, [1.0, 42.5, 0.0, 100000.0]);
+    }
+
+    #[test]
+    fn tolerates_hadoop_tab_and_crlf() {
+        let mut feats = Vec::new();
+        assert_eq!(parse_record("5,1,0,1\t", 2, &mut feats).unwrap(), (5, 1));
+        assert_eq!(parse_record("5,1,0,1\r\n", 2, &mut feats).unwrap(), (5, 1));
+        assert!(parse_header("offset,y,a\t\r\n").is_ok());
+    }
+
+    #[test]
+    fn malformed_records() {
+        let mut feats = Vec::new();
+        for bad in ["x,1,0", "5,2,0", "5,1", "5,1,0,0", "5,1,z", "", "-1,0,0"] {
+            assert!(parse_record(bad, 1, &mut feats).is_err(), "{bad:?}");
+        }
+        assert!(feats.is_empty());
+        assert_eq!(part_name(3), "part-00003");
+    }
+}

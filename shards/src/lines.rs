@@ -1,0 +1,207 @@
+//! Splitting a byte stream into lines with their offsets, and the byte-range ownership rule.
+//!
+//! `\n`, `\r\n` and a bare `\r` each end a line (as Hadoop's `LineReader`). A byte range
+//! `[start, end)` owns the lines whose first byte lies inside it; the last line it owns may run
+//! past `end`. A reader for a range starting after 0 begins one byte early and skips the partial
+//! line there, which lands it on the first line starting at or after `start`.
+
+use std::io::Read;
+
+const CHUNK: usize = 1 << 20;
+
+/// Reads lines from a stream, each with the byte offset of its first byte.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Start of unconsumed data in `buf`.
+    pos: usize,
+    /// End of valid data in `buf`.
+    len: usize,
+    /// Stream offset of `buf[pos]`.
+    offset: u64,
+    eof: bool,
+    /// Lines starting at or after this offset are not returned.
+    end: u64,
+}
+
+impl<R: Read> LineReader<R> {
+    /// Reads every line of `inner`, whose first byte is at stream offset `offset`.
+    pub fn new(inner: R, offset: u64) -> Self {
+        LineReader::with_capacity(inner, offset, CHUNK)
+    }
+
+    fn with_capacity(inner: R, offset: u64, cap: usize) -> Self {
+        LineReader {
+            inner,
+            buf: vec![0; cap.max(2)],
+            pos: 0,
+            len: 0,
+            offset,
+            eof: false,
+            end: u64::MAX,
+        }
+    }
+
+    /// Reads the lines owned by the range `[start, end)`. `inner` must be positioned at
+    /// `start - 1` when `start > 0` (so the reader can tell whether a line begins at `start`),
+    /// and at 0 otherwise.
+    pub fn for_range(inner: R, start: u64, end: u64) -> std::io::Result<Self> {
+        let mut r = LineReader::new(inner, start.saturating_sub(1));
+        r.end = end;
+        if start > 0 {
+            // Skip the partial line that contains byte start-1.
+            r.next_line()?;
+        }
+        Ok(r)
+    }
+
+    /// Stream offset of the next unread byte.
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+
+    /// Ensures at least `want` unread bytes in the buffer unless at end of stream.
+    fn fill(&mut self, want: usize) -> std::io::Result<()> {
+        while self.len - self.pos < want && !self.eof {
+            if self.pos > 0 {
+                self.buf.copy_within(self.pos..self.len, 0);
+                self.len -= self.pos;
+                self.pos = 0;
+            }
+            if self.len == self.buf.len() {
+                let grow = self.buf.len();
+                self.buf.resize(grow * 2, 0);
+            }
+            match self.inner.read(&mut self.buf[self.len..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next line (without terminator) and its offset, or `None` at the end of the stream
+    /// or of the range.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(u64, &[u8])>> {
+        if self.offset >= self.end {
+            return Ok(None);
+        }
+        self.fill(1)?;
+        if self.pos == self.len {
+            return Ok(None);
+        }
+        let mut scanned = 0;
+        loop {
+            let data = &self.buf[self.pos + scanned..self.len];
+            if let Some(i) = memchr::memchr2(b'\n', b'\r', data) {
+                let term_at = self.pos + scanned + i;
+                let mut term_len = 1;
+                if self.buf[term_at] == b'\r' {
+                    // A `\r\n` pair is one terminator: make sure the next byte is visible.
+                    if term_at + 1 == self.len && !self.eof {
+                        let rel = term_at - self.pos;
+                        self.fill(rel + 2)?;
+                        scanned = rel;
+                        continue;
+                    }
+                    if term_at + 1 < self.len && self.buf[term_at + 1] == b'\n' {
+                        term_len = 2;
+                    }
+                }
+                let start = self.pos;
+                let line_offset = self.offset;
+                let consumed = term_at + term_len - start;
+                self.pos += consumed;
+                self.offset += consumed as u64;
+                return Ok(Some((line_offset, &self.buf[start..term_at])));
+            }
+            scanned = self.len - self.pos;
+            if self.eof {
+                // The last line has no terminator.
+                let start = self.pos;
+                let line_offset = self.offset;
+                self.pos = self.len;
+                self.offset += scanned as u64;
+                return Ok(Some((line_offset, &self.buf[start..self.len])));
+            }
+            self.fill(scanned + 1)?;
+        }
+    }
+}
+
+/// The byte ranges `[start, end)` that split `len` bytes among `parts` readers, as evenly as possible.
+pub fn split_ranges(len: u64, parts: usize) -> Vec<(u64, u64)> {
+    let parts = parts.max(1) as u64;
+    (0..parts)
+        .map(|i| (len * i / parts, len * (i + 1) / parts))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn all_lines(data: &[u8], cap: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut r = LineReader::with_capacity(Cursor::new(data), 0, cap);
+        let mut out = Vec::new();
+        while let Some((o, l)) = r.next_line().unwrap() {
+            out.push((o, l.to_vec()));
+        }
+        out
+    }
+
+    fn range_lines(data: &[u8], start: u64, end: u64) -> Vec<(u64, Vec<u8>)> {
+        let from = start.saturating_sub(1) as usize;
+        let mut r = LineReader::for_range(Cursor::new(&data[from..]), start, end).unwrap();
+        let mut out = Vec::new();
+        while let Some((o, l)) = r.next_line().unwrap() {
+            out.push((o, l.to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn all_terminators() {
+        let data = b"ab\ncd\r\nef\rgh\n\nij";
+        let want: Vec<(u64, Vec<u8>)> = vec![
+            (0, b"ab".to_vec()),
+            (3, b"cd".to_vec()),
+            (7, b"ef".to_vec()),
+            (10, b"gh".to_vec()),
+            (13, b"".to_vec()),
+            (14, b"ij".to_vec()),
+        ];
+        for cap in [2, 3, 4, 7, 64] {
+            assert_eq!(all_lines(data, cap), want, "capacity {cap}");
+        }
+        assert!(all_lines(b"", 8).is_empty());
+        assert_eq!(all_lines(b"x\n", 8), vec![(0, b"x".to_vec())]);
+    }
+
+    /// Every way of splitting the input into ranges yields each line exactly once.
+    #[test]
+    fn ranges_partition_the_lines() {
+        let data = b"ab\ncd\r\nef\rgh\n\n\r\nij\r\r\nk";
+        let whole = all_lines(data, 64);
+        let n = data.len() as u64;
+        for a in 0..=n {
+            for b in a..=n {
+                let mut got = range_lines(data, 0, a);
+                got.extend(range_lines(data, a, b));
+                got.extend(range_lines(data, b, n));
+                assert_eq!(got, whole, "split at {a}, {b}");
+            }
+        }
+        for parts in 1..8 {
+            let got: Vec<_> = split_ranges(n, parts)
+                .into_iter()
+                .flat_map(|(s, e)| range_lines(data, s, e))
+                .collect();
+            assert_eq!(got, whole, "{parts} parts");
+        }
+    }
+}

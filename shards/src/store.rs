@@ -1,0 +1,134 @@
+//! Storage seams: an input to read by byte range, an output to write shards into and commit,
+//! and a directory of shards to read back. Local (and NFS) paths are built in; S3 plugs in here.
+
+use std::fmt::Debug;
+use std::io::{Read, Write};
+
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::manifest::{Manifest, ShardInfo};
+
+/// An input file or object, read in byte ranges.
+pub trait Input: Send + Sync + Debug {
+    /// Its size in bytes.
+    fn len(&self) -> Result<u64>;
+    /// Whether it is empty.
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// A reader from byte `start` to the end. `end_hint` is where the caller expects to stop
+    /// reading (give or take a line), so remote stores can fetch just that range first.
+    fn open_at(&self, start: u64, end_hint: u64) -> Result<Box<dyn Read + Send>>;
+    /// The location, for messages.
+    fn location(&self) -> &Location;
+}
+
+/// A destination for one output's shards, written under temporary names and committed at once.
+pub trait Output: Send + Sync + Debug {
+    /// Checks the destination and clears a previous output when `overwrite` is set.
+    /// Called once, by one process, before any part is written.
+    fn prepare(&self, overwrite: bool) -> Result<()>;
+    /// Starts writing the part named `name` (e.g. `part-00003`) under a temporary name.
+    fn create_part(&self, name: &str) -> Result<Box<dyn PartWriter>>;
+    /// Publishes the finished parts under their final names, then the manifest, then `_SUCCESS`.
+    fn commit(&self, manifest: &Manifest) -> Result<()>;
+    /// Removes whatever a failed run left under temporary names.
+    fn abort(&self);
+    /// The location, for messages.
+    fn location(&self) -> &Location;
+}
+
+/// A part being written. Dropped without [`PartWriter::finish`], it leaves nothing behind.
+pub trait PartWriter: Write + Send {
+    /// Flushes and closes it; returns its name, size and checksum (`rows` left at 0).
+    fn finish(self: Box<Self>) -> Result<ShardInfo>;
+}
+
+/// A directory or prefix of shards to read back.
+pub trait ShardSource: Send + Sync + Debug {
+    /// Names (relative to the location) and sizes of every object in it, sorted by name.
+    fn list(&self) -> Result<Vec<(String, u64)>>;
+    /// Reads the object `name` whole.
+    fn read(&self, name: &str) -> Result<Vec<u8>>;
+    /// The location, for messages.
+    fn location(&self) -> &Location;
+}
+
+/// Counts bytes and computes the CRC-32 of what passes through to `inner`.
+#[derive(Debug)]
+pub struct Checksummed<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl<W: Write> Checksummed<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Checksummed {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+            bytes: 0,
+        }
+    }
+    /// Bytes written so far and their CRC-32.
+    pub fn summary(&self) -> (u64, u32) {
+        (self.bytes, self.hasher.clone().finalize())
+    }
+    /// The wrapped writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+    /// The wrapped writer, borrowed.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Opens an input location.
+pub fn open_input(loc: &Location) -> Result<Box<dyn Input>> {
+    match loc {
+        Location::Local(p) => Ok(Box::new(crate::local::LocalInput::open(p)?)),
+        Location::S3 { .. } => Err(s3_unsupported(loc)),
+    }
+}
+
+/// An output for a directory or prefix of shards.
+pub fn open_output(loc: &Location) -> Result<Box<dyn Output>> {
+    match loc {
+        Location::Local(p) => Ok(Box::new(crate::local::LocalOutput::new(p.clone()))),
+        Location::S3 { .. } => Err(s3_unsupported(loc)),
+    }
+}
+
+/// A source of shards to read back.
+pub fn open_source(loc: &Location) -> Result<Box<dyn ShardSource>> {
+    match loc {
+        Location::Local(p) => Ok(Box::new(crate::local::LocalSource::new(p.clone()))),
+        Location::S3 { .. } => Err(s3_unsupported(loc)),
+    }
+}
+
+/// Creates a single file or object (e.g. generated input), published atomically on `finish`.
+pub fn create_file(loc: &Location, overwrite: bool) -> Result<Box<dyn PartWriter>> {
+    match loc {
+        Location::Local(p) => Ok(Box::new(crate::local::LocalFile::create(p, overwrite)?)),
+        Location::S3 { .. } => Err(s3_unsupported(loc)),
+    }
+}
+
+fn s3_unsupported(loc: &Location) -> Error {
+    Error::Unsupported(format!("{loc}: this build has no S3 support"))
+}
