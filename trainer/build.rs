@@ -31,7 +31,10 @@ fn main() {
         );
         println!("cargo::rustc-cfg=torch_cuda_linked");
     } else if forced {
-        println!("cargo::warning=feature `cuda` set but {} is missing", cuda.display());
+        println!(
+            "cargo::warning=feature `cuda` set but {} is missing",
+            cuda.display()
+        );
     }
 }
 
