@@ -8,20 +8,16 @@ use std::time::Instant;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use tch::{Device, Tensor};
+use tch::Device;
+use trainer::batches::BatchQueue;
 use trainer::config::{GradSample, NoiseRng};
 use trainer::data::Examples;
 use trainer::dp_step::{DpStep, StepPrivacy};
+use trainer::metrics::thread_cpu_ns;
 use trainer::mlp::{Mlp, Shape};
 use trainer::optim::{Optimizer, OptimizerKind};
 use trainer::profile::Profiler;
 use trainer::sampler::PoissonSampler;
-
-/// Nanoseconds this thread has spent on a CPU (Linux), if known.
-fn cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
 
 fn main() -> trainer::Result<()> {
     let arg = |i: usize, d: usize| {
@@ -49,16 +45,15 @@ fn main() -> trainer::Result<()> {
     };
     let opt = Optimizer::new(OptimizerKind::Sgd, 0.01, shape.numel(), Device::Cpu);
     let mut step = DpStep::new(&shape, Device::Cpu, f64::from(batch), privacy, opt, 0)?;
-    let mut sampler = PoissonSampler::new(rows, batch, ChaCha20Rng::seed_from_u64(2))?;
+    let sampler = PoissonSampler::new(rows, batch, ChaCha20Rng::seed_from_u64(2))?;
+    let mut batches = BatchQueue::new(sampler, Device::Cpu);
     let steps = trainer::steps_per_epoch(rows, batch);
     let mut prof = Profiler::new(std::env::var_os("PROFILE").is_some(), Device::Cpu);
-    let mut index = Vec::new();
     for round in 0..2 {
-        let (t0, c0) = (Instant::now(), cpu_ns());
-        for _ in 0..steps {
+        let (t0, c0) = (Instant::now(), thread_cpu_ns());
+        for s in 0..steps {
             prof.restart();
-            sampler.sample_into(&mut index);
-            let idx = Tensor::from_slice(&index);
+            let idx = batches.next_batch(steps - s);
             let r = data.rows().index_select(0, &idx);
             prof.mark(trainer::profile::Phase::Sampling);
             step.step(
@@ -70,7 +65,7 @@ fn main() -> trainer::Result<()> {
             );
         }
         let wall = t0.elapsed().as_secs_f64();
-        let cpu = match (c0, cpu_ns()) {
+        let cpu = match (c0, thread_cpu_ns()) {
             (Some(a), Some(b)) => format!("{:.3} s on CPU", (b - a) as f64 * 1e-9),
             _ => "CPU time unknown".into(),
         };

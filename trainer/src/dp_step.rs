@@ -67,7 +67,10 @@ impl DpStep {
                     GradSample::Microbatch(n) => expected_batch / n as f64,
                 };
                 let noise = (noise_multiplier > 0.0)
-                    .then(|| NoiseSource::new(noise_rng, noise_seed, shape.numel(), device))
+                    .then(|| {
+                        let std = noise_multiplier * clip / units;
+                        NoiseSource::new(noise_rng, noise_seed, shape.numel(), std, device)
+                    })
                     .transpose()?;
                 (clip, 1.0 / units, noise)
             }
@@ -83,7 +86,8 @@ impl DpStep {
         })
     }
 
-    /// The gradient the last step applied (clipped, noised and scaled).
+    /// The gradient buffer: after [`DpStep::accumulate`] the batch's clipped, scaled sum;
+    /// after [`DpStep::apply`] that plus the noise, as the optimizer used it.
     pub fn grad(&self) -> &Tensor {
         &self.grad
     }
@@ -110,8 +114,24 @@ impl DpStep {
         self.expected_batch
     }
 
-    /// One step on a batch given as augmented inputs `[x, 1]`, labels and input norms.
+    /// One step on a batch given as augmented inputs `[x, 1]`, labels and input norms:
+    /// [`DpStep::accumulate`] then [`DpStep::apply`].
     pub fn step(
+        &mut self,
+        mlp: &Mlp,
+        inputs: &Tensor,
+        labels: &Tensor,
+        input_norms: &Tensor,
+        prof: &mut Profiler,
+    ) {
+        self.accumulate(mlp, inputs, labels, input_norms, prof);
+        self.apply(mlp, prof);
+    }
+
+    /// Writes the batch's clipped gradient sum, divided by the expected batch size, into the
+    /// gradient buffer (overwriting it). Data-parallel training sums these buffers over
+    /// workers before [`DpStep::apply`], which then adds the noise once.
+    pub fn accumulate(
         &mut self,
         mlp: &Mlp,
         inputs: &Tensor,
@@ -124,27 +144,24 @@ impl DpStep {
         match self.privacy {
             StepPrivacy::NonPrivate => {
                 pe.weighted_sum_into(&self.consts.scale_tensor, &self.grad_views);
-                prof.mark(Phase::Clipping);
             }
-            StepPrivacy::Private {
-                clip,
-                noise_multiplier,
-                grad_sample,
-                ..
-            } => {
-                match grad_sample {
-                    GradSample::Vectorized => {
-                        let w = clip_weights(&pe.norms(input_norms, &self.consts), &self.consts);
-                        pe.weighted_sum_into(&w, &self.grad_views);
-                    }
-                    GradSample::Microbatch(n) => self.microbatch_sum(&pe, n),
+            StepPrivacy::Private { grad_sample, .. } => match grad_sample {
+                GradSample::Vectorized => {
+                    let w = clip_weights(&pe.norms(input_norms, &self.consts), &self.consts);
+                    pe.weighted_sum_into(&w, &self.grad_views);
                 }
-                prof.mark(Phase::Clipping);
-                if let Some(noise) = &mut self.noise {
-                    noise.add_to(&self.grad, noise_multiplier * clip * self.consts.scale);
-                }
-                prof.mark(Phase::Noise);
-            }
+                GradSample::Microbatch(n) => self.microbatch_sum(&pe, n),
+            },
+        }
+        prof.mark(Phase::Clipping);
+    }
+
+    /// Adds the noise (once, std sigma C over the expected batch size) to the gradient buffer
+    /// and takes the optimizer step.
+    pub fn apply(&mut self, mlp: &Mlp, prof: &mut Profiler) {
+        if let Some(noise) = &mut self.noise {
+            noise.add_to(&self.grad);
+            prof.mark(Phase::Noise);
         }
         self.optimizer.step(mlp.flat(), &self.grad);
         prof.mark(Phase::Step);

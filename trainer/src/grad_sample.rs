@@ -84,12 +84,22 @@ impl PerExample {
     /// gradient and `w` is `[k, 1]` or a scalar.
     pub fn weighted_sum_into(&self, weights: &Tensor, out: &[LayerViews]) {
         for (l, ((a, d), g)) in self.inputs.iter().zip(&self.deltas).zip(out).enumerate() {
-            let wd = d * weights;
-            if l == 0 {
-                let _ = a.tr().mm_out(&g.block, &wd);
+            // sum_i w_i a_i (x) d_i = (w a)^T d = a^T (w d): weight the narrower side.
+            let (wa, wd) = if a.size()[1] < d.size()[1] {
+                (a * weights, d.shallow_clone())
             } else {
-                let _ = a.tr().mm_out(&g.weight_t, &wd);
-                let _ = wd.sum_intlist_out(&g.bias, [0i64].as_slice(), false, Kind::Float);
+                (a.shallow_clone(), d * weights)
+            };
+            let _ = wa
+                .tr()
+                .mm_out(if l == 0 { &g.block } else { &g.weight_t }, &wd);
+            if l > 0 {
+                let bias = if a.size()[1] < d.size()[1] {
+                    d * weights
+                } else {
+                    wd
+                };
+                let _ = bias.sum_intlist_out(&g.bias, [0i64].as_slice(), false, Kind::Float);
             }
         }
     }

@@ -1,7 +1,8 @@
 //! A DP-SGD trainer on tch (libtorch) for the shards the preprocessing engines write.
 //!
 //! The pieces follow Opacus's seams, wired together in one place ([`run`]):
-//! - [`sampler`]: exact Poisson sampling, whose rate is the accountant's q;
+//! - [`sampler`]: exact Poisson sampling, whose rate is the accountant's q ([`batches`]
+//!   draws it ahead for the device);
 //! - [`grad_sample`]: per-example gradients of the MLP in closed form, vectorized;
 //! - [`dp_step`]: clip, sum, add noise once, scale, optimizer step ([`optim`], [`noise`]);
 //! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod attack;
+pub mod batches;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -42,6 +42,11 @@ pub struct EpochMetrics {
     pub attack_baseline: Option<f64>,
     /// Seconds of training in the epoch (evaluation excluded).
     pub seconds: f64,
+    /// Of those, seconds the training thread spent on a CPU (Linux; absent elsewhere). On a
+    /// shared machine this is what the run itself cost; wall time includes waiting for the
+    /// neighbours.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
     /// Seconds of evaluation after the epoch.
     pub eval_seconds: f64,
     /// Training examples processed per second.
@@ -109,6 +114,13 @@ impl MetricsLog {
     }
 }
 
+/// Nanoseconds the calling thread has spent on a CPU, from the kernel's scheduler statistics
+/// (`None` where there are none).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 /// Creates the parent directory of `path` when it has one.
 pub fn create_parent(path: &Path) -> Result<()> {
     match path.parent() {
@@ -140,6 +152,7 @@ mod tests {
             attack_accuracy: Some(0.61),
             attack_baseline: Some(0.8),
             seconds: 0.4,
+            cpu_seconds: Some(0.3),
             eval_seconds: 0.1,
             examples_per_second: 2.4e6,
             phases: None,

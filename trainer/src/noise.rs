@@ -1,6 +1,8 @@
 //! The Gaussian noise added once per step to the clipped gradient sum, drawn on the host from
 //! the run's own stream (not libtorch's global generator, which every tensor op in the
-//! process shares), so a seed gives the same noise on any device and in any company.
+//! process shares), so a seed gives the same noise on any device and in any company. It is
+//! drawn for many steps at once and copied to the device in one transfer: a copy per step
+//! would make the host wait for the GPU every step.
 
 use rand::SeedableRng;
 use rand::rngs::SysRng;
@@ -22,17 +24,41 @@ enum Stream {
     Secure(Box<ChaCha20Rng>),
 }
 
+/// At most this many values are drawn ahead (16 MB of `f32`).
+const MAX_AHEAD: usize = 1 << 22;
+/// Steps of noise drawn ahead, for small models.
+const STEPS_AHEAD: usize = 64;
+
 /// Draws `N(0, std^2)` noise for every parameter and adds it to a gradient.
 #[derive(Debug)]
 pub struct NoiseSource {
     stream: Stream,
+    std: f64,
+    numel: usize,
     host: Vec<f32>,
+    /// `[rows, numel]` on the device; row `next` is the next step's noise.
+    block: Tensor,
+    next: usize,
     device: Device,
 }
 
 impl NoiseSource {
-    /// A source of `numel` values per draw, added on `device`; `seed` is used when seeded.
-    pub fn new(kind: NoiseRng, seed: u64, numel: usize, device: Device) -> Result<Self> {
+    /// A source of `numel` values of std `std` per step, added on `device`; `seed` is used
+    /// when seeded.
+    pub fn new(kind: NoiseRng, seed: u64, numel: usize, std: f64, device: Device) -> Result<Self> {
+        let rows = (MAX_AHEAD / numel.max(1)).clamp(1, STEPS_AHEAD);
+        NoiseSource::drawing_ahead(kind, seed, numel, std, device, rows)
+    }
+
+    /// [`NoiseSource::new`], drawing `rows` steps ahead.
+    fn drawing_ahead(
+        kind: NoiseRng,
+        seed: u64,
+        numel: usize,
+        std: f64,
+        device: Device,
+        rows: usize,
+    ) -> Result<Self> {
         let stream = match kind {
             NoiseRng::Seeded => Stream::Seeded(Box::new(ChaCha8Rng::seed_from_u64(seed))),
             NoiseRng::Secure => Stream::Secure(Box::new(
@@ -42,9 +68,17 @@ impl NoiseSource {
         };
         Ok(NoiseSource {
             stream,
-            host: vec![0.0; numel],
+            std,
+            numel,
+            host: vec![0.0; rows * numel],
+            block: Tensor::zeros([0], (tch::Kind::Float, device)),
+            next: rows,
             device,
         })
+    }
+
+    fn rows(&self) -> usize {
+        self.host.len() / self.numel.max(1)
     }
 
     /// Starts the seeded stream of `epoch` (a resumed run draws what an uninterrupted one
@@ -54,10 +88,22 @@ impl NoiseSource {
             rng.set_stream(u64::from(epoch));
             rng.set_word_pos(0);
         }
+        self.next = self.rows();
     }
 
     /// `grad += N(0, std^2)` elementwise.
-    pub fn add_to(&mut self, grad: &Tensor, std: f64) {
+    pub fn add_to(&mut self, grad: &Tensor) {
+        if self.next == self.rows() {
+            self.refill();
+        }
+        let noise = self.block.select(0, self.next as i64);
+        self.next += 1;
+        let _ = grad.shallow_clone().g_add_(&noise);
+    }
+
+    /// Draws the next block of steps' noise and copies it to the device.
+    fn refill(&mut self) {
+        let std = self.std;
         match &mut self.stream {
             Stream::Seeded(rng) => {
                 for v in self.host.iter_mut() {
@@ -74,8 +120,10 @@ impl NoiseSource {
                 }
             }
         }
-        let noise = Tensor::from_slice(&self.host).to_device(self.device);
-        let _ = grad.shallow_clone().g_add_(&noise);
+        self.block = Tensor::from_slice(&self.host)
+            .view([self.rows() as i64, self.numel as i64])
+            .to_device(self.device);
+        self.next = 0;
     }
 }
 
@@ -86,10 +134,10 @@ mod tests {
     use super::*;
 
     fn draw(kind: NoiseRng, seed: u64, epoch: u32, n: usize, std: f64) -> Tensor {
-        let mut src = NoiseSource::new(kind, seed, n, Device::Cpu).unwrap();
+        let mut src = NoiseSource::drawing_ahead(kind, seed, n, std, Device::Cpu, 1).unwrap();
         src.start_epoch(epoch);
         let g = Tensor::zeros([n as i64], (Kind::Float, Device::Cpu));
-        src.add_to(&g, std);
+        src.add_to(&g);
         g
     }
 
@@ -105,6 +153,31 @@ mod tests {
             assert!(mean.abs() < 0.04, "{kind:?} mean {mean}");
             assert!((std - 2.0).abs() < 0.03, "{kind:?} std {std}");
         }
+    }
+
+    /// Steps see the same noise however many steps are drawn ahead, and an epoch restarts
+    /// its stream wherever the previous one stopped.
+    #[test]
+    fn noise_does_not_depend_on_drawing_ahead() {
+        let source = |rows| {
+            let mut s =
+                NoiseSource::drawing_ahead(NoiseRng::Seeded, 5, 7, 1.0, Device::Cpu, rows).unwrap();
+            s.start_epoch(1);
+            s
+        };
+        let step = |s: &mut NoiseSource| {
+            let g = Tensor::zeros([7], (Kind::Float, Device::Cpu));
+            s.add_to(&g);
+            g
+        };
+        let (mut a, mut b) = (source(2), source(64));
+        let first = step(&mut a);
+        assert!(first.equal(&step(&mut b)));
+        for _ in 0..5 {
+            assert!(step(&mut a).equal(&step(&mut b)));
+        }
+        a.start_epoch(1);
+        assert!(step(&mut a).equal(&first));
     }
 
     #[test]

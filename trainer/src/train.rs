@@ -8,9 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::SysRng;
 use rand_chacha::ChaCha20Rng;
-use tch::Tensor;
 
 use crate::attack::Attack;
+use crate::batches::BatchQueue;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{NoiseRng, Privacy, TrainConfig};
 use crate::data::Data;
@@ -18,7 +18,7 @@ use crate::device::synchronize;
 use crate::dp_step::{DpStep, StepPrivacy};
 use crate::evaluate::evaluate;
 use crate::export::{self, ModelCard};
-use crate::metrics::{EpochMetrics, MetricsLog};
+use crate::metrics::{EpochMetrics, MetricsLog, thread_cpu_ns};
 use crate::mlp::{Mlp, Shape};
 use crate::optim::Optimizer;
 use crate::privacy::Accounting;
@@ -119,7 +119,7 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
     };
     let n = data.train.len();
     let per_epoch = steps_per_epoch(n, config.batch_size);
-    let mut sampler = PoissonSampler::new(n, config.batch_size, sampler_rng(config, 0)?)?;
+    let sampler = PoissonSampler::new(n, config.batch_size, sampler_rng(config, 0)?)?;
 
     // The one place the sampler's rate reaches the accountant (Opacus's make_private).
     let (accounting, step_privacy) = match &config.privacy {
@@ -210,18 +210,18 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
     }
 
     let mut prof = Profiler::new(config.profile, device);
-    let mut index = Vec::with_capacity(2 * config.batch_size as usize + 64);
+    let mut batches = BatchQueue::new(sampler, device);
     for epoch in start_epoch..config.epochs {
-        sampler.reseed(sampler_rng(config, epoch)?);
+        batches.start_epoch(sampler_rng(config, epoch)?);
         dp.start_epoch(epoch);
         let bar = progress_bar(config.progress, per_epoch, epoch + 1, config.epochs);
         let started = Instant::now();
+        let cpu_started = thread_cpu_ns();
         let mut examples = 0u64;
         for s in 0..per_epoch {
             prof.restart();
-            sampler.sample_into(&mut index);
-            examples += index.len() as u64;
-            let idx = Tensor::from_slice(&index).to_device(device);
+            let idx = batches.next_batch(per_epoch - s);
+            examples += idx.size()[0] as u64;
             let rows = data.train.rows().index_select(0, &idx);
             let (inputs, labels, norms) = (
                 data.train.inputs(&rows),
@@ -236,6 +236,9 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
         }
         synchronize(device);
         let seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds = cpu_started
+            .zip(thread_cpu_ns())
+            .map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
         bar.finish_and_clear();
         steps += per_epoch;
 
@@ -263,6 +266,7 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
             attack_accuracy: attacked.map(|a| a.accuracy),
             attack_baseline: attacked.map(|a| a.baseline),
             seconds,
+            cpu_seconds,
             eval_seconds: eval_started.elapsed().as_secs_f64(),
             examples_per_second: examples as f64 / seconds.max(1e-9),
             phases: prof.enabled().then(|| {
