@@ -27,6 +27,7 @@ run() { # run NAME ARGS...: one epoch, prints the training seconds from the metr
 # Smoke: a short CUDA run must succeed and report a GPU device.
 "$TRAINER" --data "$SHARDS" --epochs 1 --device cuda --batch-size 4096 --profile --no-progress \
     --metrics-out "$OUT/smoke.jsonl" --save "$OUT/smoke.safetensors" | tee "$OUT/smoke.log"
+grep -q " on cuda:0 " "$OUT/smoke.log" || { echo "smoke: FAILED (not on cuda:0)"; exit 1; }
 echo "smoke: ok"
 
 run cuda-b256 --device cuda --batch-size 256

@@ -195,17 +195,19 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
 
     if let Some(acc) = &accounting {
         print(&format!(
-            "training on {n} rows ({} test) with q = {:.6}, noise multiplier {:.4}, {} steps \
-             per epoch",
+            "training on {n} rows ({} test) on {} with q = {:.6}, noise multiplier {:.4}, {} \
+             steps per epoch",
             data.test.len(),
+            config.device,
             acc.sampling_rate,
             acc.noise_multiplier,
             per_epoch
         ));
     } else {
         print(&format!(
-            "training on {n} rows ({} test) without privacy, {per_epoch} steps per epoch",
-            data.test.len()
+            "training on {n} rows ({} test) on {} without privacy, {per_epoch} steps per epoch",
+            data.test.len(),
+            config.device
         ));
     }
 
