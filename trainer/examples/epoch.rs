@@ -19,6 +19,10 @@ use trainer::optim::{Optimizer, OptimizerKind};
 use trainer::profile::Profiler;
 use trainer::sampler::PoissonSampler;
 
+/// The allocator the `trainer` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> trainer::Result<()> {
     let arg = |i: usize, d: usize| {
         std::env::args()

@@ -10,6 +10,10 @@ use clap::Parser;
 
 use args::{Cli, Command, PrivacyArgs, PrivacyQuery};
 
+/// mimalloc for Rust and, through its `override` feature, for libtorch's allocations too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
