@@ -12,7 +12,11 @@ use crate::error::{Error, Result};
 const MAGIC: u64 = u64::from_be_bytes(*b"fastdp01");
 
 /// One stream per other process, in process order, with `None` at `me`.
-pub fn connect(addresses: &[String], me: usize, timeout: Duration) -> Result<Vec<Option<TcpStream>>> {
+pub fn connect(
+    addresses: &[String],
+    me: usize,
+    timeout: Duration,
+) -> Result<Vec<Option<TcpStream>>> {
     let n = addresses.len();
     let deadline = Instant::now() + timeout;
     let acceptor = if me + 1 < n {
@@ -22,7 +26,9 @@ pub fn connect(addresses: &[String], me: usize, timeout: Duration) -> Result<Vec
             message: format!("cannot listen: {e}"),
         })?;
         let addrs = addresses.to_vec();
-        Some(thread::spawn(move || accept_all(listener, &addrs, me, deadline)))
+        Some(thread::spawn(move || {
+            accept_all(listener, &addrs, me, deadline)
+        }))
     } else {
         None
     };
@@ -31,7 +37,9 @@ pub fn connect(addresses: &[String], me: usize, timeout: Duration) -> Result<Vec
         streams[process] = Some(connect_one(address, process, me, deadline, timeout)?);
     }
     if let Some(handle) = acceptor {
-        let accepted = handle.join().map_err(|_| Error::Timely("the accepting thread died".into()))??;
+        let accepted = handle
+            .join()
+            .map_err(|_| Error::Timely("the accepting thread died".into()))??;
         for (process, stream) in accepted {
             streams[process] = Some(stream);
         }
@@ -39,8 +47,18 @@ pub fn connect(addresses: &[String], me: usize, timeout: Duration) -> Result<Vec
     Ok(streams)
 }
 
-fn connect_one(address: &str, process: usize, me: usize, deadline: Instant, timeout: Duration) -> Result<TcpStream> {
-    let fail = |message: String| Error::Connect { process, address: address.to_string(), message };
+fn connect_one(
+    address: &str,
+    process: usize,
+    me: usize,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    let fail = |message: String| Error::Connect {
+        process,
+        address: address.to_string(),
+        message,
+    };
     loop {
         match TcpStream::connect(address) {
             Ok(mut stream) => {
@@ -48,7 +66,9 @@ fn connect_one(address: &str, process: usize, me: usize, deadline: Instant, time
                 let mut hello = [0u8; 16];
                 hello[..8].copy_from_slice(&MAGIC.to_be_bytes());
                 hello[8..].copy_from_slice(&(me as u64).to_be_bytes());
-                stream.write_all(&hello).map_err(|e| fail(format!("handshake failed: {e}")))?;
+                stream
+                    .write_all(&hello)
+                    .map_err(|e| fail(format!("handshake failed: {e}")))?;
                 return Ok(stream);
             }
             Err(e) if Instant::now() >= deadline => {
@@ -77,7 +97,9 @@ fn accept_all(
         match listener.accept() {
             Ok((mut stream, _)) => {
                 stream.set_nonblocking(false).map_err(listen_error)?;
-                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100));
                 stream.set_read_timeout(Some(left)).map_err(listen_error)?;
                 let mut hello = [0u8; 16];
                 if stream.read_exact(&mut hello).is_err() {
@@ -85,7 +107,11 @@ fn accept_all(
                 }
                 let magic = u64::from_be_bytes(hello[..8].try_into().expect("8 bytes"));
                 let peer = u64::from_be_bytes(hello[8..].try_into().expect("8 bytes")) as usize;
-                if magic != MAGIC || peer <= me || peer >= n || accepted.iter().any(|(p, _)| *p == peer) {
+                if magic != MAGIC
+                    || peer <= me
+                    || peer >= n
+                    || accepted.iter().any(|(p, _)| *p == peer)
+                {
                     continue; // not one of ours: ignore it
                 }
                 stream.set_read_timeout(None).map_err(listen_error)?;
@@ -94,7 +120,9 @@ fn accept_all(
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if Instant::now() >= deadline {
-                    let missing = (me + 1..n).find(|p| accepted.iter().all(|(q, _)| q != p)).expect("one is missing");
+                    let missing = (me + 1..n)
+                        .find(|p| accepted.iter().all(|(q, _)| q != p))
+                        .expect("one is missing");
                     return Err(Error::Connect {
                         process: missing,
                         address: addresses[missing].clone(),

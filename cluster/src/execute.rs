@@ -61,7 +61,11 @@ impl Cluster {
 
 /// Runs `func` on every worker thread of this process, after connecting to the other processes
 /// (within `connect_timeout`). Join the guards for the workers' results.
-pub fn execute<T, F>(cluster: &Cluster, connect_timeout: Duration, func: F) -> Result<WorkerGuards<T>>
+pub fn execute<T, F>(
+    cluster: &Cluster,
+    connect_timeout: Duration,
+    func: F,
+) -> Result<WorkerGuards<T>>
 where
     T: Send + 'static,
     F: Fn(&mut Worker) -> T + Send + Sync + 'static,
@@ -70,12 +74,21 @@ where
         Cluster::Single { threads } => {
             timely::execute(timely::Config::process(*threads), func).map_err(Error::Timely)
         }
-        Cluster::Member { threads, process, addresses } => {
+        Cluster::Member {
+            threads,
+            process,
+            addresses,
+        } => {
             let sockets = connect(addresses, *process, connect_timeout)?;
             let hooks = Hooks::default();
-            let local = ProcessBuilder::new_typed_vector(*threads, hooks.refill.clone(), hooks.spill.clone());
-            let (builders, guard) = initialize_networking_from_sockets(local, sockets, *process, *threads, hooks)
-                .map_err(|e| Error::Timely(format!("cannot start networking: {e}")))?;
+            let local = ProcessBuilder::new_typed_vector(
+                *threads,
+                hooks.refill.clone(),
+                hooks.spill.clone(),
+            );
+            let (builders, guard) =
+                initialize_networking_from_sockets(local, sockets, *process, *threads, hooks)
+                    .map_err(|e| Error::Timely(format!("cannot start networking: {e}")))?;
             timely::execute::execute_from(
                 builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
                 Box::new(guard),

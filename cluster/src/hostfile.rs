@@ -20,7 +20,9 @@ pub fn parse_hostfile(text: &str) -> Result<Vec<String>, String> {
         .map(str::to_string)
         .collect();
     for (i, h) in hosts.iter().enumerate() {
-        if h.rsplit_once(':').is_none_or(|(host, p)| host.is_empty() || p.parse::<u16>().is_err()) {
+        if h.rsplit_once(':')
+            .is_none_or(|(host, p)| host.is_empty() || p.parse::<u16>().is_err())
+        {
             return Err(format!("entry {} ('{h}') is not host:port", i + 1));
         }
     }
@@ -36,7 +38,10 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(parse_hostfile("# nodes\na:1\n\n b:2 \n").unwrap(), ["a:1", "b:2"]);
+        assert_eq!(
+            parse_hostfile("# nodes\na:1\n\n b:2 \n").unwrap(),
+            ["a:1", "b:2"]
+        );
         assert!(parse_hostfile("a\n").is_err());
         assert!(parse_hostfile("a:x\n").is_err());
         assert!(parse_hostfile(":1\n").is_err());

@@ -3,12 +3,14 @@
 //! set-up that fails with a clear error in bounded time instead of retrying forever.
 #![deny(missing_docs)]
 
+pub mod allreduce;
 pub mod connect;
 pub mod error;
 pub mod execute;
 pub mod hostfile;
 pub mod local;
 
+pub use allreduce::AllReduce;
 pub use error::{Error, Result};
 pub use execute::{Cluster, execute};
 pub use hostfile::read_hostfile;

@@ -44,7 +44,10 @@ impl Children {
                 .arg("--cluster-addresses")
                 .arg(addresses.join(","))
                 .spawn()
-                .map_err(|e| Error::Process { process, message: format!("cannot start: {e}") })?;
+                .map_err(|e| Error::Process {
+                    process,
+                    message: format!("cannot start: {e}"),
+                })?;
             children.push((process, child));
         }
         let children = Arc::new(Mutex::new(children));
@@ -57,11 +60,11 @@ impl Children {
                     return;
                 }
                 for (process, child) in guard.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        if !status.success() {
-                            eprintln!("error: process {process} failed ({status}); stopping the run");
-                            std::process::exit(1);
-                        }
+                    if let Ok(Some(status)) = child.try_wait()
+                        && !status.success()
+                    {
+                        eprintln!("error: process {process} failed ({status}); stopping the run");
+                        std::process::exit(1);
                     }
                 }
             }
@@ -77,10 +80,16 @@ impl Children {
             match child.wait() {
                 Ok(s) if s.success() => {}
                 Ok(s) => {
-                    first_error.get_or_insert(Error::Process { process, message: format!("exited with {s}") });
+                    first_error.get_or_insert(Error::Process {
+                        process,
+                        message: format!("exited with {s}"),
+                    });
                 }
                 Err(e) => {
-                    first_error.get_or_insert(Error::Process { process, message: e.to_string() });
+                    first_error.get_or_insert(Error::Process {
+                        process,
+                        message: e.to_string(),
+                    });
                 }
             }
         }

@@ -36,6 +36,9 @@ pub struct Job {
     pub counters: Arc<Counters>,
 }
 
+/// A worker's shards and its part of the statistics.
+pub type WorkerOutput = (Vec<ShardInfo>, Vec<(StatKey, i64)>);
+
 /// What each worker tells worker 0 at the end: its shards and its part of the statistics, or
 /// why it failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +46,7 @@ pub struct Report {
     /// Global worker index.
     pub worker: usize,
     /// Shard infos and statistics, or the worker's error.
-    pub outcome: Result<(Vec<ShardInfo>, Vec<(StatKey, i64)>), String>,
+    pub outcome: Result<WorkerOutput, String>,
 }
 
 /// Runs one worker; worker 0 returns every worker's report.
@@ -63,18 +66,24 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
         let sink = Rc::clone(&received);
         records_in
             .to_stream(scope)
-            .unary::<Discard, _, _, _>(Exchange::new(|b: &Batch| u64::from(b.dest)), "CollectShards", |_, _| {
-                move |input, _output| {
-                    input.for_each(|_cap, data| sink.borrow_mut().append(data));
-                }
-            })
+            .unary::<Discard, _, _, _>(
+                Exchange::new(|b: &Batch| u64::from(b.dest)),
+                "CollectShards",
+                |_, _| {
+                    move |input, _output| {
+                        input.for_each(|_cap, data| sink.borrow_mut().append(data));
+                    }
+                },
+            )
             .probe_with(&probe);
 
         let (stats_in, stats) = scope.new_collection::<StatKey, i64>();
         let sink = Rc::clone(&counted);
         stats
             .count()
-            .inspect(move |((key, count), _time, _diff)| sink.borrow_mut().push((key.clone(), *count)))
+            .inspect(move |((key, count), _time, _diff)| {
+                sink.borrow_mut().push((key.clone(), *count))
+            })
             .probe_with(&probe);
 
         let sink = Rc::clone(&reports);
@@ -90,16 +99,29 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
     });
 
     // Phase 1: read, clean and route records; count statistics.
-    let share = Share::of(index, peers, job.input.len().unwrap_or(0), job.input.location().is_gzip());
+    let share = Share::of(
+        index,
+        peers,
+        job.input.len().unwrap_or(0),
+        job.input.location().is_gzip(),
+    );
     let cleaner = Cleaner::new(job.schema.clone());
     let mut emitted = 0usize;
-    let local = ingest(&*job.input, share, cleaner, job.num_shards, peers, &job.counters, &mut |b| {
-        records_in.send(b);
-        emitted += 1;
-        if emitted % 8 == 0 {
-            worker.step();
-        }
-    });
+    let local = ingest(
+        &*job.input,
+        share,
+        cleaner,
+        job.num_shards,
+        peers,
+        &job.counters,
+        &mut |b| {
+            records_in.send(b);
+            emitted += 1;
+            if emitted.is_multiple_of(8) {
+                worker.step();
+            }
+        },
+    );
     drop(records_in);
     let mut failure = None;
     match local {
@@ -118,13 +140,23 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
         Some(message) => Err(message),
         None => {
             let batches = received.borrow();
-            write_owned(&*job.output, &shard_header(&job.schema), job.num_shards, index, peers, &batches)
-                .map(|infos| (infos, counted.borrow_mut().drain(..).collect()))
-                .map_err(|e| e.to_string())
+            write_owned(
+                &*job.output,
+                &shard_header(&job.schema),
+                job.num_shards,
+                index,
+                peers,
+                &batches,
+            )
+            .map(|infos| (infos, counted.borrow_mut().drain(..).collect()))
+            .map_err(|e| e.to_string())
         }
     };
     received.borrow_mut().clear();
-    reports_in.send(Report { worker: index, outcome });
+    reports_in.send(Report {
+        worker: index,
+        outcome,
+    });
     drop(reports_in);
     worker.step_while(|| !report_probe.done());
 

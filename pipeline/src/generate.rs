@@ -34,7 +34,10 @@ pub struct GenerateConfig {
 /// Writes the synthetic file; returns its size and checksum.
 pub fn generate(config: &GenerateConfig) -> Result<ShardInfo> {
     if !(0.0..=1.0).contains(&config.na_rate) {
-        return Err(Error::Config(format!("--na-rate {} is not between 0 and 1", config.na_rate)));
+        return Err(Error::Config(format!(
+            "--na-rate {} is not between 0 and 1",
+            config.na_rate
+        )));
     }
     let mut out = create_file(&config.output, config.overwrite)?;
     let io = |e| shards::Error::io(&config.output, e);
@@ -44,7 +47,11 @@ pub fn generate(config: &GenerateConfig) -> Result<ShardInfo> {
     let mut buf = Vec::with_capacity(1 << 20);
     for _ in 0..config.rows {
         let row = person(&mut rng);
-        let na_fields = if rng.random_bool(config.na_rate) { 1 + rng.random_range(0..3usize) } else { 0 };
+        let na_fields = if rng.random_bool(config.na_rate) {
+            1 + rng.random_range(0..3usize)
+        } else {
+            0
+        };
         let mut na = [false; 12];
         for _ in 0..na_fields {
             na[rng.random_range(0..12usize)] = true;
@@ -117,7 +124,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mk = |name: &str, seed| {
             let output = Location::Local(dir.path().join(name));
-            generate(&GenerateConfig { rows: 2000, seed, na_rate: 0.05, output, overwrite: false }).unwrap()
+            generate(&GenerateConfig {
+                rows: 2000,
+                seed,
+                na_rate: 0.05,
+                output,
+                overwrite: false,
+            })
+            .unwrap()
         };
         let (a, b, c) = (mk("a.csv", 1), mk("b.csv", 1), mk("c.csv", 2));
         assert_eq!(a.crc32, b.crc32);

@@ -9,37 +9,44 @@ use shards::{Cleaner, Input, LineReader, Outcome, shard_of};
 
 use crate::stats::LocalStats;
 
-/// Records bound for one worker: shard lines back to back, with their offsets and shards.
+/// Records bound for one worker: their shard lines back to back. Each line starts with the
+/// record's offset, from which the owner recomputes the shard, so a batch is plain bytes (cheap
+/// to send between processes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     /// The worker that owns these records' shards.
     pub dest: u32,
-    /// Record keys.
-    pub offsets: Vec<u64>,
-    /// Shard of each record.
-    pub shards: Vec<u32>,
-    /// End of each record's line in `text`.
-    pub ends: Vec<u32>,
-    /// The shard lines, `\n`-terminated.
+    /// The shard lines, each `\n`-terminated.
     #[serde(with = "serde_bytes")]
     pub text: Vec<u8>,
 }
 
 impl Batch {
-    /// Number of records.
-    pub fn len(&self) -> usize {
-        self.offsets.len()
+    /// A batch for worker `dest` with room for a full batch.
+    fn for_worker(dest: u32) -> Batch {
+        Batch {
+            dest,
+            text: Vec::with_capacity(BATCH_BYTES + 4096),
+        }
+    }
+
+    /// Each record's offset and the `[start, end)` of its line (with the `\n`) in `text`.
+    pub fn records(&self) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+        let mut start = 0;
+        memchr::memchr_iter(b'\n', &self.text).map(move |nl| {
+            let offset = self.text[start..nl]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
+            let range = (offset, start, nl + 1);
+            start = nl + 1;
+            range
+        })
     }
 
     /// Whether there are no records.
     pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
-    }
-
-    /// The shard line of record `i`.
-    pub fn line(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
+        self.text.is_empty()
     }
 }
 
@@ -97,8 +104,9 @@ pub fn ingest(
         Share::Nothing => return Ok(stats),
         Share::Whole => {
             let raw = input.open_at(0, input.len()?)?;
-            let gz: Box<dyn Read + Send> =
-                Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, raw)));
+            let gz: Box<dyn Read + Send> = Box::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::with_capacity(1 << 20, raw),
+            ));
             LineReader::new(gz, 0)
         }
         Share::Range(start, end) => {
@@ -109,8 +117,7 @@ pub fn ingest(
             LineReader::for_range(input.open_at(from, end)?, start, end).map_err(io)?
         }
     };
-    let mut batches: Vec<Batch> =
-        (0..peers).map(|d| Batch { dest: d as u32, ..Batch::default() }).collect();
+    let mut batches: Vec<Batch> = (0..peers).map(|d| Batch::for_worker(d as u32)).collect();
     let mut last_pos = lines.position();
     let mut since_report = 0u32;
     while let Some((offset, line)) = lines.next_line().map_err(io)? {
@@ -121,12 +128,9 @@ pub fn ingest(
                 let start = batch.text.len();
                 cleaner.write_record(offset, &mut batch.text);
                 stats.kept(cleaner.label(), &batch.text[start..]);
-                batch.offsets.push(offset);
-                batch.shards.push(shard);
-                batch.ends.push(batch.text.len() as u32);
                 if batch.text.len() >= BATCH_BYTES {
-                    let dest = batch.dest;
-                    emit(std::mem::replace(batch, Batch { dest, ..Batch::default() }));
+                    let fresh = Batch::for_worker(batch.dest);
+                    emit(std::mem::replace(batch, fresh));
                 }
             }
             Outcome::Header => stats.header(),
@@ -141,8 +145,12 @@ pub fn ingest(
             last_pos = pos;
         }
     }
-    counters.bytes.fetch_add(lines.position() - last_pos, Ordering::Relaxed);
-    counters.rows.fetch_add(u64::from(since_report), Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(lines.position() - last_pos, Ordering::Relaxed);
+    counters
+        .rows
+        .fetch_add(u64::from(since_report), Ordering::Relaxed);
     for b in batches.into_iter().filter(|b| !b.is_empty()) {
         emit(b);
     }

@@ -16,5 +16,5 @@ pub mod write;
 
 pub use config::{Cluster, RunConfig};
 pub use error::{Error, Result};
-pub use run::{RunReport, run};
 pub use generate::{GenerateConfig, generate};
+pub use run::{RunReport, run, run_with};

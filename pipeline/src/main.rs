@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Clean the input and write it as shards (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a deterministic synthetic CaPUMS5full-like CSV.
     Generate(GenerateArgs),
 }
@@ -134,13 +134,25 @@ impl TryFrom<RunArgs> for Launch {
         let cluster = match addresses {
             Some(addresses) => {
                 if let Some(w) = a.workers.filter(|w| *w != addresses.len()) {
-                    bail!("--workers {w} disagrees with the {} hosts of the hostfile", addresses.len());
+                    bail!(
+                        "--workers {w} disagrees with the {} hosts of the hostfile",
+                        addresses.len()
+                    );
                 }
-                let process = a.process.context("--hostfile needs --process (this machine's index)")?;
+                let process = a
+                    .process
+                    .context("--hostfile needs --process (this machine's index)")?;
                 if process >= addresses.len() {
-                    bail!("--process {process} is not below the number of hosts ({})", addresses.len());
+                    bail!(
+                        "--process {process} is not below the number of hosts ({})",
+                        addresses.len()
+                    );
                 }
-                Cluster::Member { threads: a.threads, process, addresses }
+                Cluster::Member {
+                    threads: a.threads,
+                    process,
+                    addresses,
+                }
             }
             None if a.workers.unwrap_or(1) > 1 => {
                 if a.process.is_some() {
@@ -148,7 +160,11 @@ impl TryFrom<RunArgs> for Launch {
                 }
                 let addresses = free_loopback_addresses(a.workers.unwrap_or(1))?;
                 spawn = Some(addresses.clone());
-                Cluster::Member { threads: a.threads, process: 0, addresses }
+                Cluster::Member {
+                    threads: a.threads,
+                    process: 0,
+                    addresses,
+                }
             }
             None => {
                 if a.process.is_some_and(|p| p > 0) {
@@ -175,7 +191,11 @@ impl TryFrom<RunArgs> for Launch {
             connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
             progress: !quiet && std::io::stderr().is_terminal(),
         };
-        Ok(Launch { config, spawn, quiet })
+        Ok(Launch {
+            config,
+            spawn,
+            quiet,
+        })
     }
 }
 
@@ -183,7 +203,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let launch = Launch::try_from(args)?;
     let children = match &launch.spawn {
         Some(addresses) => {
-            let exe = std::env::current_exe().context("cannot find this program to start its other processes")?;
+            let exe = std::env::current_exe()
+                .context("cannot find this program to start its other processes")?;
             let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
             Some(Children::spawn(&exe, &forwarded, addresses)?)
         }
@@ -195,7 +216,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let report = report?;
     if !launch.quiet {
-        print!("{}", pipeline::summary::summary(&report, &launch.config.output));
+        print!(
+            "{}",
+            pipeline::summary::summary(&report, &launch.config.output)
+        );
     }
     Ok(())
 }
@@ -209,14 +233,17 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         overwrite: a.overwrite,
     };
     let info = pipeline::generate(&config)?;
-    println!("generate: {} rows, {} bytes -> {}", config.rows, info.bytes, config.output);
+    println!(
+        "generate: {} rows, {} bytes -> {}",
+        config.rows, info.bytes, config.output
+    );
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Run(args)) => run(args),
+        Some(Command::Run(args)) => run(*args),
         Some(Command::Generate(args)) => generate(args),
         None => run(cli.run),
     };

@@ -31,8 +31,9 @@ pub fn run_sequential(config: &RunConfig) -> Result<Manifest> {
     let mut shards: BTreeMap<u32, Vec<(u64, Vec<u8>)>> =
         (0..config.shards).map(|s| (s, Vec::new())).collect();
     let mut counts: HashMap<StatKey, i64> = HashMap::new();
-    while let Some((offset, line)) =
-        lines.next_line().map_err(|e| shards::Error::io(&config.input, e))?
+    while let Some((offset, line)) = lines
+        .next_line()
+        .map_err(|e| shards::Error::io(&config.input, e))?
     {
         let key = match cleaner.clean(line) {
             Outcome::Header => StatKey::Header,
@@ -40,10 +41,18 @@ pub fn run_sequential(config: &RunConfig) -> Result<Manifest> {
             Outcome::Kept => {
                 let mut text = Vec::new();
                 cleaner.write_record(offset, &mut text);
-                let features: Vec<String> =
-                    cleaner.features().iter().map(|v| format_feature(*v)).collect();
-                *counts.entry(StatKey::Vector(features.join(",").into_bytes())).or_default() += 1;
-                shards.get_mut(&shard_of(offset, config.shards)).expect("every shard has an entry").push((offset, text));
+                let features: Vec<String> = cleaner
+                    .features()
+                    .iter()
+                    .map(|v| format_feature(*v))
+                    .collect();
+                *counts
+                    .entry(StatKey::Vector(features.join(",").into_bytes()))
+                    .or_default() += 1;
+                shards
+                    .get_mut(&shard_of(offset, config.shards))
+                    .expect("every shard has an entry")
+                    .push((offset, text));
                 StatKey::Label(cleaner.label())
             }
         };
@@ -77,5 +86,9 @@ pub fn run_sequential(config: &RunConfig) -> Result<Manifest> {
 
 /// A feature value as the shard format writes it (kept independent of the writer on purpose).
 fn format_feature(v: f64) -> String {
-    if v == 0.0 { "0".to_string() } else { format!("{v}") }
+    if v == 0.0 {
+        "0".to_string()
+    } else {
+        format!("{v}")
+    }
 }

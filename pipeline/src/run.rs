@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shards::store::{open_input, open_output};
-use shards::{Input, LineReader, Manifest, Schema, SchemaOptions};
+use shards::{Input, LineReader, Manifest, Output, Schema, SchemaOptions};
 
 use crate::config::RunConfig;
 use crate::dataflow::{Job, run_worker};
@@ -36,32 +36,56 @@ pub fn read_schema(input: &dyn Input, options: &SchemaOptions) -> Result<Schema>
         raw
     };
     let mut lines = LineReader::new(stream, 0);
-    let first = lines.next_line().map_err(|e| shards::Error::io(input.location(), e))?;
+    let first = lines
+        .next_line()
+        .map_err(|e| shards::Error::io(input.location(), e))?;
     match (first, &options.columns) {
         (_, Some(cols)) => Ok(Schema::from_columns(cols.clone(), options)?),
         (Some((_, header)), None) => Ok(Schema::from_header(header, options)?),
-        (None, None) => {
-            Err(shards::Error::EmptyInput { path: input.location().to_string() }.into())
+        (None, None) => Err(shards::Error::EmptyInput {
+            path: input.location().to_string(),
         }
+        .into()),
     }
 }
 
 /// Runs this process's part of the job; process 0 commits the output.
 pub fn run(config: &RunConfig) -> Result<RunReport> {
+    run_with(
+        config,
+        open_input(&config.input)?,
+        open_output(&config.output)?,
+    )
+}
+
+/// [`run`] over an already opened input and output (any storage backend).
+pub fn run_with(
+    config: &RunConfig,
+    input: Box<dyn Input>,
+    output: Box<dyn Output>,
+) -> Result<RunReport> {
     let started = Instant::now();
     if config.shards == 0 {
         return Err(Error::Config("--shards must be at least 1".into()));
     }
-    let input = open_input(&config.input)?;
     let schema = read_schema(&*input, &config.schema)?;
-    let output = open_output(&config.output)?;
     let process = config.cluster.process();
     if process == 0 {
         output.prepare(config.overwrite)?;
     }
     let counters = Arc::new(Counters::default());
-    let progress = Progress::start(Arc::clone(&counters), input.len()?, config.progress && process == 0);
-    let job = Arc::new(Job { input, output, schema, num_shards: config.shards, counters });
+    let progress = Progress::start(
+        Arc::clone(&counters),
+        input.len()?,
+        config.progress && process == 0,
+    );
+    let job = Arc::new(Job {
+        input,
+        output,
+        schema,
+        num_shards: config.shards,
+        counters,
+    });
     let worker_job = Arc::clone(&job);
     let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
         run_worker(worker, &worker_job)
@@ -84,17 +108,26 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
             Ok(None) => {}
             Err(panic) => {
                 job.output.abort();
-                return Err(Error::Dataflow(format!("worker thread {thread} of process {process} died: {panic}")));
+                return Err(Error::Dataflow(format!(
+                    "worker thread {thread} of process {process} died: {panic}"
+                )));
             }
         }
     }
     if process != 0 {
-        return Ok(RunReport { manifest: None, elapsed: started.elapsed(), workers });
+        return Ok(RunReport {
+            manifest: None,
+            elapsed: started.elapsed(),
+            workers,
+        });
     }
     let reports = reports.expect("worker 0 runs in process 0 and always reports");
     let manifest = (|| {
         if reports.len() != workers {
-            return Err(Error::Dataflow(format!("{} of {workers} workers reported", reports.len())));
+            return Err(Error::Dataflow(format!(
+                "{} of {workers} workers reported",
+                reports.len()
+            )));
         }
         let mut infos = Vec::new();
         let mut totals = Vec::new();
@@ -106,16 +139,30 @@ pub fn run(config: &RunConfig) -> Result<RunReport> {
                     infos.extend(i);
                     totals.extend(t);
                 }
-                Err(message) => return Err(Error::Worker { worker: r.worker, message }),
+                Err(message) => {
+                    return Err(Error::Worker {
+                        worker: r.worker,
+                        message,
+                    });
+                }
             }
         }
-        let manifest =
-            build_manifest(&job.schema, &config.input.to_string(), config.shards, totals, infos);
+        let manifest = build_manifest(
+            &job.schema,
+            &config.input.to_string(),
+            config.shards,
+            totals,
+            infos,
+        );
         job.output.commit(&manifest)?;
         Ok(manifest)
     })();
     match manifest {
-        Ok(m) => Ok(RunReport { manifest: Some(m), elapsed: started.elapsed(), workers }),
+        Ok(m) => Ok(RunReport {
+            manifest: Some(m),
+            elapsed: started.elapsed(),
+            workers,
+        }),
         Err(e) => {
             job.output.abort();
             Err(e)

@@ -73,7 +73,11 @@ impl LocalStats {
                 out.push((StatKey::Label(l as u8), c as i64));
             }
         }
-        out.extend(self.vectors.into_iter().map(|(k, c)| (StatKey::Vector(k.into_vec()), c as i64)));
+        out.extend(
+            self.vectors
+                .into_iter()
+                .map(|(k, c)| (StatKey::Vector(k.into_vec()), c as i64)),
+        );
         out
     }
 }
@@ -143,7 +147,16 @@ pub fn build_manifest(
     let feature_means = names
         .iter()
         .zip(&sums)
-        .map(|(n, s)| (n.clone(), if rows.kept > 0 { s / rows.kept as f64 } else { 0.0 }))
+        .map(|(n, s)| {
+            (
+                n.clone(),
+                if rows.kept > 0 {
+                    s / rows.kept as f64
+                } else {
+                    0.0
+                },
+            )
+        })
         .collect();
     shards.sort_by(|a, b| a.name.cmp(&b.name));
     Manifest {
@@ -183,7 +196,10 @@ mod tests {
     fn totals_do_not_depend_on_the_split() {
         let schema = Schema::from_columns(
             vec!["y".into(), "a".into(), "b".into()],
-            &shards::SchemaOptions { label: "y".into(), ..Default::default() },
+            &shards::SchemaOptions {
+                label: "y".into(),
+                ..Default::default()
+            },
         )
         .unwrap();
         let mut one = LocalStats::default();
@@ -191,9 +207,13 @@ mod tests {
         let mut right = LocalStats::default();
         let lines: [&[u8]; 4] = [b"0,1,0,1\n", b"9,0,0.1,2\n", b"20,1,0,1\n", b"31,0,0.2,3\n"];
         for (i, l) in lines.iter().enumerate() {
-            let label = l[2] - b'0';
+            let label = l.split(|&b| b == b',').nth(1).unwrap()[0] - b'0';
             one.kept(label, l);
-            if i % 2 == 0 { left.kept(label, l) } else { right.kept(label, l) }
+            if i % 2 == 0 {
+                left.kept(label, l)
+            } else {
+                right.kept(label, l)
+            }
         }
         one.dropped(DropReason::Missing);
         right.dropped(DropReason::Missing);

@@ -20,10 +20,17 @@ pub fn summary(report: &RunReport, output: &Location) -> String {
         rows.dropped_total(),
         m.shards.len()
     );
-    let dropped: Vec<String> = rows.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let dropped: Vec<String> = rows
+        .dropped
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
     let _ = writeln!(s, "  dropped by reason: {}", dropped.join(", "));
-    let labels: Vec<String> =
-        m.labels.iter().map(|(l, n)| format!("{}={l}: {n}", m.schema.label)).collect();
+    let labels: Vec<String> = m
+        .labels
+        .iter()
+        .map(|(l, n)| format!("{}={l}: {n}", m.schema.label))
+        .collect();
     let _ = writeln!(s, "  labels: {}", labels.join(", "));
     let _ = writeln!(
         s,

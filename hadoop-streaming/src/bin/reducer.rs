@@ -1,0 +1,40 @@
+//! `reducer`: the reduce side of the Hadoop-streaming job: sorted shard entries on stdin,
+//! shard text (one header line, records in offset order) on stdout.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hadoop_streaming::counters::DEFAULT_INTERVAL;
+use hadoop_streaming::{ReducerConfig, reducer};
+
+/// Writes the shards of the mapper's entries, sorted by key: one shard header line, then each
+/// shard's records in offset order. Counters go to stderr as `reporter:counter:` lines.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {}
+
+impl From<Args> for ReducerConfig {
+    fn from(_: Args) -> ReducerConfig {
+        ReducerConfig {
+            counter_interval: DEFAULT_INTERVAL,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let config = ReducerConfig::from(Args::parse());
+    let stdout = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut stderr = std::io::stderr().lock();
+    match reducer::run(&config, std::io::stdin().lock(), stdout, &mut stderr) {
+        Ok(summary) => {
+            let _ = writeln!(stderr, "{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(stderr, "reducer: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Key/value framing, in one place: the mapper's `offset<TAB>line` input and the
+//! `shard<TAB>offset<TAB>value` entries between mapper and reducer.
+//!
+//! A record entry is `SSSSS<TAB>OOOOOOOOOOOOOOOOOOOO<TAB>offset,label,f1,...,fk`: the shard
+//! zero-padded to a width fixed by the shard count, the record's byte offset zero-padded to
+//! 20 digits (every `u64`), then the exact shard line of [`shards::format::write_record`].
+//! Because every key is fixed-width digits, any `sort` (plain, `LC_ALL=C`, or Hadoop's byte
+//! comparator) groups a shard's entries together and orders them by offset, and Hadoop's
+//! `KeyFieldBasedPartitioner -k1,1` sends a whole shard to one reducer.
+//!
+//! A header entry `SSSSS<TAB>H<TAB>offset,label,f1,...,fk` carries the shard header line, so a
+//! reducer knows its columns without being told; mappers send one per shard.
+
+/// The offset field of a header entry.
+const HEADER_MARK: &[u8] = b"H";
+
+/// Width of the offset field: enough for every `u64`.
+const OFFSET_WIDTH: usize = 20;
+
+/// Width of the shard field for `num_shards` shards: 5 digits (as in part names), more if needed.
+pub fn shard_width(num_shards: u32) -> usize {
+    let mut width = 1;
+    let mut max = num_shards.saturating_sub(1);
+    while max >= 10 {
+        max /= 10;
+        width += 1;
+    }
+    width.max(5)
+}
+
+/// Appends `v` in decimal, zero-padded to `width` digits (at most 20).
+#[inline]
+fn push_padded(out: &mut Vec<u8>, mut v: u64, width: usize) {
+    let mut digits = [b'0'; OFFSET_WIDTH];
+    let mut i = digits.len();
+    while v > 0 {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&digits[i.min(OFFSET_WIDTH - width)..]);
+}
+
+/// Appends the key of a record entry, `shard<TAB>offset<TAB>`; the record line follows.
+#[inline]
+pub fn write_record_key(out: &mut Vec<u8>, shard: u32, width: usize, offset: u64) {
+    push_padded(out, u64::from(shard), width);
+    out.push(b'\t');
+    push_padded(out, offset, OFFSET_WIDTH);
+    out.push(b'\t');
+}
+
+/// Appends a header entry for `shard`; `header` is a shard header line with its `\n`.
+pub fn write_header_entry(out: &mut Vec<u8>, shard: u32, width: usize, header: &str) {
+    push_padded(out, u64::from(shard), width);
+    out.push(b'\t');
+    out.extend_from_slice(HEADER_MARK);
+    out.push(b'\t');
+    out.extend_from_slice(header.as_bytes());
+}
+
+/// One reducer input line, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// A record of `shard`: its key and its shard line (no terminator).
+    Record {
+        /// The record's shard.
+        shard: u32,
+        /// The record key.
+        offset: u64,
+        /// The shard line.
+        line: &'a [u8],
+    },
+    /// The shard header line (no terminator) for `shard`.
+    Header {
+        /// The shard.
+        shard: u32,
+        /// The header line.
+        line: &'a [u8],
+    },
+}
+
+impl Entry<'_> {
+    /// The entry's shard.
+    pub fn shard(&self) -> u32 {
+        match self {
+            Entry::Record { shard, .. } | Entry::Header { shard, .. } => *shard,
+        }
+    }
+}
+
+/// Parses 1 to 20 ASCII digits into a `u64`; `None` if empty, not digits, or too large.
+#[inline]
+fn parse_digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > OFFSET_WIDTH {
+        return None;
+    }
+    let mut v = 0u64;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Decodes a reducer input line (without its terminator).
+pub fn parse_entry(line: &[u8]) -> Result<Entry<'_>, &'static str> {
+    let (shard, rest) = split_tab(line).ok_or("no tab after the shard")?;
+    let shard = parse_digits(shard)
+        .and_then(|s| u32::try_from(s).ok())
+        .ok_or("shard is not a number")?;
+    let (offset, value) = split_tab(rest).ok_or("no tab after the offset")?;
+    if value.is_empty() {
+        return Err("empty value");
+    }
+    if offset == HEADER_MARK {
+        return Ok(Entry::Header { shard, line: value });
+    }
+    let offset = parse_digits(offset).ok_or("offset is not a number")?;
+    Ok(Entry::Record {
+        shard,
+        offset,
+        line: value,
+    })
+}
+
+/// Splits Hadoop's offset-keyed input line `offset<TAB>line` into the offset and the line.
+/// `None` when the text before the first tab is not a byte offset.
+#[inline]
+pub fn split_offset_key(line: &[u8]) -> Option<(u64, &[u8])> {
+    let (key, rest) = split_tab(line)?;
+    Some((parse_digits(key)?, rest))
+}
+
+#[inline]
+fn split_tab(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = memchr::memchr(b'\t', line)?;
+    Some((&line[..i], &line[i + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths() {
+        assert_eq!(shard_width(1), 5);
+        assert_eq!(shard_width(16), 5);
+        assert_eq!(shard_width(100_000), 5);
+        assert_eq!(shard_width(100_001), 6);
+        assert_eq!(shard_width(u32::MAX), 10);
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let mut out = Vec::new();
+        write_record_key(&mut out, 3, 5, 1234);
+        out.extend_from_slice(b"1234,1,0,1\n");
+        assert_eq!(out, b"00003\t00000000000000001234\t1234,1,0,1\n");
+        let line = &out[..out.len() - 1];
+        assert_eq!(
+            parse_entry(line).unwrap(),
+            Entry::Record {
+                shard: 3,
+                offset: 1234,
+                line: b"1234,1,0,1"
+            }
+        );
+        out.clear();
+        write_record_key(&mut out, 0, 5, u64::MAX);
+        assert_eq!(&out, b"00000\t18446744073709551615\t");
+    }
+
+    #[test]
+    fn header_round_trip() {
+        let mut out = Vec::new();
+        write_header_entry(&mut out, 12, 5, "offset,y,a\n");
+        assert_eq!(out, b"00012\tH\toffset,y,a\n");
+        assert_eq!(
+            parse_entry(b"00012\tH\toffset,y,a").unwrap(),
+            Entry::Header {
+                shard: 12,
+                line: b"offset,y,a"
+            }
+        );
+    }
+
+    /// Keys sort like (shard, offset) as plain bytes, whatever the digit counts.
+    #[test]
+    fn keys_sort_by_shard_then_offset() {
+        let keys = [
+            (1u32, 5u64),
+            (0, 100),
+            (1, 40),
+            (0, 9),
+            (10, 0),
+            (2, u64::MAX),
+        ];
+        let mut lines: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|&(s, o)| {
+                let mut v = Vec::new();
+                write_record_key(&mut v, s, 5, o);
+                v
+            })
+            .collect();
+        lines.sort();
+        let mut want = keys.to_vec();
+        want.sort();
+        let got: Vec<(u32, u64)> = lines
+            .iter()
+            .map(
+                |l| match parse_entry(&[l.as_slice(), b"x"].concat()).unwrap() {
+                    Entry::Record { shard, offset, .. } => (shard, offset),
+                    Entry::Header { .. } => unreachable!("only records here"),
+                },
+            )
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn malformed_entries() {
+        for bad in [
+            &b""[..],
+            b"00001",
+            b"00001\t5",
+            b"x\t5\tv",
+            b"00001\t\tv",
+            b"00001\t5x\tv",
+            b"00001\t5\t",
+            b"00001\t123456789012345678901\tv",
+            b"99999999999\t5\tv",
+        ] {
+            assert!(
+                parse_entry(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn offset_keys() {
+        assert_eq!(split_offset_key(b"42\ta,b"), Some((42, &b"a,b"[..])));
+        assert_eq!(split_offset_key(b"0\t"), Some((0, &b""[..])));
+        assert_eq!(split_offset_key(b"7\ta\tb"), Some((7, &b"a\tb"[..])));
+        assert_eq!(split_offset_key(b"1,0\t1"), None);
+        assert_eq!(split_offset_key(b"a,b"), None);
+        assert_eq!(split_offset_key(b"\tx"), None);
+        assert_eq!(split_offset_key(b"-1\tx"), None);
+    }
+}

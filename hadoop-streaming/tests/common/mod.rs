@@ -1,0 +1,353 @@
+//! Shared test helpers: generated input with bad rows, a sequential reference built on
+//! `shards`, running the real binaries, and reading shard outputs back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use shards::schema::CAPUMS_COLUMNS;
+use shards::{Cleaner, Dataset, DropReason, LineReader, Location, Outcome, Schema, SchemaOptions};
+
+pub fn mapper() -> &'static str {
+    env!("CARGO_BIN_EXE_mapper")
+}
+
+pub fn reducer() -> &'static str {
+    env!("CARGO_BIN_EXE_reducer")
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate is in the workspace")
+        .to_path_buf()
+}
+
+/// Deterministic pseudo-random numbers (SplitMix64 as a generator).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        shards::splitmix64(self.0 ^ 0x5555)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Bad lines mixed into generated data, covering issue 2's list and issue 3's additions.
+pub const BAD_LINES: &[&[u8]] = &[
+    b"",                                     // blank line
+    b"   ",                                  // whitespace only
+    b"1,0,1,0,1,1,0,1,0,1,1",                // 11 fields
+    b"1,0,1,0,1,1,0,1,0,1,1,0,0",            // 13 fields
+    b"NA,0,1,0,1,1,0,1,0,1,1,0",             // NA
+    b"1,0,1,0,1,1,0,1,0,1,,0",               // empty field
+    b"x,0,1,0,1,1,0,1,0,1,1,0",              // not numeric
+    b"1,0,1,0,1,2,0,1,0,1,1,0",              // label not binary
+    b"1,0,1,0,1,yes,0,1,0,1,1,0",            // label not binary
+    b"1.00E+00,0,1,0,1,1,0,1,0,1,1,0",       // exponent notation: kept
+    b"\"1\",\"0\",1,0,1,1,0,1,0,1,1,0",      // quoted values: kept
+    b"1,0\t,1,0,1,1,0,1,0,1,1,0",            // a tab inside a field (trimmed: kept)
+    b"12\t1,0,1,0,1,1,0,1,0,1,1,0",          // digits and a tab: data, not an offset key
+    b"1,0,1,\xff\xfe,1,1,0,1,0,1,1,0",       // invalid UTF-8
+    b"sex,married,black,asian,collegedegree,employed,militaryservice,uscitizen,disability,englishability,blackfemale,targetted", // repeated header
+    b"inf,0,1,0,1,1,0,1,0,1,1,0",            // not finite
+];
+
+/// A CaPUMS5full-like CSV: BOM and quoted header, `rows` lines of which about 1% have NA and,
+/// when `bad`, about 4% are [`BAD_LINES`]; `\n` line ends with some `\r\n` and bare `\r`; no
+/// final newline.
+pub fn generate(rows: usize, seed: u64, bad: bool) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut out = b"\xEF\xBB\xBF".to_vec();
+    let header: Vec<String> = CAPUMS_COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();
+    out.extend_from_slice(header.join(",").as_bytes());
+    for _ in 0..rows {
+        out.extend_from_slice(match rng.below(20) {
+            0 => b"\r\n",
+            1 => b"\r",
+            _ => b"\n",
+        });
+        if bad && rng.below(25) == 0 {
+            out.extend_from_slice(BAD_LINES[rng.below(BAD_LINES.len() as u64) as usize]);
+            continue;
+        }
+        let na = rng.below(100) == 0;
+        let na_col = rng.below(12);
+        let fields: Vec<String> = (0..12)
+            .map(|i| {
+                if na && i == na_col {
+                    "NA".to_string()
+                } else {
+                    rng.below(2).to_string()
+                }
+            })
+            .collect();
+        out.extend_from_slice(fields.join(",").as_bytes());
+    }
+    out
+}
+
+/// What the engines must produce: each shard's record lines in offset order, and the counts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub shards: BTreeMap<u32, Vec<String>>,
+    pub header: String,
+    pub header_lines: u64,
+    pub input_rows: u64,
+    pub kept: u64,
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// The sequential reference: one pass with `shards`' LineReader and Cleaner.
+pub fn reference(input: &[u8], options: &SchemaOptions, num_shards: u32) -> Expected {
+    let mut lines = LineReader::new(input, 0);
+    let (_, first) = lines.next_line().unwrap().expect("input has a header");
+    let schema = Schema::from_header(first, options).unwrap();
+    let mut e = Expected {
+        header: shards::format::header_line(schema.label_name(), &schema.feature_names()),
+        ..Expected::default()
+    };
+    for r in DropReason::ALL {
+        e.dropped.insert(r.name().to_string(), 0);
+    }
+    let mut cleaner = Cleaner::new(schema);
+    let mut lines = LineReader::new(input, 0);
+    while let Some((offset, line)) = lines.next_line().unwrap() {
+        match cleaner.clean(line) {
+            Outcome::Kept => {
+                let mut buf = Vec::new();
+                cleaner.write_record(offset, &mut buf);
+                buf.pop();
+                e.shards
+                    .entry(shards::shard_of(offset, num_shards))
+                    .or_default()
+                    .push(String::from_utf8(buf).unwrap());
+                e.kept += 1;
+                e.input_rows += 1;
+            }
+            Outcome::Header => e.header_lines += 1,
+            Outcome::Dropped(r) => {
+                *e.dropped.get_mut(r.name()).unwrap() += 1;
+                e.input_rows += 1;
+            }
+        }
+    }
+    e
+}
+
+/// Runs `bash -c script` in `dir` with extra environment, failing the test if it fails.
+pub fn sh(dir: &Path, script: &str, env: &[(&str, &str)]) -> Output {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env("MAPPER", mapper())
+        .env("REDUCER", reducer())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a binary with `stdin` bytes and arguments, returning its output (success or not).
+pub fn run(bin: &str, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove("mapreduce_map_input_start")
+        .env_remove("map_input_start")
+        .env_remove("stream_map_input_ignoreKey")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// Sums `reporter:counter:<group>,<name>,<n>` lines by `group,name`.
+pub fn counters(stderr: &[u8]) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for line in String::from_utf8_lossy(stderr).lines() {
+        if let Some(c) = line.strip_prefix("reporter:counter:") {
+            let (name, n) = c.rsplit_once(',').expect("group,name,n");
+            *sums.entry(name.to_string()).or_insert(0) += n.parse::<u64>().unwrap();
+        }
+    }
+    sums
+}
+
+/// The dropped-row counts by reason from summed counters.
+pub fn dropped(counters: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    DropReason::ALL
+        .iter()
+        .map(|r| {
+            let n = counters.get(&format!("dropped,{}", r.name())).copied();
+            (r.name().to_string(), n.expect("every reason is reported"))
+        })
+        .collect()
+}
+
+/// Reads a directory of part files (reducer or pipeline outputs): checks that it loads as a
+/// `shards::Dataset`, that every file has one header line at the top and records of each shard
+/// in offset order, and returns each shard's record lines (by `shard_of` of the offset).
+pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, String) {
+    let location = Location::parse(dir.to_str().unwrap()).unwrap();
+    let table = Dataset::open(&location)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .load()
+        .unwrap();
+    let mut shards: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut header = None::<String>;
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("part-"))
+        .collect();
+    names.sort();
+    let mut total = 0;
+    for name in names {
+        let text = std::fs::read_to_string(dir.join(&name)).unwrap();
+        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = shards::format::trim_line(line);
+            if i == 0 {
+                assert!(line.starts_with("offset,"), "{name}: no header at the top");
+                match &header {
+                    Some(h) => assert_eq!(h, line, "{name}: header differs"),
+                    None => header = Some(line.to_string()),
+                }
+                continue;
+            }
+            assert!(
+                !line.starts_with("offset,"),
+                "{name}:{}: second header",
+                i + 1
+            );
+            let offset: u64 = line.split(',').next().unwrap().parse().unwrap();
+            let shard = shards::shard_of(offset, num_shards);
+            if let Some(prev) = last.insert(shard, offset) {
+                assert!(prev < offset, "{name}: shard {shard} not in offset order");
+            }
+            shards.entry(shard).or_default().push(line.to_string());
+            total += 1;
+        }
+    }
+    assert_eq!(
+        total,
+        table.len(),
+        "Dataset and text agree on the record count"
+    );
+    for records in shards.values_mut() {
+        records.sort_by_key(|l| l.split(',').next().unwrap().parse::<u64>().unwrap());
+    }
+    (shards, header.map(|h| h + "\n").unwrap_or_default())
+}
+
+/// The CaPUMS default options.
+pub fn default_options() -> SchemaOptions {
+    SchemaOptions::default()
+}
+
+/// The `pipeline` binary next to `mapper`, built first with the cargo that runs the tests (a
+/// no-op when it is up to date), so the engines are compared at the same source revision.
+pub fn pipeline() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = Path::new(mapper()).parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "--quiet", "-p", "pipeline", "--bin", "pipeline"])
+                .current_dir(root());
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "cargo build -p pipeline failed");
+            let exe = dir.join("pipeline");
+            assert!(exe.exists(), "{} was not built", exe.display());
+            exe
+        })
+        .clone()
+}
+
+/// `pipeline run` on `input` into `out` with extra arguments; returns its manifest.
+pub fn pipeline_run(input: &Path, out: &Path, args: &[&str]) -> shards::Manifest {
+    let o = Command::new(pipeline())
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .arg("--quiet")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pipeline run failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let location = Location::parse(out.to_str().unwrap()).unwrap();
+    Dataset::open(&location)
+        .unwrap()
+        .manifest()
+        .expect("pipeline writes a manifest")
+        .clone()
+}
+
+/// A manifest's dropped counts by reason name.
+pub fn manifest_dropped(m: &shards::Manifest) -> BTreeMap<String, u64> {
+    DropReason::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.name().to_string(),
+                m.rows.dropped.get(r).copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Mixes [`BAD_LINES`] into `input` after every `every`-th line (the header stays first).
+pub fn with_bad_lines(input: &[u8], every: usize, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(input.len() * 11 / 10);
+    for (i, line) in input.split_inclusive(|&b| b == b'\n').enumerate() {
+        out.extend_from_slice(line);
+        if i > 0 && i % every == 0 {
+            out.extend_from_slice(BAD_LINES[rng.below(BAD_LINES.len() as u64) as usize]);
+            out.extend_from_slice(match rng.below(3) {
+                0 => b"\r\n",
+                1 => b"\r",
+                _ => b"\n",
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,169 @@
+//! The dataflow against the plain sequential reference: byte-identical output at 1, 2 and 4
+//! threads, with 2 processes (local and from a hostfile), and for gzip input.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+
+use common::{assert_same_output, config, messy_csv};
+use pipeline::Cluster;
+use pipeline::reference::run_sequential;
+
+#[test]
+fn threads_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = messy_csv(dir.path(), 20_000);
+    let reference = dir.path().join("reference");
+    let expected = run_sequential(&config(
+        &input,
+        &reference,
+        16,
+        Cluster::Single { threads: 1 },
+    ))
+    .unwrap();
+    // Every awkward line is accounted for.
+    let dropped = &expected.rows.dropped;
+    let by = |name: &str| {
+        dropped
+            .iter()
+            .find(|(r, _)| r.name() == name)
+            .map(|(_, n)| *n)
+            .unwrap()
+    };
+    assert_eq!(by("blank_line"), 1);
+    assert_eq!(by("field_count"), 2);
+    assert_eq!(by("not_numeric"), 1);
+    assert_eq!(by("label_not_binary"), 1);
+    assert_eq!(by("invalid_utf8"), 1);
+    assert_eq!(expected.rows.header_lines, 2);
+    for threads in [1, 2, 4] {
+        let out = dir.path().join(format!("t{threads}"));
+        let report = pipeline::run(&config(&input, &out, 16, Cluster::Single { threads })).unwrap();
+        assert_eq!(
+            report.manifest.as_ref(),
+            Some(&expected),
+            "{threads} threads"
+        );
+        assert_same_output(&reference, &out);
+    }
+}
+
+#[test]
+fn odd_shard_counts_and_more_workers_than_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = messy_csv(dir.path(), 3_000);
+    for shards in [1, 3] {
+        let reference = dir.path().join(format!("ref{shards}"));
+        run_sequential(&config(
+            &input,
+            &reference,
+            shards,
+            Cluster::Single { threads: 1 },
+        ))
+        .unwrap();
+        let out = dir.path().join(format!("out{shards}"));
+        pipeline::run(&config(
+            &input,
+            &out,
+            shards,
+            Cluster::Single { threads: 4 },
+        ))
+        .unwrap();
+        assert_same_output(&reference, &out);
+    }
+}
+
+#[test]
+fn gzip_input_matches_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = messy_csv(dir.path(), 5_000);
+    let gz = dir.path().join("messy.csv.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(&std::fs::read(&input).unwrap()).unwrap();
+    enc.finish().unwrap();
+    let plain = dir.path().join("plain");
+    pipeline::run(&config(&input, &plain, 8, Cluster::Single { threads: 1 })).unwrap();
+    let zipped = dir.path().join("zipped");
+    let m = pipeline::run(&config(&gz, &zipped, 8, Cluster::Single { threads: 3 }))
+        .unwrap()
+        .manifest
+        .unwrap();
+    assert!(m.options.input.ends_with(".gz"));
+    // Only the manifest's record of the input name differs.
+    for (name, bytes) in common::read_dir(&plain) {
+        if name != "_manifest.json" {
+            assert!(
+                bytes == std::fs::read(zipped.join(&name)).unwrap(),
+                "{name} differs"
+            );
+        }
+    }
+}
+
+fn pipeline_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pipeline"))
+}
+
+#[test]
+fn two_processes_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = messy_csv(dir.path(), 20_000);
+    let reference = dir.path().join("reference");
+    run_sequential(&config(
+        &input,
+        &reference,
+        16,
+        Cluster::Single { threads: 1 },
+    ))
+    .unwrap();
+
+    // Processes started by `pipeline` itself.
+    let local = dir.path().join("local");
+    let status = pipeline_cmd()
+        .args([
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            local.to_str().unwrap(),
+        ])
+        .args(["--workers", "2", "--threads", "2", "--quiet"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_same_output(&reference, &local);
+
+    // A cluster from a hostfile, each process started separately (as on separate machines).
+    let hosts = cluster::free_loopback_addresses(2).unwrap();
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(&hostfile, hosts.join("\n")).unwrap();
+    let out = dir.path().join("cluster");
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            pipeline_cmd()
+                .arg("run")
+                .args([
+                    "--input",
+                    input.to_str().unwrap(),
+                    "--output",
+                    out.to_str().unwrap(),
+                ])
+                .args([
+                    "--hostfile",
+                    hostfile.to_str().unwrap(),
+                    "--process",
+                    &p.to_string(),
+                ])
+                .args(["--threads", "1", "--quiet"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_same_output(&reference, &out);
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need, then runs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== tests (debug build)"
+cargo test --workspace --no-fail-fast
+
+echo "== the streaming step under mrjob's local runner"
+bash emr/setup-mrjob.sh
+cargo test -p hadoop-streaming --test mrjob -- --ignored
+
+echo "== portable EMR binaries (glibc 2.17)"
+bash emr/build.sh
