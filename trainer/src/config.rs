@@ -135,7 +135,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// The seed project's defaults (10 epochs, batch 256, lr 0.01, SGD, clip 3, noise 0.9,
-    /// delta 1e-5, one hidden layer of 50) on `data`, with no files written.
+    /// delta 1e-5, one hidden layer of 50) on `data`, accounted by PLD, with no files written.
     pub fn new(data: Location) -> Self {
         TrainConfig {
             data,
@@ -148,7 +148,7 @@ impl TrainConfig {
                 l2_norm_clip: 3.0,
                 noise: NoiseSpec::Multiplier(0.9),
                 delta: 1e-5,
-                accountant: AccountantKind::Rdp,
+                accountant: AccountantKind::Pld,
                 grad_sample: GradSample::Vectorized,
                 noise_rng: NoiseRng::Seeded,
             }),

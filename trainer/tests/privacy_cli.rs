@@ -44,6 +44,27 @@ fn prints_the_pinned_rdp_values() {
     }
 }
 
+/// PLD (the default) prints dp_accounting's value for the seed's epoch, below RDP's.
+#[test]
+fn pld_is_the_default_and_tighter() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&trainer(
+        dir.path(),
+        &[
+            "privacy",
+            "--sampling-rate",
+            "0.0002666666666666667",
+            "--noise-multiplier",
+            "0.9",
+            "--steps",
+            "3750",
+        ],
+    ));
+    assert!(out.contains("accountant = pld"), "{out}");
+    let eps = value(&out, "epsilon");
+    assert!((eps - 0.0842195).abs() < 1e-6, "{eps}");
+}
+
 /// The noise multiplier printed for a target epsilon spends at most the target, and the epsilon
 /// of the seed's setting gives back its noise multiplier.
 #[test]

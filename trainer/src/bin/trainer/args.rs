@@ -64,8 +64,8 @@ pub struct TrainArgs {
     /// Delta of (epsilon, delta).
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
-    /// Accountant: rdp or pld.
-    #[arg(long, default_value = "rdp")]
+    /// Accountant: pld (tight) or rdp (Opacus's).
+    #[arg(long, default_value = "pld")]
     accountant: String,
     /// Hidden layer widths, comma-separated ("" for logistic regression).
     #[arg(long, default_value = "50")]
@@ -229,8 +229,8 @@ pub struct PrivacyArgs {
     /// Delta of (epsilon, delta).
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
-    /// Accountant: rdp or pld.
-    #[arg(long, default_value = "rdp")]
+    /// Accountant: pld (tight) or rdp (Opacus's).
+    #[arg(long, default_value = "pld")]
     accountant: String,
 }
 
