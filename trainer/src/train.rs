@@ -12,7 +12,7 @@ use rand_chacha::ChaCha20Rng;
 use crate::attack::Attack;
 use crate::batches::BatchQueue;
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::{NoiseRng, Privacy, TrainConfig};
+use crate::config::{NoiseRng, Privacy, Sampling, TrainConfig};
 use crate::data::Data;
 use crate::device::synchronize;
 use crate::dp_step::{DpStep, StepPrivacy};
@@ -119,7 +119,9 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
     };
     let n = data.train.len();
     let per_epoch = steps_per_epoch(n, config.batch_size);
-    let sampler = PoissonSampler::new(n, config.batch_size, sampler_rng(config, 0)?)?;
+    let sampler = match config.sampling {
+        Sampling::Poisson => PoissonSampler::new(n, config.batch_size, sampler_rng(config, 0)?)?,
+    };
 
     // The one place the sampler's rate reaches the accountant (Opacus's make_private).
     let (accounting, step_privacy) = match &config.privacy {
@@ -139,10 +141,12 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
     let shape = Shape::new(data.train.width(), &config.hidden);
     let mut mlp = Mlp::new(shape.clone(), config.seed, device)?;
     let optimizer = Optimizer::new(config.optimizer, config.lr, shape.numel(), device);
+    // B, or N when B > N (the rate is then capped at 1).
+    let expected_batch = sampler.rate() * n as f64;
     let mut dp = DpStep::new(
         &shape,
         device,
-        f64::from(config.batch_size),
+        expected_batch,
         step_privacy,
         optimizer,
         noise_seed(config.seed),
