@@ -118,6 +118,16 @@ impl Data {
         split_seed: u64,
         device: Device,
     ) -> Result<Self> {
+        if let Location::Local(dir) = location
+            && !dir.exists()
+        {
+            return Err(Error::Data {
+                location: location.to_string(),
+                reason: "no such directory (write shards there with `pipeline`, or point --data \
+                         at them)"
+                    .into(),
+            });
+        }
         let table = Dataset::open(location)?.load()?;
         Data::split(location, &table, test_fraction, split_seed, device)
     }

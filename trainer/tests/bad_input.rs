@@ -16,7 +16,7 @@ fn empty_shard_directory() {
         "{err}"
     );
     let err = fails(&trainer(dir.path(), &["--data", "missing"]));
-    assert!(err.contains("missing"), "{err}");
+    assert!(err.contains("missing: no such directory"), "{err}");
 }
 
 /// A malformed line is reported with its file and line number (without a manifest, whose
