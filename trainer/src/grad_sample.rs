@@ -44,7 +44,7 @@ impl PerExample {
         let mut delta = z.sigmoid() - labels;
         let mut deltas = Vec::with_capacity(depth);
         for l in (1..depth).rev() {
-            let back = delta.mm(&layers[l].weight_t.tr());
+            let back = delta.mm(&layers[l].weight);
             deltas.push(delta);
             delta = pre[l - 1].threshold_backward(&back, 0.0);
         }

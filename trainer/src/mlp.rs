@@ -18,6 +18,8 @@ pub struct LayerViews {
     pub block: Tensor,
     /// The weight part `W^T`, `[in, out]`.
     pub weight_t: Tensor,
+    /// `W` itself, `[out, in]` (a transposed view of `weight_t`).
+    pub weight: Tensor,
     /// The bias row, `[out]`.
     pub bias: Tensor,
 }
@@ -66,8 +68,10 @@ impl Shape {
                 let n = self.block_numel(l) as i64;
                 let block = flat.narrow(0, start, n).view([i as i64 + 1, o as i64]);
                 start += n;
+                let weight_t = block.narrow(0, 0, i as i64);
                 LayerViews {
-                    weight_t: block.narrow(0, 0, i as i64),
+                    weight: weight_t.tr(),
+                    weight_t,
                     bias: block.select(0, i as i64),
                     block,
                 }
