@@ -27,7 +27,7 @@ fi
 # PyTorch with every dependency (Python cannot import torch from the light .venv).
 if [ -z "${SKIP_OPACUS:-}${SKIP_TORCH:-}" ] && [ ! -x .venv-bench/bin/python ]; then
     python3.11 -m venv .venv-bench
-    .venv-bench/bin/pip install -q --disable-pip-version-check torch==2.11.0 'opacus==1.6.*' numpy
+    .venv-bench/bin/pip install -q --disable-pip-version-check torch==2.11.0 'opacus==1.6.*' numpy safetensors
 fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -59,6 +59,9 @@ if [ -z "${SKIP_TORCH:-}" ]; then
     [ -n "${OPACUS_STEPS:-}" ] && flags+=(--opacus-steps "$OPACUS_STEPS")
     py=.venv-bench/bin/python
     [ -x "$py" ] || py=python3
+    # The saved model loads into PyTorch and scores what the trainer reported on the test split.
+    "$py" -c "import safetensors" 2>/dev/null || "$py" -m pip install -q safetensors
+    "$py" bench/trainer/torch_bench.py --shards "$DATA/shards" --check-model "$OUT/dp.safetensors"
     "$py" bench/trainer/torch_bench.py "${flags[@]}" | tee "$OUT/torch.jsonl"
     opacus=$(python3 -c "import json,sys; [print(json.loads(l)['seconds_per_epoch']) for l in open(sys.argv[1]) if '\"opacus\"' in l]" "$OUT/torch.jsonl")
     seedalg=$(python3 -c "import json,sys; [print(json.loads(l)['seconds_per_epoch']) for l in open(sys.argv[1]) if 'seed_microbatch3' in l]" "$OUT/torch.jsonl")

@@ -28,8 +28,8 @@ def splitmix64(x):
         return z ^ (z >> np.uint64(31))
 
 
-def load(shards, test_fraction=0.2, split_seed=0):
-    """The train split of every part file: (features float32 [n, k], labels float32 [n])."""
+def load(shards, test_fraction=0.2, split_seed=0, split="train"):
+    """One split of every part file: (features float32 [n, k], labels float32 [n])."""
     parts = []
     for path in sorted(glob.glob(os.path.join(shards, "part-*"))):
         a = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
@@ -39,8 +39,23 @@ def load(shards, test_fraction=0.2, split_seed=0):
     seed_hash = splitmix64(np.array([split_seed], dtype=np.uint64))[0]
     threshold = np.uint64(int(test_fraction * 2.0**64))
     test = splitmix64(offsets ^ seed_hash) < threshold
-    train = a[~test]
-    return train[:, 2:].astype(np.float32), train[:, 1].astype(np.float32)
+    rows = a[test] if split == "test" else a[~test]
+    return rows[:, 2:].astype(np.float32), rows[:, 1].astype(np.float32)
+
+
+def check_model(path, shards):
+    """Loads the trainer's safetensors into the nn.Sequential its card names and measures test
+    accuracy on the test split computed here, to compare with the trainer's own figure."""
+    from safetensors.torch import load_file
+
+    card = json.load(open(os.path.splitext(path)[0] + ".json"))
+    model = eval(card["architecture"])  # e.g. nn.Sequential(nn.Linear(9, 50), nn.ReLU(), ...)
+    model.load_state_dict(load_file(path))
+    x, y = load(shards, split="test")
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x)).squeeze(1) > 0
+    acc = (pred == torch.from_numpy(y).bool()).float().mean().item()
+    return acc, card["metrics"]["test_accuracy"]
 
 
 def mlp(k, hidden):
@@ -126,8 +141,14 @@ def main():
     p.add_argument("--opacus-steps", type=int, default=0, help="0: the whole epoch")
     p.add_argument("--seed-steps", type=int, default=50)
     p.add_argument("--skip-opacus", action="store_true")
+    p.add_argument("--check-model", help="a model the trainer saved: compare its test accuracy")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.check_model:
+        ours, reported = check_model(args.check_model, args.shards)
+        print(json.dumps({"check": "model", "pytorch_test_accuracy": ours,
+                          "trainer_test_accuracy": reported}), flush=True)
+        return
     x, y = load(args.shards)
     info = {"rows": len(x), "threads": args.threads, "torch": torch.__version__}
     if not args.skip_opacus:
