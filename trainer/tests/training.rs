@@ -196,3 +196,43 @@ fn saves_model_card_metrics_and_profile() {
     assert!(lines[1]["epsilon"].as_f64() > lines[0]["epsilon"].as_f64());
     assert!(lines[1]["phases"].is_array());
 }
+
+/// The other code paths run end to end: logistic regression, two hidden layers with Adam,
+/// Adagrad and RMSprop, microbatches, secure noise, no test set, a batch larger than the data.
+#[test]
+fn option_combinations_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 5_000, 9);
+    for extra in [
+        &["--hidden", ""][..],
+        &["--hidden", "16,8", "--optimizer", "adam"],
+        &["--optimizer", "adagrad"],
+        &["--optimizer", "rmsprop", "--accountant", "rdp"],
+        &["--microbatch-size", "3"],
+        &["--secure-rng"],
+        &["--test-fraction", "0"],
+        &["--batch-size", "100000"],
+        &["--no-dp", "--optimizer", "adam"],
+    ] {
+        let m = dir.path().join("m.jsonl");
+        let mut args = vec![
+            "--data",
+            shards.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--metrics-out",
+            m.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(&trainer(dir.path(), &args));
+        let last = metrics(&m).pop().unwrap();
+        let loss = last["train_loss"].as_f64().unwrap();
+        assert!(loss.is_finite() && loss < 1.0, "{extra:?}: {last}");
+        assert_eq!(
+            last["test_accuracy"].is_null(),
+            extra.contains(&"--test-fraction"),
+            "{extra:?}"
+        );
+    }
+}
