@@ -32,23 +32,35 @@ pub struct Children {
 
 impl Children {
     /// Starts `exe args... --process i --cluster-addresses a0,a1,...` for i in 1..addresses.len().
-    /// If one of them fails before the run ends, this process reports it and exits with status 1
-    /// (it would otherwise wait for that process forever).
-    pub fn spawn(exe: &Path, args: &[OsString], addresses: &[String]) -> Result<Children> {
-        let mut children = Vec::new();
+    ///
+    /// If one of them fails before the run ends, the others are killed, `on_failure` runs (to
+    /// remove what the run wrote under temporary names) and this process exits with status 1:
+    /// its workers would otherwise wait for the dead process forever.
+    pub fn spawn(
+        exe: &Path,
+        args: &[OsString],
+        addresses: &[String],
+        on_failure: Box<dyn Fn() + Send>,
+    ) -> Result<Children> {
+        let mut children: Vec<(usize, Child)> = Vec::new();
         for process in 1..addresses.len() {
-            let child = Command::new(exe)
+            let spawned = Command::new(exe)
                 .args(args)
                 .arg("--process")
                 .arg(process.to_string())
                 .arg("--cluster-addresses")
                 .arg(addresses.join(","))
-                .spawn()
-                .map_err(|e| Error::Process {
-                    process,
-                    message: format!("cannot start: {e}"),
-                })?;
-            children.push((process, child));
+                .spawn();
+            match spawned {
+                Ok(child) => children.push((process, child)),
+                Err(e) => {
+                    kill_all(&mut children);
+                    return Err(Error::Process {
+                        process,
+                        message: format!("cannot start: {e}"),
+                    });
+                }
+            }
         }
         let children = Arc::new(Mutex::new(children));
         let watched = Arc::clone(&children);
@@ -59,17 +71,28 @@ impl Children {
                 if guard.is_empty() {
                     return;
                 }
-                for (process, child) in guard.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait()
-                        && !status.success()
-                    {
-                        eprintln!("error: process {process} failed ({status}); stopping the run");
-                        std::process::exit(1);
-                    }
+                let failed = guard
+                    .iter_mut()
+                    .find_map(|(process, child)| match child.try_wait() {
+                        Ok(Some(status)) if !status.success() => {
+                            Some((*process, status.to_string()))
+                        }
+                        _ => None,
+                    });
+                if let Some((process, status)) = failed {
+                    kill_all(&mut guard);
+                    on_failure();
+                    eprintln!("error: process {process} failed ({status}); the run is stopped");
+                    std::process::exit(1);
                 }
             }
         });
         Ok(Children { children })
+    }
+
+    /// Stops every child (when this process has failed itself).
+    pub fn kill(self) {
+        kill_all(&mut self.children.lock().expect("not poisoned"));
     }
 
     /// Waits for every child; the first failure is an error.
@@ -95,4 +118,12 @@ impl Children {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+fn kill_all(children: &mut Vec<(usize, Child)>) {
+    for (_, child) in children.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    children.clear();
 }

@@ -26,8 +26,10 @@ type Discard = timely::container::CapacityContainerBuilder<Vec<()>>;
 pub struct Job {
     /// The input.
     pub input: Box<dyn Input>,
+    /// The input's size in bytes.
+    pub input_len: u64,
     /// The output.
-    pub output: Box<dyn Output>,
+    pub output: std::sync::Arc<dyn Output>,
     /// The resolved schema.
     pub schema: Schema,
     /// Number of shards.
@@ -99,12 +101,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
     });
 
     // Phase 1: read, clean and route records; count statistics.
-    let share = Share::of(
-        index,
-        peers,
-        job.input.len().unwrap_or(0),
-        job.input.location().is_gzip(),
-    );
+    let share = Share::of(index, peers, job.input_len, job.input.location().is_gzip());
     let cleaner = Cleaner::new(job.schema.clone());
     let mut emitted = 0usize;
     let local = ingest(

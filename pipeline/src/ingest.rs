@@ -102,13 +102,7 @@ pub fn ingest(
     let io = |e| shards::Error::io(input.location(), e);
     let mut lines: LineReader<Box<dyn Read + Send>> = match share {
         Share::Nothing => return Ok(stats),
-        Share::Whole => {
-            let raw = input.open_at(0, input.len()?)?;
-            let gz: Box<dyn Read + Send> = Box::new(flate2::read::MultiGzDecoder::new(
-                std::io::BufReader::with_capacity(1 << 20, raw),
-            ));
-            LineReader::new(gz, 0)
-        }
+        Share::Whole => LineReader::new(shards::store::open_stream(input)?, 0),
         Share::Range(start, end) => {
             if start >= end {
                 return Ok(stats);
@@ -124,7 +118,7 @@ pub fn ingest(
         match cleaner.clean(line) {
             Outcome::Kept => {
                 let shard = shard_of(offset, num_shards);
-                let batch = &mut batches[shard as usize % peers];
+                let batch = &mut batches[crate::write::owner(shard, peers)];
                 let start = batch.text.len();
                 cleaner.write_record(offset, &mut batch.text);
                 stats.kept(cleaner.label(), &batch.text[start..]);

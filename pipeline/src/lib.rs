@@ -17,4 +17,4 @@ pub mod write;
 pub use config::{Cluster, RunConfig};
 pub use error::{Error, Result};
 pub use generate::{GenerateConfig, generate};
-pub use run::{RunReport, run, run_with};
+pub use run::{Prepared, RunReport, prepare, prepare_with, run, run_with};

@@ -201,20 +201,34 @@ impl TryFrom<RunArgs> for Launch {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let launch = Launch::try_from(args)?;
+    // Everything that can fail on its own (input, schema, output) fails before others start.
+    let prepared = pipeline::prepare(&launch.config)?;
     let children = match &launch.spawn {
         Some(addresses) => {
             let exe = std::env::current_exe()
                 .context("cannot find this program to start its other processes")?;
             let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
-            Some(Children::spawn(&exe, &forwarded, addresses)?)
+            let abort = prepared.abort_handle();
+            Some(Children::spawn(
+                &exe,
+                &forwarded,
+                addresses,
+                Box::new(abort),
+            )?)
         }
         None => None,
     };
-    let report = pipeline::run(&launch.config);
-    if let Some(children) = children {
-        children.wait()?;
-    }
-    let report = report?;
+    let report = match (prepared.run(), children) {
+        (Ok(report), Some(children)) => {
+            children.wait()?;
+            report
+        }
+        (Err(e), Some(children)) => {
+            children.kill();
+            return Err(e.into());
+        }
+        (report, None) => report?,
+    };
     if !launch.quiet {
         print!(
             "{}",

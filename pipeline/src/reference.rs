@@ -2,7 +2,7 @@
 //! against: one reader, one loop, a map of shards, no timely.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 
 use shards::format::part_name;
 use shards::store::{open_input, open_output};
@@ -20,12 +20,7 @@ pub fn run_sequential(config: &RunConfig) -> Result<Manifest> {
     let schema = read_schema(&*input, &config.schema)?;
     let output = open_output(&config.output)?;
     output.prepare(config.overwrite)?;
-    let raw = input.open_at(0, input.len()?)?;
-    let stream: Box<dyn Read + Send> = if config.input.is_gzip() {
-        Box::new(flate2::read::MultiGzDecoder::new(raw))
-    } else {
-        raw
-    };
+    let stream = shards::store::open_stream(&*input)?;
     let mut lines = LineReader::new(stream, 0);
     let mut cleaner = Cleaner::new(schema.clone());
     let mut shards: BTreeMap<u32, Vec<(u64, Vec<u8>)>> =

@@ -52,11 +52,6 @@ impl LocalStats {
         }
     }
 
-    /// Rows counted so far (kept and dropped).
-    pub fn rows(&self) -> u64 {
-        self.labels.iter().sum::<u64>() + self.dropped.iter().sum::<u64>()
-    }
-
     /// The non-zero counts as `(key, count)` updates.
     pub fn into_updates(self) -> Vec<(StatKey, i64)> {
         let mut out = Vec::with_capacity(self.vectors.len() + 10);

@@ -57,3 +57,29 @@ fn errors_are_clear_and_exit_nonzero() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// Process 0's own failure is reported at once, not hidden behind its children's.
+#[test]
+fn a_multi_process_run_reports_process_zero_errors_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = pipeline(dir.path())
+        .args(["generate", "--rows", "100"])
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    std::fs::create_dir(dir.path().join("shards")).unwrap();
+    std::fs::write(dir.path().join("shards/part-00000"), "old").unwrap();
+    let started = std::time::Instant::now();
+    let out = pipeline(dir.path())
+        .args(["--workers", "2", "--connect-timeout", "30"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not empty"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}

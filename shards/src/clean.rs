@@ -214,7 +214,8 @@ impl Cleaner {
     }
 }
 
-/// Parses a finite number (integer, decimal, exponent notation); `None` otherwise.
+/// Parses a finite number (integer, decimal, exponent notation) that is also finite as an
+/// `f32`; `None` otherwise.
 #[inline]
 pub fn parse_number(field: &[u8]) -> Option<f64> {
     match field {
@@ -225,7 +226,8 @@ pub fn parse_number(field: &[u8]) -> Option<f64> {
             // and reject a leading '+' sign only if followed by nothing numeric (parser handles it).
             let s = std::str::from_utf8(field).ok()?;
             let v: f64 = s.parse().ok()?;
-            v.is_finite().then_some(v)
+            // The trainer works in f32: a value that overflows it is not a usable number.
+            (v.is_finite() && (v as f32).is_finite()).then_some(v)
         }
     }
 }
@@ -302,6 +304,8 @@ mod tests {
             ("x,0,1,0,1,1,0,1,0,1,1,0", DropReason::NotNumeric),
             ("inf,0,1,0,1,1,0,1,0,1,1,0", DropReason::NotNumeric),
             ("NaN,0,1,0,1,1,0,1,0,1,1,0", DropReason::NotNumeric),
+            ("1.7e308,0,1,0,1,1,0,1,0,1,1,0", DropReason::NotNumeric),
+            ("1e39,0,1,0,1,1,0,1,0,1,1,0", DropReason::NotNumeric),
             ("1,0,1,0,1,2,0,1,0,1,1,0", DropReason::LabelNotBinary),
             ("1,0,1,0,1,yes,0,1,0,1,1,0", DropReason::LabelNotBinary),
         ];

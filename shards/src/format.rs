@@ -94,9 +94,10 @@ pub fn parse_record(line: &str, k: usize, features: &mut Vec<f32>) -> Result<(u6
         let v: f32 = match field {
             "0" => 0.0,
             "1" => 1.0,
-            other => other
-                .parse()
-                .map_err(|_| format!("feature '{other}' is not a number"))?,
+            other => match other.parse::<f32>() {
+                Ok(v) if v.is_finite() => v,
+                _ => return Err(format!("feature '{other}' is not a finite number")),
+            },
         };
         features.push(v);
     }
@@ -145,7 +146,10 @@ mod tests {
     #[test]
     fn malformed_records() {
         let mut feats = Vec::new();
-        for bad in ["x,1,0", "5,2,0", "5,1", "5,1,0,0", "5,1,z", "", "-1,0,0"] {
+        for bad in [
+            "x,1,0", "5,2,0", "5,1", "5,1,0,0", "5,1,z", "", "-1,0,0", "5,1,inf", "5,1,NaN",
+            "5,1,1e39",
+        ] {
             assert!(parse_record(bad, 1, &mut feats).is_err(), "{bad:?}");
         }
         assert!(feats.is_empty());

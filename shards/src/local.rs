@@ -152,10 +152,33 @@ impl Output for LocalOutput {
 
     fn commit(&self, manifest: &Manifest) -> Result<()> {
         let tmp = self.temporary();
+        // Check every part first, so a missing or short one fails the commit before any part
+        // appears under its final name.
         for shard in &manifest.shards {
             let from = tmp.join(&shard.name);
-            let to = self.dir.join(&shard.name);
-            fs::rename(&from, &to).map_err(|e| Error::io(from.display(), e))?;
+            let len = fs::metadata(&from)
+                .map_err(|e| Error::io(from.display(), e))?
+                .len();
+            if len != shard.bytes {
+                return Err(Error::ChecksumMismatch {
+                    path: from.display().to_string(),
+                    what: "bytes",
+                    expected: shard.bytes.to_string(),
+                    actual: len.to_string(),
+                });
+            }
+        }
+        let mut published: Vec<&str> = Vec::new();
+        for shard in &manifest.shards {
+            let from = tmp.join(&shard.name);
+            if let Err(e) = fs::rename(&from, self.dir.join(&shard.name)) {
+                // Put back what was published, so a failed commit leaves no part in place.
+                for name in published {
+                    let _ = fs::rename(self.dir.join(name), tmp.join(name));
+                }
+                return Err(Error::io(from.display(), e));
+            }
+            published.push(&shard.name);
         }
         write_atomically(&self.dir.join(MANIFEST_NAME), manifest.to_json().as_bytes())?;
         let _ = fs::remove_dir_all(&tmp);

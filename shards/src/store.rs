@@ -79,10 +79,6 @@ impl<W: Write> Checksummed<W> {
     pub fn into_inner(self) -> W {
         self.inner
     }
-    /// The wrapped writer, borrowed.
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
 }
 
 impl<W: Write> Write for Checksummed<W> {
@@ -103,6 +99,18 @@ pub fn open_input(loc: &Location) -> Result<Box<dyn Input>> {
         Location::Local(p) => Ok(Box::new(crate::local::LocalInput::open(p)?)),
         Location::S3 { .. } => Err(s3_unsupported(loc)),
     }
+}
+
+/// The whole (decompressed, for `.gz`) content of an input as a stream from its first byte.
+pub fn open_stream(input: &dyn Input) -> Result<Box<dyn Read + Send>> {
+    let raw = input.open_at(0, input.len()?)?;
+    Ok(if input.location().is_gzip() {
+        Box::new(flate2::read::MultiGzDecoder::new(
+            std::io::BufReader::with_capacity(1 << 20, raw),
+        ))
+    } else {
+        raw
+    })
 }
 
 /// An output for a directory or prefix of shards.

@@ -124,3 +124,23 @@ fn empty_directory_is_an_error() {
     let err = Dataset::open(&Location::Local(tmp.path().into())).unwrap_err();
     assert!(matches!(err, Error::NoShards { .. }));
 }
+
+#[test]
+fn commit_with_a_missing_part_publishes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let loc = Location::Local(dir.clone());
+    let out = open_output(&loc).unwrap();
+    out.prepare(false).unwrap();
+    let mut w = out.create_part("part-00000").unwrap();
+    w.write_all(b"offset,y,a\n").unwrap();
+    let first = w.finish().unwrap();
+    let mut missing = first.clone();
+    missing.name = "part-00001".into();
+    let err = out
+        .commit(&manifest(vec![first, missing]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("part-00001"), "{err}");
+    assert!(!dir.join("part-00000").exists() && !dir.join("_SUCCESS").exists());
+}
