@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== libtorch for the trainer (PyPI torch 2.11.0 into .venv)"
+bash scripts/setup-torch.sh
+
 echo "== tests (debug build), with a local S3 server for the S3 tests"
 bash scripts/with-s3.sh cargo test --workspace --no-fail-fast
 

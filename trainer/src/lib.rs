@@ -1,1 +1,46 @@
-//! DP-SGD trainer; placeholder until built.
+//! A DP-SGD trainer on tch (libtorch) for the shards the preprocessing engines write.
+//!
+//! The pieces follow Opacus's seams, wired together in one place ([`run`]):
+//! - [`sampler`]: exact Poisson sampling, whose rate is the accountant's q ([`batches`]
+//!   draws it ahead for the device);
+//! - [`grad_sample`]: per-example gradients of the MLP in closed form, vectorized;
+//! - [`dp_step`]: clip, sum, add noise once, scale, optimizer step ([`optim`], [`noise`]);
+//! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
+//! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
+//!   and leaves behind.
+//!
+//! ```no_run
+//! let data = shards::Location::parse("shards")?;
+//! let report = trainer::run(&trainer::TrainConfig::new(data))?;
+//! println!("{:?}", report.spent);
+//! # Ok::<(), trainer::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod attack;
+pub mod batches;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod dp_step;
+mod error;
+pub mod evaluate;
+pub mod export;
+pub mod grad_sample;
+pub mod metrics;
+pub mod mlp;
+pub mod noise;
+pub mod optim;
+pub mod privacy;
+pub mod profile;
+pub mod sampler;
+pub mod train;
+
+pub use config::{
+    CheckpointConfig, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling, TrainConfig,
+};
+pub use device::DeviceSpec;
+pub use error::{Error, Result};
+pub use optim::OptimizerKind;
+pub use train::{RunReport, run, steps_per_epoch};

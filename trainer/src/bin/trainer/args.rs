@@ -1,0 +1,482 @@
+//! The command line: clap definitions, and their conversion into the library's config.
+
+use std::path::PathBuf;
+
+use accountant::AccountantKind;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use shards::Location;
+use trainer::{
+    CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling,
+    TrainConfig,
+};
+
+/// Differentially private training (DP-SGD) on the shards the pipeline writes.
+///
+/// With no subcommand, trains on `--data` (default `shards/`, the pipeline's default output)
+/// with the seed project's settings and prints each epoch's accuracy, privacy spent and
+/// model-inversion attack accuracy.
+#[derive(Debug, Parser)]
+#[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Planning instead of training.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Training options.
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Epsilon for a noise multiplier, or the noise multiplier for a target epsilon.
+    Privacy(PrivacyArgs),
+}
+
+/// `trainer [OPTIONS]`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Shards to train on: a directory, or s3://bucket/prefix.
+    #[arg(long, default_value = "shards")]
+    data: String,
+    /// Passes over the data (an epoch is round(N / batch-size) steps).
+    #[arg(long, default_value_t = 10)]
+    epochs: u32,
+    /// Expected batch size B: each example joins each step with probability B / N.
+    #[arg(long, default_value_t = 256)]
+    batch_size: u32,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// sgd, adam, adagrad or rmsprop (PyTorch's defaults otherwise).
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// Per-example gradient L2 bound C.
+    #[arg(long, default_value_t = 3.0)]
+    l2_norm_clip: f64,
+    /// Noise std over C [default: 0.9].
+    #[arg(long, conflicts_with = "target_epsilon")]
+    noise_multiplier: Option<f64>,
+    /// Calibrate the noise multiplier so the whole run spends this epsilon.
+    #[arg(long)]
+    target_epsilon: Option<f64>,
+    /// Delta of (epsilon, delta).
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// Accountant: pld (tight) or rdp (Opacus's).
+    #[arg(long, default_value = "pld")]
+    accountant: String,
+    /// Hidden layer widths, comma-separated ("" for logistic regression).
+    #[arg(long, default_value = "50")]
+    hidden: String,
+    /// Share of records held out for testing (by the design's hash of the record key).
+    #[arg(long, default_value_t = 0.2)]
+    test_fraction: f64,
+    /// Seed of the train/test split.
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+    /// Seed of initialisation, sampling and noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Non-private baseline: the same loop without clipping, noise or accountant.
+    #[arg(long, conflicts_with_all = ["noise_multiplier", "target_epsilon", "microbatch_size", "secure_rng"])]
+    no_dp: bool,
+    /// Clip the mean gradient of microbatches of this many examples (the seed's scheme)
+    /// instead of each example's.
+    #[arg(long)]
+    microbatch_size: Option<usize>,
+    /// Draw noise and batches from an OS-seeded cryptographic generator (for a released model).
+    #[arg(long)]
+    secure_rng: bool,
+    /// Feature the model-inversion attack tries to recover ("none" to skip the attack).
+    #[arg(long, default_value = "disability")]
+    attack_feature: String,
+    /// Training rows the attack is run on.
+    #[arg(long, default_value_t = 10_000)]
+    attack_rows: usize,
+    /// JSON-lines file of per-epoch metrics.
+    #[arg(long, default_value = "run/metrics.jsonl")]
+    metrics_out: PathBuf,
+    /// Where to save the model (safetensors; the options and results go to the same name with
+    /// .json).
+    #[arg(long, default_value = "run/model.safetensors")]
+    save: PathBuf,
+    /// Write a checkpoint here after every epoch.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Continue from the checkpoint in --checkpoint-dir (its steps count towards the budget).
+    #[arg(long, requires = "checkpoint_dir")]
+    resume: bool,
+    /// Print where each epoch's time goes.
+    #[arg(long)]
+    profile: bool,
+    /// libtorch intra-op threads (1 avoids OpenMP spinning on busy machines).
+    #[arg(long, default_value_t = 1)]
+    intra_op_threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl TryFrom<TrainArgs> for TrainConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: TrainArgs) -> anyhow::Result<Self> {
+        let data = Location::parse(&a.data).with_context(|| format!("--data {}", a.data))?;
+        let privacy = if a.no_dp {
+            Privacy::NonPrivate
+        } else {
+            let noise = match (a.noise_multiplier, a.target_epsilon) {
+                (_, Some(e)) => NoiseSpec::TargetEpsilon(e),
+                (Some(s), None) => NoiseSpec::Multiplier(s),
+                (None, None) => NoiseSpec::Multiplier(0.9),
+            };
+            Privacy::Private(DpConfig {
+                l2_norm_clip: a.l2_norm_clip,
+                noise,
+                delta: a.delta,
+                accountant: parse_accountant(&a.accountant)?,
+                grad_sample: match a.microbatch_size {
+                    None => GradSample::Vectorized,
+                    Some(n) => GradSample::Microbatch(n),
+                },
+                noise_rng: if a.secure_rng {
+                    NoiseRng::Secure
+                } else {
+                    NoiseRng::Seeded
+                },
+            })
+        };
+        let attack_feature = match a.attack_feature.as_str() {
+            "none" | "" => None,
+            name => Some(name.to_string()),
+        };
+        let config = TrainConfig {
+            data,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            lr: a.lr,
+            optimizer: a.optimizer.parse()?,
+            sampling: Sampling::Poisson,
+            privacy,
+            hidden: parse_hidden(&a.hidden)?,
+            test_fraction: a.test_fraction,
+            split_seed: a.split_seed,
+            seed: a.seed,
+            device: a.device.parse::<DeviceSpec>()?,
+            intra_op_threads: a.intra_op_threads,
+            attack_feature,
+            attack_rows: a.attack_rows,
+            metrics_out: Some(a.metrics_out),
+            save: Some(a.save),
+            checkpoint: a.checkpoint_dir.map(|dir| CheckpointConfig {
+                dir,
+                resume: a.resume,
+            }),
+            profile: a.profile,
+            progress: !a.no_progress,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn parse_accountant(s: &str) -> anyhow::Result<AccountantKind> {
+    s.parse()
+        .map_err(|e| anyhow::anyhow!("--accountant '{s}': {e}"))
+}
+
+/// "50" -> [50]; "64,32" -> [64, 32]; "" -> [] (logistic regression).
+fn parse_hidden(s: &str) -> anyhow::Result<Vec<usize>> {
+    if s.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    s.split(',')
+        .map(|w| {
+            w.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--hidden '{s}': '{w}' is not a width"))
+        })
+        .collect()
+}
+
+/// `trainer privacy`.
+#[derive(Debug, Args)]
+pub struct PrivacyArgs {
+    /// q: the probability that an example is in a step (batch size / rows).
+    #[arg(long)]
+    sampling_rate: f64,
+    /// Noise std over the clip bound.
+    #[arg(
+        long,
+        required_unless_present = "target_epsilon",
+        conflicts_with = "target_epsilon"
+    )]
+    noise_multiplier: Option<f64>,
+    /// Print the smallest noise multiplier that spends at most this epsilon.
+    #[arg(long)]
+    target_epsilon: Option<f64>,
+    /// Number of steps.
+    #[arg(long, required_unless_present = "epochs", conflicts_with = "epochs")]
+    steps: Option<u64>,
+    /// Number of epochs of round(1 / q) steps, instead of --steps.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Delta of (epsilon, delta).
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// Accountant: pld (tight) or rdp (Opacus's).
+    #[arg(long, default_value = "pld")]
+    accountant: String,
+}
+
+/// A checked `trainer privacy` request.
+#[derive(Debug)]
+pub struct PrivacyQuery {
+    /// q.
+    pub rate: f64,
+    /// sigma, when given.
+    pub noise_multiplier: Option<f64>,
+    /// The target epsilon, when given.
+    pub target_epsilon: Option<f64>,
+    /// T.
+    pub steps: u64,
+    /// delta.
+    pub delta: f64,
+    /// The accountant.
+    pub accountant: AccountantKind,
+}
+
+impl TryFrom<PrivacyArgs> for PrivacyQuery {
+    type Error = anyhow::Error;
+
+    fn try_from(a: PrivacyArgs) -> anyhow::Result<Self> {
+        if !(a.sampling_rate > 0.0 && a.sampling_rate <= 1.0) {
+            bail!("--sampling-rate {} must be in (0, 1]", a.sampling_rate);
+        }
+        if !(a.delta > 0.0 && a.delta < 1.0) {
+            bail!("--delta {} must be in (0, 1)", a.delta);
+        }
+        let steps = match (a.steps, a.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => e * ((1.0 / a.sampling_rate).round() as u64).max(1),
+            (None, None) => unreachable!("clap requires --steps or --epochs"),
+        };
+        Ok(PrivacyQuery {
+            rate: a.sampling_rate,
+            noise_multiplier: a.noise_multiplier,
+            target_epsilon: a.target_epsilon,
+            steps,
+            delta: a.delta,
+            accountant: parse_accountant(&a.accountant)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use trainer::OptimizerKind;
+
+    use super::*;
+
+    fn train(args: &[&str]) -> anyhow::Result<TrainConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("trainer").chain(args.iter().copied()))?;
+        assert!(cli.command.is_none());
+        TrainConfig::try_from(cli.train)
+    }
+
+    fn privacy(args: &[&str]) -> anyhow::Result<PrivacyQuery> {
+        let cli = Cli::try_parse_from(
+            ["trainer", "privacy"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )?;
+        match cli.command {
+            Some(Command::Privacy(p)) => PrivacyQuery::try_from(p),
+            None => panic!("privacy subcommand"),
+        }
+    }
+
+    #[test]
+    fn bare_trainer_is_the_seed_setup_on_shards() {
+        let c = train(&[]).unwrap();
+        let mut want = TrainConfig::new(Location::parse("shards").unwrap());
+        want.metrics_out = Some("run/metrics.jsonl".into());
+        want.save = Some("run/model.safetensors".into());
+        want.progress = true;
+        assert_eq!(c, want);
+    }
+
+    #[test]
+    fn each_flag_reaches_the_config() {
+        let c = train(&[
+            "--data",
+            "s3://b/p",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.1",
+            "--optimizer",
+            "adam",
+            "--l2-norm-clip",
+            "1.5",
+            "--target-epsilon",
+            "3",
+            "--delta",
+            "1e-6",
+            "--hidden",
+            "64,32",
+            "--test-fraction",
+            "0.1",
+            "--split-seed",
+            "4",
+            "--seed",
+            "5",
+            "--device",
+            "cuda:1",
+            "--microbatch-size",
+            "3",
+            "--secure-rng",
+            "--attack-feature",
+            "sex",
+            "--attack-rows",
+            "100",
+            "--metrics-out",
+            "m.jsonl",
+            "--save",
+            "m.safetensors",
+            "--checkpoint-dir",
+            "ck",
+            "--resume",
+            "--profile",
+            "--intra-op-threads",
+            "2",
+            "--no-progress",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.data,
+            Location::S3 {
+                bucket: "b".into(),
+                key: "p".into()
+            }
+        );
+        assert_eq!((c.epochs, c.batch_size, c.lr), (3, 64, 0.1));
+        assert_eq!(c.optimizer, OptimizerKind::Adam);
+        assert_eq!(c.hidden, [64, 32]);
+        assert_eq!((c.test_fraction, c.split_seed, c.seed), (0.1, 4, 5));
+        assert_eq!(c.device, DeviceSpec::Cuda(1));
+        assert_eq!(c.attack_feature.as_deref(), Some("sex"));
+        assert_eq!(c.attack_rows, 100);
+        assert_eq!(c.metrics_out, Some("m.jsonl".into()));
+        assert_eq!(c.save, Some("m.safetensors".into()));
+        assert_eq!(
+            c.checkpoint,
+            Some(CheckpointConfig {
+                dir: "ck".into(),
+                resume: true
+            })
+        );
+        assert!(c.profile && !c.progress);
+        assert_eq!(c.intra_op_threads, 2);
+        let Privacy::Private(dp) = c.privacy else {
+            panic!("private")
+        };
+        assert_eq!(dp.l2_norm_clip, 1.5);
+        assert_eq!(dp.noise, NoiseSpec::TargetEpsilon(3.0));
+        assert_eq!(dp.delta, 1e-6);
+        assert_eq!(dp.grad_sample, GradSample::Microbatch(3));
+        assert_eq!(dp.noise_rng, NoiseRng::Secure);
+    }
+
+    #[test]
+    fn no_dp_noise_and_attack_switches() {
+        assert_eq!(train(&["--no-dp"]).unwrap().privacy, Privacy::NonPrivate);
+        assert!(train(&["--no-dp", "--noise-multiplier", "1"]).is_err());
+        assert!(train(&["--noise-multiplier", "1", "--target-epsilon", "2"]).is_err());
+        let c = train(&[
+            "--noise-multiplier",
+            "1.3",
+            "--hidden",
+            "",
+            "--attack-feature",
+            "none",
+        ])
+        .unwrap();
+        let Privacy::Private(dp) = c.privacy else {
+            panic!("private")
+        };
+        assert_eq!(dp.noise, NoiseSpec::Multiplier(1.3));
+        assert!(c.hidden.is_empty() && c.attack_feature.is_none());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for (args, flag) in [
+            (&["--optimizer", "lbfgs"][..], "--optimizer"),
+            (&["--hidden", "50,x"][..], "--hidden"),
+            (&["--device", "gpu"][..], "--device"),
+            (&["--accountant", "prv"][..], "--accountant"),
+            (&["--test-fraction", "1.5"][..], "--test-fraction"),
+            (&["--microbatch-size", "0"][..], "--microbatch-size"),
+        ] {
+            let err = format!("{:#}", train(args).unwrap_err());
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        assert!(
+            Cli::try_parse_from(["trainer", "--resume"]).is_err(),
+            "--resume needs a dir"
+        );
+    }
+
+    #[test]
+    fn privacy_takes_steps_or_epochs_and_sigma_or_target() {
+        let q = privacy(&[
+            "--sampling-rate",
+            "0.04",
+            "--noise-multiplier",
+            "1.5",
+            "--steps",
+            "2250",
+        ])
+        .unwrap();
+        assert_eq!(
+            (q.rate, q.noise_multiplier, q.steps, q.delta),
+            (0.04, Some(1.5), 2250, 1e-5)
+        );
+        let q = privacy(&[
+            "--sampling-rate",
+            "0.04",
+            "--target-epsilon",
+            "2",
+            "--epochs",
+            "3",
+            "--accountant",
+            "pld",
+        ])
+        .unwrap();
+        assert_eq!(
+            (q.target_epsilon, q.steps, q.accountant),
+            (Some(2.0), 75, AccountantKind::Pld)
+        );
+        assert!(privacy(&["--sampling-rate", "0.04", "--steps", "10"]).is_err());
+        assert!(privacy(&["--sampling-rate", "0.04", "--noise-multiplier", "1"]).is_err());
+        assert!(
+            privacy(&[
+                "--sampling-rate",
+                "2",
+                "--noise-multiplier",
+                "1",
+                "--steps",
+                "1"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! The validated options of a training run, in domain types (built from the CLI in `main`).
+
+use std::path::PathBuf;
+
+use accountant::AccountantKind;
+use serde::Serialize;
+use shards::Location;
+
+use crate::device::DeviceSpec;
+use crate::optim::OptimizerKind;
+
+/// How each step's examples are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    /// Every example joins every step independently with probability q = batch / N (the
+    /// sampling the accountant's amplification assumes).
+    Poisson,
+}
+
+/// How gradients are formed before clipping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradSample {
+    /// One gradient per example, computed for the whole batch at once in closed form.
+    Vectorized,
+    /// The seed project's scheme: the mean gradient of each group of `n` sampled examples is
+    /// clipped as one unit (`Microbatch(1)` equals `Vectorized`).
+    Microbatch(usize),
+}
+
+/// How the noise multiplier is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseSpec {
+    /// Given: noise std is `multiplier * clip`.
+    Multiplier(f64),
+    /// Calibrated before training so the whole run spends this epsilon at the run's delta.
+    TargetEpsilon(f64),
+}
+
+/// Where the Gaussian noise comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseRng {
+    /// libtorch's generator on the device, seeded from `--seed`: fast and reproducible.
+    Seeded,
+    /// A ChaCha20 generator seeded by the operating system, drawn on the host: what a release
+    /// of the model should use. The Poisson sampler is then OS-seeded too.
+    Secure,
+}
+
+/// The differential-privacy part of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DpConfig {
+    /// Per-example (or per-microbatch) L2 clipping bound C.
+    pub l2_norm_clip: f64,
+    /// Noise multiplier, given or calibrated.
+    pub noise: NoiseSpec,
+    /// The delta of (epsilon, delta).
+    pub delta: f64,
+    /// Which accountant reports epsilon (and calibrates the noise).
+    #[serde(serialize_with = "display")]
+    pub accountant: AccountantKind,
+    /// Per-example or microbatch gradients.
+    pub grad_sample: GradSample,
+    /// The noise's random source.
+    pub noise_rng: NoiseRng,
+}
+
+/// Private training or the non-private baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Privacy {
+    /// DP-SGD.
+    Private(DpConfig),
+    /// `--no-dp`: the same loop without clipping, noise or accountant.
+    NonPrivate,
+}
+
+/// Checkpoints written after each epoch, and whether to continue from one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointConfig {
+    /// The directory holding `checkpoint.safetensors` and `checkpoint.json`.
+    pub dir: PathBuf,
+    /// Continue from the checkpoint there (its steps count towards the budget).
+    pub resume: bool,
+}
+
+/// Everything a training run needs, checked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainConfig {
+    /// The shards to train on.
+    #[serde(serialize_with = "display")]
+    pub data: Location,
+    /// Number of epochs; an epoch is round(N / batch_size) steps.
+    pub epochs: u32,
+    /// Expected batch size B: the Poisson rate is q = B / N and gradients are divided by B.
+    pub batch_size: u32,
+    /// Learning rate.
+    pub lr: f64,
+    /// The optimizer applied to the (noisy) gradient.
+    pub optimizer: OptimizerKind,
+    /// How batches are drawn.
+    pub sampling: Sampling,
+    /// DP-SGD or the baseline.
+    pub privacy: Privacy,
+    /// Hidden layer widths (empty: logistic regression).
+    pub hidden: Vec<usize>,
+    /// Share of records in the test set.
+    pub test_fraction: f64,
+    /// Seed of the train/test split (the design's splitmix64 rule).
+    pub split_seed: u64,
+    /// Seed of initialisation, sampling and (seeded) noise.
+    pub seed: u64,
+    /// Where to train.
+    pub device: DeviceSpec,
+    /// libtorch intra-op threads.
+    pub intra_op_threads: usize,
+    /// The sensitive feature the model-inversion attack recovers (`None`: no attack).
+    pub attack_feature: Option<String>,
+    /// How many training rows the attack is run on.
+    pub attack_rows: usize,
+    /// JSON-lines file of per-epoch metrics.
+    pub metrics_out: Option<PathBuf>,
+    /// Where to save the model (safetensors; the options go next to it as `.json`).
+    pub save: Option<PathBuf>,
+    /// Per-epoch checkpoints.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Print where each epoch's time goes.
+    pub profile: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl TrainConfig {
+    /// The seed project's defaults (10 epochs, batch 256, lr 0.01, SGD, clip 3, noise 0.9,
+    /// delta 1e-5, one hidden layer of 50) on `data`, accounted by PLD, with no files written.
+    pub fn new(data: Location) -> Self {
+        TrainConfig {
+            data,
+            epochs: 10,
+            batch_size: 256,
+            lr: 0.01,
+            optimizer: OptimizerKind::Sgd,
+            sampling: Sampling::Poisson,
+            privacy: Privacy::Private(DpConfig {
+                l2_norm_clip: 3.0,
+                noise: NoiseSpec::Multiplier(0.9),
+                delta: 1e-5,
+                accountant: AccountantKind::Pld,
+                grad_sample: GradSample::Vectorized,
+                noise_rng: NoiseRng::Seeded,
+            }),
+            hidden: vec![50],
+            test_fraction: 0.2,
+            split_seed: 0,
+            seed: 0,
+            device: DeviceSpec::Cpu,
+            intra_op_threads: 1,
+            attack_feature: Some("disability".into()),
+            attack_rows: 10_000,
+            metrics_out: None,
+            save: None,
+            checkpoint: None,
+            profile: false,
+            progress: false,
+        }
+    }
+
+    /// Checks ranges and combinations the types do not rule out.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.test_fraction) {
+            return bad(format!(
+                "--test-fraction {} must be in [0, 1)",
+                self.test_fraction
+            ));
+        }
+        if self.hidden.contains(&0) {
+            return bad("--hidden widths must be positive".into());
+        }
+        if self.intra_op_threads == 0 {
+            return bad("--intra-op-threads must be at least 1".into());
+        }
+        if let Privacy::Private(dp) = &self.privacy {
+            if !(dp.l2_norm_clip.is_finite() && dp.l2_norm_clip > 0.0) {
+                return bad(format!(
+                    "--l2-norm-clip {} must be positive",
+                    dp.l2_norm_clip
+                ));
+            }
+            if !(dp.delta > 0.0 && dp.delta < 1.0) {
+                return bad(format!("--delta {} must be in (0, 1)", dp.delta));
+            }
+            match dp.noise {
+                NoiseSpec::Multiplier(s) if !(s.is_finite() && s >= 0.0) => {
+                    return bad(format!("--noise-multiplier {s} must be non-negative"));
+                }
+                NoiseSpec::TargetEpsilon(e) if !(e.is_finite() && e > 0.0) => {
+                    return bad(format!("--target-epsilon {e} must be positive"));
+                }
+                _ => {}
+            }
+            if dp.grad_sample == GradSample::Microbatch(0) {
+                return bad("--microbatch-size must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_seed_projects_and_valid() {
+        let c = TrainConfig::new(Location::parse("shards").unwrap());
+        assert_eq!((c.epochs, c.batch_size, c.lr), (10, 256, 0.01));
+        let Privacy::Private(dp) = &c.privacy else {
+            panic!("private by default")
+        };
+        assert_eq!(dp.l2_norm_clip, 3.0);
+        assert_eq!(dp.noise, NoiseSpec::Multiplier(0.9));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_out_of_range_options() {
+        let base = TrainConfig::new(Location::parse("shards").unwrap());
+        let mut c = base.clone();
+        c.test_fraction = 1.0;
+        assert!(c.validate().is_err());
+        let mut c = base.clone();
+        c.hidden = vec![50, 0];
+        assert!(c.validate().is_err());
+        let mut c = base;
+        if let Privacy::Private(dp) = &mut c.privacy {
+            dp.delta = 0.0;
+        }
+        assert!(c.validate().unwrap_err().to_string().contains("--delta"));
+    }
+}

@@ -1,0 +1,241 @@
+//! The shards loaded once, split into train and test by the design's hash rule, and kept on
+//! the device as one tensor per split (steps gather their rows with `index_select` there).
+
+use shards::{Dataset, Location, Table};
+use tch::{Device, Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// Rows are padded to a multiple of this many `f32`s (64 bytes, a cache line).
+const ROW_ALIGN: usize = 16;
+
+/// Examples on the device: one row per example, `[x_1 .. x_k, 1, y, sqrt(|x|^2 + 1), 0..]`.
+///
+/// The constant 1 makes the first layer's bias part of its weight matrix, and the next but
+/// one column is the norm of that augmented input, which every step's per-example gradient
+/// norm needs (it never changes, so it is computed once here). Rows are padded with zeros to
+/// a multiple of 64 bytes, so gathering a random row touches one cache line, not two.
+#[derive(Debug)]
+pub struct Examples {
+    rows: Tensor,
+    len: usize,
+    width: usize,
+}
+
+impl Examples {
+    /// Builds the row tensor from row-major features and labels, on `device`.
+    pub fn new(features: &[f32], labels: &[f32], width: usize, device: Device) -> Result<Self> {
+        let len = labels.len();
+        assert_eq!(features.len(), len * width, "features are len x width");
+        let stride = (width + 3).next_multiple_of(ROW_ALIGN);
+        let mut rows = vec![0.0f32; len * stride];
+        for (i, (row, &y)) in rows.chunks_exact_mut(stride).zip(labels).enumerate() {
+            let x = &features[i * width..(i + 1) * width];
+            row[..width].copy_from_slice(x);
+            row[width] = 1.0;
+            row[width + 1] = y;
+            row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
+        }
+        let rows = Tensor::f_from_slice(&rows)?
+            .f_view([len as i64, stride as i64])?
+            .f_to_device(device)?;
+        Ok(Examples { rows, len, width })
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of features k.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// All rows, `[n, stride]` (`stride >= k + 3`).
+    pub fn rows(&self) -> &Tensor {
+        &self.rows
+    }
+
+    /// The device the rows live on.
+    pub fn device(&self) -> Device {
+        self.rows.device()
+    }
+
+    /// The augmented inputs `[x, 1]` of `rows` (a view).
+    pub fn inputs(&self, rows: &Tensor) -> Tensor {
+        rows.narrow(1, 0, self.width as i64 + 1)
+    }
+
+    /// The labels of `rows`, `[n, 1]` (a view).
+    pub fn labels(&self, rows: &Tensor) -> Tensor {
+        rows.narrow(1, self.width as i64 + 1, 1)
+    }
+
+    /// The norms of the augmented inputs of `rows`, `[n, 1]` (a view).
+    pub fn input_norms(&self, rows: &Tensor) -> Tensor {
+        rows.narrow(1, self.width as i64 + 2, 1)
+    }
+
+    /// Up to `n` leading rows (a view).
+    pub fn head(&self, n: usize) -> Tensor {
+        self.rows.narrow(0, 0, n.min(self.len) as i64)
+    }
+
+    /// The mean of feature `j` over all rows (for the attack's baseline).
+    pub fn feature_mean(&self, j: usize) -> f64 {
+        self.rows
+            .narrow(1, j as i64, 1)
+            .mean(Kind::Float)
+            .double_value(&[])
+    }
+}
+
+/// The training and test splits and the column names.
+#[derive(Debug)]
+pub struct Data {
+    /// Examples trained on.
+    pub train: Examples,
+    /// Held-out examples (may be empty with `--test-fraction 0`).
+    pub test: Examples,
+    /// The label column.
+    pub label_name: String,
+    /// The feature columns, in input order.
+    pub feature_names: Vec<String>,
+}
+
+impl Data {
+    /// Reads every shard at `location` (checking the manifest when there is one) and splits
+    /// it: a record is a test record when `shards::is_test(offset, split_seed, test_fraction)`.
+    pub fn load(
+        location: &Location,
+        test_fraction: f64,
+        split_seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        if let Location::Local(dir) = location
+            && !dir.exists()
+        {
+            return Err(Error::Data {
+                location: location.to_string(),
+                reason: "no such directory (write shards there with `pipeline`, or point --data \
+                         at them)"
+                    .into(),
+            });
+        }
+        let table = Dataset::open(location)?.load()?;
+        Data::split(location, &table, test_fraction, split_seed, device)
+    }
+
+    /// Splits a loaded table (see [`Data::load`]).
+    pub fn split(
+        location: &Location,
+        table: &Table,
+        test_fraction: f64,
+        split_seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        let k = table.width();
+        let (mut train_x, mut train_y, mut test_x, mut test_y) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, &offset) in table.offsets.iter().enumerate() {
+            let x = &table.features[i * k..(i + 1) * k];
+            let y = table.labels[i];
+            if shards::is_test(offset, split_seed, test_fraction) {
+                test_x.extend_from_slice(x);
+                test_y.push(y);
+            } else {
+                train_x.extend_from_slice(x);
+                train_y.push(y);
+            }
+        }
+        if train_y.is_empty() {
+            return Err(Error::Data {
+                location: location.to_string(),
+                reason: format!(
+                    "no training records ({} records in the shards, test fraction {test_fraction})",
+                    table.len()
+                ),
+            });
+        }
+        Ok(Data {
+            train: Examples::new(&train_x, &train_y, k, device)?,
+            test: Examples::new(&test_x, &test_y, k, device)?,
+            label_name: table.label_name.clone(),
+            feature_names: table.feature_names.clone(),
+        })
+    }
+
+    /// The index of feature `name`, or an error listing the features there are.
+    pub fn feature_index(&self, name: &str, option: &str) -> Result<usize> {
+        self.feature_names
+            .iter()
+            .position(|f| f == name)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{option} '{name}' is not a feature of the data; its features are: {}",
+                    self.feature_names.join(", ")
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        Table {
+            label_name: "employed".into(),
+            feature_names: vec!["a".into(), "b".into()],
+            offsets: (0..1000).map(|i| i * 17).collect(),
+            labels: (0..1000).map(|i| (i % 2) as f32).collect(),
+            features: (0..2000).map(|i| (i % 3) as f32).collect(),
+        }
+    }
+
+    #[test]
+    fn rows_hold_inputs_label_and_input_norm() {
+        let e = Examples::new(&[3.0, 0.0, 1.0, 1.0], &[1.0, 0.0], 2, Device::Cpu).unwrap();
+        let r = e.rows();
+        assert_eq!(r.size(), [2, 16]);
+        assert_eq!(
+            Vec::<f32>::try_from(e.inputs(r).reshape([-1])).unwrap(),
+            [3.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(e.labels(r).reshape([-1])).unwrap(),
+            [1.0, 0.0]
+        );
+        let norms = Vec::<f32>::try_from(e.input_norms(r).reshape([-1])).unwrap();
+        assert!((norms[0] - 10f32.sqrt()).abs() < 1e-6 && (norms[1] - 3f32.sqrt()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn split_follows_the_hash_rule_and_keeps_every_record() {
+        let t = table();
+        let loc = Location::parse("mem").unwrap();
+        let d = Data::split(&loc, &t, 0.2, 7, Device::Cpu).unwrap();
+        let expected_test = t
+            .offsets
+            .iter()
+            .filter(|&&o| shards::is_test(o, 7, 0.2))
+            .count();
+        assert_eq!(d.test.len(), expected_test);
+        assert_eq!(d.train.len() + d.test.len(), 1000);
+        assert!((150..250).contains(&expected_test), "{expected_test}");
+        let other = Data::split(&loc, &t, 0.2, 8, Device::Cpu).unwrap();
+        assert_ne!(other.test.len(), 0);
+        assert_eq!(d.feature_index("b", "--attack-feature").unwrap(), 1);
+        let err = d
+            .feature_index("sex", "--attack-feature")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'sex'") && err.contains("a, b"), "{err}");
+    }
+}

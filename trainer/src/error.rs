@@ -1,0 +1,65 @@
+//! The error type of the `trainer` crate.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a training run or a privacy computation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the shards failed (the message names the file and line).
+    #[error(transparent)]
+    Shards(#[from] shards::Error),
+    /// The accountant rejected its inputs.
+    #[error("privacy accounting: {0}")]
+    Accountant(#[from] accountant::Error),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A file the trainer writes or reads (model, metrics, checkpoint) failed.
+    #[error("{path}: {cause}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        cause: std::io::Error,
+    },
+    /// An option is out of range or options contradict each other.
+    #[error("invalid option: {0}")]
+    Config(String),
+    /// The requested device cannot be used.
+    #[error("device {device}: {reason}")]
+    Device {
+        /// The device as requested (`cuda`, `cuda:1`).
+        device: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The data cannot be trained on (too few rows, a missing column).
+    #[error("data {location}: {reason}")]
+    Data {
+        /// The shards' location.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint is missing, unreadable or from an incompatible run.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the file it concerns.
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            cause,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Per-epoch metrics: one JSON line each in the metrics file, one readable line on stdout.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// What an epoch achieved and cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch number, from 1.
+    pub epoch: u32,
+    /// Steps taken by the run so far, resumed steps included (what the budget counts).
+    pub steps: u64,
+    /// Examples the epoch's Poisson batches held in all.
+    pub examples: u64,
+    /// Mean loss on the training set after the epoch.
+    pub train_loss: f64,
+    /// Accuracy on the training set after the epoch.
+    pub train_accuracy: f64,
+    /// Mean loss on the test set (absent without one).
+    pub test_loss: Option<f64>,
+    /// Accuracy on the test set (absent without one).
+    pub test_accuracy: Option<f64>,
+    /// Epsilon spent so far at `delta` (absent with `--no-dp`).
+    pub epsilon: Option<f64>,
+    /// The delta epsilon holds at.
+    pub delta: Option<f64>,
+    /// The accountant that computed epsilon.
+    pub accountant: Option<String>,
+    /// The best RDP order (RDP only).
+    pub rdp_order: Option<f64>,
+    /// The noise multiplier used.
+    pub noise_multiplier: Option<f64>,
+    /// The model-inversion attack's accuracy (absent without an attack feature).
+    pub attack_accuracy: Option<f64>,
+    /// The attack's baseline: always guessing the majority value.
+    pub attack_baseline: Option<f64>,
+    /// Seconds of training in the epoch (evaluation excluded).
+    pub seconds: f64,
+    /// Of those, seconds the training thread spent on a CPU (Linux; absent elsewhere). On a
+    /// shared machine this is what the run itself cost; wall time includes waiting for the
+    /// neighbours.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
+    /// Seconds of evaluation after the epoch.
+    pub eval_seconds: f64,
+    /// Training examples processed per second.
+    pub examples_per_second: f64,
+    /// Seconds per phase, with `--profile`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phases: Option<Vec<(String, f64)>>,
+}
+
+impl fmt::Display for EpochMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "epoch {:>3}  train loss {:.4} acc {:.4}",
+            self.epoch, self.train_loss, self.train_accuracy
+        )?;
+        if let (Some(l), Some(a)) = (self.test_loss, self.test_accuracy) {
+            write!(f, "  test loss {l:.4} acc {a:.4}")?;
+        }
+        if let (Some(e), Some(d)) = (self.epsilon, self.delta) {
+            let acc = self.accountant.as_deref().unwrap_or("?");
+            write!(f, "  epsilon {e:.4} (delta {d:e}, {acc})")?;
+        }
+        if let (Some(a), Some(b)) = (self.attack_accuracy, self.attack_baseline) {
+            write!(f, "  attack {a:.4} (baseline {b:.4})")?;
+        }
+        write!(
+            f,
+            "  {:.2} s  {:.0} ex/s",
+            self.seconds, self.examples_per_second
+        )
+    }
+}
+
+/// The JSON-lines metrics file.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl MetricsLog {
+    /// Opens `path`, truncating it, or appending when the run resumes.
+    pub fn open(path: &Path, append: bool) -> Result<Self> {
+        create_parent(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+        })
+    }
+
+    /// Appends one epoch's line and flushes it.
+    pub fn write(&mut self, m: &EpochMetrics) -> Result<()> {
+        let line = serde_json::to_string(m).expect("metrics serialize");
+        writeln!(self.out, "{line}")
+            .and_then(|()| self.out.flush())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Nanoseconds the calling thread has spent on a CPU, from the kernel's scheduler statistics
+/// (`None` where there are none).
+pub fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// Creates the parent directory of `path` when it has one.
+pub fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EpochMetrics {
+        EpochMetrics {
+            epoch: 1,
+            steps: 3750,
+            examples: 960_123,
+            train_loss: 0.6,
+            train_accuracy: 0.66,
+            test_loss: Some(0.61),
+            test_accuracy: Some(0.65),
+            epsilon: Some(0.677),
+            delta: Some(1e-5),
+            accountant: Some("rdp".into()),
+            rdp_order: Some(13.0),
+            noise_multiplier: Some(0.9),
+            attack_accuracy: Some(0.61),
+            attack_baseline: Some(0.8),
+            seconds: 0.4,
+            cpu_seconds: Some(0.3),
+            eval_seconds: 0.1,
+            examples_per_second: 2.4e6,
+            phases: None,
+        }
+    }
+
+    #[test]
+    fn writes_json_lines_and_appends_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/metrics.jsonl");
+        MetricsLog::open(&path, false)
+            .unwrap()
+            .write(&sample())
+            .unwrap();
+        MetricsLog::open(&path, true)
+            .unwrap()
+            .write(&sample())
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<EpochMetrics> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines, [sample(), sample()]);
+        MetricsLog::open(&path, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        let shown = sample().to_string();
+        assert!(
+            shown.contains("epsilon 0.6770") && shown.contains("attack 0.6100"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Privacy accounting for a run: the one place where the sampler's rate becomes the
+//! accountant's q, and where `--target-epsilon` turns into a noise multiplier.
+
+use accountant::{AccountantKind, PrivacySpent};
+use serde::Serialize;
+
+use crate::config::{DpConfig, NoiseSpec};
+use crate::sampler::PoissonSampler;
+use crate::{Error, Result};
+
+/// The parameters of the sampled Gaussian mechanism a private run composes, fixed for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Accounting {
+    /// The accountant asked for epsilon.
+    #[serde(serialize_with = "display")]
+    pub accountant: AccountantKind,
+    /// q: the sampler's rate.
+    pub sampling_rate: f64,
+    /// sigma: noise std over the clip bound.
+    pub noise_multiplier: f64,
+    /// delta of (epsilon, delta).
+    pub delta: f64,
+}
+
+impl Accounting {
+    /// Accounting for a run that draws its batches with `sampler` and plans `planned_steps`
+    /// steps in all; with a target epsilon, the noise multiplier is the smallest that spends at
+    /// most the target over those steps.
+    pub fn new(dp: &DpConfig, sampler: &PoissonSampler, planned_steps: u64) -> Result<Self> {
+        let sampling_rate = sampler.rate();
+        let noise_multiplier = match dp.noise {
+            NoiseSpec::Multiplier(s) => s,
+            NoiseSpec::TargetEpsilon(target) => noise_for_target(
+                dp.accountant,
+                sampling_rate,
+                target,
+                planned_steps,
+                dp.delta,
+            )?,
+        };
+        Ok(Accounting {
+            accountant: dp.accountant,
+            sampling_rate,
+            noise_multiplier,
+            delta: dp.delta,
+        })
+    }
+
+    /// The budget spent after `steps` steps.
+    pub fn spent(&self, steps: u64) -> Result<PrivacySpent> {
+        epsilon(
+            self.accountant,
+            self.sampling_rate,
+            self.noise_multiplier,
+            steps,
+            self.delta,
+        )
+    }
+}
+
+/// Epsilon at `delta` after `steps` steps of the Poisson-subsampled Gaussian mechanism with
+/// rate `q` and noise multiplier `sigma` (`trainer privacy`). No steps spend nothing; no noise
+/// spends an infinite budget.
+pub fn epsilon(
+    kind: AccountantKind,
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    delta: f64,
+) -> Result<PrivacySpent> {
+    check_rate(q)?;
+    let nothing = |epsilon| PrivacySpent {
+        epsilon,
+        delta,
+        accountant: kind,
+        rdp_order: None,
+    };
+    if steps == 0 {
+        return Ok(nothing(0.0));
+    }
+    if sigma == 0.0 {
+        return Ok(nothing(f64::INFINITY));
+    }
+    Ok(accountant::epsilon(kind, q, sigma, steps, delta)?)
+}
+
+/// The smallest noise multiplier whose epsilon after `steps` steps is at most `target`.
+pub fn noise_for_target(
+    kind: AccountantKind,
+    q: f64,
+    target: f64,
+    steps: u64,
+    delta: f64,
+) -> Result<f64> {
+    check_rate(q)?;
+    if steps == 0 {
+        return Ok(0.0);
+    }
+    Ok(accountant::calibrate_noise(kind, q, target, steps, delta)?)
+}
+
+fn check_rate(q: f64) -> Result<()> {
+    if q > 0.0 && q <= 1.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "sampling rate {q} must be in (0, 1]"
+        )))
+    }
+}
+
+fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+    use crate::config::{GradSample, NoiseRng};
+
+    fn dp(noise: NoiseSpec) -> DpConfig {
+        DpConfig {
+            l2_norm_clip: 3.0,
+            noise,
+            delta: 1e-5,
+            accountant: AccountantKind::Rdp,
+            grad_sample: GradSample::Vectorized,
+            noise_rng: NoiseRng::Seeded,
+        }
+    }
+
+    /// The rate the accountant sees is the sampler's, and the seed workload gives the RDP
+    /// value the accountant crate pins (q = 256/960000, sigma 0.9, one epoch of 3750 steps).
+    #[test]
+    fn accounts_with_the_samplers_rate() {
+        let sampler = PoissonSampler::new(960_000, 256, ChaCha20Rng::seed_from_u64(0)).unwrap();
+        let acc = Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 37_500).unwrap();
+        assert_eq!(acc.sampling_rate, 256.0 / 960_000.0);
+        let spent = acc.spent(3750).unwrap();
+        assert!(
+            (spent.epsilon / 0.677169183680730 - 1.0).abs() < 1e-6,
+            "{spent:?}"
+        );
+        assert_eq!(acc.spent(0).unwrap().epsilon, 0.0);
+    }
+
+    #[test]
+    fn target_epsilon_is_met_over_the_planned_steps() {
+        let sampler = PoissonSampler::new(10_000, 100, ChaCha20Rng::seed_from_u64(0)).unwrap();
+        let acc = Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500).unwrap();
+        let eps = acc.spent(500).unwrap().epsilon;
+        assert!(
+            eps <= 2.0 && eps > 1.95,
+            "{eps} with sigma {}",
+            acc.noise_multiplier
+        );
+    }
+
+    #[test]
+    fn no_noise_spends_everything_and_bad_rates_are_refused() {
+        assert!(
+            epsilon(AccountantKind::Rdp, 0.1, 0.0, 10, 1e-5)
+                .unwrap()
+                .epsilon
+                .is_infinite()
+        );
+        assert!(epsilon(AccountantKind::Rdp, 0.0, 1.0, 10, 1e-5).is_err());
+        assert!(epsilon(AccountantKind::Rdp, 1.5, 1.0, 10, 1e-5).is_err());
+    }
+}

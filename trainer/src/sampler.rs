@@ -1,0 +1,228 @@
+//! Exact Poisson sampling: each example joins each step independently with probability q.
+//!
+//! A step's size is drawn from Binomial(N, q) and its members as a uniform subset of that
+//! size, which has exactly the distribution of N independent Bernoulli(q) draws at the cost of
+//! O(batch) work instead of O(N).
+
+use rand::RngExt;
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Binomial, Distribution};
+
+use crate::{Error, Result};
+
+/// Draws the examples of each step from `0..n`.
+#[derive(Debug, Clone)]
+pub struct PoissonSampler {
+    n: u64,
+    rate: f64,
+    size: Binomial,
+    rng: ChaCha20Rng,
+}
+
+impl PoissonSampler {
+    /// A sampler over `n` examples with rate `expected_batch / n` (at most 1).
+    pub fn new(n: usize, expected_batch: u32, rng: ChaCha20Rng) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::Config(
+                "cannot sample from an empty training set".into(),
+            ));
+        }
+        let rate = (f64::from(expected_batch) / n as f64).min(1.0);
+        PoissonSampler::with_rate(n, rate, rng)
+    }
+
+    /// A sampler over `n` examples with rate `rate` in (0, 1].
+    pub fn with_rate(n: usize, rate: f64, rng: ChaCha20Rng) -> Result<Self> {
+        let size = Binomial::new(n as u64, rate)
+            .map_err(|e| Error::Config(format!("sampling rate {rate}: {e}")))?;
+        Ok(PoissonSampler {
+            n: n as u64,
+            rate,
+            size,
+            rng,
+        })
+    }
+
+    /// The sampling rate q: the probability that an example is in a step.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Number of examples sampled from.
+    pub fn population(&self) -> usize {
+        self.n as usize
+    }
+
+    /// Replaces the random stream (a new epoch, or a resumed run).
+    pub fn reseed(&mut self, rng: ChaCha20Rng) {
+        self.rng = rng;
+    }
+
+    /// Draws one step's examples into `out` (cleared first), sorted, without repeats.
+    pub fn sample_into(&mut self, out: &mut Vec<i64>) {
+        out.clear();
+        let k = self.size.sample(&mut self.rng);
+        if 2 * k <= self.n {
+            self.uniform_subset(k, out);
+        } else {
+            // Dense: draw the complement instead, so the rejection below stays cheap.
+            let mut skip = Vec::with_capacity((self.n - k) as usize);
+            self.uniform_subset(self.n - k, &mut skip);
+            let mut skip = skip.into_iter().peekable();
+            for i in 0..self.n as i64 {
+                if skip.peek() == Some(&i) {
+                    skip.next();
+                } else {
+                    out.push(i);
+                }
+            }
+        }
+    }
+
+    /// A uniformly random `k`-subset of `0..n`, sorted: uniform draws, keeping the distinct
+    /// ones until there are `k` (the set is uniform by symmetry; repeats are rare for k << n).
+    fn uniform_subset(&mut self, k: u64, out: &mut Vec<i64>) {
+        let n = self.n as i64;
+        out.extend((0..k).map(|_| self.rng.random_range(0..n)));
+        out.sort_unstable();
+        out.dedup();
+        while (out.len() as u64) < k {
+            let v = self.rng.random_range(0..n);
+            if let Err(at) = out.binary_search(&v) {
+                out.insert(at, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn sampler(n: usize, batch: u32, seed: u64) -> PoissonSampler {
+        PoissonSampler::new(n, batch, ChaCha20Rng::seed_from_u64(seed)).unwrap()
+    }
+
+    /// Batch sizes follow Binomial(N, q) (mean, variance and a chi-square over size bins) and
+    /// every example is included at rate q (no example over- or under-sampled).
+    #[test]
+    fn matches_independent_inclusion_at_rate_q() {
+        let (n, batch, steps) = (2_000usize, 40u32, 20_000usize);
+        let q = f64::from(batch) / n as f64;
+        let mut s = sampler(n, batch, 11);
+        let mut hits = vec![0u32; n];
+        let mut sizes = Vec::with_capacity(steps);
+        let mut idx = Vec::new();
+        for _ in 0..steps {
+            s.sample_into(&mut idx);
+            assert!(idx.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+            for &i in &idx {
+                hits[i as usize] += 1;
+            }
+            sizes.push(idx.len() as f64);
+        }
+        let mean = sizes.iter().sum::<f64>() / steps as f64;
+        let var = sizes.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (steps - 1) as f64;
+        let (bm, bv) = (n as f64 * q, n as f64 * q * (1.0 - q));
+        // Standard errors: sqrt(bv / steps) ~ 0.044 for the mean, ~ bv*sqrt(2/steps) for var.
+        assert!((mean - bm).abs() < 0.2, "mean batch {mean} vs {bm}");
+        assert!(
+            (var / bv - 1.0).abs() < 0.05,
+            "batch variance {var} vs {bv}"
+        );
+
+        // Chi-square of batch sizes against the binomial pmf, bins with expected count >= 20.
+        let pmf = |k: u64| -> f64 {
+            let ln_choose = ln_gamma(n as f64 + 1.0)
+                - ln_gamma(k as f64 + 1.0)
+                - ln_gamma((n as u64 - k) as f64 + 1.0);
+            (ln_choose + k as f64 * q.ln() + (n as u64 - k) as f64 * (1.0 - q).ln()).exp()
+        };
+        let mut counts = vec![0usize; n + 1];
+        for &s in &sizes {
+            counts[s as usize] += 1;
+        }
+        let (mut chi2, mut dof, mut rest_obs, mut rest_exp) = (0.0, 0i32, 0.0, 0.0);
+        for (k, &count) in counts.iter().enumerate() {
+            let e = pmf(k as u64) * steps as f64;
+            if e >= 20.0 {
+                chi2 += (count as f64 - e).powi(2) / e;
+                dof += 1;
+            } else {
+                rest_obs += count as f64;
+                rest_exp += e;
+            }
+        }
+        chi2 += (rest_obs - rest_exp).powi(2) / rest_exp;
+        // dof ~ 30 here; the 99.9% quantile of chi-square(30) is about 59.7.
+        assert!(chi2 < 2.0 * dof as f64, "chi2 {chi2} with {dof} bins");
+
+        // Per-example inclusion: each count ~ Binomial(steps, q), mean 400, sd ~ 19.8.
+        let expected = steps as f64 * q;
+        let worst = hits
+            .iter()
+            .map(|&h| (h as f64 - expected).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 5.0 * (expected * (1.0 - q)).sqrt(),
+            "worst deviation {worst}"
+        );
+        let overall = hits.iter().map(|&h| h as f64).sum::<f64>() / (steps * n) as f64;
+        assert!(
+            (overall / q - 1.0).abs() < 0.005,
+            "overall rate {overall} vs {q}"
+        );
+    }
+
+    #[test]
+    fn dense_rates_and_rate_one() {
+        let mut s = sampler(100, 90, 3);
+        let mut idx = Vec::new();
+        let mut total = 0;
+        for _ in 0..1000 {
+            s.sample_into(&mut idx);
+            assert!(idx.windows(2).all(|w| w[0] < w[1]) && idx.iter().all(|&i| i < 100));
+            total += idx.len();
+        }
+        assert!((total as f64 / 1000.0 - 90.0).abs() < 0.5, "{total}");
+        let mut s = sampler(10, 50, 3);
+        assert_eq!(s.rate(), 1.0);
+        s.sample_into(&mut idx);
+        assert_eq!(idx, (0..10).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn same_seed_same_batches() {
+        let (mut a, mut b) = (sampler(10_000, 64, 5), sampler(10_000, 64, 5));
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            a.sample_into(&mut x);
+            b.sample_into(&mut y);
+            assert_eq!(x, y);
+        }
+    }
+
+    /// Lanczos approximation, enough for the test's binomial pmf.
+    fn ln_gamma(x: f64) -> f64 {
+        const G: [f64; 9] = [
+            0.999_999_999_999_809_9,
+            676.520_368_121_885_1,
+            -1_259.139_216_722_402_8,
+            771.323_428_777_653_1,
+            -176.615_029_162_140_6,
+            12.507_343_278_686_905,
+            -0.138_571_095_265_720_12,
+            9.984_369_578_019_572e-6,
+            1.505_632_735_149_311_6e-7,
+        ];
+        let x = x - 1.0;
+        let mut a = G[0];
+        let t = x + 7.5;
+        for (i, g) in G.iter().enumerate().skip(1) {
+            a += g / (x + i as f64);
+        }
+        0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+    }
+}
