@@ -18,10 +18,6 @@ use crate::ingest::{Batch, Counters, Share, ingest};
 use crate::stats::StatKey;
 use crate::write::{shard_header, write_owned};
 
-/// How long a waiting worker parks before it looks again (it is woken earlier when data
-/// arrives): spinning would take the core from the threads that move the data.
-const PARK: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// The output of operators that only collect: nothing.
 type Discard = timely::container::CapacityContainerBuilder<Vec<()>>;
 
@@ -134,7 +130,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
         Err(e) => failure = Some(e.to_string()),
     }
     stats_in.close();
-    worker.step_or_park_while(Some(PARK), || !probe.done());
+    worker.step_while(|| !probe.done());
 
     // Phase 2: write the owned shards and report.
     let outcome = match failure {
@@ -159,7 +155,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
         outcome,
     });
     drop(reports_in);
-    worker.step_or_park_while(Some(PARK), || !report_probe.done());
+    worker.step_while(|| !report_probe.done());
 
     (index == 0).then(|| reports.borrow_mut().drain(..).collect())
 }
