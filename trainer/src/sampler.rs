@@ -239,7 +239,13 @@ mod tests {
     fn radix_sort_sorts() {
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let mut scratch = Vec::new();
-        for (len, n) in [(0, 10), (5, 10), (1000, 7), (4096, 959_811), (3000, 1 << 40)] {
+        for (len, n) in [
+            (0, 10),
+            (5, 10),
+            (1000, 7),
+            (4096, 959_811),
+            (3000, 1 << 40),
+        ] {
             let mut v: Vec<i64> = (0..len).map(|_| rng.random_range(0..n)).collect();
             let mut want = v.clone();
             want.sort_unstable();
