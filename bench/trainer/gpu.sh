@@ -21,7 +21,7 @@ run() { # run NAME ARGS...: one epoch, prints the training seconds from the metr
     local name=$1; shift
     "$TRAINER" --data "$SHARDS" --epochs 1 --no-progress --metrics-out "$OUT/$name.jsonl" \
         --save "$OUT/$name.safetensors" "$@" > "$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; return 1; }
-    "$PYTHON" -c "import json,sys; m=json.loads(open(sys.argv[1]).readlines()[-1]); print(f\"{sys.argv[2]:<28} {m['seconds']:8.3f} s/epoch  test acc {m['test_accuracy']:.4f}  epsilon {m['epsilon']}\")" "$OUT/$name.jsonl" "$name"
+    "$PYTHON" -c "import json,sys; m=json.loads(open(sys.argv[1]).readlines()[-1]); c=m.get('comm_seconds'); print(f\"{sys.argv[2]:<28} {m['seconds']:8.3f} s/epoch  cpu {m['cpu_seconds'] or 0:.2f} s  test acc {m['test_accuracy']:.4f}  epsilon {m['epsilon']}\" + (f\"  all-reduce {c / (m['steps'] / m['epoch']) * 1e6:.0f} us/step\" if c is not None else ''))" "$OUT/$name.jsonl" "$name"
 }
 
 # Smoke: a short CUDA run must succeed and report a GPU device.
@@ -35,4 +35,20 @@ run cuda-b4096 --device cuda --batch-size 4096
 run cuda-b256-profile --device cuda --batch-size 256 --profile
 run cpu-b256-1thread --device cpu --batch-size 256
 run cpu-b256-allthreads --device cpu --batch-size 256 --intra-op-threads "$(nproc)"
+run cpu-b4096-1thread --device cpu --batch-size 4096
+
+# Data-parallel on the CPU cores: one worker per core (at most one per part file).
+PARTS=$(ls "$SHARDS" | grep -c '^part-' || true)
+CORES=$(nproc)
+WORKERS=$(( CORES < PARTS ? CORES : PARTS ))
+run "cpu-b256-${WORKERS}workers" --device cpu --batch-size 256 --threads "$WORKERS"
+run "cpu-b4096-${WORKERS}workers" --device cpu --batch-size 4096 --threads "$WORKERS"
+run "cpu-b4096-2x$((WORKERS / 2))workers" --device cpu --batch-size 4096 --workers 2 --threads "$((WORKERS / 2))"
+
+# Several GPUs: one worker thread per GPU.
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${GPUS:-0}" -gt 1 ]; then
+    run "cuda-b4096-${GPUS}gpus" --device cuda --batch-size 4096 --threads "$GPUS"
+    run "cuda-b256-${GPUS}gpus" --device cuda --batch-size 256 --threads "$GPUS"
+fi
 echo "outputs in $OUT"

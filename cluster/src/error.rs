@@ -24,6 +24,33 @@ pub enum Error {
         /// What happened.
         message: String,
     },
+    /// Workers stopped taking part in a collective operation: their process died, closed its
+    /// connection, or (in this process) their thread returned.
+    #[error(
+        "all-reduce round {round}: worker(s) {workers:?} of process {process} stopped taking part: {reason}"
+    )]
+    PeerGone {
+        /// The round that could not complete.
+        round: u64,
+        /// The workers that left.
+        workers: Vec<usize>,
+        /// Their process.
+        process: usize,
+        /// What happened.
+        reason: String,
+    },
+    /// Workers sent nothing within the timeout.
+    #[error(
+        "all-reduce round {round}: no contribution from worker(s) {workers:?} within {timeout:?}; a process may have died or hung"
+    )]
+    PeerTimeout {
+        /// The round that could not complete.
+        round: u64,
+        /// The workers that did not contribute.
+        workers: Vec<usize>,
+        /// How long the round waited.
+        timeout: std::time::Duration,
+    },
     /// Timely could not start the workers.
     #[error("timely: {0}")]
     Timely(String),

@@ -1,6 +1,7 @@
 //! Starting timely workers for a `Cluster`: one process, or one process of several.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use timely::communication::allocator::ProcessBuilder;
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
@@ -9,6 +10,8 @@ use timely::worker::Worker;
 
 use crate::connect::connect;
 use crate::error::{Error, Result};
+use crate::health::{self, Health, StopOnDrop};
+use crate::watched::Watched;
 
 /// How a job is spread over processes and threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +62,34 @@ impl Cluster {
     }
 }
 
+/// How long a worker whose work is done waits for its dataflows to wind down with the others
+/// before dropping them.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Steps a finished worker until its dataflows complete, as timely would, but not forever: when a
+/// peer process is gone, or the peers do not finish within [`DRAIN_LIMIT`], the dataflows are
+/// dropped (every job here waits for its own results before returning, so what is left is only
+/// teardown). Without this a worker would wait forever for progress from a dead peer.
+fn drain(worker: &mut Worker, health: &Health) {
+    let started = Instant::now();
+    while worker.has_dataflows() {
+        if health.any_process_lost() || started.elapsed() > DRAIN_LIMIT {
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+            return;
+        }
+        worker.step_or_park(Some(Duration::from_millis(10)));
+    }
+}
+
 /// Runs `func` on every worker thread of this process, after connecting to the other processes
 /// (within `connect_timeout`). Join the guards for the workers' results.
+///
+/// Each worker thread can see the cluster's [`Health`] ([`health::current`]): a peer process
+/// whose connection breaks, or a local worker that has returned, is recorded there, and
+/// [`crate::AllReduce`] fails at once when it waits for one. A broken connection ends this
+/// process's network threads in order instead of panicking them.
 pub fn execute<T, F>(
     cluster: &Cluster,
     connect_timeout: Duration,
@@ -70,6 +99,23 @@ where
     T: Send + 'static,
     F: Fn(&mut Worker) -> T + Send + Sync + 'static,
 {
+    let health = Arc::new(Health::new(
+        cluster.process(),
+        cluster.processes(),
+        cluster.threads(),
+    ));
+    let watched_health = Arc::clone(&health);
+    let func = move |worker: &mut Worker| {
+        health::set_current(Arc::clone(&watched_health));
+        let stop = StopOnDrop {
+            health: Arc::clone(&watched_health),
+            worker: worker.index(),
+        };
+        let result = func(worker);
+        drop(stop);
+        drain(worker, &watched_health);
+        result
+    };
     match cluster {
         Cluster::Single { threads } => {
             timely::execute(timely::Config::process(*threads), func).map_err(Error::Timely)
@@ -79,7 +125,19 @@ where
             process,
             addresses,
         } => {
-            let sockets = connect(addresses, *process, connect_timeout)?;
+            let sockets = connect(addresses, *process, connect_timeout)?
+                .into_iter()
+                .enumerate()
+                .map(|(peer, socket)| {
+                    socket
+                        .map(|s| {
+                            health.watch_socket(peer, s.try_clone()?);
+                            Ok(Watched::new(s, peer, Arc::clone(&health)))
+                        })
+                        .transpose()
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| Error::Timely(format!("cannot set up a connection: {e}")))?;
             let hooks = Hooks::default();
             let local = ProcessBuilder::new_typed_vector(
                 *threads,

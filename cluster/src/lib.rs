@@ -7,8 +7,10 @@ pub mod allreduce;
 pub mod connect;
 pub mod error;
 pub mod execute;
+pub mod health;
 pub mod hostfile;
 pub mod local;
+pub mod watched;
 
 pub use allreduce::AllReduce;
 pub use error::{Error, Result};

@@ -23,11 +23,16 @@ pub struct AttackResult {
 }
 
 /// The attack on feature `feature` of up to `rows` leading rows of `examples`.
+///
+/// In a data-parallel run each worker attacks the rows it holds of the run's leading training
+/// rows, and the counts are summed: [`Attack::counts`], [`Attack::set_majority`] (the majority
+/// over every worker's rows decides ties) and [`Attack::correct`].
 #[derive(Debug)]
 pub struct Attack {
     feature: i64,
     rows: Tensor,
     truth: Tensor,
+    ones: f64,
     majority: f64,
     baseline: f64,
 }
@@ -48,19 +53,46 @@ impl Attack {
                 "--attack-feature '{name}' is not a 0/1 feature of the training rows"
             )));
         }
-        let n = column.size()[0].max(1) as f64;
-        let ones = column.sum(Kind::Float).double_value(&[]) / n;
-        Ok(Attack {
+        let ones = column.sum(Kind::Float).double_value(&[]);
+        let mut attack = Attack {
             feature: feature as i64,
             truth: column.gt(0.5),
-            majority: if ones > 0.5 { 1.0 } else { 0.0 },
-            baseline: ones.max(1.0 - ones),
+            ones,
+            majority: 0.0,
+            baseline: 0.0,
             rows,
-        })
+        };
+        let (ones, n) = attack.counts();
+        attack.set_majority(ones, n);
+        Ok(attack)
+    }
+
+    /// Rows here whose feature is 1, and rows here.
+    pub fn counts(&self) -> (f64, f64) {
+        (self.ones, self.rows.size()[0] as f64)
+    }
+
+    /// Sets the majority value and the baseline from the counts over all rows attacked.
+    pub fn set_majority(&mut self, ones: f64, rows: f64) {
+        let share = ones / rows.max(1.0);
+        self.majority = if share > 0.5 { 1.0 } else { 0.0 };
+        self.baseline = share.max(1.0 - share);
     }
 
     /// Runs it against `mlp`.
     pub fn run(&self, mlp: &Mlp, examples: &Examples) -> AttackResult {
+        let (_, n) = self.counts();
+        AttackResult {
+            accuracy: self.correct(mlp, examples) / n.max(1.0),
+            baseline: self.baseline,
+        }
+    }
+
+    /// The number of rows here whose feature the attack recovers.
+    pub fn correct(&self, mlp: &Mlp, examples: &Examples) -> f64 {
+        if self.rows.size()[0] == 0 {
+            return 0.0;
+        }
         let _guard = tch::no_grad_guard();
         let inputs = examples.inputs(&self.rows);
         let labels = examples.labels(&self.rows);
@@ -78,14 +110,15 @@ impl Attack {
                 i64::from(self.majority > 0.5),
                 (Kind::Bool, d0.device()),
             )));
-        let accuracy = guess
+        guess
             .eq_tensor(&self.truth)
-            .to_kind(Kind::Float)
-            .mean(Kind::Float);
-        AttackResult {
-            accuracy: accuracy.double_value(&[]),
-            baseline: self.baseline,
-        }
+            .sum(Kind::Int64)
+            .int64_value(&[]) as f64
+    }
+
+    /// The baseline's accuracy: always guessing the majority value.
+    pub fn baseline(&self) -> f64 {
+        self.baseline
     }
 }
 

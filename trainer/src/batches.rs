@@ -1,5 +1,10 @@
 //! Poisson batches drawn for many steps ahead and copied to the device in one transfer (a copy
 //! per step would make the host wait for the GPU every step).
+//!
+//! In a data-parallel run every worker draws the same sample of the whole training set (same
+//! stream, same global indices) and keeps the part that falls in its own range of examples.
+
+use std::ops::Range;
 
 use rand_chacha::ChaCha20Rng;
 use tch::{Device, Kind, Tensor};
@@ -14,26 +19,43 @@ const STEPS_AHEAD: usize = 64;
 pub struct BatchQueue {
     sampler: PoissonSampler,
     device: Device,
+    /// The global indices held here; delivered indices are relative to its start.
+    share: Range<i64>,
     scratch: Vec<i64>,
     host: Vec<i64>,
-    /// `(start, len)` of each drawn step in `block`.
-    bounds: Vec<(i64, i64)>,
+    /// `(start, len)` of each drawn step in `block`, and the whole sample's size.
+    bounds: Vec<(i64, i64, u64)>,
     block: Tensor,
     next: usize,
+    drawn: u64,
 }
 
 impl BatchQueue {
     /// A queue over `sampler`'s batches, delivering them on `device`.
     pub fn new(sampler: PoissonSampler, device: Device) -> Self {
+        let all = 0..sampler.population() as i64;
+        BatchQueue::for_share(sampler, all, device)
+    }
+
+    /// A queue delivering the members of `sampler`'s batches that fall in `share` (global
+    /// indices), as indices relative to `share.start`.
+    pub fn for_share(sampler: PoissonSampler, share: Range<i64>, device: Device) -> Self {
         BatchQueue {
             sampler,
             device,
+            share,
             scratch: Vec::new(),
             host: Vec::new(),
             bounds: Vec::with_capacity(STEPS_AHEAD),
             block: Tensor::zeros([0], (Kind::Int64, device)),
             next: 0,
+            drawn: 0,
         }
+    }
+
+    /// The size of the whole sample of the step last delivered (over every worker's share).
+    pub fn sample_size(&self) -> u64 {
+        self.drawn
     }
 
     /// The sampler (its rate is the accountant's q).
@@ -54,19 +76,28 @@ impl BatchQueue {
         if self.next == self.bounds.len() {
             self.refill(remaining.clamp(1, STEPS_AHEAD as u64) as usize);
         }
-        let (start, len) = self.bounds[self.next];
+        let (start, len, drawn) = self.bounds[self.next];
         self.next += 1;
+        self.drawn = drawn;
         self.block.narrow(0, start, len)
     }
 
     fn refill(&mut self, steps: usize) {
         self.host.clear();
         self.bounds.clear();
+        let Range { start, end } = self.share;
         for _ in 0..steps {
             self.sampler.sample_into(&mut self.scratch);
-            self.bounds
-                .push((self.host.len() as i64, self.scratch.len() as i64));
-            self.host.extend_from_slice(&self.scratch);
+            // The sample is sorted: this share's members are one run of it.
+            let from = self.scratch.partition_point(|&i| i < start);
+            let to = self.scratch.partition_point(|&i| i < end);
+            self.bounds.push((
+                self.host.len() as i64,
+                (to - from) as i64,
+                self.scratch.len() as u64,
+            ));
+            self.host
+                .extend(self.scratch[from..to].iter().map(|&i| i - start));
         }
         self.block = Tensor::from_slice(&self.host).to_device(self.device);
         self.next = 0;
@@ -94,5 +125,32 @@ mod tests {
         direct.reseed(rng());
         direct.sample_into(&mut want);
         assert_eq!(Vec::<i64>::try_from(queue.next_batch(10)).unwrap(), want);
+    }
+
+    /// Shares of the index space together deliver exactly the whole sample, each relative to
+    /// its start, and agree on the sample's size.
+    #[test]
+    fn shares_split_the_sample() {
+        let rng = || ChaCha20Rng::seed_from_u64(4);
+        let mut whole = BatchQueue::new(PoissonSampler::new(1000, 80, rng()).unwrap(), Device::Cpu);
+        let cuts = [0i64, 0, 300, 301, 1000];
+        let mut parts: Vec<BatchQueue> = cuts
+            .windows(2)
+            .map(|c| {
+                let s = PoissonSampler::new(1000, 80, rng()).unwrap();
+                BatchQueue::for_share(s, c[0]..c[1], Device::Cpu)
+            })
+            .collect();
+        for s in 0..100u64 {
+            let want = Vec::<i64>::try_from(whole.next_batch(100 - s)).unwrap();
+            let mut got = Vec::new();
+            for (q, c) in parts.iter_mut().zip(cuts.windows(2)) {
+                let local = Vec::<i64>::try_from(q.next_batch(100 - s)).unwrap();
+                assert!(local.iter().all(|&i| i >= 0 && i < c[1] - c[0]));
+                got.extend(local.iter().map(|i| i + c[0]));
+                assert_eq!(q.sample_size(), want.len() as u64);
+            }
+            assert_eq!(got, want, "step {s}");
+        }
     }
 }

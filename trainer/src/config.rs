@@ -1,8 +1,10 @@
 //! The validated options of a training run, in domain types (built from the CLI in `main`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use accountant::AccountantKind;
+use cluster::Cluster;
 use serde::Serialize;
 use shards::Location;
 
@@ -131,6 +133,18 @@ pub struct TrainConfig {
     pub profile: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Data-parallel workers: processes x threads, one worker per thread (`Single { threads:
+    /// 1 }`: the plain single-process trainer). Every worker trains on its share of the shards;
+    /// the model does not depend on the number of workers.
+    #[serde(skip)]
+    pub cluster: Cluster,
+    /// How long to wait for the other processes to connect, and for every worker to load its
+    /// shards.
+    #[serde(skip)]
+    pub connect_timeout: Duration,
+    /// How long a step waits for a worker that neither contributes nor is known to be gone.
+    #[serde(skip)]
+    pub peer_timeout: Duration,
 }
 
 impl TrainConfig {
@@ -165,6 +179,9 @@ impl TrainConfig {
             checkpoint: None,
             profile: false,
             progress: false,
+            cluster: Cluster::Single { threads: 1 },
+            connect_timeout: Duration::from_secs(60),
+            peer_timeout: Duration::from_secs(60),
         }
     }
 
@@ -192,6 +209,9 @@ impl TrainConfig {
         if self.intra_op_threads == 0 {
             return bad("--intra-op-threads must be at least 1".into());
         }
+        if self.cluster.threads() == 0 {
+            return bad("--threads must be at least 1".into());
+        }
         if let Privacy::Private(dp) = &self.privacy {
             if !(dp.l2_norm_clip.is_finite() && dp.l2_norm_clip > 0.0) {
                 return bad(format!(
@@ -213,6 +233,21 @@ impl TrainConfig {
             }
             if dp.grad_sample == GradSample::Microbatch(0) {
                 return bad("--microbatch-size must be at least 1".into());
+            }
+            if matches!(dp.grad_sample, GradSample::Microbatch(n) if n > 1)
+                && self.cluster.workers() > 1
+            {
+                // A microbatch is a run of consecutive sampled examples; split over workers,
+                // its groups would depend on the number of workers.
+                return bad(format!(
+                    "--microbatch-size {} needs a single worker (this run has {}): per-example \
+                     clipping is the data-parallel scheme",
+                    match dp.grad_sample {
+                        GradSample::Microbatch(n) => n,
+                        GradSample::Vectorized => 1,
+                    },
+                    self.cluster.workers()
+                ));
             }
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! The shards loaded once, split into train and test by the design's hash rule, and kept on
 //! the device as one tensor per split (steps gather their rows with `index_select` there).
 
+use std::ops::Range;
+
 use shards::{Dataset, Location, Table};
 use tch::{Device, Kind, Tensor};
 
@@ -96,6 +98,14 @@ impl Examples {
     }
 }
 
+/// The part files worker `worker` of `workers` owns: the `worker`-th of `workers` contiguous,
+/// near-equal blocks of the part list. Blocks keep the global order of training examples (part
+/// order, then record order) contiguous, so each worker's examples are one range of it, and that
+/// order, like the sample drawn from it, does not depend on the number of workers.
+pub fn share_of(parts: usize, worker: usize, workers: usize) -> Range<usize> {
+    worker * parts / workers..(worker + 1) * parts / workers
+}
+
 /// The training and test splits and the column names.
 #[derive(Debug)]
 pub struct Data {
@@ -118,6 +128,29 @@ impl Data {
         split_seed: u64,
         device: Device,
     ) -> Result<Self> {
+        let data = Data::load_share(location, 0, 1, test_fraction, split_seed, device)?;
+        if data.train.is_empty() {
+            return Err(Error::Data {
+                location: location.to_string(),
+                reason: format!(
+                    "no training records ({} test records, test fraction {test_fraction})",
+                    data.test.len()
+                ),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Worker `worker`'s share of the shards at `location` out of `workers` ([`share_of`]),
+    /// loaded and split as [`Data::load`] does (either split may be empty here).
+    pub fn load_share(
+        location: &Location,
+        worker: usize,
+        workers: usize,
+        test_fraction: f64,
+        split_seed: u64,
+        device: Device,
+    ) -> Result<Self> {
         if let Location::Local(dir) = location
             && !dir.exists()
         {
@@ -128,13 +161,37 @@ impl Data {
                     .into(),
             });
         }
-        let table = Dataset::open(location)?.load()?;
-        Data::split(location, &table, test_fraction, split_seed, device)
+        let dataset = Dataset::open(location)?;
+        let parts = dataset.parts().len();
+        if workers > parts {
+            return Err(Error::Data {
+                location: location.to_string(),
+                reason: format!(
+                    "{parts} shard(s) cannot be shared by {workers} workers (each needs at least \
+                     one): run fewer workers, or write more shards (`pipeline --shards`)"
+                ),
+            });
+        }
+        let mine = share_of(parts, worker, workers);
+        let indices: Vec<usize> = mine.clone().collect();
+        let table = dataset.load_parts(&indices)?;
+        if table.feature_names.is_empty() {
+            return Err(Error::Data {
+                location: location.to_string(),
+                reason: format!(
+                    "shards {:?} have no header line naming the columns",
+                    dataset.parts()[mine]
+                        .iter()
+                        .map(|p| &p.name)
+                        .collect::<Vec<_>>()
+                ),
+            });
+        }
+        Data::split(&table, test_fraction, split_seed, device)
     }
 
     /// Splits a loaded table (see [`Data::load`]).
     pub fn split(
-        location: &Location,
         table: &Table,
         test_fraction: f64,
         split_seed: u64,
@@ -153,15 +210,6 @@ impl Data {
                 train_x.extend_from_slice(x);
                 train_y.push(y);
             }
-        }
-        if train_y.is_empty() {
-            return Err(Error::Data {
-                location: location.to_string(),
-                reason: format!(
-                    "no training records ({} records in the shards, test fraction {test_fraction})",
-                    table.len()
-                ),
-            });
         }
         Ok(Data {
             train: Examples::new(&train_x, &train_y, k, device)?,
@@ -219,8 +267,7 @@ mod tests {
     #[test]
     fn split_follows_the_hash_rule_and_keeps_every_record() {
         let t = table();
-        let loc = Location::parse("mem").unwrap();
-        let d = Data::split(&loc, &t, 0.2, 7, Device::Cpu).unwrap();
+        let d = Data::split(&t, 0.2, 7, Device::Cpu).unwrap();
         let expected_test = t
             .offsets
             .iter()
@@ -229,7 +276,7 @@ mod tests {
         assert_eq!(d.test.len(), expected_test);
         assert_eq!(d.train.len() + d.test.len(), 1000);
         assert!((150..250).contains(&expected_test), "{expected_test}");
-        let other = Data::split(&loc, &t, 0.2, 8, Device::Cpu).unwrap();
+        let other = Data::split(&t, 0.2, 8, Device::Cpu).unwrap();
         assert_ne!(other.test.len(), 0);
         assert_eq!(d.feature_index("b", "--attack-feature").unwrap(), 1);
         let err = d
@@ -237,5 +284,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'sex'") && err.contains("a, b"), "{err}");
+    }
+
+    #[test]
+    fn shares_are_contiguous_blocks_covering_every_part() {
+        for parts in 1..20 {
+            for workers in 1..=parts {
+                let blocks: Vec<_> = (0..workers).map(|w| share_of(parts, w, workers)).collect();
+                assert_eq!(blocks[0].start, 0);
+                assert_eq!(blocks[workers - 1].end, parts);
+                for pair in blocks.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start);
+                }
+                assert!(blocks.iter().all(|b| !b.is_empty()), "{parts} / {workers}");
+            }
+        }
+        assert_eq!(share_of(16, 1, 3), 5..10);
     }
 }

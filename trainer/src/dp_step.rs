@@ -157,14 +157,32 @@ impl DpStep {
     }
 
     /// Adds the noise (once, std sigma C over the expected batch size) to the gradient buffer
-    /// and takes the optimizer step.
+    /// and takes the optimizer step: [`DpStep::add_noise`] then [`DpStep::update`].
     pub fn apply(&mut self, mlp: &Mlp, prof: &mut Profiler) {
+        self.add_noise(prof);
+        self.update(mlp, prof);
+    }
+
+    /// Adds the step's noise to the gradient buffer (nothing without noise, or when
+    /// [`DpStep::noise_elsewhere`] said another worker adds it).
+    pub fn add_noise(&mut self, prof: &mut Profiler) {
         if let Some(noise) = &mut self.noise {
             noise.add_to(&self.grad);
             prof.mark(Phase::Noise);
         }
+    }
+
+    /// The optimizer step with the gradient buffer as it is.
+    pub fn update(&mut self, mlp: &Mlp, prof: &mut Profiler) {
         self.optimizer.step(mlp.flat(), &self.grad);
         prof.mark(Phase::Step);
+    }
+
+    /// This step adds no noise of its own: in a data-parallel run one worker adds the noise to
+    /// its share before the shares are summed, so the sum holds it exactly once.
+    pub fn noise_elsewhere(mut self) -> Self {
+        self.noise = None;
+        self
     }
 
     /// The seed's microbatches: consecutive groups of `n` sampled examples (the last may be

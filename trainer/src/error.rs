@@ -41,6 +41,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A data-parallel run could not connect, or a worker stopped taking part.
+    #[error(transparent)]
+    Cluster(#[from] cluster::Error),
+    /// A worker thread panicked (its message went to stderr).
+    #[error("worker {worker} panicked: {message}")]
+    WorkerPanicked {
+        /// The worker's index.
+        worker: usize,
+        /// What the thread's join reported.
+        message: String,
+    },
     /// A checkpoint is missing, unreadable or from an incompatible run.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {
@@ -55,6 +66,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether this is a worker's reaction to another worker leaving (not a cause itself).
+    pub fn is_peer_gone(&self) -> bool {
+        matches!(self, Error::Cluster(cluster::Error::PeerGone { .. }))
+    }
+
     /// Wraps an I/O error with the file it concerns.
     pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {

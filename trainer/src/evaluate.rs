@@ -18,10 +18,51 @@ pub struct Evaluation {
     pub accuracy: f64,
 }
 
+/// Sums over a set of examples that add up across workers: total loss, correct predictions
+/// and examples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    /// Sum of the BCE-with-logits losses.
+    pub loss: f64,
+    /// Number of correct predictions.
+    pub correct: f64,
+    /// Number of examples.
+    pub count: f64,
+}
+
+impl Totals {
+    /// Mean loss and accuracy (`None` over no examples).
+    pub fn evaluation(&self) -> Option<Evaluation> {
+        (self.count > 0.0).then(|| Evaluation {
+            loss: self.loss / self.count,
+            accuracy: self.correct / self.count,
+        })
+    }
+
+    /// As three values, for an all-reduce.
+    pub fn to_array(self) -> [f64; 3] {
+        [self.loss, self.correct, self.count]
+    }
+
+    /// From three values (see [`Totals::to_array`]).
+    pub fn from_slice(v: &[f64]) -> Self {
+        Totals {
+            loss: v[0],
+            correct: v[1],
+            count: v[2],
+        }
+    }
+}
+
 /// Evaluates `mlp` on every example (`None` when there are none).
 pub fn evaluate(mlp: &Mlp, examples: &Examples) -> Option<Evaluation> {
+    totals(mlp, examples).evaluation()
+}
+
+/// Loss and correct predictions of `mlp` summed over every example.
+pub fn totals(mlp: &Mlp, examples: &Examples) -> Totals {
     if examples.is_empty() {
-        return None;
+        return Totals::default();
     }
     let _guard = tch::no_grad_guard();
     let n = examples.len() as i64;
@@ -37,10 +78,11 @@ pub fn evaluate(mlp: &Mlp, examples: &Examples) -> Option<Evaluation> {
         correct += logits.gt(0.0).eq_tensor(&labels.gt(0.5)).sum(Kind::Int64);
         start += CHUNK;
     }
-    Some(Evaluation {
-        loss: loss.double_value(&[]) / n as f64,
-        accuracy: correct.int64_value(&[]) as f64 / n as f64,
-    })
+    Totals {
+        loss: loss.double_value(&[]),
+        correct: correct.int64_value(&[]) as f64,
+        count: n as f64,
+    }
 }
 
 #[cfg(test)]

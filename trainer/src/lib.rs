@@ -9,6 +9,11 @@
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
 //!   and leaves behind.
 //!
+//! [`run`] trains on every worker of [`TrainConfig::cluster`] (processes x threads, the
+//! `cluster` crate's): each holds a share of the shards, all draw the same sample, and their
+//! clipped gradient sums are all-reduced, so the model does not depend on the number of workers
+//! ([`train`] explains how).
+//!
 //! ```no_run
 //! let data = shards::Location::parse("shards")?;
 //! let report = trainer::run(&trainer::TrainConfig::new(data))?;

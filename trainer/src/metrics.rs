@@ -42,11 +42,18 @@ pub struct EpochMetrics {
     pub attack_baseline: Option<f64>,
     /// Seconds of training in the epoch (evaluation excluded).
     pub seconds: f64,
-    /// Of those, seconds the training thread spent on a CPU (Linux; absent elsewhere). On a
-    /// shared machine this is what the run itself cost; wall time includes waiting for the
-    /// neighbours.
+    /// Seconds the training threads spent on a CPU, summed over every worker (Linux; absent
+    /// elsewhere). On a shared machine this is what the run itself cost; wall time includes
+    /// waiting for the neighbours.
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
+    /// Data-parallel workers (processes x threads) that trained the epoch.
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Of the training seconds, those worker 0 spent in the all-reduce of the gradients
+    /// (sending, waiting for the others, adding); absent with one worker.
+    #[serde(default)]
+    pub comm_seconds: Option<f64>,
     /// Seconds of evaluation after the epoch.
     pub eval_seconds: f64,
     /// Training examples processed per second.
@@ -77,8 +84,16 @@ impl fmt::Display for EpochMetrics {
             f,
             "  {:.2} s  {:.0} ex/s",
             self.seconds, self.examples_per_second
-        )
+        )?;
+        if let Some(c) = self.comm_seconds {
+            write!(f, "  ({} workers, all-reduce {c:.3} s)", self.workers)?;
+        }
+        Ok(())
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The JSON-lines metrics file.
@@ -153,6 +168,8 @@ mod tests {
             attack_baseline: Some(0.8),
             seconds: 0.4,
             cpu_seconds: Some(0.3),
+            workers: 2,
+            comm_seconds: Some(0.05),
             eval_seconds: 0.1,
             examples_per_second: 2.4e6,
             phases: None,
@@ -181,7 +198,9 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         let shown = sample().to_string();
         assert!(
-            shown.contains("epsilon 0.6770") && shown.contains("attack 0.6100"),
+            shown.contains("epsilon 0.6770")
+                && shown.contains("attack 0.6100")
+                && shown.contains("2 workers, all-reduce 0.050 s"),
             "{shown}"
         );
     }

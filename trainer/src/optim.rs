@@ -121,6 +121,11 @@ impl Optimizer {
         }
     }
 
+    /// Sets the steps taken (a resumed run's other workers, whose state comes from worker 0).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
     /// Steps taken so far (Adam's bias correction depends on it).
     pub fn steps(&self) -> u64 {
         self.steps

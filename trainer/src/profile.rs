@@ -16,17 +16,20 @@ pub enum Phase {
     Clipping,
     /// Drawing and adding the Gaussian noise.
     Noise,
+    /// Summing the workers' gradients (data-parallel runs).
+    AllReduce,
     /// The optimizer's update.
     Step,
     /// Loss, accuracy and the attack after the epoch.
     Evaluation,
 }
 
-const PHASES: [Phase; 6] = [
+const PHASES: [Phase; 7] = [
     Phase::Sampling,
     Phase::ForwardBackward,
     Phase::Clipping,
     Phase::Noise,
+    Phase::AllReduce,
     Phase::Step,
     Phase::Evaluation,
 ];
@@ -38,6 +41,7 @@ impl Phase {
             Phase::ForwardBackward => "forward+backward",
             Phase::Clipping => "clipping",
             Phase::Noise => "noise",
+            Phase::AllReduce => "all-reduce",
             Phase::Step => "optimizer step",
             Phase::Evaluation => "evaluation",
         }

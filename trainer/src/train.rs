@@ -1,22 +1,35 @@
 //! `trainer::run`: load the shards, wire sampler, accountant and DP step together, train for
 //! the configured epochs, report each one, checkpoint, and save the model.
+//!
+//! A run is data-parallel over the workers of its cluster (one worker for the plain trainer:
+//! the same code path). Each worker loads a contiguous block of the shards; training examples
+//! are numbered globally in (part, record) order, which does not depend on the workers, and
+//! every worker draws the same Poisson sample of those numbers from the run's seed, keeping its
+//! own. Each step the workers' clipped gradient sums are added up in worker order (worker 0's
+//! share carries the step's noise, so it is added exactly once), and every worker applies the
+//! same update. The model is the same for any number of workers up to the order of the float
+//! additions, and the accountant sees exactly the single-process mechanism.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use accountant::PrivacySpent;
+use cluster::AllReduce;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
 use rand::rngs::SysRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use tch::Tensor;
+use timely::worker::Worker;
 
-use crate::attack::Attack;
+use crate::attack::{Attack, AttackResult};
 use crate::batches::BatchQueue;
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::{NoiseRng, Privacy, Sampling, TrainConfig};
+use crate::config::{DpConfig, NoiseRng, NoiseSpec, Privacy, Sampling, TrainConfig};
 use crate::data::Data;
-use crate::device::synchronize;
+use crate::device::{self, synchronize};
 use crate::dp_step::{DpStep, StepPrivacy};
-use crate::evaluate::evaluate;
+use crate::evaluate::{self, Totals};
 use crate::export::{self, ModelCard};
 use crate::metrics::{EpochMetrics, MetricsLog, thread_cpu_ns};
 use crate::mlp::{Mlp, Shape};
@@ -47,17 +60,24 @@ pub fn steps_per_epoch(train_rows: usize, batch_size: u32) -> u64 {
     ((train_rows as f64 / f64::from(batch_size)).round() as u64).max(1)
 }
 
-/// The sampler's random stream for `epoch`: stream `epoch + 1` of the run's seed (stream 0
-/// initialises the model), or OS entropy with secure noise. Per-epoch streams make a resumed
-/// run draw exactly the batches an uninterrupted one would.
-fn sampler_rng(config: &TrainConfig, epoch: u32) -> Result<ChaCha20Rng> {
-    if secure(config) {
-        return ChaCha20Rng::try_from_rng(&mut SysRng)
-            .map_err(|e| Error::Config(format!("--secure-rng: no OS entropy: {e}")));
-    }
-    let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
+/// Where the sampler's randomness comes from: the run's seed, or (secure noise) a secret key
+/// drawn from the OS by worker 0 and shared with the others, so all draw the same sample.
+#[derive(Debug, Clone, Copy)]
+enum SamplerKey {
+    Seed(u64),
+    Secret([u8; 32]),
+}
+
+/// The sampler's random stream for `epoch`: stream `epoch + 1` of the key (stream 0 of the seed
+/// initialises the model). Per-epoch streams make a resumed run draw exactly the batches an
+/// uninterrupted one would.
+fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
+    let mut rng = match key {
+        SamplerKey::Seed(seed) => ChaCha20Rng::seed_from_u64(seed),
+        SamplerKey::Secret(key) => ChaCha20Rng::from_seed(key),
+    };
     rng.set_stream(u64::from(epoch) + 1);
-    Ok(rng)
+    rng
 }
 
 fn secure(config: &TrainConfig) -> bool {
@@ -96,38 +116,195 @@ fn fingerprint(config: &TrainConfig, train_rows: usize) -> serde_json::Value {
     v
 }
 
-/// Trains as `config` says; prints one line per epoch on stdout (and the profile with
-/// `--profile`), a progress bar on stderr when enabled.
+/// Trains as `config` says, on every worker of `config.cluster` in this process; worker 0 prints
+/// one line per epoch on stdout (and the profile with `--profile`), a progress bar on stderr
+/// when enabled, and writes the metrics, checkpoints and model.
+///
+/// Returns the report of this process's first worker (every worker ends with the same model;
+/// only worker 0's report includes the epochs of a resumed checkpoint). When workers fail, the
+/// first error that is a cause is returned, not another worker's report of its leaving.
 pub fn run(config: &TrainConfig) -> Result<RunReport> {
     config.validate()?;
     tch::set_num_threads(config.intra_op_threads as i32);
-    let device = config.device.resolve()?;
-    let _no_grad = tch::no_grad_guard();
+    let shared = Arc::new(config.clone());
+    let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
+        let _no_grad = tch::no_grad_guard();
+        train_worker(&shared, worker)
+    })?;
+    let first = config.cluster.process() * config.cluster.threads();
+    let mut report = None;
+    let mut errors = Vec::new();
+    for (i, result) in guards.join().into_iter().enumerate() {
+        match result {
+            Ok(Ok(r)) => {
+                report.get_or_insert(r);
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(message) => errors.push(Error::WorkerPanicked {
+                worker: first + i,
+                message,
+            }),
+        }
+    }
+    if let Some(i) = errors.iter().position(|e| !e.is_peer_gone()) {
+        return Err(errors.swap_remove(i));
+    }
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok(report.expect("every worker returned a report"))
+}
 
-    let data = Data::load(
+/// The all-reduces a worker takes part in, built in the same order on every worker.
+struct Collectives {
+    /// Row counts, keys and checkpoint positions (exact).
+    counts: AllReduce<u64>,
+    /// Gradients and parameters.
+    grads: AllReduce<f32>,
+    /// Evaluation totals and CPU seconds.
+    totals: AllReduce<f64>,
+    host: Vec<f32>,
+}
+
+impl Collectives {
+    fn new(worker: &mut Worker, config: &TrainConfig) -> Self {
+        Collectives {
+            // Workers load their shards at their own pace: the first rounds may wait long.
+            counts: AllReduce::new(worker, config.connect_timeout),
+            grads: AllReduce::new(worker, config.peer_timeout),
+            totals: AllReduce::new(worker, config.peer_timeout),
+            host: Vec::new(),
+        }
+    }
+
+    /// Replaces the flat tensor `t` (on any device) by its sum over the workers, or, with
+    /// `root`, by worker `root`'s.
+    fn reduce_tensor(
+        &mut self,
+        worker: &mut Worker,
+        t: &Tensor,
+        root: Option<usize>,
+    ) -> Result<()> {
+        let n = t.numel();
+        self.host.resize(n, 0.0);
+        t.f_copy_data(&mut self.host, n)?;
+        match root {
+            None => self.grads.sum(worker, &mut self.host)?,
+            Some(root) => self.grads.broadcast(worker, root, &mut self.host)?,
+        }
+        t.shallow_clone()
+            .f_copy_(&Tensor::from_slice(&self.host).to_device(t.device()))?;
+        Ok(())
+    }
+}
+
+/// One worker's run: see the module documentation.
+fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> {
+    let mut coll = Collectives::new(worker, config);
+    let (me, workers) = (worker.index(), worker.peers());
+    let lead = me == 0;
+    let device = config.device.resolve_for(me % config.cluster.threads())?;
+
+    let data = Data::load_share(
         &config.data,
+        me,
+        workers,
         config.test_fraction,
         config.split_seed,
         device,
     )?;
+    // Everyone's train and test counts (and column agreement), so each worker knows where its
+    // examples sit in the global order.
+    let names_hash = data
+        .feature_names
+        .iter()
+        .chain([&data.label_name])
+        .fold(0u64, |h, name| {
+            name.bytes().fold(shards::splitmix64(h), |h, b| {
+                shards::splitmix64(h ^ u64::from(b))
+            })
+        });
+    let mut counts = vec![0u64; 2 * workers + 2];
+    counts[me] = data.train.len() as u64;
+    counts[workers + me] = data.test.len() as u64;
+    counts[2 * workers] = data.train.width() as u64;
+    counts[2 * workers + 1] = names_hash;
+    coll.counts.sum(worker, &mut counts)?;
+    coll.counts.set_timeout(config.peer_timeout);
+    if counts[2 * workers] != (workers * data.train.width()) as u64
+        || counts[2 * workers + 1] != names_hash.wrapping_mul(workers as u64)
+    {
+        return Err(Error::Data {
+            location: config.data.to_string(),
+            reason: "the shards do not all have the same columns".into(),
+        });
+    }
+    let n = counts[..workers].iter().sum::<u64>() as usize;
+    let n_test = counts[workers..2 * workers].iter().sum::<u64>() as usize;
+    let share_start = counts[..me].iter().sum::<u64>() as i64;
+    let share = share_start..share_start + data.train.len() as i64;
+    if n == 0 {
+        return Err(Error::Data {
+            location: config.data.to_string(),
+            reason: format!(
+                "no training records ({n_test} test records, test fraction {})",
+                config.test_fraction
+            ),
+        });
+    }
+
+    // The attack runs on the run's leading training rows; this worker holds those in its range.
     let attack = match &config.attack_feature {
         Some(name) => {
             let j = data.feature_index(name, "--attack-feature")?;
-            Some(Attack::new(&data.train, j, name, config.attack_rows)?)
+            let rows = config.attack_rows.saturating_sub(share.start as usize);
+            let mut a = Attack::new(&data.train, j, name, rows)?;
+            let (ones, rows) = a.counts();
+            let mut v = [ones, rows];
+            coll.totals.sum(worker, &mut v)?;
+            a.set_majority(v[0], v[1]);
+            Some(a)
         }
         None => None,
     };
-    let n = data.train.len();
+
+    let key = if secure(config) {
+        let mut words = [0u64; 4];
+        if lead {
+            let mut os = ChaCha20Rng::try_from_rng(&mut SysRng)
+                .map_err(|e| Error::Config(format!("--secure-rng: no OS entropy: {e}")))?;
+            words = std::array::from_fn(|_| os.next_u64());
+        }
+        coll.counts.broadcast(worker, 0, &mut words)?;
+        let mut bytes = [0u8; 32];
+        for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        SamplerKey::Secret(bytes)
+    } else {
+        SamplerKey::Seed(config.seed)
+    };
     let per_epoch = steps_per_epoch(n, config.batch_size);
     let sampler = match config.sampling {
-        Sampling::Poisson => PoissonSampler::new(n, config.batch_size, sampler_rng(config, 0)?)?,
+        Sampling::Poisson => PoissonSampler::new(n, config.batch_size, sampler_rng(key, 0))?,
     };
 
-    // The one place the sampler's rate reaches the accountant (Opacus's make_private).
+    // The one place the sampler's rate reaches the accountant (Opacus's make_private). Worker
+    // 0 calibrates the noise for a target epsilon and hands the multiplier to the others.
     let (accounting, step_privacy) = match &config.privacy {
         Privacy::NonPrivate => (None, StepPrivacy::NonPrivate),
         Privacy::Private(dp) => {
-            let acc = Accounting::new(dp, &sampler, per_epoch * u64::from(config.epochs))?;
+            let planned = per_epoch * u64::from(config.epochs);
+            let mut sigma = [0f64];
+            if lead {
+                sigma[0] = Accounting::new(dp, &sampler, planned)?.noise_multiplier;
+            }
+            coll.totals.broadcast(worker, 0, &mut sigma)?;
+            let given = DpConfig {
+                noise: NoiseSpec::Multiplier(sigma[0]),
+                ..dp.clone()
+            };
+            let acc = Accounting::new(&given, &sampler, planned)?;
             let step = StepPrivacy::Private {
                 clip: dp.l2_norm_clip,
                 noise_multiplier: acc.noise_multiplier,
@@ -151,83 +328,96 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
         optimizer,
         noise_seed(config.seed),
     )?;
+    if !lead {
+        // Worker 0's share carries the noise.
+        dp = dp.noise_elsewhere();
+    }
 
-    let print = |line: &str| println!("{line}");
-    let mut start_epoch = 0;
-    let mut steps = 0u64;
-    let mut history = Vec::new();
+    let print = |line: &str| {
+        if lead {
+            println!("{line}");
+        }
+    };
     let fp = fingerprint(config, n);
-    if let Some(ck) = &config.checkpoint
-        && checkpoint::exists(&ck.dir)
-    {
-        if !ck.resume {
-            return Err(Error::Checkpoint {
-                path: ck.dir.clone(),
-                reason: "a checkpoint is there already: pass --resume to continue it (its \
-                         steps count towards the budget) or choose another directory"
-                    .into(),
-            });
-        }
-        let saved = checkpoint::load(&ck.dir, &fp)?;
-        if saved.meta.noise_multiplier != accounting.map(|a| a.noise_multiplier) {
-            return Err(Error::Checkpoint {
-                path: ck.dir.clone(),
-                reason: format!(
-                    "its noise multiplier {:?} differs from this run's {:?}",
-                    saved.meta.noise_multiplier,
-                    accounting.map(|a| a.noise_multiplier)
-                ),
-            });
-        }
-        mlp.load_flat(saved.tensor(&ck.dir, "params")?)?;
+    let mut history = Vec::new();
+    // Worker 0 reads the checkpoint (it needs to exist only where worker 0 runs) and hands its
+    // position, parameters and optimizer state to the others.
+    let mut position = [0u64; 3];
+    if lead && let Some((saved, dir)) = resume(config, &fp, accounting.as_ref())? {
+        mlp.load_flat(saved.tensor(dir, "params")?)?;
         dp.optimizer_mut()
             .restore(&saved.tensors, saved.meta.steps)?;
-        start_epoch = saved.meta.epochs_done;
-        steps = saved.meta.steps;
+        position = [1, u64::from(saved.meta.epochs_done), saved.meta.steps];
         history = saved.meta.metrics;
-        print(&format!(
-            "resuming from {} after epoch {start_epoch} ({steps} steps already count \
-             towards the budget)",
-            ck.dir.display()
-        ));
+    }
+    coll.counts.broadcast(worker, 0, &mut position)?;
+    let [resumed, start_epoch, mut steps] = position;
+    let start_epoch = start_epoch as u32;
+    if resumed == 1 {
+        coll.reduce_tensor(worker, mlp.flat(), Some(0))?;
+        let state: Vec<Tensor> = dp
+            .optimizer()
+            .state()
+            .into_iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect();
+        for t in &state {
+            coll.reduce_tensor(worker, t, Some(0))?;
+        }
+        dp.optimizer_mut().set_steps(steps);
+        if let Some(ck) = &config.checkpoint {
+            print(&format!(
+                "resuming from {} after epoch {start_epoch} ({steps} steps already count \
+                 towards the budget)",
+                ck.dir.display()
+            ));
+        }
     }
     let mut log = config
         .metrics_out
         .as_deref()
+        .filter(|_| lead)
         .map(|p| MetricsLog::open(p, start_epoch > 0))
         .transpose()?;
 
+    let on = if workers == 1 {
+        device::name(device)
+    } else {
+        format!(
+            "{workers} workers ({} processes x {} threads; worker 0 on {})",
+            config.cluster.processes(),
+            config.cluster.threads(),
+            device::name(device)
+        )
+    };
     if let Some(acc) = &accounting {
         print(&format!(
-            "training on {n} rows ({} test) on {} with q = {:.6}, noise multiplier {:.4}, {} \
-             steps per epoch",
-            data.test.len(),
-            config.device,
-            acc.sampling_rate,
-            acc.noise_multiplier,
-            per_epoch
+            "training on {n} rows ({n_test} test) on {on} with q = {:.6}, noise multiplier \
+             {:.4}, {per_epoch} steps per epoch",
+            acc.sampling_rate, acc.noise_multiplier,
         ));
     } else {
         print(&format!(
-            "training on {n} rows ({} test) on {} without privacy, {per_epoch} steps per epoch",
-            data.test.len(),
-            config.device
+            "training on {n} rows ({n_test} test) on {on} without privacy, {per_epoch} steps \
+             per epoch"
         ));
     }
 
-    let mut prof = Profiler::new(config.profile, device);
-    let mut batches = BatchQueue::new(sampler, device);
+    let mut spent: Option<PrivacySpent> = None;
+    let mut prof = Profiler::new(config.profile && lead, device);
+    let mut batches = BatchQueue::for_share(sampler, share, device);
     for epoch in start_epoch..config.epochs {
-        batches.start_epoch(sampler_rng(config, epoch)?);
+        batches.start_epoch(sampler_rng(key, epoch));
         dp.start_epoch(epoch);
-        let bar = progress_bar(config.progress, per_epoch, epoch + 1, config.epochs);
+        let bar = progress_bar(config.progress && lead, per_epoch, epoch + 1, config.epochs);
         let started = Instant::now();
         let cpu_started = thread_cpu_ns();
+        let comm_started = coll.grads.waited;
         let mut examples = 0u64;
         for s in 0..per_epoch {
             prof.restart();
             let idx = batches.next_batch(per_epoch - s);
-            examples += idx.size()[0] as u64;
+            examples += batches.sample_size();
             let rows = data.train.rows().index_select(0, &idx);
             let (inputs, labels, norms) = (
                 data.train.inputs(&rows),
@@ -235,7 +425,13 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
                 data.train.input_norms(&rows),
             );
             prof.mark(Phase::Sampling);
-            dp.step(&mlp, &inputs, &labels, &norms, &mut prof);
+            dp.accumulate(&mlp, &inputs, &labels, &norms, &mut prof);
+            dp.add_noise(&mut prof);
+            if workers > 1 {
+                coll.reduce_tensor(worker, dp.grad(), None)?;
+                prof.mark(Phase::AllReduce);
+            }
+            dp.update(&mlp, &mut prof);
             if s % 64 == 0 {
                 bar.set_position(s);
             }
@@ -245,15 +441,42 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
         let cpu_seconds = cpu_started
             .zip(thread_cpu_ns())
             .map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
+        let comm_seconds = (workers > 1).then(|| (coll.grads.waited - comm_started).as_secs_f64());
         bar.finish_and_clear();
         steps += per_epoch;
 
         prof.restart();
         let eval_started = Instant::now();
-        let train = evaluate(&mlp, &data.train).expect("the training set is not empty");
-        let test = evaluate(&mlp, &data.test);
-        let attacked = attack.as_ref().map(|a| a.run(&mlp, &data.train));
-        let spent = accounting.map(|a| a.spent(steps)).transpose()?;
+        // Loss and accuracy sums over every worker's examples, the attack's hits, CPU seconds,
+        // and the budget spent (worker 0 asks the accountant; the others add 0).
+        let mut sums = [0f64; 11];
+        sums[..3].copy_from_slice(&evaluate::totals(&mlp, &data.train).to_array());
+        sums[3..6].copy_from_slice(&evaluate::totals(&mlp, &data.test).to_array());
+        if let Some(a) = &attack {
+            sums[6] = a.correct(&mlp, &data.train);
+            sums[7] = a.counts().1;
+        }
+        sums[8] = cpu_seconds.unwrap_or(f64::NAN);
+        if lead && let Some(acc) = &accounting {
+            let s = acc.spent(steps)?;
+            sums[9] = s.epsilon;
+            sums[10] = s.rdp_order.unwrap_or(f64::NAN);
+        }
+        coll.totals.sum(worker, &mut sums)?;
+        spent = accounting.map(|a| PrivacySpent {
+            epsilon: sums[9],
+            delta: a.delta,
+            accountant: a.accountant,
+            rdp_order: sums[10].is_finite().then_some(sums[10]),
+        });
+        let train = Totals::from_slice(&sums[..3])
+            .evaluation()
+            .expect("the training set is not empty");
+        let test = Totals::from_slice(&sums[3..6]).evaluation();
+        let attacked = attack.as_ref().map(|a| AttackResult {
+            accuracy: sums[6] / sums[7].max(1.0),
+            baseline: a.baseline(),
+        });
         prof.mark(Phase::Evaluation);
         let phases = prof.take();
         let metrics = EpochMetrics {
@@ -272,7 +495,9 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
             attack_accuracy: attacked.map(|a| a.accuracy),
             attack_baseline: attacked.map(|a| a.baseline),
             seconds,
-            cpu_seconds,
+            cpu_seconds: sums[8].is_finite().then_some(sums[8]),
+            workers,
+            comm_seconds,
             eval_seconds: eval_started.elapsed().as_secs_f64(),
             examples_per_second: examples as f64 / seconds.max(1e-9),
             phases: prof.enabled().then(|| {
@@ -291,7 +516,7 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
             log.write(&metrics)?;
         }
         history.push(metrics);
-        if let Some(ck) = &config.checkpoint {
+        if lead && let Some(ck) = &config.checkpoint {
             let meta = CheckpointMeta {
                 epochs_done: epoch + 1,
                 steps,
@@ -306,8 +531,11 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
         }
     }
 
-    let spent = accounting.map(|a| a.spent(steps)).transpose()?;
-    if let Some(path) = &config.save {
+    if spent.is_none() && lead {
+        // No epoch left to train (a resumed run that had finished).
+        spent = accounting.map(|a| a.spent(steps)).transpose()?;
+    }
+    if lead && let Some(path) = &config.save {
         let card = ModelCard {
             architecture: export::architecture(data.train.width(), &config.hidden),
             feature_names: &data.feature_names,
@@ -334,6 +562,41 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
         steps,
         model: mlp,
     })
+}
+
+/// The checkpoint to continue from, if any: refuses one without `--resume`, or from a run with
+/// other options or another noise multiplier.
+fn resume<'a>(
+    config: &'a TrainConfig,
+    fp: &serde_json::Value,
+    accounting: Option<&Accounting>,
+) -> Result<Option<(checkpoint::Checkpoint, &'a std::path::Path)>> {
+    let Some(ck) = &config.checkpoint else {
+        return Ok(None);
+    };
+    if !checkpoint::exists(&ck.dir) {
+        return Ok(None);
+    }
+    if !ck.resume {
+        return Err(Error::Checkpoint {
+            path: ck.dir.clone(),
+            reason: "a checkpoint is there already: pass --resume to continue it (its steps \
+                     count towards the budget) or choose another directory"
+                .into(),
+        });
+    }
+    let saved = checkpoint::load(&ck.dir, fp)?;
+    let ours = accounting.map(|a| a.noise_multiplier);
+    if saved.meta.noise_multiplier != ours {
+        return Err(Error::Checkpoint {
+            path: ck.dir.clone(),
+            reason: format!(
+                "its noise multiplier {:?} differs from this run's {ours:?}",
+                saved.meta.noise_multiplier
+            ),
+        });
+    }
+    Ok(Some((saved, &ck.dir)))
 }
 
 fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressBar {

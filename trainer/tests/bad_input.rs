@@ -92,7 +92,7 @@ fn cuda_without_a_gpu() {
         return; // a GPU machine: the run may succeed
     }
     let err = fails(&out);
-    assert!(err.contains("device cuda:0"), "{err}");
+    assert!(err.contains("device cuda: "), "{err}");
 }
 
 #[test]

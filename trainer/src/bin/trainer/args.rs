@@ -1,10 +1,12 @@
 //! The command line: clap definitions, and their conversion into the library's config.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use accountant::AccountantKind;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use cluster::{Cluster, free_loopback_addresses, read_hostfile};
 use shards::Location;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling,
@@ -120,12 +122,105 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Processes, each training on its share of the shards. With more than one and no
+    /// --hostfile, the others are started on this machine.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Worker threads per process (each with its own share; with --device cuda, thread t uses
+    /// GPU t % number of GPUs).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Join a cluster of machines: one host:port per line, in process order (with --process).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+    /// This process's index in the cluster (process 0 prints and writes the results).
+    #[arg(long)]
+    process: Option<usize>,
+    /// Seconds to wait for the other processes to connect and to load their shards.
+    #[arg(long, default_value_t = 60)]
+    connect_timeout: u64,
+    /// Seconds a step waits for a worker that neither contributes nor is known to be gone.
+    #[arg(long, default_value_t = 60)]
+    peer_timeout: u64,
+    /// Addresses of a local multi-process run (set by the process that starts the others).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    cluster_addresses: Option<Vec<String>>,
 }
 
-impl TryFrom<TrainArgs> for TrainConfig {
+/// A checked training run, and the local processes to start for it.
+#[derive(Debug)]
+pub struct Launch {
+    /// The run.
+    pub config: TrainConfig,
+    /// With `--workers W` and no hostfile: the addresses of the W processes, of which this is
+    /// process 0 and the others are to be started here.
+    pub spawn: Option<Vec<String>>,
+}
+
+/// The cluster the flags describe, as `pipeline` reads the same flags, and the processes this
+/// one must start.
+fn cluster(a: &TrainArgs) -> anyhow::Result<(Cluster, Option<Vec<String>>)> {
+    if a.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if a.workers == Some(0) {
+        bail!("--workers must be at least 1");
+    }
+    let addresses = match (&a.hostfile, &a.cluster_addresses) {
+        (Some(_), Some(_)) => bail!("--hostfile and --cluster-addresses exclude each other"),
+        (Some(file), None) => Some(read_hostfile(file)?),
+        (None, addrs) => addrs.clone(),
+    };
+    Ok(match addresses {
+        Some(addresses) => {
+            if let Some(w) = a.workers.filter(|w| *w != addresses.len()) {
+                bail!(
+                    "--workers {w} disagrees with the {} hosts of the hostfile",
+                    addresses.len()
+                );
+            }
+            let process = a
+                .process
+                .context("--hostfile needs --process (this machine's index)")?;
+            if process >= addresses.len() {
+                bail!(
+                    "--process {process} is not below the number of hosts ({})",
+                    addresses.len()
+                );
+            }
+            let cluster = Cluster::Member {
+                threads: a.threads,
+                process,
+                addresses,
+            };
+            (cluster, None)
+        }
+        None if a.workers.unwrap_or(1) > 1 => {
+            if a.process.is_some() {
+                bail!("--process needs --hostfile");
+            }
+            let addresses = free_loopback_addresses(a.workers.unwrap_or(1))?;
+            let cluster = Cluster::Member {
+                threads: a.threads,
+                process: 0,
+                addresses: addresses.clone(),
+            };
+            (cluster, Some(addresses))
+        }
+        None => {
+            if a.process.is_some_and(|p| p > 0) {
+                bail!("--process needs --hostfile");
+            }
+            (Cluster::Single { threads: a.threads }, None)
+        }
+    })
+}
+
+impl TryFrom<TrainArgs> for Launch {
     type Error = anyhow::Error;
 
     fn try_from(a: TrainArgs) -> anyhow::Result<Self> {
+        let (cluster, spawn) = cluster(&a)?;
         let data = Location::parse(&a.data).with_context(|| format!("--data {}", a.data))?;
         let privacy = if a.no_dp {
             Privacy::NonPrivate
@@ -178,10 +273,13 @@ impl TryFrom<TrainArgs> for TrainConfig {
                 resume: a.resume,
             }),
             profile: a.profile,
-            progress: !a.no_progress,
+            progress: !a.no_progress && cluster.process() == 0,
+            cluster,
+            connect_timeout: Duration::from_secs(a.connect_timeout),
+            peer_timeout: Duration::from_secs(a.peer_timeout),
         };
         config.validate()?;
-        Ok(config)
+        Ok(Launch { config, spawn })
     }
 }
 
@@ -284,9 +382,13 @@ mod tests {
     use super::*;
 
     fn train(args: &[&str]) -> anyhow::Result<TrainConfig> {
+        launch(args).map(|l| l.config)
+    }
+
+    fn launch(args: &[&str]) -> anyhow::Result<Launch> {
         let cli = Cli::try_parse_from(std::iter::once("trainer").chain(args.iter().copied()))?;
         assert!(cli.command.is_none());
-        TrainConfig::try_from(cli.train)
+        Launch::try_from(cli.train)
     }
 
     fn privacy(args: &[&str]) -> anyhow::Result<PrivacyQuery> {
@@ -478,5 +580,51 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn workers_threads_and_hostfile_make_the_cluster() {
+        let l = launch(&["--threads", "3"]).unwrap();
+        assert_eq!(l.config.cluster, Cluster::Single { threads: 3 });
+        assert!(l.spawn.is_none());
+        let l = launch(&["--workers", "2", "--threads", "2"]).unwrap();
+        let addrs = l.spawn.expect("starts the other process");
+        assert_eq!(addrs.len(), 2);
+        assert_eq!(
+            l.config.cluster,
+            Cluster::Member {
+                threads: 2,
+                process: 0,
+                addresses: addrs
+            }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "a:1\nb:2\n").unwrap();
+        let h = hosts.to_str().unwrap();
+        let l = launch(&["--hostfile", h, "--process", "1", "--peer-timeout", "5"]).unwrap();
+        assert!(
+            l.spawn.is_none() && !l.config.progress,
+            "process 1 shows no progress"
+        );
+        assert_eq!(l.config.cluster.process(), 1);
+        assert_eq!(l.config.peer_timeout, Duration::from_secs(5));
+        for (args, flag) in [
+            (&["--hostfile", h][..], "--process"),
+            (&["--hostfile", h, "--process", "2"][..], "--process 2"),
+            (
+                &["--hostfile", h, "--process", "0", "--workers", "3"][..],
+                "--workers 3",
+            ),
+            (&["--process", "1"][..], "--hostfile"),
+            (&["--threads", "0"][..], "--threads"),
+            (
+                &["--workers", "2", "--microbatch-size", "3"][..],
+                "--microbatch-size",
+            ),
+        ] {
+            let err = format!("{:#}", launch(args).unwrap_err());
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
     }
 }

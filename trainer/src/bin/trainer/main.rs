@@ -3,12 +3,14 @@
 
 mod args;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use cluster::Children;
 
-use args::{Cli, Command, PrivacyArgs, PrivacyQuery};
+use args::{Cli, Command, Launch, PrivacyArgs, PrivacyQuery};
 
 /// mimalloc for Rust and, through its `override` feature, for libtorch's allocations too.
 #[global_allocator]
@@ -30,8 +32,41 @@ fn main() -> ExitCode {
 }
 
 fn train(args: args::TrainArgs) -> anyhow::Result<()> {
-    let config = trainer::TrainConfig::try_from(args)?;
-    trainer::run(&config).with_context(|| format!("training on {}", config.data))?;
+    let Launch { config, spawn } = Launch::try_from(args)?;
+    // `--workers W` without a hostfile: this is process 0 and starts the others here, as
+    // `pipeline` does; if one of them fails, the watchdog stops the run and names it.
+    let children = match &spawn {
+        Some(addresses) => {
+            let exe = std::env::current_exe()
+                .context("cannot find this program to start its other processes")?;
+            let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
+            Some(Children::spawn(
+                &exe,
+                &forwarded,
+                addresses,
+                Box::new(|| {}),
+            )?)
+        }
+        None => None,
+    };
+    let result = trainer::run(&config).with_context(|| match config.cluster.processes() {
+        1 => format!("training on {}", config.data),
+        n => format!(
+            "training on {} (process {} of {n})",
+            config.data,
+            config.cluster.process()
+        ),
+    });
+    match (result, children) {
+        (Ok(_), Some(children)) => children.wait()?,
+        (Err(e), Some(children)) => {
+            children.kill();
+            return Err(e);
+        }
+        (result, None) => {
+            result?;
+        }
+    }
     Ok(())
 }
 
