@@ -10,6 +10,7 @@
 //! same update. The model is the same for any number of workers up to the order of the float
 //! additions, and the accountant sees exactly the single-process mechanism.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -333,9 +334,10 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         dp = dp.noise_elsewhere();
     }
 
+    // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
     let print = |line: &str| {
         if lead {
-            println!("{line}");
+            let _ = writeln!(std::io::stdout(), "{line}");
         }
     };
     let fp = fingerprint(config, n);
