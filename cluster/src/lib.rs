@@ -9,6 +9,7 @@ pub mod error;
 pub mod execute;
 pub mod health;
 pub mod hostfile;
+pub mod layout;
 pub mod local;
 pub mod watched;
 
@@ -16,4 +17,5 @@ pub use allreduce::AllReduce;
 pub use error::{Error, Result};
 pub use execute::{Cluster, execute};
 pub use hostfile::read_hostfile;
+pub use layout::Layout;
 pub use local::{Children, free_loopback_addresses};

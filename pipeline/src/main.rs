@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use cluster::{Children, free_loopback_addresses, read_hostfile};
-use pipeline::{Cluster, GenerateConfig, RunConfig};
+use cluster::Children;
+use pipeline::{GenerateConfig, RunConfig};
 use shards::{Location, SchemaOptions};
 
 /// Preprocess a census CSV into training shards (timely dataflow), or generate synthetic input.
@@ -129,63 +129,17 @@ impl TryFrom<RunArgs> for Launch {
     type Error = anyhow::Error;
 
     fn try_from(a: RunArgs) -> anyhow::Result<Launch> {
-        if a.threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        if a.workers == Some(0) {
-            bail!("--workers must be at least 1");
-        }
         if a.shards == 0 {
             bail!("--shards must be at least 1");
         }
-        let addresses = match (&a.hostfile, &a.cluster_addresses) {
-            (Some(_), Some(_)) => bail!("--hostfile and --cluster-addresses exclude each other"),
-            (Some(file), None) => Some(read_hostfile(file)?),
-            (None, addrs) => addrs.clone(),
+        let layout = cluster::Layout {
+            workers: a.workers,
+            threads: a.threads,
+            hostfile: a.hostfile.clone(),
+            process: a.process,
+            cluster_addresses: a.cluster_addresses.clone(),
         };
-        let mut spawn = None;
-        let cluster = match addresses {
-            Some(addresses) => {
-                if let Some(w) = a.workers.filter(|w| *w != addresses.len()) {
-                    bail!(
-                        "--workers {w} disagrees with the {} hosts of the hostfile",
-                        addresses.len()
-                    );
-                }
-                let process = a
-                    .process
-                    .context("--hostfile needs --process (this machine's index)")?;
-                if process >= addresses.len() {
-                    bail!(
-                        "--process {process} is not below the number of hosts ({})",
-                        addresses.len()
-                    );
-                }
-                Cluster::Member {
-                    threads: a.threads,
-                    process,
-                    addresses,
-                }
-            }
-            None if a.workers.unwrap_or(1) > 1 => {
-                if a.process.is_some() {
-                    bail!("--process needs --hostfile");
-                }
-                let addresses = free_loopback_addresses(a.workers.unwrap_or(1))?;
-                spawn = Some(addresses.clone());
-                Cluster::Member {
-                    threads: a.threads,
-                    process: 0,
-                    addresses,
-                }
-            }
-            None => {
-                if a.process.is_some_and(|p| p > 0) {
-                    bail!("--process needs --hostfile");
-                }
-                Cluster::Single { threads: a.threads }
-            }
-        };
+        let (cluster, spawn) = layout.resolve()?;
         let schema = SchemaOptions {
             label: a.label,
             features: a.features,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use accountant::AccountantKind;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use cluster::{Cluster, free_loopback_addresses, read_hostfile};
+use cluster::Cluster;
 use shards::Location;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling,
@@ -157,63 +157,17 @@ pub struct Launch {
     pub spawn: Option<Vec<String>>,
 }
 
-/// The cluster the flags describe, as `pipeline` reads the same flags, and the processes this
-/// one must start.
+/// The cluster the flags describe (read by `cluster::Layout`, as `pipeline` reads them), and
+/// the processes this one must start.
 fn cluster(a: &TrainArgs) -> anyhow::Result<(Cluster, Option<Vec<String>>)> {
-    if a.threads == 0 {
-        bail!("--threads must be at least 1");
-    }
-    if a.workers == Some(0) {
-        bail!("--workers must be at least 1");
-    }
-    let addresses = match (&a.hostfile, &a.cluster_addresses) {
-        (Some(_), Some(_)) => bail!("--hostfile and --cluster-addresses exclude each other"),
-        (Some(file), None) => Some(read_hostfile(file)?),
-        (None, addrs) => addrs.clone(),
+    let layout = cluster::Layout {
+        workers: a.workers,
+        threads: a.threads,
+        hostfile: a.hostfile.clone(),
+        process: a.process,
+        cluster_addresses: a.cluster_addresses.clone(),
     };
-    Ok(match addresses {
-        Some(addresses) => {
-            if let Some(w) = a.workers.filter(|w| *w != addresses.len()) {
-                bail!(
-                    "--workers {w} disagrees with the {} hosts of the hostfile",
-                    addresses.len()
-                );
-            }
-            let process = a
-                .process
-                .context("--hostfile needs --process (this machine's index)")?;
-            if process >= addresses.len() {
-                bail!(
-                    "--process {process} is not below the number of hosts ({})",
-                    addresses.len()
-                );
-            }
-            let cluster = Cluster::Member {
-                threads: a.threads,
-                process,
-                addresses,
-            };
-            (cluster, None)
-        }
-        None if a.workers.unwrap_or(1) > 1 => {
-            if a.process.is_some() {
-                bail!("--process needs --hostfile");
-            }
-            let addresses = free_loopback_addresses(a.workers.unwrap_or(1))?;
-            let cluster = Cluster::Member {
-                threads: a.threads,
-                process: 0,
-                addresses: addresses.clone(),
-            };
-            (cluster, Some(addresses))
-        }
-        None => {
-            if a.process.is_some_and(|p| p > 0) {
-                bail!("--process needs --hostfile");
-            }
-            (Cluster::Single { threads: a.threads }, None)
-        }
-    })
+    Ok(layout.resolve()?)
 }
 
 impl TryFrom<TrainArgs> for Launch {
