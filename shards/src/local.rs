@@ -139,15 +139,12 @@ impl Output for LocalOutput {
     }
 
     fn create_part(&self, name: &str) -> Result<Box<dyn PartWriter>> {
-        let tmp = self.temporary();
-        fs::create_dir_all(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
-        let path = tmp.join(name);
-        let file = File::create(&path).map_err(|e| Error::io(path.display(), e))?;
-        Ok(Box::new(LocalPart {
-            name: name.to_string(),
-            path,
-            writer: Some(Checksummed::new(BufWriter::with_capacity(1 << 20, file))),
-        }))
+        // Written under a temporary name inside `_temporary/`, renamed to `_temporary/<name>`
+        // when finished, and published by `commit`.
+        Ok(Box::new(LocalFile::create(
+            &self.temporary().join(name),
+            true,
+        )?))
     }
 
     fn commit(&self, manifest: &Manifest) -> Result<()> {
@@ -200,58 +197,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes)
         .map_err(|e| Error::io(path.display(), e))?;
     Box::new(f).finish().map(|_| ())
-}
-
-struct LocalPart {
-    name: String,
-    path: PathBuf,
-    writer: Option<Checksummed<BufWriter<File>>>,
-}
-
-impl Write for LocalPart {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.writer
-            .as_mut()
-            .expect("written before finish")
-            .write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.writer
-            .as_mut()
-            .expect("written before finish")
-            .write_all(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.as_mut().expect("flushed before finish").flush()
-    }
-}
-
-impl PartWriter for LocalPart {
-    fn finish(mut self: Box<Self>) -> Result<ShardInfo> {
-        let mut w = self.writer.take().expect("finish is called once");
-        let (bytes, crc) = w.summary();
-        let io = |e| Error::io(self.path.display(), e);
-        w.flush().map_err(io)?;
-        let file = w
-            .into_inner()
-            .into_inner()
-            .map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        Ok(ShardInfo {
-            name: self.name.clone(),
-            rows: 0,
-            bytes,
-            crc32: crc_hex(crc),
-        })
-    }
-}
-
-impl Drop for LocalPart {
-    fn drop(&mut self) {
-        if self.writer.is_some() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// A single file written under a temporary name and renamed into place by `finish`.
