@@ -59,8 +59,8 @@ impl Accounting {
 }
 
 /// Epsilon at `delta` after `steps` steps of the Poisson-subsampled Gaussian mechanism with
-/// rate `q` and noise multiplier `sigma` (`trainer privacy`). No steps spend nothing; no noise
-/// spends an infinite budget.
+/// rate `q` and noise multiplier `sigma` (`trainer privacy`). The accountant handles the edge
+/// cases (no steps spend nothing, no noise an infinite budget); a training rate must be positive.
 pub fn epsilon(
     kind: AccountantKind,
     q: f64,
@@ -69,18 +69,6 @@ pub fn epsilon(
     delta: f64,
 ) -> Result<PrivacySpent> {
     check_rate(q)?;
-    let nothing = |epsilon| PrivacySpent {
-        epsilon,
-        delta,
-        accountant: kind,
-        rdp_order: None,
-    };
-    if steps == 0 {
-        return Ok(nothing(0.0));
-    }
-    if sigma == 0.0 {
-        return Ok(nothing(f64::INFINITY));
-    }
     Ok(accountant::epsilon(kind, q, sigma, steps, delta)?)
 }
 
@@ -93,9 +81,6 @@ pub fn noise_for_target(
     delta: f64,
 ) -> Result<f64> {
     check_rate(q)?;
-    if steps == 0 {
-        return Ok(0.0);
-    }
     Ok(accountant::calibrate_noise(kind, q, target, steps, delta)?)
 }
 
