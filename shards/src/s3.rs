@@ -83,6 +83,21 @@ impl Default for S3Options {
 
 static CONFIGURED: Mutex<Option<S3Options>> = Mutex::new(None);
 
+/// The S3 server the tests use, found through `AWS_ENDPOINT_URL` (started by
+/// `scripts/with-s3.sh`). Without it, tests skip (returning `None`), except under `CI=true`,
+/// where a missing server fails them, so CI can never skip the S3 tests silently.
+pub fn test_server() -> Option<S3> {
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but AWS_ENDPOINT_URL is unset: run the S3 tests through scripts/with-s3.sh"
+        );
+        eprintln!("skipped: AWS_ENDPOINT_URL is unset (run through scripts/with-s3.sh)");
+        return None;
+    }
+    Some(S3::new(S3Options::default()).expect("an S3 client for the test server"))
+}
+
 /// Sets the options of every S3 store opened afterwards through [`crate::store`]
 /// (`open_input`, `open_output`, `open_source`, `create_file`). Call it once, in `main`.
 pub fn configure(options: S3Options) {

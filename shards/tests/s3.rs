@@ -18,15 +18,7 @@ use shards::{Dataset, Error, Location, Manifest};
 
 /// A client for the test server, or `None` (after saying so) when there is none.
 fn server() -> Option<S3> {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but AWS_ENDPOINT_URL is unset: run the S3 tests through scripts/with-s3.sh"
-        );
-        eprintln!("skipped: AWS_ENDPOINT_URL is unset (run through scripts/with-s3.sh)");
-        return None;
-    }
-    Some(S3::new(S3Options::default()).expect("a client"))
+    shards::s3::test_server()
 }
 
 /// A fresh bucket with a name unique to this test and process.

@@ -7,19 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use shards::s3::{S3, S3Options};
+use shards::s3::S3;
 use shards::{Location, SchemaOptions};
 
 fn server() -> Option<S3> {
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but AWS_ENDPOINT_URL is unset: run the S3 tests through scripts/with-s3.sh"
-        );
-        eprintln!("skipped: AWS_ENDPOINT_URL is unset (run through scripts/with-s3.sh)");
-        return None;
-    }
-    Some(S3::new(S3Options::default()).expect("a client"))
+    shards::s3::test_server()
 }
 
 #[test]
