@@ -88,10 +88,10 @@ fn generated_data_with_bad_rows() {
 
 #[test]
 fn fulton_pums() {
-    let path = root().join("../shared/data/FultonPUMS5full.csv");
+    let path = root().join("tests/data/FultonPUMS5full.csv");
     let input = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (the shared data folder is beside the repo)",
+            "{}: {e} (the fixture is in the repository)",
             path.display()
         )
     });

@@ -224,10 +224,10 @@ fn reducer_orders_unsorted_values() {
 /// split runs agree with the reference; splits need `--columns`, and say so without it.
 #[test]
 fn fulton_pums() {
-    let path = root().join("../shared/data/FultonPUMS5full.csv");
+    let path = root().join("tests/data/FultonPUMS5full.csv");
     let input = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (the shared data folder is beside the repo)",
+            "{}: {e} (the fixture is in the repository)",
             path.display()
         )
     });

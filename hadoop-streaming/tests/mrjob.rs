@@ -100,10 +100,10 @@ fn mrjob_local_generated_data_with_bad_rows() {
 #[test]
 #[ignore = "needs mrjob: bash emr/setup-mrjob.sh"]
 fn mrjob_local_fulton_pums() {
-    let path = root().join("../shared/data/FultonPUMS5full.csv");
+    let path = root().join("tests/data/FultonPUMS5full.csv");
     let input = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (the shared data folder is beside the repo)",
+            "{}: {e} (the fixture is in the repository)",
             path.display()
         )
     });

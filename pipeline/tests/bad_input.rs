@@ -168,16 +168,9 @@ fn existing_output_needs_overwrite() {
 #[test]
 fn fulton_pums_with_selected_columns() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/FultonPUMS5full.csv");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{} is missing under CI",
-            path.display()
-        );
-        eprintln!("skipped: {} not found", path.display());
-        return;
-    };
+        .join("../tests/data/FultonPUMS5full.csv");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
     let features = [
         "sex",
         "black",
