@@ -1,4 +1,11 @@
 //! Splitting one CSV line into fields: a comma split for plain lines, `csv-core` for quoted ones.
+//!
+//! Why line by line, and not the `csv` crate's reader over the whole stream: a record here is
+//! a line, Hadoop's rule (its `LineReader` ends a record at `\n`, `\r\n` or a bare `\r`, even
+//! inside quotes), because the mapper only ever sees lines and both engines must keep and key
+//! exactly the same records. [`crate::LineReader`] finds the lines and their byte offsets (the
+//! record keys); this module splits one line. The `csv` crate would join a quoted field across
+//! line ends and lose the per-line offsets, so the engines would disagree on such input.
 
 /// Reusable field splitter: the fields of the last line split live in its buffer.
 #[derive(Debug, Default)]
