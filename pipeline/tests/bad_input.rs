@@ -167,8 +167,8 @@ fn existing_output_needs_overwrite() {
 /// match a count made here independently of the cleaning code.
 #[test]
 fn fulton_pums_with_selected_columns() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data/FultonPUMS5full.csv");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/FultonPUMS5full.csv");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
     let features = [

@@ -20,6 +20,7 @@ use trainer::profile::Profiler;
 use trainer::sampler::PoissonSampler;
 
 /// The allocator the `trainer` binary uses.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

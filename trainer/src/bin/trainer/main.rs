@@ -13,6 +13,7 @@ use cluster::Children;
 use args::{Cli, Command, Launch, PrivacyArgs, PrivacyQuery};
 
 /// mimalloc for Rust and, through its `override` feature, for libtorch's allocations too.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
