@@ -14,7 +14,7 @@ bash scripts/with-s3.sh cargo test --workspace --no-fail-fast
 
 echo "== the streaming step under mrjob's local runner"
 bash emr/setup-mrjob.sh
-cargo test -p hadoop-streaming --test mrjob -- --ignored
+cargo test -p fastdp-tests --test mrjob -- --ignored
 
 echo "== portable EMR binaries (glibc 2.17)"
 bash emr/build.sh

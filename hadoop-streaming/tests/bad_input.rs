@@ -1,11 +1,9 @@
 //! Bad input through the real binaries: each case of the cleaning rules, the tab that is not an
 //! offset key, invalid UTF-8, clear errors, broken pipes, and counters on stderr.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use fastdp_tests::*;
 
 const H: &str = "sex,married,black,asian,collegedegree,employed,militaryservice,uscitizen,\
                  disability,englishability,blackfemale,targetted";

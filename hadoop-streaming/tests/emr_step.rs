@@ -4,11 +4,9 @@
 //! key fields, the reducer command, and `TextOutputFormat`'s trailing tab. The outputs must
 //! read as shards holding the reference records.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use fastdp_tests::*;
 use shards::SchemaOptions;
 
 /// The streaming arguments of the step's `hadoop-streaming` command.

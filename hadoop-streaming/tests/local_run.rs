@@ -1,12 +1,10 @@
 //! The local run of the streaming step (`mapper | sort | reducer`, with the input split into map
 //! tasks and the sorted entries spread over reducers) against a sequential `shards` reference.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use fastdp_tests::*;
 use shards::SchemaOptions;
 
 const SHARDS: u32 = 7;
@@ -224,9 +222,7 @@ fn reducer_orders_unsorted_values() {
 /// split runs agree with the reference; splits need `--columns`, and say so without it.
 #[test]
 fn fulton_pums() {
-    let path = root().join("tests/data/FultonPUMS5full.csv");
-    let input = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
+    let input = fulton_pums_bytes();
     let features = "sex,black,asian,married,uscitizen,disability,militaryservice,englishability";
     let options = SchemaOptions {
         features: Some(features.split(',').map(String::from).collect()),

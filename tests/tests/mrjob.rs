@@ -1,14 +1,12 @@
 //! The step under mrjob's local runner (`emr/local-run.sh mrjob`: several map tasks on splits,
 //! several reducers) agrees with `pipeline run`. Needs `.venv-mrjob` (`bash emr/setup-mrjob.sh`)
 //! or `MRJOB_PYTHON`, hence ignored by default; run with
-//! `cargo test -p hadoop-streaming --test mrjob -- --ignored`.
-
-mod common;
+//! `cargo test -p fastdp-tests --test mrjob -- --ignored`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use fastdp_tests::*;
 
 /// Runs the mrjob local step and `pipeline run` on `input`; compares records and counters.
 fn agree_under_mrjob(dir: &Path, input: &[u8], args: &[&str], shards: u32) {
@@ -100,9 +98,7 @@ fn mrjob_local_generated_data_with_bad_rows() {
 #[test]
 #[ignore = "needs mrjob: bash emr/setup-mrjob.sh"]
 fn mrjob_local_fulton_pums() {
-    let path = root().join("tests/data/FultonPUMS5full.csv");
-    let input = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
+    let input = fulton_pums_bytes();
     let header = input.split(|&b| b == b'\n').next().unwrap();
     let columns = shards::fields::split_names(header).join(",");
     let dir = tempfile::tempdir().unwrap();

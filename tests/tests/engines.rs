@@ -2,11 +2,9 @@
 //! on splits with several shards per reducer) give the same records in every shard and the same
 //! dropped-row counts, on generated data with bad rows and on the real FultonPUMS extract.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use fastdp_tests::*;
 
 /// Runs both engines on `input` and compares them; `args` are the shared options.
 fn agree(dir: &Path, input: &[u8], args: &[&str], shards: u32) {
@@ -88,9 +86,7 @@ fn generated_data_with_bad_rows() {
 
 #[test]
 fn fulton_pums() {
-    let path = root().join("tests/data/FultonPUMS5full.csv");
-    let input = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
+    let input = fulton_pums_bytes();
     let dir = tempfile::tempdir().unwrap();
     let features = "sex,black,asian,married,uscitizen,disability,militaryservice,englishability";
     agree(

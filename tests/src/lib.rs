@@ -1,21 +1,75 @@
-//! Shared test helpers: generated input with bad rows, a sequential reference built on
-//! `shards`, running the real binaries, and reading shard outputs back.
-#![allow(dead_code)]
+//! Fixtures and helpers for the end-to-end tests: the built binaries, the real-data fixture,
+//! generated input with bad rows, a sequential reference built on `shards`, and reading shard
+//! outputs back.
+//!
+//! The binaries are the ones cargo built for this test run (`cargo test --workspace` builds
+//! every package's binaries before any test runs; `scripts/test.sh` also builds them once with
+//! `cargo build --workspace --bins`). They are found next to the test executable, in the same
+//! target profile directory; a test never runs cargo itself.
+#![deny(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use shards::schema::CAPUMS_COLUMNS;
 use shards::{Cleaner, Dataset, DropReason, LineReader, Location, Outcome, Schema, SchemaOptions};
 
-pub fn mapper() -> &'static str {
-    env!("CARGO_BIN_EXE_mapper")
+/// The target profile directory (`target/debug`) the running test executable was built into.
+fn profile_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        // target/debug/deps/<test>-<hash>: the binaries are in target/debug.
+        let deps = exe.parent().expect("the executable is in a directory");
+        let dir = if deps.ends_with("deps") {
+            deps.parent().expect("deps is in the profile directory")
+        } else {
+            deps
+        };
+        dir.to_path_buf()
+    })
 }
 
+/// The path of the workspace binary `name`, built by cargo for this run.
+pub fn bin(name: &str) -> &'static str {
+    static BINS: OnceLock<std::sync::Mutex<BTreeMap<String, &'static str>>> = OnceLock::new();
+    let mut bins = BINS.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = bins.get(name) {
+        return path;
+    }
+    let path = profile_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the tests with `cargo test --workspace`, or build the binaries \
+         first with `cargo build --workspace --bins` (scripts/test.sh does both)",
+        path.display()
+    );
+    let path: &'static str = Box::leak(path.to_str().expect("a UTF-8 path").into());
+    bins.insert(name.to_string(), path);
+    path
+}
+
+/// The `mapper` binary.
+pub fn mapper() -> &'static str {
+    bin("mapper")
+}
+
+/// The `reducer` binary.
 pub fn reducer() -> &'static str {
-    env!("CARGO_BIN_EXE_reducer")
+    bin("reducer")
+}
+
+/// The `pipeline` binary.
+pub fn pipeline() -> &'static str {
+    bin("pipeline")
+}
+
+/// The `trainer` binary.
+pub fn trainer() -> &'static str {
+    bin("trainer")
 }
 
 /// The workspace root.
@@ -26,23 +80,40 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The real-data fixture: public PUMS microdata of Fulton County, GA (25,766 rows; columns
+/// state, puma, sex, age, educ, income, ..., employed, englishability, fips).
+pub fn fulton_pums() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/FultonPUMS5full.csv")
+}
+
+/// The bytes of [`fulton_pums`].
+pub fn fulton_pums_bytes() -> Vec<u8> {
+    let path = fulton_pums();
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()))
+}
+
 /// Deterministic pseudo-random numbers (SplitMix64 as a generator).
+#[derive(Debug)]
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
+    /// The next 64 random bits.
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         shards::splitmix64(self.0 ^ 0x5555)
     }
+    /// A number below `n` (with a negligible bias).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
-/// Bad lines mixed into generated data, covering issue 2's list and issue 3's additions.
+/// Bad lines mixed into generated data: one of each kind the cleaning rules name.
 pub const BAD_LINES: &[&[u8]] = &[
     b"",                                     // blank line
     b"   ",                                  // whitespace only
@@ -99,11 +170,17 @@ pub fn generate(rows: usize, seed: u64, bad: bool) -> Vec<u8> {
 /// What the engines must produce: each shard's record lines in offset order, and the counts.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Expected {
+    /// Each shard's record lines, in offset order.
     pub shards: BTreeMap<u32, Vec<String>>,
+    /// The shard files' header line.
     pub header: String,
+    /// Lines equal to the header (skipped).
     pub header_lines: u64,
+    /// Data rows read (kept and dropped).
     pub input_rows: u64,
+    /// Rows kept.
     pub kept: u64,
+    /// Rows dropped, by reason name.
     pub dropped: BTreeMap<String, u64>,
 }
 
@@ -270,30 +347,6 @@ pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, 
 /// The CaPUMS default options.
 pub fn default_options() -> SchemaOptions {
     SchemaOptions::default()
-}
-
-/// The `pipeline` binary next to `mapper`, built first with the cargo that runs the tests (a
-/// no-op when it is up to date), so the engines are compared at the same source revision.
-pub fn pipeline() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = Path::new(mapper()).parent().unwrap();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "--quiet", "-p", "pipeline", "--bin", "pipeline"])
-                .current_dir(root());
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "cargo build -p pipeline failed");
-            let exe = dir.join("pipeline");
-            assert!(exe.exists(), "{} was not built", exe.display());
-            exe
-        })
-        .clone()
 }
 
 /// `pipeline run` on `input` into `out` with extra arguments; returns its manifest.

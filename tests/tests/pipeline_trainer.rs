@@ -1,0 +1,275 @@
+//! The whole job through the built binaries: `pipeline generate`, `pipeline run` to a local
+//! directory and to S3, and `trainer` on each output; and the same job as a cluster of
+//! processes joined by hostfiles, first `pipeline` then `trainer`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use fastdp_tests::{pipeline, trainer};
+
+/// Runs `bin args..` in `cwd` and returns its output.
+fn exec(bin: &str, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
+}
+
+/// Starts `bin args..` in `cwd` in the background.
+fn spawn(bin: &str, cwd: &Path, args: &[&str]) -> Child {
+    Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
+}
+
+/// Asserts that a run succeeded, naming `what` and showing its stderr if not.
+fn ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `pipeline generate` of `rows` synthetic rows into `dir/input.csv`.
+fn generated_input(dir: &Path, rows: u64) -> PathBuf {
+    let csv = dir.join("input.csv");
+    let rows = rows.to_string();
+    let args = ["generate", "--rows", &rows, "--seed", "5", "--output"];
+    let out = exec(
+        pipeline(),
+        dir,
+        &[&args[..], &[csv.to_str().unwrap()]].concat(),
+    );
+    ok("pipeline generate", &out);
+    csv
+}
+
+/// The training flags every run here shares: seeded, so two runs can be compared.
+const TRAIN: [&str; 7] = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--seed",
+    "3",
+    "--no-progress",
+];
+
+/// The f32 values of a safetensors file, tensor by tensor in name order (the format: an 8-byte
+/// little-endian header length, a JSON header of names, dtypes and byte ranges, then the data).
+fn weights(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("a safetensors header");
+    let data = &bytes[8 + n..];
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let t = &header[name];
+        assert_eq!(t["dtype"], "F32", "{name}");
+        let range = t["data_offsets"].as_array().unwrap();
+        let (a, b) = (
+            range[0].as_u64().unwrap() as usize,
+            range[1].as_u64().unwrap() as usize,
+        );
+        out.extend(
+            data[a..b]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
+        );
+    }
+    assert!(!out.is_empty(), "{}: no weights", path.display());
+    out
+}
+
+/// ||a - b|| / ||a||.
+fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "the models have different shapes");
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let norm: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+/// The `epsilon` of the last line of a metrics file.
+fn last_epsilon(path: &Path) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a metrics line")).unwrap();
+    last["epsilon"].as_f64().expect("epsilon in the metrics")
+}
+
+/// `pipeline run` to a local directory and to S3 (the local test server), then `trainer` on
+/// each: the two models are byte-identical, and a prefix that holds no shards is named.
+#[test]
+fn shards_on_local_disk_and_in_s3_train_the_same_model() {
+    let Some(s3) = shards::s3::test_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let csv = generated_input(dir.path(), 3_000);
+    let bucket = format!("e2e-{}", std::process::id());
+    s3.block_on(s3.client().create_bucket().bucket(&bucket).send())
+        .expect("create bucket");
+    let remote = format!("s3://{bucket}/shards");
+    for output in ["local", remote.as_str()] {
+        let args = ["run", "--shards", "4", "--quiet", "--input"];
+        let out = exec(
+            pipeline(),
+            dir.path(),
+            &[&args[..], &[csv.to_str().unwrap(), "--output", output]].concat(),
+        );
+        ok(&format!("pipeline run --output {output}"), &out);
+    }
+
+    let train = |name: &str, data: &str| {
+        let save = format!("{name}.safetensors");
+        let args = ["--data", data, "--save", &save];
+        ok(
+            &format!("trainer --data {data}"),
+            &exec(trainer(), dir.path(), &[&args[..], &TRAIN[..]].concat()),
+        );
+        std::fs::read(dir.path().join(&save)).unwrap()
+    };
+    let on_disk = train("local", "local");
+    let on_s3 = train("s3", &remote);
+    assert!(
+        on_disk == on_s3,
+        "the model trained from S3 differs from the local one"
+    );
+
+    let missing = exec(
+        trainer(),
+        dir.path(),
+        &["--data", &format!("s3://{bucket}/nothing")],
+    );
+    assert!(!missing.status.success(), "no shards, yet the trainer ran");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains(&bucket), "{stderr}");
+}
+
+/// A two-process `pipeline` joined by a hostfile writes the one-process output byte for byte,
+/// and a two-process `trainer` joined by another hostfile trains on it the model (within float
+/// summation order) and the epsilon of one process.
+#[test]
+fn hostfile_clusters_of_pipeline_and_trainer_match_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = generated_input(d, 6_000);
+    let input = csv.to_str().unwrap();
+    let hostfile = |name: &str| {
+        let path = d.join(name);
+        let addresses = cluster::free_loopback_addresses(2).unwrap();
+        std::fs::write(&path, addresses.join("\n")).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+
+    let run = ["run", "--shards", "4", "--quiet", "--input", input];
+    ok(
+        "pipeline run (one process)",
+        &exec(pipeline(), d, &[&run[..], &["--output", "one"]].concat()),
+    );
+    let hosts = hostfile("pipeline-hosts");
+    let members: Vec<Child> = (0..2)
+        .map(|p| {
+            let p = p.to_string();
+            let args = ["--output", "cluster", "--threads", "1"];
+            let cluster = ["--hostfile", &hosts, "--process", &p];
+            spawn(pipeline(), d, &[&run[..], &args[..], &cluster[..]].concat())
+        })
+        .collect();
+    for (p, child) in members.into_iter().enumerate() {
+        ok(
+            &format!("pipeline process {p}"),
+            &child.wait_with_output().unwrap(),
+        );
+    }
+    let files = |dir: &str| {
+        let mut names: Vec<_> = std::fs::read_dir(d.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let bytes = std::fs::read(d.join(dir).join(&n)).unwrap();
+                (n, bytes)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (one, clustered) = (files("one"), files("cluster"));
+    assert_eq!(
+        one.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        clustered.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, a), (_, b)) in one.iter().zip(&clustered) {
+        assert!(a == b, "{name} differs between one process and the cluster");
+    }
+
+    let train = ["--data", "one"];
+    let single = [
+        "--save",
+        "single.safetensors",
+        "--metrics-out",
+        "single.jsonl",
+    ];
+    ok(
+        "trainer (one process)",
+        &exec(
+            trainer(),
+            d,
+            &[&train[..], &TRAIN[..], &single[..]].concat(),
+        ),
+    );
+    let hosts = hostfile("trainer-hosts");
+    let save = [
+        "--save",
+        "hosts.safetensors",
+        "--metrics-out",
+        "hosts.jsonl",
+    ];
+    let members: Vec<Child> = (0..2)
+        .map(|p| {
+            let p = p.to_string();
+            let cluster = ["--hostfile", &hosts, "--process", &p];
+            let args = [&train[..], &TRAIN[..], &save[..], &cluster[..]].concat();
+            spawn(trainer(), d, &args)
+        })
+        .collect();
+    for (p, child) in members.into_iter().enumerate() {
+        ok(
+            &format!("trainer process {p}"),
+            &child.wait_with_output().unwrap(),
+        );
+    }
+    let diff = relative_difference(
+        &weights(&d.join("single.safetensors")),
+        &weights(&d.join("hosts.safetensors")),
+    );
+    assert!(
+        diff <= 1e-4,
+        "the cluster's model differs by {diff:e} relative"
+    );
+    assert_eq!(
+        last_epsilon(&d.join("single.jsonl")),
+        last_epsilon(&d.join("hosts.jsonl"))
+    );
+}
