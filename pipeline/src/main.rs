@@ -41,6 +41,24 @@ enum Command {
     Run(Box<RunArgs>),
     /// Write a deterministic synthetic CaPUMS5full-like CSV.
     Generate(GenerateArgs),
+    /// Render a finished output's manifest as one self-contained HTML page (rows read, kept and
+    /// dropped by reason, label balance, feature means, rows and bytes per shard).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The output of `pipeline run` (a directory or s3://bucket/prefix).
+    #[arg(value_name = "OUTPUT")]
+    output: String,
+    /// Where to write the page (a path or s3://bucket/key).
+    #[arg(long, default_value = "pipeline-report.html")]
+    out: String,
+    /// Replace an existing page.
+    #[arg(long)]
+    overwrite: bool,
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 #[derive(Debug, Args)]
@@ -241,11 +259,27 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    configure_s3(a.s3.s3_path_style, true);
+    let config = pipeline::ReportConfig {
+        output: Location::parse(&a.output)?,
+        page: Location::parse(&a.out)?,
+        overwrite: a.overwrite,
+    };
+    let bytes = pipeline::report(&config)?;
+    println!(
+        "report: {} ({bytes} bytes) <- {}",
+        config.page, config.output
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Run(args)) => run(*args),
         Some(Command::Generate(args)) => generate(args),
+        Some(Command::Report(args)) => report(args),
         None => run(cli.run),
     };
     match result {
@@ -269,6 +303,10 @@ mod tests {
             } => a.s3.s3_path_style,
             Cli {
                 command: Some(Command::Generate(a)),
+                ..
+            } => a.s3.s3_path_style,
+            Cli {
+                command: Some(Command::Report(a)),
                 ..
             } => a.s3.s3_path_style,
             Cli { run, .. } => run.s3.s3_path_style,

@@ -101,12 +101,13 @@ impl Bars {
                 .margin(12)
                 .x_label_area_size(48)
                 .y_label_area_size(72)
-                .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
+                .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)
                 .map_err(|e| err(&e))?;
             let labels: Vec<&str> = self.bars.iter().map(|b| b.0.as_str()).collect();
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .light_line_style(TRANSPARENT)
                 .x_labels(n)
                 .x_label_formatter(&|v| match v {
                     SegmentValue::CenterOf(i) => labels.get(*i).unwrap_or(&"").to_string(),
@@ -207,6 +208,7 @@ impl Lines {
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc(&self.x_label)
             .y_desc(&self.y_label)
             .label_style(("sans-serif", 13))
@@ -281,7 +283,7 @@ mod tests {
         .svg()
         .unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
-        let texts = texts(&svg);
+        let drawn = texts(&svg);
         for text in [
             "Rows per shard",
             "part-00000",
@@ -289,9 +291,18 @@ mod tests {
             "shard",
             "rows",
         ] {
-            assert!(texts.iter().any(|t| t == text), "{text} missing: {texts:?}");
+            assert!(drawn.iter().any(|t| t == text), "{text} missing: {drawn:?}");
         }
         assert!(svg.matches("<rect").count() >= 3, "background and two bars");
+
+        let one = Bars {
+            title: "One".into(),
+            bars: vec![("only".into(), 3.0)],
+            ..Bars::default()
+        }
+        .svg()
+        .unwrap();
+        assert!(texts(&one).iter().any(|t| t == "only"));
     }
 
     #[test]
@@ -318,14 +329,14 @@ mod tests {
         }
         .svg()
         .unwrap();
-        let texts = texts(&svg);
+        let drawn = texts(&svg);
         for text in [
             "Accuracy against epsilon",
             "DP-SGD",
             "majority class",
             "epsilon",
         ] {
-            assert!(texts.iter().any(|t| t == text), "{text} missing: {texts:?}");
+            assert!(drawn.iter().any(|t| t == text), "{text} missing: {drawn:?}");
         }
         assert!(svg.contains("<polyline"), "lines are drawn");
         assert!(svg.contains("<circle"), "markers are drawn");
