@@ -44,7 +44,8 @@ use crate::{Error, Result};
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct RunReport {
-    /// Every epoch's metrics (resumed epochs included).
+    /// Every epoch's metrics (resumed epochs included, with their public part only: a
+    /// checkpoint keeps no training-set statistic).
     pub metrics: Vec<EpochMetrics>,
     /// The mechanism's parameters (absent with `--no-dp`).
     pub accounting: Option<Accounting>,
