@@ -52,7 +52,7 @@ impl Attack {
             == 1;
         if !binary {
             return Err(Error::Config(format!(
-                "--attack-feature '{name}' is not a 0/1 feature of the training rows"
+                "--attack-feature '{name}' is not a 0/1 feature of the rows attacked"
             )));
         }
         let ones = column.sum(Kind::Float).double_value(&[]);

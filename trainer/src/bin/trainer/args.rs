@@ -493,6 +493,24 @@ mod tests {
         );
     }
 
+    /// `trainer --help` says what epsilon protects: the unit, delta, accountant, the seed
+    /// policy, and that the metrics' non-private part and the manifest are not for publishing.
+    #[test]
+    fn help_states_the_privacy_unit_and_what_is_not_covered() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for phrase in [
+            "one record of the training split",
+            "--delta",
+            "--accountant",
+            "--seed",
+            "non_private",
+            "_manifest.json",
+        ] {
+            assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
+        }
+    }
+
     #[test]
     fn privacy_takes_steps_or_epochs_and_sigma_or_target() {
         let q = privacy(&[
