@@ -188,7 +188,7 @@ fn design(examples: &Examples, rows: &Tensor, feature: i64) -> (Tensor, Tensor) 
     let x = examples.inputs(rows).to_kind(Kind::Double);
     let t = x.select(1, feature).copy();
     let labels = examples.labels(rows).to_kind(Kind::Double);
-    let _ = x.narrow(1, feature, 1).copy_(&labels);
+    x.narrow(1, feature, 1).copy_(&labels);
     (x, t)
 }
 
