@@ -104,6 +104,14 @@ impl Settings {
         serde_json::to_value(kept).expect("settings serialize")
     }
 
+    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings as a
+    /// checkpoint records them (so a resumed run draws the same noise), so that runs with the
+    /// same seed but other settings or data do not share their noise.
+    pub fn noise_seed(&self, seed: u64) -> u64 {
+        let text = self.for_checkpoint().to_string();
+        shards::splitmix64(seed ^ hash("settings", &text))
+    }
+
     /// Each setting's name and value, in the struct's order.
     pub fn fields(&self) -> Vec<(String, String)> {
         let value = serde_json::to_value(self).expect("settings serialize");
@@ -212,6 +220,19 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn seeded_noise_depends_on_the_settings_but_not_on_more_epochs() {
+        let mut c = TrainConfig::new(Location::parse("shards").unwrap());
+        let key = settings(&c).noise_seed(5);
+        c.epochs = 30;
+        assert_eq!(settings(&c).noise_seed(5), key);
+        assert_ne!(settings(&c).noise_seed(6), key);
+        c.lr = 0.02;
+        assert_ne!(settings(&c).noise_seed(5), key);
+        let other_data = Settings::new(&c, 8, 100, vec!["y".into(), "x".into()]);
+        assert_ne!(other_data.noise_seed(5), settings(&c).noise_seed(5));
     }
 
     #[test]

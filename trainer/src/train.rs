@@ -26,7 +26,7 @@ use timely::worker::Worker;
 use crate::attack::{Attack, Imputer};
 use crate::batches::BatchQueue;
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::{DpConfig, NoiseSpec, Privacy, Sampling, TrainConfig};
+use crate::config::{DpConfig, NoiseRng, NoiseSpec, Privacy, Sampling, TrainConfig};
 use crate::data::Data;
 use crate::device::{self, synchronize};
 use crate::dp_step::{DpStep, StepPrivacy, microbatch_of};
@@ -291,7 +291,12 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
                 clip: dp.l2_norm_clip,
                 noise_multiplier: acc.noise_multiplier,
                 grad_sample: dp.grad_sample,
-                noise_rng: config.noise_rng(),
+                noise_rng: match config.noise_rng() {
+                    // Seeded runs with other settings (or data) get other noise, so two of them
+                    // cannot cancel their noise against each other.
+                    NoiseRng::Seeded(seed) => NoiseRng::Seeded(settings.noise_seed(seed)),
+                    NoiseRng::Os => NoiseRng::Os,
+                },
             };
             (Some(acc), step)
         }
