@@ -294,6 +294,9 @@ mod tests {
         };
         assert_eq!(dp.l2_norm_clip, 3.0);
         assert_eq!(dp.noise, NoiseSpec::Multiplier(0.9));
+        // The seed's inversion_atk target_col=8 of its feature vector is englishability.
+        assert_eq!(c.attack_feature.as_deref(), Some("englishability"));
+        assert_eq!(c.seed, None, "keys come from the OS unless a seed is given");
         c.validate().unwrap();
     }
 
