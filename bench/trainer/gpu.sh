@@ -21,7 +21,7 @@ run() { # run NAME ARGS...: one epoch, prints the training seconds from the metr
     local name=$1; shift
     "$TRAINER" --data "$SHARDS" --epochs 1 --no-progress --metrics-out "$OUT/$name.jsonl" \
         --save "$OUT/$name.safetensors" "$@" > "$OUT/$name.log" 2>&1 || { cat "$OUT/$name.log"; return 1; }
-    "$PYTHON" -c "import json,sys; m=json.loads(open(sys.argv[1]).readlines()[-1]); c=m.get('comm_seconds'); print(f\"{sys.argv[2]:<28} {m['seconds']:8.3f} s/epoch  cpu {m['cpu_seconds'] or 0:.2f} s  test acc {m['test_accuracy']:.4f}  epsilon {m['epsilon']}\" + (f\"  all-reduce {c / (m['steps'] / m['epoch']) * 1e6:.0f} us/step\" if c is not None else ''))" "$OUT/$name.jsonl" "$name"
+    "$PYTHON" -c "import json,sys; m=json.loads(open(sys.argv[1]).readlines()[-1]); n=m['non_private']; c=n.get('comm_seconds'); print(f\"{sys.argv[2]:<28} {n['seconds']:8.3f} s/epoch  cpu {n['cpu_seconds'] or 0:.2f} s  test acc {m['test_accuracy']:.4f}  epsilon {m['epsilon']}\" + (f\"  all-reduce {c / (m['steps'] / m['epoch']) * 1e6:.0f} us/step\" if c is not None else ''))" "$OUT/$name.jsonl" "$name"
 }
 
 # Smoke: a short CUDA run must succeed and report a GPU device.

@@ -64,10 +64,10 @@ for batch in batches:
         for rep in range(1, reps + 1):
             with open(f"{out}/b{batch}-{layout}-r{rep}.jsonl") as f:
                 epochs += [json.loads(l) for l in f]
-        wall = statistics.median(m["seconds"] for m in epochs)
-        cpu = statistics.median(m["cpu_seconds"] for m in epochs)
+        wall = statistics.median(m["non_private"]["seconds"] for m in epochs)
+        cpu = statistics.median(m["non_private"]["cpu_seconds"] for m in epochs)
         per_epoch = epochs[0]["steps"] // epochs[0]["epoch"]
-        comm = [m["comm_seconds"] for m in epochs if m.get("comm_seconds") is not None]
+        comm = [m["non_private"]["comm_seconds"] for m in epochs if m["non_private"].get("comm_seconds") is not None]
         comm_us = f"{statistics.median(comm) / per_epoch * 1e6:.1f}" if comm else "-"
         base = base or wall
         results[(batch, layout)] = wall

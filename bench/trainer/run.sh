@@ -39,8 +39,8 @@ epoch() { # epoch NAME EPOCHS ARGS...: our trainer; prints median wall and CPU s
     python3 - "$OUT/$name.jsonl" <<'PY'
 import json, statistics, sys
 ms = [json.loads(l) for l in open(sys.argv[1])]
-wall = statistics.median(m["seconds"] for m in ms)
-cpu = statistics.median(m["cpu_seconds"] for m in ms)
+wall = statistics.median(m["non_private"]["seconds"] for m in ms)
+cpu = statistics.median(m["non_private"]["cpu_seconds"] for m in ms)
 last = ms[-1]
 print(wall, cpu, last["steps"] // len(ms), last.get("epsilon"), last["test_accuracy"])
 PY

@@ -26,9 +26,23 @@ pub enum Sampling {
 pub enum GradSample {
     /// One gradient per example, computed for the whole batch at once in closed form.
     Vectorized,
-    /// The seed project's scheme: the mean gradient of each group of `n` sampled examples is
-    /// clipped as one unit (`Microbatch(1)` equals `Vectorized`).
+    /// The seed project's scheme, accounted for: the sampled examples are grouped into about
+    /// B / `n` microbatches by a hash of each record's key (so a record's group depends on that
+    /// record alone), and each group's mean gradient is clipped as one unit. A record joining
+    /// a group changes its clipped mean by up to 2C, so the accountant is told sensitivity 2C
+    /// (`Microbatch(1)` is `Vectorized`).
     Microbatch(usize),
+}
+
+impl GradSample {
+    /// The add/remove sensitivity of the step's clipped sum, in units of the clip bound C: 1
+    /// per example, 2 with microbatches of more than one (trainer/README.md derives it).
+    pub fn sensitivity(self) -> f64 {
+        match self {
+            GradSample::Microbatch(n) if n > 1 => 2.0,
+            _ => 1.0,
+        }
+    }
 }
 
 /// How the noise multiplier is chosen.
@@ -41,15 +55,16 @@ pub enum NoiseSpec {
     TargetEpsilon(f64),
 }
 
-/// Where the Gaussian noise comes from.
+/// Where the Gaussian noise's key comes from. Either way each value is the sum of four Gaussian
+/// draws at half the std (Holohan and Braghin 2021, as Opacus's secure mode), from ChaCha20.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoiseRng {
-    /// libtorch's generator on the device, seeded from `--seed`: fast and reproducible.
-    Seeded,
-    /// A ChaCha20 generator seeded by the operating system, drawn on the host: what a release
-    /// of the model should use. The Poisson sampler is then OS-seeded too.
-    Secure,
+    /// Keyed by the run's `--seed`, one stream per epoch: reproducible, and so not private
+    /// against anyone who knows the seed.
+    Seeded(u64),
+    /// Keyed by the operating system's CSPRNG and written nowhere (the default).
+    Os,
 }
 
 /// The differential-privacy part of a run.
@@ -66,8 +81,6 @@ pub struct DpConfig {
     pub accountant: AccountantKind,
     /// Per-example or microbatch gradients.
     pub grad_sample: GradSample,
-    /// The noise's random source.
-    pub noise_rng: NoiseRng,
 }
 
 /// Private training or the non-private baseline.
@@ -113,15 +126,17 @@ pub struct TrainConfig {
     pub test_fraction: f64,
     /// Seed of the train/test split (the design's splitmix64 rule).
     pub split_seed: u64,
-    /// Seed of initialisation, sampling and (seeded) noise.
-    pub seed: u64,
+    /// Seed of initialisation, batch sampling and noise, for runs that must repeat. `None` (the
+    /// default): all three are keyed by the operating system's CSPRNG and the keys are written
+    /// nowhere. A seeded run's release is not private against anyone who knows the seed.
+    pub seed: Option<u64>,
     /// Where to train.
     pub device: DeviceSpec,
     /// libtorch intra-op threads.
     pub intra_op_threads: usize,
     /// The sensitive feature the model-inversion attack recovers (`None`: no attack).
     pub attack_feature: Option<String>,
-    /// How many training rows the attack is run on.
+    /// How many training rows, and how many held-out rows, the attack is run on.
     pub attack_rows: usize,
     /// JSON-lines file of per-epoch metrics.
     pub metrics_out: Option<PathBuf>,
@@ -148,8 +163,17 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The noise's key: the seed when there is one, else the operating system.
+    pub fn noise_rng(&self) -> NoiseRng {
+        match self.seed {
+            Some(seed) => NoiseRng::Seeded(seed),
+            None => NoiseRng::Os,
+        }
+    }
+
     /// The seed project's defaults (10 epochs, batch 256, lr 0.01, SGD, clip 3, noise 0.9,
-    /// delta 1e-5, one hidden layer of 50) on `data`, accounted by PLD, with no files written.
+    /// delta 1e-5, one hidden layer of 50, attack on `englishability`) on `data`, accounted by
+    /// PLD, keyed by the OS (no seed), with no files written.
     pub fn new(data: Location) -> Self {
         TrainConfig {
             data,
@@ -164,15 +188,14 @@ impl TrainConfig {
                 delta: 1e-5,
                 accountant: AccountantKind::Pld,
                 grad_sample: GradSample::Vectorized,
-                noise_rng: NoiseRng::Seeded,
             }),
             hidden: vec![50],
             test_fraction: 0.2,
             split_seed: 0,
-            seed: 0,
+            seed: None,
             device: DeviceSpec::Cpu,
             intra_op_threads: 1,
-            attack_feature: Some("disability".into()),
+            attack_feature: Some("englishability".into()),
             attack_rows: 10_000,
             metrics_out: None,
             save: None,
@@ -237,8 +260,8 @@ impl TrainConfig {
             if matches!(dp.grad_sample, GradSample::Microbatch(n) if n > 1)
                 && self.cluster.workers() > 1
             {
-                // A microbatch is a run of consecutive sampled examples; split over workers,
-                // its groups would depend on the number of workers.
+                // A microbatch's mean is clipped before the sum; its members may live on any
+                // worker, so each step would have to gather every group's mean first.
                 return bad(format!(
                     "--microbatch-size {} needs a single worker (this run has {}): per-example \
                      clipping is the data-parallel scheme",
@@ -271,6 +294,9 @@ mod tests {
         };
         assert_eq!(dp.l2_norm_clip, 3.0);
         assert_eq!(dp.noise, NoiseSpec::Multiplier(0.9));
+        // The seed's inversion_atk target_col=8 of its feature vector is englishability.
+        assert_eq!(c.attack_feature.as_deref(), Some("englishability"));
+        assert_eq!(c.seed, None, "keys come from the OS unless a seed is given");
         c.validate().unwrap();
     }
 

@@ -113,6 +113,11 @@ pub struct Data {
     pub train: Examples,
     /// Held-out examples (may be empty with `--test-fraction 0`).
     pub test: Examples,
+    /// The record keys (input byte offsets) of the training examples, in their order.
+    pub train_keys: Vec<u64>,
+    /// A hash of the whole dataset's listing (every part's name and size, and the manifest),
+    /// the same in every process that reads the same shards (0 for a table split in memory).
+    pub fingerprint: u64,
     /// The label column.
     pub label_name: String,
     /// The feature columns, in input order.
@@ -187,7 +192,9 @@ impl Data {
                 ),
             });
         }
-        Data::split(&table, test_fraction, split_seed, device)
+        let mut data = Data::split(&table, test_fraction, split_seed, device)?;
+        data.fingerprint = fingerprint(&dataset);
+        Ok(data)
     }
 
     /// Splits a loaded table (see [`Data::load`]).
@@ -200,6 +207,7 @@ impl Data {
         let k = table.width();
         let (mut train_x, mut train_y, mut test_x, mut test_y) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut train_keys = Vec::new();
         for (i, &offset) in table.offsets.iter().enumerate() {
             let x = &table.features[i * k..(i + 1) * k];
             let y = table.labels[i];
@@ -209,11 +217,14 @@ impl Data {
             } else {
                 train_x.extend_from_slice(x);
                 train_y.push(y);
+                train_keys.push(offset);
             }
         }
         Ok(Data {
             train: Examples::new(&train_x, &train_y, k, device)?,
             test: Examples::new(&test_x, &test_y, k, device)?,
+            train_keys,
+            fingerprint: 0,
             label_name: table.label_name.clone(),
             feature_names: table.feature_names.clone(),
         })
@@ -231,6 +242,26 @@ impl Data {
                 ))
             })
     }
+}
+
+/// [`Data::fingerprint`] of an opened dataset.
+fn fingerprint(dataset: &Dataset) -> u64 {
+    let mut h = 0u64;
+    let mut add = |bytes: &[u8]| {
+        h = bytes.iter().fold(shards::splitmix64(h), |h, &b| {
+            shards::splitmix64(h ^ u64::from(b))
+        });
+    };
+    for part in dataset.parts() {
+        add(part.name.as_bytes());
+        add(&part.bytes.to_le_bytes());
+    }
+    if let Some(manifest) = dataset.manifest() {
+        add(serde_json::to_string(manifest)
+            .expect("a manifest serializes")
+            .as_bytes());
+    }
+    h
 }
 
 #[cfg(test)]

@@ -24,9 +24,22 @@ pub enum StepPrivacy {
         noise_multiplier: f64,
         /// Per-example or per-microbatch clipping.
         grad_sample: GradSample,
-        /// The noise's random source.
+        /// The noise's key.
         noise_rng: NoiseRng,
     },
+}
+
+/// The number of microbatches records are hashed into for microbatches of `size` at expected
+/// batch size `expected_batch`: round(B / size), at least 1, so a microbatch holds `size`
+/// sampled records on average.
+pub fn microbatch_count(expected_batch: f64, size: usize) -> usize {
+    ((expected_batch / size as f64).round() as usize).max(1)
+}
+
+/// The microbatch of the record with key `key` (its input byte offset) out of `count`: a hash
+/// of the key alone, so adding or removing a record moves no other record between groups.
+pub fn microbatch_of(key: u64, count: usize) -> i64 {
+    (shards::splitmix64(key ^ 0x6d69_6372_6f62_6174) % count as u64) as i64
 }
 
 /// One step's machinery, with its buffers reused across steps.
@@ -39,21 +52,23 @@ pub struct DpStep {
     grad_views: Vec<LayerViews>,
     noise: Option<NoiseSource>,
     optimizer: Optimizer,
+    /// With microbatches: their number, and the next batch's rows' microbatches.
+    microbatches: usize,
+    microbatch_ids: Option<Tensor>,
 }
 
 impl DpStep {
     /// A step for a model of `shape` on `device`; gradients are divided by `expected_batch`
-    /// (divided by `expected_batch / n` with microbatches of `n`, the expected number of them).
-    /// `noise_seed` seeds the noise unless it is secure.
+    /// (by [`microbatch_count`] with microbatches, the expected number of them).
     pub fn new(
         shape: &Shape,
         device: Device,
         expected_batch: f64,
         privacy: StepPrivacy,
         optimizer: Optimizer,
-        noise_seed: u64,
     ) -> Result<Self> {
         let grad = Tensor::zeros([shape.numel() as i64], (Kind::Float, device));
+        let mut microbatches = 0;
         let (clip, scale, noise) = match privacy {
             StepPrivacy::NonPrivate => (f64::INFINITY, 1.0 / expected_batch, None),
             StepPrivacy::Private {
@@ -63,13 +78,16 @@ impl DpStep {
                 noise_rng,
             } => {
                 let units = match grad_sample {
-                    GradSample::Vectorized => expected_batch,
-                    GradSample::Microbatch(n) => expected_batch / n as f64,
+                    GradSample::Microbatch(n) if n > 1 => {
+                        microbatches = microbatch_count(expected_batch, n);
+                        microbatches as f64
+                    }
+                    _ => expected_batch,
                 };
                 let noise = (noise_multiplier > 0.0)
                     .then(|| {
                         let std = noise_multiplier * clip / units;
-                        NoiseSource::new(noise_rng, noise_seed, shape.numel(), std, device)
+                        NoiseSource::new(noise_rng, shape.numel(), std, device)
                     })
                     .transpose()?;
                 (clip, 1.0 / units, noise)
@@ -83,7 +101,20 @@ impl DpStep {
             grad,
             noise,
             optimizer,
+            microbatches,
+            microbatch_ids: None,
         })
+    }
+
+    /// With microbatches: the microbatch ([`microbatch_of`]) of each row of the next batch,
+    /// `[k]` int64 on the device. Needed before each [`DpStep::accumulate`] then.
+    pub fn set_microbatches(&mut self, ids: Tensor) {
+        self.microbatch_ids = Some(ids);
+    }
+
+    /// The number of microbatches records are hashed into (0 without microbatches).
+    pub fn microbatches(&self) -> usize {
+        self.microbatches
     }
 
     /// The gradient buffer: after [`DpStep::accumulate`] the batch's clipped, scaled sum;
@@ -145,13 +176,17 @@ impl DpStep {
             StepPrivacy::NonPrivate => {
                 pe.weighted_sum_into(&self.consts.scale_tensor, &self.grad_views);
             }
-            StepPrivacy::Private { grad_sample, .. } => match grad_sample {
-                GradSample::Vectorized => {
-                    let w = clip_weights(&pe.norms(input_norms, &self.consts), &self.consts);
-                    pe.weighted_sum_into(&w, &self.grad_views);
-                }
-                GradSample::Microbatch(n) => self.microbatch_sum(&pe, n),
-            },
+            StepPrivacy::Private { .. } if self.microbatches > 0 => {
+                let ids = self
+                    .microbatch_ids
+                    .take()
+                    .expect("set_microbatches is called before each step with microbatches");
+                self.microbatch_sum(&pe, &ids);
+            }
+            StepPrivacy::Private { .. } => {
+                let w = clip_weights(&pe.norms(input_norms, &self.consts), &self.consts);
+                pe.weighted_sum_into(&w, &self.grad_views);
+            }
         }
         prof.mark(Phase::Clipping);
     }
@@ -185,24 +220,26 @@ impl DpStep {
         self
     }
 
-    /// The seed's microbatches: consecutive groups of `n` sampled examples (the last may be
-    /// smaller); each group's mean gradient is clipped as one unit.
-    fn microbatch_sum(&mut self, pe: &PerExample, n: usize) {
+    /// The seed's microbatches, grouped by key: each group's mean gradient (over its sampled
+    /// members; an empty group adds nothing) is clipped as one unit and the clipped means are
+    /// summed.
+    fn microbatch_sum(&mut self, pe: &PerExample, ids: &Tensor) {
         let grads = pe.materialize();
-        let k = grads[0].size()[0] as usize;
-        let groups = k.div_ceil(n);
+        let groups = self.microbatches as i64;
         let device = self.grad.device();
-        let ids = Tensor::arange(k as i64, (Kind::Int64, device)).floor_divide_scalar(n as i64);
-        let counts: Vec<f32> = (0..groups).map(|g| (k - g * n).min(n) as f32).collect();
-        let counts = Tensor::from_slice(&counts)
-            .to_device(device)
+        let counts = Tensor::zeros([groups], (Kind::Float, device))
+            .index_add(
+                0,
+                ids,
+                &Tensor::ones([ids.size()[0]], (Kind::Float, device)),
+            )
+            .clamp_min(1.0)
             .view([-1, 1, 1]);
         let means: Vec<Tensor> = grads
             .iter()
             .map(|g| {
                 let s = g.size();
-                Tensor::zeros([groups as i64, s[1], s[2]], (Kind::Float, device))
-                    .index_add(0, &ids, g)
+                Tensor::zeros([groups, s[1], s[2]], (Kind::Float, device)).index_add(0, ids, g)
                     / &counts
             })
             .collect();
@@ -245,7 +282,7 @@ mod tests {
             clip,
             noise_multiplier: noise,
             grad_sample,
-            noise_rng: NoiseRng::Seeded,
+            noise_rng: NoiseRng::Seeded(0),
         }
     }
 
@@ -256,7 +293,7 @@ mod tests {
         batch: &(Tensor, Tensor, Tensor),
     ) -> Tensor {
         let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, mlp.shape().numel(), Device::Cpu);
-        let mut step = DpStep::new(mlp.shape(), Device::Cpu, b, privacy, opt, 0).unwrap();
+        let mut step = DpStep::new(mlp.shape(), Device::Cpu, b, privacy, opt).unwrap();
         let mut prof = Profiler::new(false, Device::Cpu);
         step.step(mlp, &batch.0, &batch.1, &batch.2, &mut prof);
         step.grad().copy()
@@ -330,23 +367,24 @@ mod tests {
         assert!((a - b).abs().max().double_value(&[]) < 1e-6);
     }
 
-    /// Microbatches of 3: each group's mean gradient, clipped, summed, divided by B / 3.
+    /// Microbatches of 3 at B = 6 (two groups): each group's mean gradient over its members,
+    /// clipped, summed, divided by the number of groups.
     #[test]
     fn microbatches_clip_group_means() {
         let (mlp, inputs, labels, norms) = setup(8, 6);
         let pe = PerExample::compute(&mlp, &inputs, &labels);
         let grads = pe.materialize();
         let (clip, b) = (0.05, 6.0);
+        let ids = [0i64, 1, 0, 0, 1, 1, 0, 1];
         let mut want: Vec<Tensor> = grads.iter().map(|g| g.get(0).zeros_like()).collect();
-        for group in [0..3, 3..6, 6..8] {
+        for group in 0..2 {
+            let members: Vec<i64> = (0..8).filter(|&i| ids[i as usize] == group).collect();
+            let members = Tensor::from_slice(&members);
             let means: Vec<Tensor> = grads
                 .iter()
                 .map(|g| {
-                    g.narrow(0, group.start, group.end - group.start).mean_dim(
-                        0i64,
-                        false,
-                        Kind::Float,
-                    )
+                    g.index_select(0, &members)
+                        .mean_dim(0i64, false, Kind::Float)
                 })
                 .collect();
             let norm = means
@@ -354,23 +392,100 @@ mod tests {
                 .map(|m| m.square().sum(Kind::Float).double_value(&[]))
                 .sum::<f64>()
                 .sqrt();
-            let f = (clip / (norm + 1e-6)).min(1.0) / (b / 3.0);
+            let f = (clip / (norm + 1e-6)).min(1.0) / 2.0;
             for (w, m) in want.iter_mut().zip(&means) {
                 *w = &*w + m * f;
             }
         }
-        let got = run_step(
-            &mlp,
-            private(clip, 0.0, GradSample::Microbatch(3)),
-            b,
-            &(inputs, labels, norms),
-        );
-        let views = mlp.shape().views(&got);
+        let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, mlp.shape().numel(), Device::Cpu);
+        let privacy = private(clip, 0.0, GradSample::Microbatch(3));
+        let mut step = DpStep::new(mlp.shape(), Device::Cpu, b, privacy, opt).unwrap();
+        assert_eq!(step.microbatches(), 2);
+        step.set_microbatches(Tensor::from_slice(&ids));
+        let mut prof = Profiler::new(false, Device::Cpu);
+        step.accumulate(&mlp, &inputs, &labels, &norms, &mut prof);
+        let views = mlp.shape().views(step.grad());
         for (l, w) in want.iter().enumerate() {
             assert!(
                 (&views[l].block - w).abs().max().double_value(&[]) < 1e-6,
                 "layer {l}"
             );
+        }
+    }
+
+    /// The clipped sum of `rows` (no noise), times what the step divides it by: the quantity
+    /// whose add/remove sensitivity the accountant is told.
+    fn clipped_sum(
+        mlp: &Mlp,
+        grad_sample: GradSample,
+        b: f64,
+        batch: &(Tensor, Tensor, Tensor),
+        keys: &[u64],
+        rows: &[i64],
+    ) -> Tensor {
+        let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, mlp.shape().numel(), Device::Cpu);
+        let privacy = private(1.0, 0.0, grad_sample);
+        let mut step = DpStep::new(mlp.shape(), Device::Cpu, b, privacy, opt).unwrap();
+        let idx = Tensor::from_slice(rows);
+        let units = if step.microbatches() > 0 {
+            let ids: Vec<i64> = rows
+                .iter()
+                .map(|&r| microbatch_of(keys[r as usize], step.microbatches()))
+                .collect();
+            step.set_microbatches(Tensor::from_slice(&ids));
+            step.microbatches() as f64
+        } else {
+            b
+        };
+        let mut prof = Profiler::new(false, Device::Cpu);
+        let pick = |t: &Tensor| t.index_select(0, &idx);
+        step.accumulate(
+            mlp,
+            &pick(&batch.0),
+            &pick(&batch.1),
+            &pick(&batch.2),
+            &mut prof,
+        );
+        step.grad() * units
+    }
+
+    /// Neighbouring datasets: over many datasets, models and Poisson draws, adding one record
+    /// (sampled) to a batch moves the clipped sum by at most the sensitivity the accountant is
+    /// told, `GradSample::sensitivity() * C`. With microbatches of 3 the change does exceed C,
+    /// so telling the accountant C (as grouping consecutive records did) would be wrong.
+    #[test]
+    fn adding_a_record_moves_the_clipped_sum_by_at_most_the_accounted_sensitivity() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(10);
+        for grad_sample in [GradSample::Vectorized, GradSample::Microbatch(3)] {
+            let bound = grad_sample.sensitivity();
+            let mut worst = 0.0f64;
+            for draw in 0..300 {
+                let k = 6 + draw % 20;
+                let (mlp, inputs, labels, norms) = setup(k, draw);
+                // Inputs of every scale, so some groups are clipped and some are not.
+                let scale = [0.1, 1.0, 30.0][draw as usize % 3];
+                let batch = (&inputs * scale, labels, &norms * scale);
+                let keys: Vec<u64> = (0..k).map(|_| rng.random()).collect();
+                let q = [1.0, 0.5, 0.2][draw as usize % 3];
+                // The last record is the one added; the others join with probability q.
+                let without: Vec<i64> = (0..k - 1).filter(|_| rng.random_bool(q)).collect();
+                let mut with = without.clone();
+                with.push(k - 1);
+                let b = (k as f64 * q).max(1.0);
+                let a = clipped_sum(&mlp, grad_sample, b, &batch, &keys, &without);
+                let c = clipped_sum(&mlp, grad_sample, b, &batch, &keys, &with);
+                let change = (a - c).norm().double_value(&[]);
+                assert!(
+                    change <= bound * (1.0 + 1e-4),
+                    "{grad_sample:?} draw {draw}: the clipped sum moved by {change} C, the \
+                     accountant was told {bound} C"
+                );
+                worst = worst.max(change);
+            }
+            if grad_sample != GradSample::Vectorized {
+                assert!(worst > 1.0, "{grad_sample:?}: worst change {worst} C");
+            }
         }
     }
 

@@ -52,6 +52,22 @@ pub enum Error {
         /// What the thread's join reported.
         message: String,
     },
+    /// The processes of a data-parallel run were started with different settings.
+    #[error(
+        "process {process} and process 0 were started with different `{setting}` (this \
+         process, {this_process}, has {value}): every process of a run needs the same options, \
+         data and trainer version"
+    )]
+    SettingsDiffer {
+        /// The setting's name (a field of [`crate::settings::Settings`]).
+        setting: String,
+        /// The process that differs from process 0.
+        process: usize,
+        /// The process reporting it.
+        this_process: usize,
+        /// This process's value.
+        value: String,
+    },
     /// A checkpoint is missing, unreadable or from an incompatible run.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {

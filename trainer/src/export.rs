@@ -1,8 +1,12 @@
 //! The trained model on disk: safetensors under PyTorch `nn.Sequential` names, and next to it
-//! a JSON file with the options, the privacy spent and the final metrics.
+//! the model card, a JSON file with the options, the privacy guarantee (what it protects, at
+//! which epsilon and delta, by which accountant) and the figures measured on held-out rows.
+//! The card holds nothing epsilon does not cover except those held-out figures, marked as
+//! such: no training-set statistic, no realized batch size, no timing.
 
 use std::path::{Path, PathBuf};
 
+use accountant::PrivacySpent;
 use serde::Serialize;
 use tch::Tensor;
 
@@ -11,6 +15,13 @@ use crate::metrics::{EpochMetrics, create_parent};
 use crate::mlp::Mlp;
 use crate::privacy::Accounting;
 use crate::{Error, Result};
+
+/// Where the exact statistics are, and that they are not for publishing.
+pub const EXACT_STATISTICS: &str = "Exact statistics of the data are not covered by epsilon and \
+    are not for publishing: the operator's metrics file (--metrics-out) holds training-set \
+    figures (train loss and accuracy, the attack on training rows, realized batch sizes, \
+    timings) under \"non_private\", and the pipeline's _manifest.json in the shards folder \
+    holds exact row and label counts and feature means.";
 
 /// The JSON written next to the model.
 #[derive(Debug, Serialize)]
@@ -23,12 +34,140 @@ pub struct ModelCard<'a> {
     pub label_name: &'a str,
     /// The run's options.
     pub options: &'a TrainConfig,
-    /// The mechanism's parameters (absent with `--no-dp`).
-    pub accounting: Option<Accounting>,
+    /// Whether the model was trained with DP-SGD.
+    pub private: bool,
+    /// The guarantee (absent with `--no-dp`).
+    pub privacy: Option<PrivacyStatement>,
     /// Steps taken.
     pub steps: u64,
-    /// The last epoch's metrics, final epsilon included.
-    pub metrics: Option<&'a EpochMetrics>,
+    /// The last epoch's figures on held-out rows.
+    pub held_out: Option<HeldOut>,
+    /// [`EXACT_STATISTICS`].
+    pub exact_statistics: &'static str,
+}
+
+/// What epsilon protects, and how it was computed.
+#[derive(Debug, Serialize)]
+pub struct PrivacyStatement {
+    /// The privacy unit.
+    pub unit: String,
+    /// Epsilon spent by the whole run, at `delta`.
+    pub epsilon: f64,
+    /// The delta.
+    pub delta: f64,
+    /// The accountant that computed epsilon (`pld` or `rdp`).
+    pub accountant: String,
+    /// The best RDP order (RDP only).
+    pub rdp_order: Option<f64>,
+    /// The mechanism: rate, noise, sensitivity.
+    pub mechanism: Accounting,
+    /// Steps composed.
+    pub steps: u64,
+    /// `os` (noise, sampling and initialisation keyed by the operating system, keys written
+    /// nowhere) or `seed` (reproducible from `options.seed`).
+    pub randomness: &'static str,
+    /// False for a seeded run: anyone who knows the seed can replay its noise and batches and
+    /// tell whether a record was trained on, whatever epsilon says.
+    pub private_against_seed_holders: bool,
+    /// What the guarantee covers, in words.
+    pub statement: String,
+}
+
+/// Figures computed on held-out rows: not covered by epsilon (they are exact statistics of the
+/// test split), but of rows the model was not trained on.
+#[derive(Debug, Serialize)]
+pub struct HeldOut {
+    /// Always false.
+    pub covered_by_epsilon: bool,
+    /// Which rows.
+    pub rows: String,
+    /// Mean loss on the test split.
+    pub test_loss: Option<f64>,
+    /// Accuracy on the test split.
+    pub test_accuracy: Option<f64>,
+    /// The model-inversion attack's accuracy on held-out rows.
+    pub attack_accuracy: Option<f64>,
+    /// Always guessing the majority value, on the same rows.
+    pub attack_majority_baseline: Option<f64>,
+    /// The logistic-regression imputer fitted on held-out rows, on the same rows.
+    pub attack_imputer_baseline: Option<f64>,
+}
+
+impl<'a> ModelCard<'a> {
+    /// The card of a run with `config`, after `steps` steps, with the final `spent` budget and
+    /// last epoch's metrics (only their held-out figures are kept).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &'a TrainConfig,
+        feature_names: &'a [String],
+        label_name: &'a str,
+        accounting: Option<Accounting>,
+        spent: Option<PrivacySpent>,
+        steps: u64,
+        last: Option<&EpochMetrics>,
+    ) -> Self {
+        let privacy = accounting.zip(spent).map(|(mechanism, spent)| {
+            let seeded = config.seed.is_some();
+            let unit = privacy_unit(config);
+            PrivacyStatement {
+                statement: format!(
+                    "({:.4}, {:e})-differential privacy by the {} accountant for {unit}: it \
+                     covers the released weights and this card, except the held_out figures.{}",
+                    spent.epsilon,
+                    spent.delta,
+                    spent.accountant,
+                    if seeded {
+                        " Seeded run: NOT private against anyone who knows the seed."
+                    } else {
+                        ""
+                    }
+                ),
+                unit,
+                epsilon: spent.epsilon,
+                delta: spent.delta,
+                accountant: spent.accountant.to_string(),
+                rdp_order: spent.rdp_order,
+                mechanism,
+                steps,
+                randomness: if seeded { "seed" } else { "os" },
+                private_against_seed_holders: !seeded,
+            }
+        });
+        let held_out = last.map(|m| HeldOut {
+            covered_by_epsilon: false,
+            rows: format!(
+                "the test split (records with splitmix64(offset ^ splitmix64({})) below {} * \
+                 2^64), never trained on; the attack on up to {} of them",
+                config.split_seed, config.test_fraction, config.attack_rows
+            ),
+            test_loss: m.test_loss,
+            test_accuracy: m.test_accuracy,
+            attack_accuracy: m.attack_accuracy,
+            attack_majority_baseline: m.attack_baseline,
+            attack_imputer_baseline: m.attack_imputer,
+        });
+        ModelCard {
+            architecture: architecture(feature_names.len(), &config.hidden),
+            feature_names,
+            label_name,
+            options: config,
+            private: privacy.is_some(),
+            privacy,
+            steps,
+            held_out,
+            exact_statistics: EXACT_STATISTICS,
+        }
+    }
+}
+
+/// The privacy unit of a run, in words: one record of its training split.
+pub fn privacy_unit(config: &TrainConfig) -> String {
+    format!(
+        "one record of the training split (add/remove neighbours): a record of the input, \
+         keyed by its byte offset, is in the training split when splitmix64(offset ^ \
+         splitmix64({})) is at least {} * 2^64",
+        config.split_seed, config.test_fraction
+    )
 }
 
 /// The options file's path for model path `model`: the same name with `.json`.

@@ -6,6 +6,7 @@
 //! - [`grad_sample`]: per-example gradients of the MLP in closed form, vectorized;
 //! - [`dp_step`]: clip, sum, add noise once, scale, optimizer step ([`optim`], [`noise`]);
 //! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
+//! - [`settings`]: what the processes of a run agree on before the first step;
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
 //!   and leaves behind.
 //!
@@ -40,6 +41,7 @@ pub mod optim;
 pub mod privacy;
 pub mod profile;
 pub mod sampler;
+pub mod settings;
 pub mod train;
 
 pub use config::{

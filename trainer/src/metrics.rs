@@ -9,22 +9,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// What an epoch achieved and cost.
+/// What an epoch achieved: figures epsilon covers or computed on held-out rows (which may be
+/// shown with the model), and in [`EpochMetrics::non_private`] the operator's exact
+/// training-set diagnostics, which must never be released.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// Epoch number, from 1.
     pub epoch: u32,
     /// Steps taken by the run so far, resumed steps included (what the budget counts).
     pub steps: u64,
-    /// Examples the epoch's Poisson batches held in all.
-    pub examples: u64,
-    /// Mean loss on the training set after the epoch.
-    pub train_loss: f64,
-    /// Accuracy on the training set after the epoch.
-    pub train_accuracy: f64,
-    /// Mean loss on the test set (absent without one).
+    /// Mean loss on the held-out (test) rows (absent without any).
     pub test_loss: Option<f64>,
-    /// Accuracy on the test set (absent without one).
+    /// Accuracy on the held-out rows (absent without any).
     pub test_accuracy: Option<f64>,
     /// Epsilon spent so far at `delta` (absent with `--no-dp`).
     pub epsilon: Option<f64>,
@@ -36,10 +32,41 @@ pub struct EpochMetrics {
     pub rdp_order: Option<f64>,
     /// The noise multiplier used.
     pub noise_multiplier: Option<f64>,
-    /// The model-inversion attack's accuracy (absent without an attack feature).
+    /// The model-inversion attack's accuracy on held-out rows (absent without an attack
+    /// feature or held-out rows).
     pub attack_accuracy: Option<f64>,
-    /// The attack's baseline: always guessing the majority value.
+    /// The majority baseline on those rows: always guessing the more common value.
     pub attack_baseline: Option<f64>,
+    /// A baseline imputer's accuracy on those rows: logistic regression of the attack feature
+    /// on the other features and the label, fitted on the held-out rows (no model involved).
+    pub attack_imputer: Option<f64>,
+    /// Data-parallel workers (processes x threads) that trained the epoch.
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// The operator's exact training-set statistics and timings (absent in what is released:
+    /// the model card and checkpoints).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub non_private: Option<NonPrivate>,
+}
+
+/// Exact statistics of the training rows, and timings (which depend on the realized batch
+/// sizes): the operator's diagnostics, not covered by epsilon and never released. Serialized
+/// with `"private": false`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NonPrivate {
+    /// Always false: nothing here is covered by epsilon.
+    pub private: bool,
+    /// Examples the epoch's Poisson batches held in all (the realized batch sizes' sum).
+    pub examples: u64,
+    /// Mean loss on the training rows after the epoch.
+    pub train_loss: f64,
+    /// Accuracy on the training rows after the epoch.
+    pub train_accuracy: f64,
+    /// The attack's accuracy on training rows.
+    pub attack_train_accuracy: Option<f64>,
+    /// Its accuracy on training rows minus on held-out rows: what the model leaks about its
+    /// training rows beyond what it says about the population.
+    pub attack_leakage: Option<f64>,
     /// Seconds of training in the epoch (evaluation excluded).
     pub seconds: f64,
     /// Seconds the training threads spent on a CPU, summed over every worker (Linux; absent
@@ -47,9 +74,6 @@ pub struct EpochMetrics {
     /// waiting for the neighbours.
     #[serde(default)]
     pub cpu_seconds: Option<f64>,
-    /// Data-parallel workers (processes x threads) that trained the epoch.
-    #[serde(default = "one")]
-    pub workers: usize,
     /// Of the training seconds, those worker 0 spent in the all-reduce of the gradients
     /// (sending, waiting for the others, adding); absent with one worker.
     #[serde(default)]
@@ -63,13 +87,19 @@ pub struct EpochMetrics {
     pub phases: Option<Vec<(String, f64)>>,
 }
 
+impl EpochMetrics {
+    /// The figures that may be released: these metrics without [`EpochMetrics::non_private`].
+    pub fn public(&self) -> EpochMetrics {
+        EpochMetrics {
+            non_private: None,
+            ..self.clone()
+        }
+    }
+}
+
 impl fmt::Display for EpochMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "epoch {:>3}  train loss {:.4} acc {:.4}",
-            self.epoch, self.train_loss, self.train_accuracy
-        )?;
+        write!(f, "epoch {:>3}", self.epoch)?;
         if let (Some(l), Some(a)) = (self.test_loss, self.test_accuracy) {
             write!(f, "  test loss {l:.4} acc {a:.4}")?;
         }
@@ -78,15 +108,25 @@ impl fmt::Display for EpochMetrics {
             write!(f, "  epsilon {e:.4} (delta {d:e}, {acc})")?;
         }
         if let (Some(a), Some(b)) = (self.attack_accuracy, self.attack_baseline) {
-            write!(f, "  attack {a:.4} (baseline {b:.4})")?;
+            write!(f, "  attack (held-out) {a:.4} (majority {b:.4}")?;
+            if let Some(i) = self.attack_imputer {
+                write!(f, ", imputer {i:.4}")?;
+            }
+            write!(f, ")")?;
         }
-        write!(
-            f,
-            "  {:.2} s  {:.0} ex/s",
-            self.seconds, self.examples_per_second
-        )?;
-        if let Some(c) = self.comm_seconds {
-            write!(f, "  ({} workers, all-reduce {c:.3} s)", self.workers)?;
+        if let Some(n) = &self.non_private {
+            write!(
+                f,
+                "  | not private: train loss {:.4} acc {:.4}",
+                n.train_loss, n.train_accuracy
+            )?;
+            if let Some(l) = n.attack_leakage {
+                write!(f, " attack leakage {l:+.4}")?;
+            }
+            write!(f, "  {:.2} s  {:.0} ex/s", n.seconds, n.examples_per_second)?;
+            if let Some(c) = n.comm_seconds {
+                write!(f, "  ({} workers, all-reduce {c:.3} s)", self.workers)?;
+            }
         }
         Ok(())
     }
@@ -154,9 +194,6 @@ mod tests {
         EpochMetrics {
             epoch: 1,
             steps: 3750,
-            examples: 960_123,
-            train_loss: 0.6,
-            train_accuracy: 0.66,
             test_loss: Some(0.61),
             test_accuracy: Some(0.65),
             epsilon: Some(0.677),
@@ -166,13 +203,22 @@ mod tests {
             noise_multiplier: Some(0.9),
             attack_accuracy: Some(0.61),
             attack_baseline: Some(0.8),
-            seconds: 0.4,
-            cpu_seconds: Some(0.3),
+            attack_imputer: Some(0.82),
             workers: 2,
-            comm_seconds: Some(0.05),
-            eval_seconds: 0.1,
-            examples_per_second: 2.4e6,
-            phases: None,
+            non_private: Some(NonPrivate {
+                private: false,
+                examples: 960_123,
+                train_loss: 0.6,
+                train_accuracy: 0.66,
+                attack_train_accuracy: Some(0.62),
+                attack_leakage: Some(0.01),
+                seconds: 0.4,
+                cpu_seconds: Some(0.3),
+                comm_seconds: Some(0.05),
+                eval_seconds: 0.1,
+                examples_per_second: 2.4e6,
+                phases: None,
+            }),
         }
     }
 
@@ -196,10 +242,19 @@ mod tests {
         assert_eq!(lines, [sample(), sample()]);
         MetricsLog::open(&path, false).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        assert!(
+            text.contains("\"non_private\":{\"private\":false,"),
+            "{text}"
+        );
+        let public = serde_json::to_string(&sample().public()).unwrap();
+        assert!(
+            !public.contains("train") && !public.contains("examples"),
+            "{public}"
+        );
         let shown = sample().to_string();
         assert!(
             shown.contains("epsilon 0.6770")
-                && shown.contains("attack 0.6100")
+                && shown.contains("attack (held-out) 0.6100")
                 && shown.contains("2 workers, all-reduce 0.050 s"),
             "{shown}"
         );

@@ -6,22 +6,22 @@
 
 use rand::SeedableRng;
 use rand::rngs::SysRng;
-use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
+use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Tensor};
 
 use crate::config::NoiseRng;
 use crate::{Error, Result};
 
-/// Where the values come from.
+/// Where the values come from: ChaCha20, keyed by the run's seed (one stream per epoch, so a
+/// resumed run draws what an uninterrupted one would) or by the operating system (never
+/// replayed, the key never leaves this process). Each value is the sum of four standard
+/// Gaussian draws at half the std (Holohan and Braghin 2021, as Opacus's secure mode), which
+/// hides the floating-point artefacts of a single draw.
 #[derive(Debug)]
-enum Stream {
-    /// ChaCha8 from `--seed`, one stream per epoch: fast and reproducible.
-    Seeded(Box<ChaCha8Rng>),
-    /// ChaCha20 seeded by the operating system. Each value is the sum of four draws at half
-    /// the std (Holohan and Braghin 2021, as Opacus's secure mode), which hides the
-    /// floating-point artefacts of a single Gaussian draw.
-    Secure(Box<ChaCha20Rng>),
+struct Stream {
+    rng: Box<ChaCha20Rng>,
+    seeded: bool,
 }
 
 /// At most this many values are drawn ahead (16 MB of `f32`).
@@ -43,28 +43,31 @@ pub struct NoiseSource {
 }
 
 impl NoiseSource {
-    /// A source of `numel` values of std `std` per step, added on `device`; `seed` is used
-    /// when seeded.
-    pub fn new(kind: NoiseRng, seed: u64, numel: usize, std: f64, device: Device) -> Result<Self> {
+    /// A source of `numel` values of std `std` per step, added on `device`.
+    pub fn new(kind: NoiseRng, numel: usize, std: f64, device: Device) -> Result<Self> {
         let rows = (MAX_AHEAD / numel.max(1)).clamp(1, STEPS_AHEAD);
-        NoiseSource::drawing_ahead(kind, seed, numel, std, device, rows)
+        NoiseSource::drawing_ahead(kind, numel, std, device, rows)
     }
 
     /// [`NoiseSource::new`], drawing `rows` steps ahead.
     fn drawing_ahead(
         kind: NoiseRng,
-        seed: u64,
         numel: usize,
         std: f64,
         device: Device,
         rows: usize,
     ) -> Result<Self> {
         let stream = match kind {
-            NoiseRng::Seeded => Stream::Seeded(Box::new(ChaCha8Rng::seed_from_u64(seed))),
-            NoiseRng::Secure => Stream::Secure(Box::new(
-                ChaCha20Rng::try_from_rng(&mut SysRng)
-                    .map_err(|e| Error::Config(format!("--secure-rng: no OS entropy: {e}")))?,
-            )),
+            NoiseRng::Seeded(seed) => Stream {
+                rng: Box::new(ChaCha20Rng::seed_from_u64(noise_seed(seed))),
+                seeded: true,
+            },
+            NoiseRng::Os => Stream {
+                rng: Box::new(ChaCha20Rng::try_from_rng(&mut SysRng).map_err(|e| {
+                    Error::Config(format!("no OS entropy for the noise's key: {e}"))
+                })?),
+                seeded: false,
+            },
         };
         Ok(NoiseSource {
             stream,
@@ -84,9 +87,9 @@ impl NoiseSource {
     /// Starts the seeded stream of `epoch` (a resumed run draws what an uninterrupted one
     /// would); secure noise is never replayed.
     pub fn start_epoch(&mut self, epoch: u32) {
-        if let Stream::Seeded(rng) = &mut self.stream {
-            rng.set_stream(u64::from(epoch));
-            rng.set_word_pos(0);
+        if self.stream.seeded {
+            self.stream.rng.set_stream(u64::from(epoch));
+            self.stream.rng.set_word_pos(0);
         }
         self.next = self.rows();
     }
@@ -103,22 +106,11 @@ impl NoiseSource {
 
     /// Draws the next block of steps' noise and copies it to the device.
     fn refill(&mut self) {
-        let std = self.std;
-        match &mut self.stream {
-            Stream::Seeded(rng) => {
-                for v in self.host.iter_mut() {
-                    let z: f64 = StandardNormal.sample(rng.as_mut());
-                    *v = (z * std) as f32;
-                }
-            }
-            Stream::Secure(rng) => {
-                for v in self.host.iter_mut() {
-                    let s: f64 = (0..4)
-                        .map(|_| -> f64 { StandardNormal.sample(rng.as_mut()) })
-                        .sum();
-                    *v = (s * 0.5 * std) as f32;
-                }
-            }
+        let half = 0.5 * self.std;
+        let rng = self.stream.rng.as_mut();
+        for v in self.host.iter_mut() {
+            let s: f64 = (0..4).map(|_| -> f64 { StandardNormal.sample(rng) }).sum();
+            *v = (s * half) as f32;
         }
         self.block = Tensor::from_slice(&self.host)
             .view([self.rows() as i64, self.numel as i64])
@@ -127,14 +119,20 @@ impl NoiseSource {
     }
 }
 
+/// The key of the seeded noise streams (one per epoch), independent of the sampler's and the
+/// initialisation's, which use the seed itself.
+fn noise_seed(seed: u64) -> u64 {
+    shards::splitmix64(seed ^ 0x6e6f_6973_6500_0000)
+}
+
 #[cfg(test)]
 mod tests {
     use tch::Kind;
 
     use super::*;
 
-    fn draw(kind: NoiseRng, seed: u64, epoch: u32, n: usize, std: f64) -> Tensor {
-        let mut src = NoiseSource::drawing_ahead(kind, seed, n, std, Device::Cpu, 1).unwrap();
+    fn draw(kind: NoiseRng, epoch: u32, n: usize, std: f64) -> Tensor {
+        let mut src = NoiseSource::drawing_ahead(kind, n, std, Device::Cpu, 1).unwrap();
         src.start_epoch(epoch);
         let g = Tensor::zeros([n as i64], (Kind::Float, Device::Cpu));
         src.add_to(&g);
@@ -143,8 +141,8 @@ mod tests {
 
     #[test]
     fn both_sources_have_the_requested_std() {
-        for kind in [NoiseRng::Seeded, NoiseRng::Secure] {
-            let g = draw(kind, 1, 0, 50_000, 2.0);
+        for kind in [NoiseRng::Seeded(1), NoiseRng::Os] {
+            let g = draw(kind, 0, 50_000, 2.0);
             let (mean, std) = (
                 g.mean(Kind::Float).double_value(&[]),
                 g.std(true).double_value(&[]),
@@ -161,7 +159,7 @@ mod tests {
     fn noise_does_not_depend_on_drawing_ahead() {
         let source = |rows| {
             let mut s =
-                NoiseSource::drawing_ahead(NoiseRng::Seeded, 5, 7, 1.0, Device::Cpu, rows).unwrap();
+                NoiseSource::drawing_ahead(NoiseRng::Seeded(5), 7, 1.0, Device::Cpu, rows).unwrap();
             s.start_epoch(1);
             s
         };
@@ -181,11 +179,11 @@ mod tests {
     }
 
     #[test]
-    fn seeded_noise_repeats_per_epoch_and_secure_noise_does_not() {
-        let a = draw(NoiseRng::Seeded, 3, 2, 8, 1.0);
-        assert!(a.equal(&draw(NoiseRng::Seeded, 3, 2, 8, 1.0)));
-        assert!(!a.equal(&draw(NoiseRng::Seeded, 3, 1, 8, 1.0)));
-        assert!(!a.equal(&draw(NoiseRng::Seeded, 4, 2, 8, 1.0)));
-        assert!(!draw(NoiseRng::Secure, 3, 2, 8, 1.0).equal(&draw(NoiseRng::Secure, 3, 2, 8, 1.0)));
+    fn seeded_noise_repeats_per_epoch_and_os_keyed_noise_does_not() {
+        let a = draw(NoiseRng::Seeded(3), 2, 8, 1.0);
+        assert!(a.equal(&draw(NoiseRng::Seeded(3), 2, 8, 1.0)));
+        assert!(!a.equal(&draw(NoiseRng::Seeded(3), 1, 8, 1.0)));
+        assert!(!a.equal(&draw(NoiseRng::Seeded(4), 2, 8, 1.0)));
+        assert!(!draw(NoiseRng::Os, 2, 8, 1.0).equal(&draw(NoiseRng::Os, 2, 8, 1.0)));
     }
 }

@@ -16,8 +16,13 @@ pub struct Accounting {
     pub accountant: AccountantKind,
     /// q: the sampler's rate.
     pub sampling_rate: f64,
-    /// sigma: noise std over the clip bound.
+    /// sigma: noise std over the clip bound C (what each step adds is N(0, (sigma C)^2)).
     pub noise_multiplier: f64,
+    /// The add/remove sensitivity of the step's clipped sum in units of C: 1 per example, 2
+    /// with microbatches ([`crate::GradSample::sensitivity`]).
+    pub sensitivity: f64,
+    /// sigma / sensitivity: the noise multiplier of the mechanism the accountant composes.
+    pub effective_noise_multiplier: f64,
     /// delta of (epsilon, delta).
     pub delta: f64,
 }
@@ -25,11 +30,12 @@ pub struct Accounting {
 impl Accounting {
     /// Accounting for a run that draws its batches with `sampler` and plans `planned_steps`
     /// steps in all; with a target epsilon, the noise multiplier is the smallest that spends at
-    /// most the target over those steps.
+    /// most the target over those steps. The accountant sees the noise over the sensitivity.
     pub fn new(dp: &DpConfig, sampler: &PoissonSampler, planned_steps: u64) -> Result<Self> {
         let sampling_rate = sampler.rate();
-        let noise_multiplier = match dp.noise {
-            NoiseSpec::Multiplier(s) => s,
+        let sensitivity = dp.grad_sample.sensitivity();
+        let effective_noise_multiplier = match dp.noise {
+            NoiseSpec::Multiplier(s) => s / sensitivity,
             NoiseSpec::TargetEpsilon(target) => noise_for_target(
                 dp.accountant,
                 sampling_rate,
@@ -41,7 +47,9 @@ impl Accounting {
         Ok(Accounting {
             accountant: dp.accountant,
             sampling_rate,
-            noise_multiplier,
+            noise_multiplier: effective_noise_multiplier * sensitivity,
+            sensitivity,
+            effective_noise_multiplier,
             delta: dp.delta,
         })
     }
@@ -51,7 +59,7 @@ impl Accounting {
         epsilon(
             self.accountant,
             self.sampling_rate,
-            self.noise_multiplier,
+            self.effective_noise_multiplier,
             steps,
             self.delta,
         )
@@ -104,7 +112,7 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
 
     use super::*;
-    use crate::config::{GradSample, NoiseRng};
+    use crate::config::GradSample;
 
     fn dp(noise: NoiseSpec) -> DpConfig {
         DpConfig {
@@ -113,8 +121,27 @@ mod tests {
             delta: 1e-5,
             accountant: AccountantKind::Rdp,
             grad_sample: GradSample::Vectorized,
-            noise_rng: NoiseRng::Seeded,
         }
+    }
+
+    /// Microbatches double the sensitivity: the accountant sees sigma / 2, and a target
+    /// epsilon doubles the noise the step adds.
+    #[test]
+    fn microbatches_are_accounted_at_half_the_noise_multiplier() {
+        let sampler = PoissonSampler::new(10_000, 100, ChaCha20Rng::seed_from_u64(0)).unwrap();
+        let mut micro = dp(NoiseSpec::Multiplier(1.8));
+        micro.grad_sample = GradSample::Microbatch(3);
+        let acc = Accounting::new(&micro, &sampler, 500).unwrap();
+        assert_eq!(
+            (acc.sensitivity, acc.effective_noise_multiplier),
+            (2.0, 0.9)
+        );
+        let per_example = Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 500).unwrap();
+        assert_eq!(acc.spent(500).unwrap(), per_example.spent(500).unwrap());
+        micro.noise = NoiseSpec::TargetEpsilon(2.0);
+        let calibrated = Accounting::new(&micro, &sampler, 500).unwrap();
+        let plain = Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500).unwrap();
+        assert_eq!(calibrated.noise_multiplier, 2.0 * plain.noise_multiplier);
     }
 
     /// The rate the accountant sees is the sampler's, and the seed workload gives the RDP

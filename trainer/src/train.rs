@@ -23,27 +23,29 @@ use rand_chacha::ChaCha20Rng;
 use tch::Tensor;
 use timely::worker::Worker;
 
-use crate::attack::{Attack, AttackResult};
+use crate::attack::{Attack, Imputer};
 use crate::batches::BatchQueue;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{DpConfig, NoiseRng, NoiseSpec, Privacy, Sampling, TrainConfig};
 use crate::data::Data;
 use crate::device::{self, synchronize};
-use crate::dp_step::{DpStep, StepPrivacy};
+use crate::dp_step::{DpStep, StepPrivacy, microbatch_of};
 use crate::evaluate::{self, Totals};
 use crate::export::{self, ModelCard};
-use crate::metrics::{EpochMetrics, MetricsLog, thread_cpu_ns};
+use crate::metrics::{EpochMetrics, MetricsLog, NonPrivate, thread_cpu_ns};
 use crate::mlp::{Mlp, Shape};
 use crate::optim::Optimizer;
 use crate::privacy::Accounting;
 use crate::profile::{Phase, Profiler};
 use crate::sampler::PoissonSampler;
+use crate::settings::Settings;
 use crate::{Error, Result};
 
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct RunReport {
-    /// Every epoch's metrics (resumed epochs included).
+    /// Every epoch's metrics (resumed epochs included, with their public part only: a
+    /// checkpoint keeps no training-set statistic).
     pub metrics: Vec<EpochMetrics>,
     /// The mechanism's parameters (absent with `--no-dp`).
     pub accounting: Option<Accounting>,
@@ -61,7 +63,7 @@ pub fn steps_per_epoch(train_rows: usize, batch_size: u32) -> u64 {
     ((train_rows as f64 / f64::from(batch_size)).round() as u64).max(1)
 }
 
-/// Where the sampler's randomness comes from: the run's seed, or (secure noise) a secret key
+/// Where the sampler's randomness comes from: the run's seed, or (the default) a secret key
 /// drawn from the OS by worker 0 and shared with the others, so all draw the same sample.
 #[derive(Debug, Clone, Copy)]
 enum SamplerKey {
@@ -79,42 +81,6 @@ fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
     };
     rng.set_stream(u64::from(epoch) + 1);
     rng
-}
-
-fn secure(config: &TrainConfig) -> bool {
-    matches!(&config.privacy, Privacy::Private(dp) if dp.noise_rng == NoiseRng::Secure)
-}
-
-/// The key of the seeded noise streams (one per epoch), independent of the sampler's.
-fn noise_seed(seed: u64) -> u64 {
-    shards::splitmix64(seed ^ 0x6e6f_6973_6500_0000)
-}
-
-/// The options a resumed run must share with the run that wrote the checkpoint.
-fn fingerprint(config: &TrainConfig, train_rows: usize) -> serde_json::Value {
-    let mut v = serde_json::to_value(config).expect("config serializes");
-    let map = v.as_object_mut().expect("config is a struct");
-    for transient in [
-        "device",
-        "intra_op_threads",
-        "metrics_out",
-        "save",
-        "checkpoint",
-        "profile",
-        "progress",
-        "attack_rows",
-        "attack_feature",
-    ] {
-        map.remove(transient);
-    }
-    // More epochs may follow, unless the noise was calibrated for the planned number.
-    let calibrated = matches!(&config.privacy,
-        Privacy::Private(dp) if matches!(dp.noise, crate::config::NoiseSpec::TargetEpsilon(_)));
-    if !calibrated {
-        map.remove("epochs");
-    }
-    map.insert("train_rows".into(), train_rows.into());
-    v
 }
 
 /// Trains as `config` says, on every worker of `config.cluster` in this process; worker 0 prints
@@ -254,36 +220,51 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         });
     }
 
-    // The attack runs on the run's leading training rows; this worker holds those in its range.
+    // Every process must run the same mechanism on the same data: compare every setting that
+    // matters before anything else is exchanged.
+    let columns: Vec<String> = [&data.label_name]
+        .into_iter()
+        .chain(&data.feature_names)
+        .cloned()
+        .collect();
+    let settings = Settings::new(config, data.fingerprint, n as u64, columns);
+    settings.agree(me, workers, config.cluster.threads(), |v| {
+        Ok(coll.counts.sum(worker, v)?)
+    })?;
+
+    // The attack runs on the run's leading training rows and leading held-out rows; this worker
+    // holds those in its ranges.
+    let test_start = counts[workers..workers + me].iter().sum::<u64>() as usize;
     let attack = match &config.attack_feature {
-        Some(name) => {
-            let j = data.feature_index(name, "--attack-feature")?;
-            let rows = config.attack_rows.saturating_sub(share.start as usize);
-            let mut a = Attack::new(&data.train, j, name, rows)?;
-            let (ones, rows) = a.counts();
-            let mut v = [ones, rows];
-            coll.totals.sum(worker, &mut v)?;
-            a.set_majority(v[0], v[1]);
-            Some(a)
-        }
+        Some(name) => Some(Attacks::new(
+            &data,
+            name,
+            config.attack_rows,
+            (share.start as usize, test_start),
+            n_test,
+            |v| Ok(coll.totals.sum(worker, v)?),
+        )?),
         None => None,
     };
 
-    let key = if secure(config) {
-        let mut words = [0u64; 4];
-        if lead {
-            let mut os = ChaCha20Rng::try_from_rng(&mut SysRng)
-                .map_err(|e| Error::Config(format!("--secure-rng: no OS entropy: {e}")))?;
-            words = std::array::from_fn(|_| os.next_u64());
+    // The sampling key and the initialisation: from the seed, or from the OS (worker 0 draws
+    // them and sends them to the others; they are written nowhere).
+    let (key, init_seed) = match config.seed {
+        Some(seed) => (SamplerKey::Seed(seed), seed),
+        None => {
+            let mut words = [0u64; 5];
+            if lead {
+                let mut os = ChaCha20Rng::try_from_rng(&mut SysRng)
+                    .map_err(|e| Error::Config(format!("no OS entropy for the run's keys: {e}")))?;
+                words = std::array::from_fn(|_| os.next_u64());
+            }
+            coll.counts.broadcast(worker, 0, &mut words)?;
+            let mut bytes = [0u8; 32];
+            for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+                chunk.copy_from_slice(&w.to_le_bytes());
+            }
+            (SamplerKey::Secret(bytes), words[4])
         }
-        coll.counts.broadcast(worker, 0, &mut words)?;
-        let mut bytes = [0u8; 32];
-        for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&w.to_le_bytes());
-        }
-        SamplerKey::Secret(bytes)
-    } else {
-        SamplerKey::Seed(config.seed)
     };
     let per_epoch = steps_per_epoch(n, config.batch_size);
     let sampler = match config.sampling {
@@ -310,25 +291,32 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
                 clip: dp.l2_norm_clip,
                 noise_multiplier: acc.noise_multiplier,
                 grad_sample: dp.grad_sample,
-                noise_rng: dp.noise_rng,
+                noise_rng: match config.noise_rng() {
+                    // Seeded runs with other settings (or data) get other noise, so two of them
+                    // cannot cancel their noise against each other.
+                    NoiseRng::Seeded(seed) => NoiseRng::Seeded(settings.noise_seed(seed)),
+                    NoiseRng::Os => NoiseRng::Os,
+                },
             };
             (Some(acc), step)
         }
     };
 
     let shape = Shape::new(data.train.width(), &config.hidden);
-    let mut mlp = Mlp::new(shape.clone(), config.seed, device)?;
+    let mut mlp = Mlp::new(shape.clone(), init_seed, device)?;
     let optimizer = Optimizer::new(config.optimizer, config.lr, shape.numel(), device);
     // B, or N when B > N (the rate is then capped at 1).
     let expected_batch = sampler.rate() * n as f64;
-    let mut dp = DpStep::new(
-        &shape,
-        device,
-        expected_batch,
-        step_privacy,
-        optimizer,
-        noise_seed(config.seed),
-    )?;
+    let mut dp = DpStep::new(&shape, device, expected_batch, step_privacy, optimizer)?;
+    // With microbatches, each training record's microbatch, by its key.
+    let microbatches = (dp.microbatches() > 0).then(|| {
+        let ids: Vec<i64> = data
+            .train_keys
+            .iter()
+            .map(|&k| microbatch_of(k, dp.microbatches()))
+            .collect();
+        Tensor::from_slice(&ids).to_device(device)
+    });
     if !lead {
         // Worker 0's share carries the noise.
         dp = dp.noise_elsewhere();
@@ -340,7 +328,7 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             let _ = writeln!(std::io::stdout(), "{line}");
         }
     };
-    let fp = fingerprint(config, n);
+    let fp = settings.for_checkpoint();
     let mut history = Vec::new();
     // Worker 0 reads the checkpoint (it needs to exist only where worker 0 runs) and hands its
     // position, parameters and optimizer state to the others.
@@ -395,9 +383,31 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
     if let Some(acc) = &accounting {
         print(&format!(
             "training on {n} rows ({n_test} test) on {on} with q = {:.6}, noise multiplier \
-             {:.4}, {per_epoch} steps per epoch",
-            acc.sampling_rate, acc.noise_multiplier,
+             {:.4}{}, {per_epoch} steps per epoch",
+            acc.sampling_rate,
+            acc.noise_multiplier,
+            if acc.sensitivity == 1.0 {
+                String::new()
+            } else {
+                format!(
+                    " (sensitivity {}C: accounted as {:.4})",
+                    acc.sensitivity, acc.effective_noise_multiplier
+                )
+            },
         ));
+        print(&format!(
+            "privacy unit: {}; delta {:e}, {} accountant",
+            export::privacy_unit(config),
+            acc.delta,
+            acc.accountant
+        ));
+        if let Some(seed) = config.seed {
+            print(&format!(
+                "seeded run (--seed {seed}): anyone who knows the seed can replay its noise and \
+                 batches, so what it releases is NOT private against them \
+                 (private_against_seed_holders: false); leave --seed out for a release"
+            ));
+        }
     } else {
         print(&format!(
             "training on {n} rows ({n_test} test) on {on} without privacy, {per_epoch} steps \
@@ -420,6 +430,9 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             prof.restart();
             let idx = batches.next_batch(per_epoch - s);
             examples += batches.sample_size();
+            if let Some(ids) = &microbatches {
+                dp.set_microbatches(ids.index_select(0, &idx));
+            }
             let rows = data.train.rows().index_select(0, &idx);
             let (inputs, labels, norms) = (
                 data.train.inputs(&rows),
@@ -451,12 +464,14 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         let eval_started = Instant::now();
         // Loss and accuracy sums over every worker's examples, the attack's hits, CPU seconds,
         // and the budget spent (worker 0 asks the accountant; the others add 0).
-        let mut sums = [0f64; 11];
+        let mut sums = [0f64; 13];
         sums[..3].copy_from_slice(&evaluate::totals(&mlp, &data.train).to_array());
         sums[3..6].copy_from_slice(&evaluate::totals(&mlp, &data.test).to_array());
         if let Some(a) = &attack {
-            sums[6] = a.correct(&mlp, &data.train);
-            sums[7] = a.counts().1;
+            sums[6] = a.train.correct(&mlp, &data.train);
+            sums[7] = a.train.counts().1;
+            sums[11] = a.held_out.correct(&mlp, &data.test);
+            sums[12] = a.held_out.counts().1;
         }
         sums[8] = cpu_seconds.unwrap_or(f64::NAN);
         if lead && let Some(acc) = &accounting {
@@ -475,18 +490,17 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             .evaluation()
             .expect("the training set is not empty");
         let test = Totals::from_slice(&sums[3..6]).evaluation();
-        let attacked = attack.as_ref().map(|a| AttackResult {
-            accuracy: sums[6] / sums[7].max(1.0),
-            baseline: a.baseline(),
-        });
+        let attack_train = attack
+            .as_ref()
+            .filter(|_| sums[7] > 0.0)
+            .map(|_| sums[6] / sums[7]);
+        let held_out = attack.as_ref().filter(|_| sums[12] > 0.0);
+        let attack_held_out = held_out.map(|_| sums[11] / sums[12]);
         prof.mark(Phase::Evaluation);
         let phases = prof.take();
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             steps,
-            examples,
-            train_loss: train.loss,
-            train_accuracy: train.accuracy,
             test_loss: test.map(|t| t.loss),
             test_accuracy: test.map(|t| t.accuracy),
             epsilon: spent.map(|s| s.epsilon),
@@ -494,20 +508,29 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             accountant: spent.map(|s| s.accountant.to_string()),
             rdp_order: spent.and_then(|s| s.rdp_order),
             noise_multiplier: accounting.map(|a| a.noise_multiplier),
-            attack_accuracy: attacked.map(|a| a.accuracy),
-            attack_baseline: attacked.map(|a| a.baseline),
-            seconds,
-            cpu_seconds: sums[8].is_finite().then_some(sums[8]),
+            attack_accuracy: attack_held_out,
+            attack_baseline: held_out.map(|a| a.held_out.baseline()),
+            attack_imputer: held_out.and_then(|a| a.imputer),
             workers,
-            comm_seconds,
-            eval_seconds: eval_started.elapsed().as_secs_f64(),
-            examples_per_second: examples as f64 / seconds.max(1e-9),
-            phases: prof.enabled().then(|| {
-                phases
-                    .seconds()
-                    .into_iter()
-                    .map(|(n, s)| (n.to_string(), s))
-                    .collect()
+            non_private: Some(NonPrivate {
+                private: false,
+                examples,
+                train_loss: train.loss,
+                train_accuracy: train.accuracy,
+                attack_train_accuracy: attack_train,
+                attack_leakage: attack_train.zip(attack_held_out).map(|(t, h)| t - h),
+                seconds,
+                cpu_seconds: sums[8].is_finite().then_some(sums[8]),
+                comm_seconds,
+                eval_seconds: eval_started.elapsed().as_secs_f64(),
+                examples_per_second: examples as f64 / seconds.max(1e-9),
+                phases: prof.enabled().then(|| {
+                    phases
+                        .seconds()
+                        .into_iter()
+                        .map(|(n, s)| (n.to_string(), s))
+                        .collect()
+                }),
             }),
         };
         print(&metrics.to_string());
@@ -525,7 +548,8 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
                 noise_multiplier: accounting.map(|a| a.noise_multiplier),
                 fingerprint: fp.clone(),
                 tensors: String::new(),
-                metrics: history.clone(),
+                // What epsilon covers and held-out figures only: a checkpoint may be shipped.
+                metrics: history.iter().map(EpochMetrics::public).collect(),
             };
             let mut tensors = vec![("params".to_string(), mlp.flat())];
             tensors.extend(dp.optimizer().state());
@@ -538,15 +562,15 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         spent = accounting.map(|a| a.spent(steps)).transpose()?;
     }
     if lead && let Some(path) = &config.save {
-        let card = ModelCard {
-            architecture: export::architecture(data.train.width(), &config.hidden),
-            feature_names: &data.feature_names,
-            label_name: &data.label_name,
-            options: config,
+        let card = ModelCard::new(
+            config,
+            &data.feature_names,
+            &data.label_name,
             accounting,
+            spent,
             steps,
-            metrics: history.last(),
-        };
+            history.last(),
+        );
         export::save(path, &mlp, &card)?;
         print(&format!(
             "saved {} and {}",
@@ -599,6 +623,56 @@ fn resume<'a>(
         });
     }
     Ok(Some((saved, &ck.dir)))
+}
+
+/// The model-inversion attack on a run's leading training rows and leading held-out rows, and
+/// the baseline imputer's accuracy on those held-out rows (fitted on them once: it does not
+/// depend on the model).
+struct Attacks {
+    train: Attack,
+    held_out: Attack,
+    imputer: Option<f64>,
+}
+
+impl Attacks {
+    /// The attack on feature `name` of up to `rows` leading rows of each split; this worker's
+    /// rows of the splits start at global positions `starts`; `sum` adds up over workers.
+    fn new(
+        data: &Data,
+        name: &str,
+        rows: usize,
+        starts: (usize, usize),
+        n_test: usize,
+        mut sum: impl FnMut(&mut [f64]) -> Result<()>,
+    ) -> Result<Self> {
+        let j = data.feature_index(name, "--attack-feature")?;
+        let (train_rows, test_rows) =
+            (rows.saturating_sub(starts.0), rows.saturating_sub(starts.1));
+        let mut train = Attack::new(&data.train, j, name, train_rows)?;
+        let mut held_out = Attack::new(&data.test, j, name, test_rows)?;
+        let mut v = [
+            train.counts().0,
+            train.counts().1,
+            held_out.counts().0,
+            held_out.counts().1,
+        ];
+        sum(&mut v)?;
+        train.set_majority(v[0], v[1]);
+        held_out.set_majority(v[2], v[3]);
+        let imputer = if n_test > 0 {
+            let imp = Imputer::fit(&data.test, j, test_rows, &mut sum)?;
+            let mut v = [imp.correct(&data.test, test_rows), held_out.counts().1];
+            sum(&mut v)?;
+            Some(v[0] / v[1].max(1.0))
+        } else {
+            None
+        };
+        Ok(Attacks {
+            train,
+            held_out,
+            imputer,
+        })
+    }
 }
 
 fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressBar {

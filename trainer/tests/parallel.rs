@@ -66,6 +66,8 @@ fn any_processes_by_threads_give_the_single_worker_model() {
         "2",
         "--batch-size",
         "64",
+        "--seed",
+        "0",
         "--no-progress",
     ];
     let run = |name: &str, extra: &[&str]| {
@@ -119,7 +121,10 @@ fn any_processes_by_threads_give_the_single_worker_model() {
         for (a, b) in m.iter().zip(&one_m) {
             assert_eq!(a["epsilon"], b["epsilon"], "{name}");
             assert_eq!(a["steps"], b["steps"], "{name}");
-            assert_eq!(a["examples"], b["examples"], "{name}: the same sample");
+            assert_eq!(
+                a["non_private"]["examples"], b["non_private"]["examples"],
+                "{name}: the same sample"
+            );
             let (x, y) = (
                 a["test_accuracy"].as_f64().unwrap(),
                 b["test_accuracy"].as_f64().unwrap(),
@@ -127,10 +132,13 @@ fn any_processes_by_threads_give_the_single_worker_model() {
             assert!((x - y).abs() < 1e-3, "{name}: test accuracy {x} vs {y}");
         }
         let last = m.last().unwrap();
-        assert!(last["comm_seconds"].as_f64().unwrap() >= 0.0, "{name}");
+        assert!(
+            last["non_private"]["comm_seconds"].as_f64().unwrap() >= 0.0,
+            "{name}"
+        );
         assert!(out.contains("workers"), "{name}: {out}");
     }
-    assert!(one_m[1]["comm_seconds"].is_null());
+    assert!(one_m[1]["non_private"]["comm_seconds"].is_null());
 }
 
 /// Process 1 of 2 is killed mid-epoch: process 0 stops within seconds with an error naming
@@ -149,6 +157,8 @@ fn a_killed_process_stops_the_run_and_a_resumed_run_keeps_the_budget() {
             "3",
             "--batch-size",
             "32",
+            "--seed",
+            "0",
             "--no-progress",
             "--save",
             dir.path()
@@ -260,7 +270,7 @@ fn the_noise_is_added_once() {
             c.test_fraction = 0.0;
             c.attack_feature = None;
             c.hidden = vec![400];
-            c.seed = seed;
+            c.seed = Some(seed);
             if let Privacy::Private(dp) = &mut c.privacy {
                 dp.l2_norm_clip = 1.0;
                 dp.noise = NoiseSpec::Multiplier(1.0);
@@ -283,4 +293,45 @@ fn the_noise_is_added_once() {
         (0.88..1.12).contains(&two),
         "2 workers: {two} (2 if each added noise)"
     );
+}
+
+/// Process 1 joins process 0 with another clip bound: both fail before the first step, naming
+/// the setting and the process, instead of training half the data unclipped.
+#[test]
+fn processes_with_different_settings_both_fail_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 2_000, 7);
+    let hosts = hostfile(dir.path());
+    let args = |clip: &'static str| {
+        vec![
+            "--data".to_string(),
+            shards.to_str().unwrap().to_string(),
+            "--epochs".into(),
+            "1".into(),
+            "--no-progress".into(),
+            "--l2-norm-clip".into(),
+            clip.into(),
+            "--connect-timeout".into(),
+            "30".into(),
+        ]
+    };
+    let (a, b) = (args("3"), args("1e9"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let second = member(dir.path(), &hosts, 1, &b);
+    let first = member(dir.path(), &hosts, 0, &a);
+    for (process, out) in [
+        (0, first.wait_with_output().unwrap()),
+        (1, second.wait_with_output().unwrap()),
+    ] {
+        let err = common::fails(&out);
+        assert!(
+            err.contains("`l2_norm_clip`") && err.contains("process 1"),
+            "process {process}: {err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("epoch"),
+            "process {process} trained"
+        );
+    }
 }

@@ -49,32 +49,57 @@ fn dp_at_epsilon_3_is_within_two_points_of_no_dp() {
     assert!(b > a - 0.02, "private {b} vs non-private {a}");
 }
 
-/// The same seed gives the same model, byte for byte; another seed another model.
+/// The card of run `name` in `dir`.
+fn card(dir: &std::path::Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The same seed gives the same model, byte for byte; another seed another model. Without a
+/// seed, noise, batches and initialisation are keyed by the OS: two runs give two models, and
+/// nothing that could replay them is written. A seeded run says, in its output and its card,
+/// that it is not private against whoever knows the seed.
 #[test]
-fn same_seed_same_model() {
+fn seeded_runs_repeat_and_unseeded_runs_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let shards = generated_shards(dir.path(), 20_000, 2);
-    let model = |name: &str, seed: &str| {
+    let model = |name: &str, seed: Option<&str>| {
         let save = dir.path().join(format!("{name}.safetensors"));
-        ok(&trainer(
-            dir.path(),
-            &[
-                "--data",
-                shards.to_str().unwrap(),
-                "--epochs",
-                "2",
-                "--seed",
-                seed,
-                "--save",
-                save.to_str().unwrap(),
-                "--no-progress",
-            ],
-        ));
-        std::fs::read(save).unwrap()
+        let mut args = vec![
+            "--data",
+            shards.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--save",
+            save.to_str().unwrap(),
+            "--no-progress",
+        ];
+        if let Some(seed) = seed {
+            args.extend(["--seed", seed]);
+        }
+        let out = ok(&trainer(dir.path(), &args));
+        (std::fs::read(save).unwrap(), out)
     };
-    let a = model("a", "7");
-    assert_eq!(a, model("b", "7"));
-    assert_ne!(a, model("c", "8"));
+    let (a, out) = model("a", Some("7"));
+    assert!(out.contains("NOT private against"), "{out}");
+    assert_eq!(a, model("b", Some("7")).0);
+    assert_ne!(a, model("c", Some("8")).0);
+    let seeded = card(dir.path(), "a");
+    assert_eq!(seeded["privacy"]["private_against_seed_holders"], false);
+    assert_eq!(seeded["privacy"]["randomness"], "seed");
+    assert_eq!(seeded["options"]["seed"], 7);
+
+    let (x, out) = model("x", None);
+    assert!(!out.contains("NOT private"), "{out}");
+    assert_ne!(
+        x,
+        model("y", None).0,
+        "two unseeded runs gave the same model"
+    );
+    let unseeded = card(dir.path(), "x");
+    assert_eq!(unseeded["privacy"]["private_against_seed_holders"], true);
+    assert_eq!(unseeded["privacy"]["randomness"], "os");
+    assert!(unseeded["options"]["seed"].is_null(), "{unseeded}");
 }
 
 /// A run stopped after 2 epochs and resumed for a third ends with the model, step count and
@@ -94,6 +119,8 @@ fn resume_carries_the_steps_taken() {
             data,
             "--epochs",
             epochs,
+            "--seed",
+            "0",
             "--no-progress",
             "--save",
             save.to_str().unwrap(),
@@ -167,34 +194,125 @@ fn saves_model_card_metrics_and_profile() {
         assert_eq!(header[name]["shape"], serde_json::json!(shape), "{name}");
     }
     assert_eq!(header["4.bias"]["shape"], serde_json::json!([1]));
-    let card: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/model.json")).unwrap())
-            .unwrap();
+    let card = card(dir.path(), "run/model");
     assert_eq!(
         card["architecture"],
         "nn.Sequential(nn.Linear(9, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1))"
     );
     assert_eq!(card["label_name"], "employed");
-    assert!(card["metrics"]["epsilon"].as_f64().unwrap() > 0.0);
+    assert!(card["privacy"]["epsilon"].as_f64().unwrap() > 0.0);
     assert_eq!(card["options"]["epochs"], 2);
     let lines = metrics(&dir.path().join("run/metrics.jsonl"));
     assert_eq!(lines.len(), 2);
     for key in [
-        "train_loss",
-        "train_accuracy",
         "test_loss",
         "test_accuracy",
         "epsilon",
         "delta",
         "attack_accuracy",
         "attack_baseline",
-        "seconds",
-        "examples_per_second",
+        "attack_imputer",
     ] {
         assert!(lines[1][key].is_number(), "{key} in {}", lines[1]);
     }
+    let operator = &lines[1]["non_private"];
+    assert_eq!(operator["private"], false);
+    for key in [
+        "examples",
+        "train_loss",
+        "train_accuracy",
+        "attack_train_accuracy",
+        "attack_leakage",
+        "seconds",
+        "examples_per_second",
+    ] {
+        assert!(operator[key].is_number(), "{key} in {}", lines[1]);
+    }
     assert!(lines[1]["epsilon"].as_f64() > lines[0]["epsilon"].as_f64());
-    assert!(lines[1]["phases"].is_array());
+    assert!(operator["phases"].is_array());
+}
+
+/// Every key anywhere in `v`.
+fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, x) in map {
+                out.push(k.clone());
+                keys(x, out);
+            }
+        }
+        serde_json::Value::Array(xs) => xs.iter().for_each(|x| keys(x, out)),
+        _ => {}
+    }
+}
+
+/// What a DP run releases (the model card, and the checkpoint that may be shipped with it)
+/// holds no training-set statistic and no realized batch size; the card states the privacy
+/// unit, delta and accountant, marks its held-out figures as not covered by epsilon and says
+/// where the exact statistics are. The operator's metrics file has them, marked non-private.
+#[test]
+fn released_files_hold_no_training_set_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 20_000, 5);
+    let ck = dir.path().join("ck");
+    ok(&trainer(
+        dir.path(),
+        &[
+            "--data",
+            shards.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--checkpoint-dir",
+            ck.to_str().unwrap(),
+        ],
+    ));
+    let card = card(dir.path(), "run/model");
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("checkpoint.json")).unwrap())
+            .unwrap();
+    for (name, released) in [("card", &card), ("checkpoint", &checkpoint)] {
+        let mut found = Vec::new();
+        keys(released, &mut found);
+        for forbidden in [
+            "train_loss",
+            "train_accuracy",
+            "examples",
+            "examples_per_second",
+            "attack_train_accuracy",
+            "attack_leakage",
+            "non_private",
+            "seconds",
+            "cpu_seconds",
+        ] {
+            assert!(
+                !found.iter().any(|k| k == forbidden),
+                "the {name} holds {forbidden}: {released}"
+            );
+        }
+    }
+    let privacy = &card["privacy"];
+    assert!(
+        privacy["unit"]
+            .as_str()
+            .unwrap()
+            .contains("one record of the training split"),
+        "{privacy}"
+    );
+    assert_eq!(privacy["delta"], 1e-5);
+    assert_eq!(privacy["accountant"], "pld");
+    assert_eq!(card["held_out"]["covered_by_epsilon"], false);
+    assert!(card["held_out"]["test_accuracy"].is_number(), "{card}");
+    assert!(
+        card["exact_statistics"]
+            .as_str()
+            .unwrap()
+            .contains("_manifest.json"),
+        "{card}"
+    );
+    let lines = metrics(&dir.path().join("run/metrics.jsonl"));
+    assert_eq!(lines[1]["non_private"]["private"], false);
+    assert!(lines[1]["non_private"]["examples"].as_u64().unwrap() > 0);
 }
 
 /// The other code paths run end to end: logistic regression, two hidden layers with Adam,
@@ -209,7 +327,7 @@ fn option_combinations_train() {
         &["--optimizer", "adagrad"],
         &["--optimizer", "rmsprop", "--accountant", "rdp"],
         &["--microbatch-size", "3"],
-        &["--secure-rng"],
+        &["--seed", "3"],
         &["--test-fraction", "0"],
         &["--batch-size", "100000"],
         &["--no-dp", "--optimizer", "adam"],
@@ -227,7 +345,7 @@ fn option_combinations_train() {
         args.extend_from_slice(extra);
         ok(&trainer(dir.path(), &args));
         let last = metrics(&m).pop().unwrap();
-        let loss = last["train_loss"].as_f64().unwrap();
+        let loss = last["non_private"]["train_loss"].as_f64().unwrap();
         assert!(loss.is_finite() && loss < 1.0, "{extra:?}: {last}");
         assert_eq!(
             last["test_accuracy"].is_null(),

@@ -9,8 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::Cluster;
 use shards::Location;
 use trainer::{
-    CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling,
-    TrainConfig,
+    CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, Privacy, Sampling, TrainConfig,
 };
 
 /// Differentially private training (DP-SGD) on the shards the pipeline writes.
@@ -18,6 +17,15 @@ use trainer::{
 /// With no subcommand, trains on `--data` (default `shards/`, the pipeline's default output)
 /// with the seed project's settings and prints each epoch's accuracy, privacy spent and
 /// model-inversion attack accuracy.
+///
+/// What epsilon protects: one record of the training split (add/remove neighbours; a record,
+/// keyed by its input byte offset, is in the training split when splitmix64(offset ^
+/// splitmix64(--split-seed)) >= --test-fraction * 2^64), at --delta, as computed by
+/// --accountant. It covers the released model and its card (run/model.json), except the card's
+/// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
+/// is given; a seeded run is not private against anyone who knows the seed. Not covered, not
+/// for publishing: the metrics file's "non_private" training-set figures, and the shards
+/// folder, whose _manifest.json holds exact counts and feature means.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -63,10 +71,10 @@ pub struct TrainArgs {
     /// Calibrate the noise multiplier so the whole run spends this epsilon.
     #[arg(long)]
     target_epsilon: Option<f64>,
-    /// Delta of (epsilon, delta).
+    /// Delta of (epsilon, delta): the guarantee's failure probability, per record.
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
-    /// Accountant: pld (tight) or rdp (Opacus's).
+    /// Accountant that computes epsilon: pld (tight) or rdp (Opacus's).
     #[arg(long, default_value = "pld")]
     accountant: String,
     /// Hidden layer widths, comma-separated ("" for logistic regression).
@@ -75,32 +83,33 @@ pub struct TrainArgs {
     /// Share of records held out for testing (by the design's hash of the record key).
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
-    /// Seed of the train/test split.
+    /// Seed of the train/test split (part of the privacy unit's definition).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
-    /// Seed of initialisation, sampling and noise.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of initialisation, sampling and noise, for runs that must repeat. Without it they
+    /// are keyed by the OS and the keys are written nowhere. A seeded run is NOT private
+    /// against anyone who knows the seed (its card says private_against_seed_holders: false).
+    #[arg(long)]
+    seed: Option<u64>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Non-private baseline: the same loop without clipping, noise or accountant.
-    #[arg(long, conflicts_with_all = ["noise_multiplier", "target_epsilon", "microbatch_size", "secure_rng"])]
+    #[arg(long, conflicts_with_all = ["noise_multiplier", "target_epsilon", "microbatch_size"])]
     no_dp: bool,
-    /// Clip the mean gradient of microbatches of this many examples (the seed's scheme)
-    /// instead of each example's.
+    /// Clip the mean gradient of microbatches of about this many examples (the seed's scheme;
+    /// records are grouped by a hash of their key) instead of each example's. A record moves
+    /// its microbatch's clipped mean by up to 2C, so it is accounted at noise multiplier / 2.
     #[arg(long)]
     microbatch_size: Option<usize>,
-    /// Draw noise and batches from an OS-seeded cryptographic generator (for a released model).
-    #[arg(long)]
-    secure_rng: bool,
     /// Feature the model-inversion attack tries to recover ("none" to skip the attack).
-    #[arg(long, default_value = "disability")]
+    #[arg(long, default_value = "englishability")]
     attack_feature: String,
-    /// Training rows the attack is run on.
+    /// Training rows, and held-out rows, the attack is run on.
     #[arg(long, default_value_t = 10_000)]
     attack_rows: usize,
-    /// JSON-lines file of per-epoch metrics.
+    /// JSON-lines file of per-epoch metrics: the operator's log, with exact training-set
+    /// figures under "non_private" (not covered by epsilon; do not publish it).
     #[arg(long, default_value = "run/metrics.jsonl")]
     metrics_out: PathBuf,
     /// Where to save the model (safetensors; the options and results go to the same name with
@@ -192,11 +201,6 @@ impl TryFrom<TrainArgs> for Launch {
                 grad_sample: match a.microbatch_size {
                     None => GradSample::Vectorized,
                     Some(n) => GradSample::Microbatch(n),
-                },
-                noise_rng: if a.secure_rng {
-                    NoiseRng::Secure
-                } else {
-                    NoiseRng::Seeded
                 },
             })
         };
@@ -398,7 +402,6 @@ mod tests {
             "cuda:1",
             "--microbatch-size",
             "3",
-            "--secure-rng",
             "--attack-feature",
             "sex",
             "--attack-rows",
@@ -426,7 +429,7 @@ mod tests {
         assert_eq!((c.epochs, c.batch_size, c.lr), (3, 64, 0.1));
         assert_eq!(c.optimizer, OptimizerKind::Adam);
         assert_eq!(c.hidden, [64, 32]);
-        assert_eq!((c.test_fraction, c.split_seed, c.seed), (0.1, 4, 5));
+        assert_eq!((c.test_fraction, c.split_seed, c.seed), (0.1, 4, Some(5)));
         assert_eq!(c.device, DeviceSpec::Cuda(1));
         assert_eq!(c.attack_feature.as_deref(), Some("sex"));
         assert_eq!(c.attack_rows, 100);
@@ -448,7 +451,6 @@ mod tests {
         assert_eq!(dp.noise, NoiseSpec::TargetEpsilon(3.0));
         assert_eq!(dp.delta, 1e-6);
         assert_eq!(dp.grad_sample, GradSample::Microbatch(3));
-        assert_eq!(dp.noise_rng, NoiseRng::Secure);
     }
 
     #[test]
@@ -489,6 +491,24 @@ mod tests {
             Cli::try_parse_from(["trainer", "--resume"]).is_err(),
             "--resume needs a dir"
         );
+    }
+
+    /// `trainer --help` says what epsilon protects: the unit, delta, accountant, the seed
+    /// policy, and that the metrics' non-private part and the manifest are not for publishing.
+    #[test]
+    fn help_states_the_privacy_unit_and_what_is_not_covered() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for phrase in [
+            "one record of the training split",
+            "--delta",
+            "--accountant",
+            "--seed",
+            "non_private",
+            "_manifest.json",
+        ] {
+            assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
+        }
     }
 
     #[test]

@@ -1,0 +1,253 @@
+//! [`Settings`]: every option of a run that matters to the mechanism or the model, as one typed
+//! struct. The processes of a run agree on it before the first step, and a checkpoint is
+//! continued only by a run with the same settings.
+
+use serde::Serialize;
+
+use crate::config::{GradSample, NoiseSpec, Privacy, Sampling, TrainConfig};
+use crate::optim::OptimizerKind;
+use crate::{Error, Result};
+
+/// The most settings [`Settings::agree`] compares (slots per worker in its exchange).
+const SLOTS: usize = 32;
+
+/// What the mechanism and the model depend on. Adding a field here is all it takes for the
+/// processes of a run to compare it (and for a checkpoint to be refused by a run that differs
+/// in it); the options left out (device, threads, files written, the attack) change neither.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// The trainer's version (a process running another binary may compute another mechanism).
+    pub version: &'static str,
+    /// A hash of the dataset's listing and manifest ([`crate::data::Data::fingerprint`]).
+    pub data_fingerprint: String,
+    /// Training records in all.
+    pub train_rows: u64,
+    /// The label then the feature columns.
+    pub columns: Vec<String>,
+    /// Planned epochs (left out of a checkpoint's settings unless the noise was calibrated for
+    /// them: more epochs may follow).
+    pub epochs: Option<u32>,
+    /// Expected batch size.
+    pub batch_size: u32,
+    /// How batches are drawn.
+    pub sampling: Sampling,
+    /// Learning rate.
+    pub lr: f64,
+    /// The optimizer.
+    pub optimizer: OptimizerKind,
+    /// Hidden layer widths.
+    pub hidden: Vec<usize>,
+    /// The split rule's fraction.
+    pub test_fraction: f64,
+    /// The split rule's seed.
+    pub split_seed: u64,
+    /// The seed policy: a seed, or `None` for keys from the operating system.
+    pub seed: Option<u64>,
+    /// DP-SGD (true) or the non-private baseline.
+    pub private: bool,
+    /// The clip bound C.
+    pub l2_norm_clip: Option<f64>,
+    /// The noise multiplier or the target epsilon.
+    pub noise: Option<NoiseSpec>,
+    /// The delta of (epsilon, delta).
+    pub delta: Option<f64>,
+    /// The accountant.
+    pub accountant: Option<String>,
+    /// Per-example or microbatch clipping.
+    pub grad_sample: Option<GradSample>,
+}
+
+impl Settings {
+    /// The settings of `config` on data with `fingerprint`, `train_rows` training records and
+    /// `columns` (label first).
+    pub fn new(
+        config: &TrainConfig,
+        fingerprint: u64,
+        train_rows: u64,
+        columns: Vec<String>,
+    ) -> Self {
+        let dp = match &config.privacy {
+            Privacy::Private(dp) => Some(dp),
+            Privacy::NonPrivate => None,
+        };
+        Settings {
+            version: env!("CARGO_PKG_VERSION"),
+            data_fingerprint: format!("{fingerprint:016x}"),
+            train_rows,
+            columns,
+            epochs: Some(config.epochs),
+            batch_size: config.batch_size,
+            sampling: config.sampling,
+            lr: config.lr,
+            optimizer: config.optimizer,
+            hidden: config.hidden.clone(),
+            test_fraction: config.test_fraction,
+            split_seed: config.split_seed,
+            seed: config.seed,
+            private: dp.is_some(),
+            l2_norm_clip: dp.map(|d| d.l2_norm_clip),
+            noise: dp.map(|d| d.noise),
+            delta: dp.map(|d| d.delta),
+            accountant: dp.map(|d| d.accountant.to_string()),
+            grad_sample: dp.map(|d| d.grad_sample),
+        }
+    }
+
+    /// What a checkpoint records and a resumed run must match: these settings, without the
+    /// epochs unless the noise was calibrated for them.
+    pub fn for_checkpoint(&self) -> serde_json::Value {
+        let calibrated = matches!(self.noise, Some(NoiseSpec::TargetEpsilon(_)));
+        let kept = Settings {
+            epochs: self.epochs.filter(|_| calibrated),
+            ..self.clone()
+        };
+        serde_json::to_value(kept).expect("settings serialize")
+    }
+
+    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings as a
+    /// checkpoint records them (so a resumed run draws the same noise), so that runs with the
+    /// same seed but other settings or data do not share their noise.
+    pub fn noise_seed(&self, seed: u64) -> u64 {
+        let text = self.for_checkpoint().to_string();
+        shards::splitmix64(seed ^ hash("settings", &text))
+    }
+
+    /// Each setting's name and value, in the struct's order.
+    pub fn fields(&self) -> Vec<(String, String)> {
+        let value = serde_json::to_value(self).expect("settings serialize");
+        let serde_json::Value::Object(map) = value else {
+            unreachable!("a struct serializes to an object")
+        };
+        map.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    }
+
+    /// Checks that every worker of the run has these settings: each worker puts a hash of
+    /// each setting in its slots, `sum` adds the slots up over the workers (so every worker
+    /// sees all of them), and any difference from worker 0 fails this worker with the setting
+    /// and the process named (`threads` workers per process). Every worker reaches the same
+    /// verdict, so every process fails.
+    pub fn agree(
+        &self,
+        me: usize,
+        workers: usize,
+        threads: usize,
+        sum: impl FnOnce(&mut [u64]) -> Result<()>,
+    ) -> Result<()> {
+        let mut slots = self.slots(me, workers);
+        sum(&mut slots)?;
+        self.check(me, threads, &slots)
+    }
+
+    /// Worker `me`'s share of the exchange: its hashes in its slots, zeros elsewhere.
+    fn slots(&self, me: usize, workers: usize) -> Vec<u64> {
+        let fields = self.fields();
+        assert!(fields.len() <= SLOTS, "Settings has at most {SLOTS} fields");
+        let mut slots = vec![0u64; workers * SLOTS];
+        for (i, (name, value)) in fields.iter().enumerate() {
+            slots[me * SLOTS + i] = hash(name, value);
+        }
+        slots
+    }
+
+    /// The verdict on every worker's slots.
+    fn check(&self, me: usize, threads: usize, all: &[u64]) -> Result<()> {
+        let fields = self.fields();
+        let workers = all.len() / SLOTS;
+        // The version first: another binary may name its settings differently.
+        let mut order: Vec<usize> = (0..fields.len()).collect();
+        order.sort_by_key(|&i| fields[i].0 != "version");
+        for i in order {
+            for w in 1..workers {
+                if all[w * SLOTS + i] != all[i] {
+                    let (setting, value) = &fields[i];
+                    return Err(Error::SettingsDiffer {
+                        setting: setting.clone(),
+                        process: w / threads.max(1),
+                        this_process: me / threads.max(1),
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hash(name: &str, value: &str) -> u64 {
+    name.bytes()
+        .chain([0])
+        .chain(value.bytes())
+        .fold(shards::splitmix64(1), |h, b| {
+            shards::splitmix64(h ^ u64::from(b))
+        })
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use shards::Location;
+
+    use super::*;
+
+    fn settings(config: &TrainConfig) -> Settings {
+        Settings::new(config, 7, 100, vec!["y".into(), "x".into()])
+    }
+
+    /// Two workers with the given settings, the exchange played by hand: each one's verdict.
+    fn exchange(a: &Settings, b: &Settings) -> [Result<()>; 2] {
+        let all: Vec<u64> = a
+            .slots(0, 2)
+            .iter()
+            .zip(b.slots(1, 2))
+            .map(|(x, y)| x.wrapping_add(y))
+            .collect();
+        [a.check(0, 1, &all), b.check(1, 1, &all)]
+    }
+
+    #[test]
+    fn agreeing_workers_pass_and_a_different_clip_fails_both_naming_it() {
+        let base = TrainConfig::new(Location::parse("shards").unwrap());
+        let a = settings(&base);
+        assert!(exchange(&a, &a.clone()).iter().all(Result::is_ok));
+        let mut other = base.clone();
+        if let Privacy::Private(dp) = &mut other.privacy {
+            dp.l2_norm_clip = 1e9;
+        }
+        for err in exchange(&a, &settings(&other)) {
+            let msg = err.unwrap_err().to_string();
+            assert!(
+                msg.contains("l2_norm_clip") && msg.contains("process 1"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn seeded_noise_depends_on_the_settings_but_not_on_more_epochs() {
+        let mut c = TrainConfig::new(Location::parse("shards").unwrap());
+        let key = settings(&c).noise_seed(5);
+        c.epochs = 30;
+        assert_eq!(settings(&c).noise_seed(5), key);
+        assert_ne!(settings(&c).noise_seed(6), key);
+        c.lr = 0.02;
+        assert_ne!(settings(&c).noise_seed(5), key);
+        let other_data = Settings::new(&c, 8, 100, vec!["y".into(), "x".into()]);
+        assert_ne!(other_data.noise_seed(5), settings(&c).noise_seed(5));
+    }
+
+    #[test]
+    fn checkpoints_ignore_epochs_unless_calibrated() {
+        let mut c = TrainConfig::new(Location::parse("shards").unwrap());
+        let a = settings(&c).for_checkpoint();
+        c.epochs = 20;
+        assert_eq!(a, settings(&c).for_checkpoint());
+        c.seed = Some(3);
+        assert_ne!(a, settings(&c).for_checkpoint());
+        if let Privacy::Private(dp) = &mut c.privacy {
+            dp.noise = NoiseSpec::TargetEpsilon(1.0);
+        }
+        let mut d = c.clone();
+        d.epochs = 30;
+        assert_ne!(settings(&c).for_checkpoint(), settings(&d).for_checkpoint());
+    }
+}
