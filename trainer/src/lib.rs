@@ -39,6 +39,7 @@ pub mod noise;
 pub mod optim;
 pub mod privacy;
 pub mod profile;
+pub mod publish;
 pub mod sampler;
 pub mod train;
 

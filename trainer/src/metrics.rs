@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::publish::{self, create_parent};
 use crate::{Error, Result};
 
 /// What an epoch achieved and cost.
@@ -104,8 +105,27 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens `path`, truncating it, or appending when the run resumes.
-    pub fn open(path: &Path, append: bool) -> Result<Self> {
+    /// Opens `path` for a new run, truncating it.
+    pub fn create(path: &Path) -> Result<Self> {
+        Self::open(path, false)
+    }
+
+    /// Opens `path` for a resumed run whose checkpoint covers the epochs of `history`: the file
+    /// is first rewritten (atomically) to exactly their lines, so a line written after the
+    /// checkpoint (a crash between the two) is not repeated and a line missing from the file
+    /// is restored; the resumed epochs are then appended.
+    pub fn resume(path: &Path, history: &[EpochMetrics]) -> Result<Self> {
+        create_parent(path)?;
+        let mut text = String::new();
+        for m in history {
+            text.push_str(&serde_json::to_string(m).expect("metrics serialize"));
+            text.push('\n');
+        }
+        publish::write_atomic(path, text.as_bytes())?;
+        Self::open(path, true)
+    }
+
+    fn open(path: &Path, append: bool) -> Result<Self> {
         create_parent(path)?;
         let file = OpenOptions::new()
             .create(true)
@@ -134,16 +154,6 @@ impl MetricsLog {
 pub fn thread_cpu_ns() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     stat.split_whitespace().next()?.parse().ok()
-}
-
-/// Creates the parent directory of `path` when it has one.
-pub fn create_parent(path: &Path) -> Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -176,25 +186,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn writes_json_lines_and_appends_on_resume() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/metrics.jsonl");
-        MetricsLog::open(&path, false)
+    fn epoch(n: u32) -> EpochMetrics {
+        EpochMetrics {
+            epoch: n,
+            ..sample()
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<EpochMetrics> {
+        std::fs::read_to_string(path)
             .unwrap()
-            .write(&sample())
-            .unwrap();
-        MetricsLog::open(&path, true)
-            .unwrap()
-            .write(&sample())
-            .unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<EpochMetrics> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines, [sample(), sample()]);
-        MetricsLog::open(&path, false).unwrap();
+            .collect()
+    }
+
+    #[test]
+    fn writes_json_lines_and_resumes_from_the_checkpoints_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/metrics.jsonl");
+        let mut log = MetricsLog::create(&path).unwrap();
+        log.write(&epoch(1)).unwrap();
+        // Epoch 2's line is written, the run dies before its checkpoint: the checkpoint covers
+        // epoch 1 only.
+        log.write(&epoch(2)).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut log = MetricsLog::resume(&path, &[epoch(1)]).unwrap();
+        log.write(&epoch(2)).unwrap();
+        assert_eq!(lines(&path), [epoch(1), epoch(2)]);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "the rewritten lines are byte for byte the ones first written"
+        );
+        // A metrics file lost (or a new --metrics-out) gets the checkpoint's epochs back.
+        let other = dir.path().join("other.jsonl");
+        MetricsLog::resume(&other, &[epoch(1), epoch(2)])
+            .unwrap()
+            .write(&epoch(3))
+            .unwrap();
+        assert_eq!(lines(&other), [epoch(1), epoch(2), epoch(3)]);
+        MetricsLog::create(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         let shown = sample().to_string();
         assert!(
