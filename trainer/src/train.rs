@@ -115,6 +115,12 @@ fn fingerprint(config: &TrainConfig, train_rows: usize) -> serde_json::Value {
         map.remove("epochs");
     }
     map.insert("train_rows".into(), train_rows.into());
+    // `./shards`, `shards` and `/abs/shards` are the same data: compare where it really is.
+    if let shards::Location::Local(p) = &config.data
+        && let Ok(real) = std::fs::canonicalize(p)
+    {
+        map.insert("data".into(), real.display().to_string().into());
+    }
     v
 }
 
@@ -645,4 +651,29 @@ fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressB
     );
     bar.set_message(format!("{epoch}/{epochs}"));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_compares_where_the_data_really_is() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shards")).unwrap();
+        let at = |p: std::path::PathBuf| {
+            let config = TrainConfig::new(shards::Location::Local(p));
+            fingerprint(&config, 100)
+        };
+        let plain = at(dir.path().join("shards"));
+        assert_eq!(plain, at(dir.path().join("./shards/")));
+        assert_eq!(plain, at(dir.path().join("shards/../shards")));
+        assert_ne!(
+            plain,
+            fingerprint(
+                &TrainConfig::new(shards::Location::Local(dir.path().into())),
+                100
+            )
+        );
+    }
 }
