@@ -587,6 +587,8 @@ fn check_outputs(config: &TrainConfig) -> Result<()> {
     if let Some(ck) = &config.checkpoint {
         if ck.resume {
             checkpoint::check_resumable(&ck.dir)?;
+        } else if checkpoint::exists(&ck.dir) {
+            return Err(already_there(&ck.dir));
         }
         publish::check_writable_dir("--checkpoint-dir", &ck.dir)?;
     }
@@ -597,6 +599,15 @@ fn check_outputs(config: &TrainConfig) -> Result<()> {
         export::check_writable(path)?;
     }
     Ok(())
+}
+
+fn already_there(dir: &std::path::Path) -> Error {
+    Error::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: "a checkpoint is there already: pass --resume to continue it (its steps count \
+                 towards the budget) or choose another directory"
+            .into(),
+    }
 }
 
 /// The checkpoint to continue from, if any: refuses one without `--resume`, none with it, or one
@@ -616,12 +627,7 @@ fn resume<'a>(
         return Ok(None);
     }
     if !ck.resume {
-        return Err(Error::Checkpoint {
-            path: ck.dir.clone(),
-            reason: "a checkpoint is there already: pass --resume to continue it (its steps \
-                     count towards the budget) or choose another directory"
-                .into(),
-        });
+        return Err(already_there(&ck.dir));
     }
     let saved = checkpoint::load(&ck.dir, fp)?;
     let ours = accounting.map(|a| a.noise_multiplier);
