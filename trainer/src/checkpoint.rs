@@ -94,7 +94,6 @@ pub fn save(dir: &Path, meta: &CheckpointMeta, tensors: &[(String, &Tensor)]) ->
         .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
         .collect();
     Tensor::write_safetensors(&cpu, &tmp)?;
-    publish::sync_file(&tmp)?;
     publish::rename(&tmp, &dir.join(&file))?;
     let meta = CheckpointMeta {
         tensors: file.clone(),

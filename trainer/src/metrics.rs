@@ -121,7 +121,7 @@ impl MetricsLog {
             text.push_str(&serde_json::to_string(m).expect("metrics serialize"));
             text.push('\n');
         }
-        publish::write_atomic(path, text.as_bytes())?;
+        publish::write_durable(path, text.as_bytes())?;
         Self::open(path, true)
     }
 

@@ -1,6 +1,6 @@
 //! Writing the trainer's outputs so that a crash never leaves one half-written under its final
-//! name (stage beside the target, sync, rename), and checking before training that they can be
-//! written at all.
+//! name (stage beside the target, rename; sync too for what is written once per run), and
+//! checking before training that they can be written at all.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -59,8 +59,20 @@ pub fn sync_parent(path: &Path) {
     }
 }
 
-/// Writes `bytes` to `path` atomically: staged under [`staging`], synced, renamed into place.
+/// Writes `bytes` to `path` atomically against a crash of this process (kill -9): staged under
+/// [`staging`], then renamed into place. Not synced: after a power cut the file may hold the
+/// previous version (or, on some file systems, nothing); see [`write_durable`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = staging(path);
+    fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    rename(&tmp, path)
+}
+
+/// [`write_atomic`], and durable against a power cut too: the staged file is synced before the
+/// rename and the directory after it. For files written once per run; the per-epoch
+/// checkpoints use [`write_atomic`], because an fsync per epoch on a busy or network disk costs
+/// more than the 10% of an epoch the happy path may lose.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = staging(path);
     write_synced(&tmp, bytes)?;
     rename(&tmp, path)?;
@@ -126,7 +138,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.json");
         write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
+        write_durable(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert!(!staging(&p).exists());
     }

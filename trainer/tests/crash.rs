@@ -189,6 +189,22 @@ fn resume_after_a_kill_logs_each_epoch_once() {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["epochs_done"].as_u64()
     };
+    // The model of an uninterrupted 3-epoch run, which every killed-and-resumed run must end with.
+    let straight = [
+        "--data",
+        data,
+        "--epochs",
+        "3",
+        "--attack-feature",
+        "none",
+        "--no-progress",
+        "--metrics-out",
+        "s.jsonl",
+        "--save",
+        "straight.safetensors",
+    ];
+    ok(&trainer(dir.path(), &straight));
+    let want = fs::read(dir.path().join("straight.safetensors")).unwrap();
     let mut ahead = 0;
     for n in 1.. {
         let _ = fs::remove_dir_all(dir.path().join("ck"));
@@ -215,6 +231,10 @@ fn resume_after_a_kill_logs_each_epoch_once() {
             .map(|m| m["epoch"].as_u64().unwrap())
             .collect();
         assert_eq!(epochs, [1, 2, 3], "killed at rename #{n}, then resumed");
+        assert!(
+            fs::read(dir.path().join("model.safetensors")).unwrap() == want,
+            "killed at rename #{n}: the resumed model is the uninterrupted one"
+        );
     }
     assert!(
         ahead > 0,
