@@ -147,6 +147,10 @@ fn model_and_card_are_published_together() {
             kills += 1;
         }
     }
+    eprintln!(
+        "{kills} kills: {left_old} left the old release, {left_new} the new one, \
+         {left_incomplete} weights without a card"
+    );
     assert!(
         kills >= 8 && left_old > 0 && left_new > 0 && left_incomplete > 0,
         "{kills} kills: {left_old} old, {left_new} new, {left_incomplete} without a card"
@@ -236,6 +240,7 @@ fn resume_after_a_kill_logs_each_epoch_once() {
             "killed at rename #{n}: the resumed model is the uninterrupted one"
         );
     }
+    eprintln!("{ahead} kills fell between a metrics line and its checkpoint");
     assert!(
         ahead > 0,
         "no kill fell between a metrics line and its checkpoint"
