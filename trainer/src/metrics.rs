@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::publish::{self, create_parent};
+use crate::publish;
+pub use crate::publish::create_parent;
 use crate::{Error, Result};
 
 /// What an epoch achieved and cost.
@@ -125,7 +126,9 @@ impl MetricsLog {
         Self::open(path, true)
     }
 
-    fn open(path: &Path, append: bool) -> Result<Self> {
+    /// Opens `path`, truncating it, or appending (a resumed run wants [`MetricsLog::resume`],
+    /// which also drops lines its checkpoint does not cover).
+    pub fn open(path: &Path, append: bool) -> Result<Self> {
         create_parent(path)?;
         let file = OpenOptions::new()
             .create(true)
