@@ -1,5 +1,6 @@
 //! Per-epoch metrics: one JSON line each in the metrics file, one readable line on stdout.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -111,18 +112,20 @@ impl MetricsLog {
         Self::open(path, false)
     }
 
-    /// Opens `path` for a resumed run whose checkpoint covers the epochs of `history`: the file
-    /// is first rewritten (atomically) to exactly their lines, so a line written after the
-    /// checkpoint (a crash between the two) is not repeated and a line missing from the file
-    /// is restored; the resumed epochs are then appended.
+    /// Opens `path` for a resumed run whose checkpoint covers the epochs of `history`. The file
+    /// is first rewritten (atomically) to one line per covered epoch, in order: the line the file
+    /// already has for it (same epoch and steps; kept byte for byte, with whatever the
+    /// checkpoint's copy leaves out), else the checkpoint's copy. Lines of epochs the checkpoint
+    /// does not cover (a crash between an epoch's line and its checkpoint, or a torn last line)
+    /// are dropped, so each epoch is logged once; the resumed epochs are then appended.
     pub fn resume(path: &Path, history: &[EpochMetrics]) -> Result<Self> {
         create_parent(path)?;
-        let mut text = String::new();
-        for m in history {
-            text.push_str(&serde_json::to_string(m).expect("metrics serialize"));
-            text.push('\n');
-        }
-        publish::write_durable(path, text.as_bytes())?;
+        let existing = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        publish::write_durable(path, resumed_lines(&existing, history).as_bytes())?;
         Self::open(path, true)
     }
 
@@ -150,6 +153,27 @@ impl MetricsLog {
             .and_then(|()| self.out.flush())
             .map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// The metrics file a resumed run starts from (see [`MetricsLog::resume`]).
+fn resumed_lines(existing: &str, history: &[EpochMetrics]) -> String {
+    let mut written: HashMap<(u64, u64), &str> = HashMap::new();
+    for line in existing.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let (Some(epoch), Some(steps)) = (v["epoch"].as_u64(), v["steps"].as_u64())
+        {
+            written.entry((epoch, steps)).or_insert(line);
+        }
+    }
+    let mut out = String::new();
+    for m in history {
+        match written.get(&(u64::from(m.epoch), m.steps)) {
+            Some(line) => out.push_str(line),
+            None => out.push_str(&serde_json::to_string(m).expect("metrics serialize")),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Nanoseconds the calling thread has spent on a CPU, from the kernel's scheduler statistics
@@ -204,6 +228,34 @@ mod tests {
             .collect()
     }
 
+    /// The lines a resume keeps are the file's own, byte for byte (with what the checkpoint's
+    /// copy may leave out), one per covered epoch: later, repeated and torn lines go.
+    #[test]
+    fn a_resume_keeps_the_files_own_lines_of_the_covered_epochs() {
+        let json = |m: &EpochMetrics| serde_json::to_string(m).unwrap();
+        let mut one = serde_json::to_value(epoch(1)).unwrap();
+        one["operator_only"] = serde_json::json!({"train_loss": 0.5});
+        let one = one.to_string();
+        let existing = format!(
+            "{one}\n{one}\n{}\n{}\n{{\"epoch\": 3, \"ste",
+            json(&epoch(2)),
+            json(&epoch(3))
+        );
+        let other_run = EpochMetrics {
+            steps: 1,
+            ..epoch(2)
+        };
+        assert_eq!(
+            resumed_lines(&existing, &[epoch(1), epoch(2)]),
+            format!("{one}\n{}\n", json(&epoch(2)))
+        );
+        // A line of another run (other steps) is not taken for the checkpoint's epoch.
+        assert_eq!(
+            resumed_lines(&existing, &[epoch(1), other_run.clone()]),
+            format!("{one}\n{}\n", json(&other_run))
+        );
+    }
+
     #[test]
     fn writes_json_lines_and_resumes_from_the_checkpoints_history() {
         let dir = tempfile::tempdir().unwrap();
@@ -218,11 +270,7 @@ mod tests {
         let mut log = MetricsLog::resume(&path, &[epoch(1)]).unwrap();
         log.write(&epoch(2)).unwrap();
         assert_eq!(lines(&path), [epoch(1), epoch(2)]);
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            text,
-            "the rewritten lines are byte for byte the ones first written"
-        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         // A metrics file lost (or a new --metrics-out) gets the checkpoint's epochs back.
         let other = dir.path().join("other.jsonl");
         MetricsLog::resume(&other, &[epoch(1), epoch(2)])

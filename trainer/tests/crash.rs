@@ -218,6 +218,7 @@ fn resume_after_a_kill_logs_each_epoch_once() {
             ok(&out);
             break;
         }
+        let before = fs::read_to_string(dir.path().join("m.jsonl")).unwrap_or_default();
         let logged = metrics(&dir.path().join("m.jsonl")).len() as u64;
         let done = epochs_done(&dir.path().join("ck"));
         if logged > done.unwrap_or(0) {
@@ -235,6 +236,13 @@ fn resume_after_a_kill_logs_each_epoch_once() {
             .map(|m| m["epoch"].as_u64().unwrap())
             .collect();
         assert_eq!(epochs, [1, 2, 3], "killed at rename #{n}, then resumed");
+        // The checkpointed epochs keep the lines first written, byte for byte.
+        let kept = done.unwrap_or(0) as usize;
+        let after = fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+        assert_eq!(
+            after.lines().take(kept).collect::<Vec<_>>(),
+            before.lines().take(kept).collect::<Vec<_>>()
+        );
         assert!(
             fs::read(dir.path().join("model.safetensors")).unwrap() == want,
             "killed at rename #{n}: the resumed model is the uninterrupted one"
