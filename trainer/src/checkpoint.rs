@@ -6,12 +6,13 @@
 //! renamed into place last: a crash mid-write leaves the previous checkpoint intact.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::metrics::EpochMetrics;
+use crate::publish;
 use crate::{Error, Result};
 
 const META: &str = "checkpoint.json";
@@ -65,6 +66,23 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(META).is_file()
 }
 
+/// Checks that `dir` holds a checkpoint to continue (`--resume`): a missing, mistyped or empty
+/// directory is an error naming it, never a silent start from epoch 1 with the budget at zero.
+pub fn check_resumable(dir: &Path) -> Result<()> {
+    let reason = if !dir.exists() {
+        "--resume: no such directory, so nothing to resume (check the path, or drop --resume to \
+         start a new run)"
+    } else if !dir.is_dir() {
+        "--resume: not a directory"
+    } else if !exists(dir) {
+        "--resume: it holds no checkpoint (no checkpoint.json: no epoch was completed there); \
+         check the path, or drop --resume to start a new run"
+    } else {
+        return Ok(());
+    };
+    Err(bad(dir, reason))
+}
+
 /// Writes a checkpoint into `dir` (created if missing) and removes the previous one's tensors.
 pub fn save(dir: &Path, meta: &CheckpointMeta, tensors: &[(String, &Tensor)]) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -76,23 +94,51 @@ pub fn save(dir: &Path, meta: &CheckpointMeta, tensors: &[(String, &Tensor)]) ->
         .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
         .collect();
     Tensor::write_safetensors(&cpu, &tmp)?;
-    rename(&tmp, &dir.join(&file))?;
+    publish::rename(&tmp, &dir.join(&file))?;
     let meta = CheckpointMeta {
         tensors: file.clone(),
         ..meta.clone()
     };
     let json = serde_json::to_string_pretty(&meta).expect("checkpoint metadata serializes");
-    let tmp = dir.join(format!("{META}.tmp"));
-    fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
-    rename(&tmp, &dir.join(META))?;
+    publish::write_atomic(&dir.join(META), json.as_bytes())?;
     if let Some(old) = previous.filter(|old| *old != file) {
         let _ = fs::remove_file(dir.join(old));
     }
     Ok(())
 }
 
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| Error::io(PathBuf::from(to), e))
+/// The options that differ between `saved` and `ours`, as `key: saved vs ours` (nested keys
+/// joined with dots), so a refused resume says what changed.
+pub fn differences(saved: &serde_json::Value, ours: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value::Object;
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let none = serde_json::Value::Null;
+                    walk(
+                        &sub,
+                        x.get(k).unwrap_or(&none),
+                        y.get(k).unwrap_or(&none),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!("{path}: {a} in the checkpoint, {b} now")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", saved, ours, &mut out);
+    out
 }
 
 fn load_meta(dir: &Path) -> Result<CheckpointMeta> {
@@ -108,8 +154,9 @@ pub fn load(dir: &Path, fingerprint: &serde_json::Value) -> Result<Checkpoint> {
         return Err(bad(
             dir,
             format!(
-                "written by a run with other options; it has {}, this run {}",
-                meta.fingerprint, fingerprint
+                "written by a run with other options ({}); resume with the same options, or \
+                 choose another directory",
+                differences(&meta.fingerprint, fingerprint).join("; ")
             ),
         ));
     }
@@ -154,6 +201,62 @@ mod tests {
         let err = load(&d, &serde_json::json!({"lr": 0.1}))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("other options"), "{err}");
+        assert!(
+            err.contains("other options (lr: 0.01 in the checkpoint, 0.1 now)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn differences_name_the_nested_key() {
+        let a = serde_json::json!({"seed": 1, "privacy": {"private": {"l2_norm_clip": 3.0}}});
+        let b = serde_json::json!({"seed": 1, "privacy": {"private": {"l2_norm_clip": 1.0}},
+            "hidden": [50]});
+        assert_eq!(
+            differences(&a, &b),
+            [
+                "hidden: null in the checkpoint, [50] now",
+                "privacy.private.l2_norm_clip: 3.0 in the checkpoint, 1.0 now"
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_needs_a_checkpoint_and_names_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("chekpoints");
+        let err = check_resumable(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("chekpoints") && err.contains("no such directory"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let err = check_resumable(&empty).unwrap_err().to_string();
+        assert!(
+            err.contains("empty") && err.contains("no checkpoint"),
+            "{err}"
+        );
+        let p = Tensor::from_slice(&[1.0f32]);
+        save(&empty, &meta(1), &[("params".into(), &p)]).unwrap();
+        check_resumable(&empty).unwrap();
+    }
+
+    /// A calibrated noise multiplier (17 significant digits) must read back as the same f64, or
+    /// the resumed run would refuse its own checkpoint.
+    #[test]
+    fn long_floats_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Tensor::from_slice(&[1.0f32]);
+        for i in 1..200u32 {
+            let sigma = 0.5 + f64::from(i) / 7.0 * std::f64::consts::PI;
+            let m = CheckpointMeta {
+                noise_multiplier: Some(sigma),
+                ..meta(i)
+            };
+            save(dir.path(), &m, &[("params".into(), &p)]).unwrap();
+            let back = load(dir.path(), &m.fingerprint).unwrap().meta;
+            assert_eq!(back.noise_multiplier, Some(sigma), "{sigma:e}");
+        }
     }
 }

@@ -208,7 +208,8 @@ impl TrainConfig {
         }
     }
 
-    /// Checks ranges and combinations the types do not rule out.
+    /// Checks ranges and combinations the types do not rule out, and bounds that keep an
+    /// absurd flag from running the machine out of memory or threads (see [`limits`]).
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::Config(m));
         if self.epochs == 0 {
@@ -217,9 +218,14 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("--batch-size must be at least 1".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr {} must be positive", self.lr));
+        if self.batch_size > limits::BATCH_SIZE {
+            return bad(format!(
+                "--batch-size {} is above the limit of {}",
+                self.batch_size,
+                limits::BATCH_SIZE
+            ));
         }
+        positive_finite("--lr", self.lr)?;
         if !(0.0..1.0).contains(&self.test_fraction) {
             return bad(format!(
                 "--test-fraction {} must be in [0, 1)",
@@ -229,29 +235,78 @@ impl TrainConfig {
         if self.hidden.contains(&0) {
             return bad("--hidden widths must be positive".into());
         }
+        if self.hidden.len() > limits::LAYERS {
+            return bad(format!(
+                "--hidden has {} layers; the limit is {}",
+                self.hidden.len(),
+                limits::LAYERS
+            ));
+        }
+        if let Some(w) = self.hidden.iter().find(|w| **w > limits::WIDTH) {
+            return bad(format!(
+                "--hidden width {w} is above the limit of {}",
+                limits::WIDTH
+            ));
+        }
+        // Weights between hidden layers (the input layer is small: one row of features), and the
+        // activations of a step: batch x hidden units, a few copies each.
+        let weights: usize = self.hidden.windows(2).map(|w| w[0] * w[1]).sum();
+        if weights > limits::PARAMETERS {
+            return bad(format!(
+                "--hidden {:?} has {weights} weights between its layers; the limit is {}",
+                self.hidden,
+                limits::PARAMETERS
+            ));
+        }
+        let units: usize = self.hidden.iter().sum();
+        let activations = units.saturating_mul(self.batch_size as usize);
+        if activations > limits::ACTIVATIONS {
+            return bad(format!(
+                "--batch-size {} x {units} hidden units (--hidden) is {activations} activations \
+                 per step; the limit is {}: lower one of them",
+                self.batch_size,
+                limits::ACTIVATIONS
+            ));
+        }
         if self.intra_op_threads == 0 {
             return bad("--intra-op-threads must be at least 1".into());
+        }
+        if self.intra_op_threads > limits::THREADS {
+            return bad(format!(
+                "--intra-op-threads {} is above the limit of {}",
+                self.intra_op_threads,
+                limits::THREADS
+            ));
         }
         if self.cluster.threads() == 0 {
             return bad("--threads must be at least 1".into());
         }
-        if let Privacy::Private(dp) = &self.privacy {
-            if !(dp.l2_norm_clip.is_finite() && dp.l2_norm_clip > 0.0) {
+        check_layout(Some(self.cluster.processes()), self.cluster.threads())?;
+        for (flag, t) in [
+            ("--connect-timeout", self.connect_timeout),
+            ("--peer-timeout", self.peer_timeout),
+        ] {
+            if t > limits::TIMEOUT {
                 return bad(format!(
-                    "--l2-norm-clip {} must be positive",
-                    dp.l2_norm_clip
+                    "{flag} {} is above the limit of {} seconds",
+                    t.as_secs(),
+                    limits::TIMEOUT.as_secs()
                 ));
             }
+        }
+        if let Privacy::Private(dp) = &self.privacy {
+            positive_finite("--l2-norm-clip", dp.l2_norm_clip)?;
             if !(dp.delta > 0.0 && dp.delta < 1.0) {
                 return bad(format!("--delta {} must be in (0, 1)", dp.delta));
             }
             match dp.noise {
-                NoiseSpec::Multiplier(s) if !(s.is_finite() && s >= 0.0) => {
+                NoiseSpec::Multiplier(s) if !s.is_finite() => {
+                    return bad(format!("--noise-multiplier {s} must be finite"));
+                }
+                NoiseSpec::Multiplier(s) if s < 0.0 => {
                     return bad(format!("--noise-multiplier {s} must be non-negative"));
                 }
-                NoiseSpec::TargetEpsilon(e) if !(e.is_finite() && e > 0.0) => {
-                    return bad(format!("--target-epsilon {e} must be positive"));
-                }
+                NoiseSpec::TargetEpsilon(e) => positive_finite("--target-epsilon", e)?,
                 _ => {}
             }
             if dp.grad_sample == GradSample::Microbatch(0) {
@@ -275,6 +330,60 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Upper bounds on the flags that size memory, threads and processes: far above any sensible
+/// run of this model, far below what would exhaust a machine.
+pub mod limits {
+    /// `--batch-size`.
+    pub const BATCH_SIZE: u32 = 1 << 24;
+    /// Hidden layers in `--hidden`.
+    pub const LAYERS: usize = 64;
+    /// One hidden width in `--hidden`.
+    pub const WIDTH: usize = 1 << 16;
+    /// Weights between hidden layers (2^26 f32: 256 MiB per copy of the parameters).
+    pub const PARAMETERS: usize = 1 << 26;
+    /// Batch size x hidden units, the activations of one step (2^28 f32: 1 GiB per copy).
+    pub const ACTIVATIONS: usize = 1 << 28;
+    /// `--threads` and `--intra-op-threads`.
+    pub const THREADS: usize = 1024;
+    /// `--workers` (processes).
+    pub const WORKERS: usize = 1024;
+    /// `--connect-timeout` and `--peer-timeout` (a week).
+    pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+}
+
+/// Checks `--workers` and `--threads` against [`limits`] (before a process or port is
+/// reserved for them).
+pub fn check_layout(workers: Option<usize>, threads: usize) -> crate::Result<()> {
+    if threads > limits::THREADS {
+        return Err(crate::Error::Config(format!(
+            "--threads {threads} is above the limit of {}",
+            limits::THREADS
+        )));
+    }
+    if let Some(w) = workers.filter(|w| *w > limits::WORKERS) {
+        return Err(crate::Error::Config(format!(
+            "--workers {w} is above the limit of {}",
+            limits::WORKERS
+        )));
+    }
+    Ok(())
+}
+
+/// `value` of `flag` must be finite and positive ("--lr inf must be finite").
+fn positive_finite(flag: &str, value: f64) -> crate::Result<()> {
+    if !value.is_finite() {
+        return Err(crate::Error::Config(format!(
+            "{flag} {value} must be finite"
+        )));
+    }
+    if value <= 0.0 {
+        return Err(crate::Error::Config(format!(
+            "{flag} {value} must be positive"
+        )));
+    }
+    Ok(())
 }
 
 fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
@@ -314,5 +423,78 @@ mod tests {
             dp.delta = 0.0;
         }
         assert!(c.validate().unwrap_err().to_string().contains("--delta"));
+    }
+
+    fn refused(change: impl FnOnce(&mut TrainConfig)) -> String {
+        let mut c = TrainConfig::new(Location::parse("shards").unwrap());
+        change(&mut c);
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn non_finite_values_must_be_finite() {
+        for lr in [f64::INFINITY, f64::NAN] {
+            let err = refused(|c| c.lr = lr);
+            assert!(
+                err.contains("--lr") && err.contains("must be finite"),
+                "{err}"
+            );
+        }
+        assert!(refused(|c| c.lr = -1.0).contains("must be positive"));
+        let err = refused(|c| {
+            if let Privacy::Private(dp) = &mut c.privacy {
+                dp.noise = NoiseSpec::TargetEpsilon(f64::INFINITY);
+            }
+        });
+        assert!(err.contains("--target-epsilon inf must be finite"), "{err}");
+        let err = refused(|c| {
+            if let Privacy::Private(dp) = &mut c.privacy {
+                dp.l2_norm_clip = f64::NAN;
+            }
+        });
+        assert!(err.contains("--l2-norm-clip NaN must be finite"), "{err}");
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_allocating() {
+        for (change, flag) in [
+            (
+                Box::new(|c: &mut TrainConfig| c.hidden = vec![1_000_000_000])
+                    as Box<dyn FnOnce(&mut TrainConfig)>,
+                "--hidden width 1000000000",
+            ),
+            (Box::new(|c| c.hidden = vec![60_000, 60_000]), "weights"),
+            (Box::new(|c| c.hidden = vec![1; 65]), "layers"),
+            (
+                Box::new(|c| {
+                    c.hidden = vec![10_000];
+                    c.batch_size = 1 << 20;
+                }),
+                "--batch-size 1048576 x 10000 hidden units",
+            ),
+            (Box::new(|c| c.batch_size = u32::MAX), "--batch-size"),
+            (
+                Box::new(|c| c.cluster = Cluster::Single { threads: 100_000 }),
+                "--threads 100000",
+            ),
+            (
+                Box::new(|c| c.intra_op_threads = 5000),
+                "--intra-op-threads",
+            ),
+            (
+                Box::new(|c| c.peer_timeout = Duration::from_secs(u64::MAX)),
+                "--peer-timeout",
+            ),
+        ] {
+            let err = refused(change);
+            assert!(err.contains(flag) && err.contains("limit"), "{flag}: {err}");
+        }
+        assert!(
+            check_layout(Some(100_000), 1)
+                .unwrap_err()
+                .to_string()
+                .contains("--workers")
+        );
+        check_layout(Some(8), 16).unwrap();
     }
 }

@@ -8,12 +8,13 @@ pub enum Error {
     /// Reading the shards failed (the message names the file and line).
     #[error(transparent)]
     Shards(#[from] shards::Error),
-    /// The accountant rejected its inputs.
+    /// The accountant rejected its inputs. (No `#[from]`: that would make the accountant's error
+    /// also the source, and `{:#}` would print its message twice.)
     #[error("privacy accounting: {0}")]
-    Accountant(#[from] accountant::Error),
-    /// libtorch reported an error.
+    Accountant(accountant::Error),
+    /// libtorch reported an error (its message in full, not again as a source).
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     /// A file the trainer writes or reads (model, metrics, checkpoint) failed.
     #[error("{path}: {cause}")]
     Io {
@@ -78,6 +79,18 @@ pub enum Error {
     },
 }
 
+impl From<accountant::Error> for Error {
+    fn from(e: accountant::Error) -> Self {
+        Error::Accountant(e)
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(e)
+    }
+}
+
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -93,5 +106,18 @@ impl Error {
             path: path.into(),
             cause,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `main` prints (`{:#}`, the error and its sources) says each thing once.
+    #[test]
+    fn wrapped_errors_are_printed_once() {
+        let e = Error::from(accountant::Error::Delta(2.0));
+        let shown = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(shown.matches("delta = 2").count(), 1, "{shown}");
     }
 }

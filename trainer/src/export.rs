@@ -3,6 +3,13 @@
 //! which epsilon and delta, by which accountant) and the figures measured on held-out rows.
 //! The card holds nothing epsilon does not cover except those held-out figures, marked as
 //! such: no training-set statistic, no realized batch size, no timing.
+//!
+//! **A release is complete when its card is there.** Both files are written and synced under
+//! staging names (`model.safetensors.tmp`, `model.json.tmp`); then the previous card is
+//! removed, the weights are renamed into place, and the card is renamed last. A card therefore
+//! only ever sits beside the weights it was written with: a crash leaves the previous release
+//! (both files), the new one, or weights without a card, which a reader must not take for a
+//! release (no card, no privacy statement). [`is_complete`] is that rule.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +18,10 @@ use serde::Serialize;
 use tch::Tensor;
 
 use crate::config::TrainConfig;
-use crate::metrics::{EpochMetrics, create_parent};
+use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
 use crate::privacy::Accounting;
+use crate::publish::{self, create_parent, staging};
 use crate::{Error, Result};
 
 /// Where the exact statistics are, and that they are not for publishing.
@@ -175,14 +183,43 @@ pub fn card_path(model: &Path) -> PathBuf {
     model.with_extension("json")
 }
 
-/// Writes the model to `path` and its card to [`card_path`].
+/// Whether the model at `path` is a complete release: its card is there (see the module
+/// documentation for why that suffices).
+pub fn is_complete(path: &Path) -> bool {
+    path.is_file() && card_path(path).is_file()
+}
+
+/// Checks that `path` can take a model and its card (before training spends its budget).
+pub fn check_writable(path: &Path) -> Result<()> {
+    if card_path(path) == path {
+        return Err(Error::Config(format!(
+            "--save {}: the card goes to the same name with .json; give the model another \
+             extension (model.safetensors)",
+            path.display()
+        )));
+    }
+    publish::check_writable_file("--save", path)?;
+    publish::check_writable_file("--save", &card_path(path))
+}
+
+/// Publishes the model at `path` and its card at [`card_path`] together (module documentation).
 pub fn save(path: &Path, mlp: &Mlp, card: &ModelCard<'_>) -> Result<()> {
     create_parent(path)?;
-    let tensors = mlp.state_dict();
-    Tensor::write_safetensors(&tensors, path)?;
-    let json = serde_json::to_string_pretty(card).expect("model card serializes");
     let card_file = card_path(path);
-    std::fs::write(&card_file, json).map_err(|e| Error::io(card_file, e))
+    let (model_tmp, card_tmp) = (staging(path), staging(&card_file));
+    Tensor::write_safetensors(&mlp.state_dict(), &model_tmp)?;
+    publish::sync_file(&model_tmp)?;
+    let json = serde_json::to_string_pretty(card).expect("model card serializes");
+    publish::write_synced(&card_tmp, json.as_bytes())?;
+    match std::fs::remove_file(&card_file) {
+        Ok(()) => publish::sync_parent(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(card_file, e)),
+    }
+    publish::rename(&model_tmp, path)?;
+    publish::rename(&card_tmp, &card_file)?;
+    publish::sync_parent(path);
+    Ok(())
 }
 
 /// `nn.Sequential(nn.Linear(9, 50), nn.ReLU(), nn.Linear(50, 1))` for an MLP of these sizes.

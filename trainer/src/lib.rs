@@ -40,6 +40,7 @@ pub mod noise;
 pub mod optim;
 pub mod privacy;
 pub mod profile;
+pub mod publish;
 pub mod sampler;
 pub mod settings;
 pub mod train;

@@ -1,5 +1,6 @@
 //! Per-epoch metrics: one JSON line each in the metrics file, one readable line on stdout.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -7,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::publish;
+pub use crate::publish::create_parent;
 use crate::{Error, Result};
 
 /// What an epoch achieved: figures epsilon covers or computed on held-out rows (which may be
@@ -144,7 +147,30 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens `path`, truncating it, or appending when the run resumes.
+    /// Opens `path` for a new run, truncating it.
+    pub fn create(path: &Path) -> Result<Self> {
+        Self::open(path, false)
+    }
+
+    /// Opens `path` for a resumed run whose checkpoint covers the epochs of `history`. The file
+    /// is first rewritten (atomically) to one line per covered epoch, in order: the line the file
+    /// already has for it (same epoch and steps; kept byte for byte, with whatever the
+    /// checkpoint's copy leaves out), else the checkpoint's copy. Lines of epochs the checkpoint
+    /// does not cover (a crash between an epoch's line and its checkpoint, or a torn last line)
+    /// are dropped, so each epoch is logged once; the resumed epochs are then appended.
+    pub fn resume(path: &Path, history: &[EpochMetrics]) -> Result<Self> {
+        create_parent(path)?;
+        let existing = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        publish::write_durable(path, resumed_lines(&existing, history).as_bytes())?;
+        Self::open(path, true)
+    }
+
+    /// Opens `path`, truncating it, or appending (a resumed run wants [`MetricsLog::resume`],
+    /// which also drops lines its checkpoint does not cover).
     pub fn open(path: &Path, append: bool) -> Result<Self> {
         create_parent(path)?;
         let file = OpenOptions::new()
@@ -169,21 +195,32 @@ impl MetricsLog {
     }
 }
 
+/// The metrics file a resumed run starts from (see [`MetricsLog::resume`]).
+fn resumed_lines(existing: &str, history: &[EpochMetrics]) -> String {
+    let mut written: HashMap<(u64, u64), &str> = HashMap::new();
+    for line in existing.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let (Some(epoch), Some(steps)) = (v["epoch"].as_u64(), v["steps"].as_u64())
+        {
+            written.entry((epoch, steps)).or_insert(line);
+        }
+    }
+    let mut out = String::new();
+    for m in history {
+        match written.get(&(u64::from(m.epoch), m.steps)) {
+            Some(line) => out.push_str(line),
+            None => out.push_str(&serde_json::to_string(m).expect("metrics serialize")),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Nanoseconds the calling thread has spent on a CPU, from the kernel's scheduler statistics
 /// (`None` where there are none).
 pub fn thread_cpu_ns() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     stat.split_whitespace().next()?.parse().ok()
-}
-
-/// Creates the parent directory of `path` when it has one.
-pub fn create_parent(path: &Path) -> Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -222,25 +259,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn writes_json_lines_and_appends_on_resume() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/metrics.jsonl");
-        MetricsLog::open(&path, false)
+    fn epoch(n: u32) -> EpochMetrics {
+        EpochMetrics {
+            epoch: n,
+            ..sample()
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<EpochMetrics> {
+        std::fs::read_to_string(path)
             .unwrap()
-            .write(&sample())
-            .unwrap();
-        MetricsLog::open(&path, true)
-            .unwrap()
-            .write(&sample())
-            .unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<EpochMetrics> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines, [sample(), sample()]);
-        MetricsLog::open(&path, false).unwrap();
+            .collect()
+    }
+
+    /// The lines a resume keeps are the file's own, byte for byte (with what the checkpoint's
+    /// copy may leave out), one per covered epoch: later, repeated and torn lines go.
+    #[test]
+    fn a_resume_keeps_the_files_own_lines_of_the_covered_epochs() {
+        let json = |m: &EpochMetrics| serde_json::to_string(m).unwrap();
+        let mut one = serde_json::to_value(epoch(1)).unwrap();
+        one["operator_only"] = serde_json::json!({"train_loss": 0.5});
+        let one = one.to_string();
+        let existing = format!(
+            "{one}\n{one}\n{}\n{}\n{{\"epoch\": 3, \"ste",
+            json(&epoch(2)),
+            json(&epoch(3))
+        );
+        let other_run = EpochMetrics {
+            steps: 1,
+            ..epoch(2)
+        };
+        assert_eq!(
+            resumed_lines(&existing, &[epoch(1), epoch(2)]),
+            format!("{one}\n{}\n", json(&epoch(2)))
+        );
+        // A line of another run (other steps) is not taken for the checkpoint's epoch.
+        assert_eq!(
+            resumed_lines(&existing, &[epoch(1), other_run.clone()]),
+            format!("{one}\n{}\n", json(&other_run))
+        );
+    }
+
+    #[test]
+    fn writes_json_lines_and_resumes_from_the_checkpoints_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/metrics.jsonl");
+        let mut log = MetricsLog::create(&path).unwrap();
+        log.write(&epoch(1)).unwrap();
+        // Epoch 2's line is written, the run dies before its checkpoint: the checkpoint covers
+        // epoch 1 only.
+        log.write(&epoch(2)).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut log = MetricsLog::resume(&path, &[epoch(1)]).unwrap();
+        log.write(&epoch(2)).unwrap();
+        assert_eq!(lines(&path), [epoch(1), epoch(2)]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        // A metrics file lost (or a new --metrics-out) gets the checkpoint's epochs back.
+        let other = dir.path().join("other.jsonl");
+        MetricsLog::resume(&other, &[epoch(1), epoch(2)])
+            .unwrap()
+            .write(&epoch(3))
+            .unwrap();
+        assert_eq!(lines(&other), [epoch(1), epoch(2), epoch(3)]);
+        MetricsLog::create(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         assert!(
             text.contains("\"non_private\":{\"private\":false,"),

@@ -37,6 +37,7 @@ use crate::mlp::{Mlp, Shape};
 use crate::optim::Optimizer;
 use crate::privacy::Accounting;
 use crate::profile::{Phase, Profiler};
+use crate::publish;
 use crate::sampler::PoissonSampler;
 use crate::settings::Settings;
 use crate::{Error, Result};
@@ -92,6 +93,9 @@ fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
 /// first error that is a cause is returned, not another worker's report of its leaving.
 pub fn run(config: &TrainConfig) -> Result<RunReport> {
     config.validate()?;
+    if config.cluster.process() == 0 {
+        check_outputs(config)?;
+    }
     tch::set_num_threads(config.intra_op_threads as i32);
     let shared = Arc::new(config.clone());
     let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
@@ -363,11 +367,16 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             ));
         }
     }
+    // A resumed run's metrics file is rewritten to the checkpoint's epochs first: an epoch whose
+    // line was written but whose checkpoint was not is trained (and logged) once more, not twice.
     let mut log = config
         .metrics_out
         .as_deref()
         .filter(|_| lead)
-        .map(|p| MetricsLog::open(p, start_epoch > 0))
+        .map(|p| match resumed {
+            1 => MetricsLog::resume(p, &history),
+            _ => MetricsLog::create(p),
+        })
         .transpose()?;
 
     let on = if workers == 1 {
@@ -590,8 +599,37 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
     })
 }
 
-/// The checkpoint to continue from, if any: refuses one without `--resume`, or from a run with
-/// other options or another noise multiplier.
+/// Process 0's checks before any work is spent: `--resume` has a checkpoint to continue, and
+/// every output (model and card, metrics, checkpoints) can be written.
+fn check_outputs(config: &TrainConfig) -> Result<()> {
+    if let Some(ck) = &config.checkpoint {
+        if ck.resume {
+            checkpoint::check_resumable(&ck.dir)?;
+        } else if checkpoint::exists(&ck.dir) {
+            return Err(already_there(&ck.dir));
+        }
+        publish::check_writable_dir("--checkpoint-dir", &ck.dir)?;
+    }
+    if let Some(path) = &config.metrics_out {
+        publish::check_writable_file("--metrics-out", path)?;
+    }
+    if let Some(path) = &config.save {
+        export::check_writable(path)?;
+    }
+    Ok(())
+}
+
+fn already_there(dir: &std::path::Path) -> Error {
+    Error::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: "a checkpoint is there already: pass --resume to continue it (its steps count \
+                 towards the budget) or choose another directory"
+            .into(),
+    }
+}
+
+/// The checkpoint to continue from, if any: refuses one without `--resume`, none with it, or one
+/// from a run with other options or another noise multiplier.
 fn resume<'a>(
     config: &'a TrainConfig,
     fp: &serde_json::Value,
@@ -601,15 +639,13 @@ fn resume<'a>(
         return Ok(None);
     };
     if !checkpoint::exists(&ck.dir) {
+        if ck.resume {
+            checkpoint::check_resumable(&ck.dir)?;
+        }
         return Ok(None);
     }
     if !ck.resume {
-        return Err(Error::Checkpoint {
-            path: ck.dir.clone(),
-            reason: "a checkpoint is there already: pass --resume to continue it (its steps \
-                     count towards the budget) or choose another directory"
-                .into(),
-        });
+        return Err(already_there(&ck.dir));
     }
     let saved = checkpoint::load(&ck.dir, fp)?;
     let ours = accounting.map(|a| a.noise_multiplier);

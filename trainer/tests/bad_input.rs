@@ -105,8 +105,90 @@ fn bad_flags() {
             &["--no-dp", "--target-epsilon", "1"][..],
             "--target-epsilon",
         ),
+        (&["--lr", "inf"][..], "--lr inf must be finite"),
+        (&["--hidden", "1000000000"][..], "--hidden width 1000000000"),
+        (&["--threads", "100000"][..], "--threads 100000"),
     ] {
         let err = fails(&trainer(dir.path(), args));
         assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+/// `--resume` with a missing, mistyped or empty checkpoint directory is an error naming it, not
+/// a new run from epoch 1 with the budget reset to zero.
+#[test]
+fn resume_without_a_checkpoint_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 2_000, 10);
+    fs::create_dir(dir.path().join("empty")).unwrap();
+    for (ck, needle) in [
+        ("chekpoints", "no such directory"),
+        ("empty", "no checkpoint"),
+    ] {
+        let out = trainer(
+            dir.path(),
+            &[
+                "--data",
+                shards.to_str().unwrap(),
+                "--checkpoint-dir",
+                ck,
+                "--resume",
+                "--no-progress",
+            ],
+        );
+        let err = fails(&out);
+        assert!(
+            err.contains(&format!("checkpoint {ck}: --resume")) && err.contains(needle),
+            "{err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("epoch"),
+            "nothing was trained"
+        );
+    }
+    assert!(!dir.path().join("chekpoints").exists());
+}
+
+/// An output that cannot be written is found before training spends the budget, not after.
+#[test]
+fn unwritable_outputs_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 2_000, 11);
+    fs::write(dir.path().join("file"), b"").unwrap();
+    fs::create_dir(dir.path().join("adir")).unwrap();
+    for (flag, value, needle) in [
+        (
+            "--save",
+            "file/model.safetensors",
+            "cannot create its directory",
+        ),
+        ("--save", "adir", "is a directory"),
+        ("--save", "model.json", "the card goes to the same name"),
+        (
+            "--metrics-out",
+            "file/m.jsonl",
+            "cannot create its directory",
+        ),
+        ("--checkpoint-dir", "file", "not a directory"),
+    ] {
+        let out = trainer(
+            dir.path(),
+            &[
+                "--data",
+                shards.to_str().unwrap(),
+                "--epochs",
+                "1",
+                "--no-progress",
+                flag,
+                value,
+            ],
+        );
+        let err = fails(&out);
+        assert!(
+            err.contains(&format!("{flag} {value}")) && err.contains(needle),
+            "{flag} {value}: {err}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("epoch"), "trained first: {stdout}");
     }
 }

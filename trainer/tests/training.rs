@@ -139,10 +139,20 @@ fn resume_carries_the_steps_taken() {
         &["--data", data, "--checkpoint-dir", ck, "--no-progress"],
     );
     assert!(common::fails(&refused).contains("--resume"));
+    let first_m = metrics(&dir.path().join("first.jsonl"));
     let (resumed, resumed_m, out) = run("3", "resumed", &["--checkpoint-dir", ck, "--resume"]);
     assert!(out.contains("resuming"), "{out}");
-    assert_eq!(resumed_m.len(), 1, "only epoch 3 is trained again");
-    let (last, want) = (&resumed_m[0], &straight_m[2]);
+    assert!(
+        !out.contains("epoch   1") && !out.contains("epoch   2"),
+        "only epoch 3 is trained again: {out}"
+    );
+    // The metrics file of a resumed run holds every epoch: the checkpoint's, then its own.
+    let epochs: Vec<_> = resumed_m.iter().map(|m| m["epoch"].as_u64()).collect();
+    assert_eq!(epochs, [Some(1), Some(2), Some(3)]);
+    for (r, f) in resumed_m.iter().zip(&first_m) {
+        assert_eq!((&r["steps"], &r["epsilon"]), (&f["steps"], &f["epsilon"]));
+    }
+    let (last, want) = (&resumed_m[2], &straight_m[2]);
     assert_eq!(last["epoch"], 3);
     assert_eq!(last["steps"], want["steps"]);
     assert_eq!(last["epsilon"], want["epsilon"]);

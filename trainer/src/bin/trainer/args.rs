@@ -183,6 +183,8 @@ impl TryFrom<TrainArgs> for Launch {
     type Error = anyhow::Error;
 
     fn try_from(a: TrainArgs) -> anyhow::Result<Self> {
+        // Before `--workers W` reserves W ports.
+        trainer::config::check_layout(a.workers, a.threads)?;
         let (cluster, spawn) = cluster(&a)?;
         let data = Location::parse(&a.data).with_context(|| format!("--data {}", a.data))?;
         let privacy = if a.no_dp {
@@ -483,6 +485,16 @@ mod tests {
             (&["--accountant", "prv"][..], "--accountant"),
             (&["--test-fraction", "1.5"][..], "--test-fraction"),
             (&["--microbatch-size", "0"][..], "--microbatch-size"),
+            (&["--lr", "inf"][..], "--lr inf must be finite"),
+            (&["--lr", "NaN"][..], "--lr NaN must be finite"),
+            (&["--hidden", "1000000000"][..], "--hidden width 1000000000"),
+            (&["--workers", "100000"][..], "--workers 100000"),
+            (&["--threads", "100000"][..], "--threads 100000"),
+            (&["--batch-size", "4000000000"][..], "--batch-size"),
+            (
+                &["--peer-timeout", "18446744073709551615"][..],
+                "--peer-timeout",
+            ),
         ] {
             let err = format!("{:#}", train(args).unwrap_err());
             assert!(err.contains(flag), "{args:?}: {err}");
