@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod attack;
+pub mod audit;
 pub mod batches;
 pub mod checkpoint;
 pub mod config;

@@ -1,0 +1,385 @@
+//! The audit's canaries, inserted into one run: gradient canaries (white-box: a fixed gradient
+//! of norm C whenever the sampler draws the canary, scored by the noisy gradients the run
+//! produced) or input canaries (black-box: crafted rows, scored by the final model's loss).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::audit::mia::{self, MiaReport};
+use crate::config::{GradSample, NoiseRng};
+use crate::data::{Data, Examples};
+use crate::dp_step::{DpStep, StepPrivacy};
+use crate::mlp::{Mlp, Shape};
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::profile::Profiler;
+use crate::{Error, Result};
+
+/// What the canaries are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryKind {
+    /// White-box: each canary is a row without features whose clipped gradient is a fixed
+    /// direction of norm C (a Dirac on its own parameter when there are at most as many
+    /// canaries as parameters, a random unit vector otherwise).
+    Gradient,
+    /// Black-box: each canary is a crafted row (features drawn far outside the data's binary
+    /// values, a random label), trained on like any other row.
+    Input,
+}
+
+impl FromStr for CanaryKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gradient" => Ok(CanaryKind::Gradient),
+            "input" => Ok(CanaryKind::Input),
+            _ => Err(Error::Config(format!(
+                "--canary-kind '{s}': expected gradient or input"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for CanaryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CanaryKind::Gradient => "gradient",
+            CanaryKind::Input => "input",
+        })
+    }
+}
+
+/// The directions of gradient canaries.
+#[derive(Debug)]
+enum Directions {
+    /// Canary i is the unit vector on parameter `coords[i]` (distinct parameters).
+    Dirac(Tensor),
+    /// Canary i is row i, a random unit vector `[m, numel]`.
+    Dense(Tensor),
+}
+
+/// Gradient canaries during the run.
+#[derive(Debug)]
+struct GradientState {
+    directions: Directions,
+    /// Slot j (sampled as row `real_rows + j`) is canary `slot_ids[j]`.
+    slot_ids: Tensor,
+    /// C over the expected batch size: a canary's contribution to the gradient buffer.
+    magnitude: f64,
+    /// The sum over steps of the noisy gradients, less the real rows' expected part.
+    sum: Tensor,
+    /// At rate 1 (full batch) the real rows' clipped sum is a function of the parameters and
+    /// the data alone (every row is in every step); this computes it, with the same step code.
+    correction: Option<(DpStep, Profiler)>,
+    /// The canary slots sampled this step.
+    sampled: Tensor,
+}
+
+/// The canaries of one audit and, after the run, their scores.
+#[derive(Debug)]
+pub struct Canaries {
+    kind: CanaryKind,
+    included: Vec<bool>,
+    seed: u64,
+    real_rows: usize,
+    input_rows: Option<Examples>,
+    gradient: Option<GradientState>,
+    scores: Option<Vec<f64>>,
+    mia: Option<MiaReport>,
+    /// Tests only: the noise the step really adds, as a share of what the accountant is told.
+    #[cfg(test)]
+    noise_factor: f64,
+}
+
+/// A stream for one purpose of the audit's seed.
+fn rng(seed: u64, purpose: u64) -> ChaCha20Rng {
+    let mut r = ChaCha20Rng::seed_from_u64(shards::splitmix64(seed ^ 0x6175_6469_7400_0000));
+    r.set_stream(purpose);
+    r
+}
+
+impl Canaries {
+    /// `m` canaries of `kind`, each included with probability 1/2, drawn from `seed`.
+    pub fn new(kind: CanaryKind, m: usize, seed: u64) -> Self {
+        let mut r = rng(seed, 1);
+        let included = (0..m).map(|_| r.random_bool(0.5)).collect();
+        Canaries {
+            kind,
+            included,
+            seed,
+            real_rows: 0,
+            input_rows: None,
+            gradient: None,
+            scores: None,
+            mia: None,
+            #[cfg(test)]
+            noise_factor: 1.0,
+        }
+    }
+
+    /// Which canaries are in the training set (the secret the audit guesses).
+    pub fn included(&self) -> &[bool] {
+        &self.included
+    }
+
+    /// The scores (higher: more likely included), once the run has finished.
+    pub fn scores(&self) -> Option<&[f64]> {
+        self.scores.as_deref()
+    }
+
+    /// The LOSS attack on the real rows, once the run has finished.
+    pub fn mia(&self) -> Option<&MiaReport> {
+        self.mia.as_ref()
+    }
+
+    fn included_ids(&self) -> Vec<i64> {
+        (0..self.included.len() as i64)
+            .filter(|&i| self.included[i as usize])
+            .collect()
+    }
+
+    /// Adds the canaries to the loaded data: input canaries as rows after the real training
+    /// rows; gradient canaries as the returned number of extra rows the sampler draws from.
+    pub(crate) fn insert(&mut self, data: &mut Data) -> Result<usize> {
+        self.real_rows = data.train.len();
+        match self.kind {
+            CanaryKind::Gradient => Ok(self.included_ids().len()),
+            CanaryKind::Input => {
+                let k = data.train.width();
+                let m = self.included.len();
+                let mut r = rng(self.seed, 2);
+                let features: Vec<f32> = (0..m * k)
+                    .map(|_| {
+                        let z: f64 = StandardNormal.sample(&mut r);
+                        (3.0 * z) as f32
+                    })
+                    .collect();
+                let labels: Vec<f32> = (0..m).map(|_| f32::from(r.random_bool(0.5))).collect();
+                let all = Examples::new(&features, &labels, k, data.train.device())?;
+                let ids = Tensor::from_slice(&self.included_ids()).to_device(all.device());
+                let mut mine = Examples::new(&[], &[], k, all.device())?;
+                // The included canaries' rows, in canary order.
+                let rows = all.rows().index_select(0, &ids);
+                let host = Vec::<f32>::try_from(rows.to_device(Device::Cpu).reshape([-1]))?;
+                let stride = all.rows().size()[1] as usize;
+                let (mut fx, mut fy) = (Vec::new(), Vec::new());
+                for row in host.chunks_exact(stride) {
+                    fx.extend_from_slice(&row[..k]);
+                    fy.push(row[k + 1]);
+                }
+                if !fy.is_empty() {
+                    mine = Examples::new(&fx, &fy, k, all.device())?;
+                }
+                data.train.extend(&mine)?;
+                self.input_rows = Some(all);
+                Ok(0)
+            }
+        }
+    }
+
+    /// Sets up gradient canaries for a model of `shape`, once the step is known.
+    pub(crate) fn start(
+        &mut self,
+        shape: &Shape,
+        rate: f64,
+        privacy: StepPrivacy,
+        expected_batch: f64,
+        device: Device,
+    ) -> Result<()> {
+        if self.kind != CanaryKind::Gradient {
+            return Ok(());
+        }
+        let StepPrivacy::Private { clip, .. } = privacy else {
+            return Err(Error::Config(
+                "gradient canaries need clipping (drop --no-dp; --noise-multiplier 0 audits \
+                 clipping without noise)"
+                    .into(),
+            ));
+        };
+        let numel = shape.numel();
+        let m = self.included.len();
+        let mut r = rng(self.seed, 3);
+        let directions = if m <= numel {
+            // m distinct parameters, uniformly (a partial Fisher-Yates shuffle).
+            let mut coords: Vec<i64> = (0..numel as i64).collect();
+            for i in 0..m {
+                let j = r.random_range(i..numel);
+                coords.swap(i, j);
+            }
+            coords.truncate(m);
+            Directions::Dirac(Tensor::from_slice(&coords).to_device(device))
+        } else {
+            let mut v: Vec<f32> = Vec::with_capacity(m * numel);
+            for _ in 0..m {
+                let row: Vec<f64> = (0..numel).map(|_| StandardNormal.sample(&mut r)).collect();
+                let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
+                v.extend(row.iter().map(|x| (x / norm) as f32));
+            }
+            Directions::Dense(
+                Tensor::from_slice(&v)
+                    .view([m as i64, numel as i64])
+                    .to_device(device),
+            )
+        };
+        let correction = if rate >= 1.0 {
+            let exact = StepPrivacy::Private {
+                clip,
+                noise_multiplier: 0.0,
+                grad_sample: GradSample::Vectorized,
+                noise_rng: NoiseRng::Seeded,
+            };
+            let opt = Optimizer::new(OptimizerKind::Sgd, 1.0, numel, device);
+            let step = DpStep::new(shape, device, expected_batch, exact, opt, 0)?;
+            Some((step, Profiler::new(false, device)))
+        } else {
+            None
+        };
+        self.gradient = Some(GradientState {
+            directions,
+            slot_ids: Tensor::from_slice(&self.included_ids()).to_device(device),
+            magnitude: clip / expected_batch,
+            sum: Tensor::zeros([numel as i64], (Kind::Float, device)),
+            correction,
+            sampled: Tensor::zeros([0], (Kind::Int64, device)),
+        });
+        Ok(())
+    }
+
+    /// Splits a step's sorted sample: returns the rows among the first `rows` (real rows and
+    /// input canaries) and keeps the gradient canaries' slots for [`Canaries::add_gradients`].
+    pub(crate) fn take_sampled(&mut self, idx: &Tensor, rows: usize) -> Tensor {
+        let Some(g) = &mut self.gradient else {
+            return idx.shallow_clone();
+        };
+        let n = idx.size()[0];
+        let real = idx.lt(rows as i64).sum(Kind::Int64).int64_value(&[]);
+        g.sampled = idx.narrow(0, real, n - real) - rows as i64;
+        idx.narrow(0, 0, real)
+    }
+
+    /// Adds the sampled gradient canaries' gradients (norm C each, divided by the expected
+    /// batch size like every row's) to the step's clipped sum, before the noise.
+    pub(crate) fn add_gradients(&mut self, grad: &Tensor) {
+        let Some(g) = &mut self.gradient else {
+            return;
+        };
+        let k = g.sampled.size()[0];
+        if k == 0 {
+            return;
+        }
+        let ids = g.slot_ids.index_select(0, &g.sampled);
+        match &g.directions {
+            Directions::Dirac(coords) => {
+                let at = coords.index_select(0, &ids);
+                let values = Tensor::full([k], g.magnitude, (Kind::Float, grad.device()));
+                let _ = grad.shallow_clone().index_add_(0, &at, &values);
+            }
+            Directions::Dense(dirs) => {
+                let sum = dirs
+                    .index_select(0, &ids)
+                    .sum_dim_intlist(0i64, false, Kind::Float);
+                let _ = grad.shallow_clone().g_add_(&(sum * g.magnitude));
+            }
+        }
+    }
+
+    /// Reads a step's noisy gradient (what the optimizer is given), with the model before the
+    /// update.
+    pub(crate) fn observe(&mut self, mlp: &Mlp, train: &Examples, noisy: &Tensor) {
+        let real_rows = self.real_rows as i64;
+        let Some(g) = &mut self.gradient else {
+            return;
+        };
+        let _ = g.sum.g_add_(noisy);
+        if let Some((step, prof)) = &mut g.correction {
+            let rows = train.rows().narrow(0, 0, real_rows);
+            step.accumulate(
+                mlp,
+                &train.inputs(&rows),
+                &train.labels(&rows),
+                &train.input_norms(&rows),
+                prof,
+            );
+            let _ = g.sum.g_sub_(step.grad());
+        }
+    }
+
+    /// Scores every canary and runs the LOSS attack on the real rows, with the final model.
+    pub(crate) fn finish(&mut self, mlp: &Mlp, data: &Data) -> Result<()> {
+        let scores = match (&self.gradient, &self.input_rows) {
+            (Some(g), _) => match &g.directions {
+                Directions::Dirac(coords) => g.sum.index_select(0, coords),
+                Directions::Dense(dirs) => dirs.mv(&g.sum),
+            },
+            (None, Some(rows)) => -losses(mlp, rows, rows.len()),
+            (None, None) => {
+                return Err(Error::Config(
+                    "the canaries were never inserted into the run".into(),
+                ));
+            }
+        };
+        let scores = Vec::<f32>::try_from(scores.to_device(Device::Cpu).to_kind(Kind::Float))?;
+        self.scores = Some(scores.into_iter().map(f64::from).collect());
+        let members = Vec::<f32>::try_from(losses(mlp, &data.train, self.real_rows))?;
+        let nonmembers = Vec::<f32>::try_from(losses(mlp, &data.test, data.test.len()))?;
+        self.mia = Some(mia::loss_attack(&members, &nonmembers));
+        Ok(())
+    }
+
+    /// Tests only: the step will add `factor` times the noise the accountant is told about.
+    #[cfg(test)]
+    pub(crate) fn with_noise_factor(mut self, factor: f64) -> Self {
+        self.noise_factor = factor;
+        self
+    }
+
+    /// Tests only: the step adds `noise_factor` times the noise the accountant is told about.
+    #[cfg(test)]
+    pub(crate) fn tamper(&self, privacy: StepPrivacy) -> StepPrivacy {
+        match privacy {
+            StepPrivacy::Private {
+                clip,
+                noise_multiplier,
+                grad_sample,
+                noise_rng,
+            } => StepPrivacy::Private {
+                clip,
+                noise_multiplier: noise_multiplier * self.noise_factor,
+                grad_sample,
+                noise_rng,
+            },
+            p => p,
+        }
+    }
+}
+
+/// Per-row BCE losses of the first `rows` examples, `[rows]` on the CPU.
+fn losses(mlp: &Mlp, examples: &Examples, rows: usize) -> Tensor {
+    if rows == 0 {
+        return Tensor::zeros([0], (Kind::Float, Device::Cpu));
+    }
+    let chunk = 1i64 << 16;
+    let mut out = Vec::new();
+    let mut start = 0i64;
+    while start < rows as i64 {
+        let r = examples
+            .rows()
+            .narrow(0, start, chunk.min(rows as i64 - start));
+        let logits = mlp.forward(&examples.inputs(&r));
+        let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
+            &examples.labels(&r),
+            None,
+            None,
+            Reduction::None,
+        );
+        out.push(loss.view([-1]).to_device(Device::Cpu));
+        start += chunk;
+    }
+    Tensor::cat(&out, 0)
+}
