@@ -361,6 +361,7 @@ fn train_worker(
     }
     if let Some(c) = canaries {
         lock(c).start(
+            &mlp,
             &shape,
             sampler.rate(),
             step_privacy,

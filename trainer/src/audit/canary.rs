@@ -55,6 +55,10 @@ impl fmt::Display for CanaryKind {
     }
 }
 
+/// Input canaries' features are N(0, INPUT_SCALE^2): far from the data's 0/1 values, so each
+/// canary sits where few real rows pull the model.
+const INPUT_SCALE: f64 = 10.0;
+
 /// The directions of gradient canaries.
 #[derive(Debug)]
 enum Directions {
@@ -89,6 +93,8 @@ pub struct Canaries {
     seed: u64,
     real_rows: usize,
     input_rows: Option<Examples>,
+    /// Input canaries' losses under the initial model (which the seed alone determines).
+    initial_losses: Option<Tensor>,
     gradient: Option<GradientState>,
     scores: Option<Vec<f64>>,
     mia: Option<MiaReport>,
@@ -115,6 +121,7 @@ impl Canaries {
             seed,
             real_rows: 0,
             input_rows: None,
+            initial_losses: None,
             gradient: None,
             scores: None,
             mia: None,
@@ -157,7 +164,7 @@ impl Canaries {
                 let features: Vec<f32> = (0..m * k)
                     .map(|_| {
                         let z: f64 = StandardNormal.sample(&mut r);
-                        (3.0 * z) as f32
+                        (INPUT_SCALE * z) as f32
                     })
                     .collect();
                 let labels: Vec<f32> = (0..m).map(|_| f32::from(r.random_bool(0.5))).collect();
@@ -186,12 +193,16 @@ impl Canaries {
     /// Sets up gradient canaries for a model of `shape`, once the step is known.
     pub(crate) fn start(
         &mut self,
+        mlp: &Mlp,
         shape: &Shape,
         rate: f64,
         privacy: StepPrivacy,
         expected_batch: f64,
         device: Device,
     ) -> Result<()> {
+        if let Some(rows) = &self.input_rows {
+            self.initial_losses = Some(losses(mlp, rows, rows.len()));
+        }
         if self.kind != CanaryKind::Gradient {
             return Ok(());
         }
@@ -317,7 +328,11 @@ impl Canaries {
                 Directions::Dirac(coords) => g.sum.index_select(0, coords),
                 Directions::Dense(dirs) => dirs.mv(&g.sum),
             },
-            (None, Some(rows)) => -losses(mlp, rows, rows.len()),
+            // How much training lowered each canary's loss.
+            (None, Some(rows)) => match &self.initial_losses {
+                Some(before) => before - losses(mlp, rows, rows.len()),
+                None => -losses(mlp, rows, rows.len()),
+            },
             (None, None) => {
                 return Err(Error::Config(
                     "the canaries were never inserted into the run".into(),
