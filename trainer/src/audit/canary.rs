@@ -78,11 +78,114 @@ struct GradientState {
     magnitude: f64,
     /// The sum over steps of the noisy gradients, less the real rows' expected part.
     sum: Tensor,
-    /// At rate 1 (full batch) the real rows' clipped sum is a function of the parameters and
-    /// the data alone (every row is in every step); this computes it, with the same step code.
-    correction: Option<(DpStep, Profiler)>,
+    /// The real rows' expected share of a step's gradient, and how it is estimated.
+    correction: Correction,
     /// The canary slots sampled this step.
     sampled: Tensor,
+}
+
+/// The real rows' expected contribution to a step's gradient, `q * sum_j clip(g_j(theta)) / B`
+/// over every real row j: a function of the parameters before the step (which the white-box
+/// auditor sees) and the fixed data, not of the canaries or of the sampler's draws. Subtracting
+/// it from the noisy gradient leaves the canaries and the noise (and, at q < 1, the sampling's
+/// fluctuation); without it the real rows' gradient, hundreds of times a canary's, swamps the
+/// scores, and the model learns to cancel the canaries' steady push.
+///
+/// At q = 1 it is computed exactly every step (every real row is in every step). At q < 1 it is
+/// estimated every [`WINDOW`] steps from the next `WINDOW * B` rows of the auditor's own
+/// shuffled order of the real rows (its own random stream, independent of the sampler's),
+/// scaled by `q N / rows`: unbiased, with about the variance of the sampling itself, at a
+/// fraction of a pass over the data per window.
+#[derive(Debug)]
+struct Correction {
+    /// The step code, without noise, that computes a clipped sum divided by B.
+    step: DpStep,
+    prof: Profiler,
+    /// Steps between estimates (1: exact).
+    window: u64,
+    /// Rows per estimate, and the factor `q N / rows`.
+    rows: usize,
+    scale: f64,
+    /// The auditor's order of the real rows, and where the next estimate starts in it.
+    order: Vec<i64>,
+    cursor: usize,
+    /// The current estimate, and the steps taken.
+    estimate: Tensor,
+    steps: u64,
+}
+
+/// Steps between two estimates of the real rows' expected gradient when q < 1.
+const WINDOW: u64 = 64;
+
+impl Correction {
+    fn new(
+        shape: &Shape,
+        clip: f64,
+        rate: f64,
+        real_rows: usize,
+        expected_batch: f64,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        let exact = StepPrivacy::Private {
+            clip,
+            noise_multiplier: 0.0,
+            grad_sample: GradSample::Vectorized,
+            noise_rng: NoiseRng::Seeded,
+        };
+        let numel = shape.numel();
+        let opt = Optimizer::new(OptimizerKind::Sgd, 1.0, numel, device);
+        let step = DpStep::new(shape, device, expected_batch, exact, opt, 0)?;
+        let (window, rows) = if rate >= 1.0 {
+            (1, real_rows)
+        } else {
+            let rows = (WINDOW as f64 * expected_batch).ceil() as usize;
+            (WINDOW, rows.clamp(1, real_rows.max(1)))
+        };
+        let mut order: Vec<i64> = (0..real_rows as i64).collect();
+        let mut r = rng(seed, 4);
+        for i in (1..order.len()).rev() {
+            let j = r.random_range(0..=i);
+            order.swap(i, j);
+        }
+        Ok(Correction {
+            step,
+            prof: Profiler::new(false, device),
+            window,
+            rows,
+            scale: rate * real_rows as f64 / rows.max(1) as f64,
+            order,
+            cursor: 0,
+            estimate: Tensor::zeros([numel as i64], (Kind::Float, device)),
+            steps: 0,
+        })
+    }
+
+    /// The expected real-row gradient of this step, with the model before the step.
+    fn current(&mut self, mlp: &Mlp, train: &Examples) -> &Tensor {
+        if self.steps % self.window == 0 && !self.order.is_empty() {
+            let take: Vec<i64> = if self.rows == self.order.len() {
+                self.order.clone()
+            } else {
+                (0..self.rows)
+                    .map(|k| self.order[(self.cursor + k) % self.order.len()])
+                    .collect()
+            };
+            self.cursor = (self.cursor + self.rows) % self.order.len();
+            let idx = Tensor::from_slice(&take).to_device(train.device());
+            let rows = train.rows().index_select(0, &idx);
+            self.step.accumulate(
+                mlp,
+                &train.inputs(&rows),
+                &train.labels(&rows),
+                &train.input_norms(&rows),
+                &mut self.prof,
+            );
+            self.estimate = self.step.grad() * self.scale;
+        }
+        self.steps += 1;
+        &self.estimate
+    }
 }
 
 /// The canaries of one audit and, after the run, their scores.
@@ -238,19 +341,15 @@ impl Canaries {
                     .to_device(device),
             )
         };
-        let correction = if rate >= 1.0 {
-            let exact = StepPrivacy::Private {
-                clip,
-                noise_multiplier: 0.0,
-                grad_sample: GradSample::Vectorized,
-                noise_rng: NoiseRng::Seeded,
-            };
-            let opt = Optimizer::new(OptimizerKind::Sgd, 1.0, numel, device);
-            let step = DpStep::new(shape, device, expected_batch, exact, opt, 0)?;
-            Some((step, Profiler::new(false, device)))
-        } else {
-            None
-        };
+        let correction = Correction::new(
+            shape,
+            clip,
+            rate,
+            self.real_rows,
+            expected_batch,
+            self.seed,
+            device,
+        )?;
         self.gradient = Some(GradientState {
             directions,
             slot_ids: Tensor::from_slice(&self.included_ids()).to_device(device),
@@ -303,22 +402,12 @@ impl Canaries {
     /// Reads a step's noisy gradient (what the optimizer is given), with the model before the
     /// update.
     pub(crate) fn observe(&mut self, mlp: &Mlp, train: &Examples, noisy: &Tensor) {
-        let real_rows = self.real_rows as i64;
         let Some(g) = &mut self.gradient else {
             return;
         };
         let _ = g.sum.g_add_(noisy);
-        if let Some((step, prof)) = &mut g.correction {
-            let rows = train.rows().narrow(0, 0, real_rows);
-            step.accumulate(
-                mlp,
-                &train.inputs(&rows),
-                &train.labels(&rows),
-                &train.input_norms(&rows),
-                prof,
-            );
-            let _ = g.sum.g_sub_(step.grad());
-        }
+        let expected = g.correction.current(mlp, train);
+        let _ = g.sum.g_sub_(expected);
     }
 
     /// Scores every canary and runs the LOSS attack on the real rows, with the final model.
