@@ -92,10 +92,10 @@ struct GradientState {
 /// scores, and the model learns to cancel the canaries' steady push.
 ///
 /// At q = 1 it is computed exactly every step (every real row is in every step). At q < 1 it is
-/// estimated every [`WINDOW`] steps from the next `WINDOW * B` rows of the auditor's own
-/// shuffled order of the real rows (its own random stream, independent of the sampler's),
-/// scaled by `q N / rows`: unbiased, with about the variance of the sampling itself, at a
-/// fraction of a pass over the data per window.
+/// estimated every [`WINDOW`] steps from the next `WINDOW * B * ESTIMATE_SHARE` rows of the
+/// auditor's own shuffled order of the real rows (its own random stream, independent of the
+/// sampler's), scaled by `q N / rows`: unbiased, with 1 / [`ESTIMATE_SHARE`] times the variance
+/// of the sampling itself, for that share of the training's gradient work.
 #[derive(Debug)]
 struct Correction {
     /// The step code, without noise, that computes a clipped sum divided by B.
@@ -116,6 +116,9 @@ struct Correction {
 
 /// Steps between two estimates of the real rows' expected gradient when q < 1.
 const WINDOW: u64 = 64;
+/// Rows per estimate, as a share of the rows the window's steps draw (`WINDOW * B`): the
+/// estimate costs this share of the training's gradient work.
+const ESTIMATE_SHARE: f64 = 0.125;
 
 impl Correction {
     fn new(
@@ -139,7 +142,7 @@ impl Correction {
         let (window, rows) = if rate >= 1.0 {
             (1, real_rows)
         } else {
-            let rows = (WINDOW as f64 * expected_batch).ceil() as usize;
+            let rows = (WINDOW as f64 * expected_batch * ESTIMATE_SHARE).ceil() as usize;
             (WINDOW, rows.clamp(1, real_rows.max(1)))
         };
         let mut order: Vec<i64> = (0..real_rows as i64).collect();
