@@ -91,8 +91,9 @@ if [ "${PART:-}" = table ] || [ -z "${PART:-}" ] || [ "${PART}" = all ]; then
 import json, sys
 r = json.load(sys.stdin)
 acc = r["accounted_epsilon"]
-acc = "inf (no noise)" if acc is None else f"{acc:.2f}"
-print(f"| {sys.argv[1]} | {r[\"steps\"]} | {r[\"canary_kind\"]} | {acc} | {r[\"audited_epsilon\"]:.2f} | {r[\"correct\"]} / {r[\"guesses\"]} | {r[\"k_plus\"]} / {r[\"k_minus\"]} |")
+r["acc"] = "inf (no noise)" if acc is None else "%.2f" % acc
+r["label"] = sys.argv[1]
+print("| {label} | {steps} | {canary_kind} | {acc} | {audited_epsilon:.2f} | {correct} / {guesses} | {k_plus} / {k_minus} |".format(**r))
 ' "$label"
     }
     for kind in gradient input; do

@@ -76,12 +76,12 @@ struct GradientState {
     slot_ids: Tensor,
     /// C over the expected batch size: a canary's contribution to the gradient buffer.
     magnitude: f64,
-    /// The sum over steps of the noisy gradients, less the real rows' expected part.
+    /// The sum over steps of the noisy gradients.
     sum: Tensor,
     /// The real rows' expected share of a step's gradient, and how it is estimated.
     correction: Correction,
-    /// The canary slots sampled this step.
-    sampled: Tensor,
+    /// The canary slots sampled this step, if any.
+    sampled: Option<Tensor>,
 }
 
 /// The real rows' expected contribution to a step's gradient, `q * sum_j clip(g_j(theta)) / B`
@@ -109,9 +109,13 @@ struct Correction {
     /// The auditor's order of the real rows, and where the next estimate starts in it.
     order: Vec<i64>,
     cursor: usize,
-    /// The current estimate, and the steps taken.
+    /// The current estimate, the steps it has been used for since it was last added to
+    /// `total`, and the steps taken.
     estimate: Tensor,
+    pending: u64,
     steps: u64,
+    /// The sum of the estimates over the steps taken (up to `pending`).
+    total: Tensor,
 }
 
 /// Steps between two estimates of the real rows' expected gradient when q < 1.
@@ -160,13 +164,17 @@ impl Correction {
             order,
             cursor: 0,
             estimate: Tensor::zeros([numel as i64], (Kind::Float, device)),
+            pending: 0,
             steps: 0,
+            total: Tensor::zeros([numel as i64], (Kind::Float, device)),
         })
     }
 
-    /// The expected real-row gradient of this step, with the model before the step.
-    fn current(&mut self, mlp: &Mlp, train: &Examples) -> &Tensor {
+    /// Accounts for one step's expected real-row gradient, with the model before the step (a
+    /// new estimate at the start of each window; added up lazily, one operation per window).
+    fn step(&mut self, mlp: &Mlp, train: &Examples) {
         if self.steps % self.window == 0 && !self.order.is_empty() {
+            self.flush();
             let take: Vec<i64> = if self.rows == self.order.len() {
                 self.order.clone()
             } else {
@@ -187,7 +195,20 @@ impl Correction {
             self.estimate = self.step.grad() * self.scale;
         }
         self.steps += 1;
-        &self.estimate
+        self.pending += 1;
+    }
+
+    fn flush(&mut self) {
+        if self.pending > 0 {
+            let _ = self.total.g_add_(&(&self.estimate * self.pending as f64));
+            self.pending = 0;
+        }
+    }
+
+    /// The sum over the steps taken of their expected real-row gradients.
+    fn total(&mut self) -> &Tensor {
+        self.flush();
+        &self.total
     }
 }
 
@@ -359,7 +380,7 @@ impl Canaries {
             magnitude: clip / expected_batch,
             sum: Tensor::zeros([numel as i64], (Kind::Float, device)),
             correction,
-            sampled: Tensor::zeros([0], (Kind::Int64, device)),
+            sampled: None,
         });
         Ok(())
     }
@@ -371,8 +392,13 @@ impl Canaries {
             return idx.shallow_clone();
         };
         let n = idx.size()[0];
+        // Sorted: canary slots, numbered after the rows, come last (most steps have none).
+        if n == 0 || idx.int64_value(&[n - 1]) < rows as i64 {
+            g.sampled = None;
+            return idx.shallow_clone();
+        }
         let real = idx.lt(rows as i64).sum(Kind::Int64).int64_value(&[]);
-        g.sampled = idx.narrow(0, real, n - real) - rows as i64;
+        g.sampled = Some(idx.narrow(0, real, n - real) - rows as i64);
         idx.narrow(0, 0, real)
     }
 
@@ -382,11 +408,11 @@ impl Canaries {
         let Some(g) = &mut self.gradient else {
             return;
         };
-        let k = g.sampled.size()[0];
-        if k == 0 {
+        let Some(sampled) = &g.sampled else {
             return;
-        }
-        let ids = g.slot_ids.index_select(0, &g.sampled);
+        };
+        let k = sampled.size()[0];
+        let ids = g.slot_ids.index_select(0, sampled);
         match &g.directions {
             Directions::Dirac(coords) => {
                 let at = coords.index_select(0, &ids);
@@ -409,17 +435,20 @@ impl Canaries {
             return;
         };
         let _ = g.sum.g_add_(noisy);
-        let expected = g.correction.current(mlp, train);
-        let _ = g.sum.g_sub_(expected);
+        g.correction.step(mlp, train);
     }
 
     /// Scores every canary and runs the LOSS attack on the real rows, with the final model.
     pub(crate) fn finish(&mut self, mlp: &Mlp, data: &Data) -> Result<()> {
-        let scores = match (&self.gradient, &self.input_rows) {
-            (Some(g), _) => match &g.directions {
-                Directions::Dirac(coords) => g.sum.index_select(0, coords),
-                Directions::Dense(dirs) => dirs.mv(&g.sum),
-            },
+        let scores = match (&mut self.gradient, &self.input_rows) {
+            (Some(g), _) => {
+                // The noisy gradients less the real rows' expected part: canaries and noise.
+                let signal = &g.sum - g.correction.total();
+                match &g.directions {
+                    Directions::Dirac(coords) => signal.index_select(0, coords),
+                    Directions::Dense(dirs) => dirs.mv(&signal),
+                }
+            }
             // How much training lowered each canary's loss.
             (None, Some(rows)) => match &self.initial_losses {
                 Some(before) => before - losses(mlp, rows, rows.len()),
