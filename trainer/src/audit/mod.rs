@@ -390,6 +390,37 @@ mod tests {
         );
     }
 
+    /// At full batch without noise, a canary's score is exactly what it put in: steps x C / B
+    /// when included, 0 when not (the real rows' gradient is subtracted exactly), so the
+    /// canaries enter the step as rows of gradient norm C and nothing else reaches the score.
+    #[test]
+    fn full_batch_scores_are_exactly_the_canaries_contributions() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = shards(dir.path());
+        let config = audit(&data, CanaryKind::Gradient, FULL_BATCH, 4, 0.0, 11);
+        let canaries = Arc::new(Mutex::new(Canaries::new(CanaryKind::Gradient, 300, 11)));
+        let report =
+            crate::train::run_with_canaries(&config.train, Some(Arc::clone(&canaries))).unwrap();
+        let c = canaries.lock().unwrap();
+        let included = c.included().iter().filter(|&&i| i).count();
+        let accounting = report.accounting.unwrap();
+        assert_eq!(accounting.sampling_rate, 1.0);
+        // B is the expected batch: every real row and every included canary.
+        let rows = report.metrics[0].examples as f64;
+        let per_step = 3.0 / rows;
+        assert!(
+            included > 100 && rows > 1500.0 + included as f64,
+            "{included} {rows}"
+        );
+        for (i, (&score, &inc)) in c.scores().unwrap().iter().zip(c.included()).enumerate() {
+            let want = if inc { 4.0 * per_step } else { 0.0 };
+            assert!(
+                (score - want).abs() < 1e-2 * per_step,
+                "canary {i} (included {inc}): {score} vs {want}"
+            );
+        }
+    }
+
     #[test]
     fn bad_audit_options_are_refused_naming_them() {
         let data = Location::parse("shards").unwrap();
