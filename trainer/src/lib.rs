@@ -7,7 +7,9 @@
 //! - [`dp_step`]: clip, sum, add noise once, scale, optimizer step ([`optim`], [`noise`]);
 //! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
-//!   and leaves behind.
+//!   and leaves behind;
+//! - [`audit`]: `trainer audit`, a lower bound on epsilon from one run of the same loop with
+//!   canaries, and membership inference on the real rows.
 //!
 //! [`run`] trains on every worker of [`TrainConfig::cluster`] (processes x threads, the
 //! `cluster` crate's): each holds a share of the shards, all draw the same sample, and their

@@ -173,7 +173,7 @@ impl Correction {
     /// Accounts for one step's expected real-row gradient, with the model before the step (a
     /// new estimate at the start of each window; added up lazily, one operation per window).
     fn step(&mut self, mlp: &Mlp, train: &Examples) {
-        if self.steps % self.window == 0 && !self.order.is_empty() {
+        if self.steps.is_multiple_of(self.window) && !self.order.is_empty() {
             self.flush();
             let take: Vec<i64> = if self.rows == self.order.len() {
                 self.order.clone()
