@@ -295,21 +295,15 @@ impl Canaries {
                     })
                     .collect();
                 let labels: Vec<f32> = (0..m).map(|_| f32::from(r.random_bool(0.5))).collect();
-                let all = Examples::new(&features, &labels, k, data.train.device())?;
-                let ids = Tensor::from_slice(&self.included_ids()).to_device(all.device());
-                let mut mine = Examples::new(&[], &[], k, all.device())?;
-                // The included canaries' rows, in canary order.
-                let rows = all.rows().index_select(0, &ids);
-                let host = Vec::<f32>::try_from(rows.to_device(Device::Cpu).reshape([-1]))?;
-                let stride = all.rows().size()[1] as usize;
+                let device = data.train.device();
+                let all = Examples::new(&features, &labels, k, device)?;
+                // The included canaries' rows, in canary order, after the real rows.
                 let (mut fx, mut fy) = (Vec::new(), Vec::new());
-                for row in host.chunks_exact(stride) {
-                    fx.extend_from_slice(&row[..k]);
-                    fy.push(row[k + 1]);
+                for i in (0..m).filter(|&i| self.included[i]) {
+                    fx.extend_from_slice(&features[i * k..(i + 1) * k]);
+                    fy.push(labels[i]);
                 }
-                if !fy.is_empty() {
-                    mine = Examples::new(&fx, &fy, k, all.device())?;
-                }
+                let mine = Examples::new(&fx, &fy, k, device)?;
                 data.train.extend(&mine)?;
                 self.input_rows = Some(all);
                 Ok(0)
