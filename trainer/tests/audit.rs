@@ -53,6 +53,8 @@ fn audit_prints_a_human_line_and_a_json_line_and_repeats_under_a_seed() {
     }
     assert_eq!(r["canaries"], 400);
     assert_eq!(r["canary_kind"], "gradient");
+    // 1,101 parameters for 400 canaries: a parameter each.
+    assert_eq!(r["canary_directions"], "dirac");
     assert_eq!(
         (r["alpha"].as_f64(), r["delta"].as_f64()),
         (Some(0.05), Some(1e-5))

@@ -267,6 +267,15 @@ impl Canaries {
         self.scores.as_deref()
     }
 
+    /// Gradient canaries' directions once the run has started: `dirac` (one parameter each) or
+    /// `random` (unit vectors, when there are more canaries than parameters).
+    pub fn directions(&self) -> Option<&'static str> {
+        self.gradient.as_ref().map(|g| match g.directions {
+            Directions::Dirac(_) => "dirac",
+            Directions::Dense(_) => "random",
+        })
+    }
+
     /// The LOSS attack on the real rows, once the run has finished.
     pub fn mia(&self) -> Option<&MiaReport> {
         self.mia.as_ref()

@@ -107,6 +107,10 @@ pub struct AuditReport {
     pub alpha: f64,
     /// `gradient` or `input`.
     pub canary_kind: CanaryKind,
+    /// Gradient canaries' directions: `dirac` (a parameter each) or `random` (more canaries
+    /// than parameters: they overlap, which weakens the audit; widen `--hidden`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_directions: Option<&'static str>,
     /// m.
     pub canaries: usize,
     /// How many were in the training set.
@@ -147,7 +151,7 @@ impl AuditReport {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "audit: epsilon >= {:.3} with confidence {} ({} of {} guesses right about {} {} \
+            "audit: epsilon >= {:.3} with confidence {} ({} of {} guesses right about {} {}{} \
              canaries, {} included; k+ {}, k- {}); the accountant ({}) says epsilon <= {:.3} at \
              delta {}. Membership inference (LOSS) on real rows: AUC {:.4}, {tpr}",
             self.audited_epsilon,
@@ -156,6 +160,10 @@ impl AuditReport {
             self.guesses,
             self.canaries,
             self.canary_kind,
+            match self.canary_directions {
+                Some("random") => " (random-direction: more canaries than parameters)",
+                _ => "",
+            },
             self.included,
             self.k_plus,
             self.k_minus,
@@ -196,6 +204,7 @@ pub fn run(config: &AuditConfig) -> Result<AuditReport> {
         delta: dp.delta,
         alpha: config.alpha,
         canary_kind: config.kind,
+        canary_directions: canaries.directions(),
         canaries: config.canaries,
         included: included.iter().filter(|&&i| i).count(),
         guesses: outcome.made,
