@@ -74,6 +74,16 @@ impl Health {
             .any(Option::is_some)
     }
 
+    /// The first other process whose connection is gone, and why.
+    pub fn lost_process(&self) -> Option<(usize, String)> {
+        self.lost
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .enumerate()
+            .find_map(|(p, reason)| reason.clone().map(|r| (p, r)))
+    }
+
     /// Records that local worker `worker` (a global index) has stopped.
     pub fn stop(&self, worker: usize) {
         if let Some(flag) = self.stopped.get(worker - self.process * self.threads) {
@@ -153,5 +163,6 @@ mod tests {
         );
         assert_eq!(h.gone(4).unwrap().process, 2);
         assert_eq!(h.gone(1), None);
+        assert_eq!(h.lost_process(), Some((2, "connection reset".to_string())));
     }
 }

@@ -89,12 +89,8 @@ fn generated_data_with_bad_rows() {
 #[test]
 fn fulton_pums() {
     let path = root().join("tests/data/FultonPUMS5full.csv");
-    let input = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (the fixture is in the repository)",
-            path.display()
-        )
-    });
+    let input = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
     let dir = tempfile::tempdir().unwrap();
     let features = "sex,black,asian,married,uscitizen,disability,militaryservice,englishability";
     agree(

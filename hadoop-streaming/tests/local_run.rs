@@ -225,12 +225,8 @@ fn reducer_orders_unsorted_values() {
 #[test]
 fn fulton_pums() {
     let path = root().join("tests/data/FultonPUMS5full.csv");
-    let input = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (the fixture is in the repository)",
-            path.display()
-        )
-    });
+    let input = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
     let features = "sex,black,asian,married,uscitizen,disability,militaryservice,englishability";
     let options = SchemaOptions {
         features: Some(features.split(',').map(String::from).collect()),

@@ -101,12 +101,8 @@ fn mrjob_local_generated_data_with_bad_rows() {
 #[ignore = "needs mrjob: bash emr/setup-mrjob.sh"]
 fn mrjob_local_fulton_pums() {
     let path = root().join("tests/data/FultonPUMS5full.csv");
-    let input = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (the fixture is in the repository)",
-            path.display()
-        )
-    });
+    let input = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the fixture is in the repository)", path.display()));
     let header = input.split(|&b| b == b'\n').next().unwrap();
     let columns = shards::fields::split_names(header).join(",");
     let dir = tempfile::tempdir().unwrap();

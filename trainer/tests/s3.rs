@@ -33,6 +33,8 @@ fn trains_on_shards_in_s3_as_on_local_disk() {
         cluster: pipeline::Cluster::Single { threads: 1 },
         overwrite: false,
         connect_timeout: Duration::from_secs(10),
+        peer_timeout: Duration::from_secs(120),
+        allow_empty: false,
         progress: false,
     })
     .expect("pipeline run to S3");
