@@ -65,6 +65,15 @@ impl Health {
         }
     }
 
+    /// [`Health::cut`]s every other process: for a process giving up on peers that stopped
+    /// answering, whose network threads would otherwise wait on them when it ends.
+    pub fn cut_all(&self, reason: &str) {
+        let processes = self.lost.lock().expect("not poisoned").len();
+        for p in (0..processes).filter(|p| *p != self.process) {
+            self.cut(p, reason);
+        }
+    }
+
     /// Whether the connection to any other process is gone.
     pub fn any_process_lost(&self) -> bool {
         self.lost

@@ -84,6 +84,11 @@ fn wait_for(
         if seen != last {
             (last, since) = (seen, now);
         } else if now > since + timeout {
+            // Cut the connections, as the trainer's all-reduce does: this process's network
+            // threads would otherwise wait on the silent peers when the run ends.
+            if let Some(h) = &health {
+                h.cut_all("it sent nothing within --peer-timeout");
+            }
             return Err(format!(
                 "{what}: nothing from the other processes for {} s (--peer-timeout); one of \
                  them may be stopped or hung",

@@ -232,6 +232,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let s3 = args.s3.clone();
     let launch = Launch::try_from(args)?;
     configure_s3(&s3, launch.quiet);
+    shards::fault::set_process(launch.config.cluster.process());
     // Everything that can fail on its own (input, schema, output) fails before others start.
     let prepared = pipeline::prepare(&launch.config)?;
     let children = match &launch.spawn {
@@ -249,7 +250,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let report = match (prepared.run(), children) {
+    let result = prepared.run();
+    if result.is_ok() {
+        shards::fault::point("this process's part of the run is done");
+    }
+    let report = match (result, children) {
         (Ok(report), Some(children)) => {
             // Process 0 committed only after every worker's shards and counts reached it, so
             // the output is complete: a process failing after that is reported, not fatal.

@@ -265,8 +265,9 @@ pub(crate) fn is_output_entry(name: &str) -> bool {
         || name.starts_with(".tmp-")
 }
 
-/// Why an output holding `names` is not one this project wrote, if it is not: it must have a
-/// manifest or `_SUCCESS`, and nothing but output entries.
+/// Why an output holding `names` is not one this project wrote, if it is not: nothing but
+/// output entries, and part files only beside a manifest or `_SUCCESS` (temporaries alone are
+/// what a failed run left).
 pub(crate) fn check_ours_names<'a>(
     names: impl Iterator<Item = &'a str> + Clone,
 ) -> std::result::Result<(), String> {
@@ -275,9 +276,11 @@ pub(crate) fn check_ours_names<'a>(
             "holds '{foreign}', which is not part of a shard output; refusing to overwrite it"
         ));
     }
-    if !names
-        .clone()
-        .any(|n| n == MANIFEST_NAME || n == SUCCESS_NAME)
+    let parts = names.clone().any(is_part_name);
+    if parts
+        && !names
+            .clone()
+            .any(|n| n == MANIFEST_NAME || n == SUCCESS_NAME)
     {
         return Err(format!(
             "has no {MANIFEST_NAME} or {SUCCESS_NAME}, so it is not an output this project \
