@@ -2,10 +2,10 @@
 //! [`Output::commit`] (server-side copy of every part to its final key, then `_manifest.json`,
 //! then `_SUCCESS`), and read back with paginated listings.
 //!
-//! Why copy on commit rather than uploading straight to the final keys: the parts of a run in
-//! progress, or of one that died, never appear under the output prefix, so a reader that does
-//! not check `_SUCCESS` (Hadoop-style output has none, and the reader accepts that) can never
-//! pick up a half-written dataset, and the commit works across processes (any process can
+//! `_SUCCESS` is the commit point, which [`crate::Dataset`] requires. Why copy on commit rather
+//! than uploading straight to the final keys: the parts of a run in progress, or of one that
+//! died, never appear under the output prefix, so even a reader that does not check `_SUCCESS`
+//! can never pick up a half-written dataset, and the commit works across processes (any process can
 //! commit parts that others uploaded). The price is one server-side CopyObject per part (no
 //! data passes through the client; 16 run concurrently) and one batched delete.
 
