@@ -33,8 +33,28 @@ pub enum Error {
     #[error("invalid column selection: {0}")]
     Selection(String),
     /// The header names a column twice.
-    #[error("column '{0}' appears twice in the header")]
+    #[error(
+        "column '{0}' appears twice in the header (if the first line is data, not a header, name the columns with --columns)"
+    )]
     DuplicateColumn(String),
+    /// A header column's name is not valid UTF-8.
+    #[error("column {column} of the header ('{name}') is not valid UTF-8")]
+    InvalidHeader {
+        /// 1-based column number.
+        column: usize,
+        /// The name, decoded lossily.
+        name: String,
+    },
+    /// The first line is too long to be a header.
+    #[error(
+        "the first line is {bytes} bytes, over the {limit}-byte limit for a header line (not a CSV with line ends?)"
+    )]
+    HeaderTooLong {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A shard file line does not parse.
     #[error("{path}:{line}: malformed shard record: {reason}")]
     MalformedShard {

@@ -26,15 +26,28 @@ pub struct LocalInput {
 impl LocalInput {
     /// Opens `path` and reads its size.
     pub fn open(path: &Path) -> Result<Self> {
+        let refuse =
+            |kind, why: &str| Err(Error::io(path.display(), std::io::Error::new(kind, why)));
+        if path.as_os_str() == "-" {
+            return refuse(
+                std::io::ErrorKind::Unsupported,
+                "standard input cannot be the input: each worker reads its own byte range of \
+                 a file (save the stream to a file first)",
+            );
+        }
         let meta = fs::metadata(path).map_err(|e| Error::io(path.display(), e))?;
         if meta.is_dir() {
-            return Err(Error::io(
-                path.display(),
-                std::io::Error::new(
-                    std::io::ErrorKind::IsADirectory,
-                    "is a directory, not a file",
-                ),
-            ));
+            return refuse(
+                std::io::ErrorKind::IsADirectory,
+                "is a directory, not a file",
+            );
+        }
+        if !meta.is_file() {
+            return refuse(
+                std::io::ErrorKind::Unsupported,
+                "is not a regular file (a pipe, FIFO or device?): each worker reads its own \
+                 byte range of a file (save the stream to a file first)",
+            );
         }
         Ok(LocalInput {
             path: path.to_path_buf(),
@@ -513,11 +526,25 @@ pub struct LocalFile {
 impl LocalFile {
     /// Starts writing `path`; an existing file is an error unless `overwrite`.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
-        if !overwrite && path.exists() {
-            return Err(Error::OutputExists {
-                path: path.to_path_buf(),
-                reason: "already exists (use --overwrite to replace it)".into(),
-            });
+        let exists = |reason: &str| Error::OutputExists {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        };
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(exists(
+                    "is a symbolic link; refusing to replace it (give the file it points to)",
+                ));
+            }
+            Ok(m) if !m.is_file() => {
+                return Err(exists(
+                    "is not a regular file (a directory, FIFO or device); refusing to replace it",
+                ));
+            }
+            Ok(_) if !overwrite => {
+                return Err(exists("already exists (use --overwrite to replace it)"));
+            }
+            _ => {}
         }
         let dir = path
             .parent()
