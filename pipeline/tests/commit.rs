@@ -314,3 +314,26 @@ fn keeping_no_row_is_an_error_unless_allowed() {
     );
     assert!(dir.join("out/_SUCCESS").exists());
 }
+
+/// A file size limit (`ulimit -f`) below a shard's size: an error naming it, where the kernel
+/// would kill the run with SIGXFSZ, and no temporaries left.
+#[test]
+fn a_file_size_limit_is_an_error_with_nothing_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    generate(dir, "in.csv", "5000", "1");
+    let o = Command::new("bash")
+        .current_dir(dir)
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 16 && exec {} run --quiet --shards 1 --input in.csv --output out",
+            env!("CARGO_BIN_EXE_pipeline")
+        ))
+        .env_remove("FASTDP_CRASH_AT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("file size limit of 16384 bytes"), "{err}");
+    assert_eq!(beside(dir), Vec::<String>::new(), "left behind");
+}

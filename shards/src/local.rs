@@ -341,9 +341,51 @@ fn remove_output(dir: &Path) -> Result<()> {
 /// Writes `bytes` to the new file `path` and syncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |e| Error::io(path.display(), e);
-    let mut f = File::create(path).map_err(io)?;
+    let mut f = Limited::new(File::create(path).map_err(io)?);
     f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    f.file.sync_all().map_err(io)
+}
+
+/// A file that fails a write which would take it past the process's file size limit
+/// (`ulimit -f`, RLIMIT_FSIZE) with an error, where the kernel would kill the process with
+/// SIGXFSZ and leave its temporaries behind.
+#[derive(Debug)]
+struct Limited {
+    file: File,
+    written: u64,
+    limit: Option<u64>,
+}
+
+impl Limited {
+    fn new(file: File) -> Limited {
+        Limited {
+            file,
+            written: 0,
+            limit: rustix::process::getrlimit(rustix::process::Resource::Fsize).current,
+        }
+    }
+}
+
+impl Write for Limited {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(limit) = self.limit
+            && self.written + buf.len() as u64 > limit
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "would grow past the file size limit of {limit} bytes (ulimit -f); raise \
+                     it, or write more, smaller shards"
+                ),
+            ));
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Syncs a directory's entries (the renames into it) to disk.
@@ -520,7 +562,7 @@ impl Drop for OutputLock {
 pub struct LocalFile {
     path: PathBuf,
     tmp: PathBuf,
-    writer: Option<Checksummed<BufWriter<File>>>,
+    writer: Option<Checksummed<BufWriter<Limited>>>,
 }
 
 impl LocalFile {
@@ -560,7 +602,10 @@ impl LocalFile {
         Ok(LocalFile {
             path: path.to_path_buf(),
             tmp,
-            writer: Some(Checksummed::new(BufWriter::with_capacity(1 << 20, file))),
+            writer: Some(Checksummed::new(BufWriter::with_capacity(
+                1 << 20,
+                Limited::new(file),
+            ))),
         })
     }
 }
@@ -592,7 +637,8 @@ impl PartWriter for LocalFile {
         let file = w
             .into_inner()
             .into_inner()
-            .map_err(|e| io(e.into_error()))?;
+            .map_err(|e| io(e.into_error()))?
+            .file;
         file.sync_all().map_err(io)?;
         fault::point("rename a finished file into place");
         fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(self.path.display(), e))?;
