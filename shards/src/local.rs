@@ -416,6 +416,12 @@ pub fn check_input_outside(input: &Path, output: &Path) -> Result<()> {
 
 impl Output for LocalOutput {
     fn prepare(&self, overwrite: bool) -> Result<()> {
+        if self.dir.file_name().is_none() {
+            return Err(self.exists(
+                "an output needs a name of its own (not `.`, `..` or `/`): it is staged beside \
+                 its target and renamed into place",
+            ));
+        }
         let parent = parent_of(&self.dir);
         fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
         let lock = OutputLock::acquire(&self.beside("lock"), &self.dir)?;

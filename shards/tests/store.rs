@@ -186,6 +186,18 @@ fn overwrite_refuses_what_this_project_did_not_write() {
     assert_eq!(names(&no_marker), ["part-00000"]);
 }
 
+#[test]
+fn an_output_without_a_name_is_refused() {
+    for dir in [".", "..", "/", "a/.."] {
+        let err = open_output(&Location::Local(dir.into()))
+            .unwrap()
+            .prepare(true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name of its own"), "{dir}: {err}");
+    }
+}
+
 /// The input lying inside the output is refused before anything is touched.
 #[test]
 fn input_inside_the_output_is_refused() {
