@@ -2,7 +2,8 @@
 # Issue 11's check that the commit protocol (staging beside the target, one rename, syncs, the
 # lock, the reader's checks) costs the happy path under 10%: `pipeline run` on the 1.2M-row
 # file with two binaries, the one before and the one after, interleaved in one run (the order
-# alternates each round), each rewriting its own existing output with --overwrite.
+# alternates each round): each rewriting its own existing output with --overwrite, and each
+# writing a fresh output (the old one removed, untimed, before the run).
 #
 #   bench/pipeline/commit.sh OLD_PIPELINE NEW_PIPELINE [rounds]
 #
@@ -19,12 +20,14 @@ data="$work/CaPUMS5full.csv"
 load_before=$(cut -d" " -f1-3 /proc/loadavg)
 med() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A walls cpus commits
-run() { # name binary
-  local name=$1 bin=$2 out="$work/o-$1"
+run() { # name binary mode
+  local name="$1 $3" bin=$2 out="$work/o-$1"
+  [ "$3" = fresh ] && rm -rf "$out"
   /usr/bin/time -f "%e %U %S" -o "$work/time" \
     "$bin" run --input "$data" --output "$out" --overwrite -q --workers 1 --threads 2
   read -r wall user sys < "$work/time"
   walls[$name]+="$wall "; cpus[$name]+="$(echo "$user + $sys" | bc) "
+  [ "$3" = fresh ] && rm -rf "$out"
   strace -f -ttt -qq --seccomp-bpf -e trace=rename,renameat,renameat2,exit_group -o "$work/trace" \
     "$bin" run --input "$data" --output "$out" --overwrite -q --workers 1 --threads 2
   # The last part finished: a rename whose target is a part in the temporary directory.
@@ -37,13 +40,16 @@ run() { # name binary
 "$old" run --input "$data" --output "$work/o-old" --overwrite -q --workers 1 --threads 2
 "$new" run --input "$data" --output "$work/o-new" --overwrite -q --workers 1 --threads 2
 for r in $(seq "$rounds"); do
-  if [ $((r % 2)) -eq 1 ]; then run old "$old"; run new "$new"; else run new "$new"; run old "$old"; fi
+  for mode in overwrite fresh; do
+    if [ $((r % 2)) -eq 1 ]; then run old "$old" $mode; run new "$new" $mode
+    else run new "$new" $mode; run old "$old" $mode; fi
+  done
 done
 echo "machine: $(nproc) cores; input: 1.2M rows, $(stat -c %s "$data") bytes; $rounds rounds, interleaved"
 echo "load average before: $load_before; after: $(cut -d" " -f1-3 /proc/loadavg)"
-printf '%-6s %10s %10s %10s %18s\n' binary "median s" "best s" "cpu s" "commit median ms"
-for name in old new; do
-  printf '%-6s %10s %10s %10s %18.1f\n' "$name" \
+printf '%-14s %10s %10s %10s %18s\n' "binary, output" "median s" "best s" "cpu s" "commit median ms"
+for name in "old overwrite" "new overwrite" "old fresh" "new fresh"; do
+  printf '%-14s %10s %10s %10s %18.1f\n' "$name" \
     "$(tr ' ' '\n' <<<"${walls[$name]}" | grep . | med)" \
     "$(tr ' ' '\n' <<<"${walls[$name]}" | grep . | sort -g | head -n 1)" \
     "$(tr ' ' '\n' <<<"${cpus[$name]}" | grep . | med)" \

@@ -463,7 +463,9 @@ impl Output for LocalOutput {
         fault::point("commit: write the manifest");
         write_synced(&staging.join(MANIFEST_NAME), manifest.to_json().as_bytes())?;
         fault::point("commit: write _SUCCESS");
-        write_synced(&staging.join(SUCCESS_NAME), b"")?;
+        // Empty: syncing the directory below makes it durable.
+        File::create(staging.join(SUCCESS_NAME))
+            .map_err(|e| Error::io(staging.join(SUCCESS_NAME).display(), e))?;
         fault::point("commit: sync the staging directory");
         sync_dir(&staging)?;
         self.publish(&staging)?;
