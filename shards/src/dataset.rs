@@ -238,9 +238,13 @@ impl Dataset {
                     let h = parse_header(line).map_err(malformed)?;
                     match &header {
                         Some(prev) if *prev != h => {
+                            let whose = if self.manifest.is_some() {
+                                format!("the manifest {MANIFEST_NAME} says")
+                            } else {
+                                "the shards before it have".to_string()
+                            };
                             return Err(malformed(format!(
-                                "header names columns {:?}, other shards have {:?}",
-                                h, prev
+                                "header names label and features {h:?}, but {whose} {prev:?}"
                             )));
                         }
                         Some(_) => {}

@@ -262,6 +262,13 @@ fn readers_refuse_uncommitted_or_tampered_outputs() {
     assert!(err.contains("compressed"), "{err}");
     fs::remove_file(dir.join("part-00000.gz")).unwrap();
 
+    // A manifest whose schema was edited is named as the side that disagrees.
+    let m = fs::read_to_string(dir.join("_manifest.json")).unwrap();
+    fs::write(dir.join("_manifest.json"), m.replace("\"y\"", "\"z\"")).unwrap();
+    let err = Dataset::open(&loc).unwrap().load().unwrap_err().to_string();
+    assert!(err.contains("the manifest _manifest.json says"), "{err}");
+    fs::write(dir.join("_manifest.json"), m).unwrap();
+
     // Without a manifest (Hadoop output), a duplicate key is refused, even when the worker
     // loads only one of the two parts that hold it.
     fs::remove_file(dir.join("_manifest.json")).unwrap();
