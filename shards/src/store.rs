@@ -27,12 +27,16 @@ pub trait Input: Send + Sync + Debug {
 
 /// A destination for one output's shards, written under temporary names and committed at once.
 pub trait Output: Send + Sync + Debug {
-    /// Checks the destination and clears a previous output when `overwrite` is set.
-    /// Called once, by one process, before any part is written.
+    /// Checks the destination (with `overwrite`, that what is there is an output this project
+    /// wrote) and gets it ready for parts: locally it takes the output's lock and leaves the old
+    /// output in place until the commit replaces it; on S3 it deletes the old output. Called
+    /// once, by one process, before any part is written.
     fn prepare(&self, overwrite: bool) -> Result<()>;
     /// Starts writing the part named `name` (e.g. `part-00003`) under a temporary name.
     fn create_part(&self, name: &str) -> Result<Box<dyn PartWriter>>;
-    /// Publishes the finished parts under their final names, then the manifest, then `_SUCCESS`.
+    /// Publishes the finished parts, the manifest and `_SUCCESS` so that a reader sees the whole
+    /// output or none of it: locally by one rename of the staged directory, on S3 with
+    /// `_SUCCESS` written last.
     fn commit(&self, manifest: &Manifest) -> Result<()>;
     /// Removes whatever a failed run left under temporary names.
     fn abort(&self);
