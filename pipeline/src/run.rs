@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shards::store::{open_input, open_output};
-use shards::{Input, LineReader, Location, Manifest, Output, Schema, SchemaOptions};
+use shards::{Input, LineReader, Manifest, Output, Schema, SchemaOptions};
 
 use crate::config::RunConfig;
 use crate::dataflow::{Job, run_worker};
@@ -96,9 +96,7 @@ pub fn prepare_with(
     let input_len = input.len()?;
     let schema = read_schema(&*input, &config.schema)?;
     if config.cluster.process() == 0 {
-        if let (Location::Local(i), Location::Local(o)) = (input.location(), output.location()) {
-            shards::local::check_input_outside(i, o)?;
-        }
+        shards::store::check_input_outside(input.location(), output.location())?;
         output.prepare(config.overwrite)?;
     }
     Ok(Prepared {

@@ -129,6 +129,43 @@ pub fn open_stream_hinted(input: &dyn Input, end_hint: u64) -> Result<Box<dyn Re
     })
 }
 
+/// Checks that `input` does not lie inside `output` (replacing the output would delete it):
+/// a local file under the output directory (symlinks resolved), or an object under the output
+/// prefix of the same bucket.
+///
+/// ```
+/// use shards::Location;
+/// use shards::store::check_input_outside;
+/// let out = Location::parse("s3://b/shards").unwrap();
+/// assert!(check_input_outside(&Location::parse("s3://b/shards/part-00000").unwrap(), &out).is_err());
+/// assert!(check_input_outside(&Location::parse("s3://b/shards2/x.csv").unwrap(), &out).is_ok());
+/// assert!(check_input_outside(&Location::parse("s3://b/x.csv").unwrap(), &Location::parse("s3://b").unwrap()).is_err());
+/// ```
+pub fn check_input_outside(input: &Location, output: &Location) -> Result<()> {
+    match (input, output) {
+        (Location::Local(i), Location::Local(o)) => crate::local::check_input_outside(i, o),
+        (
+            Location::S3 {
+                bucket: bi,
+                key: ki,
+            },
+            Location::S3 {
+                bucket: bo,
+                key: ko,
+            },
+        ) if bi == bo && (ko.is_empty() || ki.starts_with(&format!("{ko}/"))) => {
+            Err(crate::error::Error::OutputExists {
+                path: output.to_string().into(),
+                reason: format!(
+                    "holds the input {input}; writing the output there would delete it (write \
+                     elsewhere, then move the result)"
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// An output for a directory or prefix of shards.
 pub fn open_output(loc: &Location) -> Result<Box<dyn Output>> {
     match loc {
