@@ -32,4 +32,7 @@ pub struct RunConfig {
     pub allow_empty: bool,
     /// Show a progress bar on stderr (process 0 only).
     pub progress: bool,
+    /// Bytes of records a process holds in memory (shared by its threads) before its workers
+    /// spill sorted runs to disk.
+    pub buffer_bytes: usize,
 }

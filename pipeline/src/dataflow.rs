@@ -17,7 +17,7 @@ use timely::worker::Worker;
 
 use crate::ingest::{Batch, Counters, Share, ingest};
 use crate::stats::StatKey;
-use crate::write::{shard_header, write_owned};
+use crate::write::{ShardSink, shard_header};
 
 /// The output of operators that only collect: nothing.
 type Discard = timely::container::CapacityContainerBuilder<Vec<()>>;
@@ -39,6 +39,10 @@ pub struct Job {
     pub counters: Arc<Counters>,
     /// How long a worker waits for the other processes without any progress from them.
     pub peer_timeout: Duration,
+    /// Bytes of received records each worker holds in memory before it spills a sorted run.
+    pub worker_budget: usize,
+    /// Where spilled runs go (unnamed files).
+    pub spill_dir: std::path::PathBuf,
 }
 
 /// A worker's shards and its part of the statistics.
@@ -112,7 +116,13 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let index = worker.index();
     let peers = worker.peers();
 
-    let received: Rc<RefCell<Vec<Batch>>> = Rc::default();
+    let received = Rc::new(RefCell::new(ShardSink::new(
+        job.num_shards,
+        index,
+        peers,
+        job.worker_budget,
+        job.spill_dir.clone(),
+    )));
     let counted: Rc<RefCell<Vec<(StatKey, i64)>>> = Rc::default();
     let reports: Rc<RefCell<Vec<Report>>> = Rc::default();
     let probe = ProbeHandle::new();
@@ -129,7 +139,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
                 "CollectShards",
                 |_, _| {
                     move |input, _output| {
-                        input.for_each(|_cap, data| sink.borrow_mut().append(data));
+                        input.for_each(|_cap, data| sink.borrow_mut().extend(data));
                     }
                 },
             )
@@ -189,7 +199,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     wait_for(
         worker,
         || probe.done(),
-        || received.borrow().len() + counted.borrow().len(),
+        || received.borrow().received() + counted.borrow().len(),
         job.peer_timeout,
         "waiting for the other workers' records",
     )?;
@@ -198,20 +208,12 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let outcome = match failure {
         Some(message) => Err(message),
         None => {
-            let batches = received.borrow();
-            write_owned(
-                &*job.output,
-                &shard_header(&job.schema),
-                job.num_shards,
-                index,
-                peers,
-                &batches,
-            )
-            .map(|infos| (infos, counted.borrow_mut().drain(..).collect()))
-            .map_err(|e| e.to_string())
+            let sink = received.replace(ShardSink::new(0, index, peers, 0, job.spill_dir.clone()));
+            sink.write(&*job.output, &shard_header(&job.schema))
+                .map(|infos| (infos, counted.borrow_mut().drain(..).collect()))
+                .map_err(|e| e.to_string())
         }
     };
-    received.borrow_mut().clear();
     reports_in.send(Report {
         worker: index,
         outcome,

@@ -121,6 +121,12 @@ struct RunArgs {
     /// Commit the output even when every row is dropped (otherwise that is an error).
     #[arg(long)]
     allow_empty: bool,
+    /// Megabytes of records a process holds in memory (shared by its threads) before it spills
+    /// sorted runs to unnamed files in $TMPDIR (merged when the shards are written). Peak
+    /// memory follows this figure, not the input's size.
+    #[arg(long, default_value_t = (pipeline::write::DEFAULT_BUFFER_BYTES >> 20) as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    buffer_mb: u64,
     /// Addresses of a local multi-process run (set by the process that starts the others).
     #[arg(long, hide = true, value_delimiter = ',')]
     cluster_addresses: Option<Vec<String>>,
@@ -214,6 +220,7 @@ impl TryFrom<RunArgs> for Launch {
             connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
             peer_timeout: std::time::Duration::from_secs(a.peer_timeout),
             allow_empty: a.allow_empty,
+            buffer_bytes: (a.buffer_mb as usize) << 20,
             progress: !quiet && std::io::stderr().is_terminal(),
         };
         Ok(Launch {

@@ -248,6 +248,7 @@ mod tests {
             peer_timeout: std::time::Duration::from_secs(120),
             allow_empty: false,
             progress: false,
+            buffer_bytes: crate::write::DEFAULT_BUFFER_BYTES,
         })
         .unwrap();
         let page = dir.path().join("report.html");

@@ -165,6 +165,8 @@ impl Prepared {
             num_shards: config.shards,
             counters,
             peer_timeout: config.peer_timeout,
+            worker_budget: config.buffer_bytes / config.cluster.threads().max(1),
+            spill_dir: std::env::temp_dir(),
         });
         let worker_job = Arc::clone(&job);
         let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {

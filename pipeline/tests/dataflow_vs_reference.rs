@@ -167,3 +167,50 @@ fn two_processes_match_the_reference() {
     }
     assert_same_output(&reference, &out);
 }
+
+#[test]
+fn a_tiny_buffer_spills_runs_and_changes_nothing() {
+    // A 1-byte budget makes every worker spill a sorted run for each delivery of batches, so the
+    // shards are merged from many runs on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let input = messy_csv(dir.path(), 60_000);
+    let reference = dir.path().join("reference");
+    let expected = run_sequential(&config(
+        &input,
+        &reference,
+        7,
+        Cluster::Single { threads: 1 },
+    ))
+    .unwrap();
+    for threads in [1, 3] {
+        let out = dir.path().join(format!("t{threads}"));
+        let mut c = config(&input, &out, 7, Cluster::Single { threads });
+        c.buffer_bytes = 1;
+        let report = pipeline::run(&c).unwrap();
+        assert_eq!(
+            report.manifest.as_ref(),
+            Some(&expected),
+            "{threads} threads"
+        );
+        assert_same_output(&reference, &out);
+    }
+    // Two processes of two threads each, through the command line's --buffer-mb (1 MB a
+    // process, 512 KiB a worker: a few runs each).
+    let out = dir.path().join("processes");
+    let status = pipeline_cmd()
+        .args(["--input", input.to_str().unwrap()])
+        .args(["--output", out.to_str().unwrap(), "--shards", "7"])
+        .args([
+            "--workers",
+            "2",
+            "--threads",
+            "2",
+            "--buffer-mb",
+            "1",
+            "--quiet",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_same_output(&reference, &out);
+}

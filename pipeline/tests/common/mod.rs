@@ -21,6 +21,7 @@ pub fn config(input: &Path, output: &Path, shards: u32, cluster: Cluster) -> Run
         peer_timeout: Duration::from_secs(120),
         allow_empty: false,
         progress: false,
+        buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
     }
 }
 
