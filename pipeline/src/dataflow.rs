@@ -180,7 +180,10 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
         &mut |b| {
             records_in.send(b);
             emitted += 1;
-            if emitted.is_multiple_of(8) {
+            // A new epoch per batch flushes it through the exchange at once: the input handle
+            // and the exchange otherwise buffer up to 256 batches (64 MB) per destination.
+            records_in.advance_to(emitted as u64);
+            if emitted.is_multiple_of(2) {
                 worker.step();
             }
         },

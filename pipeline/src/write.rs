@@ -17,7 +17,7 @@ use crate::ingest::Batch;
 
 /// The default memory budget of a process's held records (`--buffer-mb`), shared by its
 /// worker threads.
-pub const DEFAULT_BUFFER_BYTES: usize = 128 << 20;
+pub const DEFAULT_BUFFER_BYTES: usize = 64 << 20;
 
 /// Bytes of each spilled run read at a time while merging, and of a part written at a time.
 const READ_BUFFER: usize = 64 << 10;
