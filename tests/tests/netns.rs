@@ -446,9 +446,8 @@ enum Fault {
 
 /// Starts a three-namespace `pipeline` cluster whose process 2 stops at its first part file
 /// (the fault-injection pause of the test builds), takes process 2 out by `fault`, and checks
-/// that processes 0 and 1 fail within bounded time with a message that says why, and that
-/// nothing is committed.
-fn member_lost(test: &str, fault: Fault, expect: &str) {
+/// that processes 0 and 1 fail within bounded time naming it, and that nothing is committed.
+fn member_lost(test: &str, fault: Fault) {
     let Some(net) = Net::new(test) else {
         return;
     };
@@ -462,7 +461,9 @@ fn member_lost(test: &str, fault: Fault, expect: &str) {
         .map(|i| {
             net.member(i, pipeline(), d)
                 .args(&run)
-                .args(["--output", "out", "--peer-timeout", "5"])
+                // Unreachable after half of it: 5 s, well before the 10 s of silence that
+                // would fail the run without naming a process.
+                .args(["--output", "out", "--peer-timeout", "10"])
                 .args(["--hostfile", &hosts, "--process", &i.to_string()])
                 .env("FASTDP_CRASH_AT", "1")
                 .env("FASTDP_CRASH_HOW", "pause")
@@ -502,7 +503,19 @@ fn member_lost(test: &str, fault: Fault, expect: &str) {
             .read_to_string(&mut err)
             .unwrap();
         assert!(!status.success(), "process {i} succeeded without process 2");
-        assert!(err.contains(expect), "process {i}: {err}");
+        eprintln!("{test}: process {i} failed as it should: {}", err.trim());
+        let named = match fault {
+            // A close or a reset, as the kernel of the killed process sends.
+            Fault::Kill => "process 2 is gone (",
+            Fault::LinkDown => "process 2 is gone (unreachable",
+        };
+        // Process 1 may hear process 0 give up (and close) before its own connection to the
+        // cut-off process 2 times out; it then names process 0, whose error names process 2.
+        let or = "process 0 is gone (it closed its connection)";
+        assert!(
+            err.contains(named) || (i == 1 && matches!(fault, Fault::LinkDown) && err.contains(or)),
+            "process {i}: {err}"
+        );
     }
     assert!(
         !d.join("out/_SUCCESS").exists(),
@@ -530,21 +543,16 @@ fn wait_bounded(child: &mut Child, limit: Duration, i: usize) -> ExitStatus {
 /// Killing one namespace's process fails the other two, naming it; nothing is committed.
 #[test]
 fn a_killed_member_fails_the_others_naming_it() {
-    member_lost(
-        "a_killed_member_fails_the_others_naming_it",
-        Fault::Kill,
-        "process 2 is gone",
-    );
+    member_lost("a_killed_member_fails_the_others_naming_it", Fault::Kill);
 }
 
-/// Taking one namespace's link down (no connection closes) fails the other two after
-/// --peer-timeout; nothing is committed.
+/// Taking one namespace's link down (no connection closes, nothing is acknowledged) fails the
+/// other two within the peer timeout, naming it unreachable; nothing is committed.
 #[test]
-fn a_member_cut_off_fails_the_others_after_the_peer_timeout() {
+fn a_member_cut_off_fails_the_others_naming_it_unreachable() {
     member_lost(
-        "a_member_cut_off_fails_the_others_after_the_peer_timeout",
+        "a_member_cut_off_fails_the_others_naming_it_unreachable",
         Fault::LinkDown,
-        "--peer-timeout",
     );
 }
 
