@@ -320,3 +320,38 @@ fn a_spec_naming_no_column_is_refused_by_name() {
     ));
     assert!(err.contains("'sometimes' is not drop or other"), "{err}");
 }
+
+/// A resumed run standardizes with the checkpoint's release, not a new one (which would be a
+/// second release, and a different transform under the same weights).
+#[test]
+fn a_resumed_run_keeps_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fulton_shards(dir.path());
+    let run = |epochs: &str, resume: bool| {
+        let mut args = vec![
+            "--data",
+            data.to_str().unwrap(),
+            "--standardize",
+            "age=0:120,income=-100000:2000000",
+            "--feature-categories",
+            "educ=1..16:other,puma=1101..1107:other",
+            "--epochs",
+            epochs,
+            "--checkpoint-dir",
+            "ck",
+            "--attack-feature",
+            "none",
+            "--no-progress",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        ok(&trainer(dir.path(), &args));
+    };
+    run("1", false);
+    let saved = json(&dir.path().join("ck/checkpoint.json"))["standardizer"].clone();
+    assert!(saved["noisy_sums"].is_array(), "{saved}");
+    run("2", true);
+    let card = json(&dir.path().join("run/model.json"));
+    assert_eq!(card["feature_transform"]["standardization_release"], saved);
+}
