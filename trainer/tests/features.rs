@@ -355,3 +355,53 @@ fn a_resumed_run_keeps_the_release() {
     let card = json(&dir.path().join("run/model.json"));
     assert_eq!(card["feature_transform"]["standardization_release"], saved);
 }
+
+/// Two worker threads release the same statistics as one (the sums are added over the workers'
+/// shares and worker 0's seeded noise is handed to all), so the model matches too.
+#[test]
+fn the_release_does_not_depend_on_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fulton_shards(dir.path());
+    let cards: Vec<serde_json::Value> = ["1", "2"]
+        .iter()
+        .map(|threads| {
+            let save = format!("run/{threads}.safetensors");
+            ok(&trainer(
+                dir.path(),
+                &[
+                    "--data",
+                    data.to_str().unwrap(),
+                    "--standardize",
+                    "age=0:120,income=-100000:2000000",
+                    "--feature-categories",
+                    "educ=1..16:other,puma=1101..1107:other",
+                    "--seed",
+                    "3",
+                    "--threads",
+                    threads,
+                    "--epochs",
+                    "1",
+                    "--attack-feature",
+                    "none",
+                    "--save",
+                    &save,
+                    "--no-progress",
+                ],
+            ));
+            json(&dir.path().join(format!("run/{threads}.json")))
+        })
+        .collect();
+    let sums = |c: &serde_json::Value| -> Vec<f64> {
+        c["feature_transform"]["standardization_release"]["noisy_sums"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    for (a, b) in sums(&cards[0]).iter().zip(sums(&cards[1])) {
+        assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    let acc = |c: &serde_json::Value| c["held_out"]["test_accuracy"].as_f64().unwrap();
+    assert!((acc(&cards[0]) - acc(&cards[1])).abs() < 1e-3);
+}
