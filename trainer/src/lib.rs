@@ -10,7 +10,9 @@
 //!   estimates) applied to every record before the split;
 //! - [`settings`]: what the processes of a run agree on before the first step;
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
-//!   and leaves behind.
+//!   and leaves behind;
+//! - [`audit`]: `trainer audit`, a lower bound on epsilon from one run of the same loop with
+//!   canaries, and membership inference on the real rows.
 //!
 //! [`run`] trains on every worker of [`TrainConfig::cluster`] (processes x threads, the
 //! `cluster` crate's): each holds a share of the shards, all draw the same sample, and their
@@ -26,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod attack;
+pub mod audit;
 pub mod batches;
 pub mod checkpoint;
 pub mod config;

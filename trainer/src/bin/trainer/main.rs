@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use cluster::Children;
 
-use args::{Cli, Command, Launch, PrivacyArgs, PrivacyQuery};
+use args::{AuditArgs, Cli, Command, Launch, PrivacyArgs, PrivacyQuery};
 
 /// mimalloc for Rust and, through its `override` feature, for libtorch's allocations too.
 #[cfg(feature = "mimalloc")]
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Privacy(p)) => privacy(p),
+        Some(Command::Audit(a)) => audit(*a),
         None => train(cli.train),
     };
     match result {
@@ -68,6 +69,18 @@ fn train(args: args::TrainArgs) -> anyhow::Result<()> {
             result?;
         }
     }
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let config = trainer::audit::AuditConfig::try_from(args)?;
+    let report = trainer::audit::run(&config)
+        .with_context(|| format!("auditing on {}", config.train.data))?;
+    println!("{}", report.summary());
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("the report serializes")?
+    );
     Ok(())
 }
 
