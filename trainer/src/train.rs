@@ -202,6 +202,15 @@ fn train_worker(
         &config.features,
         device,
     )?;
+    if canaries.is_some() && !data.transform.standardized.is_empty() {
+        // Its input canaries are crafted model inputs, appended before the release is drawn:
+        // standardizing would move them.
+        return Err(Error::Config(
+            "trainer audit does not take --standardize: give those columns public bounds \
+             (--feature-bounds) instead"
+                .into(),
+        ));
+    }
     // An audit's input canaries are rows appended to the training set; its gradient canaries
     // are sampled as rows numbered after them (`extra`), with no features.
     let extra = match canaries {

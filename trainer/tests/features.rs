@@ -405,3 +405,25 @@ fn the_release_does_not_depend_on_the_workers() {
     let acc = |c: &serde_json::Value| c["held_out"]["test_accuracy"].as_f64().unwrap();
     assert!((acc(&cards[0]) - acc(&cards[1])).abs() < 1e-3);
 }
+
+/// An audit's input canaries are model inputs drawn before the release: it refuses to
+/// standardize rather than move them.
+#[test]
+fn an_audit_refuses_standardization() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fulton_shards(dir.path());
+    let err = fails(&trainer(
+        dir.path(),
+        &[
+            "audit",
+            "--data",
+            data.to_str().unwrap(),
+            "--standardize",
+            "income=-100000:2000000",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ],
+    ));
+    assert!(err.contains("does not take --standardize"), "{err}");
+}
