@@ -353,6 +353,41 @@ impl FeatureSpec {
     }
 }
 
+impl FeatureSpec {
+    /// The whole transform on the host, as a trained model expects its inputs: [`apply`]
+    /// then, for the standardized columns, `(u - mean) / std` from the run's release (the
+    /// card's `feature_transform.standardization_release`). What the trainer does to the test
+    /// split, for scoring new records with a released model.
+    ///
+    /// [`apply`]: FeatureSpec::apply
+    pub fn apply_with(&self, table: &Table, release: Option<&Standardizer>) -> Result<Table> {
+        let mut t = self.apply(table)?;
+        if t.standardized.is_empty() {
+            return Ok(t.table);
+        }
+        let release = release.ok_or_else(|| {
+            Error::Config(
+                "the spec standardizes columns: the run's standardization release is needed".into(),
+            )
+        })?;
+        let moments = release.unit_moments();
+        if moments.len() != t.standardized.len() {
+            return Err(Error::Config(format!(
+                "the release has {} standardized columns, the spec {}",
+                moments.len(),
+                t.standardized.len()
+            )));
+        }
+        let width = t.table.width();
+        for row in t.table.features.chunks_exact_mut(width) {
+            for (&j, &(m, s)) in t.standardized.iter().zip(&moments) {
+                row[j] = ((f64::from(row[j]) - m) / s) as f32;
+            }
+        }
+        Ok(t.table)
+    }
+}
+
 /// `x` clipped to `[lo, hi]` and mapped onto [-1, 1] (the centre of the range to 0).
 fn to_unit(x: f32, lo: f64, hi: f64) -> f32 {
     let half = (hi - lo) / 2.0;
@@ -633,6 +668,43 @@ mod tests {
             err.contains("'employed'") && err.contains("it is the label") && err.contains("age"),
             "{err}"
         );
+    }
+
+    /// The host transform of a released model equals what the trainer does on the device.
+    #[test]
+    fn host_and_device_standardization_agree() {
+        let mut s = FeatureSpec::new();
+        s.add_standardize("income=0:1000,age=0:120").unwrap();
+        s.add_categories("educ=1..3:other").unwrap();
+        let t = s.apply(&table()).unwrap();
+        let st = Standardizer {
+            noise_multiplier: 1.0,
+            sensitivity: Standardizer::sensitivity(2),
+            noisy_sums: vec![4.2, -0.5, 0.7, 2.1, 1.9],
+        };
+        let k = t.table.width();
+        let mut ex =
+            crate::data::Examples::new(&t.table.features, &t.table.labels, k, tch::Device::Cpu)
+                .unwrap();
+        ex.standardize(&t.standardized, &st.unit_moments()).unwrap();
+        let device: Vec<f32> =
+            Vec::try_from(ex.inputs(ex.rows()).narrow(1, 0, k as i64).reshape([-1])).unwrap();
+        let host = s.apply_with(&table(), Some(&st)).unwrap();
+        assert_eq!(host.feature_names, t.table.feature_names);
+        for (a, b) in host.features.iter().zip(&device) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let norms: Vec<f32> = Vec::try_from(ex.input_norms(ex.rows()).reshape([-1])).unwrap();
+        for (i, n) in norms.iter().enumerate() {
+            let want = (host.features[i * k..(i + 1) * k]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                + 1.0)
+                .sqrt();
+            assert!((n - want).abs() < 1e-4, "row {i}: {n} vs {want}");
+        }
+        assert!(s.apply_with(&table(), None).is_err());
     }
 
     /// The sums and what the card shows from them (noise-free here, to check the arithmetic).
