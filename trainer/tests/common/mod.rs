@@ -103,6 +103,8 @@ pub fn fulton_shards(dir: &Path) -> PathBuf {
         cluster: pipeline::Cluster::Single { threads: 1 },
         overwrite: true,
         connect_timeout: Duration::from_secs(10),
+        peer_timeout: Duration::from_secs(120),
+        allow_empty: false,
         progress: false,
     })
     .expect("pipeline run on the Fulton fixture");
