@@ -1,7 +1,10 @@
 //! A cluster of machines without leaving the machine: three network namespaces joined by veth
 //! links to a bridge, one `pipeline` (then `trainer`) process in each joined by a hostfile of
 //! the namespaces' addresses, the input and output in a directory all three see (the NFS case)
-//! and on an S3 server inside the namespaces.
+//! and on an S3 server inside the namespaces: the outputs equal one process's (the pipeline's
+//! byte for byte, the trainer's model within 1e-4 and the same epsilon). Then real faults: one
+//! member SIGKILLed, or its link taken down mid-run, and the other two must fail naming it,
+//! with nothing committed.
 //!
 //! The network: a hub namespace holds a bridge with 10.213.0.254/24 (where the S3 server
 //! listens); member namespace i holds one end of a veth pair, `eth0` with 10.213.0.(i+1)/24,
@@ -10,9 +13,9 @@
 //! traffic can leave the machine. The names carry this test run's process id; a guard kills
 //! whatever still runs inside them and deletes them, also when the test fails.
 //!
-//! Where namespaces cannot be made the tests skip with a message saying why. Under `CI=true`
-//! (CI runs as root on machines where `ip netns` works) they fail instead, except when the
-//! kernel refuses outright (`Operation not permitted` as root: a container without
+//! Where namespaces cannot be made (not root, no `ip`) the tests skip with a message saying
+//! why. Under `CI=true` (CI runs as root on machines where `ip netns` works) they fail instead,
+//! except when the kernel refuses outright (`Operation not permitted` as root: a container without
 //! CAP_SYS_ADMIN, or a seccomp filter), which no setting of ours can change.
 
 use std::io::Read;
@@ -444,10 +447,19 @@ enum Fault {
     LinkDown,
 }
 
-/// Starts a three-namespace `pipeline` cluster whose process 2 stops at its first part file
-/// (the fault-injection pause of the test builds), takes process 2 out by `fault`, and checks
-/// that processes 0 and 1 fail within bounded time naming it, and that nothing is committed.
-fn member_lost(test: &str, fault: Fault) {
+/// The job a fault test runs.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Pipeline,
+    Trainer,
+}
+
+/// Starts a three-namespace cluster of `job` and takes its process 2 out by `fault` mid-run:
+/// a `pipeline` once process 2 stops at its first part file (the fault-injection pause of the
+/// test builds), a `trainer` once the first epoch's metrics are out. Processes 0 and 1 must
+/// fail within bounded time naming process 2, and nothing is committed (no `_SUCCESS`, no
+/// model).
+fn member_lost(test: &str, job: Job, fault: Fault) {
     let Some(net) = Net::new(test) else {
         return;
     };
@@ -457,13 +469,29 @@ fn member_lost(test: &str, fault: Fault) {
     pipeline_generate(&csv, 3_000, 8, 0.01);
     let hosts = net.hostfile(&d.join("hosts"), 7000);
     let run = run_args(csv.to_str().unwrap());
+    // Unreachable after half of it: 5 s, well before the 10 s of silence that would fail the
+    // run without naming a process.
+    let peer_timeout = ["--peer-timeout", "10"];
+    let (bin, args): (&str, Vec<&str>) = match job {
+        Job::Pipeline => (pipeline(), [&run[..], &["--output", "out"]].concat()),
+        Job::Trainer => {
+            let shards = Command::new(pipeline())
+                .args(&run)
+                .args(["--output", "shards"])
+                .current_dir(d)
+                .output()
+                .unwrap();
+            ok("pipeline run", &shards);
+            let train = ["--data", "shards", "--epochs", "1000", "--no-progress"];
+            let out = ["--metrics-out", "m.jsonl", "--save", "model.safetensors"];
+            (trainer(), [&train[..], &out[..]].concat())
+        }
+    };
     let mut children: Vec<Child> = (0..MEMBERS)
         .map(|i| {
-            net.member(i, pipeline(), d)
-                .args(&run)
-                // Unreachable after half of it: 5 s, well before the 10 s of silence that
-                // would fail the run without naming a process.
-                .args(["--output", "out", "--peer-timeout", "10"])
+            net.member(i, bin, d)
+                .args(&args)
+                .args(peer_timeout)
                 .args(["--hostfile", &hosts, "--process", &i.to_string()])
                 .env("FASTDP_CRASH_AT", "1")
                 .env("FASTDP_CRASH_HOW", "pause")
@@ -473,18 +501,36 @@ fn member_lost(test: &str, fault: Fault) {
         })
         .collect();
     let mut lost = children.pop().unwrap();
-    let mut stderr = lost.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 1];
-    while !seen.contains("fault: paused") {
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "process 2 ended before its pause ({:?}; a pipeline built without the \
-             fault-injection feature? `cargo test --workspace` builds it with it): {seen}",
-            lost.wait()
-        );
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    match job {
+        Job::Pipeline => {
+            let mut stderr = lost.stderr.take().unwrap();
+            let mut seen = String::new();
+            let mut buf = [0u8; 1];
+            while !seen.contains("fault: paused") {
+                let n = stderr.read(&mut buf).unwrap();
+                assert!(
+                    n > 0,
+                    "process 2 ended before its pause ({:?}; a pipeline built without the \
+                     fault-injection feature? `cargo test --workspace` builds it with it): {seen}",
+                    lost.wait()
+                );
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        Job::Trainer => {
+            let metrics = d.join("m.jsonl");
+            let started = Instant::now();
+            while std::fs::read_to_string(&metrics).map_or(true, |m| !m.ends_with('\n')) {
+                if let Some(status) = lost.try_wait().unwrap() {
+                    panic!("trainer process 2 ended before the first epoch's metrics: {status}");
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(300),
+                    "no epoch in 5 minutes"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
     match fault {
         Fault::Kill => {
@@ -493,32 +539,32 @@ fn member_lost(test: &str, fault: Fault) {
         }
         Fault::LinkDown => net.cut(2),
     }
+    let named = match (job, fault) {
+        // A close or a reset, as the kernel of the killed process sends.
+        (Job::Pipeline, Fault::Kill) => "process 2 is gone (",
+        (Job::Pipeline, Fault::LinkDown) => "process 2 is gone (unreachable",
+        (Job::Trainer, Fault::Kill) => "of process 2 stopped taking part",
+        (Job::Trainer, Fault::LinkDown) => "of process 2 stopped taking part: unreachable",
+    };
     for (i, mut child) in children.into_iter().enumerate() {
         let status = wait_bounded(&mut child, Duration::from_secs(120), i);
         let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut stderr = stderr;
+        stderr.read_to_string(&mut err).unwrap();
         assert!(!status.success(), "process {i} succeeded without process 2");
         eprintln!("{test}: process {i} failed as it should: {}", err.trim());
-        let named = match fault {
-            // A close or a reset, as the kernel of the killed process sends.
-            Fault::Kill => "process 2 is gone (",
-            Fault::LinkDown => "process 2 is gone (unreachable",
-        };
         // Process 1 may hear process 0 give up (and close) before its own connection to the
         // cut-off process 2 times out; it then names process 0, whose error names process 2.
-        let or = "process 0 is gone (it closed its connection)";
+        let process_0_closed =
+            err.contains("process 0") && err.contains("it closed its connection");
         assert!(
-            err.contains(named) || (i == 1 && matches!(fault, Fault::LinkDown) && err.contains(or)),
+            err.contains(named) || (i == 1 && matches!(fault, Fault::LinkDown) && process_0_closed),
             "process {i}: {err}"
         );
     }
     assert!(
-        !d.join("out/_SUCCESS").exists(),
+        !d.join("out/_SUCCESS").exists() && !d.join("model.safetensors").exists(),
         "a run without process 2 was committed"
     );
     let _ = lost.kill();
@@ -540,18 +586,45 @@ fn wait_bounded(child: &mut Child, limit: Duration, i: usize) -> ExitStatus {
     }
 }
 
-/// Killing one namespace's process fails the other two, naming it; nothing is committed.
+/// Killing one namespace's `pipeline` fails the other two, naming it; nothing is committed.
 #[test]
-fn a_killed_member_fails_the_others_naming_it() {
-    member_lost("a_killed_member_fails_the_others_naming_it", Fault::Kill);
+fn a_killed_pipeline_member_fails_the_others_naming_it() {
+    member_lost(
+        "a_killed_pipeline_member_fails_the_others_naming_it",
+        Job::Pipeline,
+        Fault::Kill,
+    );
 }
 
 /// Taking one namespace's link down (no connection closes, nothing is acknowledged) fails the
-/// other two within the peer timeout, naming it unreachable; nothing is committed.
+/// other two `pipeline` processes within the peer timeout, naming it unreachable; nothing is
+/// committed.
 #[test]
-fn a_member_cut_off_fails_the_others_naming_it_unreachable() {
+fn a_pipeline_member_cut_off_fails_the_others_naming_it_unreachable() {
     member_lost(
-        "a_member_cut_off_fails_the_others_naming_it_unreachable",
+        "a_pipeline_member_cut_off_fails_the_others_naming_it_unreachable",
+        Job::Pipeline,
+        Fault::LinkDown,
+    );
+}
+
+/// Killing one namespace's `trainer` mid-run fails the other two, naming it; no model.
+#[test]
+fn a_killed_trainer_member_fails_the_others_naming_it() {
+    member_lost(
+        "a_killed_trainer_member_fails_the_others_naming_it",
+        Job::Trainer,
+        Fault::Kill,
+    );
+}
+
+/// Taking one namespace's link down mid-training fails the other two `trainer` processes
+/// within the peer timeout, naming it unreachable; no model.
+#[test]
+fn a_trainer_member_cut_off_fails_the_others_naming_it_unreachable() {
+    member_lost(
+        "a_trainer_member_cut_off_fails_the_others_naming_it_unreachable",
+        Job::Trainer,
         Fault::LinkDown,
     );
 }

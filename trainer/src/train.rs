@@ -12,7 +12,7 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use accountant::PrivacySpent;
 use cluster::AllReduce;
@@ -111,10 +111,18 @@ pub(crate) fn run_with_canaries(
     }
     tch::set_num_threads(config.intra_op_threads as i32);
     let shared = Arc::new(config.clone());
-    let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
-        let _no_grad = tch::no_grad_guard();
-        train_worker(&shared, worker, canaries.as_deref())
-    })?;
+    // A peer whose machine stops acknowledging (link or machine down) is named unreachable
+    // after half the peer timeout, before a round's own timeout, as in the pipeline.
+    let unreachable = (config.peer_timeout / 2).max(Duration::from_secs(1));
+    let guards = cluster::execute_watching(
+        &config.cluster,
+        config.connect_timeout,
+        Some(unreachable),
+        move |worker| {
+            let _no_grad = tch::no_grad_guard();
+            train_worker(&shared, worker, canaries.as_deref())
+        },
+    )?;
     let first = config.cluster.process() * config.cluster.threads();
     let mut report = None;
     let mut errors = Vec::new();

@@ -174,7 +174,9 @@ pub struct TrainArgs {
     /// Seconds to wait for the other processes to connect and to load their shards.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
-    /// Seconds a step waits for a worker that neither contributes nor is known to be gone.
+    /// Seconds a step waits for a worker that neither contributes nor is known to be gone. A
+    /// node whose machine acknowledges nothing, not even keepalive probes, for half of it (its
+    /// link or machine is down) is named unreachable then.
     #[arg(long, default_value_t = 60)]
     peer_timeout: u64,
     /// Addresses of a local multi-process run (set by the process that starts the others).
