@@ -617,8 +617,7 @@ fn a_killed_pipeline_member_fails_the_others_naming_it() {
 
 /// Taking one namespace's link down (no connection closes, nothing is acknowledged) fails the
 /// other two `pipeline` processes within the peer timeout, naming it (as unreachable, or
-/// reset); nothing is
-/// committed.
+/// reset); nothing is committed.
 #[test]
 fn a_pipeline_member_cut_off_fails_the_others_naming_it() {
     member_lost(
