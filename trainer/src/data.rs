@@ -44,6 +44,15 @@ impl Examples {
         Ok(Examples { rows, len, width })
     }
 
+    /// The same examples, sharing the row tensor.
+    pub fn shallow_clone(&self) -> Examples {
+        Examples {
+            rows: self.rows.shallow_clone(),
+            len: self.len,
+            width: self.width,
+        }
+    }
+
     /// Number of examples.
     pub fn len(&self) -> usize {
         self.len
@@ -195,6 +204,18 @@ impl Data {
         let mut data = Data::split(&table, test_fraction, split_seed, device)?;
         data.fingerprint = fingerprint(&dataset);
         Ok(data)
+    }
+
+    /// The same data, sharing the example tensors.
+    pub fn shallow_clone(&self) -> Data {
+        Data {
+            train: self.train.shallow_clone(),
+            test: self.test.shallow_clone(),
+            train_keys: self.train_keys.clone(),
+            fingerprint: self.fingerprint,
+            label_name: self.label_name.clone(),
+            feature_names: self.feature_names.clone(),
+        }
     }
 
     /// Splits a loaded table (see [`Data::load`]).

@@ -8,7 +8,8 @@
 //! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
 //! - [`settings`]: what the processes of a run agree on before the first step;
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
-//!   and leaves behind.
+//!   and leaves behind;
+//! - [`report`], [`sweep`]: a run as an HTML page, and the privacy-utility curve of many runs.
 //!
 //! [`run`] trains on every worker of [`TrainConfig::cluster`] (processes x threads, the
 //! `cluster` crate's): each holds a share of the shards, all draw the same sample, and their
@@ -41,8 +42,10 @@ pub mod optim;
 pub mod privacy;
 pub mod profile;
 pub mod publish;
+pub mod report;
 pub mod sampler;
 pub mod settings;
+pub mod sweep;
 pub mod train;
 
 pub use config::{
@@ -51,4 +54,4 @@ pub use config::{
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
 pub use optim::OptimizerKind;
-pub use train::{RunReport, run, steps_per_epoch};
+pub use train::{Loaded, RunReport, run, run_loaded, steps_per_epoch};

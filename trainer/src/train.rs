@@ -11,7 +11,7 @@
 //! additions, and the accountant sees exactly the single-process mechanism.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use accountant::PrivacySpent;
@@ -92,6 +92,17 @@ fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
 /// only worker 0's report includes the epochs of a resumed checkpoint). When workers fail, the
 /// first error that is a cause is returned, not another worker's report of its leaving.
 pub fn run(config: &TrainConfig) -> Result<RunReport> {
+    run_on(config, None)
+}
+
+/// [`run`] on shards already loaded in this process (`trainer sweep` loads them once for all
+/// its runs): the same loop, each worker taking its share from `loaded` instead of reading it.
+pub fn run_loaded(config: &TrainConfig, loaded: &Arc<Loaded>) -> Result<RunReport> {
+    loaded.check(config)?;
+    run_on(config, Some(Arc::clone(loaded)))
+}
+
+fn run_on(config: &TrainConfig, loaded: Option<Arc<Loaded>>) -> Result<RunReport> {
     config.validate()?;
     if config.cluster.process() == 0 {
         check_outputs(config)?;
@@ -100,7 +111,7 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
     let shared = Arc::new(config.clone());
     let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
         let _no_grad = tch::no_grad_guard();
-        train_worker(&shared, worker)
+        train_worker(&shared, worker, loaded.as_deref())
     })?;
     let first = config.cluster.process() * config.cluster.threads();
     let mut report = None;
@@ -169,21 +180,107 @@ impl Collectives {
     }
 }
 
+/// The shards of a single-process run, loaded once for several runs with the same data, split
+/// and workers ([`run_loaded`]): each worker's share on its device.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What the shares were loaded for: data, test fraction, split seed, device, threads.
+    key: String,
+    shares: Vec<Mutex<Data>>,
+}
+
+impl Loaded {
+    /// Loads every worker's share of `config.data` as `config`'s run would (one process only).
+    pub fn load(config: &TrainConfig) -> Result<Self> {
+        if config.cluster.processes() != 1 {
+            return Err(Error::Config(
+                "shards loaded once serve the runs of one process (no --workers, --hostfile)"
+                    .into(),
+            ));
+        }
+        let threads = config.cluster.threads();
+        let shares = (0..threads)
+            .map(|me| {
+                let device = config.device.resolve_for(me)?;
+                let data = Data::load_share(
+                    &config.data,
+                    me,
+                    threads,
+                    config.test_fraction,
+                    config.split_seed,
+                    device,
+                )?;
+                Ok(Mutex::new(data))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Loaded {
+            key: Self::key(config),
+            shares,
+        })
+    }
+
+    fn key(config: &TrainConfig) -> String {
+        format!(
+            "{} {} {} {:?} {:?}",
+            config.data, config.test_fraction, config.split_seed, config.device, config.cluster
+        )
+    }
+
+    /// Refuses a run whose data, split, device or workers are not those loaded.
+    fn check(&self, config: &TrainConfig) -> Result<()> {
+        if Self::key(config) == self.key {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "the shards were loaded for {}, not for this run's {}",
+                self.key,
+                Self::key(config)
+            )))
+        }
+    }
+
+    /// Worker `me`'s share (its tensors shared, not copied).
+    fn share(&self, me: usize) -> Data {
+        self.shares[me]
+            .lock()
+            .expect("a share is only copied under its lock")
+            .shallow_clone()
+    }
+
+    /// The loaded shares (worker order).
+    pub fn with_shares<T>(&self, f: impl FnOnce(&[&Data]) -> T) -> T {
+        let guards: Vec<_> = self
+            .shares
+            .iter()
+            .map(|s| s.lock().expect("a share is only copied under its lock"))
+            .collect();
+        let shares: Vec<&Data> = guards.iter().map(|g| &**g).collect();
+        f(&shares)
+    }
+}
+
 /// One worker's run: see the module documentation.
-fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> {
+fn train_worker(
+    config: &TrainConfig,
+    worker: &mut Worker,
+    loaded: Option<&Loaded>,
+) -> Result<RunReport> {
     let mut coll = Collectives::new(worker, config);
     let (me, workers) = (worker.index(), worker.peers());
     let lead = me == 0;
     let device = config.device.resolve_for(me % config.cluster.threads())?;
 
-    let data = Data::load_share(
-        &config.data,
-        me,
-        workers,
-        config.test_fraction,
-        config.split_seed,
-        device,
-    )?;
+    let data = match loaded {
+        Some(loaded) => loaded.share(me),
+        None => Data::load_share(
+            &config.data,
+            me,
+            workers,
+            config.test_fraction,
+            config.split_seed,
+            device,
+        )?,
+    };
     // Everyone's train and test counts (and column agreement), so each worker knows where its
     // examples sit in the global order.
     let names_hash = data
@@ -328,7 +425,7 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
 
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
     let print = |line: &str| {
-        if lead {
+        if lead && !config.quiet {
             let _ = writeln!(std::io::stdout(), "{line}");
         }
     };
