@@ -97,6 +97,18 @@ impl SweepConfig {
         self.out.join(PAGE_NAME)
     }
 
+    /// The options every private run shares, as the card shows options: the noise is the
+    /// point's, the seed the sweep's, and no file is written per run.
+    pub fn shared_settings(&self) -> serde_json::Value {
+        let mut c = self.run_config(self.target_epsilons.first().copied(), 0);
+        c.seed = self.base.seed;
+        let mut v = serde_json::to_value(&c).expect("options serialize");
+        if let Some(p) = v.pointer_mut("/privacy/private/noise") {
+            *p = serde_json::Value::String("calibrated to each target epsilon".into());
+        }
+        v
+    }
+
     /// The runs, in order: the baseline, then each point's repeats.
     pub fn plan(&self) -> Vec<(Option<f64>, u32)> {
         std::iter::once((None, 0))
@@ -268,7 +280,7 @@ pub fn sweep(config: &SweepConfig, mut each: impl FnMut(&SweepRun)) -> Result<Sw
     }
     bar.finish_and_clear();
     out.sync_all().map_err(|e| Error::io(&runs_path, e))?;
-    let settings = serde_json::to_value(&config.base).expect("options serialize");
+    let settings = config.shared_settings();
     let html = sweep_page(&config.base.data.to_string(), &runs, majority, &settings)?;
     publish::write_durable(&config.page_path(), html.as_bytes())?;
     Ok(Sweep { runs, majority })
@@ -573,6 +585,12 @@ mod tests {
         assert!(c.save.is_none() && c.metrics_out.is_none() && c.quiet && !c.progress);
         assert_eq!(c.seed, None, "no --seed: OS keys for every run");
         assert_eq!(config.run_config(None, 0).privacy, Privacy::NonPrivate);
+        let shown = config.shared_settings();
+        assert_eq!(
+            shown.pointer("/privacy/private/noise").unwrap(),
+            "calibrated to each target epsilon"
+        );
+        assert!(shown["save"].is_null() && shown["metrics_out"].is_null());
 
         config.base.seed = Some(7);
         let seeds: Vec<_> = config

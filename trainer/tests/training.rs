@@ -364,3 +364,41 @@ fn option_combinations_train() {
         );
     }
 }
+
+/// `trainer sweep`'s path: shards loaded once and trained on by `run_loaded` give the model and
+/// figures `run` gives (the same loop), as often as asked, at one worker and at two; a run
+/// with another split or data than the loaded one is refused.
+#[test]
+fn runs_on_loaded_shards_are_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 3000, 5);
+    for threads in [1, 2] {
+        let mut c = ::trainer::TrainConfig::new(shards::Location::Local(shards.clone()));
+        c.epochs = 2;
+        c.seed = Some(11);
+        c.quiet = true;
+        c.cluster = cluster::Cluster::Single { threads };
+        let loaded = std::sync::Arc::new(::trainer::Loaded::load(&c).unwrap());
+        let plain = ::trainer::run(&c).unwrap();
+        for _ in 0..2 {
+            let again = ::trainer::run_loaded(&c, &loaded).unwrap();
+            assert!(
+                plain.model.flat().equal(again.model.flat()),
+                "{threads} threads"
+            );
+            let public = |r: &::trainer::RunReport| -> Vec<_> {
+                r.metrics
+                    .iter()
+                    .map(::trainer::metrics::EpochMetrics::public)
+                    .collect()
+            };
+            assert_eq!(public(&plain), public(&again));
+        }
+        let mut other = c.clone();
+        other.split_seed = 1;
+        let e = ::trainer::run_loaded(&other, &loaded)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loaded for"), "{e}");
+    }
+}

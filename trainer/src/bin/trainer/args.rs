@@ -467,7 +467,7 @@ mod tests {
         )?;
         match cli.command {
             Some(Command::Privacy(p)) => PrivacyQuery::try_from(p),
-            None => panic!("privacy subcommand"),
+            _ => panic!("privacy subcommand"),
         }
     }
 
@@ -673,6 +673,97 @@ mod tests {
                 "1"
             ])
             .is_err()
+        );
+    }
+
+    fn sweep(args: &[&str]) -> anyhow::Result<SweepConfig> {
+        let cli =
+            Cli::try_parse_from(["trainer", "sweep"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Sweep(s)) => SweepConfig::try_from(s),
+            _ => panic!("sweep subcommand"),
+        }
+    }
+
+    #[test]
+    fn sweep_takes_a_list_of_epsilons_and_the_training_flags() {
+        let s = sweep(&[]).unwrap();
+        assert_eq!(s.target_epsilons, SWEEP_EPSILONS);
+        assert_eq!(
+            (s.repeats, s.out.as_path()),
+            (3, std::path::Path::new("sweep"))
+        );
+        assert!(s.progress && !s.overwrite);
+        let s = sweep(&[
+            "--target-epsilon",
+            "0.5,2",
+            "--repeats",
+            "2",
+            "--epochs",
+            "4",
+            "--seed",
+            "9",
+            "--accountant",
+            "rdp",
+            "--out",
+            "x",
+            "--overwrite",
+            "--no-progress",
+        ])
+        .unwrap();
+        assert_eq!(s.target_epsilons, [0.5, 2.0]);
+        assert_eq!((s.repeats, s.base.epochs, s.base.seed), (2, 4, Some(9)));
+        assert!(s.overwrite && !s.progress);
+        for (args, said) in [
+            (&["--no-dp"][..], "--no-dp"),
+            (&["--noise-multiplier", "1"][..], "--noise-multiplier"),
+            (&["--workers", "2"][..], "--workers"),
+            (&["--checkpoint-dir", "ck"][..], "--checkpoint-dir"),
+            (&["--target-epsilon", "1,0"][..], "--target-epsilon 0"),
+            (&["--repeats", "0"][..], "--repeats"),
+            (&["--lr", "inf"][..], "--lr"),
+        ] {
+            let err = format!("{:#}", sweep(args).unwrap_err());
+            assert!(err.contains(said), "{args:?}: {err}");
+        }
+        // A training run takes one epsilon.
+        let err = format!("{:#}", train(&["--target-epsilon", "1,2"]).unwrap_err());
+        assert!(err.contains("trainer sweep"), "{err}");
+    }
+
+    #[test]
+    fn report_flags_reach_the_config() {
+        let parse = |args: &[&str]| -> ReportConfig {
+            let cli = Cli::try_parse_from(
+                ["trainer", "report"]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+            .unwrap();
+            match cli.command {
+                Some(Command::Report(r)) => r.into(),
+                _ => panic!("report subcommand"),
+            }
+        };
+        let c = parse(&["run/metrics.jsonl"]);
+        assert_eq!(c.out, PathBuf::from("run/report.html"));
+        assert!(!c.public && !c.overwrite && c.audit.is_none());
+        let c = parse(&[
+            "m.jsonl",
+            "--out",
+            "p.html",
+            "--audit",
+            "a.jsonl",
+            "--public",
+            "--overwrite",
+        ]);
+        assert_eq!(
+            (c.out, c.audit, c.public, c.overwrite),
+            ("p.html".into(), Some("a.jsonl".into()), true, true)
+        );
+        assert!(
+            Cli::try_parse_from(["trainer", "report"]).is_err(),
+            "RUN is required"
         );
     }
 
