@@ -66,6 +66,20 @@ fn empty(title: &str) -> String {
     )
 }
 
+/// A chart on `root` with the title, margins and label areas every chart here has.
+fn builder<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(72);
+    builder
+}
+
 /// `(lo, hi)` widened so that a flat or single value still has a visible range.
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
     let span = hi - lo;
@@ -96,11 +110,7 @@ impl Bars {
         {
             let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
             root.fill(&WHITE).map_err(|e| err(&e))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(48)
-                .y_label_area_size(72)
+            let mut chart = builder(&root, &self.title)
                 .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)
                 .map_err(|e| err(&e))?;
             let labels: Vec<&str> = self.bars.iter().map(|b| b.0.as_str()).collect();
@@ -253,11 +263,7 @@ impl Lines {
         X::CoordDescType: ValueFormatter<f64>,
     {
         let err = plot_error(&self.title);
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
+        let mut chart = builder(root, &self.title)
             .build_cartesian_2d(x, y)
             .map_err(|e| err(&e))?;
         chart

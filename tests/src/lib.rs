@@ -349,6 +349,23 @@ pub fn default_options() -> SchemaOptions {
     SchemaOptions::default()
 }
 
+/// `pipeline generate` of `rows` synthetic CaPUMS-like rows with `seed` and a share `na_rate`
+/// of rows with a missing value, into `csv`.
+pub fn pipeline_generate(csv: &Path, rows: u64, seed: u64, na_rate: f64) {
+    let o = Command::new(pipeline())
+        .arg("generate")
+        .args(["--rows", &rows.to_string(), "--seed", &seed.to_string()])
+        .args(["--na-rate", &na_rate.to_string(), "--output"])
+        .arg(csv)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pipeline generate failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// `pipeline run` on `input` into `out` with extra arguments; returns its manifest.
 pub fn pipeline_run(input: &Path, out: &Path, args: &[&str]) -> shards::Manifest {
     let o = Command::new(pipeline())

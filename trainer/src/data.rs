@@ -53,6 +53,17 @@ impl Examples {
         }
     }
 
+    /// Appends `other`'s rows (same width) after these (an audit's input canaries).
+    pub fn extend(&mut self, other: &Examples) -> Result<()> {
+        assert_eq!(
+            self.width, other.width,
+            "appended rows have the same features"
+        );
+        self.rows = Tensor::f_cat(&[&self.rows, &other.rows], 0)?;
+        self.len += other.len;
+        Ok(())
+    }
+
     /// Number of examples.
     pub fn len(&self) -> usize {
         self.len

@@ -9,6 +9,8 @@
 //! - [`settings`]: what the processes of a run agree on before the first step;
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
 //!   and leaves behind;
+//! - [`audit`]: `trainer audit`, a lower bound on epsilon from one run of the same loop with
+//!   canaries, and membership inference on the real rows;
 //! - [`report`], [`sweep`]: a run as an HTML page, and the privacy-utility curve of many runs.
 //!
 //! [`run`] trains on every worker of [`TrainConfig::cluster`] (processes x threads, the
@@ -25,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod attack;
+pub mod audit;
 pub mod batches;
 pub mod checkpoint;
 pub mod config;

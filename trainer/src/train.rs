@@ -24,6 +24,7 @@ use tch::Tensor;
 use timely::worker::Worker;
 
 use crate::attack::{Attack, Imputer};
+use crate::audit::canary::Canaries;
 use crate::batches::BatchQueue;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{DpConfig, NoiseRng, NoiseSpec, Privacy, Sampling, TrainConfig};
@@ -92,17 +93,31 @@ fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
 /// only worker 0's report includes the epochs of a resumed checkpoint). When workers fail, the
 /// first error that is a cause is returned, not another worker's report of its leaving.
 pub fn run(config: &TrainConfig) -> Result<RunReport> {
-    run_on(config, None)
+    run_on(config, None, None)
 }
 
 /// [`run`] on shards already loaded in this process (`trainer sweep` loads them once for all
 /// its runs): the same loop, each worker taking its share from `loaded` instead of reading it.
 pub fn run_loaded(config: &TrainConfig, loaded: &Arc<Loaded>) -> Result<RunReport> {
     loaded.check(config)?;
-    run_on(config, Some(Arc::clone(loaded)))
+    run_on(config, Some(Arc::clone(loaded)), None)
 }
 
-fn run_on(config: &TrainConfig, loaded: Option<Arc<Loaded>>) -> Result<RunReport> {
+/// [`run`], with an audit's canaries inserted into the run (`trainer audit`, one worker): the
+/// same loop, sampler, clipping, noise and accountant; the canaries only add rows, or gradients
+/// for the sampled canary rows, and read the noisy gradients the steps produce.
+pub(crate) fn run_with_canaries(
+    config: &TrainConfig,
+    canaries: Option<Arc<Mutex<Canaries>>>,
+) -> Result<RunReport> {
+    run_on(config, None, canaries)
+}
+
+fn run_on(
+    config: &TrainConfig,
+    loaded: Option<Arc<Loaded>>,
+    canaries: Option<Arc<Mutex<Canaries>>>,
+) -> Result<RunReport> {
     config.validate()?;
     if config.cluster.process() == 0 {
         check_outputs(config)?;
@@ -111,7 +126,7 @@ fn run_on(config: &TrainConfig, loaded: Option<Arc<Loaded>>) -> Result<RunReport
     let shared = Arc::new(config.clone());
     let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
         let _no_grad = tch::no_grad_guard();
-        train_worker(&shared, worker, loaded.as_deref())
+        train_worker(&shared, worker, loaded.as_deref(), canaries.as_deref())
     })?;
     let first = config.cluster.process() * config.cluster.threads();
     let mut report = None;
@@ -264,13 +279,14 @@ fn train_worker(
     config: &TrainConfig,
     worker: &mut Worker,
     loaded: Option<&Loaded>,
+    canaries: Option<&Mutex<Canaries>>,
 ) -> Result<RunReport> {
     let mut coll = Collectives::new(worker, config);
     let (me, workers) = (worker.index(), worker.peers());
     let lead = me == 0;
     let device = config.device.resolve_for(me % config.cluster.threads())?;
 
-    let data = match loaded {
+    let mut data = match loaded {
         Some(loaded) => loaded.share(me),
         None => Data::load_share(
             &config.data,
@@ -280,6 +296,12 @@ fn train_worker(
             config.split_seed,
             device,
         )?,
+    };
+    // An audit's input canaries are rows appended to the training set; its gradient canaries
+    // are sampled as rows numbered after them (`extra`), with no features.
+    let extra = match canaries {
+        Some(c) => lock(c).insert(&mut data)?,
+        None => 0,
     };
     // Everyone's train and test counts (and column agreement), so each worker knows where its
     // examples sit in the global order.
@@ -293,7 +315,7 @@ fn train_worker(
             })
         });
     let mut counts = vec![0u64; 2 * workers + 2];
-    counts[me] = data.train.len() as u64;
+    counts[me] = (data.train.len() + extra) as u64;
     counts[workers + me] = data.test.len() as u64;
     counts[2 * workers] = data.train.width() as u64;
     counts[2 * workers + 1] = names_hash;
@@ -310,7 +332,7 @@ fn train_worker(
     let n = counts[..workers].iter().sum::<u64>() as usize;
     let n_test = counts[workers..2 * workers].iter().sum::<u64>() as usize;
     let share_start = counts[..me].iter().sum::<u64>() as i64;
-    let share = share_start..share_start + data.train.len() as i64;
+    let share = share_start..share_start + (data.train.len() + extra) as i64;
     if n == 0 {
         return Err(Error::Data {
             location: config.data.to_string(),
@@ -402,6 +424,11 @@ fn train_worker(
             (Some(acc), step)
         }
     };
+    #[cfg(test)]
+    let step_privacy = match canaries {
+        Some(c) => lock(c).tamper(step_privacy),
+        None => step_privacy,
+    };
 
     let shape = Shape::new(data.train.width(), &config.hidden);
     let mut mlp = Mlp::new(shape.clone(), init_seed, device)?;
@@ -421,6 +448,16 @@ fn train_worker(
     if !lead {
         // Worker 0's share carries the noise.
         dp = dp.noise_elsewhere();
+    }
+    if let Some(c) = canaries {
+        lock(c).start(
+            &mlp,
+            &shape,
+            sampler.rate(),
+            step_privacy,
+            dp.expected_batch(),
+            device,
+        )?;
     }
 
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
@@ -534,8 +571,12 @@ fn train_worker(
         let mut examples = 0u64;
         for s in 0..per_epoch {
             prof.restart();
-            let idx = batches.next_batch(per_epoch - s);
+            let mut idx = batches.next_batch(per_epoch - s);
             examples += batches.sample_size();
+            let mut canaries = canaries.map(lock);
+            if let Some(c) = &mut canaries {
+                idx = c.take_sampled(&idx, data.train.len());
+            }
             if let Some(ids) = &microbatches {
                 dp.set_microbatches(ids.index_select(0, &idx));
             }
@@ -547,11 +588,18 @@ fn train_worker(
             );
             prof.mark(Phase::Sampling);
             dp.accumulate(&mlp, &inputs, &labels, &norms, &mut prof);
+            if let Some(c) = &mut canaries {
+                c.add_gradients(dp.grad());
+            }
             dp.add_noise(&mut prof);
             if workers > 1 {
                 coll.reduce_tensor(worker, dp.grad(), None)?;
                 prof.mark(Phase::AllReduce);
             }
+            if let Some(c) = &mut canaries {
+                c.observe(&mlp, &data.train, dp.grad());
+            }
+            drop(canaries);
             dp.update(&mlp, &mut prof);
             if s % 64 == 0 {
                 bar.set_position(s);
@@ -663,6 +711,9 @@ fn train_worker(
         }
     }
 
+    if let Some(c) = canaries {
+        lock(c).finish(&mlp, &data)?;
+    }
     if spent.is_none() && lead {
         // No epoch left to train (a resumed run that had finished).
         spent = accounting.map(|a| a.spent(steps)).transpose()?;
@@ -806,6 +857,12 @@ impl Attacks {
             imputer,
         })
     }
+}
+
+/// The canaries' state (one worker uses it; a poisoned lock means that worker panicked, which
+/// the run reports).
+fn lock(c: &Mutex<Canaries>) -> std::sync::MutexGuard<'_, Canaries> {
+    c.lock().expect("the audit's worker did not panic")
 }
 
 fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressBar {

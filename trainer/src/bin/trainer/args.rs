@@ -49,6 +49,9 @@ pub enum Command {
     /// Train at several target epsilons (and once without DP) and plot test accuracy
     /// against epsilon.
     Sweep(SweepArgs),
+    /// Audit the run these flags describe: a lower bound on its epsilon from one training run
+    /// with canaries, and membership inference on its real rows.
+    Audit(Box<AuditArgs>),
 }
 
 /// `trainer [OPTIONS]`.
@@ -117,13 +120,14 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 10_000)]
     attack_rows: usize,
     /// JSON-lines file of per-epoch metrics: the operator's log, with exact training-set
-    /// figures under "non_private" (not covered by epsilon; do not publish it).
-    #[arg(long, default_value = "run/metrics.jsonl")]
-    metrics_out: PathBuf,
+    /// figures under "non_private" (not covered by epsilon; do not publish it)
+    /// [default: run/metrics.jsonl; none for an audit].
+    #[arg(long)]
+    metrics_out: Option<PathBuf>,
     /// Where to save the model (safetensors; the options and results go to the same name with
-    /// .json).
-    #[arg(long, default_value = "run/model.safetensors")]
-    save: PathBuf,
+    /// .json) [default: run/model.safetensors; none for an audit].
+    #[arg(long)]
+    save: Option<PathBuf>,
     /// Write a checkpoint here after every epoch.
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
@@ -241,8 +245,8 @@ impl TryFrom<TrainArgs> for Launch {
             intra_op_threads: a.intra_op_threads,
             attack_feature,
             attack_rows: a.attack_rows,
-            metrics_out: Some(a.metrics_out),
-            save: Some(a.save),
+            metrics_out: Some(a.metrics_out.unwrap_or_else(|| "run/metrics.jsonl".into())),
+            save: Some(a.save.unwrap_or_else(|| "run/model.safetensors".into())),
             checkpoint: a.checkpoint_dir.map(|dir| CheckpointConfig {
                 dir,
                 resume: a.resume,
@@ -370,6 +374,46 @@ impl From<ReportArgs> for ReportConfig {
     }
 }
 
+/// `trainer audit`: the training flags, and the audit's own.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The run to audit, as for `trainer`.
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Number of canaries, each included with probability 1/2.
+    #[arg(long, default_value_t = 1000)]
+    canaries: usize,
+    /// gradient (white-box: a fixed gradient of norm C per sampled canary, scored from the
+    /// run's noisy gradients) or input (black-box: crafted rows, scored by the final loss).
+    #[arg(long, default_value = "gradient")]
+    canary_kind: String,
+    /// The bound holds with probability 1 - alpha.
+    #[arg(long, default_value_t = 0.05)]
+    alpha: f64,
+}
+
+impl TryFrom<AuditArgs> for trainer::audit::AuditConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: AuditArgs) -> anyhow::Result<Self> {
+        let (save, metrics_out) = (a.train.save.clone(), a.train.metrics_out.clone());
+        let Launch { mut config, spawn } = Launch::try_from(a.train)?;
+        if spawn.is_some() {
+            bail!("the audit runs on one worker: drop --workers");
+        }
+        // An audit writes only what it is asked to.
+        config.save = None;
+        config.metrics_out = metrics_out;
+        let mut audit = trainer::audit::AuditConfig::new(config);
+        audit.canaries = a.canaries;
+        audit.kind = a.canary_kind.parse()?;
+        audit.alpha = a.alpha;
+        audit.save = save;
+        audit.validate()?;
+        Ok(audit)
+    }
+}
+
 /// `trainer privacy`.
 #[derive(Debug, Args)]
 pub struct PrivacyArgs {
@@ -469,6 +513,63 @@ mod tests {
             Some(Command::Privacy(p)) => PrivacyQuery::try_from(p),
             _ => panic!("privacy subcommand"),
         }
+    }
+
+    fn audit(args: &[&str]) -> anyhow::Result<trainer::audit::AuditConfig> {
+        let cli =
+            Cli::try_parse_from(["trainer", "audit"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Audit(a)) => trainer::audit::AuditConfig::try_from(*a),
+            _ => panic!("audit subcommand"),
+        }
+    }
+
+    #[test]
+    fn audit_takes_the_training_flags_and_its_own() {
+        let a = audit(&[]).unwrap();
+        assert_eq!((a.canaries, a.alpha), (1000, 0.05));
+        assert_eq!(a.kind, trainer::audit::CanaryKind::Gradient);
+        // Nothing is written unless asked: not the model, not the metrics.
+        assert!(a.save.is_none() && a.train.save.is_none() && a.train.metrics_out.is_none());
+        let a = audit(&[
+            "--canaries",
+            "500",
+            "--canary-kind",
+            "input",
+            "--alpha",
+            "0.01",
+            "--batch-size",
+            "64",
+            "--noise-multiplier",
+            "0",
+            "--save",
+            "a.safetensors",
+            "--seed",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!((a.canaries, a.alpha), (500, 0.01));
+        assert_eq!(a.kind, trainer::audit::CanaryKind::Input);
+        assert_eq!((a.train.batch_size, a.train.seed), (64, Some(3)));
+        assert_eq!(a.save, Some("a.safetensors".into()));
+        assert!(
+            a.train.save.is_none(),
+            "the audit saves its model itself, marked"
+        );
+        for (args, flag) in [
+            (&["--canary-kind", "white"][..], "--canary-kind"),
+            (&["--alpha", "0"][..], "--alpha"),
+            (&["--canaries", "0"][..], "--canaries"),
+            (&["--no-dp"][..], "--no-dp"),
+            (&["--workers", "2"][..], "--workers"),
+            (&["--microbatch-size", "3"][..], "--microbatch-size"),
+        ] {
+            let err = format!("{:#}", audit(args).unwrap_err());
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        // A plain run still writes its model and metrics where it always did.
+        let c = train(&[]).unwrap();
+        assert_eq!(c.save, Some("run/model.safetensors".into()));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use cluster::Children;
 
-use args::{Cli, Command, Launch, PrivacyArgs, PrivacyQuery, SweepArgs};
+use args::{AuditArgs, Cli, Command, Launch, PrivacyArgs, PrivacyQuery, SweepArgs};
 
 /// mimalloc for Rust and, through its `override` feature, for libtorch's allocations too.
 #[cfg(feature = "mimalloc")]
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Some(Command::Privacy(p)) => privacy(p),
         Some(Command::Report(r)) => report(r.into()),
         Some(Command::Sweep(s)) => sweep(s),
+        Some(Command::Audit(a)) => audit(*a),
         None => train(cli.train),
     };
     match result {
@@ -95,6 +96,18 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         done.runs.len(),
         config.runs_path().display(),
         config.page_path().display()
+    );
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let config = trainer::audit::AuditConfig::try_from(args)?;
+    let report = trainer::audit::run(&config)
+        .with_context(|| format!("auditing on {}", config.train.data))?;
+    println!("{}", report.summary());
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("the report serializes")?
     );
     Ok(())
 }
