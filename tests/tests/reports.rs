@@ -165,16 +165,31 @@ fn trainer_report_renders_in_a_browser() {
             "--no-progress",
         ],
     );
-    // What `trainer audit` prints: epoch lines, a human line, and its JSON line.
-    std::fs::write(
-        d.join("audit.txt"),
-        "epoch   1  test loss 0.6\naudit: epsilon >= 0.210\n{\"audited_epsilon\":0.21,\
-         \"accounted_epsilon\":1.5,\"accountant\":\"rdp\",\"delta\":1e-5,\"alpha\":0.05,\
-         \"canary_kind\":\"gradient\",\"canaries\":1000,\"guesses\":40,\"correct\":31,\
-         \"steps\":48,\"membership_inference\":{\"auc\":0.5012}}\n",
-    )
-    .unwrap();
-    let said = run_in(d, trainer(), &["report", "run", "--audit", "audit.txt"]);
+    // `trainer audit`'s output (epoch lines, a human line, its JSON line) saved in the run
+    // folder, where the report finds it.
+    let audit = run_in(
+        d,
+        trainer(),
+        &[
+            "audit",
+            "--epochs",
+            "1",
+            "--canaries",
+            "100",
+            "--accountant",
+            "rdp",
+            "--seed",
+            "1",
+            "--no-progress",
+        ],
+    );
+    std::fs::write(d.join("run/audit.jsonl"), &audit).unwrap();
+    let mia_auc = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["membership_inference"]["auc"].as_f64())
+        .expect("the audit's JSON line");
+    let said = run_in(d, trainer(), &["report", "run"]);
     assert!(said.contains("run/report.html"), "{said}");
     check_rendered(
         &d.join("run/report.html"),
@@ -195,8 +210,13 @@ fn trainer_report_renders_in_a_browser() {
             "Not private: the operator",
             "Train and test accuracy per epoch (train: not private)",
             "train accuracy",
-            "0.5012",
+            "membership inference",
         ],
+    );
+    let full = std::fs::read_to_string(d.join("run/report.html")).unwrap();
+    assert!(
+        full.contains(&mia_auc.to_string()),
+        "the audit's AUC {mia_auc}"
     );
     // --public: the card's figures and the held-out ones, nothing of the training rows.
     run_in(
@@ -206,7 +226,7 @@ fn trainer_report_renders_in_a_browser() {
             "report",
             "run",
             "--audit",
-            "audit.txt",
+            "run/audit.jsonl",
             "--public",
             "--out",
             "public.html",
@@ -222,7 +242,13 @@ fn trainer_report_renders_in_a_browser() {
         ],
     );
     let public = std::fs::read_to_string(d.join("public.html")).unwrap();
-    for absent in ["Not private", "train accuracy", "Train and test", "0.5012"] {
+    for absent in [
+        "Not private",
+        "train accuracy",
+        "Train and test",
+        "membership inference",
+        &mia_auc.to_string(),
+    ] {
         assert!(!public.contains(absent), "{absent} is on the public page");
     }
     let again = Command::new(trainer())

@@ -493,8 +493,10 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
         page.paragraph(
             "trainer audit: a lower bound on epsilon from one training run with canaries \
              (Steinke, Nasr and Jagielski 2023), holding with probability 1 - alpha, beside \
-             the accountant's upper bound for the same run. An audited epsilon above the \
-             accounted one would mean the code does not do what the accountant was told.",
+             the accountant's upper bound for the audited run. An audited epsilon above the \
+             accounted one would mean the code does not do what the accountant was told. The \
+             audit trains a run of its own with the same flags (its canaries are rows of its \
+             training set), so its accounted epsilon can differ from this run's.",
         );
         let audited = num(a, &["audited_epsilon"]);
         let accounted = num(a, &["accounted_epsilon"]);
@@ -533,6 +535,8 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
                 row("guesses", "guesses"),
                 row("right guesses", "correct"),
                 row("steps", "steps"),
+                row("sampling rate q", "sampling_rate"),
+                row("noise multiplier", "noise_multiplier"),
             ],
         );
     }
