@@ -5,6 +5,7 @@
 mod args;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -84,11 +85,11 @@ fn report(config: trainer::report::ReportConfig) -> anyhow::Result<()> {
 
 fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     let config = trainer::sweep::SweepConfig::try_from(args)?;
+    // A closed stdout (`trainer sweep | head -1`) ends the printing, not the sweep: every line
+    // is in runs.jsonl too.
     let done = trainer::sweep::sweep(&config, |run| {
-        println!(
-            "{}",
-            serde_json::to_string(run).expect("a sweep run serializes")
-        );
+        let line = serde_json::to_string(run).expect("a sweep run serializes");
+        let _ = writeln!(std::io::stdout(), "{line}");
     })
     .with_context(|| format!("sweep on {}", config.base.data))?;
     eprintln!(
