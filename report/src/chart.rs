@@ -203,20 +203,34 @@ impl Lines {
     /// The corner of the plot (x and y ranges given, x as drawn: log for a log axis) that the
     /// lines, sampled along each segment, and the error bars cross least: the legend goes there.
     fn emptiest_corner(&self, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
-        let mut counts = [0usize; 4];
+        // Regions: left and right (the outer 40%), each in three bands: top, middle, bottom.
+        let mut counts = [0usize; 6];
         let mut mark = |px: f64, py: f64| {
             let u = (if self.log_x { px.ln() } else { px } - x.0) / (x.1 - x.0);
             let v = (py - y.0) / (y.1 - y.0);
-            if !(u.is_finite() && v.is_finite()) {
+            if !(u.is_finite() && v.is_finite()) || (0.4..=0.6).contains(&u) {
                 return;
             }
-            let right = u > 0.5;
-            let top = v > 0.55;
-            if (right && u < 0.6) || (!right && u > 0.4) || (top && v < 0.65) || (!top && v > 0.45)
-            {
-                return;
+            let side = usize::from(u > 0.6);
+            let band = if v > 0.65 {
+                0
+            } else if v >= 0.35 {
+                1
+            } else {
+                2
+            };
+            counts[band * 2 + side] += 1;
+            // Near a band's edge, the legend there would touch it too.
+            if (0.6..=0.7).contains(&v) || (0.3..=0.4).contains(&v) {
+                let other = if (0.6..=0.7).contains(&v) {
+                    1 - band.min(1)
+                } else if band == 1 {
+                    2
+                } else {
+                    1
+                };
+                counts[other * 2 + side] += 1;
             }
-            counts[usize::from(right) + 2 * usize::from(!top)] += 1;
         };
         for s in &self.series {
             for w in s.points.windows(2) {
@@ -237,16 +251,18 @@ impl Lines {
                 mark(p.0, p.1);
             }
         }
-        // Ties go to the upper right, then lower right, upper left, lower left.
-        let order = [1, 3, 0, 2];
+        // Ties go to the upper right, lower right, middle right, then the left side likewise.
+        let order = [1, 5, 3, 0, 4, 2];
         let best = order
             .into_iter()
             .min_by_key(|&i| counts[i])
-            .expect("four corners");
+            .expect("six regions");
         match best {
             0 => SeriesLabelPosition::UpperLeft,
             1 => SeriesLabelPosition::UpperRight,
-            2 => SeriesLabelPosition::LowerLeft,
+            2 => SeriesLabelPosition::MiddleLeft,
+            3 => SeriesLabelPosition::MiddleRight,
+            4 => SeriesLabelPosition::LowerLeft,
             _ => SeriesLabelPosition::LowerRight,
         }
     }
@@ -418,6 +434,26 @@ mod tests {
         assert!(matches!(
             rising.emptiest_corner((0.0, 1.0), (0.0, 1.0)),
             SeriesLabelPosition::LowerRight
+        ));
+        // Two flat lines near the top and the bottom leave the middle free.
+        let apart = Lines {
+            series: vec![
+                Series {
+                    name: "high".into(),
+                    points: vec![(0.0, 0.9), (1.0, 0.95)],
+                    ..Series::default()
+                },
+                Series {
+                    name: "low".into(),
+                    points: vec![(0.0, 0.05), (1.0, 0.2)],
+                    ..Series::default()
+                },
+            ],
+            ..Lines::default()
+        };
+        assert!(matches!(
+            apart.emptiest_corner((0.0, 1.0), (0.0, 1.0)),
+            SeriesLabelPosition::MiddleRight
         ));
         let falling = lines(vec![(0.0, 1.0), (1.0, 0.0)]);
         assert!(matches!(
