@@ -29,6 +29,8 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
         cluster: pipeline::Cluster::Single { threads: 1 },
         overwrite: true,
         connect_timeout: Duration::from_secs(10),
+        peer_timeout: Duration::from_secs(120),
+        allow_empty: false,
         progress: false,
     })
     .expect("pipeline run");
