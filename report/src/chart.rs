@@ -316,10 +316,17 @@ impl Lines {
             }
             if let Some(spread) = &s.spread {
                 chart
-                    .draw_series(s.points.iter().zip(spread).filter_map(|(p, &(lo, hi))| {
-                        (p.0.is_finite() && lo.is_finite() && hi.is_finite())
-                            .then(|| ErrorBar::new_vertical(p.0, lo, p.1, hi, color.filled(), 8))
-                    }))
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .zip(spread)
+                            .filter(|&(p, &(lo, hi))| {
+                                p.0.is_finite() && lo.is_finite() && hi.is_finite()
+                            })
+                            .map(|(p, &(lo, hi))| {
+                                ErrorBar::new_vertical(p.0, lo, p.1, hi, color.filled(), 8)
+                            }),
+                    )
                     .map_err(|e| err(&e))?;
             }
         }

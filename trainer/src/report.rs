@@ -234,7 +234,8 @@ fn mechanism(card: &Value) -> Option<(f64, f64, f64, AccountantKind)> {
 
 /// Each epoch's epsilon under PLD and under RDP: the metrics' own for the run's accountant, the
 /// other computed from the card's mechanism (None where it cannot be).
-type Curves = Vec<(u32, u64, Option<f64>, Option<f64>)>;
+type Curve = (u32, u64, Option<f64>, Option<f64>);
+type Curves = Vec<Curve>;
 
 fn epsilon_curves(run: &RunFiles) -> Result<(Curves, Option<AccountantKind>)> {
     let recorded = run
@@ -385,9 +386,8 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
 
     // Epsilon per epoch, both accountants.
     let (curves, recorded) = epsilon_curves(run)?;
-    if recorded.is_some() {
+    if let Some(recorded) = recorded {
         page.heading("Privacy spent per epoch: PLD and RDP");
-        let recorded = recorded.expect("checked");
         let computed = match recorded {
             AccountantKind::Pld => AccountantKind::Rdp,
             AccountantKind::Rdp => AccountantKind::Pld,
@@ -408,15 +408,14 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
                  curve cannot be computed."
             )),
         };
-        let series =
-            |name: &str, pick: fn(&(u32, u64, Option<f64>, Option<f64>)) -> Option<f64>| Series {
-                name: name.into(),
-                points: curves
-                    .iter()
-                    .filter_map(|c| pick(c).map(|e| (f64::from(c.0), e)))
-                    .collect(),
-                ..Series::default()
-            };
+        let series = |name: &str, pick: fn(&Curve) -> Option<f64>| Series {
+            name: name.into(),
+            points: curves
+                .iter()
+                .filter_map(|c| pick(c).map(|e| (f64::from(c.0), e)))
+                .collect(),
+            ..Series::default()
+        };
         let svg = Lines {
             title: "Epsilon spent per epoch".into(),
             x_label: "epoch".into(),

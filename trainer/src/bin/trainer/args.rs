@@ -48,7 +48,7 @@ pub enum Command {
     Report(ReportArgs),
     /// Train at several target epsilons (and once without DP) and plot test accuracy
     /// against epsilon.
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
     /// Audit the run these flags describe: a lower bound on its epsilon from one training run
     /// with canaries, and membership inference on its real rows.
     Audit(Box<AuditArgs>),
@@ -781,7 +781,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["trainer", "sweep"].into_iter().chain(args.iter().copied()))?;
         match cli.command {
-            Some(Command::Sweep(s)) => SweepConfig::try_from(s),
+            Some(Command::Sweep(s)) => SweepConfig::try_from(*s),
             _ => panic!("sweep subcommand"),
         }
     }

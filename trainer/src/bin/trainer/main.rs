@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Privacy(p)) => privacy(p),
         Some(Command::Report(r)) => report(r.into()),
-        Some(Command::Sweep(s)) => sweep(s),
+        Some(Command::Sweep(s)) => sweep(*s),
         Some(Command::Audit(a)) => audit(*a),
         None => train(cli.train),
     };
