@@ -402,3 +402,32 @@ fn runs_on_loaded_shards_are_runs() {
         assert!(e.contains("loaded for"), "{e}");
     }
 }
+
+/// A run standardizes its columns in place: runs on loaded shards each get their own copy, so
+/// the second run on them is the run `run` gives, not one on twice-standardized data.
+#[test]
+fn runs_on_loaded_shards_standardize_their_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fulton_shards(dir.path());
+    let mut c = ::trainer::TrainConfig::new(shards::Location::Local(data));
+    c.epochs = 1;
+    c.seed = Some(2);
+    c.quiet = true;
+    c.attack_feature = None;
+    c.features
+        .add_categories("educ=1..16:other,puma=1101..1107:other")
+        .unwrap();
+    c.features
+        .add_standardize("age=0:120,income=-100000:2000000")
+        .unwrap();
+    let loaded = std::sync::Arc::new(::trainer::Loaded::load(&c).unwrap());
+    let plain = ::trainer::run(&c).unwrap();
+    for _ in 0..2 {
+        let again = ::trainer::run_loaded(&c, &loaded).unwrap();
+        assert!(plain.model.flat().equal(again.model.flat()));
+        assert_eq!(
+            plain.metrics[0].test_accuracy,
+            again.metrics[0].test_accuracy
+        );
+    }
+}
