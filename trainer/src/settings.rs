@@ -1,6 +1,7 @@
 //! [`Settings`]: every option of a run that matters to the mechanism or the model, as one typed
 //! struct. The processes of a run agree on it before the first step, and a checkpoint is
-//! continued only by a run with the same settings.
+//! continued only by a run with the same settings (but for the data's fingerprint, which a
+//! checkpoint does not record: [`Settings::for_checkpoint`]).
 
 use serde::Serialize;
 
@@ -94,8 +95,26 @@ impl Settings {
     }
 
     /// What a checkpoint records and a resumed run must match: these settings, without the
-    /// epochs unless the noise was calibrated for them.
+    /// epochs unless the noise was calibrated for them, and without the data's fingerprint.
+    ///
+    /// A checkpoint may be shipped like the card, and the fingerprint is a hash of the shards'
+    /// listing and manifest (checksums, feature means): a function of every record that anyone
+    /// who knows the other records can recompute for each candidate, so it would identify the
+    /// training data exactly. The number of training rows stays (it is public already: q = B / N
+    /// and epsilon are functions of it). A resume on other data of the same size and columns is
+    /// therefore not refused; it is still accounted right, since every step, on whatever data,
+    /// is the same sampled Gaussian mechanism and the accountant composes them all.
     pub fn for_checkpoint(&self) -> serde_json::Value {
+        let mut value = self.without_epochs();
+        if let serde_json::Value::Object(map) = &mut value {
+            map.remove("data_fingerprint");
+        }
+        value
+    }
+
+    /// These settings, without the epochs unless the noise was calibrated for them (more epochs
+    /// may follow a checkpoint).
+    fn without_epochs(&self) -> serde_json::Value {
         let calibrated = matches!(self.noise, Some(NoiseSpec::TargetEpsilon(_)));
         let kept = Settings {
             epochs: self.epochs.filter(|_| calibrated),
@@ -104,11 +123,12 @@ impl Settings {
         serde_json::to_value(kept).expect("settings serialize")
     }
 
-    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings as a
-    /// checkpoint records them (so a resumed run draws the same noise), so that runs with the
-    /// same seed but other settings or data do not share their noise.
+    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings, the data's
+    /// fingerprint included, but not the epochs unless calibrated (so a resumed run draws the
+    /// same noise), so that runs with the same seed but other settings or data do not share
+    /// their noise.
     pub fn noise_seed(&self, seed: u64) -> u64 {
-        let text = self.for_checkpoint().to_string();
+        let text = self.without_epochs().to_string();
         shards::splitmix64(seed ^ hash("settings", &text))
     }
 
@@ -233,6 +253,14 @@ mod tests {
         assert_ne!(settings(&c).noise_seed(5), key);
         let other_data = Settings::new(&c, 8, 100, vec!["y".into(), "x".into()]);
         assert_ne!(other_data.noise_seed(5), settings(&c).noise_seed(5));
+        // A checkpoint does not record the data's fingerprint (it would identify the data).
+        assert_eq!(other_data.for_checkpoint(), settings(&c).for_checkpoint());
+        assert!(
+            settings(&c)
+                .for_checkpoint()
+                .get("data_fingerprint")
+                .is_none()
+        );
     }
 
     #[test]
