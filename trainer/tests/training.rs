@@ -311,6 +311,13 @@ fn released_files_hold_no_training_set_statistics() {
     );
     assert_eq!(privacy["delta"], 1e-5);
     assert_eq!(privacy["accountant"], "pld");
+    assert!(
+        privacy["statement"]
+            .as_str()
+            .unwrap()
+            .contains("number of training records N is treated as public"),
+        "{privacy}"
+    );
     assert_eq!(card["held_out"]["covered_by_epsilon"], false);
     assert!(card["held_out"]["test_accuracy"].is_number(), "{card}");
     assert!(
