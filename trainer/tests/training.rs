@@ -191,6 +191,14 @@ fn saves_model_card_metrics_and_profile() {
     ] {
         assert!(out.contains(phase), "profile lacks {phase}: {out}");
     }
+    // Timings grow with the realized batch sizes: the printed profile says it is not private,
+    // like the epoch line's timings after "| not private:".
+    assert!(
+        out.lines()
+            .filter(|l| l.starts_with("profile of epoch"))
+            .all(|l| l.contains("not private")),
+        "{out}"
+    );
     // Defaults: run/model.safetensors, run/model.json, run/metrics.jsonl.
     let bytes = std::fs::read(dir.path().join("run/model.safetensors")).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
