@@ -72,10 +72,10 @@ enum Directions {
 #[derive(Debug)]
 struct GradientState {
     directions: Directions,
-    /// Slot j (sampled as row `real_rows + j`) is canary `slot_ids[j]`.
-    slot_ids: Tensor,
-    /// C over the expected batch size: a canary's contribution to the gradient buffer.
-    magnitude: f64,
+    /// Slot j (sampled as row `real_rows + j`) is canary j, included or not; its contribution
+    /// to the gradient buffer when drawn is `weights[j]` along its direction: C over the
+    /// expected batch size when included, 0 when not.
+    weights: Tensor,
     /// The sum over steps of the noisy gradients.
     sum: Tensor,
     /// The real rows' expected share of a step's gradient, and how it is estimated.
@@ -282,18 +282,16 @@ impl Canaries {
         self.mia.as_ref()
     }
 
-    fn included_ids(&self) -> Vec<i64> {
-        (0..self.included.len() as i64)
-            .filter(|&i| self.included[i as usize])
-            .collect()
-    }
-
     /// Adds the canaries to the loaded data: input canaries as rows after the real training
-    /// rows; gradient canaries as the returned number of extra rows the sampler draws from.
+    /// rows; gradient canaries as the returned number of extra rows the sampler draws from, one
+    /// per canary whether included or not (an excluded canary's row adds nothing when drawn),
+    /// so that the sampling rate, the steps and the divisor do not depend on which canaries are
+    /// in: each canary's inclusion is then exactly an add/remove neighbour of the sampled
+    /// Gaussian mechanism the accountant composes.
     pub(crate) fn insert(&mut self, data: &mut Data) -> Result<usize> {
         self.real_rows = data.train.len();
         match self.kind {
-            CanaryKind::Gradient => Ok(self.included_ids().len()),
+            CanaryKind::Gradient => Ok(self.included.len()),
             CanaryKind::Input => {
                 let k = data.train.width();
                 let m = self.included.len();
@@ -380,8 +378,20 @@ impl Canaries {
         )?;
         self.gradient = Some(GradientState {
             directions,
-            slot_ids: Tensor::from_slice(&self.included_ids()).to_device(device),
-            magnitude: clip / expected_batch,
+            weights: Tensor::from_slice(
+                &self
+                    .included
+                    .iter()
+                    .map(|&i| {
+                        if i {
+                            (clip / expected_batch) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect::<Vec<f32>>(),
+            )
+            .to_device(device),
             sum: Tensor::zeros([numel as i64], (Kind::Float, device)),
             correction,
             sampled: None,
@@ -407,7 +417,8 @@ impl Canaries {
     }
 
     /// Adds the sampled gradient canaries' gradients (norm C each, divided by the expected
-    /// batch size like every row's) to the step's clipped sum, before the noise.
+    /// batch size like every row's; nothing for an excluded canary) to the step's clipped sum,
+    /// before the noise.
     pub(crate) fn add_gradients(&mut self, grad: &Tensor) {
         let Some(g) = &mut self.gradient else {
             return;
@@ -415,19 +426,19 @@ impl Canaries {
         let Some(sampled) = &g.sampled else {
             return;
         };
-        let k = sampled.size()[0];
-        let ids = g.slot_ids.index_select(0, sampled);
+        let values = g.weights.index_select(0, sampled);
         match &g.directions {
             Directions::Dirac(coords) => {
-                let at = coords.index_select(0, &ids);
-                let values = Tensor::full([k], g.magnitude, (Kind::Float, grad.device()));
+                let at = coords.index_select(0, sampled);
                 let _ = grad.shallow_clone().index_add_(0, &at, &values);
             }
             Directions::Dense(dirs) => {
-                let sum = dirs
-                    .index_select(0, &ids)
-                    .sum_dim_intlist(0i64, false, Kind::Float);
-                let _ = grad.shallow_clone().g_add_(&(sum * g.magnitude));
+                let sum = (dirs.index_select(0, sampled) * values.view([-1, 1])).sum_dim_intlist(
+                    0i64,
+                    false,
+                    Kind::Float,
+                );
+                let _ = grad.shallow_clone().g_add_(&sum);
             }
         }
     }
