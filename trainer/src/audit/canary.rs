@@ -221,6 +221,8 @@ pub struct Canaries {
     seed: u64,
     real_rows: usize,
     input_rows: Option<Examples>,
+    /// Input canaries: which training rows train (the real rows and the included canaries).
+    input_keep: Option<Tensor>,
     /// Input canaries' losses under the initial model (which the seed alone determines).
     initial_losses: Option<Tensor>,
     gradient: Option<GradientState>,
@@ -249,6 +251,7 @@ impl Canaries {
             seed,
             real_rows: 0,
             input_rows: None,
+            input_keep: None,
             initial_losses: None,
             gradient: None,
             scores: None,
@@ -283,11 +286,12 @@ impl Canaries {
     }
 
     /// Adds the canaries to the loaded data: input canaries as rows after the real training
-    /// rows; gradient canaries as the returned number of extra rows the sampler draws from, one
-    /// per canary whether included or not (an excluded canary's row adds nothing when drawn),
-    /// so that the sampling rate, the steps and the divisor do not depend on which canaries are
-    /// in: each canary's inclusion is then exactly an add/remove neighbour of the sampled
-    /// Gaussian mechanism the accountant composes.
+    /// rows; gradient canaries as the returned number of extra rows the sampler draws from.
+    /// Either way every canary has a row, included or not (an excluded canary's row adds
+    /// nothing when drawn: [`Canaries::take_sampled`]), so that the sampling rate, the steps
+    /// and the divisor do not depend on which canaries are in: each canary's inclusion is then
+    /// exactly an add/remove neighbour of the sampled Gaussian mechanism the accountant
+    /// composes.
     pub(crate) fn insert(&mut self, data: &mut Data) -> Result<usize> {
         self.real_rows = data.train.len();
         match self.kind {
@@ -305,14 +309,13 @@ impl Canaries {
                 let labels: Vec<f32> = (0..m).map(|_| f32::from(r.random_bool(0.5))).collect();
                 let device = data.train.device();
                 let all = Examples::new(&features, &labels, k, device)?;
-                // The included canaries' rows, in canary order, after the real rows.
-                let (mut fx, mut fy) = (Vec::new(), Vec::new());
-                for i in (0..m).filter(|&i| self.included[i]) {
-                    fx.extend_from_slice(&features[i * k..(i + 1) * k]);
-                    fy.push(labels[i]);
-                }
-                let mine = Examples::new(&fx, &fy, k, device)?;
-                data.train.extend(&mine)?;
+                // Every canary's row, in canary order, after the real rows; which of them train
+                // is kept here.
+                data.train.extend(&all)?;
+                let keep: Vec<bool> = std::iter::repeat_n(true, self.real_rows)
+                    .chain(self.included.iter().copied())
+                    .collect();
+                self.input_keep = Some(Tensor::from_slice(&keep).to_device(device));
                 self.input_rows = Some(all);
                 Ok(0)
             }
@@ -401,7 +404,11 @@ impl Canaries {
 
     /// Splits a step's sorted sample: returns the rows among the first `rows` (real rows and
     /// input canaries) and keeps the gradient canaries' slots for [`Canaries::add_gradients`].
+    /// An excluded input canary's row is drawn like any row but dropped here: it trains nothing.
     pub(crate) fn take_sampled(&mut self, idx: &Tensor, rows: usize) -> Tensor {
+        if let Some(keep) = &self.input_keep {
+            return idx.masked_select(&keep.index_select(0, idx));
+        }
         let Some(g) = &mut self.gradient else {
             return idx.shallow_clone();
         };
