@@ -3,8 +3,8 @@
 //! inference on the real records.
 //!
 //! m canaries are each included with probability 1/2; the run is [`crate::run`]'s own loop
-//! (same sampler, clipping, noise and accountant), with the included canaries added as rows
-//! ([`canary`]). After it, each canary gets a score, the auditor guesses "included" for the
+//! (same sampler, clipping, noise and accountant), with every canary a row the sampler draws
+//! and the included ones training ([`canary`]). After it, each canary gets a score, the auditor guesses "included" for the
 //! highest and "excluded" for the lowest, and [`bound`] turns the number of right guesses into
 //! the largest epsilon they rule out at confidence 1 - alpha. An implementation whose epsilon
 //! is right never has audited epsilon above accounted epsilon (except with probability alpha).
