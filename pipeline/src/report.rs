@@ -245,6 +245,8 @@ mod tests {
             cluster: Cluster::Single { threads: 1 },
             overwrite: false,
             connect_timeout: std::time::Duration::from_secs(10),
+            peer_timeout: std::time::Duration::from_secs(120),
+            allow_empty: false,
             progress: false,
         })
         .unwrap();

@@ -293,6 +293,11 @@ pub fn dropped(counters: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 /// in offset order, and returns each shard's record lines (by `shard_of` of the offset).
 pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, String) {
     let location = Location::parse(dir.to_str().unwrap()).unwrap();
+    // The shell pipelines here stand for a whole Hadoop job, whose committer writes _SUCCESS
+    // once every reducer has finished; the reader requires it.
+    if !dir.join("_SUCCESS").exists() {
+        std::fs::write(dir.join("_SUCCESS"), "").unwrap();
+    }
     let table = Dataset::open(&location)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .load()

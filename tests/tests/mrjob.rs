@@ -86,7 +86,7 @@ fn mrjob_local_generated_data_with_bad_rows() {
 fn mrjob_local_fulton_pums() {
     let input = fulton_pums_bytes();
     let header = input.split(|&b| b == b'\n').next().unwrap();
-    let columns = shards::fields::split_names(header).join(",");
+    let columns = shards::fields::split_names(header).unwrap().join(",");
     let dir = tempfile::tempdir().unwrap();
     let features = "sex,black,asian,married,uscitizen,disability,militaryservice,englishability";
     agree_under_mrjob(

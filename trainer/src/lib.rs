@@ -6,6 +6,8 @@
 //! - [`grad_sample`]: per-example gradients of the MLP in closed form, vectorized;
 //! - [`dp_step`]: clip, sum, add noise once, scale, optimizer step ([`optim`], [`noise`]);
 //! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
+//! - [`features`]: the feature spec (public bounds, categories, standardization by noisy
+//!   estimates) applied to every record before the split;
 //! - [`settings`]: what the processes of a run agree on before the first step;
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
 //!   and leaves behind;
@@ -36,6 +38,7 @@ pub mod dp_step;
 mod error;
 pub mod evaluate;
 pub mod export;
+pub mod features;
 pub mod grad_sample;
 pub mod metrics;
 pub mod mlp;

@@ -56,6 +56,8 @@ pub struct Settings {
     pub accountant: Option<String>,
     /// Per-example or microbatch clipping.
     pub grad_sample: Option<GradSample>,
+    /// The feature spec (bounds, levels, standardized ranges and their noise), as JSON.
+    pub features: String,
 }
 
 impl Settings {
@@ -91,6 +93,7 @@ impl Settings {
             delta: dp.map(|d| d.delta),
             accountant: dp.map(|d| d.accountant.to_string()),
             grad_sample: dp.map(|d| d.grad_sample),
+            features: serde_json::to_string(&config.features).expect("a spec serializes"),
         }
     }
 
@@ -294,6 +297,13 @@ mod tests {
         assert_ne!(settings(&c).noise_seed(6), key);
         c.lr = 0.02;
         assert_ne!(settings(&c).noise_seed(5), key);
+        let lr = settings(&c).noise_seed(5);
+        c.features.add_bounds("x=0:10").unwrap();
+        assert_ne!(
+            settings(&c).noise_seed(5),
+            lr,
+            "the feature spec is a setting"
+        );
         let other_data = Settings::new(&c, 8, 100, vec!["y".into(), "x".into()]);
         assert_ne!(other_data.noise_seed(5), settings(&c).noise_seed(5));
         // A checkpoint does not record the data's fingerprint (it would identify the data).

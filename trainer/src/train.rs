@@ -33,8 +33,10 @@ use crate::device::{self, synchronize};
 use crate::dp_step::{DpStep, StepPrivacy, microbatch_of};
 use crate::evaluate::{self, Totals};
 use crate::export::{self, ModelCard};
+use crate::features::Standardizer;
 use crate::metrics::{EpochMetrics, MetricsLog, NonPrivate, thread_cpu_ns};
 use crate::mlp::{Mlp, Shape};
+use crate::noise::NoiseSource;
 use crate::optim::Optimizer;
 use crate::privacy::Accounting;
 use crate::profile::{Phase, Profiler};
@@ -197,8 +199,18 @@ fn train_worker(
         workers,
         config.test_fraction,
         config.split_seed,
+        &config.features,
         device,
     )?;
+    if canaries.is_some() && !data.transform.standardized.is_empty() {
+        // Its input canaries are crafted model inputs, appended before the release is drawn:
+        // standardizing would move them.
+        return Err(Error::Config(
+            "trainer audit does not take --standardize: give those columns public bounds \
+             (--feature-bounds) instead"
+                .into(),
+        ));
+    }
     // An audit's input canaries are rows appended to the training set; its gradient canaries
     // are sampled as rows numbered after them (`extra`), with no features.
     let extra = match canaries {
@@ -256,6 +268,7 @@ fn train_worker(
     settings.agree(me, workers, config.cluster.threads(), |v| {
         Ok(coll.counts.sum(worker, v)?)
     })?;
+    report_transform(&data, lead, |v| Ok(coll.counts.sum(worker, v)?))?;
 
     // The attack runs on the run's leading training rows and leading held-out rows; this worker
     // holds those in its ranges.
@@ -296,6 +309,9 @@ fn train_worker(
         Sampling::Poisson => PoissonSampler::new(n, config.batch_size, sampler_rng(key, 0))?,
     };
 
+    // The standardized columns' Gaussian release, composed with the steps.
+    let preprocessing =
+        (!data.transform.standardized.is_empty()).then_some(config.features.standardize_noise);
     // The one place the sampler's rate reaches the accountant (Opacus's make_private). Worker
     // 0 calibrates the noise for a target epsilon and hands the multiplier to the others.
     let (accounting, step_privacy) = match &config.privacy {
@@ -304,14 +320,14 @@ fn train_worker(
             let planned = per_epoch * u64::from(config.epochs);
             let mut sigma = [0f64];
             if lead {
-                sigma[0] = Accounting::new(dp, &sampler, planned)?.noise_multiplier;
+                sigma[0] = Accounting::new(dp, &sampler, planned, preprocessing)?.noise_multiplier;
             }
             coll.totals.broadcast(worker, 0, &mut sigma)?;
             let given = DpConfig {
                 noise: NoiseSpec::Multiplier(sigma[0]),
                 ..dp.clone()
             };
-            let acc = Accounting::new(&given, &sampler, planned)?;
+            let acc = Accounting::new(&given, &sampler, planned, preprocessing)?;
             let step = StepPrivacy::Private {
                 clip: dp.l2_norm_clip,
                 noise_multiplier: acc.noise_multiplier,
@@ -373,7 +389,9 @@ fn train_worker(
     // Worker 0 reads the checkpoint (it needs to exist only where worker 0 runs) and hands its
     // position, parameters and optimizer state to the others.
     let mut position = [0u64; 3];
+    let mut saved_standardizer = None;
     if lead && let Some((saved, dir)) = resume(config, &fp, accounting.as_ref())? {
+        saved_standardizer = saved.meta.standardizer.clone();
         mlp.load_flat(saved.tensor(dir, "params")?)?;
         dp.optimizer_mut()
             .restore(&saved.tensors, saved.meta.steps)?;
@@ -403,6 +421,21 @@ fn train_worker(
             ));
         }
     }
+    let noise_rng = match config.noise_rng() {
+        NoiseRng::Seeded(seed) => NoiseRng::Seeded(settings.noise_seed(seed)),
+        NoiseRng::Os => NoiseRng::Os,
+    };
+    let standardizer = standardize(
+        &mut data,
+        preprocessing,
+        saved_standardizer,
+        lead,
+        noise_rng,
+        |v, broadcast| match broadcast {
+            false => Ok(coll.totals.sum(worker, v)?),
+            true => Ok(coll.totals.broadcast(worker, 0, v)?),
+        },
+    )?;
     // A resumed run's metrics file is rewritten to the checkpoint's epochs first: an epoch whose
     // line was written but whose checkpoint was not is trained (and logged) once more, not twice.
     let mut log = config
@@ -610,6 +643,7 @@ fn train_worker(
                 tensors: String::new(),
                 // What epsilon covers and held-out figures only: a checkpoint may be shipped.
                 metrics: history.iter().map(EpochMetrics::public).collect(),
+                standardizer: standardizer.clone(),
             };
             let mut tensors = vec![("params".to_string(), mlp.flat())];
             tensors.extend(dp.optimizer().state());
@@ -633,6 +667,7 @@ fn train_worker(
             spent,
             steps,
             history.last(),
+            standardizer.as_ref(),
         );
         export::save(path, &mlp, &card)?;
         print(&format!(
@@ -651,6 +686,107 @@ fn train_worker(
         steps,
         model: mlp,
     })
+}
+
+/// Tells the operator (stderr, worker 0) what the feature spec found over every worker's share:
+/// records with a level outside a categorical column's spec, and columns used as they are that
+/// hold values outside [0, 1] (which swamp the others, and with DP the clip bound). These are
+/// exact figures for the operator, never written to the card.
+fn report_transform(
+    data: &Data,
+    lead: bool,
+    sum: impl FnOnce(&mut [u64]) -> Result<()>,
+) -> Result<()> {
+    let t = &data.transform;
+    let mut v: Vec<u64> = t
+        .unknown
+        .iter()
+        .map(|u| u.2)
+        .chain(t.raw_out_of_range.iter().map(|r| u64::from(r.1)))
+        .collect();
+    sum(&mut v)?;
+    if !lead {
+        return Ok(());
+    }
+    let (unknown, raw) = v.split_at(t.unknown.len());
+    for ((name, policy, _), &count) in t.unknown.iter().zip(unknown) {
+        if count > 0 {
+            eprintln!(
+                "trainer: {count} record(s) have a value of '{name}' outside its levels: {}",
+                match policy {
+                    crate::features::Unknown::Drop => "dropped (not trained or tested on)",
+                    crate::features::Unknown::Other => "encoded as {name}=other",
+                }
+            );
+        }
+    }
+    let wide: Vec<&str> = t
+        .raw_out_of_range
+        .iter()
+        .zip(raw)
+        .filter(|(_, n)| **n > 0)
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    if !wide.is_empty() {
+        eprintln!(
+            "trainer: warning: feature(s) {} have values outside [0, 1] and are used as they \
+             are: give them public bounds (--feature-bounds NAME=LO:HI), levels \
+             (--feature-categories) or a range to standardize in (--standardize NAME=LO:HI)",
+            wide.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Releases the standardized columns' statistics (the sums over every worker's training
+/// records, plus worker 0's Gaussian noise, handed to all) and standardizes both splits with
+/// them; a resumed run uses the checkpoint's release instead. `None` without such columns.
+/// `exchange(v, false)` sums `v` over the workers, `exchange(v, true)` hands worker 0's to all.
+fn standardize(
+    data: &mut Data,
+    noise_multiplier: Option<f64>,
+    saved: Option<Standardizer>,
+    lead: bool,
+    noise_rng: NoiseRng,
+    mut exchange: impl FnMut(&mut [f64], bool) -> Result<()>,
+) -> Result<Option<Standardizer>> {
+    let Some(sigma) = noise_multiplier else {
+        return Ok(None);
+    };
+    let cols = data.transform.standardized.clone();
+    let sensitivity = Standardizer::sensitivity(cols.len());
+    let mut sums = data.transform.train_sums.clone();
+    exchange(&mut sums, false)?;
+    if lead {
+        match saved {
+            Some(s) if s.noisy_sums.len() == sums.len() => sums = s.noisy_sums,
+            _ => {
+                let noise =
+                    Tensor::zeros([sums.len() as i64], (tch::Kind::Float, tch::Device::Cpu));
+                let mut source =
+                    NoiseSource::new(noise_rng, sums.len(), sigma * sensitivity, tch::Device::Cpu)?;
+                // A stream no epoch's step noise uses.
+                source.start_epoch(u32::MAX);
+                source.add_to(&noise);
+                let noise = Vec::<f32>::try_from(&noise)?;
+                for (s, z) in sums.iter_mut().zip(noise) {
+                    *s += f64::from(z);
+                }
+            }
+        }
+    } else {
+        sums.fill(0.0);
+    }
+    exchange(&mut sums, true)?;
+    let st = Standardizer {
+        noise_multiplier: sigma,
+        sensitivity,
+        noisy_sums: sums,
+    };
+    let moments = st.unit_moments();
+    data.train.standardize(&cols, &moments)?;
+    data.test.standardize(&cols, &moments)?;
+    Ok(Some(st))
 }
 
 /// Process 0's checks before any work is spent: `--resume` has a checkpoint to continue, and

@@ -290,6 +290,8 @@ mod tests {
             cluster: pipeline::Cluster::Single { threads: 1 },
             overwrite: true,
             connect_timeout: Duration::from_secs(10),
+            peer_timeout: Duration::from_secs(120),
+            allow_empty: false,
             progress: false,
         })
         .expect("pipeline run");

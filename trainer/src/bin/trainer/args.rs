@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use cluster::Cluster;
 use shards::Location;
+use trainer::features::FeatureSpec;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, Privacy, Sampling, TrainConfig,
 };
@@ -85,6 +86,27 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma-separated ("" for logistic regression).
     #[arg(long, default_value = "50")]
     hidden: String,
+    /// Public bounds: NAME=LO:HI,... Each value is clipped to [LO, HI] and scaled to [0, 1].
+    /// Public (given, not computed from the data): no privacy cost.
+    #[arg(long)]
+    feature_bounds: Option<String>,
+    /// Public levels: NAME=A..B (integers) or NAME=X|Y|Z, then :drop (default: a record with
+    /// another value is left out) or :other (it gets a 1 in NAME=other). One-hot encoded.
+    #[arg(long)]
+    feature_categories: Option<String>,
+    /// Standardize by noisy estimates: NAME=LO:HI,... with a coarse public range each value is
+    /// clipped to; the mean and variance are released by the Gaussian mechanism on the training
+    /// split and composed with DP-SGD in the accountant (epsilon covers them).
+    #[arg(long)]
+    standardize: Option<String>,
+    /// Noise multiplier of that Gaussian release (noise std over its L2 sensitivity).
+    #[arg(long, default_value_t = trainer::features::DEFAULT_STANDARDIZE_NOISE)]
+    standardize_noise: f64,
+    /// A JSON feature spec: {"bounds": {"age": [18, 100]}, "categories": {"educ": {"levels":
+    /// [1, 2, 3], "unknown": "other"}}, "standardize": {"income": [-20000, 1000000]}}, merged
+    /// with the flags above (a column may have one spec).
+    #[arg(long)]
+    feature_spec: Option<PathBuf>,
     /// Share of records held out for testing (by the design's hash of the record key).
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
@@ -212,6 +234,22 @@ impl TryFrom<TrainArgs> for Launch {
                 },
             })
         };
+        let mut features = FeatureSpec::new();
+        features.standardize_noise = a.standardize_noise;
+        if let Some(path) = &a.feature_spec {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--feature-spec {}", path.display()))?;
+            features.add_file(&path.display().to_string(), &text)?;
+        }
+        if let Some(f) = &a.feature_bounds {
+            features.add_bounds(f)?;
+        }
+        if let Some(f) = &a.feature_categories {
+            features.add_categories(f)?;
+        }
+        if let Some(f) = &a.standardize {
+            features.add_standardize(f)?;
+        }
         let attack_feature = match a.attack_feature.as_str() {
             "none" | "" => None,
             name => Some(name.to_string()),
@@ -225,6 +263,7 @@ impl TryFrom<TrainArgs> for Launch {
             sampling: Sampling::Poisson,
             privacy,
             hidden: parse_hidden(&a.hidden)?,
+            features,
             test_fraction: a.test_fraction,
             split_seed: a.split_seed,
             seed: a.seed,
@@ -522,8 +561,22 @@ mod tests {
             "--intra-op-threads",
             "2",
             "--no-progress",
+            "--feature-bounds",
+            "age=18:100",
+            "--feature-categories",
+            "educ=1..16:other",
+            "--standardize",
+            "income=-20000:1000000",
+            "--standardize-noise",
+            "4",
         ])
         .unwrap();
+        let mut features = FeatureSpec::new();
+        features.standardize_noise = 4.0;
+        features.add_bounds("age=18:100").unwrap();
+        features.add_categories("educ=1..16:other").unwrap();
+        features.add_standardize("income=-20000:1000000").unwrap();
+        assert_eq!(c.features, features);
         assert_eq!(
             c.data,
             Location::S3 {
