@@ -729,7 +729,11 @@ fn train_worker(
         };
         print(&metrics.to_string());
         if prof.enabled() {
-            print(&format!("profile of epoch {}:\n{phases}", epoch + 1));
+            print(&format!(
+                "profile of epoch {} (not private: timings grow with the realized batch \
+                 sizes):\n{phases}",
+                epoch + 1
+            ));
         }
         if let Some(log) = &mut log {
             log.write(&metrics)?;

@@ -26,9 +26,11 @@ use trainer::{
 /// splitmix64(--split-seed)) >= --test-fraction * 2^64), at --delta, as computed by
 /// --accountant. It covers the released model and its card (run/model.json), except the card's
 /// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
-/// is given; a seeded run is not private against anyone who knows the seed. Not covered, not
-/// for publishing: the metrics file's "non_private" training-set figures, and the shards
-/// folder, whose _manifest.json holds exact counts and feature means.
+/// is given; a seeded run is not private against anyone who knows the seed. The number of
+/// training records N is treated as public, as Opacus and TF Privacy do: q = B / N, the steps
+/// per epoch and epsilon itself reveal it. Not covered, not for publishing: the metrics file's
+/// "non_private" training-set figures, and the shards folder, whose _manifest.json holds exact
+/// counts and feature means.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -780,6 +782,7 @@ mod tests {
             "--seed",
             "non_private",
             "_manifest.json",
+            "treated as public",
         ] {
             assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
         }
