@@ -172,7 +172,9 @@ impl<'a> ModelCard<'a> {
             PrivacyStatement {
                 statement: format!(
                     "({:.4}, {:e})-differential privacy by the {} accountant for {unit}: it \
-                     covers the released weights and this card, except the held_out figures{}.{}",
+                     covers the released weights and this card, except the held_out figures{}. \
+                     The number of training records N is treated as public (the sampling rate \
+                     q = B / N, the steps and epsilon itself reveal it).{}",
                     spent.epsilon,
                     spent.delta,
                     spent.accountant,

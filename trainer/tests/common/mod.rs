@@ -21,9 +21,15 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
         overwrite: true,
     })
     .expect("generate");
+    shard(&csv, &out);
+    out
+}
+
+/// Shards the CSV `csv` with the timely pipeline (4 shards, one worker) into `out`.
+pub fn shard(csv: &Path, out: &Path) {
     pipeline::run(&pipeline::RunConfig {
-        input: Location::Local(csv),
-        output: Location::Local(out.clone()),
+        input: Location::Local(csv.to_path_buf()),
+        output: Location::Local(out.to_path_buf()),
         shards: 4,
         schema: SchemaOptions::default(),
         cluster: pipeline::Cluster::Single { threads: 1 },
@@ -34,7 +40,6 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
         progress: false,
     })
     .expect("pipeline run");
-    out
 }
 
 /// Runs `trainer args..` in `cwd`; no progress bar.
