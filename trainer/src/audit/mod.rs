@@ -181,6 +181,8 @@ pub fn run(config: &AuditConfig) -> Result<AuditReport> {
     let mut train = config.train.clone();
     // The audit's model is never a release: saved only below, marked.
     train.save = None;
+    // The m canaries join the population q is computed from, as they join the realized rows.
+    train.population = train.population.map(|p| p + config.canaries as u64);
     // Which canaries are included is the secret the audit guesses: from --seed for a
     // reproducible audit, else from the operating system.
     let canary_seed = match train.seed {
