@@ -241,7 +241,7 @@ impl TrainConfig {
             && !(1..=limits::POPULATION).contains(&p)
         {
             return bad(format!(
-                "--population {p} must be between 1 and {}",
+                "--population {p} must be at least 1 and at most the limit of {}",
                 limits::POPULATION
             ));
         }
@@ -501,6 +501,8 @@ mod tests {
                 "--batch-size 1048576 x 10000 hidden units",
             ),
             (Box::new(|c| c.batch_size = u32::MAX), "--batch-size"),
+            (Box::new(|c| c.population = Some(0)), "--population 0"),
+            (Box::new(|c| c.population = Some(u64::MAX)), "--population"),
             (
                 Box::new(|c| c.cluster = Cluster::Single { threads: 100_000 }),
                 "--threads 100000",

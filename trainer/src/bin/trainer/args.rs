@@ -684,6 +684,7 @@ mod tests {
             "non_private",
             "_manifest.json",
             "treated as public",
+            "--population",
         ] {
             assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
         }
