@@ -491,6 +491,23 @@ mod tests {
         }
     }
 
+    /// With `--population N_PUB`, the audit's q counts its m canaries into the public size,
+    /// as it counts them into the realized rows without it: q = B / (N_PUB + m).
+    #[test]
+    fn the_audit_adds_its_canaries_to_a_public_population() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = shards(dir.path());
+        let mut config = audit(&data, CanaryKind::Gradient, 128, 1, 1.0, 5);
+        config.canaries = 300;
+        config.train.population = Some(5_000);
+        let report = run(&config).unwrap();
+        assert_eq!(report.sampling_rate, 128.0 / 5_300.0);
+        assert_eq!(
+            report.steps, 41,
+            "round(5,300 / 128) steps in the one epoch"
+        );
+    }
+
     #[test]
     fn bad_audit_options_are_refused_naming_them() {
         let data = Location::parse("shards").unwrap();
