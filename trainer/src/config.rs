@@ -158,6 +158,9 @@ pub struct TrainConfig {
     pub profile: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Print nothing on stdout (no epoch lines; `trainer sweep` prints one line per run).
+    #[serde(skip)]
+    pub quiet: bool,
     /// Data-parallel workers: processes x threads, one worker per thread (`Single { threads:
     /// 1 }`: the plain single-process trainer). Every worker trains on its share of the shards;
     /// the model does not depend on the number of workers.
@@ -214,6 +217,7 @@ impl TrainConfig {
             checkpoint: None,
             profile: false,
             progress: false,
+            quiet: false,
             cluster: Cluster::Single { threads: 1 },
             connect_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(60),

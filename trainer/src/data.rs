@@ -45,6 +45,17 @@ impl Examples {
         Ok(Examples { rows, len, width })
     }
 
+    /// The same examples in a tensor of their own.
+    pub fn copy(&self) -> Result<Examples> {
+        let mut rows = self.rows.f_zeros_like()?;
+        rows.f_copy_(&self.rows)?;
+        Ok(Examples {
+            rows,
+            len: self.len,
+            width: self.width,
+        })
+    }
+
     /// Appends `other`'s rows (same width) after these (an audit's input canaries).
     pub fn extend(&mut self, other: &Examples) -> Result<()> {
         assert_eq!(
@@ -272,6 +283,19 @@ impl Data {
             standardized: t.standardized,
         };
         Ok(data)
+    }
+
+    /// The same data in tensors of its own (a run may change its examples in place).
+    pub fn copy(&self) -> Result<Data> {
+        Ok(Data {
+            train: self.train.copy()?,
+            test: self.test.copy()?,
+            train_keys: self.train_keys.clone(),
+            fingerprint: self.fingerprint,
+            label_name: self.label_name.clone(),
+            feature_names: self.feature_names.clone(),
+            transform: self.transform.clone(),
+        })
     }
 
     /// Splits a loaded table (see [`Data::load`]).

@@ -121,7 +121,14 @@ fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
 /// only worker 0's report includes the epochs of a resumed checkpoint). When workers fail, the
 /// first error that is a cause is returned, not another worker's report of its leaving.
 pub fn run(config: &TrainConfig) -> Result<RunReport> {
-    run_with_canaries(config, None)
+    run_on(config, None, None)
+}
+
+/// [`run`] on shards already loaded in this process (`trainer sweep` loads them once for all
+/// its runs): the same loop, each worker taking its share from `loaded` instead of reading it.
+pub fn run_loaded(config: &TrainConfig, loaded: &Arc<Loaded>) -> Result<RunReport> {
+    loaded.check(config)?;
+    run_on(config, Some(Arc::clone(loaded)), None)
 }
 
 /// [`run`], with an audit's canaries inserted into the run (`trainer audit`, one worker): the
@@ -129,6 +136,14 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
 /// for the sampled canary rows, and read the noisy gradients the steps produce.
 pub(crate) fn run_with_canaries(
     config: &TrainConfig,
+    canaries: Option<Arc<Mutex<Canaries>>>,
+) -> Result<RunReport> {
+    run_on(config, None, canaries)
+}
+
+fn run_on(
+    config: &TrainConfig,
+    loaded: Option<Arc<Loaded>>,
     canaries: Option<Arc<Mutex<Canaries>>>,
 ) -> Result<RunReport> {
     config.validate()?;
@@ -139,7 +154,7 @@ pub(crate) fn run_with_canaries(
     let shared = Arc::new(config.clone());
     let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
         let _no_grad = tch::no_grad_guard();
-        train_worker(&shared, worker, canaries.as_deref())
+        train_worker(&shared, worker, loaded.as_deref(), canaries.as_deref())
     })?;
     let first = config.cluster.process() * config.cluster.threads();
     let mut report = None;
@@ -208,10 +223,97 @@ impl Collectives {
     }
 }
 
+/// The shards of a single-process run, loaded once for several runs with the same data, split
+/// and workers ([`run_loaded`]): each worker's share on its device.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What the shares were loaded for: data, split, feature spec, device, threads.
+    key: String,
+    shares: Vec<Mutex<Data>>,
+}
+
+impl Loaded {
+    /// Loads every worker's share of `config.data` as `config`'s run would (one process only).
+    pub fn load(config: &TrainConfig) -> Result<Self> {
+        if config.cluster.processes() != 1 {
+            return Err(Error::Config(
+                "shards loaded once serve the runs of one process (no --workers, --hostfile)"
+                    .into(),
+            ));
+        }
+        let threads = config.cluster.threads();
+        let shares = (0..threads)
+            .map(|me| {
+                let device = config.device.resolve_for(me)?;
+                let data = Data::load_share(
+                    &config.data,
+                    me,
+                    threads,
+                    config.test_fraction,
+                    config.split_seed,
+                    &config.features,
+                    device,
+                )?;
+                Ok(Mutex::new(data))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Loaded {
+            key: Self::key(config),
+            shares,
+        })
+    }
+
+    fn key(config: &TrainConfig) -> String {
+        format!(
+            "{} {} {} {:?} {:?} {:?}",
+            config.data,
+            config.test_fraction,
+            config.split_seed,
+            config.features,
+            config.device,
+            config.cluster
+        )
+    }
+
+    /// Refuses a run whose data, split, device or workers are not those loaded.
+    fn check(&self, config: &TrainConfig) -> Result<()> {
+        if Self::key(config) == self.key {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "the shards were loaded for {}, not for this run's {}",
+                self.key,
+                Self::key(config)
+            )))
+        }
+    }
+
+    /// A copy of worker `me`'s share: a run changes its data in place (standardization), so
+    /// each run gets its own tensors.
+    fn share(&self, me: usize) -> Result<Data> {
+        self.shares[me]
+            .lock()
+            .expect("a share is only copied under its lock")
+            .copy()
+    }
+
+    /// The loaded shares (worker order).
+    pub fn with_shares<T>(&self, f: impl FnOnce(&[&Data]) -> T) -> T {
+        let guards: Vec<_> = self
+            .shares
+            .iter()
+            .map(|s| s.lock().expect("a share is only copied under its lock"))
+            .collect();
+        let shares: Vec<&Data> = guards.iter().map(|g| &**g).collect();
+        f(&shares)
+    }
+}
+
 /// One worker's run: see the module documentation.
 fn train_worker(
     config: &TrainConfig,
     worker: &mut Worker,
+    loaded: Option<&Loaded>,
     canaries: Option<&Mutex<Canaries>>,
 ) -> Result<RunReport> {
     let mut coll = Collectives::new(worker, config);
@@ -219,15 +321,18 @@ fn train_worker(
     let lead = me == 0;
     let device = config.device.resolve_for(me % config.cluster.threads())?;
 
-    let mut data = Data::load_share(
-        &config.data,
-        me,
-        workers,
-        config.test_fraction,
-        config.split_seed,
-        &config.features,
-        device,
-    )?;
+    let mut data = match loaded {
+        Some(loaded) => loaded.share(me)?,
+        None => Data::load_share(
+            &config.data,
+            me,
+            workers,
+            config.test_fraction,
+            config.split_seed,
+            &config.features,
+            device,
+        )?,
+    };
     if canaries.is_some() && !data.transform.standardized.is_empty() {
         // Its input canaries are crafted model inputs, appended before the release is drawn:
         // standardizing would move them.
@@ -406,7 +511,7 @@ fn train_worker(
 
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
     let print = |line: &str| {
-        if lead {
+        if lead && !config.quiet {
             let _ = writeln!(std::io::stdout(), "{line}");
         }
     };

@@ -534,3 +534,70 @@ fn a_public_population_keeps_the_training_count_out_of_the_release() {
     assert_ne!(ours.1, theirs.1);
     assert_ne!(ours.2, theirs.2);
 }
+
+/// `trainer sweep`'s path: shards loaded once and trained on by `run_loaded` give the model and
+/// figures `run` gives (the same loop), as often as asked, at one worker and at two; a run
+/// with another split or data than the loaded one is refused.
+#[test]
+fn runs_on_loaded_shards_are_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 3000, 5);
+    for threads in [1, 2] {
+        let mut c = ::trainer::TrainConfig::new(shards::Location::Local(shards.clone()));
+        c.epochs = 2;
+        c.seed = Some(11);
+        c.quiet = true;
+        c.cluster = cluster::Cluster::Single { threads };
+        let loaded = std::sync::Arc::new(::trainer::Loaded::load(&c).unwrap());
+        let plain = ::trainer::run(&c).unwrap();
+        for _ in 0..2 {
+            let again = ::trainer::run_loaded(&c, &loaded).unwrap();
+            assert!(
+                plain.model.flat().equal(again.model.flat()),
+                "{threads} threads"
+            );
+            let public = |r: &::trainer::RunReport| -> Vec<_> {
+                r.metrics
+                    .iter()
+                    .map(::trainer::metrics::EpochMetrics::public)
+                    .collect()
+            };
+            assert_eq!(public(&plain), public(&again));
+        }
+        let mut other = c.clone();
+        other.split_seed = 1;
+        let e = ::trainer::run_loaded(&other, &loaded)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loaded for"), "{e}");
+    }
+}
+
+/// A run standardizes its columns in place: runs on loaded shards each get their own copy, so
+/// the second run on them is the run `run` gives, not one on twice-standardized data.
+#[test]
+fn runs_on_loaded_shards_standardize_their_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fulton_shards(dir.path());
+    let mut c = ::trainer::TrainConfig::new(shards::Location::Local(data));
+    c.epochs = 1;
+    c.seed = Some(2);
+    c.quiet = true;
+    c.attack_feature = None;
+    c.features
+        .add_categories("educ=1..16:other,puma=1101..1107:other")
+        .unwrap();
+    c.features
+        .add_standardize("age=0:120,income=-100000:2000000")
+        .unwrap();
+    let loaded = std::sync::Arc::new(::trainer::Loaded::load(&c).unwrap());
+    let plain = ::trainer::run(&c).unwrap();
+    for _ in 0..2 {
+        let again = ::trainer::run_loaded(&c, &loaded).unwrap();
+        assert!(plain.model.flat().equal(again.model.flat()));
+        assert_eq!(
+            plain.metrics[0].test_accuracy,
+            again.metrics[0].test_accuracy
+        );
+    }
+}

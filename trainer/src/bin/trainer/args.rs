@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use cluster::Cluster;
 use shards::Location;
 use trainer::features::FeatureSpec;
+use trainer::report::ReportConfig;
+use trainer::sweep::SweepConfig;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, Privacy, Sampling, TrainConfig,
 };
@@ -47,6 +49,11 @@ pub struct Cli {
 pub enum Command {
     /// Epsilon for a noise multiplier, or the noise multiplier for a target epsilon.
     Privacy(PrivacyArgs),
+    /// A run's metrics, card and audit as one self-contained HTML page.
+    Report(ReportArgs),
+    /// Train at several target epsilons (and once without DP) and plot test accuracy
+    /// against epsilon.
+    Sweep(Box<SweepArgs>),
     /// Audit the run these flags describe: a lower bound on its epsilon from one training run
     /// with canaries, and membership inference on its real rows.
     Audit(Box<AuditArgs>),
@@ -82,9 +89,10 @@ pub struct TrainArgs {
     /// Noise std over C [default: 0.9].
     #[arg(long, conflicts_with = "target_epsilon")]
     noise_multiplier: Option<f64>,
-    /// Calibrate the noise multiplier so the whole run spends this epsilon.
-    #[arg(long)]
-    target_epsilon: Option<f64>,
+    /// Calibrate the noise multiplier so the whole run spends this epsilon (`trainer sweep`:
+    /// a comma-separated list of them [default: 0.25,0.5,1,2,4,8]).
+    #[arg(long, value_delimiter = ',')]
+    target_epsilon: Vec<f64>,
     /// Delta of (epsilon, delta): the guarantee's failure probability, per record.
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
@@ -226,7 +234,14 @@ impl TryFrom<TrainArgs> for Launch {
         let privacy = if a.no_dp {
             Privacy::NonPrivate
         } else {
-            let noise = match (a.noise_multiplier, a.target_epsilon) {
+            let target = match a.target_epsilon.as_slice() {
+                [] => None,
+                [e] => Some(*e),
+                _ => bail!(
+                    "--target-epsilon takes one epsilon for a run (`trainer sweep` takes a list)"
+                ),
+            };
+            let noise = match (a.noise_multiplier, target) {
                 (_, Some(e)) => NoiseSpec::TargetEpsilon(e),
                 (Some(s), None) => NoiseSpec::Multiplier(s),
                 (None, None) => NoiseSpec::Multiplier(0.9),
@@ -288,6 +303,7 @@ impl TryFrom<TrainArgs> for Launch {
             }),
             profile: a.profile,
             progress: !a.no_progress && cluster.process() == 0,
+            quiet: false,
             cluster,
             connect_timeout: Duration::from_secs(a.connect_timeout),
             peer_timeout: Duration::from_secs(a.peer_timeout),
@@ -314,6 +330,98 @@ fn parse_hidden(s: &str) -> anyhow::Result<Vec<usize>> {
                 .with_context(|| format!("--hidden '{s}': '{w}' is not a width"))
         })
         .collect()
+}
+
+/// `trainer sweep`: training flags, plus the points and repeats.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Runs per target epsilon.
+    #[arg(long, default_value_t = 3)]
+    repeats: u32,
+    /// Folder for runs.jsonl (one JSON line per run, also printed) and report.html.
+    #[arg(long, default_value = "sweep")]
+    out: PathBuf,
+    /// Replace the results of an earlier sweep in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Training options, shared by every run (--target-epsilon takes the list of points; each
+    /// run's model, metrics and checkpoints are not written).
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// The epsilons a sweep runs at without --target-epsilon.
+pub const SWEEP_EPSILONS: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
+
+impl TryFrom<SweepArgs> for SweepConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(mut a: SweepArgs) -> anyhow::Result<Self> {
+        if a.train.no_dp {
+            bail!(
+                "--no-dp: a sweep trains once without DP by itself, and at each --target-epsilon"
+            );
+        }
+        if a.train.noise_multiplier.is_some() {
+            bail!("--noise-multiplier: a sweep calibrates the noise to each --target-epsilon");
+        }
+        if a.train.workers.is_some() || a.train.hostfile.is_some() {
+            bail!("--workers, --hostfile: a sweep runs in one process (use --threads)");
+        }
+        if a.train.checkpoint_dir.is_some() {
+            bail!("--checkpoint-dir: a sweep writes no checkpoints");
+        }
+        let targets = match std::mem::take(&mut a.train.target_epsilon) {
+            t if t.is_empty() => SWEEP_EPSILONS.to_vec(),
+            t => t,
+        };
+        let progress = !a.train.no_progress;
+        let Launch { config, .. } = Launch::try_from(a.train)?;
+        let sweep = SweepConfig {
+            base: config,
+            target_epsilons: targets,
+            repeats: a.repeats,
+            out: a.out,
+            overwrite: a.overwrite,
+            progress,
+        };
+        sweep.validate()?;
+        Ok(sweep)
+    }
+}
+
+/// `trainer report RUN`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run's metrics file, or its folder (metrics.jsonl, and model.json and audit.jsonl when
+    /// there).
+    run: PathBuf,
+    /// Where the page goes [default: report.html in the run's folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The output of `trainer audit` (its JSON line) [default: audit.jsonl in the run folder].
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Leave out the operator's training-set figures (the metrics' "non_private" part): the
+    /// page then holds only what epsilon covers and held-out figures, as the model card does.
+    #[arg(long)]
+    public: bool,
+    /// Replace an existing page.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+impl From<ReportArgs> for ReportConfig {
+    fn from(a: ReportArgs) -> Self {
+        let mut config = ReportConfig::new(a.run);
+        if let Some(out) = a.out {
+            config.out = out;
+        }
+        config.audit = a.audit;
+        config.public = a.public;
+        config.overwrite = a.overwrite;
+        config
+    }
 }
 
 /// `trainer audit`: the training flags, and the audit's own.
@@ -732,6 +840,97 @@ mod tests {
                 "1"
             ])
             .is_err()
+        );
+    }
+
+    fn sweep(args: &[&str]) -> anyhow::Result<SweepConfig> {
+        let cli =
+            Cli::try_parse_from(["trainer", "sweep"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Sweep(s)) => SweepConfig::try_from(*s),
+            _ => panic!("sweep subcommand"),
+        }
+    }
+
+    #[test]
+    fn sweep_takes_a_list_of_epsilons_and_the_training_flags() {
+        let s = sweep(&[]).unwrap();
+        assert_eq!(s.target_epsilons, SWEEP_EPSILONS);
+        assert_eq!(
+            (s.repeats, s.out.as_path()),
+            (3, std::path::Path::new("sweep"))
+        );
+        assert!(s.progress && !s.overwrite);
+        let s = sweep(&[
+            "--target-epsilon",
+            "0.5,2",
+            "--repeats",
+            "2",
+            "--epochs",
+            "4",
+            "--seed",
+            "9",
+            "--accountant",
+            "rdp",
+            "--out",
+            "x",
+            "--overwrite",
+            "--no-progress",
+        ])
+        .unwrap();
+        assert_eq!(s.target_epsilons, [0.5, 2.0]);
+        assert_eq!((s.repeats, s.base.epochs, s.base.seed), (2, 4, Some(9)));
+        assert!(s.overwrite && !s.progress);
+        for (args, said) in [
+            (&["--no-dp"][..], "--no-dp"),
+            (&["--noise-multiplier", "1"][..], "--noise-multiplier"),
+            (&["--workers", "2"][..], "--workers"),
+            (&["--checkpoint-dir", "ck"][..], "--checkpoint-dir"),
+            (&["--target-epsilon", "1,0"][..], "--target-epsilon 0"),
+            (&["--repeats", "0"][..], "--repeats"),
+            (&["--lr", "inf"][..], "--lr"),
+        ] {
+            let err = format!("{:#}", sweep(args).unwrap_err());
+            assert!(err.contains(said), "{args:?}: {err}");
+        }
+        // A training run takes one epsilon.
+        let err = format!("{:#}", train(&["--target-epsilon", "1,2"]).unwrap_err());
+        assert!(err.contains("trainer sweep"), "{err}");
+    }
+
+    #[test]
+    fn report_flags_reach_the_config() {
+        let parse = |args: &[&str]| -> ReportConfig {
+            let cli = Cli::try_parse_from(
+                ["trainer", "report"]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+            .unwrap();
+            match cli.command {
+                Some(Command::Report(r)) => r.into(),
+                _ => panic!("report subcommand"),
+            }
+        };
+        let c = parse(&["run/metrics.jsonl"]);
+        assert_eq!(c.out, PathBuf::from("run/report.html"));
+        assert!(!c.public && !c.overwrite && c.audit.is_none());
+        let c = parse(&[
+            "m.jsonl",
+            "--out",
+            "p.html",
+            "--audit",
+            "a.jsonl",
+            "--public",
+            "--overwrite",
+        ]);
+        assert_eq!(
+            (c.out, c.audit, c.public, c.overwrite),
+            ("p.html".into(), Some("a.jsonl".into()), true, true)
+        );
+        assert!(
+            Cli::try_parse_from(["trainer", "report"]).is_err(),
+            "RUN is required"
         );
     }
 
