@@ -81,7 +81,7 @@ fn wait_for(
         // bench/RESULTS.md). The clock and the peers are looked at every 256 steps.
         worker.step();
         steps = steps.wrapping_add(1);
-        if steps % 256 != 0 {
+        if !steps.is_multiple_of(256) {
             continue;
         }
         let now = Instant::now();

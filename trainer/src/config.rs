@@ -9,6 +9,7 @@ use serde::Serialize;
 use shards::Location;
 
 use crate::device::DeviceSpec;
+use crate::features::FeatureSpec;
 use crate::optim::OptimizerKind;
 
 /// How each step's examples are drawn.
@@ -112,6 +113,12 @@ pub struct TrainConfig {
     pub epochs: u32,
     /// Expected batch size B: the Poisson rate is q = B / N and gradients are divided by B.
     pub batch_size: u32,
+    /// A public size of the training split (`--population`), used instead of the realized
+    /// count N wherever the mechanism depends on it: q = min(B / N_pub, 1), round(N_pub / B)
+    /// steps per epoch, the noisy sum divided by q * N_pub. With it the released files do not
+    /// carry N (under add/remove adjacency, N is exactly what differs between neighbours);
+    /// without it N is treated as public.
+    pub population: Option<u64>,
     /// Learning rate.
     pub lr: f64,
     /// The optimizer applied to the (noisy) gradient.
@@ -122,6 +129,9 @@ pub struct TrainConfig {
     pub privacy: Privacy,
     /// Hidden layer widths (empty: logistic regression).
     pub hidden: Vec<usize>,
+    /// How the feature columns become the model's inputs (public bounds, categories, noisy
+    /// standardization); empty: every column as it is.
+    pub features: FeatureSpec,
     /// Share of records in the test set.
     pub test_fraction: f64,
     /// Seed of the train/test split (the design's splitmix64 rule).
@@ -148,6 +158,9 @@ pub struct TrainConfig {
     pub profile: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Print nothing on stdout (no epoch lines; `trainer sweep` prints one line per run).
+    #[serde(skip)]
+    pub quiet: bool,
     /// Data-parallel workers: processes x threads, one worker per thread (`Single { threads:
     /// 1 }`: the plain single-process trainer). Every worker trains on its share of the shards;
     /// the model does not depend on the number of workers.
@@ -179,6 +192,7 @@ impl TrainConfig {
             data,
             epochs: 10,
             batch_size: 256,
+            population: None,
             lr: 0.01,
             optimizer: OptimizerKind::Sgd,
             sampling: Sampling::Poisson,
@@ -190,6 +204,7 @@ impl TrainConfig {
                 grad_sample: GradSample::Vectorized,
             }),
             hidden: vec![50],
+            features: FeatureSpec::new(),
             test_fraction: 0.2,
             split_seed: 0,
             seed: None,
@@ -202,6 +217,7 @@ impl TrainConfig {
             checkpoint: None,
             profile: false,
             progress: false,
+            quiet: false,
             cluster: Cluster::Single { threads: 1 },
             connect_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(60),
@@ -223,6 +239,14 @@ impl TrainConfig {
                 "--batch-size {} is above the limit of {}",
                 self.batch_size,
                 limits::BATCH_SIZE
+            ));
+        }
+        if let Some(p) = self.population
+            && !(1..=limits::POPULATION).contains(&p)
+        {
+            return bad(format!(
+                "--population {p} must be at least 1 and at most the limit of {}",
+                limits::POPULATION
             ));
         }
         positive_finite("--lr", self.lr)?;
@@ -266,6 +290,12 @@ impl TrainConfig {
                  per step; the limit is {}: lower one of them",
                 self.batch_size,
                 limits::ACTIVATIONS
+            ));
+        }
+        let noise = self.features.standardize_noise;
+        if self.features.gaussian_release().is_some() && !(noise.is_finite() && noise > 0.0) {
+            return bad(format!(
+                "--standardize-noise {noise} must be finite and positive"
             ));
         }
         if self.intra_op_threads == 0 {
@@ -337,6 +367,8 @@ impl TrainConfig {
 pub mod limits {
     /// `--batch-size`.
     pub const BATCH_SIZE: u32 = 1 << 24;
+    /// `--population` (a trillion records: exact in an f64, and far above any census).
+    pub const POPULATION: u64 = 1_000_000_000_000;
     /// Hidden layers in `--hidden`.
     pub const LAYERS: usize = 64;
     /// One hidden width in `--hidden`.
@@ -473,6 +505,8 @@ mod tests {
                 "--batch-size 1048576 x 10000 hidden units",
             ),
             (Box::new(|c| c.batch_size = u32::MAX), "--batch-size"),
+            (Box::new(|c| c.population = Some(0)), "--population 0"),
+            (Box::new(|c| c.population = Some(u64::MAX)), "--population"),
             (
                 Box::new(|c| c.cluster = Cluster::Single { threads: 100_000 }),
                 "--threads 100000",

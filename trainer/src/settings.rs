@@ -1,6 +1,7 @@
 //! [`Settings`]: every option of a run that matters to the mechanism or the model, as one typed
 //! struct. The processes of a run agree on it before the first step, and a checkpoint is
-//! continued only by a run with the same settings.
+//! continued only by a run with the same settings (but for the data's fingerprint, which a
+//! checkpoint does not record: [`Settings::for_checkpoint`]).
 
 use serde::Serialize;
 
@@ -22,6 +23,9 @@ pub struct Settings {
     pub data_fingerprint: String,
     /// Training records in all.
     pub train_rows: u64,
+    /// The public size of the training split the mechanism is computed from (`--population`),
+    /// if given instead of `train_rows`.
+    pub population: Option<u64>,
     /// The label then the feature columns.
     pub columns: Vec<String>,
     /// Planned epochs (left out of a checkpoint's settings unless the noise was calibrated for
@@ -55,6 +59,8 @@ pub struct Settings {
     pub accountant: Option<String>,
     /// Per-example or microbatch clipping.
     pub grad_sample: Option<GradSample>,
+    /// The feature spec (bounds, levels, standardized ranges and their noise), as JSON.
+    pub features: String,
 }
 
 impl Settings {
@@ -74,6 +80,7 @@ impl Settings {
             version: env!("CARGO_PKG_VERSION"),
             data_fingerprint: format!("{fingerprint:016x}"),
             train_rows,
+            population: config.population,
             columns,
             epochs: Some(config.epochs),
             batch_size: config.batch_size,
@@ -90,12 +97,36 @@ impl Settings {
             delta: dp.map(|d| d.delta),
             accountant: dp.map(|d| d.accountant.to_string()),
             grad_sample: dp.map(|d| d.grad_sample),
+            features: serde_json::to_string(&config.features).expect("a spec serializes"),
         }
     }
 
     /// What a checkpoint records and a resumed run must match: these settings, without the
-    /// epochs unless the noise was calibrated for them.
+    /// epochs unless the noise was calibrated for them, and without the data's fingerprint.
+    ///
+    /// A checkpoint may be shipped like the card, and the fingerprint is a hash of the shards'
+    /// listing and manifest (checksums, feature means): a function of every record that anyone
+    /// who knows the other records can recompute for each candidate, so it would identify the
+    /// training data exactly. The number of training rows stays unless `--population` is given
+    /// (without it, N is treated as public: q = B / N and epsilon are functions of it; with it,
+    /// N is exactly what neighbouring datasets differ in, so it goes too). A resume on other
+    /// data of the same columns (and size, without `--population`) is therefore not refused; it
+    /// is still accounted right, since every step, on whatever data, is the same sampled
+    /// Gaussian mechanism and the accountant composes them all.
     pub fn for_checkpoint(&self) -> serde_json::Value {
+        let mut value = self.without_epochs();
+        if let serde_json::Value::Object(map) = &mut value {
+            map.remove("data_fingerprint");
+            if self.population.is_some() {
+                map.remove("train_rows");
+            }
+        }
+        value
+    }
+
+    /// These settings, without the epochs unless the noise was calibrated for them (more epochs
+    /// may follow a checkpoint).
+    fn without_epochs(&self) -> serde_json::Value {
         let calibrated = matches!(self.noise, Some(NoiseSpec::TargetEpsilon(_)));
         let kept = Settings {
             epochs: self.epochs.filter(|_| calibrated),
@@ -104,11 +135,12 @@ impl Settings {
         serde_json::to_value(kept).expect("settings serialize")
     }
 
-    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings as a
-    /// checkpoint records them (so a resumed run draws the same noise), so that runs with the
-    /// same seed but other settings or data do not share their noise.
+    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings, the data's
+    /// fingerprint included, but not the epochs unless calibrated (so a resumed run draws the
+    /// same noise), so that runs with the same seed but other settings or data do not share
+    /// their noise.
     pub fn noise_seed(&self, seed: u64) -> u64 {
-        let text = self.for_checkpoint().to_string();
+        let text = self.without_epochs().to_string();
         shards::splitmix64(seed ^ hash("settings", &text))
     }
 
@@ -222,6 +254,49 @@ mod tests {
         }
     }
 
+    /// Every option of a run is a setting, or is named here as one that changes neither the
+    /// mechanism nor the model (float order aside). A new option must be placed: one left out
+    /// of `Settings` by mistake would let processes that differ in it train together, let a
+    /// checkpoint be resumed with another value, and give seeded runs that differ in it the
+    /// same noise.
+    #[test]
+    fn every_option_is_a_setting_or_named_as_not_mattering() {
+        // `data` is compared through the data's fingerprint, rows and columns; the rest only
+        // place the work, report, or write files.
+        const NOT_SETTINGS: &[&str] = &[
+            "data",
+            "privacy",
+            "device",
+            "intra_op_threads",
+            "attack_feature",
+            "attack_rows",
+            "metrics_out",
+            "save",
+            "checkpoint",
+            "profile",
+            "progress",
+        ];
+        let c = TrainConfig::new(Location::parse("shards").unwrap());
+        let names: Vec<String> = settings(&c).fields().into_iter().map(|(n, _)| n).collect();
+        let options = serde_json::to_value(&c).unwrap();
+        let mut unplaced = Vec::new();
+        for key in options.as_object().unwrap().keys() {
+            if !names.contains(key) && !NOT_SETTINGS.contains(&key.as_str()) {
+                unplaced.push(key.clone());
+            }
+        }
+        // The DP options are settings one by one.
+        for key in options["privacy"]["private"].as_object().unwrap().keys() {
+            if !names.contains(key) {
+                unplaced.push(format!("privacy.{key}"));
+            }
+        }
+        assert!(
+            unplaced.is_empty(),
+            "options neither in Settings nor named as not mattering: {unplaced:?}"
+        );
+    }
+
     #[test]
     fn seeded_noise_depends_on_the_settings_but_not_on_more_epochs() {
         let mut c = TrainConfig::new(Location::parse("shards").unwrap());
@@ -231,8 +306,40 @@ mod tests {
         assert_ne!(settings(&c).noise_seed(6), key);
         c.lr = 0.02;
         assert_ne!(settings(&c).noise_seed(5), key);
+        let lr = settings(&c).noise_seed(5);
+        c.features.add_bounds("x=0:10").unwrap();
+        assert_ne!(
+            settings(&c).noise_seed(5),
+            lr,
+            "the feature spec is a setting"
+        );
         let other_data = Settings::new(&c, 8, 100, vec!["y".into(), "x".into()]);
         assert_ne!(other_data.noise_seed(5), settings(&c).noise_seed(5));
+        // A checkpoint does not record the data's fingerprint (it would identify the data).
+        assert_eq!(other_data.for_checkpoint(), settings(&c).for_checkpoint());
+        assert!(
+            settings(&c)
+                .for_checkpoint()
+                .get("data_fingerprint")
+                .is_none()
+        );
+    }
+
+    /// With `--population`, a checkpoint's settings do not carry the training count (which
+    /// is what neighbouring datasets differ in); without it they do, as N is treated as public.
+    #[test]
+    fn checkpoints_drop_the_training_count_given_a_population() {
+        let mut c = TrainConfig::new(Location::parse("shards").unwrap());
+        let columns = || vec!["y".into(), "x".into()];
+        assert_ne!(
+            Settings::new(&c, 7, 100, columns()).for_checkpoint(),
+            Settings::new(&c, 7, 101, columns()).for_checkpoint()
+        );
+        c.population = Some(5_000);
+        let ours = Settings::new(&c, 7, 100, columns()).for_checkpoint();
+        assert_eq!(ours, Settings::new(&c, 7, 101, columns()).for_checkpoint());
+        assert!(ours.get("train_rows").is_none(), "{ours}");
+        assert_eq!(ours["population"], 5_000);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use accountant::PrivacySpent;
 use cluster::AllReduce;
@@ -33,8 +33,10 @@ use crate::device::{self, synchronize};
 use crate::dp_step::{DpStep, StepPrivacy, microbatch_of};
 use crate::evaluate::{self, Totals};
 use crate::export::{self, ModelCard};
+use crate::features::Standardizer;
 use crate::metrics::{EpochMetrics, MetricsLog, NonPrivate, thread_cpu_ns};
 use crate::mlp::{Mlp, Shape};
+use crate::noise::NoiseSource;
 use crate::optim::Optimizer;
 use crate::privacy::Accounting;
 use crate::profile::{Phase, Profiler};
@@ -65,6 +67,32 @@ pub fn steps_per_epoch(train_rows: usize, batch_size: u32) -> u64 {
     ((train_rows as f64 / f64::from(batch_size)).round() as u64).max(1)
 }
 
+/// What the mechanism takes from the size of the training split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingPlan {
+    /// The sampling rate q = min(B / size, 1).
+    pub rate: f64,
+    /// round(size / B), at least 1.
+    pub steps_per_epoch: u64,
+    /// q * size: what the noisy sum is divided by (B, or the size when B is above it).
+    pub expected_batch: f64,
+}
+
+impl SamplingPlan {
+    /// The plan at expected batch `batch_size` for a training split of `train_rows` records,
+    /// or of the public size `population` (`--population`) when given: then nothing in it
+    /// depends on the realized count, which is what neighbouring datasets differ in.
+    pub fn new(train_rows: usize, batch_size: u32, population: Option<u64>) -> Self {
+        let size = population.map_or(train_rows, |p| p as usize);
+        let rate = (f64::from(batch_size) / size.max(1) as f64).min(1.0);
+        SamplingPlan {
+            rate,
+            steps_per_epoch: steps_per_epoch(size, batch_size),
+            expected_batch: rate * size as f64,
+        }
+    }
+}
+
 /// Where the sampler's randomness comes from: the run's seed, or (the default) a secret key
 /// drawn from the OS by worker 0 and shared with the others, so all draw the same sample.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +121,14 @@ fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
 /// only worker 0's report includes the epochs of a resumed checkpoint). When workers fail, the
 /// first error that is a cause is returned, not another worker's report of its leaving.
 pub fn run(config: &TrainConfig) -> Result<RunReport> {
-    run_with_canaries(config, None)
+    run_on(config, None, None)
+}
+
+/// [`run`] on shards already loaded in this process (`trainer sweep` loads them once for all
+/// its runs): the same loop, each worker taking its share from `loaded` instead of reading it.
+pub fn run_loaded(config: &TrainConfig, loaded: &Arc<Loaded>) -> Result<RunReport> {
+    loaded.check(config)?;
+    run_on(config, Some(Arc::clone(loaded)), None)
 }
 
 /// [`run`], with an audit's canaries inserted into the run (`trainer audit`, one worker): the
@@ -103,16 +138,32 @@ pub(crate) fn run_with_canaries(
     config: &TrainConfig,
     canaries: Option<Arc<Mutex<Canaries>>>,
 ) -> Result<RunReport> {
+    run_on(config, None, canaries)
+}
+
+fn run_on(
+    config: &TrainConfig,
+    loaded: Option<Arc<Loaded>>,
+    canaries: Option<Arc<Mutex<Canaries>>>,
+) -> Result<RunReport> {
     config.validate()?;
     if config.cluster.process() == 0 {
         check_outputs(config)?;
     }
     tch::set_num_threads(config.intra_op_threads as i32);
     let shared = Arc::new(config.clone());
-    let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
-        let _no_grad = tch::no_grad_guard();
-        train_worker(&shared, worker, canaries.as_deref())
-    })?;
+    // A peer whose machine stops acknowledging (link or machine down) is named unreachable
+    // after half the peer timeout, before a round's own timeout, as in the pipeline.
+    let unreachable = (config.peer_timeout / 2).max(Duration::from_secs(1));
+    let guards = cluster::execute_watching(
+        &config.cluster,
+        config.connect_timeout,
+        Some(unreachable),
+        move |worker| {
+            let _no_grad = tch::no_grad_guard();
+            train_worker(&shared, worker, loaded.as_deref(), canaries.as_deref())
+        },
+    )?;
     let first = config.cluster.process() * config.cluster.threads();
     let mut report = None;
     let mut errors = Vec::new();
@@ -180,10 +231,97 @@ impl Collectives {
     }
 }
 
+/// The shards of a single-process run, loaded once for several runs with the same data, split
+/// and workers ([`run_loaded`]): each worker's share on its device.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What the shares were loaded for: data, split, feature spec, device, threads.
+    key: String,
+    shares: Vec<Mutex<Data>>,
+}
+
+impl Loaded {
+    /// Loads every worker's share of `config.data` as `config`'s run would (one process only).
+    pub fn load(config: &TrainConfig) -> Result<Self> {
+        if config.cluster.processes() != 1 {
+            return Err(Error::Config(
+                "shards loaded once serve the runs of one process (no --workers, --hostfile)"
+                    .into(),
+            ));
+        }
+        let threads = config.cluster.threads();
+        let shares = (0..threads)
+            .map(|me| {
+                let device = config.device.resolve_for(me)?;
+                let data = Data::load_share(
+                    &config.data,
+                    me,
+                    threads,
+                    config.test_fraction,
+                    config.split_seed,
+                    &config.features,
+                    device,
+                )?;
+                Ok(Mutex::new(data))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Loaded {
+            key: Self::key(config),
+            shares,
+        })
+    }
+
+    fn key(config: &TrainConfig) -> String {
+        format!(
+            "{} {} {} {:?} {:?} {:?}",
+            config.data,
+            config.test_fraction,
+            config.split_seed,
+            config.features,
+            config.device,
+            config.cluster
+        )
+    }
+
+    /// Refuses a run whose data, split, device or workers are not those loaded.
+    fn check(&self, config: &TrainConfig) -> Result<()> {
+        if Self::key(config) == self.key {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "the shards were loaded for {}, not for this run's {}",
+                self.key,
+                Self::key(config)
+            )))
+        }
+    }
+
+    /// A copy of worker `me`'s share: a run changes its data in place (standardization), so
+    /// each run gets its own tensors.
+    fn share(&self, me: usize) -> Result<Data> {
+        self.shares[me]
+            .lock()
+            .expect("a share is only copied under its lock")
+            .copy()
+    }
+
+    /// The loaded shares (worker order).
+    pub fn with_shares<T>(&self, f: impl FnOnce(&[&Data]) -> T) -> T {
+        let guards: Vec<_> = self
+            .shares
+            .iter()
+            .map(|s| s.lock().expect("a share is only copied under its lock"))
+            .collect();
+        let shares: Vec<&Data> = guards.iter().map(|g| &**g).collect();
+        f(&shares)
+    }
+}
+
 /// One worker's run: see the module documentation.
 fn train_worker(
     config: &TrainConfig,
     worker: &mut Worker,
+    loaded: Option<&Loaded>,
     canaries: Option<&Mutex<Canaries>>,
 ) -> Result<RunReport> {
     let mut coll = Collectives::new(worker, config);
@@ -191,14 +329,27 @@ fn train_worker(
     let lead = me == 0;
     let device = config.device.resolve_for(me % config.cluster.threads())?;
 
-    let mut data = Data::load_share(
-        &config.data,
-        me,
-        workers,
-        config.test_fraction,
-        config.split_seed,
-        device,
-    )?;
+    let mut data = match loaded {
+        Some(loaded) => loaded.share(me)?,
+        None => Data::load_share(
+            &config.data,
+            me,
+            workers,
+            config.test_fraction,
+            config.split_seed,
+            &config.features,
+            device,
+        )?,
+    };
+    if canaries.is_some() && !data.transform.standardized.is_empty() {
+        // Its input canaries are crafted model inputs, appended before the release is drawn:
+        // standardizing would move them.
+        return Err(Error::Config(
+            "trainer audit does not take --standardize: give those columns public bounds \
+             (--feature-bounds) instead"
+                .into(),
+        ));
+    }
     // An audit's input canaries are rows appended to the training set; its gradient canaries
     // are sampled as rows numbered after them (`extra`), with no features.
     let extra = match canaries {
@@ -256,6 +407,7 @@ fn train_worker(
     settings.agree(me, workers, config.cluster.threads(), |v| {
         Ok(coll.counts.sum(worker, v)?)
     })?;
+    report_transform(&data, lead, |v| Ok(coll.counts.sum(worker, v)?))?;
 
     // The attack runs on the run's leading training rows and leading held-out rows; this worker
     // holds those in its ranges.
@@ -291,11 +443,15 @@ fn train_worker(
             (SamplerKey::Secret(bytes), words[4])
         }
     };
-    let per_epoch = steps_per_epoch(n, config.batch_size);
+    let plan = SamplingPlan::new(n, config.batch_size, config.population);
+    let per_epoch = plan.steps_per_epoch;
     let sampler = match config.sampling {
-        Sampling::Poisson => PoissonSampler::new(n, config.batch_size, sampler_rng(key, 0))?,
+        Sampling::Poisson => PoissonSampler::with_rate(n, plan.rate, sampler_rng(key, 0))?,
     };
 
+    // The standardized columns' Gaussian release, composed with the steps.
+    let preprocessing =
+        (!data.transform.standardized.is_empty()).then_some(config.features.standardize_noise);
     // The one place the sampler's rate reaches the accountant (Opacus's make_private). Worker
     // 0 calibrates the noise for a target epsilon and hands the multiplier to the others.
     let (accounting, step_privacy) = match &config.privacy {
@@ -304,14 +460,14 @@ fn train_worker(
             let planned = per_epoch * u64::from(config.epochs);
             let mut sigma = [0f64];
             if lead {
-                sigma[0] = Accounting::new(dp, &sampler, planned)?.noise_multiplier;
+                sigma[0] = Accounting::new(dp, &sampler, planned, preprocessing)?.noise_multiplier;
             }
             coll.totals.broadcast(worker, 0, &mut sigma)?;
             let given = DpConfig {
                 noise: NoiseSpec::Multiplier(sigma[0]),
                 ..dp.clone()
             };
-            let acc = Accounting::new(&given, &sampler, planned)?;
+            let acc = Accounting::new(&given, &sampler, planned, preprocessing)?;
             let step = StepPrivacy::Private {
                 clip: dp.l2_norm_clip,
                 noise_multiplier: acc.noise_multiplier,
@@ -335,9 +491,8 @@ fn train_worker(
     let shape = Shape::new(data.train.width(), &config.hidden);
     let mut mlp = Mlp::new(shape.clone(), init_seed, device)?;
     let optimizer = Optimizer::new(config.optimizer, config.lr, shape.numel(), device);
-    // B, or N when B > N (the rate is then capped at 1).
-    let expected_batch = sampler.rate() * n as f64;
-    let mut dp = DpStep::new(&shape, device, expected_batch, step_privacy, optimizer)?;
+    // B, or N (N_pub with --population) when B is above it (the rate is then capped at 1).
+    let mut dp = DpStep::new(&shape, device, plan.expected_batch, step_privacy, optimizer)?;
     // With microbatches, each training record's microbatch, by its key.
     let microbatches = (dp.microbatches() > 0).then(|| {
         let ids: Vec<i64> = data
@@ -364,7 +519,7 @@ fn train_worker(
 
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
     let print = |line: &str| {
-        if lead {
+        if lead && !config.quiet {
             let _ = writeln!(std::io::stdout(), "{line}");
         }
     };
@@ -373,7 +528,9 @@ fn train_worker(
     // Worker 0 reads the checkpoint (it needs to exist only where worker 0 runs) and hands its
     // position, parameters and optimizer state to the others.
     let mut position = [0u64; 3];
+    let mut saved_standardizer = None;
     if lead && let Some((saved, dir)) = resume(config, &fp, accounting.as_ref())? {
+        saved_standardizer = saved.meta.standardizer.clone();
         mlp.load_flat(saved.tensor(dir, "params")?)?;
         dp.optimizer_mut()
             .restore(&saved.tensors, saved.meta.steps)?;
@@ -403,6 +560,21 @@ fn train_worker(
             ));
         }
     }
+    let noise_rng = match config.noise_rng() {
+        NoiseRng::Seeded(seed) => NoiseRng::Seeded(settings.noise_seed(seed)),
+        NoiseRng::Os => NoiseRng::Os,
+    };
+    let standardizer = standardize(
+        &mut data,
+        preprocessing,
+        saved_standardizer,
+        lead,
+        noise_rng,
+        |v, broadcast| match broadcast {
+            false => Ok(coll.totals.sum(worker, v)?),
+            true => Ok(coll.totals.broadcast(worker, 0, v)?),
+        },
+    )?;
     // A resumed run's metrics file is rewritten to the checkpoint's epochs first: an epoch whose
     // line was written but whose checkpoint was not is trained (and logged) once more, not twice.
     let mut log = config
@@ -425,9 +597,15 @@ fn train_worker(
             device::name(device)
         )
     };
+    // With --population the realized counts are not released: they go behind the marker of
+    // the figures epsilon does not cover.
+    let rows = match config.population {
+        None => format!("{n} rows ({n_test} test)"),
+        Some(p) => format!("a public population of {p} rows (--population)"),
+    };
     if let Some(acc) = &accounting {
         print(&format!(
-            "training on {n} rows ({n_test} test) on {on} with q = {:.6}, noise multiplier \
+            "training on {rows} on {on} with q = {:.6}, noise multiplier \
              {:.4}{}, {per_epoch} steps per epoch",
             acc.sampling_rate,
             acc.noise_multiplier,
@@ -455,8 +633,12 @@ fn train_worker(
         }
     } else {
         print(&format!(
-            "training on {n} rows ({n_test} test) on {on} without privacy, {per_epoch} steps \
-             per epoch"
+            "training on {rows} on {on} without privacy, {per_epoch} steps per epoch"
+        ));
+    }
+    if config.population.is_some() {
+        print(&format!(
+            "  | not private: {n} training rows ({n_test} test) realized"
         ));
     }
 
@@ -591,7 +773,11 @@ fn train_worker(
         };
         print(&metrics.to_string());
         if prof.enabled() {
-            print(&format!("profile of epoch {}:\n{phases}", epoch + 1));
+            print(&format!(
+                "profile of epoch {} (not private: timings grow with the realized batch \
+                 sizes):\n{phases}",
+                epoch + 1
+            ));
         }
         if let Some(log) = &mut log {
             log.write(&metrics)?;
@@ -606,6 +792,7 @@ fn train_worker(
                 tensors: String::new(),
                 // What epsilon covers and held-out figures only: a checkpoint may be shipped.
                 metrics: history.iter().map(EpochMetrics::public).collect(),
+                standardizer: standardizer.clone(),
             };
             let mut tensors = vec![("params".to_string(), mlp.flat())];
             tensors.extend(dp.optimizer().state());
@@ -629,6 +816,7 @@ fn train_worker(
             spent,
             steps,
             history.last(),
+            standardizer.as_ref(),
         );
         export::save(path, &mlp, &card)?;
         print(&format!(
@@ -647,6 +835,107 @@ fn train_worker(
         steps,
         model: mlp,
     })
+}
+
+/// Tells the operator (stderr, worker 0) what the feature spec found over every worker's share:
+/// records with a level outside a categorical column's spec, and columns used as they are that
+/// hold values outside [0, 1] (which swamp the others, and with DP the clip bound). These are
+/// exact figures for the operator, never written to the card.
+fn report_transform(
+    data: &Data,
+    lead: bool,
+    sum: impl FnOnce(&mut [u64]) -> Result<()>,
+) -> Result<()> {
+    let t = &data.transform;
+    let mut v: Vec<u64> = t
+        .unknown
+        .iter()
+        .map(|u| u.2)
+        .chain(t.raw_out_of_range.iter().map(|r| u64::from(r.1)))
+        .collect();
+    sum(&mut v)?;
+    if !lead {
+        return Ok(());
+    }
+    let (unknown, raw) = v.split_at(t.unknown.len());
+    for ((name, policy, _), &count) in t.unknown.iter().zip(unknown) {
+        if count > 0 {
+            eprintln!(
+                "trainer: {count} record(s) have a value of '{name}' outside its levels: {}",
+                match policy {
+                    crate::features::Unknown::Drop => "dropped (not trained or tested on)",
+                    crate::features::Unknown::Other => "encoded as {name}=other",
+                }
+            );
+        }
+    }
+    let wide: Vec<&str> = t
+        .raw_out_of_range
+        .iter()
+        .zip(raw)
+        .filter(|(_, n)| **n > 0)
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    if !wide.is_empty() {
+        eprintln!(
+            "trainer: warning: feature(s) {} have values outside [0, 1] and are used as they \
+             are: give them public bounds (--feature-bounds NAME=LO:HI), levels \
+             (--feature-categories) or a range to standardize in (--standardize NAME=LO:HI)",
+            wide.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Releases the standardized columns' statistics (the sums over every worker's training
+/// records, plus worker 0's Gaussian noise, handed to all) and standardizes both splits with
+/// them; a resumed run uses the checkpoint's release instead. `None` without such columns.
+/// `exchange(v, false)` sums `v` over the workers, `exchange(v, true)` hands worker 0's to all.
+fn standardize(
+    data: &mut Data,
+    noise_multiplier: Option<f64>,
+    saved: Option<Standardizer>,
+    lead: bool,
+    noise_rng: NoiseRng,
+    mut exchange: impl FnMut(&mut [f64], bool) -> Result<()>,
+) -> Result<Option<Standardizer>> {
+    let Some(sigma) = noise_multiplier else {
+        return Ok(None);
+    };
+    let cols = data.transform.standardized.clone();
+    let sensitivity = Standardizer::sensitivity(cols.len());
+    let mut sums = data.transform.train_sums.clone();
+    exchange(&mut sums, false)?;
+    if lead {
+        match saved {
+            Some(s) if s.noisy_sums.len() == sums.len() => sums = s.noisy_sums,
+            _ => {
+                let noise =
+                    Tensor::zeros([sums.len() as i64], (tch::Kind::Float, tch::Device::Cpu));
+                let mut source =
+                    NoiseSource::new(noise_rng, sums.len(), sigma * sensitivity, tch::Device::Cpu)?;
+                // A stream no epoch's step noise uses.
+                source.start_epoch(u32::MAX);
+                source.add_to(&noise);
+                let noise = Vec::<f32>::try_from(&noise)?;
+                for (s, z) in sums.iter_mut().zip(noise) {
+                    *s += f64::from(z);
+                }
+            }
+        }
+    } else {
+        sums.fill(0.0);
+    }
+    exchange(&mut sums, true)?;
+    let st = Standardizer {
+        noise_multiplier: sigma,
+        sensitivity,
+        noisy_sums: sums,
+    };
+    let moments = st.unit_moments();
+    data.train.standardize(&cols, &moments)?;
+    data.test.standardize(&cols, &moments)?;
+    Ok(Some(st))
 }
 
 /// Process 0's checks before any work is spent: `--resume` has a checkpoint to continue, and
@@ -781,4 +1070,29 @@ fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressB
     );
     bar.set_message(format!("{epoch}/{epochs}"));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `--population`, q, the steps and the divisor come from N_pub alone: neighbouring
+    /// training sets (N and N + 1 rows) get the same plan; without it, the realized N.
+    #[test]
+    fn the_sampling_plan_comes_from_the_public_population() {
+        let public = SamplingPlan::new(1_000, 64, Some(960_000));
+        assert_eq!(public.rate, 64.0 / 960_000.0);
+        assert_eq!(public.steps_per_epoch, 15_000);
+        assert_eq!(public.expected_batch, 64.0);
+        assert_eq!(SamplingPlan::new(1_001, 64, Some(960_000)), public);
+        // Capped at 1 when B is above N_pub.
+        let capped = SamplingPlan::new(1_000, 64, Some(40));
+        assert_eq!((capped.rate, capped.steps_per_epoch), (1.0, 1));
+        assert_eq!(capped.expected_batch, 40.0);
+        // Without it, as before: q = B / N, round(N / B) steps.
+        let realized = SamplingPlan::new(1_000, 64, None);
+        assert_eq!(realized.rate, 64.0 / 1_000.0);
+        assert_eq!(realized.steps_per_epoch, steps_per_epoch(1_000, 64));
+        assert_ne!(SamplingPlan::new(1_001, 64, None), realized);
+    }
 }

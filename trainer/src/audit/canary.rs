@@ -72,10 +72,10 @@ enum Directions {
 #[derive(Debug)]
 struct GradientState {
     directions: Directions,
-    /// Slot j (sampled as row `real_rows + j`) is canary `slot_ids[j]`.
-    slot_ids: Tensor,
-    /// C over the expected batch size: a canary's contribution to the gradient buffer.
-    magnitude: f64,
+    /// Slot j (sampled as row `real_rows + j`) is canary j, included or not; its contribution
+    /// to the gradient buffer when drawn is `weights[j]` along its direction: C over the
+    /// expected batch size when included, 0 when not.
+    weights: Tensor,
     /// The sum over steps of the noisy gradients.
     sum: Tensor,
     /// The real rows' expected share of a step's gradient, and how it is estimated.
@@ -221,6 +221,8 @@ pub struct Canaries {
     seed: u64,
     real_rows: usize,
     input_rows: Option<Examples>,
+    /// Input canaries: which training rows train (the real rows and the included canaries).
+    input_keep: Option<Tensor>,
     /// Input canaries' losses under the initial model (which the seed alone determines).
     initial_losses: Option<Tensor>,
     gradient: Option<GradientState>,
@@ -249,6 +251,7 @@ impl Canaries {
             seed,
             real_rows: 0,
             input_rows: None,
+            input_keep: None,
             initial_losses: None,
             gradient: None,
             scores: None,
@@ -282,18 +285,17 @@ impl Canaries {
         self.mia.as_ref()
     }
 
-    fn included_ids(&self) -> Vec<i64> {
-        (0..self.included.len() as i64)
-            .filter(|&i| self.included[i as usize])
-            .collect()
-    }
-
     /// Adds the canaries to the loaded data: input canaries as rows after the real training
     /// rows; gradient canaries as the returned number of extra rows the sampler draws from.
+    /// Either way every canary has a row, included or not (an excluded canary's row adds
+    /// nothing when drawn: [`Canaries::take_sampled`]), so that the sampling rate, the steps
+    /// and the divisor do not depend on which canaries are in: each canary's inclusion is then
+    /// exactly an add/remove neighbour of the sampled Gaussian mechanism the accountant
+    /// composes.
     pub(crate) fn insert(&mut self, data: &mut Data) -> Result<usize> {
         self.real_rows = data.train.len();
         match self.kind {
-            CanaryKind::Gradient => Ok(self.included_ids().len()),
+            CanaryKind::Gradient => Ok(self.included.len()),
             CanaryKind::Input => {
                 let k = data.train.width();
                 let m = self.included.len();
@@ -307,14 +309,13 @@ impl Canaries {
                 let labels: Vec<f32> = (0..m).map(|_| f32::from(r.random_bool(0.5))).collect();
                 let device = data.train.device();
                 let all = Examples::new(&features, &labels, k, device)?;
-                // The included canaries' rows, in canary order, after the real rows.
-                let (mut fx, mut fy) = (Vec::new(), Vec::new());
-                for i in (0..m).filter(|&i| self.included[i]) {
-                    fx.extend_from_slice(&features[i * k..(i + 1) * k]);
-                    fy.push(labels[i]);
-                }
-                let mine = Examples::new(&fx, &fy, k, device)?;
-                data.train.extend(&mine)?;
+                // Every canary's row, in canary order, after the real rows; which of them train
+                // is kept here.
+                data.train.extend(&all)?;
+                let keep: Vec<bool> = std::iter::repeat_n(true, self.real_rows)
+                    .chain(self.included.iter().copied())
+                    .collect();
+                self.input_keep = Some(Tensor::from_slice(&keep).to_device(device));
                 self.input_rows = Some(all);
                 Ok(0)
             }
@@ -380,8 +381,20 @@ impl Canaries {
         )?;
         self.gradient = Some(GradientState {
             directions,
-            slot_ids: Tensor::from_slice(&self.included_ids()).to_device(device),
-            magnitude: clip / expected_batch,
+            weights: Tensor::from_slice(
+                &self
+                    .included
+                    .iter()
+                    .map(|&i| {
+                        if i {
+                            (clip / expected_batch) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect::<Vec<f32>>(),
+            )
+            .to_device(device),
             sum: Tensor::zeros([numel as i64], (Kind::Float, device)),
             correction,
             sampled: None,
@@ -391,7 +404,11 @@ impl Canaries {
 
     /// Splits a step's sorted sample: returns the rows among the first `rows` (real rows and
     /// input canaries) and keeps the gradient canaries' slots for [`Canaries::add_gradients`].
+    /// An excluded input canary's row is drawn like any row but dropped here: it trains nothing.
     pub(crate) fn take_sampled(&mut self, idx: &Tensor, rows: usize) -> Tensor {
+        if let Some(keep) = &self.input_keep {
+            return idx.masked_select(&keep.index_select(0, idx));
+        }
         let Some(g) = &mut self.gradient else {
             return idx.shallow_clone();
         };
@@ -407,7 +424,8 @@ impl Canaries {
     }
 
     /// Adds the sampled gradient canaries' gradients (norm C each, divided by the expected
-    /// batch size like every row's) to the step's clipped sum, before the noise.
+    /// batch size like every row's; nothing for an excluded canary) to the step's clipped sum,
+    /// before the noise.
     pub(crate) fn add_gradients(&mut self, grad: &Tensor) {
         let Some(g) = &mut self.gradient else {
             return;
@@ -415,19 +433,19 @@ impl Canaries {
         let Some(sampled) = &g.sampled else {
             return;
         };
-        let k = sampled.size()[0];
-        let ids = g.slot_ids.index_select(0, sampled);
+        let values = g.weights.index_select(0, sampled);
         match &g.directions {
             Directions::Dirac(coords) => {
-                let at = coords.index_select(0, &ids);
-                let values = Tensor::full([k], g.magnitude, (Kind::Float, grad.device()));
+                let at = coords.index_select(0, sampled);
                 let _ = grad.shallow_clone().index_add_(0, &at, &values);
             }
             Directions::Dense(dirs) => {
-                let sum = dirs
-                    .index_select(0, &ids)
-                    .sum_dim_intlist(0i64, false, Kind::Float);
-                let _ = grad.shallow_clone().g_add_(&(sum * g.magnitude));
+                let sum = (dirs.index_select(0, sampled) * values.view([-1, 1])).sum_dim_intlist(
+                    0i64,
+                    false,
+                    Kind::Float,
+                );
+                let _ = grad.shallow_clone().g_add_(&sum);
             }
         }
     }

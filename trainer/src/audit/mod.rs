@@ -3,8 +3,8 @@
 //! inference on the real records.
 //!
 //! m canaries are each included with probability 1/2; the run is [`crate::run`]'s own loop
-//! (same sampler, clipping, noise and accountant), with the included canaries added as rows
-//! ([`canary`]). After it, each canary gets a score, the auditor guesses "included" for the
+//! (same sampler, clipping, noise and accountant), with every canary a row the sampler draws
+//! and the included ones training ([`canary`]). After it, each canary gets a score, the auditor guesses "included" for the
 //! highest and "excluded" for the lowest, and [`bound`] turns the number of right guesses into
 //! the largest epsilon they rule out at confidence 1 - alpha. An implementation whose epsilon
 //! is right never has audited epsilon above accounted epsilon (except with probability alpha).
@@ -181,6 +181,8 @@ pub fn run(config: &AuditConfig) -> Result<AuditReport> {
     let mut train = config.train.clone();
     // The audit's model is never a release: saved only below, marked.
     train.save = None;
+    // The m canaries join the population q is computed from, as they join the realized rows.
+    train.population = train.population.map(|p| p + config.canaries as u64);
     // Which canaries are included is the secret the audit guesses: from --seed for a
     // reproducible audit, else from the operating system.
     let canary_seed = match train.seed {
@@ -376,7 +378,7 @@ mod tests {
         );
         assert!(r.audited_epsilon >= 2.0, "{r:?}");
         // Input canaries see only the final model; a model that can memorize (lr 0.5, batch
-        // 32, 30 epochs) still gives them away (measured 0.41).
+        // 32, 30 epochs) still gives them away (measured 0.38).
         let mut config = audit(&data, CanaryKind::Input, 32, 30, 0.0, 1);
         config.train.lr = 0.5;
         let r = run(&config).unwrap();
@@ -455,6 +457,55 @@ mod tests {
                 "canary {i} (included {inc}): {score} vs {want}"
             );
         }
+    }
+
+    /// Which canaries are included is the secret the audit guesses, so the mechanism must not
+    /// depend on it beyond each canary's own contribution: the sampling rate, the steps and the
+    /// divisor are the same whichever canaries are in (every canary has a row the sampler
+    /// draws; an excluded canary's row trains nothing). Each canary's inclusion is then exactly
+    /// the add/remove neighbour of the sampled Gaussian mechanism the accountant composes. (q
+    /// was B / (N + included): it moved with the secret.)
+    #[test]
+    fn the_sampling_rate_does_not_depend_on_which_canaries_are_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = shards(dir.path());
+        for kind in [CanaryKind::Gradient, CanaryKind::Input] {
+            let config = audit(&data, kind, 128, 1, 1.0, 5);
+            let run_with = |seed: u64| {
+                let c = Arc::new(Mutex::new(Canaries::new(kind, 300, seed)));
+                let report =
+                    crate::train::run_with_canaries(&config.train, Some(Arc::clone(&c))).unwrap();
+                let included = c.lock().unwrap().included().iter().filter(|&&i| i).count();
+                (
+                    report.accounting.unwrap().sampling_rate,
+                    report.steps,
+                    included,
+                )
+            };
+            let (a, b) = (run_with(1), run_with(2));
+            assert_ne!(
+                a.2, b.2,
+                "the two draws include different numbers of canaries"
+            );
+            assert_eq!((a.0, a.1), (b.0, b.1), "{kind}: {a:?} vs {b:?}");
+        }
+    }
+
+    /// With `--population N_PUB`, the audit's q counts its m canaries into the public size,
+    /// as it counts them into the realized rows without it: q = B / (N_PUB + m).
+    #[test]
+    fn the_audit_adds_its_canaries_to_a_public_population() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = shards(dir.path());
+        let mut config = audit(&data, CanaryKind::Gradient, 128, 1, 1.0, 5);
+        config.canaries = 300;
+        config.train.population = Some(5_000);
+        let report = run(&config).unwrap();
+        assert_eq!(report.sampling_rate, 128.0 / 5_300.0);
+        assert_eq!(
+            report.steps, 41,
+            "round(5,300 / 128) steps in the one epoch"
+        );
     }
 
     #[test]

@@ -8,6 +8,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use cluster::Cluster;
 use shards::Location;
+use trainer::features::FeatureSpec;
+use trainer::report::ReportConfig;
+use trainer::sweep::SweepConfig;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, Privacy, Sampling, TrainConfig,
 };
@@ -23,9 +26,13 @@ use trainer::{
 /// splitmix64(--split-seed)) >= --test-fraction * 2^64), at --delta, as computed by
 /// --accountant. It covers the released model and its card (run/model.json), except the card's
 /// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
-/// is given; a seeded run is not private against anyone who knows the seed. Not covered, not
-/// for publishing: the metrics file's "non_private" training-set figures, and the shards
-/// folder, whose _manifest.json holds exact counts and feature means.
+/// is given; a seeded run is not private against anyone who knows the seed. Without
+/// --population, the number of training records N is treated as public, as Opacus and TF
+/// Privacy do: q = B / N, the steps per epoch and epsilon itself reveal it. With --population
+/// N_PUB (a public size of the training split), q, the steps and the scaling come from N_PUB
+/// and the training count is not released. Not covered, not for publishing: the metrics file's
+/// "non_private" training-set figures, and the shards folder, whose _manifest.json holds exact
+/// counts and feature means.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -42,6 +49,11 @@ pub struct Cli {
 pub enum Command {
     /// Epsilon for a noise multiplier, or the noise multiplier for a target epsilon.
     Privacy(PrivacyArgs),
+    /// A run's metrics, card and audit as one self-contained HTML page.
+    Report(ReportArgs),
+    /// Train at several target epsilons (and once without DP) and plot test accuracy
+    /// against epsilon.
+    Sweep(Box<SweepArgs>),
     /// Audit the run these flags describe: a lower bound on its epsilon from one training run
     /// with canaries, and membership inference on its real rows.
     Audit(Box<AuditArgs>),
@@ -59,6 +71,12 @@ pub struct TrainArgs {
     /// Expected batch size B: each example joins each step with probability B / N.
     #[arg(long, default_value_t = 256)]
     batch_size: u32,
+    /// A public size N_PUB of the training split (e.g. the census' published total times
+    /// 1 - --test-fraction), used instead of the realized count N: q = min(B / N_PUB, 1),
+    /// round(N_PUB / B) steps per epoch, the noisy sum divided by B. The run then releases
+    /// nothing that reveals N (without it, N is treated as public).
+    #[arg(long, value_name = "N_PUB")]
+    population: Option<u64>,
     /// Learning rate.
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
@@ -71,9 +89,10 @@ pub struct TrainArgs {
     /// Noise std over C [default: 0.9].
     #[arg(long, conflicts_with = "target_epsilon")]
     noise_multiplier: Option<f64>,
-    /// Calibrate the noise multiplier so the whole run spends this epsilon.
-    #[arg(long)]
-    target_epsilon: Option<f64>,
+    /// Calibrate the noise multiplier so the whole run spends this epsilon (`trainer sweep`:
+    /// a comma-separated list of them [default: 0.25,0.5,1,2,4,8]).
+    #[arg(long, value_delimiter = ',')]
+    target_epsilon: Vec<f64>,
     /// Delta of (epsilon, delta): the guarantee's failure probability, per record.
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
@@ -83,6 +102,27 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma-separated ("" for logistic regression).
     #[arg(long, default_value = "50")]
     hidden: String,
+    /// Public bounds: NAME=LO:HI,... Each value is clipped to [LO, HI] and scaled to [0, 1].
+    /// Public (given, not computed from the data): no privacy cost.
+    #[arg(long)]
+    feature_bounds: Option<String>,
+    /// Public levels: NAME=A..B (integers) or NAME=X|Y|Z, then :drop (default: a record with
+    /// another value is left out) or :other (it gets a 1 in NAME=other). One-hot encoded.
+    #[arg(long)]
+    feature_categories: Option<String>,
+    /// Standardize by noisy estimates: NAME=LO:HI,... with a coarse public range each value is
+    /// clipped to; the mean and variance are released by the Gaussian mechanism on the training
+    /// split and composed with DP-SGD in the accountant (epsilon covers them).
+    #[arg(long)]
+    standardize: Option<String>,
+    /// Noise multiplier of that Gaussian release (noise std over its L2 sensitivity).
+    #[arg(long, default_value_t = trainer::features::DEFAULT_STANDARDIZE_NOISE)]
+    standardize_noise: f64,
+    /// A JSON feature spec: {"bounds": {"age": [18, 100]}, "categories": {"educ": {"levels":
+    /// [1, 2, 3], "unknown": "other"}}, "standardize": {"income": [-20000, 1000000]}}, merged
+    /// with the flags above (a column may have one spec).
+    #[arg(long)]
+    feature_spec: Option<PathBuf>,
     /// Share of records held out for testing (by the design's hash of the record key).
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
@@ -152,7 +192,9 @@ pub struct TrainArgs {
     /// Seconds to wait for the other processes to connect and to load their shards.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
-    /// Seconds a step waits for a worker that neither contributes nor is known to be gone.
+    /// Seconds a step waits for a worker that neither contributes nor is known to be gone. A
+    /// node whose machine acknowledges nothing, not even keepalive probes, for half of it (its
+    /// link or machine is down) is named unreachable then.
     #[arg(long, default_value_t = 60)]
     peer_timeout: u64,
     /// Addresses of a local multi-process run (set by the process that starts the others).
@@ -194,7 +236,14 @@ impl TryFrom<TrainArgs> for Launch {
         let privacy = if a.no_dp {
             Privacy::NonPrivate
         } else {
-            let noise = match (a.noise_multiplier, a.target_epsilon) {
+            let target = match a.target_epsilon.as_slice() {
+                [] => None,
+                [e] => Some(*e),
+                _ => bail!(
+                    "--target-epsilon takes one epsilon for a run (`trainer sweep` takes a list)"
+                ),
+            };
+            let noise = match (a.noise_multiplier, target) {
                 (_, Some(e)) => NoiseSpec::TargetEpsilon(e),
                 (Some(s), None) => NoiseSpec::Multiplier(s),
                 (None, None) => NoiseSpec::Multiplier(0.9),
@@ -210,6 +259,22 @@ impl TryFrom<TrainArgs> for Launch {
                 },
             })
         };
+        let mut features = FeatureSpec::new();
+        features.standardize_noise = a.standardize_noise;
+        if let Some(path) = &a.feature_spec {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--feature-spec {}", path.display()))?;
+            features.add_file(&path.display().to_string(), &text)?;
+        }
+        if let Some(f) = &a.feature_bounds {
+            features.add_bounds(f)?;
+        }
+        if let Some(f) = &a.feature_categories {
+            features.add_categories(f)?;
+        }
+        if let Some(f) = &a.standardize {
+            features.add_standardize(f)?;
+        }
         let attack_feature = match a.attack_feature.as_str() {
             "none" | "" => None,
             name => Some(name.to_string()),
@@ -218,11 +283,13 @@ impl TryFrom<TrainArgs> for Launch {
             data,
             epochs: a.epochs,
             batch_size: a.batch_size,
+            population: a.population,
             lr: a.lr,
             optimizer: a.optimizer.parse()?,
             sampling: Sampling::Poisson,
             privacy,
             hidden: parse_hidden(&a.hidden)?,
+            features,
             test_fraction: a.test_fraction,
             split_seed: a.split_seed,
             seed: a.seed,
@@ -238,6 +305,7 @@ impl TryFrom<TrainArgs> for Launch {
             }),
             profile: a.profile,
             progress: !a.no_progress && cluster.process() == 0,
+            quiet: false,
             cluster,
             connect_timeout: Duration::from_secs(a.connect_timeout),
             peer_timeout: Duration::from_secs(a.peer_timeout),
@@ -264,6 +332,98 @@ fn parse_hidden(s: &str) -> anyhow::Result<Vec<usize>> {
                 .with_context(|| format!("--hidden '{s}': '{w}' is not a width"))
         })
         .collect()
+}
+
+/// `trainer sweep`: training flags, plus the points and repeats.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Runs per target epsilon.
+    #[arg(long, default_value_t = 3)]
+    repeats: u32,
+    /// Folder for runs.jsonl (one JSON line per run, also printed) and report.html.
+    #[arg(long, default_value = "sweep")]
+    out: PathBuf,
+    /// Replace the results of an earlier sweep in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Training options, shared by every run (--target-epsilon takes the list of points; each
+    /// run's model, metrics and checkpoints are not written).
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// The epsilons a sweep runs at without --target-epsilon.
+pub const SWEEP_EPSILONS: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
+
+impl TryFrom<SweepArgs> for SweepConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(mut a: SweepArgs) -> anyhow::Result<Self> {
+        if a.train.no_dp {
+            bail!(
+                "--no-dp: a sweep trains once without DP by itself, and at each --target-epsilon"
+            );
+        }
+        if a.train.noise_multiplier.is_some() {
+            bail!("--noise-multiplier: a sweep calibrates the noise to each --target-epsilon");
+        }
+        if a.train.workers.is_some() || a.train.hostfile.is_some() {
+            bail!("--workers, --hostfile: a sweep runs in one process (use --threads)");
+        }
+        if a.train.checkpoint_dir.is_some() {
+            bail!("--checkpoint-dir: a sweep writes no checkpoints");
+        }
+        let targets = match std::mem::take(&mut a.train.target_epsilon) {
+            t if t.is_empty() => SWEEP_EPSILONS.to_vec(),
+            t => t,
+        };
+        let progress = !a.train.no_progress;
+        let Launch { config, .. } = Launch::try_from(a.train)?;
+        let sweep = SweepConfig {
+            base: config,
+            target_epsilons: targets,
+            repeats: a.repeats,
+            out: a.out,
+            overwrite: a.overwrite,
+            progress,
+        };
+        sweep.validate()?;
+        Ok(sweep)
+    }
+}
+
+/// `trainer report RUN`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run's metrics file, or its folder (metrics.jsonl, and model.json and audit.jsonl when
+    /// there).
+    run: PathBuf,
+    /// Where the page goes [default: report.html in the run's folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The output of `trainer audit` (its JSON line) [default: audit.jsonl in the run folder].
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Leave out the operator's training-set figures (the metrics' "non_private" part): the
+    /// page then holds only what epsilon covers and held-out figures, as the model card does.
+    #[arg(long)]
+    public: bool,
+    /// Replace an existing page.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+impl From<ReportArgs> for ReportConfig {
+    fn from(a: ReportArgs) -> Self {
+        let mut config = ReportConfig::new(a.run);
+        if let Some(out) = a.out {
+            config.out = out;
+        }
+        config.audit = a.audit;
+        config.public = a.public;
+        config.overwrite = a.overwrite;
+        config
+    }
 }
 
 /// `trainer audit`: the training flags, and the audit's own.
@@ -520,8 +680,22 @@ mod tests {
             "--intra-op-threads",
             "2",
             "--no-progress",
+            "--feature-bounds",
+            "age=18:100",
+            "--feature-categories",
+            "educ=1..16:other",
+            "--standardize",
+            "income=-20000:1000000",
+            "--standardize-noise",
+            "4",
         ])
         .unwrap();
+        let mut features = FeatureSpec::new();
+        features.standardize_noise = 4.0;
+        features.add_bounds("age=18:100").unwrap();
+        features.add_categories("educ=1..16:other").unwrap();
+        features.add_standardize("income=-20000:1000000").unwrap();
+        assert_eq!(c.features, features);
         assert_eq!(
             c.data,
             Location::S3 {
@@ -619,6 +793,8 @@ mod tests {
             "--seed",
             "non_private",
             "_manifest.json",
+            "treated as public",
+            "--population",
         ] {
             assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
         }
@@ -666,6 +842,97 @@ mod tests {
                 "1"
             ])
             .is_err()
+        );
+    }
+
+    fn sweep(args: &[&str]) -> anyhow::Result<SweepConfig> {
+        let cli =
+            Cli::try_parse_from(["trainer", "sweep"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Sweep(s)) => SweepConfig::try_from(*s),
+            _ => panic!("sweep subcommand"),
+        }
+    }
+
+    #[test]
+    fn sweep_takes_a_list_of_epsilons_and_the_training_flags() {
+        let s = sweep(&[]).unwrap();
+        assert_eq!(s.target_epsilons, SWEEP_EPSILONS);
+        assert_eq!(
+            (s.repeats, s.out.as_path()),
+            (3, std::path::Path::new("sweep"))
+        );
+        assert!(s.progress && !s.overwrite);
+        let s = sweep(&[
+            "--target-epsilon",
+            "0.5,2",
+            "--repeats",
+            "2",
+            "--epochs",
+            "4",
+            "--seed",
+            "9",
+            "--accountant",
+            "rdp",
+            "--out",
+            "x",
+            "--overwrite",
+            "--no-progress",
+        ])
+        .unwrap();
+        assert_eq!(s.target_epsilons, [0.5, 2.0]);
+        assert_eq!((s.repeats, s.base.epochs, s.base.seed), (2, 4, Some(9)));
+        assert!(s.overwrite && !s.progress);
+        for (args, said) in [
+            (&["--no-dp"][..], "--no-dp"),
+            (&["--noise-multiplier", "1"][..], "--noise-multiplier"),
+            (&["--workers", "2"][..], "--workers"),
+            (&["--checkpoint-dir", "ck"][..], "--checkpoint-dir"),
+            (&["--target-epsilon", "1,0"][..], "--target-epsilon 0"),
+            (&["--repeats", "0"][..], "--repeats"),
+            (&["--lr", "inf"][..], "--lr"),
+        ] {
+            let err = format!("{:#}", sweep(args).unwrap_err());
+            assert!(err.contains(said), "{args:?}: {err}");
+        }
+        // A training run takes one epsilon.
+        let err = format!("{:#}", train(&["--target-epsilon", "1,2"]).unwrap_err());
+        assert!(err.contains("trainer sweep"), "{err}");
+    }
+
+    #[test]
+    fn report_flags_reach_the_config() {
+        let parse = |args: &[&str]| -> ReportConfig {
+            let cli = Cli::try_parse_from(
+                ["trainer", "report"]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+            .unwrap();
+            match cli.command {
+                Some(Command::Report(r)) => r.into(),
+                _ => panic!("report subcommand"),
+            }
+        };
+        let c = parse(&["run/metrics.jsonl"]);
+        assert_eq!(c.out, PathBuf::from("run/report.html"));
+        assert!(!c.public && !c.overwrite && c.audit.is_none());
+        let c = parse(&[
+            "m.jsonl",
+            "--out",
+            "p.html",
+            "--audit",
+            "a.jsonl",
+            "--public",
+            "--overwrite",
+        ]);
+        assert_eq!(
+            (c.out, c.audit, c.public, c.overwrite),
+            ("p.html".into(), Some("a.jsonl".into()), true, true)
+        );
+        assert!(
+            Cli::try_parse_from(["trainer", "report"]).is_err(),
+            "RUN is required"
         );
     }
 
