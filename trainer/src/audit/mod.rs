@@ -295,6 +295,7 @@ mod tests {
             peer_timeout: Duration::from_secs(120),
             allow_empty: false,
             progress: false,
+            buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
         })
         .expect("pipeline run");
         Location::Local(out)

@@ -38,6 +38,7 @@ pub fn shard(csv: &Path, out: &Path) {
         peer_timeout: Duration::from_secs(120),
         allow_empty: false,
         progress: false,
+        buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
     })
     .expect("pipeline run");
 }
@@ -111,6 +112,7 @@ pub fn fulton_shards(dir: &Path) -> PathBuf {
         peer_timeout: Duration::from_secs(120),
         allow_empty: false,
         progress: false,
+        buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
     })
     .expect("pipeline run on the Fulton fixture");
     out
