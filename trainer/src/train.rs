@@ -443,13 +443,8 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
                 dp.set_microbatches(ids.index_select(0, &idx));
             }
             let rows = data.train.rows().index_select(0, &idx);
-            let (inputs, labels, norms) = (
-                data.train.inputs(&rows),
-                data.train.labels(&rows),
-                data.train.input_norms(&rows),
-            );
             prof.mark(Phase::Sampling);
-            dp.accumulate(&mlp, &inputs, &labels, &norms, &mut prof);
+            dp.accumulate_rows(&mlp, data.train.width(), &rows, &mut prof);
             dp.add_noise(&mut prof);
             if workers > 1 {
                 coll.reduce_tensor(worker, dp.grad(), None)?;
