@@ -96,8 +96,10 @@ impl DpStep {
                 (clip, 1.0 / units, noise)
             }
         };
-        let fused = (device == Device::Cpu && microbatches == 0 && Fused::worthwhile(shape))
-            .then(|| Fused::new(shape));
+        let fused = (device == Device::Cpu
+            && microbatches == 0
+            && Fused::worthwhile(shape, expected_batch))
+        .then(|| Fused::new(shape));
         Ok(DpStep {
             privacy,
             expected_batch,
@@ -119,7 +121,8 @@ impl DpStep {
     }
 
     /// Uses the plain-Rust CPU path ([`Fused`]) for [`DpStep::accumulate_rows`] or not (it is
-    /// chosen automatically: on the CPU, without microbatches, for small models). `on` needs
+    /// chosen automatically: on the CPU, without microbatches, for small models at small
+    /// batches). `on` needs
     /// a CPU model and no microbatches.
     pub fn set_fused(&mut self, on: bool, shape: &Shape) {
         assert!(

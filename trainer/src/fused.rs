@@ -7,7 +7,8 @@
 //! fixed cost each for about 0.5 MFLOP of arithmetic; here the step is three copies in and
 //! one out, and inputs that are exactly 0 (most of a one-hot or 0/1 census row) are skipped in
 //! the first layer's products, which changes no sum. [`crate::dp_step::DpStep`] uses it on the
-//! CPU where it is faster (see [`Fused::worthwhile`]); tests hold it equal to the libtorch path.
+//! CPU where it is faster (small models at small batches, see [`Fused::worthwhile`]); tests
+//! hold it equal to the libtorch path.
 
 use tch::Tensor;
 
@@ -69,12 +70,15 @@ impl Fused {
         }
     }
 
-    /// Whether the fused path is expected to beat the libtorch one for `shape` on the CPU:
-    /// models with at most 4096 parameters (measured: 551 parameters, the census model, 40 us
-    /// a step with libtorch against about 15 us fused; the libtorch step's fixed cost matters
-    /// less as the model grows and its matrix products use wider vector units than this code).
-    pub fn worthwhile(shape: &Shape) -> bool {
-        shape.numel() <= 4096
+    /// Whether the fused path is expected to beat the libtorch one on the CPU: models of at
+    /// most 4096 parameters at expected batches of at most 256. Measured on the census model
+    /// (551 parameters, one thread, 2-core AMD EPYC under load): an epoch at batch 256 took
+    /// 0.207-0.210 s CPU fused against 0.211-0.219 s with libtorch, but at batch 512 0.186 s
+    /// against 0.158 s and at 4096 about 40% more: this code's per-example arithmetic runs on
+    /// 128-bit vectors, libtorch's matrix products on AVX-512, which pays once the batch
+    /// outweighs the libtorch step's fixed cost.
+    pub fn worthwhile(shape: &Shape, expected_batch: f64) -> bool {
+        shape.numel() <= 4096 && expected_batch <= 256.0
     }
 
     /// Writes `sum_i w_i g_i` into `out` (the flat gradient), where `rows` is the batch's
