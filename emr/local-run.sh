@@ -63,3 +63,5 @@ mrjob)
     usage
     ;;
 esac
+# As Hadoop's output committer does once every task has succeeded: readers require it.
+touch "$out/_SUCCESS"

@@ -1,6 +1,8 @@
 //! Noise calibration: the smallest noise multiplier whose epsilon meets a target, for either accountant.
 
-use crate::{AccountantKind, Error, Result, epsilon, params, rdp};
+#[cfg(test)]
+use crate::epsilon;
+use crate::{AccountantKind, Error, Result, epsilon_with_gaussians, params, rdp};
 
 /// The relative precision of the calibrated noise multiplier.
 pub const CALIBRATION_TOLERANCE: f64 = 1e-3;
@@ -28,6 +30,22 @@ pub fn calibrate_noise(
     steps: u64,
     delta: f64,
 ) -> Result<f64> {
+    calibrate_noise_with_gaussians(kind, q, target_epsilon, steps, &[], delta)
+}
+
+/// The smallest DP-SGD noise multiplier (as [`calibrate_noise`]) such that the steps composed
+/// with one release of each Gaussian mechanism in `gaussians` (noise multipliers, see
+/// [`crate::epsilon_with_gaussians`]) spend at most `target_epsilon`: the steps get what the
+/// Gaussians leave of the budget. A target the Gaussians alone use up is
+/// [`Error::UnreachableEpsilon`].
+pub fn calibrate_noise_with_gaussians(
+    kind: AccountantKind,
+    q: f64,
+    target_epsilon: f64,
+    steps: u64,
+    gaussians: &[f64],
+    delta: f64,
+) -> Result<f64> {
     params::sampling_rate(q)?;
     params::target_epsilon(target_epsilon)?;
     params::delta(delta)?;
@@ -43,7 +61,7 @@ pub fn calibrate_noise(
     };
     // Epsilon at sigma; a PLD too fine to allocate means far too little noise.
     let eps_at = |sigma: f64| -> Result<f64> {
-        match epsilon(kind, q, sigma, steps, delta) {
+        match epsilon_with_gaussians(kind, q, sigma, steps, gaussians, delta) {
             Ok(spent) => Ok(spent.epsilon),
             Err(Error::PldTooLarge { .. }) => Ok(f64::INFINITY),
             Err(e) => Err(e),
@@ -52,7 +70,15 @@ pub fn calibrate_noise(
     let (start, slope) = match kind {
         AccountantKind::Rdp => {
             let orders = rdp::default_orders();
-            let (floor, _) = rdp::get_privacy_spent(&orders, &vec![0.0; orders.len()], delta);
+            // What the Gaussians alone spend (nothing without them): no noise on the steps
+            // reaches below it.
+            let mut rdp = vec![0.0; orders.len()];
+            for &g in gaussians {
+                for (r, g) in rdp.iter_mut().zip(rdp::compute_rdp(1.0, g, 1, &orders)) {
+                    *r += g;
+                }
+            }
+            let (floor, _) = rdp::get_privacy_spent(&orders, &rdp, delta);
             if target_epsilon <= floor {
                 return Err(unreachable(f64::INFINITY, floor));
             }
@@ -60,7 +86,14 @@ pub fn calibrate_noise(
         }
         AccountantKind::Pld => {
             // RDP needs at least as much noise; when it cannot reach the target, start at 1.
-            match calibrate_noise(AccountantKind::Rdp, q, target_epsilon, steps, delta) {
+            match calibrate_noise_with_gaussians(
+                AccountantKind::Rdp,
+                q,
+                target_epsilon,
+                steps,
+                gaussians,
+                delta,
+            ) {
                 // PLD's epsilon falls steeply with sigma: guess steep, so that the first
                 // step stays on the cheap side (larger sigma, coarser distribution).
                 Ok(sigma) => (sigma, -4.0),
@@ -214,5 +247,29 @@ mod tests {
             calibrate_noise(AccountantKind::Pld, 2.0, 1.0, 100, 1e-5),
             Err(Error::SamplingRate(2.0))
         );
+    }
+
+    /// With a Gaussian release besides the steps, the calibrated steps spend what it leaves:
+    /// the composition meets the target, more noise than without it, and a target the
+    /// Gaussian alone exceeds is unreachable.
+    #[test]
+    fn calibrates_what_a_gaussian_leaves() {
+        for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
+            let (q, target, steps, g, delta) = (0.01, 1.0, 200, 6.0, 1e-5);
+            let sigma =
+                calibrate_noise_with_gaussians(kind, q, target, steps, &[g], delta).unwrap();
+            let at = epsilon_with_gaussians(kind, q, sigma, steps, &[g], delta)
+                .unwrap()
+                .epsilon;
+            assert!(at <= target, "{kind}: {at}");
+            let smaller = sigma * (1.0 - CALIBRATION_TOLERANCE);
+            let above = epsilon_with_gaussians(kind, q, smaller, steps, &[g], delta)
+                .unwrap()
+                .epsilon;
+            assert!(above > target, "{kind}: {above}");
+            assert!(sigma > calibrate_noise(kind, q, target, steps, delta).unwrap());
+            let e = calibrate_noise_with_gaussians(kind, q, 0.2, steps, &[0.5], delta).unwrap_err();
+            assert!(matches!(e, Error::UnreachableEpsilon { .. }), "{kind}: {e}");
+        }
     }
 }

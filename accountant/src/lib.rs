@@ -9,7 +9,9 @@
 //!   tighter upper bound.
 //!
 //! [`epsilon`] asks either for the budget spent, [`calibrate_noise`] for the smallest noise
-//! multiplier meeting a target.
+//! multiplier meeting a target; [`epsilon_with_gaussians`] and
+//! [`calibrate_noise_with_gaussians`] do the same for a run that also releases statistics
+//! through the (unsampled) Gaussian mechanism, composed in the same accountant.
 //!
 //! ```
 //! use accountant::{AccountantKind, calibrate_noise, epsilon};
@@ -33,7 +35,7 @@ pub mod rdp;
 pub mod special;
 mod spent;
 
-pub use calibrate::{CALIBRATION_TOLERANCE, calibrate_noise};
+pub use calibrate::{CALIBRATION_TOLERANCE, calibrate_noise, calibrate_noise_with_gaussians};
 pub use error::{Error, Result};
 pub use kind::AccountantKind;
-pub use spent::{PrivacySpent, epsilon};
+pub use spent::{PrivacySpent, epsilon, epsilon_with_gaussians};

@@ -60,31 +60,70 @@ pub fn epsilon(
     steps: u64,
     delta: f64,
 ) -> Result<PrivacySpent> {
+    epsilon_with_gaussians(kind, q, sigma, steps, &[], delta)
+}
+
+/// The (epsilon, delta) spent by `steps` steps of DP-SGD (as [`epsilon`]) composed with one
+/// release of each Gaussian mechanism in `gaussians`, given by its noise multiplier (noise std
+/// over the L2 sensitivity of what it releases): statistics computed on the same records, such
+/// as the noisy means a preprocessing step releases.
+///
+/// Both accountants compose heterogeneous mechanisms exactly as they compose steps: RDP adds
+/// the unsampled Gaussian's `alpha / (2 s^2)` to the sampled Gaussian's RDP at every order
+/// before converting; PLD convolves the Gaussian's privacy loss distribution (discretized
+/// pessimistically like a step's) with the steps' composition. With no DP-SGD step (`q == 0`
+/// or `steps == 0`) epsilon is the Gaussians' alone.
+pub fn epsilon_with_gaussians(
+    kind: AccountantKind,
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    gaussians: &[f64],
+    delta: f64,
+) -> Result<PrivacySpent> {
     params::sampling_rate(q)?;
     params::noise_multiplier(sigma)?;
     params::delta(delta)?;
+    for &g in gaussians {
+        params::noise_multiplier(g)?;
+    }
     let spent = |epsilon, rdp_order| PrivacySpent {
         epsilon,
         delta,
         accountant: kind,
         rdp_order,
     };
-    if q == 0.0 || steps == 0 {
+    let sgd_releases = q > 0.0 && steps > 0;
+    if !sgd_releases && gaussians.is_empty() {
         return Ok(spent(0.0, None));
     }
-    if sigma == 0.0 {
+    if (sgd_releases && sigma == 0.0) || gaussians.contains(&0.0) {
         return Ok(spent(f64::INFINITY, None));
     }
     match kind {
         AccountantKind::Rdp => {
             let orders = rdp::default_orders();
-            let rdp = rdp::compute_rdp(q, sigma, steps, &orders);
+            let mut rdp = if sgd_releases {
+                rdp::compute_rdp(q, sigma, steps, &orders)
+            } else {
+                vec![0.0; orders.len()]
+            };
+            for &g in gaussians {
+                for (r, g) in rdp.iter_mut().zip(rdp::compute_rdp(1.0, g, 1, &orders)) {
+                    *r += g;
+                }
+            }
             let (epsilon, order) = rdp::get_privacy_spent(&orders, &rdp, delta);
             // The conversion can go below 0 for a large delta; (0, delta)-DP is what it says.
             Ok(spent(epsilon.max(0.0), (!order.is_nan()).then_some(order)))
         }
         AccountantKind::Pld => {
-            let epsilon = pld::epsilon(q, sigma, steps, delta, &pld::PldOptions::default())?;
+            let options = pld::PldOptions::default();
+            let epsilon = if sgd_releases {
+                pld::epsilon_with_gaussians(q, sigma, steps, gaussians, delta, &options)?
+            } else {
+                pld::epsilon_with_gaussians(0.0, 1.0, 0, gaussians, delta, &options)?
+            };
             Ok(spent(epsilon, None))
         }
     }
@@ -218,5 +257,60 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The Gaussian's RDP, alpha / (2 g^2), written out here, added to the steps' RDP before
+    /// the conversion: the composition the function must compute.
+    #[test]
+    fn rdp_composes_a_gaussian_by_adding_its_rdp() {
+        let (q, sigma, steps, g, delta) = (0.01, 1.1, 1_000, 8.0, 1e-5);
+        let orders = rdp::default_orders();
+        let by_hand: Vec<f64> = rdp::compute_rdp(q, sigma, steps, &orders)
+            .iter()
+            .zip(&orders)
+            .map(|(r, a)| r + a / (2.0 * g * g))
+            .collect();
+        let (want, order) = rdp::get_privacy_spent(&orders, &by_hand, delta);
+        let got =
+            epsilon_with_gaussians(AccountantKind::Rdp, q, sigma, steps, &[g], delta).unwrap();
+        assert_eq!(got.epsilon, want);
+        assert_eq!(got.rdp_order, Some(order));
+        let alone = epsilon(AccountantKind::Rdp, q, sigma, steps, delta).unwrap();
+        assert!(got.epsilon > alone.epsilon);
+        assert_eq!(
+            epsilon_with_gaussians(AccountantKind::Rdp, q, sigma, steps, &[], delta).unwrap(),
+            alone
+        );
+    }
+
+    /// PLD: the composition costs more than either part and less than their sum; a Gaussian
+    /// alone is the unsampled single step; a Gaussian without noise spends everything.
+    #[test]
+    fn pld_composes_a_gaussian() {
+        let (q, sigma, steps, g, delta) = (0.05, 2.0, 100, 4.0, 1e-6);
+        let k = AccountantKind::Pld;
+        let both = epsilon_with_gaussians(k, q, sigma, steps, &[g], delta)
+            .unwrap()
+            .epsilon;
+        let sgd = epsilon(k, q, sigma, steps, delta).unwrap().epsilon;
+        let gauss = epsilon_with_gaussians(k, 0.0, 1.0, 0, &[g], delta)
+            .unwrap()
+            .epsilon;
+        let single = epsilon(k, 1.0, g, 1, delta).unwrap().epsilon;
+        assert!((gauss / single - 1.0).abs() < 1e-9, "{gauss} vs {single}");
+        assert!(
+            both > sgd && both > gauss && both < sgd + gauss,
+            "{both} {sgd} {gauss}"
+        );
+        assert!(
+            epsilon_with_gaussians(k, q, sigma, steps, &[0.0], delta)
+                .unwrap()
+                .epsilon
+                .is_infinite()
+        );
+        assert_eq!(
+            epsilon_with_gaussians(k, q, sigma, steps, &[-1.0], delta),
+            Err(Error::NoiseMultiplier(-1.0))
+        );
     }
 }

@@ -65,6 +65,15 @@ impl Health {
         }
     }
 
+    /// [`Health::cut`]s every other process: for a process giving up on peers that stopped
+    /// answering, whose network threads would otherwise wait on them when it ends.
+    pub fn cut_all(&self, reason: &str) {
+        let processes = self.lost.lock().expect("not poisoned").len();
+        for p in (0..processes).filter(|p| *p != self.process) {
+            self.cut(p, reason);
+        }
+    }
+
     /// Whether the connection to any other process is gone.
     pub fn any_process_lost(&self) -> bool {
         self.lost
@@ -72,6 +81,16 @@ impl Health {
             .expect("not poisoned")
             .iter()
             .any(Option::is_some)
+    }
+
+    /// The first other process whose connection is gone, and why.
+    pub fn lost_process(&self) -> Option<(usize, String)> {
+        self.lost
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .enumerate()
+            .find_map(|(p, reason)| reason.clone().map(|r| (p, r)))
     }
 
     /// Records that local worker `worker` (a global index) has stopped.
@@ -153,5 +172,6 @@ mod tests {
         );
         assert_eq!(h.gone(4).unwrap().process, 2);
         assert_eq!(h.gone(1), None);
+        assert_eq!(h.lost_process(), Some((2, "connection reset".to_string())));
     }
 }

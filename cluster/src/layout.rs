@@ -8,6 +8,13 @@ use crate::execute::Cluster;
 use crate::hostfile::read_hostfile;
 use crate::local::free_loopback_addresses;
 
+/// The most worker threads per process: timely connects every worker to every other, so far
+/// more threads than cores only costs memory and time (`--threads 1000` does not finish a
+/// 1,000-row job in minutes).
+pub const MAX_THREADS: usize = 128;
+/// The most processes in one run.
+pub const MAX_PROCESSES: usize = 256;
+
 /// The cluster flags, before they are checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
@@ -28,11 +35,16 @@ impl Layout {
     /// processes, of which this is process 0 and the others are to be started here.
     pub fn resolve(&self) -> Result<(Cluster, Option<Vec<String>>)> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.threads == 0 {
-            return bad("--threads must be at least 1".into());
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return bad(format!(
+                "--threads {} is out of range: 1 to {MAX_THREADS} worker threads per process",
+                self.threads
+            ));
         }
-        if self.workers == Some(0) {
-            return bad("--workers must be at least 1".into());
+        if let Some(w) = self.workers.filter(|w| !(1..=MAX_PROCESSES).contains(w)) {
+            return bad(format!(
+                "--workers {w} is out of range: 1 to {MAX_PROCESSES} processes"
+            ));
         }
         let addresses = match (&self.hostfile, &self.cluster_addresses) {
             (Some(_), Some(_)) => {
@@ -42,6 +54,12 @@ impl Layout {
             (None, addrs) => addrs.clone(),
         };
         let threads = self.threads;
+        if let Some(a) = addresses.as_ref().filter(|a| a.len() > MAX_PROCESSES) {
+            return bad(format!(
+                "the hostfile names {} hosts; a run has at most {MAX_PROCESSES} processes",
+                a.len()
+            ));
+        }
         match addresses {
             Some(addresses) => {
                 if let Some(w) = self.workers.filter(|w| *w != addresses.len()) {
@@ -123,6 +141,19 @@ mod tests {
             },
             Layout {
                 workers: Some(0),
+                threads: 1,
+                ..Layout::default()
+            },
+            Layout {
+                threads: 100_000,
+                ..Layout::default()
+            },
+            Layout {
+                threads: MAX_THREADS + 1,
+                ..Layout::default()
+            },
+            Layout {
+                workers: Some(MAX_PROCESSES + 1),
                 threads: 1,
                 ..Layout::default()
             },

@@ -42,6 +42,28 @@ impl Children {
         addresses: &[String],
         on_failure: Box<dyn Fn() + Send>,
     ) -> Result<Children> {
+        Children::spawn_until(
+            exe,
+            args,
+            addresses,
+            Box::new(move || {
+                on_failure();
+                true
+            }),
+        )
+    }
+
+    /// Like [`Children::spawn`], for a run whose result can stop depending on its children
+    /// (once process 0 has committed the output): when one fails, `on_failure` decides. It
+    /// returns `true` to stop the run (the others are killed and this process exits with status
+    /// 1), or `false` when the run no longer needs them; the failure is then reported by
+    /// [`Children::wait`].
+    pub fn spawn_until(
+        exe: &Path,
+        args: &[OsString],
+        addresses: &[String],
+        on_failure: Box<dyn Fn() -> bool + Send>,
+    ) -> Result<Children> {
         let mut children: Vec<(usize, Child)> = Vec::new();
         for process in 1..addresses.len() {
             let spawned = Command::new(exe)
@@ -80,8 +102,11 @@ impl Children {
                         _ => None,
                     });
                 if let Some((process, status)) = failed {
+                    if !on_failure() {
+                        // The run is done with its children: `wait` reports the failure.
+                        return;
+                    }
                     kill_all(&mut guard);
-                    on_failure();
                     eprintln!("error: process {process} failed ({status}); the run is stopped");
                     std::process::exit(1);
                 }

@@ -252,7 +252,7 @@ fn fulton_pums() {
     );
 
     let header_line = input.split(|&b| b == b'\n').next().unwrap();
-    let columns = shards::fields::split_names(header_line).join(",");
+    let columns = shards::fields::split_names(header_line).unwrap().join(",");
     let mut args = base.to_vec();
     args.extend(["--columns", &columns]);
     let out = dir.path().join("split");

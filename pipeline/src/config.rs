@@ -5,6 +5,9 @@ use std::time::Duration;
 pub use cluster::Cluster;
 use shards::{Location, SchemaOptions};
 
+/// The most shards a run writes (part names have five digits, and sort in shard order).
+pub const MAX_SHARDS: u32 = 10_000;
+
 /// Everything a `pipeline run` needs, checked.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -12,7 +15,7 @@ pub struct RunConfig {
     pub input: Location,
     /// The output directory or prefix.
     pub output: Location,
-    /// Number of shards (at least 1).
+    /// Number of shards (1 to [`MAX_SHARDS`]).
     pub shards: u32,
     /// Column selection and missing values.
     pub schema: SchemaOptions,
@@ -22,6 +25,11 @@ pub struct RunConfig {
     pub overwrite: bool,
     /// How long to wait for the other processes to connect.
     pub connect_timeout: Duration,
+    /// How long a worker waiting for the other processes goes without any progress from them
+    /// before it gives up (a process that was stopped, or hangs).
+    pub peer_timeout: Duration,
+    /// Commit an output even when no row was kept (otherwise an error).
+    pub allow_empty: bool,
     /// Show a progress bar on stderr (process 0 only).
     pub progress: bool,
 }

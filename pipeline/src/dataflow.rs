@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::input::Input as _;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,8 @@ pub struct Job {
     pub num_shards: u32,
     /// Progress counters.
     pub counters: Arc<Counters>,
+    /// How long a worker waits for the other processes without any progress from them.
+    pub peer_timeout: Duration,
 }
 
 /// A worker's shards and its part of the statistics.
@@ -51,8 +54,61 @@ pub struct Report {
     pub outcome: Result<WorkerOutput, String>,
 }
 
-/// Runs one worker; worker 0 returns every worker's report.
-pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
+/// How long a wait goes on after another process is seen gone, for what it sent before leaving
+/// (a process that finished closes its connections; its last messages may still be queued).
+const GRACE: Duration = Duration::from_millis(500);
+
+/// Steps `worker` until `done`, failing when another process is gone, or when `progress` (a
+/// count of what has arrived) stands still for `timeout`: a peer that was stopped or hangs
+/// would otherwise keep this worker waiting forever.
+fn wait_for(
+    worker: &mut Worker,
+    done: impl Fn() -> bool,
+    progress: impl Fn() -> usize,
+    timeout: Duration,
+    what: &str,
+) -> Result<(), String> {
+    let health = cluster::health::current();
+    let (mut last, mut since) = (progress(), Instant::now());
+    let mut lost_at: Option<Instant> = None;
+    let mut steps = 0u32;
+    while !done() {
+        // Spin, as `step_while` does: parking the waiting workers doubled the run's time (see
+        // bench/RESULTS.md). The clock and the peers are looked at every 256 steps.
+        worker.step();
+        steps = steps.wrapping_add(1);
+        if !steps.is_multiple_of(256) {
+            continue;
+        }
+        let now = Instant::now();
+        if let Some((process, reason)) = health.as_ref().and_then(|h| h.lost_process()) {
+            let at = *lost_at.get_or_insert(now);
+            if now > at + GRACE && !done() {
+                return Err(format!("{what}: process {process} is gone ({reason})"));
+            }
+        }
+        let seen = progress();
+        if seen != last {
+            (last, since) = (seen, now);
+        } else if now > since + timeout {
+            // Cut the connections, as the trainer's all-reduce does: this process's network
+            // threads would otherwise wait on the silent peers when the run ends.
+            if let Some(h) = &health {
+                h.cut_all("it sent nothing within --peer-timeout");
+            }
+            return Err(format!(
+                "{what}: nothing from the other processes for {} s (--peer-timeout); one of \
+                 them may be stopped or hung",
+                timeout.as_secs()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one worker; worker 0 returns every worker's report. An error means this worker could
+/// not finish with the others (a process gone or silent).
+pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>, String> {
     let index = worker.index();
     let peers = worker.peers();
 
@@ -130,7 +186,13 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
         Err(e) => failure = Some(e.to_string()),
     }
     stats_in.close();
-    worker.step_while(|| !probe.done());
+    wait_for(
+        worker,
+        || probe.done(),
+        || received.borrow().len() + counted.borrow().len(),
+        job.peer_timeout,
+        "waiting for the other workers' records",
+    )?;
 
     // Phase 2: write the owned shards and report.
     let outcome = match failure {
@@ -155,7 +217,13 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Option<Vec<Report>> {
         outcome,
     });
     drop(reports_in);
-    worker.step_while(|| !report_probe.done());
+    wait_for(
+        worker,
+        || report_probe.done(),
+        || reports.borrow().len(),
+        job.peer_timeout,
+        "waiting for the other workers' shards",
+    )?;
 
-    (index == 0).then(|| reports.borrow_mut().drain(..).collect())
+    Ok((index == 0).then(|| reports.borrow_mut().drain(..).collect()))
 }

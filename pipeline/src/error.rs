@@ -20,6 +20,18 @@ pub enum Error {
     /// Connecting or running the processes failed.
     #[error(transparent)]
     Cluster(#[from] cluster::Error),
+    /// Every row was dropped, and an empty output was not asked for.
+    #[error(
+        "{input}: no row was kept of {rows} (dropped: {dropped}); nothing was written (--allow-empty commits an empty output)"
+    )]
+    NothingKept {
+        /// The input.
+        input: String,
+        /// Its rows (header lines not counted).
+        rows: u64,
+        /// Rows dropped, by reason.
+        dropped: String,
+    },
     /// An invalid option combination.
     #[error("{0}")]
     Config(String),

@@ -27,13 +27,40 @@ struct Cli {
 }
 
 /// How S3 locations are reached (flags of both subcommands).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct S3Args {
     /// S3 path-style addressing (http://host/bucket/key); `--s3-path-style=false` forces
     /// virtual-hosted style [default: on with a custom endpoint such as AWS_ENDPOINT_URL].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     s3_path_style: Option<bool>,
+    /// Seconds connecting to the S3 endpoint may take.
+    #[arg(long, env = "FASTDP_S3_CONNECT_TIMEOUT", value_name = "SECS",
+          default_value_t = S3_TIMEOUTS[0], value_parser = clap::value_parser!(u64).range(1..=3600))]
+    s3_connect_timeout: u64,
+    /// Seconds the S3 endpoint may stay silent (before an answer, or within an object being
+    /// read) before the attempt fails.
+    #[arg(long, env = "FASTDP_S3_READ_TIMEOUT", value_name = "SECS",
+          default_value_t = S3_TIMEOUTS[1], value_parser = clap::value_parser!(u64).range(1..=3600))]
+    s3_read_timeout: u64,
+    /// Seconds one S3 operation may take, retries included.
+    #[arg(long, env = "FASTDP_S3_OPERATION_TIMEOUT", value_name = "SECS",
+          default_value_t = S3_TIMEOUTS[2], value_parser = clap::value_parser!(u64).range(1..=86400))]
+    s3_operation_timeout: u64,
+    /// Attempts per S3 request, the first included [default: AWS_MAX_ATTEMPTS, or 3].
+    #[arg(long, env = "FASTDP_S3_MAX_ATTEMPTS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    s3_max_attempts: Option<u32>,
 }
+
+/// The library's default S3 timeouts in seconds: connect, read, operation.
+#[cfg(feature = "s3")]
+const S3_TIMEOUTS: [u64; 3] = [
+    shards::s3::DEFAULT_CONNECT_TIMEOUT.as_secs(),
+    shards::s3::DEFAULT_READ_TIMEOUT.as_secs(),
+    shards::s3::DEFAULT_OPERATION_TIMEOUT.as_secs(),
+];
+#[cfg(not(feature = "s3"))]
+const S3_TIMEOUTS: [u64; 3] = [10, 15, 120];
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -69,7 +96,7 @@ struct RunArgs {
     /// Output directory (or s3://bucket/prefix) for part files, `_manifest.json` and `_SUCCESS`.
     #[arg(long, default_value = "shards")]
     output: String,
-    /// Number of shards: a record goes to shard splitmix64(offset) % shards.
+    /// Number of shards (1 to 10000): a record goes to shard splitmix64(offset) % shards.
     #[arg(long, default_value_t = 16)]
     shards: u32,
     /// Processes. With more than one and no --hostfile, the others are started on this machine.
@@ -87,6 +114,13 @@ struct RunArgs {
     /// Seconds to wait for the other processes to connect.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
+    /// Seconds a worker waiting for the other processes may go without anything from them
+    /// before the run fails (a process stopped or hung).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    peer_timeout: u64,
+    /// Commit the output even when every row is dropped (otherwise that is an error).
+    #[arg(long)]
+    allow_empty: bool,
     /// Addresses of a local multi-process run (set by the process that starts the others).
     #[arg(long, hide = true, value_delimiter = ',')]
     cluster_addresses: Option<Vec<String>>,
@@ -147,8 +181,12 @@ impl TryFrom<RunArgs> for Launch {
     type Error = anyhow::Error;
 
     fn try_from(a: RunArgs) -> anyhow::Result<Launch> {
-        if a.shards == 0 {
-            bail!("--shards must be at least 1");
+        if !(1..=pipeline::config::MAX_SHARDS).contains(&a.shards) {
+            bail!(
+                "--shards {} is out of range: 1 to {} shards",
+                a.shards,
+                pipeline::config::MAX_SHARDS
+            );
         }
         let layout = cluster::Layout {
             workers: a.workers,
@@ -174,6 +212,8 @@ impl TryFrom<RunArgs> for Launch {
             cluster,
             overwrite: a.overwrite,
             connect_timeout: std::time::Duration::from_secs(a.connect_timeout),
+            peer_timeout: std::time::Duration::from_secs(a.peer_timeout),
+            allow_empty: a.allow_empty,
             progress: !quiet && std::io::stderr().is_terminal(),
         };
         Ok(Launch {
@@ -184,12 +224,17 @@ impl TryFrom<RunArgs> for Launch {
     }
 }
 
-/// Sets how S3 locations are reached: addressing style, and transfer progress bars sharing the
-/// terminal with the run's own (none when quiet). A no-op in builds without S3.
-fn configure_s3(path_style: Option<bool>, quiet: bool) {
+/// Sets how S3 locations are reached: addressing style, timeouts and attempts, and transfer
+/// progress bars sharing the terminal with the run's own (none when quiet). A no-op in builds
+/// without S3.
+fn configure_s3(a: &S3Args, quiet: bool) {
     #[cfg(feature = "s3")]
     shards::s3::configure(shards::s3::S3Options {
-        force_path_style: path_style,
+        force_path_style: a.s3_path_style,
+        connect_timeout: std::time::Duration::from_secs(a.s3_connect_timeout),
+        read_timeout: std::time::Duration::from_secs(a.s3_read_timeout),
+        operation_timeout: std::time::Duration::from_secs(a.s3_operation_timeout),
+        max_attempts: a.s3_max_attempts,
         progress: Some(if quiet {
             indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
         } else {
@@ -198,13 +243,14 @@ fn configure_s3(path_style: Option<bool>, quiet: bool) {
         ..shards::s3::S3Options::default()
     });
     #[cfg(not(feature = "s3"))]
-    let _ = (path_style, quiet);
+    let _ = (a, quiet);
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let s3_path_style = args.s3.s3_path_style;
+    let s3 = args.s3.clone();
     let launch = Launch::try_from(args)?;
-    configure_s3(s3_path_style, launch.quiet);
+    configure_s3(&s3, launch.quiet);
+    shards::fault::set_process(launch.config.cluster.process());
     // Everything that can fail on its own (input, schema, output) fails before others start.
     let prepared = pipeline::prepare(&launch.config)?;
     let children = match &launch.spawn {
@@ -213,7 +259,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 .context("cannot find this program to start its other processes")?;
             let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
             let abort = prepared.abort_handle();
-            Some(Children::spawn(
+            Some(Children::spawn_until(
                 &exe,
                 &forwarded,
                 addresses,
@@ -222,9 +268,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let report = match (prepared.run(), children) {
+    let result = prepared.run();
+    if result.is_ok() {
+        shards::fault::point("this process's part of the run is done");
+    }
+    let report = match (result, children) {
         (Ok(report), Some(children)) => {
-            children.wait()?;
+            // Process 0 committed only after every worker's shards and counts reached it, so
+            // the output is complete: a process failing after that is reported, not fatal.
+            if let Err(e) = children.wait() {
+                eprintln!(
+                    "warning: {e} after the output was committed; the output is complete \
+                     (every worker reported before the commit)"
+                );
+            }
             report
         }
         (Err(e), Some(children)) => {
@@ -243,7 +300,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
-    configure_s3(a.s3.s3_path_style, false);
+    configure_s3(&a.s3, false);
     let config = GenerateConfig {
         rows: a.rows,
         seed: a.seed,
@@ -260,7 +317,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn report(a: ReportArgs) -> anyhow::Result<()> {
-    configure_s3(a.s3.s3_path_style, true);
+    configure_s3(&a.s3, true);
     let config = pipeline::ReportConfig {
         output: Location::parse(&a.output)?,
         page: Location::parse(&a.out)?,

@@ -34,7 +34,7 @@ pub fn report(config: &ReportConfig) -> Result<u64> {
     let html = manifest_page(&config.output.to_string(), manifest)?;
     let mut file = create_file(&config.page, config.overwrite)?;
     file.write_all(html.as_bytes())
-        .map_err(|e| shards::Error::io(&config.page.to_string(), e))?;
+        .map_err(|e| shards::Error::io(config.page.to_string(), e))?;
     Ok(file.finish()?.bytes)
 }
 
@@ -245,6 +245,8 @@ mod tests {
             cluster: Cluster::Single { threads: 1 },
             overwrite: false,
             connect_timeout: std::time::Duration::from_secs(10),
+            peer_timeout: std::time::Duration::from_secs(120),
+            allow_empty: false,
             progress: false,
         })
         .unwrap();

@@ -1,6 +1,6 @@
 //! `pipeline run`: resolve the schema, prepare the output, run the dataflow, commit the shards.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shards::store::{open_input, open_output};
@@ -67,6 +67,7 @@ pub struct Prepared {
     schema: Schema,
     input_len: u64,
     started: Instant,
+    phase: Arc<Mutex<Phase>>,
 }
 
 /// Opens the input and output of `config` and prepares the run.
@@ -85,12 +86,17 @@ pub fn prepare_with(
     output: Box<dyn Output>,
 ) -> Result<Prepared> {
     let started = Instant::now();
-    if config.shards == 0 {
-        return Err(Error::Config("--shards must be at least 1".into()));
+    if !(1..=crate::config::MAX_SHARDS).contains(&config.shards) {
+        return Err(Error::Config(format!(
+            "--shards {} is out of range: 1 to {} shards",
+            config.shards,
+            crate::config::MAX_SHARDS
+        )));
     }
     let input_len = input.len()?;
     let schema = read_schema(&*input, &config.schema)?;
     if config.cluster.process() == 0 {
+        shards::store::check_input_outside(input.location(), output.location())?;
         output.prepare(config.overwrite)?;
     }
     Ok(Prepared {
@@ -100,15 +106,36 @@ pub fn prepare_with(
         schema,
         input_len,
         started,
+        phase: Arc::new(Mutex::new(Phase::Running)),
     })
 }
 
+/// Where a run stands, so that giving up from another thread and committing exclude each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Committed,
+    Stopped,
+}
+
 impl Prepared {
-    /// A function that removes what this run has written under temporary names; for a caller
-    /// that must give up on the run from another thread.
-    pub fn abort_handle(&self) -> impl Fn() + Send + Sync + 'static {
+    /// A function for a caller that must give up on the run from another thread (a local
+    /// child process died): unless the output is already committed, it stops the commit from
+    /// happening, removes what the run wrote under temporary names, and returns `true`. Once
+    /// the output is committed it returns `false`: every worker's shards and counts reached
+    /// process 0 before the commit, so the output is complete whatever happens to the others.
+    pub fn abort_handle(&self) -> impl Fn() -> bool + Send + Sync + 'static {
         let output = Arc::clone(&self.output);
-        move || output.abort()
+        let phase = Arc::clone(&self.phase);
+        move || {
+            let mut phase = phase.lock().unwrap_or_else(|e| e.into_inner());
+            if *phase == Phase::Committed {
+                return false;
+            }
+            *phase = Phase::Stopped;
+            output.abort();
+            true
+        }
     }
 
     /// Runs this process's part of the job; process 0 commits the output.
@@ -120,6 +147,7 @@ impl Prepared {
             schema,
             input_len,
             started,
+            phase,
         } = self;
         let config = &config;
         let process = config.cluster.process();
@@ -136,6 +164,7 @@ impl Prepared {
             schema,
             num_shards: config.shards,
             counters,
+            peer_timeout: config.peer_timeout,
         });
         let worker_job = Arc::clone(&job);
         let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
@@ -155,8 +184,15 @@ impl Prepared {
         let mut reports = None;
         for (thread, result) in results.into_iter().enumerate() {
             match result {
-                Ok(Some(r)) => reports = Some(r),
-                Ok(None) => {}
+                Ok(Ok(Some(r))) => reports = Some(r),
+                Ok(Ok(None)) => {}
+                Ok(Err(message)) => {
+                    job.output.abort();
+                    return Err(Error::Worker {
+                        worker: process * config.cluster.threads() + thread,
+                        message,
+                    });
+                }
                 Err(panic) => {
                     job.output.abort();
                     return Err(Error::Dataflow(format!(
@@ -205,7 +241,28 @@ impl Prepared {
                 totals,
                 infos,
             );
+            if manifest.rows.kept == 0 && !config.allow_empty {
+                return Err(Error::NothingKept {
+                    input: config.input.to_string(),
+                    rows: manifest.rows.input_rows,
+                    dropped: manifest
+                        .rows
+                        .dropped
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(r, n)| format!("{} {n}", r.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            let mut phase = phase.lock().unwrap_or_else(|e| e.into_inner());
+            if *phase == Phase::Stopped {
+                return Err(Error::Dataflow(
+                    "the run was stopped (another process failed) before the commit".into(),
+                ));
+            }
             job.output.commit(&manifest)?;
+            *phase = Phase::Committed;
             Ok(manifest)
         })();
         match manifest {

@@ -8,12 +8,21 @@ use shards::store::open_output;
 use shards::{Location, Manifest, Output, PartWriter};
 
 fn run_on(text: &[u8], threads: usize) -> pipeline::Result<Manifest> {
+    run_allowing_empty(text, threads, false)
+}
+
+fn run_allowing_empty(
+    text: &[u8],
+    threads: usize,
+    allow_empty: bool,
+) -> pipeline::Result<Manifest> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
     std::fs::write(&input, text).unwrap();
     let out = dir.path().join("out");
-    pipeline::run(&config(&input, &out, 4, Cluster::Single { threads }))
-        .map(|r| r.manifest.unwrap())
+    let mut cfg = config(&input, &out, 4, Cluster::Single { threads });
+    cfg.allow_empty = allow_empty;
+    pipeline::run(&cfg).map(|r| r.manifest.unwrap())
 }
 
 const HEADER: &str = "\"sex\",\"married\",\"black\",\"asian\",\"collegedegree\",\"employed\",\"militaryservice\",\"uscitizen\",\"disability\",\"englishability\",\"blackfemale\",\"targetted\"";
@@ -24,14 +33,17 @@ fn empty_file_is_an_error() {
     assert!(err.contains("empty") && err.contains("in.csv"), "{err}");
 }
 
+/// A header and no row: an error, unless an empty output is asked for (`--allow-empty`).
 #[test]
-fn header_only_gives_empty_shards() {
+fn header_only_gives_empty_shards_when_allowed() {
     for text in [
         format!("{HEADER}\n"),
         HEADER.to_string(),
         format!("{HEADER}\r\n"),
     ] {
-        let m = run_on(text.as_bytes(), 2).unwrap();
+        let err = run_on(text.as_bytes(), 2).unwrap_err();
+        assert!(matches!(err, pipeline::Error::NothingKept { .. }), "{err}");
+        let m = run_allowing_empty(text.as_bytes(), 2, true).unwrap();
         assert_eq!(
             (m.rows.input_rows, m.rows.kept, m.rows.header_lines),
             (0, 0, 1)
@@ -136,9 +148,10 @@ fn a_failure_mid_run_leaves_no_output_under_final_names() {
         err.contains("worker 1") && err.contains("injected"),
         "{err}"
     );
-    let left: Vec<_> = std::fs::read_dir(&out)
+    let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().ends_with(".csv"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 

@@ -83,3 +83,75 @@ fn a_multi_process_run_reports_process_zero_errors_first() {
         started.elapsed()
     );
 }
+
+/// Inputs and outputs that are not what they seem, and absurd flags: each a clear error that
+/// names what is wrong, before anything is written.
+#[test]
+fn odd_inputs_outputs_and_flags_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let header = "sex,married,black,asian,collegedegree,employed,militaryservice,uscitizen,disability,englishability,blackfemale";
+    let mut bad_utf8 = format!("{header},targetted").into_bytes();
+    bad_utf8.insert(bad_utf8.len(), 0xff);
+    bad_utf8.extend_from_slice(b"\n1,0,1,0,1,1,0,1,0,1,1,0\n");
+    std::fs::write(d.join("bad-header.csv"), bad_utf8).unwrap();
+    std::fs::write(d.join("no-header.csv"), "1,0,1\n0,1,1\n").unwrap();
+    std::fs::write(d.join("long.csv"), vec![b'a'; 2 << 20]).unwrap();
+    let wide: Vec<String> = (0..100_000).map(|i| format!("c{i}")).collect();
+    std::fs::write(d.join("wide.csv"), wide.join(",") + "\n").unwrap();
+    let fifo = Command::new("mkfifo").arg(d.join("fifo")).status().unwrap();
+    assert!(fifo.success());
+    std::fs::write(d.join("real.csv"), "keep").unwrap();
+    std::os::unix::fs::symlink(d.join("real.csv"), d.join("link.csv")).unwrap();
+
+    let cases: [(&[&str], &str); 11] = [
+        (
+            &["run", "--input", "bad-header.csv"],
+            "column 12 of the header ('targetted\u{FFFD}') is not valid UTF-8",
+        ),
+        (&["run", "--input", "no-header.csv"], "--columns"),
+        (
+            &["run", "--input", "long.csv"],
+            "over the 1048576-byte limit",
+        ),
+        (&["run", "--input", "wide.csv"], "(100000 columns)"),
+        (&["run", "--input", "-"], "standard input"),
+        (&["run", "--input", "fifo"], "not a regular file"),
+        (
+            &["run", "--threads", "100000"],
+            "--threads 100000 is out of range",
+        ),
+        (
+            &["run", "--workers", "1000"],
+            "--workers 1000 is out of range",
+        ),
+        (
+            &["run", "--shards", "20000"],
+            "--shards 20000 is out of range",
+        ),
+        (
+            &[
+                "generate",
+                "--rows",
+                "5",
+                "--output",
+                "link.csv",
+                "--overwrite",
+            ],
+            "symbolic link",
+        ),
+        (
+            &["generate", "--rows", "5", "--output", "fifo", "--overwrite"],
+            "not a regular file",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = pipeline(d).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(err.len() < 10_000, "{args:?}: a {} byte message", err.len());
+    }
+    assert_eq!(std::fs::read_to_string(d.join("real.csv")).unwrap(), "keep");
+    assert!(!d.join("shards").exists());
+}

@@ -66,6 +66,20 @@ fn empty(title: &str) -> String {
     )
 }
 
+/// A chart on `root` with the title, margins and label areas every chart here has.
+fn builder<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(72);
+    builder
+}
+
 /// `(lo, hi)` widened so that a flat or single value still has a visible range.
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
     let span = hi - lo;
@@ -96,11 +110,7 @@ impl Bars {
         {
             let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
             root.fill(&WHITE).map_err(|e| err(&e))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(48)
-                .y_label_area_size(72)
+            let mut chart = builder(&root, &self.title)
                 .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..top)
                 .map_err(|e| err(&e))?;
             let labels: Vec<&str> = self.bars.iter().map(|b| b.0.as_str()).collect();
@@ -178,14 +188,83 @@ impl Lines {
                 } else {
                     (x_lo / 2.0, x_hi * 2.0)
                 };
-                self.draw(&root, (lo..hi).log_scale(), y_lo..y_hi)?;
+                let corner = self.emptiest_corner((lo.ln(), hi.ln()), (y_lo, y_hi));
+                self.draw(&root, (lo..hi).log_scale(), y_lo..y_hi, corner)?;
             } else {
                 let (lo, hi) = padded(x_lo, x_hi);
-                self.draw(&root, lo..hi, y_lo..y_hi)?;
+                let corner = self.emptiest_corner((lo, hi), (y_lo, y_hi));
+                self.draw(&root, lo..hi, y_lo..y_hi, corner)?;
             }
             root.present().map_err(|e| plot_error(&self.title)(&e))?;
         }
         Ok(svg)
+    }
+
+    /// The corner of the plot (x and y ranges given, x as drawn: log for a log axis) that the
+    /// lines, sampled along each segment, and the error bars cross least: the legend goes there.
+    fn emptiest_corner(&self, x: (f64, f64), y: (f64, f64)) -> SeriesLabelPosition {
+        // Regions: left and right (the outer 40%), each in three bands: top, middle, bottom.
+        let mut counts = [0usize; 6];
+        let mut mark = |px: f64, py: f64| {
+            let u = (if self.log_x { px.ln() } else { px } - x.0) / (x.1 - x.0);
+            let v = (py - y.0) / (y.1 - y.0);
+            if !(u.is_finite() && v.is_finite()) || (0.4..=0.6).contains(&u) {
+                return;
+            }
+            let side = usize::from(u > 0.6);
+            let band = if v > 0.65 {
+                0
+            } else if v >= 0.35 {
+                1
+            } else {
+                2
+            };
+            counts[band * 2 + side] += 1;
+            // Near a band's edge, the legend there would touch it too.
+            if (0.6..=0.7).contains(&v) || (0.3..=0.4).contains(&v) {
+                let other = if (0.6..=0.7).contains(&v) {
+                    1 - band.min(1)
+                } else if band == 1 {
+                    2
+                } else {
+                    1
+                };
+                counts[other * 2 + side] += 1;
+            }
+        };
+        for s in &self.series {
+            for w in s.points.windows(2) {
+                for i in 0..=16 {
+                    let t = f64::from(i) / 16.0;
+                    mark(
+                        w[0].0 + (w[1].0 - w[0].0) * t,
+                        w[0].1 + (w[1].1 - w[0].1) * t,
+                    );
+                }
+            }
+            for (p, &(lo, hi)) in s.points.iter().zip(s.spread.iter().flatten()) {
+                mark(p.0, p.1);
+                mark(p.0, lo);
+                mark(p.0, hi);
+            }
+            if let [p] = s.points.as_slice() {
+                mark(p.0, p.1);
+            }
+        }
+        // Ties go to the upper right, lower right, middle right, then the left side likewise.
+        let order = [1, 5, 3, 0, 4, 2];
+        let best = order
+            .into_iter()
+            .min_by_key(|&i| counts[i])
+            .expect("six regions");
+        match best {
+            0 => SeriesLabelPosition::UpperLeft,
+            1 => SeriesLabelPosition::UpperRight,
+            2 => SeriesLabelPosition::MiddleLeft,
+            3 => SeriesLabelPosition::MiddleRight,
+            4 => SeriesLabelPosition::LowerLeft,
+            _ => SeriesLabelPosition::LowerRight,
+        }
     }
 
     fn draw<X>(
@@ -193,17 +272,14 @@ impl Lines {
         root: &DrawingArea<SVGBackend<'_>, Shift>,
         x: X,
         y: std::ops::Range<f64>,
+        legend: SeriesLabelPosition,
     ) -> Result<()>
     where
         X: AsRangedCoord<Value = f64>,
         X::CoordDescType: ValueFormatter<f64>,
     {
         let err = plot_error(&self.title);
-        let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(48)
-            .y_label_area_size(72)
+        let mut chart = builder(root, &self.title)
             .build_cartesian_2d(x, y)
             .map_err(|e| err(&e))?;
         chart
@@ -240,15 +316,23 @@ impl Lines {
             }
             if let Some(spread) = &s.spread {
                 chart
-                    .draw_series(s.points.iter().zip(spread).filter_map(|(p, &(lo, hi))| {
-                        (p.0.is_finite() && lo.is_finite() && hi.is_finite())
-                            .then(|| ErrorBar::new_vertical(p.0, lo, p.1, hi, color.filled(), 8))
-                    }))
+                    .draw_series(
+                        s.points
+                            .iter()
+                            .zip(spread)
+                            .filter(|&(p, &(lo, hi))| {
+                                p.0.is_finite() && lo.is_finite() && hi.is_finite()
+                            })
+                            .map(|(p, &(lo, hi))| {
+                                ErrorBar::new_vertical(p.0, lo, p.1, hi, color.filled(), 8)
+                            }),
+                    )
                     .map_err(|e| err(&e))?;
             }
         }
         chart
             .configure_series_labels()
+            .position(legend)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
@@ -340,6 +424,49 @@ mod tests {
         }
         assert!(svg.contains("<polyline"), "lines are drawn");
         assert!(svg.contains("<circle"), "markers are drawn");
+    }
+
+    /// A rising curve leaves the lower right free, a falling one the upper right.
+    #[test]
+    fn the_legend_goes_where_the_lines_are_not() {
+        let lines = |points: Vec<(f64, f64)>| Lines {
+            series: vec![Series {
+                name: "a".into(),
+                points,
+                ..Series::default()
+            }],
+            ..Lines::default()
+        };
+        let rising = lines(vec![(0.0, 0.0), (1.0, 1.0)]);
+        assert!(matches!(
+            rising.emptiest_corner((0.0, 1.0), (0.0, 1.0)),
+            SeriesLabelPosition::LowerRight
+        ));
+        // Two flat lines near the top and the bottom leave the middle free.
+        let apart = Lines {
+            series: vec![
+                Series {
+                    name: "high".into(),
+                    points: vec![(0.0, 0.9), (1.0, 0.95)],
+                    ..Series::default()
+                },
+                Series {
+                    name: "low".into(),
+                    points: vec![(0.0, 0.05), (1.0, 0.2)],
+                    ..Series::default()
+                },
+            ],
+            ..Lines::default()
+        };
+        assert!(matches!(
+            apart.emptiest_corner((0.0, 1.0), (0.0, 1.0)),
+            SeriesLabelPosition::MiddleRight
+        ));
+        let falling = lines(vec![(0.0, 1.0), (1.0, 0.0)]);
+        assert!(matches!(
+            falling.emptiest_corner((0.0, 1.0), (0.0, 1.0)),
+            SeriesLabelPosition::UpperRight
+        ));
     }
 
     #[test]

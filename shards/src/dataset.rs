@@ -2,8 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::{is_header, parse_header, parse_record, trim_line};
+use crate::local::is_part_name;
 use crate::location::Location;
-use crate::manifest::{MANIFEST_NAME, Manifest, crc_hex};
+use crate::manifest::{MANIFEST_NAME, Manifest, SUCCESS_NAME, crc_hex};
 use crate::store::{ShardSource, open_source};
 
 /// One part file of a dataset.
@@ -55,6 +56,11 @@ pub struct Dataset {
 
 impl Dataset {
     /// Lists the part files at `location` and reads its manifest when there is one.
+    ///
+    /// Only a committed output is read: it must hold `_SUCCESS`; with a manifest, the part
+    /// files must be exactly those it lists; without one (Hadoop output), [`Dataset::load_parts`]
+    /// refuses duplicate record keys. Names starting with `part-` that are not part names
+    /// (`part-00001.bak`, `part-00000.gz`) are refused.
     pub fn open(location: &Location) -> Result<Dataset> {
         Dataset::from_source(open_source(location)?)
     }
@@ -62,9 +68,26 @@ impl Dataset {
     /// Like [`Dataset::open`], over any [`ShardSource`].
     pub fn from_source(source: Box<dyn ShardSource>) -> Result<Dataset> {
         let listing = source.list()?;
+        let location = source.location();
+        if let Some((odd, _)) = listing
+            .iter()
+            .find(|(n, _)| n.starts_with("part-") && !is_part_name(n))
+        {
+            let reason = if odd.ends_with(".gz") || odd.ends_with(".bz2") || odd.ends_with(".zst") {
+                "is a compressed part file; shards are read as plain text (decompress it, e.g. \
+                 with gunzip, or write the output uncompressed)"
+            } else {
+                "is not a part file's name (part-NNNNN); a copy or a stray file? remove or \
+                 rename it"
+            };
+            return Err(Error::NotAPart {
+                path: location.join(odd).to_string(),
+                reason: reason.into(),
+            });
+        }
         let parts: Vec<PartFile> = listing
             .iter()
-            .filter(|(n, _)| n.starts_with("part-"))
+            .filter(|(n, _)| is_part_name(n))
             .map(|(n, b)| PartFile {
                 name: n.clone(),
                 bytes: *b,
@@ -72,7 +95,12 @@ impl Dataset {
             .collect();
         if parts.is_empty() {
             return Err(Error::NoShards {
-                path: source.location().to_string(),
+                path: location.to_string(),
+            });
+        }
+        if !listing.iter().any(|(n, _)| n == SUCCESS_NAME) {
+            return Err(Error::NotCommitted {
+                path: location.to_string(),
             });
         }
         let manifest = if listing.iter().any(|(n, _)| n == MANIFEST_NAME) {
@@ -118,8 +146,57 @@ impl Dataset {
     }
 
     /// Loads the parts with the given indices (into [`Dataset::parts`]), in that order,
-    /// checking sizes, checksums and row counts against the manifest when there is one.
+    /// checking sizes, checksums and row counts against the manifest when there is one. Without
+    /// a manifest, the record keys of every part (not only these) must be distinct.
     pub fn load_parts(&self, indices: &[usize]) -> Result<Table> {
+        let mut ends = Vec::with_capacity(indices.len());
+        let table = self.load_parts_unchecked(indices, &mut ends)?;
+        if self.manifest.is_none() {
+            self.check_unique_keys(indices, &table, &ends)?;
+        }
+        Ok(table)
+    }
+
+    /// Fails on the first record key that appears twice, reading the keys of the parts that
+    /// were not loaded. `ends[j]` is where the records of part `indices[j]` end in `table`.
+    fn check_unique_keys(&self, indices: &[usize], table: &Table, ends: &[usize]) -> Result<()> {
+        let mut keys: Vec<(u64, u32)> = Vec::with_capacity(table.len());
+        let mut start = 0;
+        for (&i, &end) in indices.iter().zip(ends) {
+            keys.extend(table.offsets[start..end].iter().map(|&o| (o, i as u32)));
+            start = end;
+        }
+        for i in (0..self.parts.len()).filter(|i| !indices.contains(i)) {
+            let name = &self.parts[i].name;
+            let bytes = self.source.read(name)?;
+            for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                let line = String::from_utf8_lossy(line);
+                let line = trim_line(&line);
+                if line.is_empty() || is_header(line) {
+                    continue;
+                }
+                let key = line.split(',').next().unwrap_or_default().trim();
+                let key = key.parse::<u64>().map_err(|_| Error::MalformedShard {
+                    path: self.source.location().join(name).to_string(),
+                    line: n as u64 + 1,
+                    reason: format!("record key '{key}' is not a byte offset"),
+                })?;
+                keys.push((key, i as u32));
+            }
+        }
+        keys.sort_unstable();
+        if let Some(pair) = keys.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Error::DuplicateKey {
+                path: self.source.location().to_string(),
+                key: pair[0].0,
+                first: self.parts[pair[0].1 as usize].name.clone(),
+                second: self.parts[pair[1].1 as usize].name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn load_parts_unchecked(&self, indices: &[usize], ends: &mut Vec<usize>) -> Result<Table> {
         let mut table = Table::default();
         let mut header: Option<(String, Vec<String>)> = self
             .manifest
@@ -161,9 +238,13 @@ impl Dataset {
                     let h = parse_header(line).map_err(malformed)?;
                     match &header {
                         Some(prev) if *prev != h => {
+                            let whose = if self.manifest.is_some() {
+                                format!("the manifest {MANIFEST_NAME} says")
+                            } else {
+                                "the shards before it have".to_string()
+                            };
                             return Err(malformed(format!(
-                                "header names columns {:?}, other shards have {:?}",
-                                h, prev
+                                "header names label and features {h:?}, but {whose} {prev:?}"
                             )));
                         }
                         Some(_) => {}
@@ -180,6 +261,7 @@ impl Dataset {
                 table.offsets.push(offset);
                 table.labels.push(f32::from(label));
             }
+            ends.push(table.len());
             if let Some(info) = expected {
                 let rows = table.len() - before;
                 if info.rows != rows as u64 {

@@ -33,8 +33,28 @@ pub enum Error {
     #[error("invalid column selection: {0}")]
     Selection(String),
     /// The header names a column twice.
-    #[error("column '{0}' appears twice in the header")]
+    #[error(
+        "column '{0}' appears twice in the header (if the first line is data, not a header, name the columns with --columns)"
+    )]
     DuplicateColumn(String),
+    /// A header column's name is not valid UTF-8.
+    #[error("column {column} of the header ('{name}') is not valid UTF-8")]
+    InvalidHeader {
+        /// 1-based column number.
+        column: usize,
+        /// The name, decoded lossily.
+        name: String,
+    },
+    /// The first line is too long to be a header.
+    #[error(
+        "the first line is {bytes} bytes, over the {limit}-byte limit for a header line (not a CSV with line ends?)"
+    )]
+    HeaderTooLong {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A shard file line does not parse.
     #[error("{path}:{line}: malformed shard record: {reason}")]
     MalformedShard {
@@ -78,6 +98,46 @@ pub enum Error {
         path: PathBuf,
         /// Why it cannot be used.
         reason: String,
+    },
+    /// A file named like a part file that is not one.
+    #[error("{path}: {reason}")]
+    NotAPart {
+        /// The file or object.
+        path: String,
+        /// What it looks like instead.
+        reason: String,
+    },
+    /// Another run holds the output's lock.
+    #[error(
+        "{path}: another run is writing this output ({holder}); wait for it to finish or stop it"
+    )]
+    OutputBusy {
+        /// The output.
+        path: PathBuf,
+        /// Who holds the lock, as its lock file says.
+        holder: String,
+    },
+    /// An output without `_SUCCESS`: a run still writing it, or one that failed.
+    #[error(
+        "{path}: no _SUCCESS, so the output is not complete (a run still writing it, or one that failed); refusing to read it"
+    )]
+    NotCommitted {
+        /// The directory or prefix.
+        path: String,
+    },
+    /// Two records with one key (input byte offset) in an output without a manifest.
+    #[error(
+        "{path}: record key {key} appears in both {first} and {second}; a copied or stray part file? refusing to read it"
+    )]
+    DuplicateKey {
+        /// The directory or prefix.
+        path: String,
+        /// The key.
+        key: u64,
+        /// The part where it appears first (in name order).
+        first: String,
+        /// The part where it appears again.
+        second: String,
     },
     /// A location string does not parse.
     #[error("invalid location '{0}': {1}")]

@@ -92,13 +92,20 @@ impl Fields {
     }
 }
 
-/// Splits a header or column list into names (unquoted, trimmed, BOM removed).
-pub fn split_names(line: &[u8]) -> Vec<String> {
+/// Splits a header or column list into names (unquoted, trimmed, BOM removed). A name that is
+/// not valid UTF-8 is an error naming its column (1-based) and showing it decoded lossily.
+pub fn split_names(line: &[u8]) -> crate::Result<Vec<String>> {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     let mut f = Fields::default();
     f.split(line);
     f.iter()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .enumerate()
+        .map(|(i, n)| {
+            String::from_utf8(n.to_vec()).map_err(|_| crate::Error::InvalidHeader {
+                column: i + 1,
+                name: String::from_utf8_lossy(n).into_owned(),
+            })
+        })
         .collect()
 }
 
@@ -126,6 +133,14 @@ mod tests {
 
     #[test]
     fn names_drop_bom() {
-        assert_eq!(split_names(b"\xEF\xBB\xBF\"sex\",age"), ["sex", "age"]);
+        assert_eq!(
+            split_names(b"\xEF\xBB\xBF\"sex\",age").unwrap(),
+            ["sex", "age"]
+        );
+        let err = split_names(b"sex,targetted\xff").unwrap_err().to_string();
+        assert!(
+            err.contains("column 2") && err.contains("targetted"),
+            "{err}"
+        );
     }
 }

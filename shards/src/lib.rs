@@ -6,6 +6,7 @@
 pub mod clean;
 pub mod dataset;
 pub mod error;
+pub mod fault;
 pub mod fields;
 pub mod format;
 pub mod hash;

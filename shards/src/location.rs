@@ -1,7 +1,7 @@
 //! `Location`: where input and shards live, a local (or NFS) path or `s3://bucket/prefix`.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -49,7 +49,7 @@ impl Location {
                 s.into(),
                 "only local paths and s3:// are supported".into(),
             )),
-            None => Ok(Location::Local(PathBuf::from(s))),
+            None => Ok(Location::Local(normalize(s))),
         }
     }
 
@@ -74,6 +74,20 @@ impl Location {
             Location::Local(p) => p.extension().is_some_and(|e| e == "gz"),
             Location::S3 { key, .. } => key.ends_with(".gz"),
         }
+    }
+}
+
+/// `s` without `.` components, repeated or trailing separators, so that `./tr/base`,
+/// `tr//base` and `tr/base/` name one location (`..` is kept: it may cross a symlink).
+fn normalize(s: &str) -> PathBuf {
+    let p: PathBuf = Path::new(s)
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect();
+    if p.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        p
     }
 }
 
@@ -109,5 +123,12 @@ mod tests {
         assert!(Location::parse("hdfs://nn/x").is_err());
         assert!(Location::parse("").is_err());
         assert!(Location::parse("a/b.csv.gz").unwrap().is_gzip());
+        let same = Location::parse("tr/base").unwrap();
+        for s in ["./tr/base", "tr//base", "tr/base/", "./tr/./base"] {
+            assert_eq!(Location::parse(s).unwrap(), same, "{s}");
+        }
+        assert_eq!(Location::parse(".").unwrap().to_string(), ".");
+        assert_eq!(Location::parse("./").unwrap().to_string(), ".");
+        assert_eq!(Location::parse("/a/../b").unwrap().to_string(), "/a/../b");
     }
 }

@@ -21,10 +21,12 @@ mod upload;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::Region;
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 
 use crate::error::{Error, Result};
@@ -43,6 +45,17 @@ pub const DEFAULT_MULTIPART_THRESHOLD: usize = 8 << 20;
 /// Bytes read past a range's end in the first GET, so the range's last line rarely needs a
 /// second request.
 pub const DEFAULT_RANGE_SLACK: u64 = 64 << 10;
+/// How long connecting to the endpoint may take ([`S3Options::connect_timeout`]).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the endpoint may stay silent while an answer is awaited
+/// ([`S3Options::read_timeout`]).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one operation may take, retries included ([`S3Options::operation_timeout`]).
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Attempts per request, the first included, when neither the options nor the environment
+/// (`AWS_MAX_ATTEMPTS`) say otherwise. With the read timeout this bounds how long a silent
+/// endpoint can hold a request: 3 x 15 s plus backoff, under a minute.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// The smallest part S3 accepts in a multipart upload (all but the last).
 const MIN_PART_SIZE: usize = 5 << 20;
 
@@ -56,8 +69,17 @@ pub struct S3Options {
     pub endpoint_url: Option<String>,
     /// A region overriding aws-config's. When neither gives one, `us-east-1`.
     pub region: Option<String>,
-    /// Attempts per request, first try included, overriding the SDK's retry configuration.
+    /// Attempts per request, first try included, overriding the SDK's retry configuration
+    /// (which reads `AWS_MAX_ATTEMPTS`, default [`DEFAULT_MAX_ATTEMPTS`]).
     pub max_attempts: Option<u32>,
+    /// How long connecting to the endpoint may take.
+    pub connect_timeout: Duration,
+    /// How long the endpoint may stay silent: before the first byte of an answer, and between
+    /// two pieces of an object being read. A silent endpoint fails each attempt after this.
+    pub read_timeout: Duration,
+    /// How long one operation may take, every attempt included (the body of a download is
+    /// guarded by `read_timeout` instead).
+    pub operation_timeout: Duration,
     /// Objects larger than this are uploaded in parts of this size (at least 5 MiB).
     pub multipart_threshold: usize,
     /// Extra bytes fetched past a range's end (see [`DEFAULT_RANGE_SLACK`]).
@@ -74,6 +96,9 @@ impl Default for S3Options {
             endpoint_url: None,
             region: None,
             max_attempts: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             range_slack: DEFAULT_RANGE_SLACK,
             progress: None,
@@ -123,6 +148,7 @@ pub struct S3 {
 #[derive(Debug)]
 struct Inner {
     client: Client,
+    endpoint: String,
     runtime: Runtime,
     options: S3Options,
     transfers: Transfers,
@@ -150,10 +176,11 @@ impl S3 {
             .build()
             .map_err(|e| Error::io("tokio runtime for S3", e))?;
         let runtime = Runtime(Some(runtime));
-        let client = block_on(runtime.handle(), load_client(&options));
+        let (client, endpoint) = block_on(runtime.handle(), load_client(&options));
         Ok(S3 {
             inner: Arc::new(Inner {
                 client,
+                endpoint,
                 runtime,
                 transfers: Transfers::new(options.progress.clone()),
                 options,
@@ -169,6 +196,11 @@ impl S3 {
     /// The SDK client, for what the stores do not cover (tests create buckets with it).
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The endpoint it talks to, for messages (`AWS_ENDPOINT_URL` or the region's AWS one).
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
     }
 
     /// The options it was built with.
@@ -238,7 +270,7 @@ impl S3 {
                 self.check_bucket(bucket, key)?;
                 Ok(false)
             }
-            Err(e) => Err(sdk_error("HeadObject", bucket, key, e)),
+            Err(e) => Err(sdk_error(self, "HeadObject", bucket, key, e)),
         }
     }
 
@@ -246,7 +278,7 @@ impl S3 {
     pub(crate) fn check_bucket(&self, bucket: &str, key: &str) -> Result<()> {
         self.block_on(self.client().head_bucket().bucket(bucket).send())
             .map(|_| ())
-            .map_err(|e| sdk_error("HeadBucket", bucket, key, e))
+            .map_err(|e| sdk_error(self, "HeadBucket", bucket, key, e))
     }
 
     fn transfers(&self) -> &Transfers {
@@ -276,7 +308,8 @@ impl Runtime {
     }
 }
 
-async fn load_client(options: &S3Options) -> Client {
+/// The client and the endpoint it talks to.
+async fn load_client(options: &S3Options) -> (Client, String) {
     let https = aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
@@ -292,6 +325,13 @@ async fn load_client(options: &S3Options) -> Client {
     if let Some(n) = options.max_attempts {
         loader = loader.retry_config(RetryConfig::standard().with_max_attempts(n.max(1)));
     }
+    loader = loader.timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .operation_timeout(options.operation_timeout)
+            .build(),
+    );
     let sdk = loader.load().await;
     let path_style = options
         .force_path_style
@@ -301,7 +341,14 @@ async fn load_client(options: &S3Options) -> Client {
         conf = conf.region(Region::from_static("us-east-1"));
     }
     let conf = conf.build();
-    Client::from_conf(conf)
+    let endpoint = match sdk.endpoint_url() {
+        Some(url) => url.to_string(),
+        None => format!(
+            "https://s3.{}.amazonaws.com",
+            conf.region().map_or("us-east-1", |r| r.as_ref())
+        ),
+    };
+    (Client::from_conf(conf), endpoint)
 }
 
 /// The last `/`-separated segment of `key`.

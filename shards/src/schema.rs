@@ -59,6 +59,10 @@ impl Default for SchemaOptions {
     }
 }
 
+/// The longest header line read (1 MiB): a longer first line is not a header (a file without
+/// line ends?), and its columns would only be echoed back in errors.
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
+
 /// A resolved schema: the input's columns and the positions of the label and features.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {
@@ -78,18 +82,29 @@ impl Schema {
     pub fn from_header(header: &[u8], options: &SchemaOptions) -> Result<Schema> {
         match &options.columns {
             Some(cols) => Schema::from_columns(cols.clone(), options),
-            None => Schema::from_columns(split_names(header), options),
+            None if header.len() > MAX_HEADER_BYTES => Err(Error::HeaderTooLong {
+                bytes: header.len(),
+                limit: MAX_HEADER_BYTES,
+            }),
+            None => Schema::from_columns(split_names(header)?, options),
         }
     }
 
     /// Resolves the options against known column names.
     pub fn from_columns(columns: Vec<String>, options: &SchemaOptions) -> Result<Schema> {
-        for (i, c) in columns.iter().enumerate() {
-            if columns[..i].contains(c) {
-                return Err(Error::DuplicateColumn(c.clone()));
-            }
+        let mut seen = std::collections::HashSet::with_capacity(columns.len());
+        if let Some(c) = columns.iter().find(|c| !seen.insert(c.as_str())) {
+            return Err(Error::DuplicateColumn(c.clone()));
         }
-        let available = columns.join(",");
+        let available = if columns.len() > 40 {
+            format!(
+                "{},... ({} columns)",
+                columns[..40].join(","),
+                columns.len()
+            )
+        } else {
+            columns.join(",")
+        };
         let find = |role: &'static str, name: &str| {
             columns
                 .iter()

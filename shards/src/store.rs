@@ -27,12 +27,16 @@ pub trait Input: Send + Sync + Debug {
 
 /// A destination for one output's shards, written under temporary names and committed at once.
 pub trait Output: Send + Sync + Debug {
-    /// Checks the destination and clears a previous output when `overwrite` is set.
-    /// Called once, by one process, before any part is written.
+    /// Checks the destination (with `overwrite`, that what is there is an output this project
+    /// wrote) and gets it ready for parts: locally it takes the output's lock and leaves the old
+    /// output in place until the commit replaces it; on S3 it deletes the old output. Called
+    /// once, by one process, before any part is written.
     fn prepare(&self, overwrite: bool) -> Result<()>;
     /// Starts writing the part named `name` (e.g. `part-00003`) under a temporary name.
     fn create_part(&self, name: &str) -> Result<Box<dyn PartWriter>>;
-    /// Publishes the finished parts under their final names, then the manifest, then `_SUCCESS`.
+    /// Publishes the finished parts, the manifest and `_SUCCESS` so that a reader sees the whole
+    /// output or none of it: locally by one rename of the staged directory, on S3 with
+    /// `_SUCCESS` written last.
     fn commit(&self, manifest: &Manifest) -> Result<()>;
     /// Removes whatever a failed run left under temporary names.
     fn abort(&self);
@@ -123,6 +127,43 @@ pub fn open_stream_hinted(input: &dyn Input, end_hint: u64) -> Result<Box<dyn Re
     } else {
         raw
     })
+}
+
+/// Checks that `input` does not lie inside `output` (replacing the output would delete it):
+/// a local file under the output directory (symlinks resolved), or an object under the output
+/// prefix of the same bucket.
+///
+/// ```
+/// use shards::Location;
+/// use shards::store::check_input_outside;
+/// let out = Location::parse("s3://b/shards").unwrap();
+/// assert!(check_input_outside(&Location::parse("s3://b/shards/part-00000").unwrap(), &out).is_err());
+/// assert!(check_input_outside(&Location::parse("s3://b/shards2/x.csv").unwrap(), &out).is_ok());
+/// assert!(check_input_outside(&Location::parse("s3://b/x.csv").unwrap(), &Location::parse("s3://b").unwrap()).is_err());
+/// ```
+pub fn check_input_outside(input: &Location, output: &Location) -> Result<()> {
+    match (input, output) {
+        (Location::Local(i), Location::Local(o)) => crate::local::check_input_outside(i, o),
+        (
+            Location::S3 {
+                bucket: bi,
+                key: ki,
+            },
+            Location::S3 {
+                bucket: bo,
+                key: ko,
+            },
+        ) if bi == bo && (ko.is_empty() || ki.starts_with(&format!("{ko}/"))) => {
+            Err(crate::error::Error::OutputExists {
+                path: output.to_string().into(),
+                reason: format!(
+                    "holds the input {input}; writing the output there would delete it (write \
+                     elsewhere, then move the result)"
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// An output for a directory or prefix of shards.

@@ -352,6 +352,14 @@ fn listing_pages_through_1500_objects() {
         while let Some(r) = set.join_next().await {
             r.unwrap();
         }
+        client
+            .put_object()
+            .bucket(&bb)
+            .key("many/_SUCCESS")
+            .body(Vec::new().into())
+            .send()
+            .await
+            .unwrap();
     });
     let ds = Dataset::open(&s3loc(&b, "many")).unwrap();
     let names: Vec<String> = ds.parts().iter().map(|p| p.name.clone()).collect();
@@ -512,4 +520,48 @@ fn server_stopped_between_parts() {
     let out = s3.output(&b2, "out");
     write_output(&out, false).unwrap();
     assert!(s3.exists(&b2, "out/_SUCCESS").unwrap());
+}
+
+/// The reader (`trainer --data`'s `Dataset`) on an endpoint that accepts connections and never
+/// answers: it fails within its timeouts, naming the endpoint, instead of hanging.
+#[test]
+fn a_silent_endpoint_fails_the_reader_naming_it() {
+    // The credentials come from the test server's environment.
+    let Some(_) = server() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let s3 = S3::new(S3Options {
+        endpoint_url: Some(endpoint.clone()),
+        read_timeout: Duration::from_secs(1),
+        max_attempts: Some(2),
+        ..S3Options::default()
+    })
+    .unwrap();
+    let err = Dataset::from_source(Box::new(s3.source("b", "shards")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&endpoint) && err.contains("timed out"),
+        "{err}"
+    );
+}
+
+/// On S3 too, the reader trusts only a committed prefix: without `_SUCCESS` it refuses.
+#[test]
+fn the_reader_requires_success_on_s3() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "uncommitted");
+    let loc = s3loc(&b, "out");
+    let out = open_output(&loc).unwrap();
+    write_output(out.as_ref(), false).unwrap();
+    Dataset::open(&loc).unwrap().load().unwrap();
+    s3.delete_keys(&b, vec!["out/_SUCCESS".into()]).unwrap();
+    let err = Dataset::open(&loc).unwrap_err();
+    assert!(matches!(err, Error::NotCommitted { .. }), "{err}");
 }

@@ -68,18 +68,38 @@ fn commit_then_read_back() {
     );
 }
 
+/// Every name in `dir`, sorted.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
 fn existing_output_needs_overwrite_and_foreign_files_are_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out");
     let loc = write_output(&dir);
+    let before = names(&dir);
     let out = open_output(&loc).unwrap();
     assert!(matches!(
         out.prepare(false),
         Err(Error::OutputExists { .. })
     ));
+    // Preparing to overwrite touches nothing: the old output stays complete until the new one
+    // replaces it, and a run given up on leaves it as it was.
     out.prepare(true).unwrap();
-    assert!(!dir.join("_SUCCESS").exists() && !dir.join("part-00000").exists());
+    assert_eq!(names(&dir), before);
+    out.abort();
+    assert_eq!(names(&dir), before);
+    assert_eq!(
+        names(tmp.path()),
+        ["out"],
+        "no staging or lock left beside it"
+    );
     fs::write(dir.join("notes.txt"), "mine").unwrap();
     let err = out.prepare(true).unwrap_err().to_string();
     assert!(err.contains("notes.txt"), "{err}");
@@ -95,7 +115,174 @@ fn dropped_part_writer_leaves_nothing() {
     w.write_all(b"offset,y,a\n").unwrap();
     drop(w);
     out.abort();
-    assert_eq!(fs::read_dir(tmp.path().join("o")).unwrap().count(), 0);
+    assert_eq!(names(tmp.path()), Vec::<String>::new());
+}
+
+/// A second commit replaces the first output whole, and leaves nothing beside it.
+#[test]
+fn overwrite_replaces_the_whole_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let loc = write_output(&dir);
+    let out = open_output(&loc).unwrap();
+    out.prepare(true).unwrap();
+    let mut w = out.create_part("part-00000").unwrap();
+    w.write_all(b"offset,y,a\n7,0,1\n").unwrap();
+    let mut info = w.finish().unwrap();
+    info.rows = 1;
+    out.commit(&manifest(vec![info])).unwrap();
+    assert_eq!(names(&dir), ["_SUCCESS", "_manifest.json", "part-00000"]);
+    assert_eq!(names(tmp.path()), ["out"]);
+    assert_eq!(Dataset::open(&loc).unwrap().load().unwrap().offsets, [7]);
+}
+
+/// `--overwrite` removes only an output this project wrote: not a directory of other part-*
+/// files without a manifest or `_SUCCESS`, not a part-* directory, not through a symlink.
+#[test]
+fn overwrite_refuses_what_this_project_did_not_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let no_marker = tmp.path().join("a");
+    fs::create_dir(&no_marker).unwrap();
+    fs::write(no_marker.join("part-00000"), "offset,y,a\n").unwrap();
+    let err = open_output(&Location::Local(no_marker.clone()))
+        .unwrap()
+        .prepare(true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("_SUCCESS") && err.contains("refusing"),
+        "{err}"
+    );
+
+    let dir = tmp.path().join("b");
+    write_output(&dir);
+    fs::create_dir(dir.join("part-archive-2023")).unwrap();
+    fs::write(dir.join("part-archive-2023/important.txt"), "keep").unwrap();
+    let err = open_output(&Location::Local(dir.clone()))
+        .unwrap()
+        .prepare(true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("part-archive-2023"), "{err}");
+    fs::remove_dir_all(dir.join("part-archive-2023")).unwrap();
+    fs::write(dir.join("part-notes.txt"), "keep").unwrap();
+    let err = open_output(&Location::Local(dir.clone()))
+        .unwrap()
+        .prepare(true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("part-notes.txt"), "{err}");
+    fs::remove_file(dir.join("part-notes.txt")).unwrap();
+
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    let err = open_output(&Location::Local(link.clone()))
+        .unwrap()
+        .prepare(true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(dir.join("_SUCCESS").exists() && link.exists());
+    assert_eq!(names(&no_marker), ["part-00000"]);
+}
+
+#[test]
+fn an_output_without_a_name_is_refused() {
+    for dir in [".", "..", "/", "a/.."] {
+        let err = open_output(&Location::Local(dir.into()))
+            .unwrap()
+            .prepare(true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name of its own"), "{dir}: {err}");
+    }
+}
+
+/// The input lying inside the output is refused before anything is touched.
+#[test]
+fn input_inside_the_output_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    write_output(&dir);
+    let input = dir.join("part-00000");
+    let err = shards::local::check_input_outside(&input, &dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds the input"), "{err}");
+    shards::local::check_input_outside(&tmp.path().join("in.csv"), &dir).unwrap();
+}
+
+/// A second writer of one output is refused, naming the run that holds it.
+#[test]
+fn a_second_writer_is_refused_naming_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loc = Location::Local(tmp.path().join("out"));
+    let first = open_output(&loc).unwrap();
+    first.prepare(false).unwrap();
+    let err = open_output(&loc).unwrap().prepare(false).unwrap_err();
+    assert!(matches!(err, Error::OutputBusy { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("process {}", std::process::id())),
+        "{msg}"
+    );
+    first.abort();
+    let second = open_output(&loc).unwrap();
+    second.prepare(false).unwrap();
+    second.abort();
+}
+
+/// Readers trust only committed outputs.
+#[test]
+fn readers_refuse_uncommitted_or_tampered_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let loc = write_output(&dir);
+
+    fs::remove_file(dir.join("_SUCCESS")).unwrap();
+    let err = Dataset::open(&loc).unwrap_err();
+    assert!(matches!(err, Error::NotCommitted { .. }), "{err}");
+    fs::write(dir.join("_SUCCESS"), "").unwrap();
+
+    // With a manifest, an unlisted part is refused.
+    fs::copy(dir.join("part-00001"), dir.join("part-00002")).unwrap();
+    let err = Dataset::open(&loc).unwrap_err().to_string();
+    assert!(err.contains("part-00002"), "{err}");
+    fs::remove_file(dir.join("part-00002")).unwrap();
+
+    // Copies and compressed parts are named as such.
+    fs::copy(dir.join("part-00001"), dir.join("part-00001.bak")).unwrap();
+    let err = Dataset::open(&loc).unwrap_err().to_string();
+    assert!(
+        err.contains("part-00001.bak") && err.contains("stray"),
+        "{err}"
+    );
+    fs::rename(dir.join("part-00001.bak"), dir.join("part-00000.gz")).unwrap();
+    let err = Dataset::open(&loc).unwrap_err().to_string();
+    assert!(err.contains("compressed"), "{err}");
+    fs::remove_file(dir.join("part-00000.gz")).unwrap();
+
+    // A manifest whose schema was edited is named as the side that disagrees.
+    let m = fs::read_to_string(dir.join("_manifest.json")).unwrap();
+    fs::write(dir.join("_manifest.json"), m.replace("\"y\"", "\"z\"")).unwrap();
+    let err = Dataset::open(&loc).unwrap().load().unwrap_err().to_string();
+    assert!(err.contains("the manifest _manifest.json says"), "{err}");
+    fs::write(dir.join("_manifest.json"), m).unwrap();
+
+    // Without a manifest (Hadoop output), a duplicate key is refused, even when the worker
+    // loads only one of the two parts that hold it.
+    fs::remove_file(dir.join("_manifest.json")).unwrap();
+    Dataset::open(&loc).unwrap().load().unwrap();
+    fs::write(dir.join("part-00002"), "offset,y,a\n9,0,2\n").unwrap();
+    let ds = Dataset::open(&loc).unwrap();
+    for subset in [vec![0, 1, 2], vec![2], vec![1]] {
+        let err = ds.load_parts(&subset).unwrap_err();
+        assert!(
+            matches!(&err, Error::DuplicateKey { key: 9, first, second, .. }
+                if first == "part-00000" && second == "part-00002"),
+            "{subset:?}: {err}"
+        );
+    }
 }
 
 #[test]

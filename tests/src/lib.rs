@@ -103,13 +103,13 @@ impl Rng {
         Rng(seed)
     }
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         shards::splitmix64(self.0 ^ 0x5555)
     }
     /// A number below `n` (with a negligible bias).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -293,6 +293,11 @@ pub fn dropped(counters: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 /// in offset order, and returns each shard's record lines (by `shard_of` of the offset).
 pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, String) {
     let location = Location::parse(dir.to_str().unwrap()).unwrap();
+    // The shell pipelines here stand for a whole Hadoop job, whose committer writes _SUCCESS
+    // once every reducer has finished; the reader requires it.
+    if !dir.join("_SUCCESS").exists() {
+        std::fs::write(dir.join("_SUCCESS"), "").unwrap();
+    }
     let table = Dataset::open(&location)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .load()
@@ -347,6 +352,23 @@ pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, 
 /// The CaPUMS default options.
 pub fn default_options() -> SchemaOptions {
     SchemaOptions::default()
+}
+
+/// `pipeline generate` of `rows` synthetic CaPUMS-like rows with `seed` and a share `na_rate`
+/// of rows with a missing value, into `csv`.
+pub fn pipeline_generate(csv: &Path, rows: u64, seed: u64, na_rate: f64) {
+    let o = Command::new(pipeline())
+        .arg("generate")
+        .args(["--rows", &rows.to_string(), "--seed", &seed.to_string()])
+        .args(["--na-rate", &na_rate.to_string(), "--output"])
+        .arg(csv)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pipeline generate failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// `pipeline run` on `input` into `out` with extra arguments; returns its manifest.

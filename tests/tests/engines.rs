@@ -53,21 +53,7 @@ fn agree(dir: &Path, input: &[u8], args: &[&str], shards: u32) {
 fn generated_data_with_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("gen.csv");
-    let o = std::process::Command::new(pipeline())
-        .args([
-            "generate",
-            "--rows",
-            "20000",
-            "--seed",
-            "7",
-            "--na-rate",
-            "0.02",
-            "--output",
-        ])
-        .arg(&csv)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    pipeline_generate(&csv, 20000, 7, 0.02);
     let input = with_bad_lines(&std::fs::read(&csv).unwrap(), 40, 7);
     let work = dir.path().join("a");
     std::fs::create_dir(&work).unwrap();

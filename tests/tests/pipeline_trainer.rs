@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use fastdp_tests::{pipeline, trainer};
+use fastdp_tests::{pipeline, pipeline_generate, trainer};
 
 /// Runs `bin args..` in `cwd` and returns its output.
 fn exec(bin: &str, cwd: &Path, args: &[&str]) -> Output {
@@ -45,14 +45,7 @@ fn ok(what: &str, out: &Output) {
 /// `pipeline generate` of `rows` synthetic rows into `dir/input.csv`.
 fn generated_input(dir: &Path, rows: u64) -> PathBuf {
     let csv = dir.join("input.csv");
-    let rows = rows.to_string();
-    let args = ["generate", "--rows", &rows, "--seed", "5", "--output"];
-    let out = exec(
-        pipeline(),
-        dir,
-        &[&args[..], &[csv.to_str().unwrap()]].concat(),
-    );
-    ok("pipeline generate", &out);
+    pipeline_generate(&csv, rows, 5, 0.01);
     csv
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::features::Standardizer;
 use crate::metrics::EpochMetrics;
 use crate::publish;
 use crate::{Error, Result};
@@ -32,6 +33,10 @@ pub struct CheckpointMeta {
     pub tensors: String,
     /// The metrics of every completed epoch.
     pub metrics: Vec<EpochMetrics>,
+    /// The standardized columns' noisy statistics, released once before the first epoch: a
+    /// resumed run uses these rather than releasing (and spending) them again.
+    #[serde(default)]
+    pub standardizer: Option<Standardizer>,
 }
 
 /// A loaded checkpoint.
@@ -177,6 +182,7 @@ mod tests {
             fingerprint: serde_json::json!({"lr": 0.01}),
             tensors: String::new(),
             metrics: vec![],
+            standardizer: None,
         }
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use shards::Location;
 
 use crate::device::DeviceSpec;
+use crate::features::FeatureSpec;
 use crate::optim::OptimizerKind;
 
 /// How each step's examples are drawn.
@@ -122,6 +123,9 @@ pub struct TrainConfig {
     pub privacy: Privacy,
     /// Hidden layer widths (empty: logistic regression).
     pub hidden: Vec<usize>,
+    /// How the feature columns become the model's inputs (public bounds, categories, noisy
+    /// standardization); empty: every column as it is.
+    pub features: FeatureSpec,
     /// Share of records in the test set.
     pub test_fraction: f64,
     /// Seed of the train/test split (the design's splitmix64 rule).
@@ -148,6 +152,9 @@ pub struct TrainConfig {
     pub profile: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Print nothing on stdout (no epoch lines; `trainer sweep` prints one line per run).
+    #[serde(skip)]
+    pub quiet: bool,
     /// Data-parallel workers: processes x threads, one worker per thread (`Single { threads:
     /// 1 }`: the plain single-process trainer). Every worker trains on its share of the shards;
     /// the model does not depend on the number of workers.
@@ -190,6 +197,7 @@ impl TrainConfig {
                 grad_sample: GradSample::Vectorized,
             }),
             hidden: vec![50],
+            features: FeatureSpec::new(),
             test_fraction: 0.2,
             split_seed: 0,
             seed: None,
@@ -202,6 +210,7 @@ impl TrainConfig {
             checkpoint: None,
             profile: false,
             progress: false,
+            quiet: false,
             cluster: Cluster::Single { threads: 1 },
             connect_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(60),
@@ -266,6 +275,12 @@ impl TrainConfig {
                  per step; the limit is {}: lower one of them",
                 self.batch_size,
                 limits::ACTIVATIONS
+            ));
+        }
+        let noise = self.features.standardize_noise;
+        if self.features.gaussian_release().is_some() && !(noise.is_finite() && noise > 0.0) {
+            return bad(format!(
+                "--standardize-noise {noise} must be finite and positive"
             ));
         }
         if self.intra_op_threads == 0 {

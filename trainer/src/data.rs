@@ -6,6 +6,7 @@ use std::ops::Range;
 use shards::{Dataset, Location, Table};
 use tch::{Device, Kind, Tensor};
 
+use crate::features::{FeatureSpec, Standardizer, Unknown};
 use crate::{Error, Result};
 
 /// Rows are padded to a multiple of this many `f32`s (64 bytes, a cache line).
@@ -42,6 +43,28 @@ impl Examples {
             .f_view([len as i64, stride as i64])?
             .f_to_device(device)?;
         Ok(Examples { rows, len, width })
+    }
+
+    /// The same examples in a tensor of their own.
+    pub fn copy(&self) -> Result<Examples> {
+        let mut rows = self.rows.f_zeros_like()?;
+        rows.f_copy_(&self.rows)?;
+        Ok(Examples {
+            rows,
+            len: self.len,
+            width: self.width,
+        })
+    }
+
+    /// Appends `other`'s rows (same width) after these (an audit's input canaries).
+    pub fn extend(&mut self, other: &Examples) -> Result<()> {
+        assert_eq!(
+            self.width, other.width,
+            "appended rows have the same features"
+        );
+        self.rows = Tensor::f_cat(&[&self.rows, &other.rows], 0)?;
+        self.len += other.len;
+        Ok(())
     }
 
     /// Number of examples.
@@ -89,6 +112,25 @@ impl Examples {
         self.rows.narrow(0, 0, n.min(self.len) as i64)
     }
 
+    /// Standardizes the inputs `cols` (on [-1, 1]): input `cols[c]` becomes `(u - m) / s` for
+    /// `(m, s) = moments[c]`, and the rows' input norms are recomputed.
+    pub fn standardize(&mut self, cols: &[usize], moments: &[(f64, f64)]) -> Result<()> {
+        if self.len == 0 || cols.is_empty() {
+            return Ok(());
+        }
+        for (&j, &(m, s)) in cols.iter().zip(moments) {
+            let mut col = self.rows.narrow(1, j as i64, 1);
+            let z = (&col - m).f_div_scalar(s)?;
+            col.f_copy_(&z)?;
+        }
+        let x = self.rows.narrow(1, 0, self.width as i64);
+        let norm = (x.square().sum_dim_intlist(1, true, Kind::Float) + 1.0).sqrt();
+        self.rows
+            .narrow(1, self.width as i64 + 2, 1)
+            .f_copy_(&norm)?;
+        Ok(())
+    }
+
     /// The mean of feature `j` over all rows (for the attack's baseline).
     pub fn feature_mean(&self, j: usize) -> f64 {
         self.rows
@@ -120,8 +162,25 @@ pub struct Data {
     pub fingerprint: u64,
     /// The label column.
     pub label_name: String,
-    /// The feature columns, in input order.
+    /// The model's inputs, in order (the feature columns after the feature spec).
     pub feature_names: Vec<String>,
+    /// What the feature spec did to this share, for the operator and the standardization.
+    pub transform: TransformInfo,
+}
+
+/// What [`FeatureSpec::apply`] found in a worker's share (exact figures: the operator's, never
+/// the card's).
+#[derive(Debug, Clone, Default)]
+pub struct TransformInfo {
+    /// Each categorical column, its policy, and the records with a level outside the spec.
+    pub unknown: Vec<(String, Unknown, u64)>,
+    /// The inputs passed through untransformed, and whether a value of one is outside [0, 1].
+    pub raw_out_of_range: Vec<(String, bool)>,
+    /// The standardized inputs (on [-1, 1] until [`Examples::standardize`]).
+    pub standardized: Vec<usize>,
+    /// [`Standardizer::sums`] over this share's training records (empty without
+    /// standardized inputs).
+    pub train_sums: Vec<f64>,
 }
 
 impl Data {
@@ -131,9 +190,10 @@ impl Data {
         location: &Location,
         test_fraction: f64,
         split_seed: u64,
+        spec: &FeatureSpec,
         device: Device,
     ) -> Result<Self> {
-        let data = Data::load_share(location, 0, 1, test_fraction, split_seed, device)?;
+        let data = Data::load_share(location, 0, 1, test_fraction, split_seed, spec, device)?;
         if data.train.is_empty() {
             return Err(Error::Data {
                 location: location.to_string(),
@@ -147,13 +207,16 @@ impl Data {
     }
 
     /// Worker `worker`'s share of the shards at `location` out of `workers` ([`share_of`]),
-    /// loaded and split as [`Data::load`] does (either split may be empty here).
+    /// loaded, transformed by `spec` and split as [`Data::load`] does (either split may be
+    /// empty here).
+    #[allow(clippy::too_many_arguments)]
     pub fn load_share(
         location: &Location,
         worker: usize,
         workers: usize,
         test_fraction: f64,
         split_seed: u64,
+        spec: &FeatureSpec,
         device: Device,
     ) -> Result<Self> {
         if let Location::Local(dir) = location
@@ -192,9 +255,47 @@ impl Data {
                 ),
             });
         }
-        let mut data = Data::split(&table, test_fraction, split_seed, device)?;
+        let t = spec.apply(&table)?;
+        let mut data = Data::split(&t.table, test_fraction, split_seed, device)?;
         data.fingerprint = fingerprint(&dataset);
+        data.transform = TransformInfo {
+            raw_out_of_range: t
+                .raw
+                .iter()
+                .zip(&t.out_of_range)
+                .map(|(&j, &o)| (t.table.feature_names[j].clone(), o))
+                .collect(),
+            train_sums: if t.standardized.is_empty() {
+                Vec::new()
+            } else {
+                let k = t.table.width();
+                let train: Vec<f32> = t
+                    .table
+                    .offsets
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &o)| !shards::is_test(o, split_seed, test_fraction))
+                    .flat_map(|(i, _)| t.table.features[i * k..(i + 1) * k].iter().copied())
+                    .collect();
+                Standardizer::sums(&train, k, &t.standardized)
+            },
+            unknown: t.unknown,
+            standardized: t.standardized,
+        };
         Ok(data)
+    }
+
+    /// The same data in tensors of its own (a run may change its examples in place).
+    pub fn copy(&self) -> Result<Data> {
+        Ok(Data {
+            train: self.train.copy()?,
+            test: self.test.copy()?,
+            train_keys: self.train_keys.clone(),
+            fingerprint: self.fingerprint,
+            label_name: self.label_name.clone(),
+            feature_names: self.feature_names.clone(),
+            transform: self.transform.clone(),
+        })
     }
 
     /// Splits a loaded table (see [`Data::load`]).
@@ -227,6 +328,7 @@ impl Data {
             fingerprint: 0,
             label_name: table.label_name.clone(),
             feature_names: table.feature_names.clone(),
+            transform: TransformInfo::default(),
         })
     }
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tch::Tensor;
 
 use crate::config::TrainConfig;
+use crate::features::{FeatureSpec, StandardizedColumn, Standardizer};
 use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
 use crate::privacy::Accounting;
@@ -50,6 +51,9 @@ pub struct ModelCard<'a> {
     pub steps: u64,
     /// The last epoch's figures on held-out rows.
     pub held_out: Option<HeldOut>,
+    /// How the data's columns became `feature_names`: what to apply to a record before the
+    /// model sees it.
+    pub feature_transform: FeatureTransform<'a>,
     /// [`EXACT_STATISTICS`].
     pub exact_statistics: &'static str,
 }
@@ -79,6 +83,53 @@ pub struct PrivacyStatement {
     pub private_against_seed_holders: bool,
     /// What the guarantee covers, in words.
     pub statement: String,
+}
+
+/// The feature spec as the card states it, with the noisy statistics the standardized columns
+/// use (never exact ones).
+#[derive(Debug, Serialize)]
+pub struct FeatureTransform<'a> {
+    /// The spec: public bounds, public levels, standardized columns' public ranges.
+    pub spec: &'a FeatureSpec,
+    /// Each standardized column's noisy mean and standard deviation.
+    pub standardized: Vec<StandardizedColumn>,
+    /// The Gaussian release they come from (noisy sums, noise multiplier, sensitivity).
+    pub standardization_release: Option<Standardizer>,
+    /// What the transform costs, in words.
+    pub statement: String,
+}
+
+impl<'a> FeatureTransform<'a> {
+    /// The transform of `spec`, standardized by `standardizer` when it has such columns.
+    pub fn new(spec: &'a FeatureSpec, standardizer: Option<&Standardizer>, private: bool) -> Self {
+        let mut statement = String::from(
+            "A column in spec.columns as bounds is clipped to [lo, hi] and scaled to [0, 1]; \
+             as categories it becomes one input name=level per level (1 for its level), plus \
+             name=other with unknown \"other\" (with \"drop\" a record with another value \
+             was not used). Bounds and levels are public (given, not computed from the data): \
+             they cost no privacy. Other columns are used as they are.",
+        );
+        if let Some(st) = standardizer {
+            statement.push_str(&format!(
+                " A standardize column is clipped to [lo, hi], then (x - noisy_mean) / \
+                 noisy_std; the means and standard deviations come from one Gaussian release \
+                 on the training split (noise multiplier {}, L2 sensitivity {:.4}){}.",
+                st.noise_multiplier,
+                st.sensitivity,
+                if private {
+                    ", composed with the DP-SGD steps in the accountant: epsilon covers it"
+                } else {
+                    " (a --no-dp run: no guarantee)"
+                }
+            ));
+        }
+        FeatureTransform {
+            spec,
+            standardized: standardizer.map(|s| s.card(spec)).unwrap_or_default(),
+            standardization_release: standardizer.cloned(),
+            statement,
+        }
+    }
 }
 
 /// Figures computed on held-out rows: not covered by epsilon (they are exact statistics of the
@@ -113,6 +164,7 @@ impl<'a> ModelCard<'a> {
         spent: Option<PrivacySpent>,
         steps: u64,
         last: Option<&EpochMetrics>,
+        standardizer: Option<&Standardizer>,
     ) -> Self {
         let privacy = accounting.zip(spent).map(|(mechanism, spent)| {
             let seeded = config.seed.is_some();
@@ -120,10 +172,19 @@ impl<'a> ModelCard<'a> {
             PrivacyStatement {
                 statement: format!(
                     "({:.4}, {:e})-differential privacy by the {} accountant for {unit}: it \
-                     covers the released weights and this card, except the held_out figures.{}",
+                     covers the released weights and this card, except the held_out figures{}. \
+                     The number of training records N is treated as public (the sampling rate \
+                     q = B / N, the steps and epsilon itself reveal it).{}",
                     spent.epsilon,
                     spent.delta,
                     spent.accountant,
+                    match mechanism.preprocessing_noise_multiplier {
+                        Some(_) => {
+                            ", and composes the DP-SGD steps with the Gaussian release of the \
+                             standardized columns' statistics (feature_transform)"
+                        }
+                        None => "",
+                    },
                     if seeded {
                         " Seeded run: NOT private against anyone who knows the seed."
                     } else {
@@ -154,15 +215,17 @@ impl<'a> ModelCard<'a> {
             attack_majority_baseline: m.attack_baseline,
             attack_imputer_baseline: m.attack_imputer,
         });
+        let private = privacy.is_some();
         ModelCard {
             architecture: architecture(feature_names.len(), &config.hidden),
             feature_names,
             label_name,
             options: config,
-            private: privacy.is_some(),
+            private,
             privacy,
             steps,
             held_out,
+            feature_transform: FeatureTransform::new(&config.features, standardizer, private),
             exact_statistics: EXACT_STATISTICS,
         }
     }

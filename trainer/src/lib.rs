@@ -6,9 +6,14 @@
 //! - [`grad_sample`]: per-example gradients of the MLP in closed form, vectorized;
 //! - [`dp_step`]: clip, sum, add noise once, scale, optimizer step ([`optim`], [`noise`]);
 //! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
+//! - [`features`]: the feature spec (public bounds, categories, standardization by noisy
+//!   estimates) applied to every record before the split;
 //! - [`settings`]: what the processes of a run agree on before the first step;
 //! - [`evaluate`], [`attack`], [`metrics`], [`checkpoint`], [`export`]: what a run reports
-//!   and leaves behind.
+//!   and leaves behind;
+//! - [`audit`]: `trainer audit`, a lower bound on epsilon from one run of the same loop with
+//!   canaries, and membership inference on the real rows;
+//! - [`report`], [`sweep`]: a run as an HTML page, and the privacy-utility curve of many runs.
 //!
 //! [`run`] trains on every worker of [`TrainConfig::cluster`] (processes x threads, the
 //! `cluster` crate's): each holds a share of the shards, all draw the same sample, and their
@@ -24,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod attack;
+pub mod audit;
 pub mod batches;
 pub mod checkpoint;
 pub mod config;
@@ -33,6 +39,7 @@ pub mod dp_step;
 mod error;
 pub mod evaluate;
 pub mod export;
+pub mod features;
 pub mod fused;
 pub mod grad_sample;
 pub mod metrics;
@@ -43,8 +50,10 @@ pub mod optim;
 pub mod privacy;
 pub mod profile;
 pub mod publish;
+pub mod report;
 pub mod sampler;
 pub mod settings;
+pub mod sweep;
 pub mod train;
 
 pub use config::{
@@ -53,4 +62,4 @@ pub use config::{
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
 pub use optim::OptimizerKind;
-pub use train::{RunReport, run, steps_per_epoch};
+pub use train::{Loaded, RunReport, run, run_loaded, steps_per_epoch};

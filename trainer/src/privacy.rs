@@ -25,24 +25,39 @@ pub struct Accounting {
     pub effective_noise_multiplier: f64,
     /// delta of (epsilon, delta).
     pub delta: f64,
+    /// The noise multiplier of the Gaussian mechanism that released the standardized columns'
+    /// statistics before training (`--standardize`), composed with the steps; `None` without
+    /// one.
+    pub preprocessing_noise_multiplier: Option<f64>,
 }
 
 impl Accounting {
     /// Accounting for a run that draws its batches with `sampler` and plans `planned_steps`
     /// steps in all; with a target epsilon, the noise multiplier is the smallest that spends at
     /// most the target over those steps. The accountant sees the noise over the sensitivity.
-    pub fn new(dp: &DpConfig, sampler: &PoissonSampler, planned_steps: u64) -> Result<Self> {
+    /// `preprocessing`: the noise multiplier of a Gaussian release before training, composed
+    /// with the steps (a target epsilon then calibrates the steps for what it leaves).
+    pub fn new(
+        dp: &DpConfig,
+        sampler: &PoissonSampler,
+        planned_steps: u64,
+        preprocessing: Option<f64>,
+    ) -> Result<Self> {
         let sampling_rate = sampler.rate();
         let sensitivity = dp.grad_sample.sensitivity();
         let effective_noise_multiplier = match dp.noise {
             NoiseSpec::Multiplier(s) => s / sensitivity,
-            NoiseSpec::TargetEpsilon(target) => noise_for_target(
-                dp.accountant,
-                sampling_rate,
-                target,
-                planned_steps,
-                dp.delta,
-            )?,
+            NoiseSpec::TargetEpsilon(target) => {
+                check_rate(sampling_rate)?;
+                accountant::calibrate_noise_with_gaussians(
+                    dp.accountant,
+                    sampling_rate,
+                    target,
+                    planned_steps,
+                    preprocessing.as_slice(),
+                    dp.delta,
+                )?
+            }
         };
         Ok(Accounting {
             accountant: dp.accountant,
@@ -51,18 +66,22 @@ impl Accounting {
             sensitivity,
             effective_noise_multiplier,
             delta: dp.delta,
+            preprocessing_noise_multiplier: preprocessing,
         })
     }
 
-    /// The budget spent after `steps` steps.
+    /// The budget spent after `steps` steps (and the preprocessing release, which comes first:
+    /// it is spent even at step 0).
     pub fn spent(&self, steps: u64) -> Result<PrivacySpent> {
-        epsilon(
+        check_rate(self.sampling_rate)?;
+        Ok(accountant::epsilon_with_gaussians(
             self.accountant,
             self.sampling_rate,
             self.effective_noise_multiplier,
             steps,
+            self.preprocessing_noise_multiplier.as_slice(),
             self.delta,
-        )
+        )?)
     }
 }
 
@@ -131,16 +150,18 @@ mod tests {
         let sampler = PoissonSampler::new(10_000, 100, ChaCha20Rng::seed_from_u64(0)).unwrap();
         let mut micro = dp(NoiseSpec::Multiplier(1.8));
         micro.grad_sample = GradSample::Microbatch(3);
-        let acc = Accounting::new(&micro, &sampler, 500).unwrap();
+        let acc = Accounting::new(&micro, &sampler, 500, None).unwrap();
         assert_eq!(
             (acc.sensitivity, acc.effective_noise_multiplier),
             (2.0, 0.9)
         );
-        let per_example = Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 500).unwrap();
+        let per_example =
+            Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 500, None).unwrap();
         assert_eq!(acc.spent(500).unwrap(), per_example.spent(500).unwrap());
         micro.noise = NoiseSpec::TargetEpsilon(2.0);
-        let calibrated = Accounting::new(&micro, &sampler, 500).unwrap();
-        let plain = Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500).unwrap();
+        let calibrated = Accounting::new(&micro, &sampler, 500, None).unwrap();
+        let plain =
+            Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500, None).unwrap();
         assert_eq!(calibrated.noise_multiplier, 2.0 * plain.noise_multiplier);
     }
 
@@ -149,7 +170,7 @@ mod tests {
     #[test]
     fn accounts_with_the_samplers_rate() {
         let sampler = PoissonSampler::new(960_000, 256, ChaCha20Rng::seed_from_u64(0)).unwrap();
-        let acc = Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 37_500).unwrap();
+        let acc = Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 37_500, None).unwrap();
         assert_eq!(acc.sampling_rate, 256.0 / 960_000.0);
         let spent = acc.spent(3750).unwrap();
         assert!(
@@ -162,7 +183,7 @@ mod tests {
     #[test]
     fn target_epsilon_is_met_over_the_planned_steps() {
         let sampler = PoissonSampler::new(10_000, 100, ChaCha20Rng::seed_from_u64(0)).unwrap();
-        let acc = Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500).unwrap();
+        let acc = Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500, None).unwrap();
         let eps = acc.spent(500).unwrap().epsilon;
         assert!(
             eps <= 2.0 && eps > 1.95,

@@ -1,6 +1,7 @@
 //! [`Settings`]: every option of a run that matters to the mechanism or the model, as one typed
 //! struct. The processes of a run agree on it before the first step, and a checkpoint is
-//! continued only by a run with the same settings.
+//! continued only by a run with the same settings (but for the data's fingerprint, which a
+//! checkpoint does not record: [`Settings::for_checkpoint`]).
 
 use serde::Serialize;
 
@@ -55,6 +56,8 @@ pub struct Settings {
     pub accountant: Option<String>,
     /// Per-example or microbatch clipping.
     pub grad_sample: Option<GradSample>,
+    /// The feature spec (bounds, levels, standardized ranges and their noise), as JSON.
+    pub features: String,
 }
 
 impl Settings {
@@ -90,12 +93,31 @@ impl Settings {
             delta: dp.map(|d| d.delta),
             accountant: dp.map(|d| d.accountant.to_string()),
             grad_sample: dp.map(|d| d.grad_sample),
+            features: serde_json::to_string(&config.features).expect("a spec serializes"),
         }
     }
 
     /// What a checkpoint records and a resumed run must match: these settings, without the
-    /// epochs unless the noise was calibrated for them.
+    /// epochs unless the noise was calibrated for them, and without the data's fingerprint.
+    ///
+    /// A checkpoint may be shipped like the card, and the fingerprint is a hash of the shards'
+    /// listing and manifest (checksums, feature means): a function of every record that anyone
+    /// who knows the other records can recompute for each candidate, so it would identify the
+    /// training data exactly. The number of training rows stays (it is public already: q = B / N
+    /// and epsilon are functions of it). A resume on other data of the same size and columns is
+    /// therefore not refused; it is still accounted right, since every step, on whatever data,
+    /// is the same sampled Gaussian mechanism and the accountant composes them all.
     pub fn for_checkpoint(&self) -> serde_json::Value {
+        let mut value = self.without_epochs();
+        if let serde_json::Value::Object(map) = &mut value {
+            map.remove("data_fingerprint");
+        }
+        value
+    }
+
+    /// These settings, without the epochs unless the noise was calibrated for them (more epochs
+    /// may follow a checkpoint).
+    fn without_epochs(&self) -> serde_json::Value {
         let calibrated = matches!(self.noise, Some(NoiseSpec::TargetEpsilon(_)));
         let kept = Settings {
             epochs: self.epochs.filter(|_| calibrated),
@@ -104,11 +126,12 @@ impl Settings {
         serde_json::to_value(kept).expect("settings serialize")
     }
 
-    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings as a
-    /// checkpoint records them (so a resumed run draws the same noise), so that runs with the
-    /// same seed but other settings or data do not share their noise.
+    /// The key of a seeded run's noise: `seed` mixed with a hash of these settings, the data's
+    /// fingerprint included, but not the epochs unless calibrated (so a resumed run draws the
+    /// same noise), so that runs with the same seed but other settings or data do not share
+    /// their noise.
     pub fn noise_seed(&self, seed: u64) -> u64 {
-        let text = self.for_checkpoint().to_string();
+        let text = self.without_epochs().to_string();
         shards::splitmix64(seed ^ hash("settings", &text))
     }
 
@@ -222,6 +245,49 @@ mod tests {
         }
     }
 
+    /// Every option of a run is a setting, or is named here as one that changes neither the
+    /// mechanism nor the model (float order aside). A new option must be placed: one left out
+    /// of `Settings` by mistake would let processes that differ in it train together, let a
+    /// checkpoint be resumed with another value, and give seeded runs that differ in it the
+    /// same noise.
+    #[test]
+    fn every_option_is_a_setting_or_named_as_not_mattering() {
+        // `data` is compared through the data's fingerprint, rows and columns; the rest only
+        // place the work, report, or write files.
+        const NOT_SETTINGS: &[&str] = &[
+            "data",
+            "privacy",
+            "device",
+            "intra_op_threads",
+            "attack_feature",
+            "attack_rows",
+            "metrics_out",
+            "save",
+            "checkpoint",
+            "profile",
+            "progress",
+        ];
+        let c = TrainConfig::new(Location::parse("shards").unwrap());
+        let names: Vec<String> = settings(&c).fields().into_iter().map(|(n, _)| n).collect();
+        let options = serde_json::to_value(&c).unwrap();
+        let mut unplaced = Vec::new();
+        for key in options.as_object().unwrap().keys() {
+            if !names.contains(key) && !NOT_SETTINGS.contains(&key.as_str()) {
+                unplaced.push(key.clone());
+            }
+        }
+        // The DP options are settings one by one.
+        for key in options["privacy"]["private"].as_object().unwrap().keys() {
+            if !names.contains(key) {
+                unplaced.push(format!("privacy.{key}"));
+            }
+        }
+        assert!(
+            unplaced.is_empty(),
+            "options neither in Settings nor named as not mattering: {unplaced:?}"
+        );
+    }
+
     #[test]
     fn seeded_noise_depends_on_the_settings_but_not_on_more_epochs() {
         let mut c = TrainConfig::new(Location::parse("shards").unwrap());
@@ -231,8 +297,23 @@ mod tests {
         assert_ne!(settings(&c).noise_seed(6), key);
         c.lr = 0.02;
         assert_ne!(settings(&c).noise_seed(5), key);
+        let lr = settings(&c).noise_seed(5);
+        c.features.add_bounds("x=0:10").unwrap();
+        assert_ne!(
+            settings(&c).noise_seed(5),
+            lr,
+            "the feature spec is a setting"
+        );
         let other_data = Settings::new(&c, 8, 100, vec!["y".into(), "x".into()]);
         assert_ne!(other_data.noise_seed(5), settings(&c).noise_seed(5));
+        // A checkpoint does not record the data's fingerprint (it would identify the data).
+        assert_eq!(other_data.for_checkpoint(), settings(&c).for_checkpoint());
+        assert!(
+            settings(&c)
+                .for_checkpoint()
+                .get("data_fingerprint")
+                .is_none()
+        );
     }
 
     #[test]

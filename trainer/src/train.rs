@@ -12,7 +12,7 @@
 //! additions, and the accountant sees exactly the single-process mechanism.
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use accountant::PrivacySpent;
@@ -25,6 +25,7 @@ use tch::Tensor;
 use timely::worker::Worker;
 
 use crate::attack::{Attack, Imputer};
+use crate::audit::canary::Canaries;
 use crate::batches::BatchQueue;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{DpConfig, NoiseRng, NoiseSpec, Privacy, Sampling, TrainConfig};
@@ -33,8 +34,10 @@ use crate::device::{self, synchronize};
 use crate::dp_step::{DpStep, StepPrivacy, microbatch_of};
 use crate::evaluate::{self, Totals};
 use crate::export::{self, ModelCard};
+use crate::features::Standardizer;
 use crate::metrics::{EpochMetrics, MetricsLog, NonPrivate, thread_cpu_ns};
 use crate::mlp::{Mlp, Shape};
+use crate::noise::NoiseSource;
 use crate::optim::Optimizer;
 use crate::privacy::Accounting;
 use crate::profile::{Phase, Profiler};
@@ -93,6 +96,31 @@ fn sampler_rng(key: SamplerKey, epoch: u32) -> ChaCha20Rng {
 /// only worker 0's report includes the epochs of a resumed checkpoint). When workers fail, the
 /// first error that is a cause is returned, not another worker's report of its leaving.
 pub fn run(config: &TrainConfig) -> Result<RunReport> {
+    run_on(config, None, None)
+}
+
+/// [`run`] on shards already loaded in this process (`trainer sweep` loads them once for all
+/// its runs): the same loop, each worker taking its share from `loaded` instead of reading it.
+pub fn run_loaded(config: &TrainConfig, loaded: &Arc<Loaded>) -> Result<RunReport> {
+    loaded.check(config)?;
+    run_on(config, Some(Arc::clone(loaded)), None)
+}
+
+/// [`run`], with an audit's canaries inserted into the run (`trainer audit`, one worker): the
+/// same loop, sampler, clipping, noise and accountant; the canaries only add rows, or gradients
+/// for the sampled canary rows, and read the noisy gradients the steps produce.
+pub(crate) fn run_with_canaries(
+    config: &TrainConfig,
+    canaries: Option<Arc<Mutex<Canaries>>>,
+) -> Result<RunReport> {
+    run_on(config, None, canaries)
+}
+
+fn run_on(
+    config: &TrainConfig,
+    loaded: Option<Arc<Loaded>>,
+    canaries: Option<Arc<Mutex<Canaries>>>,
+) -> Result<RunReport> {
     config.validate()?;
     if config.cluster.process() == 0 {
         check_outputs(config)?;
@@ -101,7 +129,7 @@ pub fn run(config: &TrainConfig) -> Result<RunReport> {
     let shared = Arc::new(config.clone());
     let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
         let _no_grad = tch::no_grad_guard();
-        train_worker(&shared, worker)
+        train_worker(&shared, worker, loaded.as_deref(), canaries.as_deref())
     })?;
     let first = config.cluster.process() * config.cluster.threads();
     let mut report = None;
@@ -170,21 +198,131 @@ impl Collectives {
     }
 }
 
+/// The shards of a single-process run, loaded once for several runs with the same data, split
+/// and workers ([`run_loaded`]): each worker's share on its device.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What the shares were loaded for: data, split, feature spec, device, threads.
+    key: String,
+    shares: Vec<Mutex<Data>>,
+}
+
+impl Loaded {
+    /// Loads every worker's share of `config.data` as `config`'s run would (one process only).
+    pub fn load(config: &TrainConfig) -> Result<Self> {
+        if config.cluster.processes() != 1 {
+            return Err(Error::Config(
+                "shards loaded once serve the runs of one process (no --workers, --hostfile)"
+                    .into(),
+            ));
+        }
+        let threads = config.cluster.threads();
+        let shares = (0..threads)
+            .map(|me| {
+                let device = config.device.resolve_for(me)?;
+                let data = Data::load_share(
+                    &config.data,
+                    me,
+                    threads,
+                    config.test_fraction,
+                    config.split_seed,
+                    &config.features,
+                    device,
+                )?;
+                Ok(Mutex::new(data))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Loaded {
+            key: Self::key(config),
+            shares,
+        })
+    }
+
+    fn key(config: &TrainConfig) -> String {
+        format!(
+            "{} {} {} {:?} {:?} {:?}",
+            config.data,
+            config.test_fraction,
+            config.split_seed,
+            config.features,
+            config.device,
+            config.cluster
+        )
+    }
+
+    /// Refuses a run whose data, split, device or workers are not those loaded.
+    fn check(&self, config: &TrainConfig) -> Result<()> {
+        if Self::key(config) == self.key {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "the shards were loaded for {}, not for this run's {}",
+                self.key,
+                Self::key(config)
+            )))
+        }
+    }
+
+    /// A copy of worker `me`'s share: a run changes its data in place (standardization), so
+    /// each run gets its own tensors.
+    fn share(&self, me: usize) -> Result<Data> {
+        self.shares[me]
+            .lock()
+            .expect("a share is only copied under its lock")
+            .copy()
+    }
+
+    /// The loaded shares (worker order).
+    pub fn with_shares<T>(&self, f: impl FnOnce(&[&Data]) -> T) -> T {
+        let guards: Vec<_> = self
+            .shares
+            .iter()
+            .map(|s| s.lock().expect("a share is only copied under its lock"))
+            .collect();
+        let shares: Vec<&Data> = guards.iter().map(|g| &**g).collect();
+        f(&shares)
+    }
+}
+
 /// One worker's run: see the module documentation.
-fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> {
+fn train_worker(
+    config: &TrainConfig,
+    worker: &mut Worker,
+    loaded: Option<&Loaded>,
+    canaries: Option<&Mutex<Canaries>>,
+) -> Result<RunReport> {
     let mut coll = Collectives::new(worker, config);
     let (me, workers) = (worker.index(), worker.peers());
     let lead = me == 0;
     let device = config.device.resolve_for(me % config.cluster.threads())?;
 
-    let data = Data::load_share(
-        &config.data,
-        me,
-        workers,
-        config.test_fraction,
-        config.split_seed,
-        device,
-    )?;
+    let mut data = match loaded {
+        Some(loaded) => loaded.share(me)?,
+        None => Data::load_share(
+            &config.data,
+            me,
+            workers,
+            config.test_fraction,
+            config.split_seed,
+            &config.features,
+            device,
+        )?,
+    };
+    if canaries.is_some() && !data.transform.standardized.is_empty() {
+        // Its input canaries are crafted model inputs, appended before the release is drawn:
+        // standardizing would move them.
+        return Err(Error::Config(
+            "trainer audit does not take --standardize: give those columns public bounds \
+             (--feature-bounds) instead"
+                .into(),
+        ));
+    }
+    // An audit's input canaries are rows appended to the training set; its gradient canaries
+    // are sampled as rows numbered after them (`extra`), with no features.
+    let extra = match canaries {
+        Some(c) => lock(c).insert(&mut data)?,
+        None => 0,
+    };
     // Everyone's train and test counts (and column agreement), so each worker knows where its
     // examples sit in the global order.
     let names_hash = data
@@ -197,7 +335,7 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             })
         });
     let mut counts = vec![0u64; 2 * workers + 2];
-    counts[me] = data.train.len() as u64;
+    counts[me] = (data.train.len() + extra) as u64;
     counts[workers + me] = data.test.len() as u64;
     counts[2 * workers] = data.train.width() as u64;
     counts[2 * workers + 1] = names_hash;
@@ -214,7 +352,7 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
     let n = counts[..workers].iter().sum::<u64>() as usize;
     let n_test = counts[workers..2 * workers].iter().sum::<u64>() as usize;
     let share_start = counts[..me].iter().sum::<u64>() as i64;
-    let share = share_start..share_start + data.train.len() as i64;
+    let share = share_start..share_start + (data.train.len() + extra) as i64;
     if n == 0 {
         return Err(Error::Data {
             location: config.data.to_string(),
@@ -236,6 +374,7 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
     settings.agree(me, workers, config.cluster.threads(), |v| {
         Ok(coll.counts.sum(worker, v)?)
     })?;
+    report_transform(&data, lead, |v| Ok(coll.counts.sum(worker, v)?))?;
 
     // The attack runs on the run's leading training rows and leading held-out rows; this worker
     // holds those in its ranges.
@@ -276,6 +415,9 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         Sampling::Poisson => PoissonSampler::new(n, config.batch_size, sampler_rng(key, 0))?,
     };
 
+    // The standardized columns' Gaussian release, composed with the steps.
+    let preprocessing =
+        (!data.transform.standardized.is_empty()).then_some(config.features.standardize_noise);
     // The one place the sampler's rate reaches the accountant (Opacus's make_private). Worker
     // 0 calibrates the noise for a target epsilon and hands the multiplier to the others.
     let (accounting, step_privacy) = match &config.privacy {
@@ -284,14 +426,14 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             let planned = per_epoch * u64::from(config.epochs);
             let mut sigma = [0f64];
             if lead {
-                sigma[0] = Accounting::new(dp, &sampler, planned)?.noise_multiplier;
+                sigma[0] = Accounting::new(dp, &sampler, planned, preprocessing)?.noise_multiplier;
             }
             coll.totals.broadcast(worker, 0, &mut sigma)?;
             let given = DpConfig {
                 noise: NoiseSpec::Multiplier(sigma[0]),
                 ..dp.clone()
             };
-            let acc = Accounting::new(&given, &sampler, planned)?;
+            let acc = Accounting::new(&given, &sampler, planned, preprocessing)?;
             let step = StepPrivacy::Private {
                 clip: dp.l2_norm_clip,
                 noise_multiplier: acc.noise_multiplier,
@@ -305,6 +447,11 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             };
             (Some(acc), step)
         }
+    };
+    #[cfg(test)]
+    let step_privacy = match canaries {
+        Some(c) => lock(c).tamper(step_privacy),
+        None => step_privacy,
     };
 
     let shape = Shape::new(data.train.width(), &config.hidden);
@@ -326,10 +473,20 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         // Worker 0's share carries the noise.
         dp = dp.noise_elsewhere();
     }
+    if let Some(c) = canaries {
+        lock(c).start(
+            &mlp,
+            &shape,
+            sampler.rate(),
+            step_privacy,
+            dp.expected_batch(),
+            device,
+        )?;
+    }
 
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
     let print = |line: &str| {
-        if lead {
+        if lead && !config.quiet {
             let _ = writeln!(std::io::stdout(), "{line}");
         }
     };
@@ -338,7 +495,9 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
     // Worker 0 reads the checkpoint (it needs to exist only where worker 0 runs) and hands its
     // position, parameters and optimizer state to the others.
     let mut position = [0u64; 3];
+    let mut saved_standardizer = None;
     if lead && let Some((saved, dir)) = resume(config, &fp, accounting.as_ref())? {
+        saved_standardizer = saved.meta.standardizer.clone();
         mlp.load_flat(saved.tensor(dir, "params")?)?;
         dp.optimizer_mut()
             .restore(&saved.tensors, saved.meta.steps)?;
@@ -368,6 +527,21 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             ));
         }
     }
+    let noise_rng = match config.noise_rng() {
+        NoiseRng::Seeded(seed) => NoiseRng::Seeded(settings.noise_seed(seed)),
+        NoiseRng::Os => NoiseRng::Os,
+    };
+    let standardizer = standardize(
+        &mut data,
+        preprocessing,
+        saved_standardizer,
+        lead,
+        noise_rng,
+        |v, broadcast| match broadcast {
+            false => Ok(coll.totals.sum(worker, v)?),
+            true => Ok(coll.totals.broadcast(worker, 0, v)?),
+        },
+    )?;
     // A resumed run's metrics file is rewritten to the checkpoint's epochs first: an epoch whose
     // line was written but whose checkpoint was not is trained (and logged) once more, not twice.
     let mut log = config
@@ -438,19 +612,30 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         let mut examples = 0u64;
         for s in 0..per_epoch {
             prof.restart();
-            let idx = batches.next_batch(per_epoch - s);
+            let mut idx = batches.next_batch(per_epoch - s);
             examples += batches.sample_size();
+            let mut canaries = canaries.map(lock);
+            if let Some(c) = &mut canaries {
+                idx = c.take_sampled(&idx, data.train.len());
+            }
             if let Some(ids) = &microbatches {
                 dp.set_microbatches(ids.index_select(0, &idx));
             }
             let rows = data.train.rows().index_select(0, &idx);
             prof.mark(Phase::Sampling);
             dp.accumulate_rows(&mlp, data.train.width(), &rows, &mut prof);
+            if let Some(c) = &mut canaries {
+                c.add_gradients(dp.grad());
+            }
             dp.add_noise(&mut prof);
             if workers > 1 {
                 coll.reduce_tensor(worker, dp.grad(), None)?;
                 prof.mark(Phase::AllReduce);
             }
+            if let Some(c) = &mut canaries {
+                c.observe(&mlp, &data.train, dp.grad());
+            }
+            drop(canaries);
             dp.update(&mlp, &mut prof);
             if s % 64 == 0 {
                 bar.set_position(s);
@@ -543,7 +728,11 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         };
         print(&metrics.to_string());
         if prof.enabled() {
-            print(&format!("profile of epoch {}:\n{phases}", epoch + 1));
+            print(&format!(
+                "profile of epoch {} (not private: timings grow with the realized batch \
+                 sizes):\n{phases}",
+                epoch + 1
+            ));
         }
         if let Some(log) = &mut log {
             log.write(&metrics)?;
@@ -558,6 +747,7 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
                 tensors: String::new(),
                 // What epsilon covers and held-out figures only: a checkpoint may be shipped.
                 metrics: history.iter().map(EpochMetrics::public).collect(),
+                standardizer: standardizer.clone(),
             };
             let mut tensors = vec![("params".to_string(), mlp.flat())];
             tensors.extend(dp.optimizer().state());
@@ -565,6 +755,9 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         }
     }
 
+    if let Some(c) = canaries {
+        lock(c).finish(&mlp, &data)?;
+    }
     if spent.is_none() && lead {
         // No epoch left to train (a resumed run that had finished).
         spent = accounting.map(|a| a.spent(steps)).transpose()?;
@@ -578,6 +771,7 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
             spent,
             steps,
             history.last(),
+            standardizer.as_ref(),
         );
         export::save(path, &mlp, &card)?;
         print(&format!(
@@ -596,6 +790,107 @@ fn train_worker(config: &TrainConfig, worker: &mut Worker) -> Result<RunReport> 
         steps,
         model: mlp,
     })
+}
+
+/// Tells the operator (stderr, worker 0) what the feature spec found over every worker's share:
+/// records with a level outside a categorical column's spec, and columns used as they are that
+/// hold values outside [0, 1] (which swamp the others, and with DP the clip bound). These are
+/// exact figures for the operator, never written to the card.
+fn report_transform(
+    data: &Data,
+    lead: bool,
+    sum: impl FnOnce(&mut [u64]) -> Result<()>,
+) -> Result<()> {
+    let t = &data.transform;
+    let mut v: Vec<u64> = t
+        .unknown
+        .iter()
+        .map(|u| u.2)
+        .chain(t.raw_out_of_range.iter().map(|r| u64::from(r.1)))
+        .collect();
+    sum(&mut v)?;
+    if !lead {
+        return Ok(());
+    }
+    let (unknown, raw) = v.split_at(t.unknown.len());
+    for ((name, policy, _), &count) in t.unknown.iter().zip(unknown) {
+        if count > 0 {
+            eprintln!(
+                "trainer: {count} record(s) have a value of '{name}' outside its levels: {}",
+                match policy {
+                    crate::features::Unknown::Drop => "dropped (not trained or tested on)",
+                    crate::features::Unknown::Other => "encoded as {name}=other",
+                }
+            );
+        }
+    }
+    let wide: Vec<&str> = t
+        .raw_out_of_range
+        .iter()
+        .zip(raw)
+        .filter(|(_, n)| **n > 0)
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    if !wide.is_empty() {
+        eprintln!(
+            "trainer: warning: feature(s) {} have values outside [0, 1] and are used as they \
+             are: give them public bounds (--feature-bounds NAME=LO:HI), levels \
+             (--feature-categories) or a range to standardize in (--standardize NAME=LO:HI)",
+            wide.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Releases the standardized columns' statistics (the sums over every worker's training
+/// records, plus worker 0's Gaussian noise, handed to all) and standardizes both splits with
+/// them; a resumed run uses the checkpoint's release instead. `None` without such columns.
+/// `exchange(v, false)` sums `v` over the workers, `exchange(v, true)` hands worker 0's to all.
+fn standardize(
+    data: &mut Data,
+    noise_multiplier: Option<f64>,
+    saved: Option<Standardizer>,
+    lead: bool,
+    noise_rng: NoiseRng,
+    mut exchange: impl FnMut(&mut [f64], bool) -> Result<()>,
+) -> Result<Option<Standardizer>> {
+    let Some(sigma) = noise_multiplier else {
+        return Ok(None);
+    };
+    let cols = data.transform.standardized.clone();
+    let sensitivity = Standardizer::sensitivity(cols.len());
+    let mut sums = data.transform.train_sums.clone();
+    exchange(&mut sums, false)?;
+    if lead {
+        match saved {
+            Some(s) if s.noisy_sums.len() == sums.len() => sums = s.noisy_sums,
+            _ => {
+                let noise =
+                    Tensor::zeros([sums.len() as i64], (tch::Kind::Float, tch::Device::Cpu));
+                let mut source =
+                    NoiseSource::new(noise_rng, sums.len(), sigma * sensitivity, tch::Device::Cpu)?;
+                // A stream no epoch's step noise uses.
+                source.start_epoch(u32::MAX);
+                source.add_to(&noise);
+                let noise = Vec::<f32>::try_from(&noise)?;
+                for (s, z) in sums.iter_mut().zip(noise) {
+                    *s += f64::from(z);
+                }
+            }
+        }
+    } else {
+        sums.fill(0.0);
+    }
+    exchange(&mut sums, true)?;
+    let st = Standardizer {
+        noise_multiplier: sigma,
+        sensitivity,
+        noisy_sums: sums,
+    };
+    let moments = st.unit_moments();
+    data.train.standardize(&cols, &moments)?;
+    data.test.standardize(&cols, &moments)?;
+    Ok(Some(st))
 }
 
 /// Process 0's checks before any work is spent: `--resume` has a checkpoint to continue, and
@@ -708,6 +1003,12 @@ impl Attacks {
             imputer,
         })
     }
+}
+
+/// The canaries' state (one worker uses it; a poisoned lock means that worker panicked, which
+/// the run reports).
+fn lock(c: &Mutex<Canaries>) -> std::sync::MutexGuard<'_, Canaries> {
+    c.lock().expect("the audit's worker did not panic")
 }
 
 fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressBar {

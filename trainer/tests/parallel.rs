@@ -260,6 +260,8 @@ fn the_noise_is_added_once() {
     let header = "offset,employed,sex,disability\n";
     std::fs::write(shards.join("part-00000"), format!("{header}7,1,1,0\n")).unwrap();
     std::fs::write(shards.join("part-00001"), header).unwrap();
+    // Committed, as a Hadoop job's output would be (readers require _SUCCESS).
+    std::fs::write(shards.join("_SUCCESS"), "").unwrap();
 
     let mean_square = |threads: usize| {
         let mut sum = 0.0;

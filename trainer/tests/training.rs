@@ -191,6 +191,14 @@ fn saves_model_card_metrics_and_profile() {
     ] {
         assert!(out.contains(phase), "profile lacks {phase}: {out}");
     }
+    // Timings grow with the realized batch sizes: the printed profile says it is not private,
+    // like the epoch line's timings after "| not private:".
+    assert!(
+        out.lines()
+            .filter(|l| l.starts_with("profile of epoch"))
+            .all(|l| l.contains("not private")),
+        "{out}"
+    );
     // Defaults: run/model.safetensors, run/model.json, run/metrics.jsonl.
     let bytes = std::fs::read(dir.path().join("run/model.safetensors")).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -311,6 +319,13 @@ fn released_files_hold_no_training_set_statistics() {
     );
     assert_eq!(privacy["delta"], 1e-5);
     assert_eq!(privacy["accountant"], "pld");
+    assert!(
+        privacy["statement"]
+            .as_str()
+            .unwrap()
+            .contains("number of training records N is treated as public"),
+        "{privacy}"
+    );
     assert_eq!(card["held_out"]["covered_by_epsilon"], false);
     assert!(card["held_out"]["test_accuracy"].is_number(), "{card}");
     assert!(
@@ -323,6 +338,72 @@ fn released_files_hold_no_training_set_statistics() {
     let lines = metrics(&dir.path().join("run/metrics.jsonl"));
     assert_eq!(lines[1]["non_private"]["private"], false);
     assert!(lines[1]["non_private"]["examples"].as_u64().unwrap() > 0);
+}
+
+/// A checkpoint may be shipped like the card, so its metadata must not identify the training
+/// data: two datasets that differ only in one training record's value (same size, same byte
+/// offsets, same input path) give byte-identical `checkpoint.json` files. It held a hash of the
+/// shards' listing and manifest, whose checksums and feature means change with any record:
+/// whoever knew the other records could recompute it for each candidate value and read the
+/// record off, whatever epsilon said.
+#[test]
+fn checkpoint_metadata_does_not_identify_the_training_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = generated_shards(dir.path(), 2_000, 12);
+    // The neighbour: the first complete data row with its first field (sex, 0/1) flipped, in
+    // the same file, so the pipeline's options are the same too.
+    let csv = dir.path().join("input.csv");
+    let mut bytes = std::fs::read(&csv).unwrap();
+    let mut start = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    loop {
+        let end = start + bytes[start..].iter().position(|&b| b == b'\n').unwrap();
+        let line = std::str::from_utf8(&bytes[start..end]).unwrap();
+        if !line.contains("NA") && !line.split(',').any(str::is_empty) {
+            break;
+        }
+        start = end + 1;
+    }
+    bytes[start] = if bytes[start] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&csv, &bytes).unwrap();
+    let b = dir.path().join("neighbour");
+    common::shard(&csv, &b);
+
+    let checkpoint = |data: &std::path::Path, name: &str| {
+        let ck = dir.path().join(format!("ck-{name}"));
+        let save = dir.path().join(format!("{name}.safetensors"));
+        let m = dir.path().join(format!("{name}.jsonl"));
+        ok(&trainer(
+            dir.path(),
+            &[
+                "--data",
+                data.to_str().unwrap(),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                // Every record trains, so the flipped one does, and no held-out figure differs.
+                "--test-fraction",
+                "0",
+                "--seed",
+                "1",
+                "--attack-feature",
+                "none",
+                "--no-progress",
+                "--checkpoint-dir",
+                ck.to_str().unwrap(),
+                "--save",
+                save.to_str().unwrap(),
+                "--metrics-out",
+                m.to_str().unwrap(),
+            ],
+        ));
+        std::fs::read_to_string(ck.join("checkpoint.json")).unwrap()
+    };
+    let (ours, theirs) = (checkpoint(&a, "a"), checkpoint(&b, "b"));
+    assert_eq!(
+        ours, theirs,
+        "the checkpoint's metadata tells the neighbouring datasets apart"
+    );
 }
 
 /// The other code paths run end to end: logistic regression, two hidden layers with Adam,
@@ -361,6 +442,73 @@ fn option_combinations_train() {
             last["test_accuracy"].is_null(),
             extra.contains(&"--test-fraction"),
             "{extra:?}"
+        );
+    }
+}
+
+/// `trainer sweep`'s path: shards loaded once and trained on by `run_loaded` give the model and
+/// figures `run` gives (the same loop), as often as asked, at one worker and at two; a run
+/// with another split or data than the loaded one is refused.
+#[test]
+fn runs_on_loaded_shards_are_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 3000, 5);
+    for threads in [1, 2] {
+        let mut c = ::trainer::TrainConfig::new(shards::Location::Local(shards.clone()));
+        c.epochs = 2;
+        c.seed = Some(11);
+        c.quiet = true;
+        c.cluster = cluster::Cluster::Single { threads };
+        let loaded = std::sync::Arc::new(::trainer::Loaded::load(&c).unwrap());
+        let plain = ::trainer::run(&c).unwrap();
+        for _ in 0..2 {
+            let again = ::trainer::run_loaded(&c, &loaded).unwrap();
+            assert!(
+                plain.model.flat().equal(again.model.flat()),
+                "{threads} threads"
+            );
+            let public = |r: &::trainer::RunReport| -> Vec<_> {
+                r.metrics
+                    .iter()
+                    .map(::trainer::metrics::EpochMetrics::public)
+                    .collect()
+            };
+            assert_eq!(public(&plain), public(&again));
+        }
+        let mut other = c.clone();
+        other.split_seed = 1;
+        let e = ::trainer::run_loaded(&other, &loaded)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loaded for"), "{e}");
+    }
+}
+
+/// A run standardizes its columns in place: runs on loaded shards each get their own copy, so
+/// the second run on them is the run `run` gives, not one on twice-standardized data.
+#[test]
+fn runs_on_loaded_shards_standardize_their_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::fulton_shards(dir.path());
+    let mut c = ::trainer::TrainConfig::new(shards::Location::Local(data));
+    c.epochs = 1;
+    c.seed = Some(2);
+    c.quiet = true;
+    c.attack_feature = None;
+    c.features
+        .add_categories("educ=1..16:other,puma=1101..1107:other")
+        .unwrap();
+    c.features
+        .add_standardize("age=0:120,income=-100000:2000000")
+        .unwrap();
+    let loaded = std::sync::Arc::new(::trainer::Loaded::load(&c).unwrap());
+    let plain = ::trainer::run(&c).unwrap();
+    for _ in 0..2 {
+        let again = ::trainer::run_loaded(&c, &loaded).unwrap();
+        assert!(plain.model.flat().equal(again.model.flat()));
+        assert_eq!(
+            plain.metrics[0].test_accuracy,
+            again.metrics[0].test_accuracy
         );
     }
 }

@@ -59,23 +59,50 @@ impl PldOptions {
 ///
 /// `q == 0` or `steps == 0` gives 0 (nothing released); `sigma == 0` gives infinity.
 pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, options: &PldOptions) -> Result<f64> {
+    epsilon_with_gaussians(q, sigma, steps, &[], delta, options)
+}
+
+/// Epsilon at `delta` of `steps` steps as [`epsilon`] composed with one release of each
+/// (unsampled) Gaussian mechanism of noise multiplier `gaussians[i]`: their distributions,
+/// discretized like a step's, convolved with the steps' composition.
+pub fn epsilon_with_gaussians(
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    gaussians: &[f64],
+    delta: f64,
+    options: &PldOptions,
+) -> Result<f64> {
     params::sampling_rate(q)?;
     params::noise_multiplier(sigma)?;
     params::delta(delta)?;
     options.validate()?;
-    if q == 0.0 || steps == 0 {
+    for &g in gaussians {
+        params::noise_multiplier(g)?;
+    }
+    let sgd_releases = q > 0.0 && steps > 0;
+    if !sgd_releases && gaussians.is_empty() {
         return Ok(0.0);
     }
-    if sigma == 0.0 {
+    if (sgd_releases && sigma == 0.0) || gaussians.contains(&0.0) {
         return Ok(f64::INFINITY);
     }
-    let one_step = PrivacyLossDistribution::subsampled_gaussian(q, sigma, options)?;
-    let composed = one_step
-        .self_compose(steps, options.tail_mass_truncation)
-        .map_err(|e| match e {
-            Error::PldTooLarge { bins, max, .. } => Error::PldTooLarge { bins, max, sigma },
-            other => other,
-        })?;
+    let mut composed = if sgd_releases {
+        let one_step = PrivacyLossDistribution::subsampled_gaussian(q, sigma, options)?;
+        one_step
+            .self_compose(steps, options.tail_mass_truncation)
+            .map_err(|e| match e {
+                Error::PldTooLarge { bins, max, .. } => Error::PldTooLarge { bins, max, sigma },
+                other => other,
+            })?
+    } else {
+        PrivacyLossDistribution::new(Pmf::identity(options.discretization), None)
+    };
+    for &g in gaussians {
+        composed = composed.compose(&PrivacyLossDistribution::subsampled_gaussian(
+            1.0, g, options,
+        )?);
+    }
     Ok(composed.epsilon_for_delta(delta))
 }
 

@@ -18,6 +18,8 @@ pub fn config(input: &Path, output: &Path, shards: u32, cluster: Cluster) -> Run
         cluster,
         overwrite: false,
         connect_timeout: Duration::from_secs(30),
+        peer_timeout: Duration::from_secs(120),
+        allow_empty: false,
         progress: false,
     }
 }

@@ -11,8 +11,15 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 
-/// Maps a failed SDK call `op` on `s3://bucket/key`.
-pub(crate) fn sdk_error<E>(op: &'static str, bucket: &str, key: &str, err: SdkError<E>) -> Error
+/// Maps a failed SDK call `op` on `s3://bucket/key` by the client `s3` (whose endpoint a
+/// connection failure or timeout names).
+pub(crate) fn sdk_error<E>(
+    s3: &super::S3,
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    err: SdkError<E>,
+) -> Error
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
@@ -39,9 +46,18 @@ where
                 ErrorKind::TimedOut => "timed out reaching the S3 endpoint",
                 _ => "cannot reach the S3 endpoint",
             };
-            (kind, format!("{what} ({})", chain(&err)))
+            (kind, format!("{what} {} ({})", s3.endpoint(), chain(&err)))
         }
-        SdkError::TimeoutError(_) => (ErrorKind::TimedOut, format!("timed out ({})", chain(&err))),
+        SdkError::TimeoutError(_) => (
+            ErrorKind::TimedOut,
+            format!(
+                "no answer from the S3 endpoint {} within {} s, retries included ({}; \
+                 --s3-operation-timeout)",
+                s3.endpoint(),
+                s3.options().operation_timeout.as_secs(),
+                chain(&err)
+            ),
+        ),
         _ => (ErrorKind::Other, chain(&err)),
     };
     s3_io(bucket, key, kind, format!("{op}: {what}"))

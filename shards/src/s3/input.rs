@@ -39,9 +39,9 @@ impl S3Input {
             Ok(h) => h,
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
                 s3.check_bucket(bucket, key)?;
-                return Err(sdk_error("HeadObject", bucket, key, e));
+                return Err(sdk_error(&s3, "HeadObject", bucket, key, e));
             }
-            Err(e) => return Err(sdk_error("HeadObject", bucket, key, e)),
+            Err(e) => return Err(sdk_error(&s3, "HeadObject", bucket, key, e)),
         };
         Ok(S3Input {
             len: head.content_length().unwrap_or(0).max(0) as u64,
@@ -126,7 +126,7 @@ impl RangeReader {
         let out = self
             .s3
             .block_on(req.send())
-            .map_err(|e| sdk_error("GetObject", &self.bucket, &self.key, e))?;
+            .map_err(|e| sdk_error(&self.s3, "GetObject", &self.bucket, &self.key, e))?;
         self.body = Some(out.body);
         self.body_end = end;
         Ok(())
@@ -135,12 +135,28 @@ impl RangeReader {
     /// The next piece of the current body; `None` at its end.
     fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
         let body = self.body.as_mut().expect("called with a body");
-        match self.s3.block_on(body.try_next()) {
-            Ok(c) => Ok(c),
-            Err(e) => Err(std::io::Error::other(format!(
+        let wait = self.s3.options().read_timeout;
+        match self
+            .s3
+            .block_on(async { tokio::time::timeout(wait, body.try_next()).await })
+        {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(std::io::Error::other(format!(
                 "s3://{}/{}: GetObject: body stream broke at byte {}: {e}",
                 self.bucket, self.key, self.pos
             ))),
+            Err(_) => Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "s3://{}/{}: GetObject: no data from the S3 endpoint {} for {} s at byte {} \
+                     (--s3-read-timeout)",
+                    self.bucket,
+                    self.key,
+                    self.s3.endpoint(),
+                    wait.as_secs(),
+                    self.pos
+                ),
+            )),
         }
     }
 }

@@ -2,10 +2,10 @@
 //! [`Output::commit`] (server-side copy of every part to its final key, then `_manifest.json`,
 //! then `_SUCCESS`), and read back with paginated listings.
 //!
-//! Why copy on commit rather than uploading straight to the final keys: the parts of a run in
-//! progress, or of one that died, never appear under the output prefix, so a reader that does
-//! not check `_SUCCESS` (Hadoop-style output has none, and the reader accepts that) can never
-//! pick up a half-written dataset, and the commit works across processes (any process can
+//! `_SUCCESS` is the commit point, which [`crate::Dataset`] requires. Why copy on commit rather
+//! than uploading straight to the final keys: the parts of a run in progress, or of one that
+//! died, never appear under the output prefix, so even a reader that does not check `_SUCCESS`
+//! can never pick up a half-written dataset, and the commit works across processes (any process can
 //! commit parts that others uploaded). The price is one server-side CopyObject per part (no
 //! data passes through the client; 16 run concurrently) and one batched delete.
 
@@ -19,7 +19,7 @@ use super::error::s3_io;
 use super::upload::Upload;
 use super::{S3, join_key, sdk_error};
 use crate::error::{Error, Result};
-use crate::local::{TEMPORARY_DIR, is_output_entry};
+use crate::local::{TEMPORARY_DIR, check_ours_names};
 use crate::location::Location;
 use crate::manifest::{MANIFEST_NAME, Manifest, SUCCESS_NAME};
 use crate::store::{Output, PartWriter, ShardSource};
@@ -96,11 +96,7 @@ impl Output for S3Output {
                 "output prefix is not empty (use --overwrite to replace it)".into(),
             ));
         }
-        if let Some(foreign) = names.iter().find(|n| !is_output_entry(n)) {
-            return Err(self.exists_error(format!(
-                "holds '{foreign}', which is not part of a shard output; refusing to overwrite it"
-            )));
-        }
+        check_ours_names(names.iter().copied()).map_err(|reason| self.exists_error(reason))?;
         // Unpublish first, so a crash in between never leaves a stale output looking complete.
         if names.contains(&SUCCESS_NAME) {
             self.s3
@@ -256,7 +252,7 @@ impl S3 {
             .send();
         let (mut files, mut dirs) = (Vec::new(), Vec::new());
         while let Some(page) = self.block_on(pages.next()) {
-            let page = page.map_err(|e| sdk_error("ListObjectsV2", bucket, &dir, e))?;
+            let page = page.map_err(|e| sdk_error(self, "ListObjectsV2", bucket, &dir, e))?;
             for o in page.contents() {
                 let name = o
                     .key()
@@ -291,7 +287,7 @@ impl S3 {
             .send();
         let mut keys = Vec::new();
         while let Some(page) = self.block_on(pages.next()) {
-            let page = page.map_err(|e| sdk_error("ListObjectsV2", bucket, &dir, e))?;
+            let page = page.map_err(|e| sdk_error(self, "ListObjectsV2", bucket, &dir, e))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -311,11 +307,26 @@ impl S3 {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| sdk_error("GetObject", bucket, key, e))?;
+                .map_err(|e| sdk_error(self, "GetObject", bucket, key, e))?;
             let mut data = Vec::with_capacity(out.content_length().unwrap_or(0).max(0) as usize);
             let mut body = out.body;
+            let wait = self.options().read_timeout;
             loop {
-                match body.try_next().await {
+                let Ok(next) = tokio::time::timeout(wait, body.try_next()).await else {
+                    return Err(s3_io(
+                        bucket,
+                        key,
+                        ErrorKind::TimedOut,
+                        format!(
+                            "GetObject: no data from the S3 endpoint {} for {} s at byte {} \
+                             (--s3-read-timeout)",
+                            self.endpoint(),
+                            wait.as_secs(),
+                            data.len()
+                        ),
+                    ));
+                };
+                match next {
                     Ok(Some(chunk)) => {
                         self.transfers().get.add(chunk.len() as u64);
                         data.extend_from_slice(&chunk);
@@ -355,7 +366,7 @@ impl S3 {
                         .delete(delete)
                         .send(),
                 )
-                .map_err(|e| sdk_error("DeleteObjects", bucket, &batch[0], e))?;
+                .map_err(|e| sdk_error(self, "DeleteObjects", bucket, &batch[0], e))?;
             if let Some(err) = out.errors().first() {
                 return Err(s3_io(
                     bucket,
@@ -376,6 +387,7 @@ impl S3 {
     pub fn copy_keys(&self, bucket: &str, pairs: Vec<(String, String)>) -> Result<()> {
         let client = self.client().clone();
         let bucket = bucket.to_string();
+        let s3 = self.clone();
         let copies = async move {
             let mut set = JoinSet::new();
             let mut pending = pairs.into_iter();
@@ -384,7 +396,7 @@ impl S3 {
                     let Some((from, to)) = pending.next() else {
                         break;
                     };
-                    let (client, bucket) = (client.clone(), bucket.clone());
+                    let (client, bucket, s3) = (client.clone(), bucket.clone(), s3.clone());
                     set.spawn(async move {
                         client
                             .copy_object()
@@ -394,7 +406,7 @@ impl S3 {
                             .send()
                             .await
                             .map(|_| ())
-                            .map_err(|e| sdk_error("CopyObject", &bucket, &from, e))
+                            .map_err(|e| sdk_error(&s3, "CopyObject", &bucket, &from, e))
                     });
                 }
                 match set.join_next().await {

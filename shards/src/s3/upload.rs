@@ -75,7 +75,15 @@ impl Upload {
                         .key(&self.key)
                         .send(),
                 )
-                .map_err(|e| sdk_error("CreateMultipartUpload", &self.bucket, &self.key, e))?;
+                .map_err(|e| {
+                    sdk_error(
+                        &self.s3,
+                        "CreateMultipartUpload",
+                        &self.bucket,
+                        &self.key,
+                        e,
+                    )
+                })?;
             self.multipart = Some(Multipart {
                 upload_id: out.upload_id().unwrap_or_default().to_string(),
                 next_number: 1,
@@ -120,7 +128,7 @@ impl Upload {
             let out = req
                 .send()
                 .await
-                .map_err(|e| sdk_error("UploadPart", &bucket, &key, e))?;
+                .map_err(|e| sdk_error(&s3, "UploadPart", &bucket, &key, e))?;
             s3.transfers().put.add(len);
             let mut part = CompletedPart::builder().part_number(number);
             if let Some(etag) = out.e_tag() {
@@ -148,7 +156,7 @@ impl Upload {
                         .body(ByteStream::from(data))
                         .send(),
                 )
-                .map_err(|e| sdk_error("PutObject", &self.bucket, &self.key, e))?;
+                .map_err(|e| sdk_error(&self.s3, "PutObject", &self.bucket, &self.key, e))?;
             self.s3.transfers().put.add(len);
             return Ok(());
         }
@@ -174,7 +182,15 @@ impl Upload {
                     .multipart_upload(parts)
                     .send(),
             )
-            .map_err(|e| sdk_error("CompleteMultipartUpload", &self.bucket, &self.key, e))?;
+            .map_err(|e| {
+                sdk_error(
+                    &self.s3,
+                    "CompleteMultipartUpload",
+                    &self.bucket,
+                    &self.key,
+                    e,
+                )
+            })?;
         Ok(())
     }
 }

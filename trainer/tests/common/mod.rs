@@ -21,18 +21,25 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
         overwrite: true,
     })
     .expect("generate");
+    shard(&csv, &out);
+    out
+}
+
+/// Shards the CSV `csv` with the timely pipeline (4 shards, one worker) into `out`.
+pub fn shard(csv: &Path, out: &Path) {
     pipeline::run(&pipeline::RunConfig {
-        input: Location::Local(csv),
-        output: Location::Local(out.clone()),
+        input: Location::Local(csv.to_path_buf()),
+        output: Location::Local(out.to_path_buf()),
         shards: 4,
         schema: SchemaOptions::default(),
         cluster: pipeline::Cluster::Single { threads: 1 },
         overwrite: true,
         connect_timeout: Duration::from_secs(10),
+        peer_timeout: Duration::from_secs(120),
+        allow_empty: false,
         progress: false,
     })
     .expect("pipeline run");
-    out
 }
 
 /// Runs `trainer args..` in `cwd`; no progress bar.
@@ -83,4 +90,39 @@ pub fn metrics(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
+}
+
+/// The repository's real-data fixture (Fulton County PUMS) sharded by the pipeline into
+/// `dir/fulton` (label `employed`, every column but the constant `state` and `fips`).
+pub fn fulton_shards(dir: &Path) -> PathBuf {
+    let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/FultonPUMS5full.csv");
+    let out = dir.join("fulton");
+    pipeline::run(&pipeline::RunConfig {
+        input: Location::Local(csv),
+        output: Location::Local(out.clone()),
+        shards: 4,
+        schema: SchemaOptions {
+            exclude: Some(vec!["state".into(), "fips".into()]),
+            ..SchemaOptions::default()
+        },
+        cluster: pipeline::Cluster::Single { threads: 1 },
+        overwrite: true,
+        connect_timeout: Duration::from_secs(10),
+        peer_timeout: Duration::from_secs(120),
+        allow_empty: false,
+        progress: false,
+    })
+    .expect("pipeline run on the Fulton fixture");
+    out
+}
+
+/// The public feature spec of the Fulton fixture (bounds and categories from the PUMS
+/// codebook's ranges), committed next to it.
+pub fn fulton_spec() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/FultonPUMS5full.spec.json")
+}
+
+/// The JSON file at `path`.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the file is there")).expect("JSON")
 }

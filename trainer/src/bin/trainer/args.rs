@@ -8,6 +8,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use cluster::Cluster;
 use shards::Location;
+use trainer::features::FeatureSpec;
+use trainer::report::ReportConfig;
+use trainer::sweep::SweepConfig;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, Privacy, Sampling, TrainConfig,
 };
@@ -23,9 +26,11 @@ use trainer::{
 /// splitmix64(--split-seed)) >= --test-fraction * 2^64), at --delta, as computed by
 /// --accountant. It covers the released model and its card (run/model.json), except the card's
 /// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
-/// is given; a seeded run is not private against anyone who knows the seed. Not covered, not
-/// for publishing: the metrics file's "non_private" training-set figures, and the shards
-/// folder, whose _manifest.json holds exact counts and feature means.
+/// is given; a seeded run is not private against anyone who knows the seed. The number of
+/// training records N is treated as public, as Opacus and TF Privacy do: q = B / N, the steps
+/// per epoch and epsilon itself reveal it. Not covered, not for publishing: the metrics file's
+/// "non_private" training-set figures, and the shards folder, whose _manifest.json holds exact
+/// counts and feature means.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -42,6 +47,14 @@ pub struct Cli {
 pub enum Command {
     /// Epsilon for a noise multiplier, or the noise multiplier for a target epsilon.
     Privacy(PrivacyArgs),
+    /// A run's metrics, card and audit as one self-contained HTML page.
+    Report(ReportArgs),
+    /// Train at several target epsilons (and once without DP) and plot test accuracy
+    /// against epsilon.
+    Sweep(Box<SweepArgs>),
+    /// Audit the run these flags describe: a lower bound on its epsilon from one training run
+    /// with canaries, and membership inference on its real rows.
+    Audit(Box<AuditArgs>),
 }
 
 /// `trainer [OPTIONS]`.
@@ -68,9 +81,10 @@ pub struct TrainArgs {
     /// Noise std over C [default: 0.9].
     #[arg(long, conflicts_with = "target_epsilon")]
     noise_multiplier: Option<f64>,
-    /// Calibrate the noise multiplier so the whole run spends this epsilon.
-    #[arg(long)]
-    target_epsilon: Option<f64>,
+    /// Calibrate the noise multiplier so the whole run spends this epsilon (`trainer sweep`:
+    /// a comma-separated list of them [default: 0.25,0.5,1,2,4,8]).
+    #[arg(long, value_delimiter = ',')]
+    target_epsilon: Vec<f64>,
     /// Delta of (epsilon, delta): the guarantee's failure probability, per record.
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
@@ -80,6 +94,27 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma-separated ("" for logistic regression).
     #[arg(long, default_value = "50")]
     hidden: String,
+    /// Public bounds: NAME=LO:HI,... Each value is clipped to [LO, HI] and scaled to [0, 1].
+    /// Public (given, not computed from the data): no privacy cost.
+    #[arg(long)]
+    feature_bounds: Option<String>,
+    /// Public levels: NAME=A..B (integers) or NAME=X|Y|Z, then :drop (default: a record with
+    /// another value is left out) or :other (it gets a 1 in NAME=other). One-hot encoded.
+    #[arg(long)]
+    feature_categories: Option<String>,
+    /// Standardize by noisy estimates: NAME=LO:HI,... with a coarse public range each value is
+    /// clipped to; the mean and variance are released by the Gaussian mechanism on the training
+    /// split and composed with DP-SGD in the accountant (epsilon covers them).
+    #[arg(long)]
+    standardize: Option<String>,
+    /// Noise multiplier of that Gaussian release (noise std over its L2 sensitivity).
+    #[arg(long, default_value_t = trainer::features::DEFAULT_STANDARDIZE_NOISE)]
+    standardize_noise: f64,
+    /// A JSON feature spec: {"bounds": {"age": [18, 100]}, "categories": {"educ": {"levels":
+    /// [1, 2, 3], "unknown": "other"}}, "standardize": {"income": [-20000, 1000000]}}, merged
+    /// with the flags above (a column may have one spec).
+    #[arg(long)]
+    feature_spec: Option<PathBuf>,
     /// Share of records held out for testing (by the design's hash of the record key).
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
@@ -109,13 +144,14 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 10_000)]
     attack_rows: usize,
     /// JSON-lines file of per-epoch metrics: the operator's log, with exact training-set
-    /// figures under "non_private" (not covered by epsilon; do not publish it).
-    #[arg(long, default_value = "run/metrics.jsonl")]
-    metrics_out: PathBuf,
+    /// figures under "non_private" (not covered by epsilon; do not publish it)
+    /// [default: run/metrics.jsonl; none for an audit].
+    #[arg(long)]
+    metrics_out: Option<PathBuf>,
     /// Where to save the model (safetensors; the options and results go to the same name with
-    /// .json).
-    #[arg(long, default_value = "run/model.safetensors")]
-    save: PathBuf,
+    /// .json) [default: run/model.safetensors; none for an audit].
+    #[arg(long)]
+    save: Option<PathBuf>,
     /// Write a checkpoint here after every epoch.
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
@@ -190,7 +226,14 @@ impl TryFrom<TrainArgs> for Launch {
         let privacy = if a.no_dp {
             Privacy::NonPrivate
         } else {
-            let noise = match (a.noise_multiplier, a.target_epsilon) {
+            let target = match a.target_epsilon.as_slice() {
+                [] => None,
+                [e] => Some(*e),
+                _ => bail!(
+                    "--target-epsilon takes one epsilon for a run (`trainer sweep` takes a list)"
+                ),
+            };
+            let noise = match (a.noise_multiplier, target) {
                 (_, Some(e)) => NoiseSpec::TargetEpsilon(e),
                 (Some(s), None) => NoiseSpec::Multiplier(s),
                 (None, None) => NoiseSpec::Multiplier(0.9),
@@ -206,6 +249,22 @@ impl TryFrom<TrainArgs> for Launch {
                 },
             })
         };
+        let mut features = FeatureSpec::new();
+        features.standardize_noise = a.standardize_noise;
+        if let Some(path) = &a.feature_spec {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--feature-spec {}", path.display()))?;
+            features.add_file(&path.display().to_string(), &text)?;
+        }
+        if let Some(f) = &a.feature_bounds {
+            features.add_bounds(f)?;
+        }
+        if let Some(f) = &a.feature_categories {
+            features.add_categories(f)?;
+        }
+        if let Some(f) = &a.standardize {
+            features.add_standardize(f)?;
+        }
         let attack_feature = match a.attack_feature.as_str() {
             "none" | "" => None,
             name => Some(name.to_string()),
@@ -219,6 +278,7 @@ impl TryFrom<TrainArgs> for Launch {
             sampling: Sampling::Poisson,
             privacy,
             hidden: parse_hidden(&a.hidden)?,
+            features,
             test_fraction: a.test_fraction,
             split_seed: a.split_seed,
             seed: a.seed,
@@ -226,14 +286,15 @@ impl TryFrom<TrainArgs> for Launch {
             intra_op_threads: a.intra_op_threads,
             attack_feature,
             attack_rows: a.attack_rows,
-            metrics_out: Some(a.metrics_out),
-            save: Some(a.save),
+            metrics_out: Some(a.metrics_out.unwrap_or_else(|| "run/metrics.jsonl".into())),
+            save: Some(a.save.unwrap_or_else(|| "run/model.safetensors".into())),
             checkpoint: a.checkpoint_dir.map(|dir| CheckpointConfig {
                 dir,
                 resume: a.resume,
             }),
             profile: a.profile,
             progress: !a.no_progress && cluster.process() == 0,
+            quiet: false,
             cluster,
             connect_timeout: Duration::from_secs(a.connect_timeout),
             peer_timeout: Duration::from_secs(a.peer_timeout),
@@ -260,6 +321,138 @@ fn parse_hidden(s: &str) -> anyhow::Result<Vec<usize>> {
                 .with_context(|| format!("--hidden '{s}': '{w}' is not a width"))
         })
         .collect()
+}
+
+/// `trainer sweep`: training flags, plus the points and repeats.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Runs per target epsilon.
+    #[arg(long, default_value_t = 3)]
+    repeats: u32,
+    /// Folder for runs.jsonl (one JSON line per run, also printed) and report.html.
+    #[arg(long, default_value = "sweep")]
+    out: PathBuf,
+    /// Replace the results of an earlier sweep in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Training options, shared by every run (--target-epsilon takes the list of points; each
+    /// run's model, metrics and checkpoints are not written).
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// The epsilons a sweep runs at without --target-epsilon.
+pub const SWEEP_EPSILONS: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
+
+impl TryFrom<SweepArgs> for SweepConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(mut a: SweepArgs) -> anyhow::Result<Self> {
+        if a.train.no_dp {
+            bail!(
+                "--no-dp: a sweep trains once without DP by itself, and at each --target-epsilon"
+            );
+        }
+        if a.train.noise_multiplier.is_some() {
+            bail!("--noise-multiplier: a sweep calibrates the noise to each --target-epsilon");
+        }
+        if a.train.workers.is_some() || a.train.hostfile.is_some() {
+            bail!("--workers, --hostfile: a sweep runs in one process (use --threads)");
+        }
+        if a.train.checkpoint_dir.is_some() {
+            bail!("--checkpoint-dir: a sweep writes no checkpoints");
+        }
+        let targets = match std::mem::take(&mut a.train.target_epsilon) {
+            t if t.is_empty() => SWEEP_EPSILONS.to_vec(),
+            t => t,
+        };
+        let progress = !a.train.no_progress;
+        let Launch { config, .. } = Launch::try_from(a.train)?;
+        let sweep = SweepConfig {
+            base: config,
+            target_epsilons: targets,
+            repeats: a.repeats,
+            out: a.out,
+            overwrite: a.overwrite,
+            progress,
+        };
+        sweep.validate()?;
+        Ok(sweep)
+    }
+}
+
+/// `trainer report RUN`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run's metrics file, or its folder (metrics.jsonl, and model.json and audit.jsonl when
+    /// there).
+    run: PathBuf,
+    /// Where the page goes [default: report.html in the run's folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The output of `trainer audit` (its JSON line) [default: audit.jsonl in the run folder].
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Leave out the operator's training-set figures (the metrics' "non_private" part): the
+    /// page then holds only what epsilon covers and held-out figures, as the model card does.
+    #[arg(long)]
+    public: bool,
+    /// Replace an existing page.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+impl From<ReportArgs> for ReportConfig {
+    fn from(a: ReportArgs) -> Self {
+        let mut config = ReportConfig::new(a.run);
+        if let Some(out) = a.out {
+            config.out = out;
+        }
+        config.audit = a.audit;
+        config.public = a.public;
+        config.overwrite = a.overwrite;
+        config
+    }
+}
+
+/// `trainer audit`: the training flags, and the audit's own.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The run to audit, as for `trainer`.
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Number of canaries, each included with probability 1/2.
+    #[arg(long, default_value_t = 1000)]
+    canaries: usize,
+    /// gradient (white-box: a fixed gradient of norm C per sampled canary, scored from the
+    /// run's noisy gradients) or input (black-box: crafted rows, scored by the final loss).
+    #[arg(long, default_value = "gradient")]
+    canary_kind: String,
+    /// The bound holds with probability 1 - alpha.
+    #[arg(long, default_value_t = 0.05)]
+    alpha: f64,
+}
+
+impl TryFrom<AuditArgs> for trainer::audit::AuditConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: AuditArgs) -> anyhow::Result<Self> {
+        let (save, metrics_out) = (a.train.save.clone(), a.train.metrics_out.clone());
+        let Launch { mut config, spawn } = Launch::try_from(a.train)?;
+        if spawn.is_some() {
+            bail!("the audit runs on one worker: drop --workers");
+        }
+        // An audit writes only what it is asked to.
+        config.save = None;
+        config.metrics_out = metrics_out;
+        let mut audit = trainer::audit::AuditConfig::new(config);
+        audit.canaries = a.canaries;
+        audit.kind = a.canary_kind.parse()?;
+        audit.alpha = a.alpha;
+        audit.save = save;
+        audit.validate()?;
+        Ok(audit)
+    }
 }
 
 /// `trainer privacy`.
@@ -359,8 +552,65 @@ mod tests {
         )?;
         match cli.command {
             Some(Command::Privacy(p)) => PrivacyQuery::try_from(p),
-            None => panic!("privacy subcommand"),
+            _ => panic!("privacy subcommand"),
         }
+    }
+
+    fn audit(args: &[&str]) -> anyhow::Result<trainer::audit::AuditConfig> {
+        let cli =
+            Cli::try_parse_from(["trainer", "audit"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Audit(a)) => trainer::audit::AuditConfig::try_from(*a),
+            _ => panic!("audit subcommand"),
+        }
+    }
+
+    #[test]
+    fn audit_takes_the_training_flags_and_its_own() {
+        let a = audit(&[]).unwrap();
+        assert_eq!((a.canaries, a.alpha), (1000, 0.05));
+        assert_eq!(a.kind, trainer::audit::CanaryKind::Gradient);
+        // Nothing is written unless asked: not the model, not the metrics.
+        assert!(a.save.is_none() && a.train.save.is_none() && a.train.metrics_out.is_none());
+        let a = audit(&[
+            "--canaries",
+            "500",
+            "--canary-kind",
+            "input",
+            "--alpha",
+            "0.01",
+            "--batch-size",
+            "64",
+            "--noise-multiplier",
+            "0",
+            "--save",
+            "a.safetensors",
+            "--seed",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!((a.canaries, a.alpha), (500, 0.01));
+        assert_eq!(a.kind, trainer::audit::CanaryKind::Input);
+        assert_eq!((a.train.batch_size, a.train.seed), (64, Some(3)));
+        assert_eq!(a.save, Some("a.safetensors".into()));
+        assert!(
+            a.train.save.is_none(),
+            "the audit saves its model itself, marked"
+        );
+        for (args, flag) in [
+            (&["--canary-kind", "white"][..], "--canary-kind"),
+            (&["--alpha", "0"][..], "--alpha"),
+            (&["--canaries", "0"][..], "--canaries"),
+            (&["--no-dp"][..], "--no-dp"),
+            (&["--workers", "2"][..], "--workers"),
+            (&["--microbatch-size", "3"][..], "--microbatch-size"),
+        ] {
+            let err = format!("{:#}", audit(args).unwrap_err());
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        // A plain run still writes its model and metrics where it always did.
+        let c = train(&[]).unwrap();
+        assert_eq!(c.save, Some("run/model.safetensors".into()));
     }
 
     #[test]
@@ -419,8 +669,22 @@ mod tests {
             "--intra-op-threads",
             "2",
             "--no-progress",
+            "--feature-bounds",
+            "age=18:100",
+            "--feature-categories",
+            "educ=1..16:other",
+            "--standardize",
+            "income=-20000:1000000",
+            "--standardize-noise",
+            "4",
         ])
         .unwrap();
+        let mut features = FeatureSpec::new();
+        features.standardize_noise = 4.0;
+        features.add_bounds("age=18:100").unwrap();
+        features.add_categories("educ=1..16:other").unwrap();
+        features.add_standardize("income=-20000:1000000").unwrap();
+        assert_eq!(c.features, features);
         assert_eq!(
             c.data,
             Location::S3 {
@@ -518,6 +782,7 @@ mod tests {
             "--seed",
             "non_private",
             "_manifest.json",
+            "treated as public",
         ] {
             assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
         }
@@ -565,6 +830,97 @@ mod tests {
                 "1"
             ])
             .is_err()
+        );
+    }
+
+    fn sweep(args: &[&str]) -> anyhow::Result<SweepConfig> {
+        let cli =
+            Cli::try_parse_from(["trainer", "sweep"].into_iter().chain(args.iter().copied()))?;
+        match cli.command {
+            Some(Command::Sweep(s)) => SweepConfig::try_from(*s),
+            _ => panic!("sweep subcommand"),
+        }
+    }
+
+    #[test]
+    fn sweep_takes_a_list_of_epsilons_and_the_training_flags() {
+        let s = sweep(&[]).unwrap();
+        assert_eq!(s.target_epsilons, SWEEP_EPSILONS);
+        assert_eq!(
+            (s.repeats, s.out.as_path()),
+            (3, std::path::Path::new("sweep"))
+        );
+        assert!(s.progress && !s.overwrite);
+        let s = sweep(&[
+            "--target-epsilon",
+            "0.5,2",
+            "--repeats",
+            "2",
+            "--epochs",
+            "4",
+            "--seed",
+            "9",
+            "--accountant",
+            "rdp",
+            "--out",
+            "x",
+            "--overwrite",
+            "--no-progress",
+        ])
+        .unwrap();
+        assert_eq!(s.target_epsilons, [0.5, 2.0]);
+        assert_eq!((s.repeats, s.base.epochs, s.base.seed), (2, 4, Some(9)));
+        assert!(s.overwrite && !s.progress);
+        for (args, said) in [
+            (&["--no-dp"][..], "--no-dp"),
+            (&["--noise-multiplier", "1"][..], "--noise-multiplier"),
+            (&["--workers", "2"][..], "--workers"),
+            (&["--checkpoint-dir", "ck"][..], "--checkpoint-dir"),
+            (&["--target-epsilon", "1,0"][..], "--target-epsilon 0"),
+            (&["--repeats", "0"][..], "--repeats"),
+            (&["--lr", "inf"][..], "--lr"),
+        ] {
+            let err = format!("{:#}", sweep(args).unwrap_err());
+            assert!(err.contains(said), "{args:?}: {err}");
+        }
+        // A training run takes one epsilon.
+        let err = format!("{:#}", train(&["--target-epsilon", "1,2"]).unwrap_err());
+        assert!(err.contains("trainer sweep"), "{err}");
+    }
+
+    #[test]
+    fn report_flags_reach_the_config() {
+        let parse = |args: &[&str]| -> ReportConfig {
+            let cli = Cli::try_parse_from(
+                ["trainer", "report"]
+                    .into_iter()
+                    .chain(args.iter().copied()),
+            )
+            .unwrap();
+            match cli.command {
+                Some(Command::Report(r)) => r.into(),
+                _ => panic!("report subcommand"),
+            }
+        };
+        let c = parse(&["run/metrics.jsonl"]);
+        assert_eq!(c.out, PathBuf::from("run/report.html"));
+        assert!(!c.public && !c.overwrite && c.audit.is_none());
+        let c = parse(&[
+            "m.jsonl",
+            "--out",
+            "p.html",
+            "--audit",
+            "a.jsonl",
+            "--public",
+            "--overwrite",
+        ]);
+        assert_eq!(
+            (c.out, c.audit, c.public, c.overwrite),
+            ("p.html".into(), Some("a.jsonl".into()), true, true)
+        );
+        assert!(
+            Cli::try_parse_from(["trainer", "report"]).is_err(),
+            "RUN is required"
         );
     }
 

@@ -1,16 +1,18 @@
 //! `trainer`: DP-SGD on the shards (`trainer [OPTIONS]`), or privacy planning
-//! (`trainer privacy ...`). Parses flags, builds the config, calls the library.
+//! (`trainer privacy ...`), a run's page (`trainer report RUN`), or the privacy-utility curve
+//! (`trainer sweep`). Parses flags, builds the config, calls the library.
 
 mod args;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use cluster::Children;
 
-use args::{Cli, Command, Launch, PrivacyArgs, PrivacyQuery};
+use args::{AuditArgs, Cli, Command, Launch, PrivacyArgs, PrivacyQuery, SweepArgs};
 
 /// mimalloc for Rust and, through its `override` feature, for libtorch's allocations too.
 #[cfg(feature = "mimalloc")]
@@ -21,6 +23,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Privacy(p)) => privacy(p),
+        Some(Command::Report(r)) => report(r.into()),
+        Some(Command::Sweep(s)) => sweep(*s),
+        Some(Command::Audit(a)) => audit(*a),
         None => train(cli.train),
     };
     match result {
@@ -68,6 +73,43 @@ fn train(args: args::TrainArgs) -> anyhow::Result<()> {
             result?;
         }
     }
+    Ok(())
+}
+
+fn report(config: trainer::report::ReportConfig) -> anyhow::Result<()> {
+    let bytes = trainer::report::report(&config)
+        .with_context(|| format!("reporting on {}", config.run.display()))?;
+    println!("wrote {} ({bytes} bytes)", config.out.display());
+    Ok(())
+}
+
+fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    let config = trainer::sweep::SweepConfig::try_from(args)?;
+    // A closed stdout (`trainer sweep | head -1`) ends the printing, not the sweep: every line
+    // is in runs.jsonl too.
+    let done = trainer::sweep::sweep(&config, |run| {
+        let line = serde_json::to_string(run).expect("a sweep run serializes");
+        let _ = writeln!(std::io::stdout(), "{line}");
+    })
+    .with_context(|| format!("sweep on {}", config.base.data))?;
+    eprintln!(
+        "{} runs: {} and {}",
+        done.runs.len(),
+        config.runs_path().display(),
+        config.page_path().display()
+    );
+    Ok(())
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let config = trainer::audit::AuditConfig::try_from(args)?;
+    let report = trainer::audit::run(&config)
+        .with_context(|| format!("auditing on {}", config.train.data))?;
+    println!("{}", report.summary());
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("the report serializes")?
+    );
     Ok(())
 }
 
