@@ -114,7 +114,7 @@ impl Fused {
             self.add_weighted(x, w);
         }
         self.rows = rows;
-        let _ = out.shallow_clone().copy_(&Tensor::from_slice(&self.grad));
+        out.shallow_clone().copy_(&Tensor::from_slice(&self.grad));
     }
 
     /// The example's forward pass: fills `acts` (ReLU outputs) and `nonzero`, and returns the
