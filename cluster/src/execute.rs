@@ -99,6 +99,24 @@ where
     T: Send + 'static,
     F: Fn(&mut Worker) -> T + Send + Sync + 'static,
 {
+    execute_watching(cluster, connect_timeout, None, func)
+}
+
+/// [`execute`], and with `unreachable` a peer whose machine acknowledges nothing for that long
+/// (not even the keepalive probes sent every second: its link is down, or it is off) is lost,
+/// named as unreachable, instead of leaving this process to a timeout that cannot say which
+/// peer went silent. A stopped or busy peer process still has its kernel answer, so this never
+/// fires for one.
+pub fn execute_watching<T, F>(
+    cluster: &Cluster,
+    connect_timeout: Duration,
+    unreachable: Option<Duration>,
+    func: F,
+) -> Result<WorkerGuards<T>>
+where
+    T: Send + 'static,
+    F: Fn(&mut Worker) -> T + Send + Sync + 'static,
+{
     let health = Arc::new(Health::new(
         cluster.process(),
         cluster.processes(),
@@ -131,6 +149,9 @@ where
                 .map(|(peer, socket)| {
                     socket
                         .map(|s| {
+                            if let Some(after) = unreachable {
+                                crate::connect::end_when_unreachable(&s, after)?;
+                            }
                             health.watch_socket(peer, s.try_clone()?);
                             Ok(Watched::new(s, peer, Arc::clone(&health)))
                         })

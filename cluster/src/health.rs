@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 pub struct Health {
     process: usize,
     threads: usize,
-    /// Per process: why its connection is gone (`None` while it works, and for this process).
-    lost: Mutex<Vec<Option<String>>>,
+    /// Per process: when (how many were lost before it) and why its connection is gone
+    /// (`None` while it works, and for this process).
+    lost: Mutex<Vec<Option<(usize, String)>>>,
     /// Per local worker thread: whether it has returned (or panicked).
     stopped: Vec<AtomicBool>,
     /// Per process: a handle on its socket, to cut a connection that stopped answering.
@@ -52,7 +53,8 @@ impl Health {
     pub fn lose(&self, process: usize, reason: impl Into<String>) {
         let mut lost = self.lost.lock().expect("not poisoned");
         if lost[process].is_none() {
-            lost[process] = Some(reason.into());
+            let before = lost.iter().filter(|l| l.is_some()).count();
+            lost[process] = Some((before, reason.into()));
         }
     }
 
@@ -83,14 +85,18 @@ impl Health {
             .any(Option::is_some)
     }
 
-    /// The first other process whose connection is gone, and why.
+    /// The other process whose connection was lost first, and why. The first loss is the
+    /// cause: a process that fails because a third one died closes its own connections
+    /// afterwards, and naming it instead would send the reader to the wrong machine.
     pub fn lost_process(&self) -> Option<(usize, String)> {
         self.lost
             .lock()
             .expect("not poisoned")
             .iter()
             .enumerate()
-            .find_map(|(p, reason)| reason.clone().map(|r| (p, r)))
+            .filter_map(|(p, lost)| lost.as_ref().map(|(when, why)| (*when, p, why)))
+            .min()
+            .map(|(_, p, why)| (p, why.clone()))
     }
 
     /// Records that local worker `worker` (a global index) has stopped.
@@ -114,7 +120,9 @@ impl Health {
                 .load(Ordering::SeqCst)
                 .then(|| "its worker thread stopped".to_string())
         } else {
-            self.lost.lock().expect("not poisoned")[process].clone()
+            self.lost.lock().expect("not poisoned")[process]
+                .as_ref()
+                .map(|(_, why)| why.clone())
         }?;
         Some(Gone {
             worker,
@@ -172,6 +180,9 @@ mod tests {
         );
         assert_eq!(h.gone(4).unwrap().process, 2);
         assert_eq!(h.gone(1), None);
+        assert_eq!(h.lost_process(), Some((2, "connection reset".to_string())));
+        // The first loss is named, not the lowest process: 0 closed after 2 died.
+        h.lose(0, "it closed its connection");
         assert_eq!(h.lost_process(), Some((2, "connection reset".to_string())));
     }
 }

@@ -15,7 +15,7 @@ pub mod watched;
 
 pub use allreduce::AllReduce;
 pub use error::{Error, Result};
-pub use execute::{Cluster, execute};
+pub use execute::{Cluster, execute, execute_watching};
 pub use hostfile::read_hostfile;
 pub use layout::Layout;
 pub use local::{Children, free_loopback_addresses};

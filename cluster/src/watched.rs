@@ -117,6 +117,13 @@ impl Read for Watched {
                 }
                 Ok(_) => self.frame(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    self.end_abruptly(format!(
+                        "unreachable: its machine acknowledged nothing, not even keepalive \
+                         probes, for the timeout ({e}); its link or machine is down?"
+                    ));
+                    self.ended = true;
+                }
                 Err(e) => {
                     self.end_abruptly(format!("connection lost: {e}"));
                     self.ended = true;

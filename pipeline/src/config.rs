@@ -26,7 +26,9 @@ pub struct RunConfig {
     /// How long to wait for the other processes to connect.
     pub connect_timeout: Duration,
     /// How long a worker waiting for the other processes goes without any progress from them
-    /// before it gives up (a process that was stopped, or hangs).
+    /// before it gives up (a process that was stopped, or hangs). A peer whose machine
+    /// acknowledges nothing at all for half of it (link or machine down) fails the run sooner,
+    /// named as unreachable.
     pub peer_timeout: Duration,
     /// Commit an output even when no row was kept (otherwise an error).
     pub allow_empty: bool,

@@ -115,7 +115,9 @@ struct RunArgs {
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
     /// Seconds a worker waiting for the other processes may go without anything from them
-    /// before the run fails (a process stopped or hung).
+    /// before the run fails (a process stopped or hung). A peer whose machine acknowledges
+    /// nothing, not even keepalive probes, for half of it (its link or machine is down) fails
+    /// the run sooner, named as unreachable.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     peer_timeout: u64,
     /// Commit the output even when every row is dropped (otherwise that is an error).

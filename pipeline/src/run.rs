@@ -167,9 +167,16 @@ impl Prepared {
             peer_timeout: config.peer_timeout,
         });
         let worker_job = Arc::clone(&job);
-        let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
-            run_worker(worker, &worker_job)
-        })
+        // A peer whose machine stops acknowledging (link or machine down) is named unreachable
+        // after half the peer timeout, before the timeout's own error, which cannot tell which
+        // peer went silent.
+        let unreachable = (config.peer_timeout / 2).max(Duration::from_secs(1));
+        let guards = cluster::execute_watching(
+            &config.cluster,
+            config.connect_timeout,
+            Some(unreachable),
+            move |worker| run_worker(worker, &worker_job),
+        )
         .map_err(Error::from);
         let guards = match guards {
             Ok(g) => g,

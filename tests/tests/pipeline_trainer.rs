@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use fastdp_tests::{pipeline, pipeline_generate, trainer};
+use fastdp_tests::{
+    last_epsilon, pipeline, pipeline_generate, relative_difference, trainer, weights,
+};
 
 /// Runs `bin args..` in `cwd` and returns its output.
 fn exec(bin: &str, cwd: &Path, args: &[&str]) -> Output {
@@ -59,55 +61,6 @@ const TRAIN: [&str; 7] = [
     "3",
     "--no-progress",
 ];
-
-/// The f32 values of a safetensors file, tensor by tensor in name order (the format: an 8-byte
-/// little-endian header length, a JSON header of names, dtypes and byte ranges, then the data).
-fn weights(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..8 + n]).expect("a safetensors header");
-    let data = &bytes[8 + n..];
-    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
-    names.sort();
-    let mut out = Vec::new();
-    for name in names {
-        let t = &header[name];
-        assert_eq!(t["dtype"], "F32", "{name}");
-        let range = t["data_offsets"].as_array().unwrap();
-        let (a, b) = (
-            range[0].as_u64().unwrap() as usize,
-            range[1].as_u64().unwrap() as usize,
-        );
-        out.extend(
-            data[a..b]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
-        );
-    }
-    assert!(!out.is_empty(), "{}: no weights", path.display());
-    out
-}
-
-/// ||a - b|| / ||a||.
-fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "the models have different shapes");
-    let diff: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
-    let norm: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
-    (diff / norm).sqrt()
-}
-
-/// The `epsilon` of the last line of a metrics file.
-fn last_epsilon(path: &Path) -> f64 {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let last: serde_json::Value =
-        serde_json::from_str(text.lines().last().expect("a metrics line")).unwrap();
-    last["epsilon"].as_f64().expect("epsilon in the metrics")
-}
 
 /// `pipeline run` to a local directory and to S3 (the local test server), then `trainer` on
 /// each: the two models are byte-identical, and a prefix that holds no shards is named.

@@ -113,6 +113,12 @@ pub struct TrainConfig {
     pub epochs: u32,
     /// Expected batch size B: the Poisson rate is q = B / N and gradients are divided by B.
     pub batch_size: u32,
+    /// A public size of the training split (`--population`), used instead of the realized
+    /// count N wherever the mechanism depends on it: q = min(B / N_pub, 1), round(N_pub / B)
+    /// steps per epoch, the noisy sum divided by q * N_pub. With it the released files do not
+    /// carry N (under add/remove adjacency, N is exactly what differs between neighbours);
+    /// without it N is treated as public.
+    pub population: Option<u64>,
     /// Learning rate.
     pub lr: f64,
     /// The optimizer applied to the (noisy) gradient.
@@ -186,6 +192,7 @@ impl TrainConfig {
             data,
             epochs: 10,
             batch_size: 256,
+            population: None,
             lr: 0.01,
             optimizer: OptimizerKind::Sgd,
             sampling: Sampling::Poisson,
@@ -232,6 +239,14 @@ impl TrainConfig {
                 "--batch-size {} is above the limit of {}",
                 self.batch_size,
                 limits::BATCH_SIZE
+            ));
+        }
+        if let Some(p) = self.population
+            && !(1..=limits::POPULATION).contains(&p)
+        {
+            return bad(format!(
+                "--population {p} must be at least 1 and at most the limit of {}",
+                limits::POPULATION
             ));
         }
         positive_finite("--lr", self.lr)?;
@@ -352,6 +367,8 @@ impl TrainConfig {
 pub mod limits {
     /// `--batch-size`.
     pub const BATCH_SIZE: u32 = 1 << 24;
+    /// `--population` (a trillion records: exact in an f64, and far above any census).
+    pub const POPULATION: u64 = 1_000_000_000_000;
     /// Hidden layers in `--hidden`.
     pub const LAYERS: usize = 64;
     /// One hidden width in `--hidden`.
@@ -488,6 +505,8 @@ mod tests {
                 "--batch-size 1048576 x 10000 hidden units",
             ),
             (Box::new(|c| c.batch_size = u32::MAX), "--batch-size"),
+            (Box::new(|c| c.population = Some(0)), "--population 0"),
+            (Box::new(|c| c.population = Some(u64::MAX)), "--population"),
             (
                 Box::new(|c| c.cluster = Cluster::Single { threads: 100_000 }),
                 "--threads 100000",

@@ -173,8 +173,7 @@ impl<'a> ModelCard<'a> {
                 statement: format!(
                     "({:.4}, {:e})-differential privacy by the {} accountant for {unit}: it \
                      covers the released weights and this card, except the held_out figures{}. \
-                     The number of training records N is treated as public (the sampling rate \
-                     q = B / N, the steps and epsilon itself reveal it).{}",
+                     {}{}",
                     spent.epsilon,
                     spent.delta,
                     spent.accountant,
@@ -184,6 +183,16 @@ impl<'a> ModelCard<'a> {
                              standardized columns' statistics (feature_transform)"
                         }
                         None => "",
+                    },
+                    match config.population {
+                        None => "The number of training records N is treated as public (the \
+                                 sampling rate q = B / N, the steps and epsilon itself reveal it)."
+                            .to_string(),
+                        Some(p) => format!(
+                            "The number of training records is not released: the sampling rate \
+                             q = B / {p}, the steps and the scaling come from the public \
+                             population {p} (--population), not from the training data."
+                        ),
                     },
                     if seeded {
                         " Seeded run: NOT private against anyone who knows the seed."

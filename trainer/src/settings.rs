@@ -23,6 +23,9 @@ pub struct Settings {
     pub data_fingerprint: String,
     /// Training records in all.
     pub train_rows: u64,
+    /// The public size of the training split the mechanism is computed from (`--population`),
+    /// if given instead of `train_rows`.
+    pub population: Option<u64>,
     /// The label then the feature columns.
     pub columns: Vec<String>,
     /// Planned epochs (left out of a checkpoint's settings unless the noise was calibrated for
@@ -77,6 +80,7 @@ impl Settings {
             version: env!("CARGO_PKG_VERSION"),
             data_fingerprint: format!("{fingerprint:016x}"),
             train_rows,
+            population: config.population,
             columns,
             epochs: Some(config.epochs),
             batch_size: config.batch_size,
@@ -103,14 +107,19 @@ impl Settings {
     /// A checkpoint may be shipped like the card, and the fingerprint is a hash of the shards'
     /// listing and manifest (checksums, feature means): a function of every record that anyone
     /// who knows the other records can recompute for each candidate, so it would identify the
-    /// training data exactly. The number of training rows stays (it is public already: q = B / N
-    /// and epsilon are functions of it). A resume on other data of the same size and columns is
-    /// therefore not refused; it is still accounted right, since every step, on whatever data,
-    /// is the same sampled Gaussian mechanism and the accountant composes them all.
+    /// training data exactly. The number of training rows stays unless `--population` is given
+    /// (without it, N is treated as public: q = B / N and epsilon are functions of it; with it,
+    /// N is exactly what neighbouring datasets differ in, so it goes too). A resume on other
+    /// data of the same columns (and size, without `--population`) is therefore not refused; it
+    /// is still accounted right, since every step, on whatever data, is the same sampled
+    /// Gaussian mechanism and the accountant composes them all.
     pub fn for_checkpoint(&self) -> serde_json::Value {
         let mut value = self.without_epochs();
         if let serde_json::Value::Object(map) = &mut value {
             map.remove("data_fingerprint");
+            if self.population.is_some() {
+                map.remove("train_rows");
+            }
         }
         value
     }
@@ -314,6 +323,23 @@ mod tests {
                 .get("data_fingerprint")
                 .is_none()
         );
+    }
+
+    /// With `--population`, a checkpoint's settings do not carry the training count (which
+    /// is what neighbouring datasets differ in); without it they do, as N is treated as public.
+    #[test]
+    fn checkpoints_drop_the_training_count_given_a_population() {
+        let mut c = TrainConfig::new(Location::parse("shards").unwrap());
+        let columns = || vec!["y".into(), "x".into()];
+        assert_ne!(
+            Settings::new(&c, 7, 100, columns()).for_checkpoint(),
+            Settings::new(&c, 7, 101, columns()).for_checkpoint()
+        );
+        c.population = Some(5_000);
+        let ours = Settings::new(&c, 7, 100, columns()).for_checkpoint();
+        assert_eq!(ours, Settings::new(&c, 7, 101, columns()).for_checkpoint());
+        assert!(ours.get("train_rows").is_none(), "{ours}");
+        assert_eq!(ours["population"], 5_000);
     }
 
     #[test]

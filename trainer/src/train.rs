@@ -13,7 +13,7 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use accountant::PrivacySpent;
 use cluster::AllReduce;
@@ -66,6 +66,32 @@ pub struct RunReport {
 /// at batch 256).
 pub fn steps_per_epoch(train_rows: usize, batch_size: u32) -> u64 {
     ((train_rows as f64 / f64::from(batch_size)).round() as u64).max(1)
+}
+
+/// What the mechanism takes from the size of the training split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingPlan {
+    /// The sampling rate q = min(B / size, 1).
+    pub rate: f64,
+    /// round(size / B), at least 1.
+    pub steps_per_epoch: u64,
+    /// q * size: what the noisy sum is divided by (B, or the size when B is above it).
+    pub expected_batch: f64,
+}
+
+impl SamplingPlan {
+    /// The plan at expected batch `batch_size` for a training split of `train_rows` records,
+    /// or of the public size `population` (`--population`) when given: then nothing in it
+    /// depends on the realized count, which is what neighbouring datasets differ in.
+    pub fn new(train_rows: usize, batch_size: u32, population: Option<u64>) -> Self {
+        let size = population.map_or(train_rows, |p| p as usize);
+        let rate = (f64::from(batch_size) / size.max(1) as f64).min(1.0);
+        SamplingPlan {
+            rate,
+            steps_per_epoch: steps_per_epoch(size, batch_size),
+            expected_batch: rate * size as f64,
+        }
+    }
 }
 
 /// Where the sampler's randomness comes from: the run's seed, or (the default) a secret key
@@ -127,10 +153,18 @@ fn run_on(
     }
     tch::set_num_threads(config.intra_op_threads as i32);
     let shared = Arc::new(config.clone());
-    let guards = cluster::execute(&config.cluster, config.connect_timeout, move |worker| {
-        let _no_grad = tch::no_grad_guard();
-        train_worker(&shared, worker, loaded.as_deref(), canaries.as_deref())
-    })?;
+    // A peer whose machine stops acknowledging (link or machine down) is named unreachable
+    // after half the peer timeout, before a round's own timeout, as in the pipeline.
+    let unreachable = (config.peer_timeout / 2).max(Duration::from_secs(1));
+    let guards = cluster::execute_watching(
+        &config.cluster,
+        config.connect_timeout,
+        Some(unreachable),
+        move |worker| {
+            let _no_grad = tch::no_grad_guard();
+            train_worker(&shared, worker, loaded.as_deref(), canaries.as_deref())
+        },
+    )?;
     let first = config.cluster.process() * config.cluster.threads();
     let mut report = None;
     let mut errors = Vec::new();
@@ -410,9 +444,10 @@ fn train_worker(
             (SamplerKey::Secret(bytes), words[4])
         }
     };
-    let per_epoch = steps_per_epoch(n, config.batch_size);
+    let plan = SamplingPlan::new(n, config.batch_size, config.population);
+    let per_epoch = plan.steps_per_epoch;
     let sampler = match config.sampling {
-        Sampling::Poisson => PoissonSampler::new(n, config.batch_size, sampler_rng(key, 0))?,
+        Sampling::Poisson => PoissonSampler::with_rate(n, plan.rate, sampler_rng(key, 0))?,
     };
 
     // The standardized columns' Gaussian release, composed with the steps.
@@ -457,9 +492,8 @@ fn train_worker(
     let shape = Shape::new(data.train.width(), &config.hidden);
     let mut mlp = Mlp::new(shape.clone(), init_seed, device)?;
     let optimizer = Optimizer::new(config.optimizer, config.lr, shape.numel(), device);
-    // B, or N when B > N (the rate is then capped at 1).
-    let expected_batch = sampler.rate() * n as f64;
-    let mut dp = DpStep::new(&shape, device, expected_batch, step_privacy, optimizer)?;
+    // B, or N (N_pub with --population) when B is above it (the rate is then capped at 1).
+    let mut dp = DpStep::new(&shape, device, plan.expected_batch, step_privacy, optimizer)?;
     // With microbatches, each training record's microbatch, by its key.
     let microbatches = (dp.microbatches() > 0).then(|| {
         let ids: Vec<i64> = data
@@ -564,9 +598,15 @@ fn train_worker(
             device::name(device)
         )
     };
+    // With --population the realized counts are not released: they go behind the marker of
+    // the figures epsilon does not cover.
+    let rows = match config.population {
+        None => format!("{n} rows ({n_test} test)"),
+        Some(p) => format!("a public population of {p} rows (--population)"),
+    };
     if let Some(acc) = &accounting {
         print(&format!(
-            "training on {n} rows ({n_test} test) on {on} with q = {:.6}, noise multiplier \
+            "training on {rows} on {on} with q = {:.6}, noise multiplier \
              {:.4}{}, {per_epoch} steps per epoch",
             acc.sampling_rate,
             acc.noise_multiplier,
@@ -594,8 +634,12 @@ fn train_worker(
         }
     } else {
         print(&format!(
-            "training on {n} rows ({n_test} test) on {on} without privacy, {per_epoch} steps \
-             per epoch"
+            "training on {rows} on {on} without privacy, {per_epoch} steps per epoch"
+        ));
+    }
+    if config.population.is_some() {
+        print(&format!(
+            "  | not private: {n} training rows ({n_test} test) realized"
         ));
     }
 
@@ -1025,4 +1069,29 @@ fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressB
     );
     bar.set_message(format!("{epoch}/{epochs}"));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With `--population`, q, the steps and the divisor come from N_pub alone: neighbouring
+    /// training sets (N and N + 1 rows) get the same plan; without it, the realized N.
+    #[test]
+    fn the_sampling_plan_comes_from_the_public_population() {
+        let public = SamplingPlan::new(1_000, 64, Some(960_000));
+        assert_eq!(public.rate, 64.0 / 960_000.0);
+        assert_eq!(public.steps_per_epoch, 15_000);
+        assert_eq!(public.expected_batch, 64.0);
+        assert_eq!(SamplingPlan::new(1_001, 64, Some(960_000)), public);
+        // Capped at 1 when B is above N_pub.
+        let capped = SamplingPlan::new(1_000, 64, Some(40));
+        assert_eq!((capped.rate, capped.steps_per_epoch), (1.0, 1));
+        assert_eq!(capped.expected_batch, 40.0);
+        // Without it, as before: q = B / N, round(N / B) steps.
+        let realized = SamplingPlan::new(1_000, 64, None);
+        assert_eq!(realized.rate, 64.0 / 1_000.0);
+        assert_eq!(realized.steps_per_epoch, steps_per_epoch(1_000, 64));
+        assert_ne!(SamplingPlan::new(1_001, 64, None), realized);
+    }
 }

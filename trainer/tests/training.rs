@@ -446,6 +446,95 @@ fn option_combinations_train() {
     }
 }
 
+/// With `--population`, what a run releases does not tell D from D + x (one more training
+/// row): the card's privacy section (statement, epsilon, mechanism, steps), the checkpoint's
+/// metadata and the run's first line are the same. Without it they differ, N being treated as
+/// public: the same comparison fails there.
+#[test]
+fn a_public_population_keeps_the_training_count_out_of_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = generated_shards(dir.path(), 2_000, 12);
+    // D + x: a copy of the first complete data row appended to the input, a record of its own
+    // (a new byte offset), in the training split since nothing is held out.
+    let csv = dir.path().join("input.csv");
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    let row = text
+        .lines()
+        .skip(1)
+        .find(|l| !l.contains("NA") && !l.split(',').any(str::is_empty))
+        .unwrap()
+        .to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&row);
+    text.push('\n');
+    std::fs::write(&csv, text).unwrap();
+    let dx = dir.path().join("neighbour");
+    common::shard(&csv, &dx);
+
+    let release = |data: &std::path::Path, name: &str, population: &[&str]| {
+        let ck = dir.path().join(format!("ck-{name}"));
+        let save = dir.path().join(format!("{name}.safetensors"));
+        let m = dir.path().join(format!("{name}.jsonl"));
+        let mut args = vec![
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--test-fraction",
+            "0",
+            "--seed",
+            "1",
+            "--attack-feature",
+            "none",
+            "--no-progress",
+            "--checkpoint-dir",
+            ck.to_str().unwrap(),
+            "--save",
+            save.to_str().unwrap(),
+            "--metrics-out",
+            m.to_str().unwrap(),
+        ];
+        args.extend_from_slice(population);
+        let out = ok(&trainer(dir.path(), &args));
+        let card: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(save.with_extension("json")).unwrap())
+                .unwrap();
+        let checkpoint = std::fs::read_to_string(ck.join("checkpoint.json")).unwrap();
+        let first = out.lines().next().unwrap().to_string();
+        (card["privacy"].clone(), checkpoint, first)
+    };
+
+    let public = ["--population", "1900"];
+    let (ours, theirs) = (release(&d, "d", &public), release(&dx, "dx", &public));
+    assert!(
+        ours.0["mechanism"]["sampling_rate"].is_number(),
+        "{}",
+        ours.0
+    );
+    assert_eq!(ours.0["mechanism"]["sampling_rate"], 64.0 / 1900.0);
+    assert!(
+        ours.0["statement"]
+            .as_str()
+            .unwrap()
+            .contains("not released"),
+        "{}",
+        ours.0
+    );
+    assert_eq!(ours.0, theirs.0, "the card tells D from D + x");
+    assert_eq!(ours.1, theirs.1, "the checkpoint tells D from D + x");
+    assert_eq!(ours.2, theirs.2, "the first line tells D from D + x");
+
+    // Without --population each of them differs: the comparison above can fail.
+    let (ours, theirs) = (release(&d, "d-n", &[]), release(&dx, "dx-n", &[]));
+    assert_ne!(ours.0["mechanism"], theirs.0["mechanism"]);
+    assert_ne!(ours.1, theirs.1);
+    assert_ne!(ours.2, theirs.2);
+}
+
 /// `trainer sweep`'s path: shards loaded once and trained on by `run_loaded` give the model and
 /// figures `run` gives (the same loop), as often as asked, at one worker and at two; a run
 /// with another split or data than the loaded one is refused.

@@ -181,6 +181,8 @@ pub fn run(config: &AuditConfig) -> Result<AuditReport> {
     let mut train = config.train.clone();
     // The audit's model is never a release: saved only below, marked.
     train.save = None;
+    // The m canaries join the population q is computed from, as they join the realized rows.
+    train.population = train.population.map(|p| p + config.canaries as u64);
     // Which canaries are included is the secret the audit guesses: from --seed for a
     // reproducible audit, else from the operating system.
     let canary_seed = match train.seed {
@@ -487,6 +489,23 @@ mod tests {
             );
             assert_eq!((a.0, a.1), (b.0, b.1), "{kind}: {a:?} vs {b:?}");
         }
+    }
+
+    /// With `--population N_PUB`, the audit's q counts its m canaries into the public size,
+    /// as it counts them into the realized rows without it: q = B / (N_PUB + m).
+    #[test]
+    fn the_audit_adds_its_canaries_to_a_public_population() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = shards(dir.path());
+        let mut config = audit(&data, CanaryKind::Gradient, 128, 1, 1.0, 5);
+        config.canaries = 300;
+        config.train.population = Some(5_000);
+        let report = run(&config).unwrap();
+        assert_eq!(report.sampling_rate, 128.0 / 5_300.0);
+        assert_eq!(
+            report.steps, 41,
+            "round(5,300 / 128) steps in the one epoch"
+        );
     }
 
     #[test]

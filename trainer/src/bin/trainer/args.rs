@@ -26,9 +26,11 @@ use trainer::{
 /// splitmix64(--split-seed)) >= --test-fraction * 2^64), at --delta, as computed by
 /// --accountant. It covers the released model and its card (run/model.json), except the card's
 /// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
-/// is given; a seeded run is not private against anyone who knows the seed. The number of
-/// training records N is treated as public, as Opacus and TF Privacy do: q = B / N, the steps
-/// per epoch and epsilon itself reveal it. Not covered, not for publishing: the metrics file's
+/// is given; a seeded run is not private against anyone who knows the seed. Without
+/// --population, the number of training records N is treated as public, as Opacus and TF
+/// Privacy do: q = B / N, the steps per epoch and epsilon itself reveal it. With --population
+/// N_PUB (a public size of the training split), q, the steps and the scaling come from N_PUB
+/// and the training count is not released. Not covered, not for publishing: the metrics file's
 /// "non_private" training-set figures, and the shards folder, whose _manifest.json holds exact
 /// counts and feature means.
 #[derive(Debug, Parser)]
@@ -69,6 +71,12 @@ pub struct TrainArgs {
     /// Expected batch size B: each example joins each step with probability B / N.
     #[arg(long, default_value_t = 256)]
     batch_size: u32,
+    /// A public size N_PUB of the training split (e.g. the census' published total times
+    /// 1 - --test-fraction), used instead of the realized count N: q = min(B / N_PUB, 1),
+    /// round(N_PUB / B) steps per epoch, the noisy sum divided by B. The run then releases
+    /// nothing that reveals N (without it, N is treated as public).
+    #[arg(long, value_name = "N_PUB")]
+    population: Option<u64>,
     /// Learning rate.
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
@@ -184,7 +192,9 @@ pub struct TrainArgs {
     /// Seconds to wait for the other processes to connect and to load their shards.
     #[arg(long, default_value_t = 60)]
     connect_timeout: u64,
-    /// Seconds a step waits for a worker that neither contributes nor is known to be gone.
+    /// Seconds a step waits for a worker that neither contributes nor is known to be gone. A
+    /// node whose machine acknowledges nothing, not even keepalive probes, for half of it (its
+    /// link or machine is down) is named unreachable then.
     #[arg(long, default_value_t = 60)]
     peer_timeout: u64,
     /// Addresses of a local multi-process run (set by the process that starts the others).
@@ -273,6 +283,7 @@ impl TryFrom<TrainArgs> for Launch {
             data,
             epochs: a.epochs,
             batch_size: a.batch_size,
+            population: a.population,
             lr: a.lr,
             optimizer: a.optimizer.parse()?,
             sampling: Sampling::Poisson,
@@ -783,6 +794,7 @@ mod tests {
             "non_private",
             "_manifest.json",
             "treated as public",
+            "--population",
         ] {
             assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
         }
