@@ -7,8 +7,12 @@
 # spent in the gradient all-reduce (sending, waiting for the slower worker, adding), next to the
 # all-reduce's own latency on an idle exchange.
 #
+# BASELINE=path/to/an/older/trainer runs that binary too, interleaved with this one (same
+# layouts, same data), and prints its table below ours: a baseline measured in the same run.
+#
 #   bench/trainer/parallel.sh                 # REPS=3 EPOCHS=2
 #   REPS=5 BATCHES="4096" bench/trainer/parallel.sh
+#   BASELINE=/tmp/base/trainer bench/trainer/parallel.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -18,11 +22,16 @@ REPS=${REPS:-3}
 EPOCHS=${EPOCHS:-2}
 BATCHES=${BATCHES:-"256 4096"}
 LAYOUTS=${LAYOUTS:-"1x1 1x2 2x1"}
+BASELINE=${BASELINE:-}
+rm -rf "$OUT"
 mkdir -p "$DATA" "$OUT"
 
 scripts/setup-torch.sh >/dev/null
-cargo build --release -q -p pipeline -p trainer
-cargo build --release -q -p cluster --example allreduce_latency
+# SKIP_BUILD=1 uses the release binaries already built.
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p pipeline -p trainer
+    cargo build --release -q -p cluster --example allreduce_latency
+fi
 PIPELINE=target/release/pipeline
 TRAINER=target/release/trainer
 
@@ -35,26 +44,35 @@ fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "all-reduce latency, 551 f32 (the model's gradient), idle exchange:"
-target/release/examples/allreduce_latency 551 3000 | sed 's/^/  /'
+if [ -x target/release/examples/allreduce_latency ]; then
+    target/release/examples/allreduce_latency 551 3000 | sed 's/^/  /'
+fi
 
 for rep in $(seq "$REPS"); do
     for batch in $BATCHES; do
         for layout in $LAYOUTS; do
             workers=${layout%x*}
             threads=${layout#*x}
-            name="b${batch}-${layout}-r${rep}"
-            "$TRAINER" --data "$DATA/shards" --epochs "$EPOCHS" --batch-size "$batch" \
-                --workers "$workers" --threads "$threads" --no-progress --attack-feature none \
-                --metrics-out "$OUT/$name.jsonl" --save "$OUT/$name.safetensors" > "$OUT/$name.log"
+            for bin in "$TRAINER" $BASELINE; do
+                tag=""
+                [ "$bin" = "$TRAINER" ] || tag="base-"
+                name="${tag}b${batch}-${layout}-r${rep}"
+                "$bin" --data "$DATA/shards" --epochs "$EPOCHS" --batch-size "$batch" \
+                    --workers "$workers" --threads "$threads" --no-progress --attack-feature none \
+                    --metrics-out "$OUT/$name.jsonl" --save "$OUT/$name.safetensors" \
+                    > "$OUT/$name.log"
+            done
         done
     done
 done
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$OUT" "$REPS" "$BATCHES" "$LAYOUTS" <<'PY'
+for tag in "" ${BASELINE:+base-}; do
+python3 - "$OUT" "$REPS" "$BATCHES" "$LAYOUTS" "$tag" <<'PY'
 import json, statistics, sys
-out, reps, batches, layouts = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
+out, reps, batches, layouts, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), sys.argv[5]
 print()
+print("baseline (BASELINE):" if tag else "this tree:")
 print(f"{'batch':>6} {'WxT':>4} {'s/epoch':>8} {'speed-up':>9} {'CPU s':>7} {'all-reduce us/step':>19} {'epsilon':>9} {'test acc':>9}")
 results = {}
 for batch in batches:
@@ -62,7 +80,7 @@ for batch in batches:
     for layout in layouts:
         epochs = []
         for rep in range(1, reps + 1):
-            with open(f"{out}/b{batch}-{layout}-r{rep}.jsonl") as f:
+            with open(f"{out}/{tag}b{batch}-{layout}-r{rep}.jsonl") as f:
                 epochs += [json.loads(l) for l in f]
         wall = statistics.median(m["non_private"]["seconds"] for m in epochs)
         cpu = statistics.median(m["non_private"]["cpu_seconds"] for m in epochs)
@@ -80,3 +98,4 @@ if ("4096", "1x1") in results:
             s = results[("4096", "1x1")] / results[("4096", layout)]
             print(f"goal at batch 4096, {layout}: >= 1.6x faster than 1x1: {'met' if s >= 1.6 else 'NOT met'} ({s:.2f}x)")
 PY
+done

@@ -137,6 +137,27 @@ fn accept_all(
     Ok(accepted)
 }
 
+/// Keepalive probes on an idle connection, one a second.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Has the kernel end `stream` when its peer's machine acknowledges nothing for `after`:
+/// keepalive probes every second while the connection is idle, and `TCP_USER_TIMEOUT` for
+/// probes and data alike. A peer process that is stopped or busy is still answered by its
+/// kernel; a machine that is off, or whose link is down, is not, and the next read fails with
+/// `TimedOut` (which [`crate::watched::Watched`] records as the peer being unreachable).
+pub fn end_when_unreachable(stream: &TcpStream, after: Duration) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(PROBE_EVERY)
+        .with_interval(PROBE_EVERY);
+    socket.set_tcp_keepalive(&probes)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(after))?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = after;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,25 +190,4 @@ mod tests {
         assert!(matches!(err, Error::Connect { process: 1, .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
-}
-
-/// Keepalive probes on an idle connection, one a second.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-/// Has the kernel end `stream` when its peer's machine acknowledges nothing for `after`:
-/// keepalive probes every second while the connection is idle, and `TCP_USER_TIMEOUT` for
-/// probes and data alike. A peer process that is stopped or busy is still answered by its
-/// kernel; a machine that is off, or whose link is down, is not, and the next read fails with
-/// `TimedOut` (which [`crate::watched::Watched`] records as the peer being unreachable).
-pub fn end_when_unreachable(stream: &TcpStream, after: Duration) -> std::io::Result<()> {
-    let socket = socket2::SockRef::from(stream);
-    let probes = socket2::TcpKeepalive::new()
-        .with_time(PROBE_EVERY)
-        .with_interval(PROBE_EVERY);
-    socket.set_tcp_keepalive(&probes)?;
-    #[cfg(target_os = "linux")]
-    socket.set_tcp_user_timeout(Some(after))?;
-    #[cfg(not(target_os = "linux"))]
-    let _ = after;
-    Ok(())
 }

@@ -2,10 +2,12 @@
 //! features, batch 256, clip 3, noise 0.9): wall time, and on-CPU time from the kernel's
 //! scheduler statistics, which other processes on a busy machine do not inflate.
 //!
-//! Three noise sources, interleaved in one run so they share the machine's load: the default
-//! (OS-keyed ChaCha20, each value the sum of four Gaussian draws), the same keyed by a seed,
+//! Four variants, interleaved in one run so they share the machine's load: the default (the
+//! plain-Rust CPU step where it is chosen, OS-keyed ChaCha20 noise, each value the sum of four
+//! Gaussian draws), the same keyed by a seed, the default noise with the libtorch step forced,
 //! and the seeded noise the trainer used before keys came from the OS (ChaCha8, one draw per
-//! value, added outside the step), the figure the default is measured against.
+//! value, added outside the step, libtorch step). `PROFILE=1` prints where the time goes.
+//! Compare with the same example built from an earlier commit for a baseline.
 //!
 //!     cargo run --release -p trainer --example epoch [rows] [batch] [hidden] [rounds]
 
@@ -36,6 +38,8 @@ enum Noise {
     Os,
     /// `NoiseRng::Seeded`.
     Seeded,
+    /// `NoiseRng::Os` with the libtorch step even where the fused one is chosen.
+    OsTch,
     /// Before: ChaCha8 from the seed, one Gaussian draw per value, 64 steps drawn ahead.
     OldSeeded,
 }
@@ -60,8 +64,8 @@ fn main() -> trainer::Result<()> {
     let shape = Shape::new(9, &[hidden]);
     let steps = trainer::steps_per_epoch(rows, batch);
     let mut prof = Profiler::new(std::env::var_os("PROFILE").is_some(), Device::Cpu);
-    let mut best = [f64::INFINITY; 3];
-    let modes = [Noise::OldSeeded, Noise::Os, Noise::Seeded];
+    let modes = [Noise::OldSeeded, Noise::Os, Noise::Seeded, Noise::OsTch];
+    let mut best = [f64::INFINITY; 4];
     for round in 0..rounds {
         for (m, &mode) in modes.iter().enumerate() {
             let mlp = Mlp::new(shape.clone(), 0, Device::Cpu)?;
@@ -69,7 +73,7 @@ fn main() -> trainer::Result<()> {
                 clip: 3.0,
                 noise_multiplier: if mode == Noise::OldSeeded { 0.0 } else { 0.9 },
                 grad_sample: GradSample::Vectorized,
-                noise_rng: if mode == Noise::Os {
+                noise_rng: if matches!(mode, Noise::Os | Noise::OsTch) {
                     NoiseRng::Os
                 } else {
                     NoiseRng::Seeded(0)
@@ -77,6 +81,9 @@ fn main() -> trainer::Result<()> {
             };
             let opt = Optimizer::new(OptimizerKind::Sgd, 0.01, shape.numel(), Device::Cpu);
             let mut step = DpStep::new(&shape, Device::Cpu, f64::from(batch), privacy, opt)?;
+            if matches!(mode, Noise::OldSeeded | Noise::OsTch) {
+                step.set_fused(false, &shape);
+            }
             step.start_epoch(0);
             let mut old = OldNoise::new(shape.numel(), 0.9 * 3.0 / f64::from(batch));
             let sampler = PoissonSampler::new(rows, batch, ChaCha20Rng::seed_from_u64(2))?;
@@ -87,21 +94,21 @@ fn main() -> trainer::Result<()> {
                 let idx = batches.next_batch(steps - s);
                 let r = data.rows().index_select(0, &idx);
                 prof.mark(trainer::profile::Phase::Sampling);
-                let (x, y, n) = (data.inputs(&r), data.labels(&r), data.input_norms(&r));
+                step.accumulate_rows(&mlp, data.width(), &r, &mut prof);
                 if mode == Noise::OldSeeded {
-                    step.accumulate(&mlp, &x, &y, &n, &mut prof);
                     old.add_to(step.grad());
-                    step.update(&mlp, &mut prof);
                 } else {
-                    step.step(&mlp, &x, &y, &n, &mut prof);
+                    step.add_noise(&mut prof);
                 }
+                step.update(&mlp, &mut prof);
             }
             let wall = t0.elapsed().as_secs_f64();
             let cpu = c0.zip(thread_cpu_ns()).map(|(a, b)| (b - a) as f64 * 1e-9);
             best[m] = best[m].min(cpu.unwrap_or(wall));
             println!(
-                "round {round} {mode:?}: {steps} steps in {wall:.3} s wall, {} on CPU; {:.1} \
+                "round {round} {mode:?}{}: {steps} steps in {wall:.3} s wall, {} on CPU; {:.1} \
                  us/step",
+                if step.fused() { " (fused)" } else { "" },
                 cpu.map_or("?".into(), |c| format!("{c:.3} s")),
                 wall / steps as f64 * 1e6
             );
@@ -112,12 +119,14 @@ fn main() -> trainer::Result<()> {
     }
     println!(
         "best on-CPU seconds: old seeded {:.3}, os (default) {:.3} ({:+.1}%), seeded {:.3} \
-         ({:+.1}%)",
+         ({:+.1}%), os with the libtorch step {:.3} ({:+.1}%)",
         best[0],
         best[1],
         (best[1] / best[0] - 1.0) * 100.0,
         best[2],
-        (best[2] / best[0] - 1.0) * 100.0
+        (best[2] / best[0] - 1.0) * 100.0,
+        best[3],
+        (best[3] / best[0] - 1.0) * 100.0
     );
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Poisson batches drawn for many steps ahead and copied to the device in one transfer (a copy
 //! per step would make the host wait for the GPU every step).
 //!
-//! In a data-parallel run every worker draws the same sample of the whole training set (same
-//! stream, same global indices) and keeps the part that falls in its own range of examples.
+//! In a data-parallel run every worker draws, from the same stream, only the part of the
+//! sample that falls in its own range of examples ([`PoissonSampler::sample_share_into`]).
 
 use std::ops::Range;
 
@@ -23,8 +23,8 @@ pub struct BatchQueue {
     share: Range<i64>,
     scratch: Vec<i64>,
     host: Vec<i64>,
-    /// `(start, len)` of each drawn step in `block`, and the whole sample's size.
-    bounds: Vec<(i64, i64, u64)>,
+    /// `(start, len)` of each drawn step in `block`.
+    bounds: Vec<(i64, i64)>,
     block: Tensor,
     next: usize,
     drawn: u64,
@@ -53,7 +53,7 @@ impl BatchQueue {
         }
     }
 
-    /// The size of the whole sample of the step last delivered (over every worker's share).
+    /// The number of examples in the step last delivered (this share's part of the sample).
     pub fn sample_size(&self) -> u64 {
         self.drawn
     }
@@ -76,28 +76,22 @@ impl BatchQueue {
         if self.next == self.bounds.len() {
             self.refill(remaining.clamp(1, STEPS_AHEAD as u64) as usize);
         }
-        let (start, len, drawn) = self.bounds[self.next];
+        let (start, len) = self.bounds[self.next];
         self.next += 1;
-        self.drawn = drawn;
+        self.drawn = len as u64;
         self.block.narrow(0, start, len)
     }
 
     fn refill(&mut self, steps: usize) {
         self.host.clear();
         self.bounds.clear();
-        let Range { start, end } = self.share;
+        let start = self.share.start;
         for _ in 0..steps {
-            self.sampler.sample_into(&mut self.scratch);
-            // The sample is sorted: this share's members are one run of it.
-            let from = self.scratch.partition_point(|&i| i < start);
-            let to = self.scratch.partition_point(|&i| i < end);
-            self.bounds.push((
-                self.host.len() as i64,
-                (to - from) as i64,
-                self.scratch.len() as u64,
-            ));
-            self.host
-                .extend(self.scratch[from..to].iter().map(|&i| i - start));
+            self.sampler
+                .sample_share_into(self.share.clone(), &mut self.scratch);
+            self.bounds
+                .push((self.host.len() as i64, self.scratch.len() as i64));
+            self.host.extend(self.scratch.iter().map(|&i| i - start));
         }
         self.block = Tensor::from_slice(&self.host).to_device(self.device);
         self.next = 0;
@@ -128,29 +122,32 @@ mod tests {
     }
 
     /// Shares of the index space together deliver exactly the whole sample, each relative to
-    /// its start, and agree on the sample's size.
+    /// its start, with blocks of the sampler inside shares, across their cuts, and larger than
+    /// them.
     #[test]
     fn shares_split_the_sample() {
         let rng = || ChaCha20Rng::seed_from_u64(4);
-        let mut whole = BatchQueue::new(PoissonSampler::new(1000, 80, rng()).unwrap(), Device::Cpu);
-        let cuts = [0i64, 0, 300, 301, 1000];
-        let mut parts: Vec<BatchQueue> = cuts
-            .windows(2)
-            .map(|c| {
-                let s = PoissonSampler::new(1000, 80, rng()).unwrap();
-                BatchQueue::for_share(s, c[0]..c[1], Device::Cpu)
-            })
-            .collect();
-        for s in 0..100u64 {
-            let want = Vec::<i64>::try_from(whole.next_batch(100 - s)).unwrap();
-            let mut got = Vec::new();
-            for (q, c) in parts.iter_mut().zip(cuts.windows(2)) {
-                let local = Vec::<i64>::try_from(q.next_batch(100 - s)).unwrap();
-                assert!(local.iter().all(|&i| i >= 0 && i < c[1] - c[0]));
-                got.extend(local.iter().map(|i| i + c[0]));
-                assert_eq!(q.sample_size(), want.len() as u64);
+        for block in [64, 300, 4096] {
+            let sampler = || PoissonSampler::with_block(1000, 0.08, rng(), block).unwrap();
+            let mut whole = BatchQueue::new(sampler(), Device::Cpu);
+            let cuts = [0i64, 0, 300, 301, 640, 1000];
+            let mut parts: Vec<BatchQueue> = cuts
+                .windows(2)
+                .map(|c| BatchQueue::for_share(sampler(), c[0]..c[1], Device::Cpu))
+                .collect();
+            for s in 0..100u64 {
+                let want = Vec::<i64>::try_from(whole.next_batch(100 - s)).unwrap();
+                let mut got = Vec::new();
+                let mut sizes = 0;
+                for (q, c) in parts.iter_mut().zip(cuts.windows(2)) {
+                    let local = Vec::<i64>::try_from(q.next_batch(100 - s)).unwrap();
+                    assert!(local.iter().all(|&i| i >= 0 && i < c[1] - c[0]));
+                    got.extend(local.iter().map(|i| i + c[0]));
+                    sizes += q.sample_size();
+                }
+                assert_eq!(got, want, "block {block} step {s}");
+                assert_eq!(sizes, want.len() as u64);
             }
-            assert_eq!(got, want, "step {s}");
         }
     }
 }

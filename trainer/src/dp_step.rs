@@ -5,7 +5,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::Result;
 use crate::config::{GradSample, NoiseRng};
-use crate::grad_sample::{Constants, PerExample, clip_weights};
+use crate::fused::{Clip, Fused};
+use crate::grad_sample::{Constants, NORM_EPS, PerExample, clip_weights};
 use crate::mlp::{LayerViews, Mlp, Shape};
 use crate::noise::NoiseSource;
 use crate::optim::Optimizer;
@@ -55,6 +56,8 @@ pub struct DpStep {
     /// With microbatches: their number, and the next batch's rows' microbatches.
     microbatches: usize,
     microbatch_ids: Option<Tensor>,
+    /// The plain-Rust CPU path for small models ([`Fused`]), where it is faster.
+    fused: Option<Fused>,
 }
 
 impl DpStep {
@@ -93,9 +96,14 @@ impl DpStep {
                 (clip, 1.0 / units, noise)
             }
         };
+        let fused = (device == Device::Cpu
+            && microbatches == 0
+            && Fused::worthwhile(shape, expected_batch))
+        .then(|| Fused::new(shape));
         Ok(DpStep {
             privacy,
             expected_batch,
+            fused,
             consts: Constants::new(clip, scale, device),
             grad_views: shape.views(&grad),
             grad,
@@ -110,6 +118,23 @@ impl DpStep {
     /// `[k]` int64 on the device. Needed before each [`DpStep::accumulate`] then.
     pub fn set_microbatches(&mut self, ids: Tensor) {
         self.microbatch_ids = Some(ids);
+    }
+
+    /// Uses the plain-Rust CPU path ([`Fused`]) for [`DpStep::accumulate_rows`] or not (it is
+    /// chosen automatically: on the CPU, without microbatches, for small models at small
+    /// batches). `on` needs
+    /// a CPU model and no microbatches.
+    pub fn set_fused(&mut self, on: bool, shape: &Shape) {
+        assert!(
+            !on || (self.grad.device() == Device::Cpu && self.microbatches == 0),
+            "the fused path is for CPU steps without microbatches"
+        );
+        self.fused = on.then(|| Fused::new(shape));
+    }
+
+    /// Whether [`DpStep::accumulate_rows`] takes the plain-Rust CPU path.
+    pub fn fused(&self) -> bool {
+        self.fused.is_some()
     }
 
     /// The number of microbatches records are hashed into (0 without microbatches).
@@ -157,6 +182,32 @@ impl DpStep {
     ) {
         self.accumulate(mlp, inputs, labels, input_norms, prof);
         self.apply(mlp, prof);
+    }
+
+    /// [`DpStep::accumulate`] on a batch given as its data rows (`[k, stride]`, as
+    /// [`crate::data::Examples::rows`] holds them, with `width` features), by the plain-Rust
+    /// path where [`DpStep::fused`] says so.
+    pub fn accumulate_rows(&mut self, mlp: &Mlp, width: usize, rows: &Tensor, prof: &mut Profiler) {
+        if let Some(fused) = &mut self.fused {
+            let clip = Clip {
+                clip_scaled: match self.privacy {
+                    StepPrivacy::NonPrivate => f32::INFINITY,
+                    StepPrivacy::Private { clip, .. } => (clip * self.consts.scale) as f32,
+                },
+                scale: self.consts.scale as f32,
+                eps: NORM_EPS as f32,
+            };
+            fused.accumulate(mlp.flat(), rows, clip, &self.grad);
+            prof.mark(Phase::Clipping);
+            return;
+        }
+        let w = width as i64;
+        let (inputs, labels, norms) = (
+            rows.narrow(1, 0, w + 1),
+            rows.narrow(1, w + 1, 1),
+            rows.narrow(1, w + 2, 1),
+        );
+        self.accumulate(mlp, &inputs, &labels, &norms, prof);
     }
 
     /// Writes the batch's clipped gradient sum, divided by the expected batch size, into the
@@ -485,6 +536,80 @@ mod tests {
             }
             if grad_sample != GradSample::Vectorized {
                 assert!(worst > 1.0, "{grad_sample:?}: worst change {worst} C");
+            }
+        }
+    }
+
+    /// The plain-Rust path writes the same clipped sum as the libtorch one, for deep and
+    /// shallow models, with and without clipping, inputs with zeros (which it skips) and
+    /// without, and an empty batch; and the models stay equal over many steps.
+    #[test]
+    fn fused_path_equals_the_libtorch_path() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        for (case, hidden) in [vec![8], vec![6, 5], vec![50], vec![3, 7, 4]]
+            .into_iter()
+            .enumerate()
+        {
+            let d = 3 + case * 2;
+            let n = 300;
+            let sparse = case % 2 == 0;
+            let features: Vec<f32> = (0..n * d)
+                .map(|_| {
+                    if sparse {
+                        f32::from(rng.random_bool(0.4))
+                    } else {
+                        rng.random_range(-3.0f32..3.0)
+                    }
+                })
+                .collect();
+            let labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(0.5))).collect();
+            let data = crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap();
+            let shape = Shape::new(d, &hidden);
+            for privacy in [
+                private(0.5, 0.0, GradSample::Vectorized),
+                private(1e9, 0.0, GradSample::Vectorized),
+                StepPrivacy::NonPrivate,
+            ] {
+                let models = [
+                    Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap(),
+                    Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap(),
+                ];
+                let mut steps: Vec<DpStep> = [false, true]
+                    .iter()
+                    .map(|&fused| {
+                        let opt =
+                            Optimizer::new(OptimizerKind::Sgd, 0.5, shape.numel(), Device::Cpu);
+                        let mut s = DpStep::new(&shape, Device::Cpu, 40.0, privacy, opt).unwrap();
+                        s.set_fused(fused, &shape);
+                        s
+                    })
+                    .collect();
+                let mut prof = Profiler::new(false, Device::Cpu);
+                for step in 0..30 {
+                    let k = if step == 3 {
+                        0
+                    } else {
+                        rng.random_range(1..80)
+                    };
+                    let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..n as i64)).collect();
+                    let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+                    for (s, m) in steps.iter_mut().zip(&models) {
+                        s.accumulate_rows(m, d, &rows, &mut prof);
+                    }
+                    let (a, b) = (steps[0].grad(), steps[1].grad());
+                    let diff = (a - b).abs().max().double_value(&[]);
+                    let size = a.abs().max().double_value(&[]);
+                    assert!(
+                        diff <= 1e-5 * size.max(1e-3),
+                        "{hidden:?} {privacy:?} step {step}: {diff} (largest {size})"
+                    );
+                    for (s, m) in steps.iter_mut().zip(&models) {
+                        s.update(m, &mut prof);
+                    }
+                }
+                let diff = (models[0].flat() - models[1].flat()).abs().max();
+                assert!(diff.double_value(&[]) < 1e-5, "{hidden:?} {privacy:?}");
             }
         }
     }

@@ -7,20 +7,21 @@
 use rand::SeedableRng;
 use rand::rngs::SysRng;
 use rand_chacha::ChaCha20Rng;
-use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Tensor};
 
 use crate::config::NoiseRng;
+use crate::normal::Ziggurat;
 use crate::{Error, Result};
 
 /// Where the values come from: ChaCha20, keyed by the run's seed (one stream per epoch, so a
 /// resumed run draws what an uninterrupted one would) or by the operating system (never
 /// replayed, the key never leaves this process). Each value is the sum of four standard
 /// Gaussian draws at half the std (Holohan and Braghin 2021, as Opacus's secure mode), which
-/// hides the floating-point artefacts of a single draw.
+/// hides the floating-point artefacts of a single draw. The draws are a ziggurat on the
+/// stream's 32-bit words ([`crate::normal`]).
 #[derive(Debug)]
 struct Stream {
-    rng: Box<ChaCha20Rng>,
+    normal: Box<Ziggurat<ChaCha20Rng>>,
     seeded: bool,
 }
 
@@ -59,13 +60,15 @@ impl NoiseSource {
     ) -> Result<Self> {
         let stream = match kind {
             NoiseRng::Seeded(seed) => Stream {
-                rng: Box::new(ChaCha20Rng::seed_from_u64(noise_seed(seed))),
+                normal: Box::new(Ziggurat::new(ChaCha20Rng::seed_from_u64(noise_seed(seed)))),
                 seeded: true,
             },
             NoiseRng::Os => Stream {
-                rng: Box::new(ChaCha20Rng::try_from_rng(&mut SysRng).map_err(|e| {
-                    Error::Config(format!("no OS entropy for the noise's key: {e}"))
-                })?),
+                normal: Box::new(Ziggurat::new(
+                    ChaCha20Rng::try_from_rng(&mut SysRng).map_err(|e| {
+                        Error::Config(format!("no OS entropy for the noise's key: {e}"))
+                    })?,
+                )),
                 seeded: false,
             },
         };
@@ -88,8 +91,10 @@ impl NoiseSource {
     /// would); secure noise is never replayed.
     pub fn start_epoch(&mut self, epoch: u32) {
         if self.stream.seeded {
-            self.stream.rng.set_stream(u64::from(epoch));
-            self.stream.rng.set_word_pos(0);
+            let rng = self.stream.normal.rng_mut();
+            rng.set_stream(u64::from(epoch));
+            rng.set_word_pos(0);
+            self.stream.normal.discard();
         }
         self.next = self.rows();
     }
@@ -107,9 +112,9 @@ impl NoiseSource {
     /// Draws the next block of steps' noise and copies it to the device.
     fn refill(&mut self) {
         let half = 0.5 * self.std;
-        let rng = self.stream.rng.as_mut();
+        let z = self.stream.normal.as_mut();
         for v in self.host.iter_mut() {
-            let s: f64 = (0..4).map(|_| -> f64 { StandardNormal.sample(rng) }).sum();
+            let s = z.draw() + z.draw() + z.draw() + z.draw();
             *v = (s * half) as f32;
         }
         self.block = Tensor::from_slice(&self.host)
@@ -176,6 +181,23 @@ mod tests {
         }
         a.start_epoch(1);
         assert!(step(&mut a).equal(&first));
+    }
+
+    /// Each value is the sum of four consecutive standard normal draws of the epoch's stream
+    /// times half the std (the secure construction), and the values over many steps are
+    /// N(0, std^2) (the draws' own distribution is tested in `normal`).
+    #[test]
+    fn each_value_is_the_sum_of_four_draws_at_half_the_std() {
+        let (n, std) = (1000, 0.3);
+        let g = draw(NoiseRng::Seeded(9), 2, n, std);
+        let got = Vec::<f32>::try_from(&g).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(noise_seed(9));
+        rng.set_stream(2);
+        let mut z = Ziggurat::new(rng);
+        for (i, &v) in got.iter().enumerate() {
+            let want = ((z.draw() + z.draw() + z.draw() + z.draw()) * 0.5 * std) as f32;
+            assert_eq!(v, want, "value {i}");
+        }
     }
 
     #[test]

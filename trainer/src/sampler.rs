@@ -1,8 +1,15 @@
 //! Exact Poisson sampling: each example joins each step independently with probability q.
 //!
-//! A step's size is drawn from Binomial(N, q) and its members as a uniform subset of that
-//! size, which has exactly the distribution of N independent Bernoulli(q) draws at the cost of
-//! O(batch) work instead of O(N).
+//! The examples are cut into fixed blocks (their length depends only on N and q, never on how
+//! many workers share the data). A step draws each block's count from Binomial(len, q) and the
+//! block's members as a uniform subset of that size, which has exactly the distribution of one
+//! independent Bernoulli(q) draw per example at O(batch) cost. The counts come from the step's
+//! own position in the stream and each block's members from the block's own position, so a
+//! data-parallel worker draws only the blocks that overlap its share of the examples (and every
+//! block's count, a few numbers), and the members it keeps are exactly those a single worker
+//! would have drawn: the same sample, so the same model, for any workers x threads.
+
+use std::ops::Range;
 
 use rand::RngExt;
 use rand_chacha::ChaCha20Rng;
@@ -10,13 +17,30 @@ use rand_distr::{Binomial, Distribution};
 
 use crate::{Error, Result};
 
+/// Expected members per block: blocks are the smallest power of two at least this over q (and
+/// at least [`MIN_BLOCK`] examples), so a block costs a reposition of the stream only next to
+/// hundreds of draws.
+const MEMBERS_PER_BLOCK: f64 = 256.0;
+/// The shortest block.
+const MIN_BLOCK: u64 = 1 << 12;
+/// Stream words reserved per block and step (a block's draws use far fewer: at most about
+/// 2 words per member, plus rejected repeats).
+const SEGMENT_WORDS: u128 = 1 << 26;
+
 /// Draws the examples of each step from `0..n`.
 #[derive(Debug, Clone)]
 pub struct PoissonSampler {
     n: u64,
     rate: f64,
-    size: Binomial,
+    block: u64,
+    /// The count of a full block, and of the last (shorter) one.
+    full: Binomial,
+    last: Binomial,
     rng: ChaCha20Rng,
+    /// Steps drawn since the stream was (re)seeded.
+    step: u64,
+    counts: Vec<u64>,
+    drawn: Vec<i64>,
     scratch: Vec<i64>,
 }
 
@@ -34,13 +58,30 @@ impl PoissonSampler {
 
     /// A sampler over `n` examples with rate `rate` in (0, 1].
     pub fn with_rate(n: usize, rate: f64, rng: ChaCha20Rng) -> Result<Self> {
-        let size = Binomial::new(n as u64, rate)
-            .map_err(|e| Error::Config(format!("sampling rate {rate}: {e}")))?;
+        let block = ((MEMBERS_PER_BLOCK / rate).min(1e18) as u64)
+            .max(MIN_BLOCK)
+            .next_power_of_two();
+        PoissonSampler::with_block(n, rate, rng, block)
+    }
+
+    /// [`PoissonSampler::with_rate`] with blocks of `block` examples.
+    pub(crate) fn with_block(n: usize, rate: f64, rng: ChaCha20Rng, block: u64) -> Result<Self> {
+        let n = n as u64;
+        let binomial = |len: u64| {
+            Binomial::new(len, rate)
+                .map_err(|e| Error::Config(format!("sampling rate {rate}: {e}")))
+        };
+        let last_len = n - (n.max(1) - 1) / block * block;
         Ok(PoissonSampler {
-            n: n as u64,
+            n,
             rate,
-            size,
+            block,
+            full: binomial(block)?,
+            last: binomial(last_len)?,
             rng,
+            step: 0,
+            counts: Vec::new(),
+            drawn: Vec::new(),
             scratch: Vec::new(),
         })
     }
@@ -55,23 +96,74 @@ impl PoissonSampler {
         self.n as usize
     }
 
-    /// Replaces the random stream (a new epoch, or a resumed run).
+    /// Replaces the random stream (a new epoch, or a resumed run); steps count from 0 again.
     pub fn reseed(&mut self, rng: ChaCha20Rng) {
         self.rng = rng;
+        self.step = 0;
     }
 
     /// Draws one step's examples into `out` (cleared first), sorted, without repeats.
     pub fn sample_into(&mut self, out: &mut Vec<i64>) {
+        self.sample_share_into(0..self.n as i64, out);
+    }
+
+    /// Draws one step's examples that fall in `share` (global indices) into `out` (cleared
+    /// first), sorted, without repeats: exactly the members of `share` that
+    /// [`PoissonSampler::sample_into`] would draw at this step.
+    pub fn sample_share_into(&mut self, share: Range<i64>, out: &mut Vec<i64>) {
         out.clear();
-        let k = self.size.sample(&mut self.rng);
-        if 2 * k <= self.n {
-            self.uniform_subset(k, out);
+        let (blocks, step) = (self.n.div_ceil(self.block), self.step);
+        let segment =
+            |b: u64| (u128::from(step) * u128::from(blocks + 1) + u128::from(b)) * SEGMENT_WORDS;
+        // Every block's count, from the step's first segment.
+        self.rng.set_word_pos(segment(0));
+        self.counts.clear();
+        for b in 0..blocks {
+            let size = if b + 1 == blocks {
+                &self.last
+            } else {
+                &self.full
+            };
+            self.counts.push(size.sample(&mut self.rng));
+        }
+        let (lo, hi) = (
+            share.start.max(0) as u64,
+            (share.end.max(0) as u64).min(self.n),
+        );
+        if lo < hi {
+            for b in lo / self.block..hi.div_ceil(self.block) {
+                self.rng.set_word_pos(segment(b + 1));
+                let start = b * self.block;
+                let len = self.block.min(self.n - start);
+                let from = out.len();
+                self.block_members(self.counts[b as usize], start, len, out);
+                // Keep the part inside the share (only the first and last blocks reach out).
+                if start < lo || start + len > hi {
+                    let kept = out[from..]
+                        .iter()
+                        .copied()
+                        .filter(|&i| (lo as i64..hi as i64).contains(&i));
+                    self.scratch.clear();
+                    self.scratch.extend(kept);
+                    out.truncate(from);
+                    out.extend_from_slice(&self.scratch);
+                }
+            }
+        }
+        self.step += 1;
+    }
+
+    /// Appends a uniformly random `k`-subset of `start..start + len`, sorted.
+    fn block_members(&mut self, k: u64, start: u64, len: u64, out: &mut Vec<i64>) {
+        let from = out.len();
+        if 2 * k <= len {
+            self.uniform_subset(k, len, out);
         } else {
             // Dense: draw the complement instead, so the rejection below stays cheap.
-            let mut skip = Vec::with_capacity((self.n - k) as usize);
-            self.uniform_subset(self.n - k, &mut skip);
+            let mut skip = Vec::with_capacity((len - k) as usize);
+            self.uniform_subset(len - k, len, &mut skip);
             let mut skip = skip.into_iter().peekable();
-            for i in 0..self.n as i64 {
+            for i in 0..len as i64 {
                 if skip.peek() == Some(&i) {
                     skip.next();
                 } else {
@@ -79,21 +171,29 @@ impl PoissonSampler {
                 }
             }
         }
+        for i in &mut out[from..] {
+            *i += start as i64;
+        }
     }
 
-    /// A uniformly random `k`-subset of `0..n`, sorted: uniform draws, keeping the distinct
-    /// ones until there are `k` (the set is uniform by symmetry; repeats are rare for k << n).
-    fn uniform_subset(&mut self, k: u64, out: &mut Vec<i64>) {
-        let n = self.n as i64;
-        out.extend((0..k).map(|_| self.rng.random_range(0..n)));
-        radix_sort(out, n, &mut self.scratch);
-        out.dedup();
-        while (out.len() as u64) < k {
+    /// Appends a uniformly random `k`-subset of `0..len`, sorted: uniform draws, keeping the
+    /// distinct ones until there are `k` (the set is uniform by symmetry; repeats are rare for
+    /// k << len).
+    fn uniform_subset(&mut self, k: u64, len: u64, out: &mut Vec<i64>) {
+        let n = len as i64;
+        let mut drawn = std::mem::take(&mut self.drawn);
+        drawn.clear();
+        drawn.extend((0..k).map(|_| self.rng.random_range(0..n)));
+        radix_sort(&mut drawn, n, &mut self.scratch);
+        drawn.dedup();
+        while (drawn.len() as u64) < k {
             let v = self.rng.random_range(0..n);
-            if let Err(at) = out.binary_search(&v) {
-                out.insert(at, v);
+            if let Err(at) = drawn.binary_search(&v) {
+                drawn.insert(at, v);
             }
         }
+        out.extend_from_slice(&drawn);
+        self.drawn = drawn;
     }
 }
 
@@ -140,9 +240,23 @@ mod tests {
     /// every example is included at rate q (no example over- or under-sampled).
     #[test]
     fn matches_independent_inclusion_at_rate_q() {
-        let (n, batch, steps) = (2_000usize, 40u32, 20_000usize);
+        let (n, batch) = (2_000usize, 40u32);
+        check_independent_inclusion(sampler(n, batch, 11), n, batch);
+    }
+
+    /// The same with 16 blocks, the last one shorter: the counts of independent blocks add up
+    /// to the Binomial(N, q) size and every example is still included at rate q.
+    #[test]
+    fn blocks_keep_independent_inclusion_at_rate_q() {
+        let (n, batch) = (2_000usize, 40u32);
+        let rate = f64::from(batch) / n as f64;
+        let s = PoissonSampler::with_block(n, rate, ChaCha20Rng::seed_from_u64(12), 128).unwrap();
+        check_independent_inclusion(s, n, batch);
+    }
+
+    fn check_independent_inclusion(mut s: PoissonSampler, n: usize, batch: u32) {
+        let steps = 20_000usize;
         let q = f64::from(batch) / n as f64;
-        let mut s = sampler(n, batch, 11);
         let mut hits = vec![0u32; n];
         let mut sizes = Vec::with_capacity(steps);
         let mut idx = Vec::new();

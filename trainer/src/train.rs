@@ -4,8 +4,9 @@
 //! A run is data-parallel over the workers of its cluster (one worker for the plain trainer:
 //! the same code path). Each worker loads a contiguous block of the shards; training examples
 //! are numbered globally in (part, record) order, which does not depend on the workers, and
-//! every worker draws the same Poisson sample of those numbers from the run's seed, keeping its
-//! own. Each step the workers' clipped gradient sums are added up in worker order (worker 0's
+//! every worker draws, from the same stream, only the members of the Poisson sample of those
+//! numbers that fall in its own block (the sampler's blocks of examples have positions of their
+//! own in the stream, so this is the single-worker sample restricted to the share). Each step the workers' clipped gradient sums are added up in worker order (worker 0's
 //! share carries the step's noise, so it is added exactly once), and every worker applies the
 //! same update. The model is the same for any number of workers up to the order of the float
 //! additions, and the accountant sees exactly the single-process mechanism.
@@ -665,13 +666,8 @@ fn train_worker(
                 dp.set_microbatches(ids.index_select(0, &idx));
             }
             let rows = data.train.rows().index_select(0, &idx);
-            let (inputs, labels, norms) = (
-                data.train.inputs(&rows),
-                data.train.labels(&rows),
-                data.train.input_norms(&rows),
-            );
             prof.mark(Phase::Sampling);
-            dp.accumulate(&mlp, &inputs, &labels, &norms, &mut prof);
+            dp.accumulate_rows(&mlp, data.train.width(), &rows, &mut prof);
             if let Some(c) = &mut canaries {
                 c.add_gradients(dp.grad());
             }
@@ -701,8 +697,10 @@ fn train_worker(
         prof.restart();
         let eval_started = Instant::now();
         // Loss and accuracy sums over every worker's examples, the attack's hits, CPU seconds,
-        // and the budget spent (worker 0 asks the accountant; the others add 0).
-        let mut sums = [0f64; 13];
+        // the budget spent (worker 0 asks the accountant; the others add 0), and the examples
+        // the steps used (each worker draws only its share of the sample).
+        let mut sums = [0f64; 14];
+        sums[13] = examples as f64;
         sums[..3].copy_from_slice(&evaluate::totals(&mlp, &data.train).to_array());
         sums[3..6].copy_from_slice(&evaluate::totals(&mlp, &data.test).to_array());
         if let Some(a) = &attack {
@@ -718,6 +716,7 @@ fn train_worker(
             sums[10] = s.rdp_order.unwrap_or(f64::NAN);
         }
         coll.totals.sum(worker, &mut sums)?;
+        let examples = sums[13] as u64;
         spent = accounting.map(|a| PrivacySpent {
             epsilon: sums[9],
             delta: a.delta,
