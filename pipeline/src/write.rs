@@ -99,10 +99,11 @@ impl ShardSink {
             self.held += b.text.len();
             self.batches.push(b);
         }
-        if self.held >= self.budget && self.failure.is_none() {
-            if let Err(e) = self.spill() {
-                self.failure = Some(e);
-            }
+        if self.held >= self.budget
+            && self.failure.is_none()
+            && let Err(e) = self.spill()
+        {
+            self.failure = Some(e);
         }
     }
 
