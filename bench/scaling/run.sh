@@ -14,7 +14,7 @@ engines="${ENGINES:-pipeline-1x2 pipeline-2x1 polars duckdb}"
 venv="$root/.venv-bench"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'polars==1.*' 'duckdb==1.*'
+  "$venv/bin/pip" install -q 'polars==1.44.*' 'duckdb==2.0.1'
 fi
 py="$venv/bin/python"; here="$root/bench/scaling"
 data="$root/bench/data"; out="$root/bench/out/scaling"; mkdir -p "$data" "$out"
