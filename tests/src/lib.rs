@@ -492,3 +492,14 @@ pub fn dir_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
+
+/// Asserts that the model and metrics `b` (a cluster's run) match `a` (one process's): weights
+/// within 1e-4 relative (float summation order differs) and the same final epsilon.
+pub fn assert_same_model(a: (&Path, &Path), b: (&Path, &Path)) {
+    let diff = relative_difference(&weights(a.0), &weights(b.0));
+    assert!(
+        diff <= 1e-4,
+        "the cluster's model differs by {diff:e} relative"
+    );
+    assert_eq!(last_epsilon(a.1), last_epsilon(b.1));
+}

@@ -24,9 +24,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fastdp_tests::{
-    dir_files, last_epsilon, pipeline, pipeline_generate, relative_difference, trainer, weights,
-};
+use fastdp_tests::{assert_same_model, dir_files, pipeline, pipeline_generate, trainer};
 
 /// The members of every cluster here.
 const MEMBERS: usize = 3;
@@ -708,16 +706,8 @@ fn trainer_over_three_namespaces_trains_the_one_process_model() {
         &hosts,
         &[],
     );
-    let diff = relative_difference(
-        &weights(&d.join("single.safetensors")),
-        &weights(&d.join("hosts.safetensors")),
-    );
-    assert!(
-        diff <= 1e-4,
-        "the cluster's model differs by {diff:e} relative"
-    );
-    assert_eq!(
-        last_epsilon(&d.join("single.jsonl")),
-        last_epsilon(&d.join("hosts.jsonl"))
+    assert_same_model(
+        (&d.join("single.safetensors"), &d.join("single.jsonl")),
+        (&d.join("hosts.safetensors"), &d.join("hosts.jsonl")),
     );
 }
