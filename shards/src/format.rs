@@ -22,8 +22,34 @@ pub fn header_line(label: &str, features: &[String]) -> String {
 /// Appends one record line `offset,label,f1,...,fk\n`.
 #[inline]
 pub fn write_record(out: &mut Vec<u8>, offset: u64, label: u8, features: &[f64]) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+    write_offset_label(out, offset, label);
+    for &v in features {
+        out.push(b',');
+        write_value(out, v);
+    }
+    out.push(b'\n');
+}
+
+/// Appends the record line [`write_record`] writes for features that are each one decimal
+/// digit, given as their ASCII digits.
+#[inline]
+pub fn write_digits_record(out: &mut Vec<u8>, offset: u64, label: u8, digits: &[u8]) {
+    out.reserve(24 + 2 * digits.len());
+    write_offset_label(out, offset, label);
+    for &d in digits {
+        debug_assert!(d.is_ascii_digit());
+        out.extend_from_slice(&[b',', d]);
+    }
+    out.push(b'\n');
+}
+
+/// Appends `offset,label`.
+#[inline]
+fn write_offset_label(out: &mut Vec<u8>, offset: u64, label: u8) {
+    let mut digits = [0u8; 22];
+    let mut i = digits.len() - 2;
+    digits[i] = b',';
+    digits[i + 1] = b'0' + label;
     let mut o = offset;
     loop {
         i -= 1;
@@ -34,13 +60,6 @@ pub fn write_record(out: &mut Vec<u8>, offset: u64, label: u8, features: &[f64])
         }
     }
     out.extend_from_slice(&digits[i..]);
-    out.push(b',');
-    out.push(b'0' + label);
-    for &v in features {
-        out.push(b',');
-        write_value(out, v);
-    }
-    out.push(b'\n');
 }
 
 /// Removes what Hadoop's `TextOutputFormat` and Windows line ends may add: a trailing `\r`
@@ -126,6 +145,10 @@ mod tests {
         write_record(&mut out, 0, 0, &[0.0, 100000.0]);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "1234567,1,1,42.5\n0,0,0,100000\n");
+        let mut digits = Vec::new();
+        write_digits_record(&mut digits, u64::MAX, 0, b"109");
+        write_record(&mut out, u64::MAX, 0, &[1.0, 0.0, 9.0]);
+        assert_eq!(digits, out[text.len()..]);
         let mut feats = Vec::new();
         let recs: Vec<_> = text
             .lines()
