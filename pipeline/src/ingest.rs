@@ -165,7 +165,10 @@ pub fn ingest(
                 let start = lines.len();
                 cleaner.write_record(offset, lines);
                 *rows += 1;
-                stats.kept(cleaner.label(), &lines[start..]);
+                match cleaner.digits() {
+                    Some(d) => stats.kept_digits(cleaner.label(), d, &lines[start..]),
+                    None => stats.kept(cleaner.label(), &lines[start..]),
+                }
                 let dest = crate::write::owner(shard, peers);
                 pending.bytes[dest] += lines.len() - start;
                 if pending.bytes[dest] >= BATCH_BYTES {

@@ -169,15 +169,13 @@ impl Cleaner {
         if line.len() != 2 * n - 1 {
             return false;
         }
-        for (i, &b) in line.iter().enumerate() {
-            let ok = if i % 2 == 0 {
-                b.is_ascii_digit()
-            } else {
-                b == b','
-            };
-            if !ok {
-                return false;
-            }
+        // Without a branch per byte: a digit then a comma, n - 1 times, then a digit.
+        let mut ok = line[line.len() - 1].is_ascii_digit();
+        for pair in line.chunks_exact(2) {
+            ok &= pair[0].is_ascii_digit() & (pair[1] == b',');
+        }
+        if !ok {
+            return false;
         }
         let label = line[2 * self.schema.label];
         if label != b'0' && label != b'1' {
@@ -207,6 +205,13 @@ impl Cleaner {
     #[inline]
     pub fn label(&self) -> u8 {
         self.label
+    }
+
+    /// The features of the last record kept as their ASCII digits, when each is one digit and
+    /// the line took the one-digit fast path (the common case); `None` otherwise.
+    #[inline]
+    pub fn digits(&self) -> Option<&[u8]> {
+        self.from_digits.then_some(&self.digits[..])
     }
 
     /// The feature values of the last record kept, in output order.

@@ -34,13 +34,35 @@ pub fn write_record(out: &mut Vec<u8>, offset: u64, label: u8, features: &[f64])
 /// digit, given as their ASCII digits.
 #[inline]
 pub fn write_digits_record(out: &mut Vec<u8>, offset: u64, label: u8, digits: &[u8]) {
-    out.reserve(24 + 2 * digits.len());
-    write_offset_label(out, offset, label);
-    for &d in digits {
-        debug_assert!(d.is_ascii_digit());
-        out.extend_from_slice(&[b',', d]);
+    // The line is put together on the stack and appended in one copy.
+    const MOST: usize = 48;
+    if digits.len() > MOST {
+        write_offset_label(out, offset, label);
+        for &d in digits {
+            out.extend_from_slice(&[b',', d]);
+        }
+        out.push(b'\n');
+        return;
     }
-    out.push(b'\n');
+    let mut line = [b','; 22 + 2 * MOST + 1];
+    let mut start = 20;
+    let mut o = offset;
+    loop {
+        start -= 1;
+        line[start] = b'0' + (o % 10) as u8;
+        o /= 10;
+        if o == 0 {
+            break;
+        }
+    }
+    line[21] = b'0' + label;
+    for (i, &d) in digits.iter().enumerate() {
+        debug_assert!(d.is_ascii_digit());
+        line[23 + 2 * i] = d;
+    }
+    let end = 22 + 2 * digits.len();
+    line[end] = b'\n';
+    out.extend_from_slice(&line[start..=end]);
 }
 
 /// Appends `offset,label`.
@@ -150,6 +172,15 @@ mod tests {
         write_record(&mut values, u64::MAX, 0, &[1.0, 0.0, 9.0]);
         assert_eq!(digits, values);
         assert_eq!(digits, b"18446744073709551615,0,1,0,9\n");
+        // Past the stack buffer's 48 features, and offset 0.
+        let many: Vec<u8> = (0..60u8).map(|i| b'0' + i % 10).collect();
+        let values: Vec<f64> = many.iter().map(|&d| f64::from(d - b'0')).collect();
+        for n in [0, 1, 48, 49, 60] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_digits_record(&mut a, 0, 1, &many[..n]);
+            write_record(&mut b, 0, 1, &values[..n]);
+            assert_eq!(a, b, "{n} features");
+        }
         let mut feats = Vec::new();
         let recs: Vec<_> = text
             .lines()
