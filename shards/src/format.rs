@@ -45,16 +45,7 @@ pub fn write_digits_record(out: &mut Vec<u8>, offset: u64, label: u8, digits: &[
         return;
     }
     let mut line = [b','; 22 + 2 * MOST + 1];
-    let mut start = 20;
-    let mut o = offset;
-    loop {
-        start -= 1;
-        line[start] = b'0' + (o % 10) as u8;
-        o /= 10;
-        if o == 0 {
-            break;
-        }
-    }
+    let start = put_offset(&mut line[..20], offset);
     line[21] = b'0' + label;
     for (i, &d) in digits.iter().enumerate() {
         debug_assert!(d.is_ascii_digit());
@@ -69,19 +60,27 @@ pub fn write_digits_record(out: &mut Vec<u8>, offset: u64, label: u8, digits: &[
 #[inline]
 fn write_offset_label(out: &mut Vec<u8>, offset: u64, label: u8) {
     let mut digits = [0u8; 22];
-    let mut i = digits.len() - 2;
-    digits[i] = b',';
-    digits[i + 1] = b'0' + label;
+    digits[20] = b',';
+    digits[21] = b'0' + label;
+    let start = put_offset(&mut digits[..20], offset);
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Writes `offset` in decimal at the end of `buf` (20 bytes hold any `u64`) and returns where
+/// it starts.
+#[inline]
+fn put_offset(buf: &mut [u8], offset: u64) -> usize {
+    let mut i = buf.len();
     let mut o = offset;
     loop {
         i -= 1;
-        digits[i] = b'0' + (o % 10) as u8;
+        buf[i] = b'0' + (o % 10) as u8;
         o /= 10;
         if o == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    i
 }
 
 /// Removes what Hadoop's `TextOutputFormat` and Windows line ends may add: a trailing `\r`
