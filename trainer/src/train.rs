@@ -10,6 +10,9 @@
 //! share carries the step's noise, so it is added exactly once), and every worker applies the
 //! same update. The model is the same for any number of workers up to the order of the float
 //! additions, and the accountant sees exactly the single-process mechanism.
+//!
+//! A worker's run is wired in one function, `train_worker`, from phases that each live in a
+//! file of their own below `train/`, with one typed struct per exchange between the workers.
 
 mod announce;
 mod attacks;
@@ -280,7 +283,7 @@ fn train_worker(
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
     let out = Stdout(lead && !config.quiet);
     let fingerprint = settings.for_checkpoint();
-    let start = restore(
+    let mut start = restore(
         config,
         &mut peers,
         &fingerprint,
@@ -292,7 +295,7 @@ fn train_worker(
     let standardizer = standardize(
         &mut data,
         preprocessing,
-        start.standardizer,
+        start.standardizer.take(),
         lead,
         noise_rng(config, &settings),
         |v, broadcast| match broadcast {
@@ -341,7 +344,7 @@ fn train_worker(
         fingerprint,
         standardizer,
     };
-    let mut trained = epochs.train(&mut peers, &mlp, &data, start.position, start.history)?;
+    let mut trained = epochs.train(&mut peers, &mlp, &data, start)?;
     if let Some(c) = canaries {
         lock(c).finish(&mlp, &data)?;
     }

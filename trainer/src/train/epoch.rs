@@ -9,7 +9,7 @@ use accountant::PrivacySpent;
 use super::Stdout;
 use super::attacks::Attacks;
 use super::peers::Peers;
-use super::resume::Position;
+use super::resume::Start;
 use super::steps::{Steps, StepsDone};
 use crate::Result;
 use crate::checkpoint::{self, CheckpointMeta};
@@ -160,6 +160,16 @@ impl EpochSums {
     }
 }
 
+/// Where a run's epochs end.
+pub(super) struct Trained {
+    /// Steps taken in all.
+    pub steps: u64,
+    /// Every epoch's metrics (a resumed checkpoint's first).
+    pub history: Vec<EpochMetrics>,
+    /// The budget spent.
+    pub spent: Option<PrivacySpent>,
+}
+
 /// A worker's epochs and what it reports and writes after each (worker 0 writes).
 pub(super) struct Epochs<'a> {
     pub config: &'a TrainConfig,
@@ -177,30 +187,18 @@ pub(super) struct Epochs<'a> {
     pub standardizer: Option<Standardizer>,
 }
 
-/// Where a run's epochs end.
-pub(super) struct Trained {
-    /// Steps taken in all.
-    pub steps: u64,
-    /// Every epoch's metrics (a resumed checkpoint's first).
-    pub history: Vec<EpochMetrics>,
-    /// The budget spent.
-    pub spent: Option<PrivacySpent>,
-}
-
 impl Epochs<'_> {
-    /// Trains `mlp` on `data` from `start` (with the checkpoint's `history`) to the configured
-    /// epochs.
+    /// Trains `mlp` on `data` from `start` to the configured epochs.
     pub fn train(
         &mut self,
         peers: &mut Peers,
         mlp: &Mlp,
         data: &Data,
-        start: Position,
-        mut history: Vec<EpochMetrics>,
+        start: Start,
     ) -> Result<Trained> {
-        let mut steps = start.steps;
+        let (mut steps, mut history) = (start.position.steps, start.history);
         let mut spent = None;
-        for epoch in start.epochs_done..self.config.epochs {
+        for epoch in start.position.epochs_done..self.config.epochs {
             let done =
                 self.steps
                     .epoch(peers, mlp, data, epoch, self.config.epochs, &mut self.prof)?;
