@@ -541,13 +541,14 @@ mod tests {
     }
 
     /// The plain-Rust path writes the same clipped sum as the libtorch one, for deep and
-    /// shallow models, with and without clipping, inputs with zeros (which it skips) and
-    /// without, and an empty batch; and the models stay equal over many steps.
+    /// shallow models and one without a hidden layer, layers wider and narrower than their
+    /// inputs, with and without clipping, 0/1 inputs and real ones, batches that grow and
+    /// shrink and an empty one; and the models stay equal over many steps.
     #[test]
     fn fused_path_equals_the_libtorch_path() {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
-        for (case, hidden) in [vec![8], vec![6, 5], vec![50], vec![3, 7, 4]]
+        for (case, hidden) in [vec![8], vec![6, 5], vec![50], vec![3, 7, 4], vec![]]
             .into_iter()
             .enumerate()
         {
