@@ -4,7 +4,8 @@
 //! one matrix product per layer and direction and no libtorch call per operation.
 //!
 //! At batch 256 and 551 parameters a libtorch step is some 25 calls of about a microsecond of
-//! fixed cost each for about 0.5 MFLOP of arithmetic; here the step is two copies in, one out,
+//! fixed cost each for about 0.5 MFLOP of arithmetic; here the step is two copies in, one out
+//! (after the noise is added on the host, see [`crate::dp_step::DpStep::add_noise`]),
 //! and per layer a product forward (`Z_l = [A_l, 1] W_l`), one back (`Delta_l W_l^T`, masked)
 //! and one for the gradient (`[A_l, 1]^T diag(w) Delta_l`), by `ndarray`'s `general_mat_mul`
 //! (the `matrixmultiply` kernels, which pick AVX2/FMA or AVX-512 at run time; this crate's own
@@ -95,10 +96,11 @@ impl Fused {
         shape.numel() <= 4096 && expected_batch <= 1024.0
     }
 
-    /// Writes `sum_i w_i g_i` into `out` (the flat gradient), where `rows` is the batch's
-    /// `[k, stride]` data rows (`[x, 1, y, |x, 1|, padding]`, see [`crate::data::Examples`]),
-    /// `flat` the model's parameters and `w_i = min(scale, clip_scaled / (|g_i| + eps))`.
-    pub fn accumulate(&mut self, flat: &Tensor, rows: &Tensor, clip: Clip, out: &Tensor) {
+    /// Computes `sum_i w_i g_i` into the host gradient ([`Fused::grad_mut`], then
+    /// [`Fused::write_to`]), where `rows` is the batch's `[k, stride]` data rows
+    /// (`[x, 1, y, |x, 1|, padding]`, see [`crate::data::Examples`]), `flat` the model's
+    /// parameters and `w_i = min(scale, clip_scaled / (|g_i| + eps))`.
+    pub fn accumulate(&mut self, flat: &Tensor, rows: &Tensor, clip: Clip) {
         let [k, stride] = rows.size()[..] else {
             panic!("batch rows are [k, stride]");
         };
@@ -107,15 +109,24 @@ impl Fused {
         flat.copy_data(&mut self.params, numel);
         if k == 0 {
             self.grad.fill(0.0);
-        } else {
-            self.reserve(k, stride);
-            rows.copy_data(&mut self.rows, k * stride);
-            self.forward(k, stride);
-            self.output_layer(k, stride);
-            self.backward(k, stride);
-            self.clip_weights(k, clip);
-            self.weighted_sums(k, stride);
+            return;
         }
+        self.reserve(k, stride);
+        rows.copy_data(&mut self.rows, k * stride);
+        self.forward(k, stride);
+        self.output_layer(k, stride);
+        self.backward(k, stride);
+        self.clip_weights(k, clip);
+        self.weighted_sums(k, stride);
+    }
+
+    /// The host gradient [`Fused::accumulate`] wrote (to add the noise to on the host).
+    pub fn grad_mut(&mut self) -> &mut [f32] {
+        &mut self.grad
+    }
+
+    /// Copies the host gradient into `out` (the flat gradient tensor).
+    pub fn write_to(&self, out: &Tensor) {
         out.shallow_clone().copy_(&Tensor::from_slice(&self.grad));
     }
 
