@@ -87,11 +87,11 @@ impl Fused {
     /// Whether the fused path is expected to beat the libtorch one on the CPU: models of at
     /// most 4096 parameters at expected batches of at most 1024. Measured with
     /// `trainer/examples/epoch.rs` on the census model (551 parameters, one thread, best
-    /// on-CPU seconds per epoch, fused against libtorch, 2-core AMD EPYC at load 13-15; see
-    /// bench/RESULTS.md, issue 16): batch 64 0.328 against 0.569, 256 0.157 against 0.211,
-    /// 512 0.135 against 0.154, 1024 0.120 against 0.125, 4096 0.106 against 0.102. Past
-    /// about a thousand rows libtorch's fixed cost per call is paid off and its AVX-512
-    /// products win.
+    /// on-CPU seconds per epoch of 3 rounds, fused against libtorch, 2-core AMD EPYC at load
+    /// 7-11; bench/RESULTS.md, issue 16): batch 64 0.290 against 0.538, 256 0.149 against
+    /// 0.201, 512 0.126 against 0.149, 1024 0.116 against 0.119, 2048 0.117 against 0.117,
+    /// 4096 0.105 against 0.102. Past about a thousand rows libtorch's fixed cost per call is
+    /// paid off and its AVX-512 products catch up.
     pub fn worthwhile(shape: &Shape, expected_batch: f64) -> bool {
         shape.numel() <= 4096 && expected_batch <= 1024.0
     }
