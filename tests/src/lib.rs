@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use shards::schema::CAPUMS_COLUMNS;
 use shards::{Cleaner, Dataset, DropReason, LineReader, Location, Outcome, Schema, SchemaOptions};
@@ -240,6 +241,44 @@ pub fn sh(dir: &Path, script: &str, env: &[(&str, &str)]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `bin args..` in `cwd` with no input and returns its output (success or not).
+pub fn exec(bin: &str, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
+}
+
+/// Asserts that a run succeeded, naming `what` and showing its output if not.
+pub fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Waits for `child` up to `limit`, a bound far above what it takes; kills it and fails,
+/// naming `what`, if it is still running then.
+pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}: still running {limit:?} later");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Runs a binary with `stdin` bytes and arguments, returning its output (success or not).
