@@ -4,8 +4,12 @@
 //! thread -> worker), each a wake-up that, on a busy machine, waits for a core.
 //!
 //! Sockets are non-blocking, so two workers sending each other more than a socket buffer holds
-//! keep reading while they write. A worker that finds nothing to read spins for [`SPIN`], then
-//! blocks in `read` for at most [`BLOCK`] at a time, checking the peers' health in between.
+//! keep reading while they write. A worker that finds nothing to read blocks in `read` for at
+//! most [`BLOCK`] at a time, checking the peers' health in between: the kernel wakes it when the
+//! message arrives. It does not poll first: on the busy 2-core machine, polling (with or without
+//! yielding the core, for 10-200 us, or only after rounds whose peers came within that) made a
+//! round 1.5-3x slower than blocking at once (`allreduce_latency`, bench/RESULTS.md): the
+//! kernel's wake-up gets the woken thread a core sooner than a polling one gets it back.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -22,10 +26,6 @@ const MAGIC: u64 = u64::from_be_bytes(*b"fastdpAR");
 
 /// A message: round and value count (each a little-endian u64), then the values.
 const HEADER: usize = 16;
-
-/// How long a worker with nothing to read polls before blocking: a peer a few microseconds
-/// behind is caught without a sleep and a wake-up.
-const SPIN: Duration = Duration::from_micros(50);
 
 /// The longest a worker blocks in one `read` before checking health and the deadline again.
 const BLOCK: Duration = Duration::from_millis(1);
@@ -191,12 +191,12 @@ impl Links {
         for link in &mut self.links {
             link.sent = 0;
         }
-        let mut idle_since: Option<Instant> = None;
         let mut grace: Option<Instant> = None;
         loop {
             let mut moved = false;
             for link in &mut self.links {
-                moved |= link.write(&self.out);
+                // A write that finished needs no other pass; one that did not, does.
+                moved |= link.write(&self.out) && link.sent < need;
                 if !link.has(need, data.len(), cx.round)? {
                     moved |= link.read(need);
                 }
@@ -214,18 +214,10 @@ impl Links {
             if done {
                 break;
             }
-            let now = Instant::now();
             if moved {
-                idle_since = None;
                 continue;
             }
-            let idle = *idle_since.get_or_insert(now);
-            self.check(cx, now, &mut grace)?;
-            if now - idle < SPIN {
-                std::hint::spin_loop();
-                thread::yield_now();
-                continue;
-            }
+            self.check(cx, Instant::now(), &mut grace)?;
             // Block on a peer still missing, unless something remains to write (writing waits
             // for the peers to read: keep polling both).
             let all_sent = self.links.iter().all(|l| l.sent == need);
