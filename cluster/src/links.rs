@@ -192,6 +192,7 @@ impl Links {
             link.sent = 0;
         }
         let mut grace: Option<Instant> = None;
+        let mut ended_since: Option<Instant> = None;
         loop {
             let mut moved = false;
             for link in &mut self.links {
@@ -202,17 +203,22 @@ impl Links {
                 }
             }
             let mut done = true;
+            let mut ended = Vec::new();
             for link in &self.links {
                 if link.has(need, data.len(), cx.round)? {
                     done &= link.sent == need;
-                } else if let Some(reason) = &link.eof {
-                    return Err(self.closed_error(link.worker, reason.clone(), cx.round));
                 } else {
                     done = false;
+                    if link.eof.is_some() {
+                        ended.push(link.worker);
+                    }
                 }
             }
             if done {
                 break;
+            }
+            if !ended.is_empty() {
+                self.ended(&ended, cx.round, &mut ended_since)?;
             }
             if moved {
                 continue;
@@ -221,9 +227,15 @@ impl Links {
             // Block on a peer still missing, unless something remains to write (writing waits
             // for the peers to read: keep polling both).
             let all_sent = self.links.iter().all(|l| l.sent == need);
-            match self.links.iter_mut().find(|l| l.filled < need) {
+            match self
+                .links
+                .iter_mut()
+                .find(|l| l.filled < need && l.eof.is_none())
+            {
                 Some(link) if all_sent => link.read_blocking(need),
-                _ => thread::sleep(Duration::from_micros(20)),
+                Some(_) => thread::sleep(Duration::from_micros(20)),
+                // Only ended links are missing: wait for the cluster's health to say why.
+                None => thread::sleep(BLOCK),
             }
         }
         self.mine.clear();
@@ -287,23 +299,31 @@ impl Links {
         Ok(())
     }
 
-    /// The error for a peer whose link closed before its contribution arrived: the reason the
-    /// cluster's health gives for it if any (its process's connection is gone, or its thread here
-    /// stopped), else the link's.
-    fn closed_error(&self, worker: usize, reason: String, round: u64) -> Error {
+    /// Fails the round for `ended` workers, whose links ended before their message came: at
+    /// once, with the reason the cluster's health gives (their process's connection is gone,
+    /// or their thread here stopped), as soon as it gives one; with the link's own reason if it
+    /// gives none within the grace (their thread ended in a process that goes on).
+    fn ended(&self, ended: &[usize], round: u64, since: &mut Option<Instant>) -> Result<()> {
+        if ended.iter().any(|w| self.health.gone(*w).is_some()) {
+            return Err(crate::allreduce::gone_error(&self.health, ended, round));
+        }
+        let now = Instant::now();
+        if now - *since.get_or_insert(now) < crate::allreduce::GRACE {
+            return Ok(());
+        }
+        let worker = ended[0];
+        let link = self.links.iter().find(|l| l.worker == worker);
+        let reason = link.and_then(|l| l.eof.clone()).unwrap_or_default();
         let process = self.health.process_of(worker);
         if process != self.health.process() {
             self.health.lose(process, reason.clone());
         }
-        if let Some(gone) = self.health.gone(worker) {
-            return crate::allreduce::gone_error(&self.health, &[gone.worker], round);
-        }
-        Error::PeerGone {
+        Err(Error::PeerGone {
             round,
             workers: vec![worker],
             process,
             reason,
-        }
+        })
     }
 }
 
