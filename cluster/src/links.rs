@@ -50,10 +50,9 @@ pub(crate) struct Links {
     index: usize,
     links: Vec<Link>,
     health: Arc<Health>,
-    /// This round's outgoing message.
+    /// This round's outgoing message (this worker's values, kept while `data` is overwritten
+    /// with the sum).
     out: Vec<u8>,
-    /// This worker's values for the round, kept while `data` is overwritten with the sum.
-    mine: Vec<u8>,
 }
 
 /// What a round needs to know about the cluster to fail well.
@@ -174,7 +173,6 @@ impl Links {
             links,
             health,
             out: Vec::new(),
-            mine: Vec::new(),
         })
     }
 
@@ -238,17 +236,13 @@ impl Links {
                 None => thread::sleep(BLOCK),
             }
         }
-        self.mine.clear();
-        for x in data.iter() {
-            x.write_le(&mut self.mine);
-        }
         // sum = w0 + w1 + ... in worker order, this worker's own values in their place.
         data.fill(T::default());
         let me = self.links.partition_point(|l| l.worker < self.index);
         let payloads = self.links[..me]
             .iter()
             .map(|l| &l.buf[HEADER..need])
-            .chain(std::iter::once(&self.mine[..]))
+            .chain(std::iter::once(&self.out[HEADER..]))
             .chain(self.links[me..].iter().map(|l| &l.buf[HEADER..need]));
         for bytes in payloads {
             for (d, b) in data.iter_mut().zip(bytes.chunks_exact(T::BYTES)) {
