@@ -3,7 +3,11 @@
 //! (the rest of the wall time it spent waiting), and the whole process's on-CPU time (its
 //! worker and network threads), the most over the workers.
 //!
-//! `cargo run --release -p cluster --example allreduce_latency -- [values[,values...]] [rounds]`
+//! With `work` (microseconds), each worker computes that long (a busy loop) before each round,
+//! as a training step does: two workers that end up sharing a core show as a round of about
+//! twice `work`.
+//!
+//! `cargo run --release -p cluster --example allreduce_latency -- [values[,values...]] [rounds] [work]`
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -34,7 +38,7 @@ fn cpu_ns(whole_process: bool) -> u64 {
 /// Per round, in microseconds: wall, this worker thread's CPU, this process's CPU.
 type Figures = [f64; 3];
 
-fn measure(cluster: Cluster, len: usize, rounds: u32) -> Figures {
+fn measure(cluster: Cluster, len: usize, rounds: u32, work: Duration) -> Figures {
     let guards = execute(&cluster, Duration::from_secs(30), move |worker| {
         let mut ar = AllReduce::new(worker, Duration::from_secs(30));
         let mut v = vec![1.0f32; len];
@@ -44,6 +48,10 @@ fn measure(cluster: Cluster, len: usize, rounds: u32) -> Figures {
         let (thread, process) = (cpu_ns(false), cpu_ns(true));
         let started = Instant::now();
         for _ in 0..rounds {
+            let busy = Instant::now();
+            while busy.elapsed() < work {
+                std::hint::spin_loop();
+            }
             v.fill(1.0);
             ar.sum(worker, &mut v).expect("round");
         }
@@ -78,12 +86,13 @@ fn main() {
         let addresses = args[2].split(',').map(str::to_string).collect();
         let len: usize = args[3].parse().expect("values");
         let rounds: u32 = args[4].parse().expect("rounds");
+        let work = Duration::from_micros(args[5].parse().expect("work"));
         let c = Cluster::Member {
             threads: 1,
             process,
             addresses,
         };
-        let [w, t, p] = measure(c, len, rounds);
+        let [w, t, p] = measure(c, len, rounds, work);
         println!("{w} {t} {p}");
         return;
     }
@@ -91,12 +100,14 @@ fn main() {
         a.split(',').map(|v| v.parse().expect("values")).collect()
     });
     let rounds: u32 = args.get(1).map_or(3000, |a| a.parse().expect("rounds"));
+    let work_us: u64 = args.get(2).map_or(0, |a| a.parse().expect("work"));
+    let work = Duration::from_micros(work_us);
     let me = std::env::current_exe().expect("this program's path");
     for len in lens {
         print(
             "2 threads in 1 process",
             len,
-            measure(Cluster::Single { threads: 2 }, len, rounds),
+            measure(Cluster::Single { threads: 2 }, len, rounds, work),
         );
         let addresses = cluster::free_loopback_addresses(2)
             .expect("ports")
@@ -105,7 +116,7 @@ fn main() {
             .map(|process| {
                 Command::new(&me)
                     .args(["--member", &process.to_string(), &addresses])
-                    .args([len.to_string(), rounds.to_string()])
+                    .args([len.to_string(), rounds.to_string(), work_us.to_string()])
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .expect("a member starts")
