@@ -1,54 +1,139 @@
-//! Microseconds per all-reduce round: 2 threads in one process, and 2 processes over loopback
-//! TCP (two timely instances in this program, connected as separate processes would be).
+//! Microseconds per all-reduce round: 2 threads in one process, and 2 processes (this program
+//! started twice more) over loopback TCP. Per round: wall time, the worker thread's on-CPU time
+//! (the rest of the wall time it spent waiting), and the whole process's on-CPU time (its
+//! worker and network threads), the most over the workers.
 //!
-//! `cargo run --release -p cluster --example allreduce_latency -- [values] [rounds]`
+//! With `work` (microseconds), each worker computes that long (a busy loop) before each round,
+//! as a training step does: two workers that end up sharing a core show as a round of about
+//! twice `work`.
+//!
+//! `cargo run --release -p cluster --example allreduce_latency -- [values[,values...]] [rounds] [work]`
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster::{AllReduce, Cluster, execute};
 
-fn measure(cluster: Cluster, len: usize, rounds: u32) -> f64 {
+/// Nanoseconds on a CPU of this thread, or of the whole process (`/proc` schedstat).
+fn cpu_ns(whole_process: bool) -> u64 {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    if !whole_process {
+        return read("/proc/thread-self/schedstat");
+    }
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|t| read(&format!("{}/schedstat", t.path().display())))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Per round, in microseconds: wall, this worker thread's CPU, this process's CPU.
+type Figures = [f64; 3];
+
+fn measure(cluster: Cluster, len: usize, rounds: u32, work: Duration) -> Figures {
     let guards = execute(&cluster, Duration::from_secs(30), move |worker| {
         let mut ar = AllReduce::new(worker, Duration::from_secs(30));
         let mut v = vec![1.0f32; len];
         for _ in 0..100 {
             ar.sum(worker, &mut v).expect("warm-up round");
         }
+        let (thread, process) = (cpu_ns(false), cpu_ns(true));
         let started = Instant::now();
         for _ in 0..rounds {
+            let busy = Instant::now();
+            while busy.elapsed() < work {
+                std::hint::spin_loop();
+            }
             v.fill(1.0);
             ar.sum(worker, &mut v).expect("round");
         }
-        started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
+        let per = |x: f64| x / f64::from(rounds);
+        [
+            per(started.elapsed().as_secs_f64() * 1e6),
+            per((cpu_ns(false) - thread) as f64 * 1e-3),
+            per((cpu_ns(true) - process) as f64 * 1e-3),
+        ]
     })
     .expect("cluster starts");
-    guards
-        .join()
-        .into_iter()
-        .map(|r| r.expect("worker"))
-        .fold(0.0, f64::max)
+    max(guards.join().into_iter().map(|r| r.expect("worker")))
+}
+
+fn max(figures: impl Iterator<Item = Figures>) -> Figures {
+    figures.fold([0.0; 3], |a, b| std::array::from_fn(|i| a[i].max(b[i])))
+}
+
+fn print(what: &str, len: usize, [wall, thread, process]: Figures) {
+    println!(
+        "all-reduce of {len} f32, {what}: {wall:.1} us/round; on-CPU {thread:.1} us worker \
+         thread ({:.1} us waiting), {process:.1} us process",
+        (wall - thread).max(0.0)
+    );
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let len: usize = args.next().map_or(551, |a| a.parse().expect("values"));
-    let rounds: u32 = args.next().map_or(3000, |a| a.parse().expect("rounds"));
-    let threads = measure(Cluster::Single { threads: 2 }, len, rounds);
-    println!("all-reduce of {len} f32, 2 threads in 1 process: {threads:.1} us/round");
-    let addresses = cluster::free_loopback_addresses(2).expect("ports");
-    let procs: Vec<_> = (0..2)
-        .map(|process| {
-            let c = Cluster::Member {
-                threads: 1,
-                process,
-                addresses: addresses.clone(),
-            };
-            std::thread::spawn(move || measure(c, len, rounds))
-        })
-        .collect();
-    let across = procs
-        .into_iter()
-        .map(|h| h.join().expect("process"))
-        .fold(0.0, f64::max);
-    println!("all-reduce of {len} f32, 2 processes over loopback: {across:.1} us/round");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // A member started by the parent: `--member PROCESS ADDR0,ADDR1 values rounds`.
+    if args.first().map(String::as_str) == Some("--member") {
+        let process: usize = args[1].parse().expect("process");
+        let addresses = args[2].split(',').map(str::to_string).collect();
+        let len: usize = args[3].parse().expect("values");
+        let rounds: u32 = args[4].parse().expect("rounds");
+        let work = Duration::from_micros(args[5].parse().expect("work"));
+        let c = Cluster::Member {
+            threads: 1,
+            process,
+            addresses,
+        };
+        let [w, t, p] = measure(c, len, rounds, work);
+        println!("{w} {t} {p}");
+        return;
+    }
+    let lens: Vec<usize> = args.first().map_or(vec![551], |a| {
+        a.split(',').map(|v| v.parse().expect("values")).collect()
+    });
+    let rounds: u32 = args.get(1).map_or(3000, |a| a.parse().expect("rounds"));
+    let work_us: u64 = args.get(2).map_or(0, |a| a.parse().expect("work"));
+    let work = Duration::from_micros(work_us);
+    let me = std::env::current_exe().expect("this program's path");
+    for len in lens {
+        print(
+            "2 threads in 1 process",
+            len,
+            measure(Cluster::Single { threads: 2 }, len, rounds, work),
+        );
+        let addresses = cluster::free_loopback_addresses(2)
+            .expect("ports")
+            .join(",");
+        let children: Vec<_> = (0..2)
+            .map(|process| {
+                Command::new(&me)
+                    .args(["--member", &process.to_string(), &addresses])
+                    .args([len.to_string(), rounds.to_string(), work_us.to_string()])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("a member starts")
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|child| child.wait_with_output().expect("a member ends"))
+            .collect::<Vec<_>>();
+        let across = max(children.iter().map(|out| {
+            assert!(out.status.success(), "member failed: {out:?}");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v: Vec<f64> = text
+                .split_whitespace()
+                .map(|x| x.parse().expect("a figure"))
+                .collect();
+            [v[0], v[1], v[2]]
+        }));
+        print("2 processes over loopback", len, across);
+    }
 }

@@ -1,11 +1,17 @@
-//! A deterministic all-reduce (sum) over timely's communication: every worker sends its vector to
-//! every other worker, and each sums the contributions in worker order, so all end with the same
-//! bits. A round waits for the contributions themselves, not for timely's progress tracking (one
-//! exchange of messages instead of two), and fails at once, naming the worker, when one that has
-//! not contributed is gone ([`crate::health`]), or after the timeout.
+//! A deterministic all-reduce (sum): every worker sends its vector to every other worker, and
+//! each sums the contributions in worker order, so all end with the same bits. A round fails at
+//! once, naming the worker, when one that has not contributed is gone ([`crate::health`]), or
+//! after the timeout.
+//!
+//! Within one process the vectors go through timely's channels, and a round waits for the
+//! contributions themselves, not for timely's progress tracking. Across processes they go over
+//! direct sockets between the worker threads ([`crate::links`], set up in the first round with
+//! one exchange of addresses through timely): a round is then one write and one read per peer,
+//! with no hand-off to timely's network threads.
 
 use std::cell::RefCell;
 use std::fmt::Debug;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,33 +24,43 @@ use timely::worker::Worker;
 
 use crate::error::{Error, Result};
 use crate::health::{self, Health};
+use crate::links::{Links, RoundContext};
 
 /// How long a round keeps going after a peer is seen gone, for what it sent before leaving.
-const GRACE: Duration = Duration::from_millis(200);
+pub(crate) const GRACE: Duration = Duration::from_millis(200);
 
 /// Values an [`AllReduce`] can sum.
 pub trait Summand: ExchangeData + Copy + Default + Debug {
+    /// Bytes of one value on a link between processes.
+    const BYTES: usize;
     /// `self + other` (wrapping for integers, so a sum never panics).
     fn plus(self, other: Self) -> Self;
+    /// Appends the value's little-endian bytes to `out`.
+    fn write_le(self, out: &mut Vec<u8>);
+    /// The value from [`Summand::BYTES`] little-endian bytes.
+    fn read_le(bytes: &[u8]) -> Self;
 }
 
-impl Summand for f32 {
-    fn plus(self, other: f32) -> f32 {
-        self + other
-    }
+macro_rules! summand {
+    ($t:ty, $plus:expr) => {
+        impl Summand for $t {
+            const BYTES: usize = std::mem::size_of::<$t>();
+            fn plus(self, other: $t) -> $t {
+                $plus(self, other)
+            }
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(bytes: &[u8]) -> $t {
+                <$t>::from_le_bytes(bytes.try_into().expect("BYTES bytes"))
+            }
+        }
+    };
 }
 
-impl Summand for f64 {
-    fn plus(self, other: f64) -> f64 {
-        self + other
-    }
-}
-
-impl Summand for u64 {
-    fn plus(self, other: u64) -> u64 {
-        self.wrapping_add(other)
-    }
-}
+summand!(f32, |a: f32, b: f32| a + b);
+summand!(f64, |a: f64, b: f64| a + b);
+summand!(u64, u64::wrapping_add);
 
 /// (to worker, from worker, values).
 type Contribution<T> = (u32, u32, Vec<T>);
@@ -54,8 +70,7 @@ type Received<T> = Rc<RefCell<Vec<(u64, u32, Vec<T>)>>>;
 /// Sums equal-length vectors across all workers, one round per call.
 #[derive(Debug)]
 pub struct AllReduce<T: Summand = f32> {
-    input: InputHandleVec<u64, Contribution<T>>,
-    received: Received<T>,
+    transport: Transport<T>,
     health: Option<Arc<Health>>,
     index: usize,
     peers: usize,
@@ -66,16 +81,34 @@ pub struct AllReduce<T: Summand = f32> {
     pub rounds: u64,
 }
 
-impl<T: Summand> AllReduce<T> {
-    /// Builds the all-reduce dataflow on this worker (every worker must build it, in the same
-    /// order as its other dataflows). A round that does not complete within `timeout` fails.
-    pub fn new(worker: &mut Worker, timeout: Duration) -> AllReduce<T> {
-        let mut input = InputHandleVec::<u64, Contribution<T>>::new();
-        let received: Received<T> = Rc::default();
+/// How the vectors travel.
+#[derive(Debug)]
+enum Transport<T: Summand> {
+    /// Through timely (one process).
+    Timely(Channel<T>),
+    /// Over direct links between the workers (several processes), set up in the first round
+    /// by exchanging their addresses, as text, through timely.
+    Direct {
+        setup: Channel<u8>,
+        links: Option<Links>,
+    },
+}
+
+/// A timely dataflow that hands each worker the vectors the others send it, by round.
+#[derive(Debug)]
+struct Channel<D: ExchangeData + Clone + Debug> {
+    input: InputHandleVec<u64, Contribution<D>>,
+    received: Received<D>,
+}
+
+impl<D: ExchangeData + Clone + Debug> Channel<D> {
+    fn new(worker: &mut Worker) -> Channel<D> {
+        let mut input = InputHandleVec::<u64, Contribution<D>>::new();
+        let received: Received<D> = Rc::default();
         let sink = Rc::clone(&received);
         worker.dataflow::<u64, _, _>(|scope| {
             input.to_stream(scope).sink(
-                Exchange::new(|c: &Contribution<T>| u64::from(c.0)),
+                Exchange::new(|c: &Contribution<D>| u64::from(c.0)),
                 "AllReduce",
                 move |(input, _frontier)| {
                     input.for_each(|cap, data| {
@@ -86,10 +119,118 @@ impl<T: Summand> AllReduce<T> {
                 },
             );
         });
+        Channel { input, received }
+    }
+
+    /// Sends `data` to every other worker and returns theirs, in worker order (this worker's
+    /// own left out).
+    fn exchange(
+        &mut self,
+        worker: &mut Worker,
+        who: &Who,
+        data: &[D],
+    ) -> Result<Vec<(u32, Vec<D>)>> {
+        let started = Instant::now();
+        let round = *self.input.time();
+        for dest in (0..who.peers).filter(|d| *d != who.index) {
+            self.input
+                .send((dest as u32, who.index as u32, data.to_vec()));
+        }
+        self.input.advance_to(round + 1);
+        let deadline = started + who.timeout;
+        let mut grace: Option<Instant> = None;
+        let arrived = |received: &Received<D>| {
+            received
+                .borrow()
+                .iter()
+                .filter(|(r, _, _)| *r == round)
+                .count()
+        };
+        while arrived(&self.received) + 1 < who.peers {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            let now = Instant::now();
+            if arrived(&self.received) + 1 == who.peers {
+                break;
+            }
+            if grace.is_none()
+                && let Some(h) = &who.health
+                && self
+                    .missing(who, round)
+                    .iter()
+                    .any(|w| h.gone(*w).is_some())
+            {
+                grace = Some(now + GRACE);
+            }
+            if grace.is_some_and(|g| now > g) {
+                let health = who.health.as_ref().expect("only with health");
+                return Err(gone_error(health, &self.missing(who, round), round));
+            }
+            if now > deadline {
+                let workers = self.missing(who, round);
+                if let Some(h) = &who.health {
+                    // Cut silent peers off, so this process's network threads can end.
+                    for w in &workers {
+                        h.cut(h.process_of(*w), "it sent nothing within the timeout");
+                    }
+                }
+                return Err(Error::PeerTimeout {
+                    round,
+                    workers,
+                    timeout: who.timeout,
+                });
+            }
+        }
+        // Faster workers may already have sent the next round: keep theirs for later.
+        let mut got: Vec<(u32, Vec<D>)> = Vec::with_capacity(who.peers);
+        self.received.borrow_mut().retain_mut(|(r, from, v)| {
+            if *r == round {
+                got.push((*from, std::mem::take(v)));
+                false
+            } else {
+                true
+            }
+        });
+        got.sort_unstable_by_key(|(from, _)| *from);
+        Ok(got)
+    }
+
+    /// The workers whose contribution to `round` has not arrived.
+    fn missing(&self, who: &Who, round: u64) -> Vec<usize> {
+        let got = self.received.borrow();
+        (0..who.peers)
+            .filter(|w| {
+                *w != who.index && !got.iter().any(|(r, f, _)| *r == round && *f as usize == *w)
+            })
+            .collect()
+    }
+}
+
+/// This worker's place in the cluster, for a round.
+#[derive(Debug)]
+struct Who {
+    health: Option<Arc<Health>>,
+    index: usize,
+    peers: usize,
+    timeout: Duration,
+}
+
+impl<T: Summand> AllReduce<T> {
+    /// Builds the all-reduce on this worker (every worker must build it, in the same order as
+    /// its other dataflows). A round that does not complete within `timeout` fails.
+    pub fn new(worker: &mut Worker, timeout: Duration) -> AllReduce<T> {
+        let health = health::current();
+        let processes = health.as_ref().map_or(1, |h| h.processes());
+        let transport = if processes > 1 {
+            Transport::Direct {
+                setup: Channel::new(worker),
+                links: None,
+            }
+        } else {
+            Transport::Timely(Channel::new(worker))
+        };
         AllReduce {
-            input,
-            received,
-            health: health::current(),
+            transport,
+            health,
             index: worker.index(),
             peers: worker.peers(),
             timeout,
@@ -106,83 +247,27 @@ impl<T: Summand> AllReduce<T> {
     /// Replaces `data` by the sum over all workers of their `data`, added in worker order.
     pub fn sum(&mut self, worker: &mut Worker, data: &mut [T]) -> Result<()> {
         let started = Instant::now();
-        let round = *self.input.time();
-        for dest in (0..self.peers).filter(|d| *d != self.index) {
-            self.input
-                .send((dest as u32, self.index as u32, data.to_vec()));
-        }
-        self.input.advance_to(round + 1);
-        let deadline = started + self.timeout;
-        let mut grace: Option<Instant> = None;
-        let arrived = |received: &Received<T>| {
-            received
-                .borrow()
-                .iter()
-                .filter(|(r, _, _)| *r == round)
-                .count()
+        let who = Who {
+            health: self.health.clone(),
+            index: self.index,
+            peers: self.peers,
+            timeout: self.timeout,
         };
-        while arrived(&self.received) + 1 < self.peers {
-            worker.step_or_park(Some(Duration::from_millis(1)));
-            let now = Instant::now();
-            if arrived(&self.received) + 1 == self.peers {
-                break;
+        match &mut self.transport {
+            Transport::Timely(channel) => {
+                let got = channel.exchange(worker, &who, data)?;
+                add_in_order(&who, got, data)?;
             }
-            if grace.is_none()
-                && let Some(h) = &self.health
-                && self.missing(round).iter().any(|w| h.gone(*w).is_some())
-            {
-                grace = Some(now + GRACE);
-            }
-            if grace.is_some_and(|g| now > g) {
-                return Err(self.gone_error(round));
-            }
-            if now > deadline {
-                let workers = self.missing(round);
-                if let Some(h) = &self.health {
-                    // Cut silent peers off, so this process's network threads can end.
-                    for w in &workers {
-                        h.cut(h.process_of(*w), "it sent nothing within the timeout");
-                    }
+            Transport::Direct { setup, links } => {
+                if links.is_none() {
+                    *links = Some(connect(worker, &who, setup, started + self.timeout)?);
                 }
-                return Err(Error::PeerTimeout {
-                    round,
-                    workers,
+                let cx = RoundContext {
+                    round: self.rounds,
+                    deadline: started + self.timeout,
                     timeout: self.timeout,
-                });
-            }
-        }
-        // Faster workers may already have sent the next round: keep theirs for later.
-        let mut got: Vec<(u32, Vec<T>)> = Vec::with_capacity(self.peers);
-        self.received.borrow_mut().retain_mut(|(r, from, v)| {
-            if *r == round {
-                got.push((*from, std::mem::take(v)));
-                false
-            } else {
-                true
-            }
-        });
-        got.sort_unstable_by_key(|(from, _)| *from);
-        let own = got.partition_point(|(from, _)| (*from as usize) < self.index);
-        for (from, v) in &got {
-            if v.len() != data.len() {
-                return Err(Error::Timely(format!(
-                    "all-reduce: worker {from} sent {} values, expected {}",
-                    v.len(),
-                    data.len()
-                )));
-            }
-        }
-        // sum = w0 + w1 + ... in worker order, this worker's own values in their place.
-        let mine = data.to_vec();
-        let ordered = got[..own]
-            .iter()
-            .map(|(_, v)| v.as_slice())
-            .chain(std::iter::once(mine.as_slice()))
-            .chain(got[own..].iter().map(|(_, v)| v.as_slice()));
-        data.fill(T::default());
-        for v in ordered {
-            for (d, x) in data.iter_mut().zip(v) {
-                *d = d.plus(*x);
+                };
+                links.as_mut().expect("just set up").sum(data, cx)?;
             }
         }
         self.rounds += 1;
@@ -197,35 +282,89 @@ impl<T: Summand> AllReduce<T> {
         }
         self.sum(worker, data)
     }
+}
 
-    /// The workers whose contribution to `round` has not arrived.
-    fn missing(&self, round: u64) -> Vec<usize> {
-        let got = self.received.borrow();
-        (0..self.peers)
-            .filter(|w| {
-                *w != self.index && !got.iter().any(|(r, f, _)| *r == round && *f as usize == *w)
-            })
-            .collect()
-    }
-
-    fn gone_error(&self, round: u64) -> Error {
-        let health = self.health.as_ref().expect("only with health");
-        let gone: Vec<_> = self
-            .missing(round)
-            .into_iter()
-            .filter_map(|w| health.gone(w))
-            .collect();
-        let first = &gone[0];
-        Error::PeerGone {
-            round,
-            workers: gone
-                .iter()
-                .filter(|g| g.process == first.process)
-                .map(|g| g.worker)
-                .collect(),
-            process: first.process,
-            reason: first.reason.clone(),
+/// Replaces `data` by `w0 + w1 + ...` in worker order, from the others' vectors `got` (in
+/// worker order) and this worker's own `data`.
+fn add_in_order<T: Summand>(who: &Who, got: Vec<(u32, Vec<T>)>, data: &mut [T]) -> Result<()> {
+    let own = got.partition_point(|(from, _)| (*from as usize) < who.index);
+    for (from, v) in &got {
+        if v.len() != data.len() {
+            return Err(Error::Timely(format!(
+                "all-reduce: worker {from} sent {} values, expected {}",
+                v.len(),
+                data.len()
+            )));
         }
+    }
+    let mine = data.to_vec();
+    let ordered = got[..own]
+        .iter()
+        .map(|(_, v)| v.as_slice())
+        .chain(std::iter::once(mine.as_slice()))
+        .chain(got[own..].iter().map(|(_, v)| v.as_slice()));
+    data.fill(T::default());
+    for v in ordered {
+        for (d, x) in data.iter_mut().zip(v) {
+            *d = d.plus(*x);
+        }
+    }
+    Ok(())
+}
+
+/// Sets up this worker's direct links: listens, learns every worker's address through
+/// `setup`, and connects.
+fn connect(
+    worker: &mut Worker,
+    who: &Who,
+    setup: &mut Channel<u8>,
+    deadline: Instant,
+) -> Result<Links> {
+    let health = who.health.as_ref().expect("several processes have health");
+    let (listener, address) = Links::listen(health)?;
+    let got = setup.exchange(worker, who, address.to_string().as_bytes())?;
+    let mut addresses: Vec<SocketAddr> = Vec::with_capacity(who.peers);
+    for (from, text) in got {
+        if addresses.len() == who.index {
+            addresses.push(address);
+        }
+        let parsed = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| {
+                Error::Timely(format!(
+                    "all-reduce: worker {from} sent an unreadable address {:?}",
+                    String::from_utf8_lossy(&text)
+                ))
+            })?;
+        addresses.push(parsed);
+    }
+    if addresses.len() == who.index {
+        addresses.push(address);
+    }
+    Links::connect(
+        who.index,
+        listener,
+        &addresses,
+        Arc::clone(health),
+        deadline,
+    )
+}
+
+/// The error for a round that `missing` workers can no longer complete: those gone from the
+/// same process as the first gone one, and why.
+pub(crate) fn gone_error(health: &Health, missing: &[usize], round: u64) -> Error {
+    let gone: Vec<_> = missing.iter().filter_map(|w| health.gone(*w)).collect();
+    let first = &gone[0];
+    Error::PeerGone {
+        round,
+        workers: gone
+            .iter()
+            .filter(|g| g.process == first.process)
+            .map(|g| g.worker)
+            .collect(),
+        process: first.process,
+        reason: first.reason.clone(),
     }
 }
 
@@ -344,6 +483,93 @@ mod tests {
         let err = outcome.as_ref().unwrap_err().to_string();
         assert!(err.contains("worker(s) [1]"), "{err}");
         assert!(*waited < Duration::from_secs(5));
+    }
+
+    /// Runs `func` on every worker of a cluster of `processes` x `threads` (each process a
+    /// thread here), and returns worker 0's result.
+    fn on_members<R: Send + 'static>(
+        processes: usize,
+        threads: usize,
+        func: fn(&mut Worker, usize) -> R,
+    ) -> Vec<R> {
+        let addresses = crate::free_loopback_addresses(processes).unwrap();
+        let handles: Vec<_> = (0..processes)
+            .map(|process| {
+                let cluster = Cluster::Member {
+                    threads,
+                    process,
+                    addresses: addresses.clone(),
+                };
+                std::thread::spawn(move || {
+                    let guards = execute(&cluster, Duration::from_secs(20), move |worker| {
+                        func(worker, process)
+                    })
+                    .unwrap();
+                    guards
+                        .join()
+                        .into_iter()
+                        .map(|r| r.unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    }
+
+    fn large(worker: &mut Worker, _process: usize) -> Vec<f32> {
+        let mut ar = AllReduce::<f32>::new(worker, Duration::from_secs(20));
+        let me = worker.index() + 1;
+        let mut v: Vec<f32> = (0..1 << 20)
+            .map(|i| ((i * me) % 997) as f32 * 0.1)
+            .collect();
+        ar.sum(worker, &mut v).unwrap();
+        v.iter_mut().for_each(|x| *x *= 0.3);
+        ar.sum(worker, &mut v).unwrap();
+        v
+    }
+
+    /// Vectors far larger than the sockets' buffers, sent both ways at once between processes,
+    /// arrive whole (no deadlock) and add to the same bits as between threads of one process.
+    #[test]
+    fn large_vectors_across_processes_sum_as_in_one_process() {
+        let guards = execute(
+            &Cluster::Single { threads: 3 },
+            Duration::from_secs(20),
+            |worker| large(worker, 0),
+        )
+        .unwrap();
+        let single: Vec<Vec<f32>> = guards.join().into_iter().map(|r| r.unwrap()).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (processes, threads) in [(3, 1), (1, 3)] {
+            for got in on_members(processes, threads, large) {
+                assert!(bits(&got) == bits(&single[0]), "{processes} x {threads}");
+            }
+        }
+    }
+
+    /// A peer process that is alive but stops taking part is named when the round times out.
+    #[test]
+    fn a_silent_peer_process_is_named_at_the_timeout() {
+        let results = on_members(2, 1, |worker, process| {
+            let mut ar = AllReduce::<f32>::new(worker, Duration::from_millis(800));
+            ar.sum(worker, &mut [1.0]).unwrap();
+            if process == 1 {
+                std::thread::sleep(Duration::from_millis(2500));
+                return None;
+            }
+            let started = Instant::now();
+            let err = ar.sum(worker, &mut [1.0]).unwrap_err();
+            Some((err, started.elapsed()))
+        });
+        let (err, waited) = results[0].as_ref().unwrap();
+        assert!(
+            matches!(err, Error::PeerTimeout { workers, round: 1, .. } if workers == &[1]),
+            "{err}"
+        );
+        assert!(*waited < Duration::from_secs(2), "{waited:?}");
     }
 
     /// Integer and f64 sums are exact, and broadcast hands every worker the root's values.

@@ -76,6 +76,28 @@ impl Health {
         }
     }
 
+    /// This process's index.
+    pub fn process(&self) -> usize {
+        self.process
+    }
+
+    /// Processes in the cluster.
+    pub fn processes(&self) -> usize {
+        self.lost.lock().expect("not poisoned").len()
+    }
+
+    /// The IP address this process's connections to its peers use here (`None` before any
+    /// is watched): where its peers can reach it.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.sockets
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .flatten()
+            .find_map(|s| s.local_addr().ok())
+            .map(|a| a.ip())
+    }
+
     /// Whether the connection to any other process is gone.
     pub fn any_process_lost(&self) -> bool {
         self.lost

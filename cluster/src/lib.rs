@@ -11,6 +11,7 @@ pub mod execute;
 pub mod health;
 pub mod hostfile;
 pub mod layout;
+mod links;
 pub mod local;
 pub mod watched;
 
