@@ -50,17 +50,20 @@ struct S3Args {
     #[arg(long, env = "FASTDP_S3_MAX_ATTEMPTS", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=20))]
     s3_max_attempts: Option<u32>,
+    /// S3 requests a store keeps in flight at most: part uploads (each holds up to 8 MiB in
+    /// memory) and the commit's copies and deletes.
+    #[arg(long, env = "FASTDP_S3_CONCURRENCY", value_name = "N",
+          default_value_t = shards::s3::DEFAULT_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    s3_concurrency: u16,
 }
 
 /// The library's default S3 timeouts in seconds: connect, read, operation.
-#[cfg(feature = "s3")]
 const S3_TIMEOUTS: [u64; 3] = [
     shards::s3::DEFAULT_CONNECT_TIMEOUT.as_secs(),
     shards::s3::DEFAULT_READ_TIMEOUT.as_secs(),
     shards::s3::DEFAULT_OPERATION_TIMEOUT.as_secs(),
 ];
-#[cfg(not(feature = "s3"))]
-const S3_TIMEOUTS: [u64; 3] = [10, 15, 120];
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -224,6 +227,7 @@ impl TryFrom<RunArgs> for Launch {
             allow_empty: a.allow_empty,
             buffer_bytes: (a.buffer_mb as usize) << 20,
             progress: !quiet && std::io::stderr().is_terminal(),
+            s3: s3_options(&a.s3, quiet),
         };
         Ok(Launch {
             config,
@@ -233,32 +237,23 @@ impl TryFrom<RunArgs> for Launch {
     }
 }
 
-/// Sets how S3 locations are reached: addressing style, timeouts and attempts, and transfer
-/// progress bars sharing the terminal with the run's own (none when quiet). A no-op in builds
-/// without S3.
-fn configure_s3(a: &S3Args, quiet: bool) {
-    #[cfg(feature = "s3")]
-    shards::s3::configure(shards::s3::S3Options {
+/// How S3 locations are reached: addressing style, timeouts, attempts and requests in flight,
+/// and transfer progress bars sharing the terminal with the run's own (none when quiet).
+fn s3_options(a: &S3Args, quiet: bool) -> shards::S3Options {
+    shards::S3Options {
         force_path_style: a.s3_path_style,
         connect_timeout: std::time::Duration::from_secs(a.s3_connect_timeout),
         read_timeout: std::time::Duration::from_secs(a.s3_read_timeout),
         operation_timeout: std::time::Duration::from_secs(a.s3_operation_timeout),
         max_attempts: a.s3_max_attempts,
-        progress: Some(if quiet {
-            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
-        } else {
-            pipeline::progress::terminal().clone()
-        }),
-        ..shards::s3::S3Options::default()
-    });
-    #[cfg(not(feature = "s3"))]
-    let _ = (a, quiet);
+        concurrency: a.s3_concurrency.into(),
+        progress: (!quiet).then(|| pipeline::progress::TransferBars::new() as _),
+        ..shards::S3Options::default()
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let s3 = args.s3.clone();
     let launch = Launch::try_from(args)?;
-    configure_s3(&s3, launch.quiet);
     shards::fault::set_process(launch.config.cluster.process());
     // Everything that can fail on its own (input, schema, output) fails before others start.
     let prepared = pipeline::prepare(&launch.config)?;
@@ -309,13 +304,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
-    configure_s3(&a.s3, false);
     let config = GenerateConfig {
         rows: a.rows,
         seed: a.seed,
         na_rate: a.na_rate,
         output: Location::parse(&a.output)?,
         overwrite: a.overwrite,
+        s3: s3_options(&a.s3, false),
     };
     let info = pipeline::generate(&config)?;
     println!(
@@ -326,11 +321,11 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn report(a: ReportArgs) -> anyhow::Result<()> {
-    configure_s3(&a.s3, true);
     let config = pipeline::ReportConfig {
         output: Location::parse(&a.output)?,
         page: Location::parse(&a.out)?,
         overwrite: a.overwrite,
+        s3: s3_options(&a.s3, true),
     };
     let bytes = pipeline::report(&config)?;
     println!(
