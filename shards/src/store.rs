@@ -35,6 +35,13 @@ pub trait Output: Send + Sync + Debug {
     fn prepare(&self, overwrite: bool) -> Result<()>;
     /// Starts writing the part named `name` (e.g. `part-00003`) under a temporary name.
     fn create_part(&self, name: &str) -> Result<Box<dyn PartWriter>>;
+    /// Waits until every part this process finished through this output is stored, and
+    /// returns the first failure, naming its object. A writer calls it before it reports its
+    /// parts as written (the commit may run in another process). Local parts are stored when
+    /// `finish` returns; S3 uploads them in the background, a bounded number at a time.
+    fn sync_parts(&self) -> Result<()> {
+        Ok(())
+    }
     /// Publishes the finished parts, the manifest and `_SUCCESS` so that a reader sees the whole
     /// output or none of it: locally by one rename of the staged directory, on S3 with
     /// `_SUCCESS` written last.

@@ -184,6 +184,8 @@ fn dropped_writers_and_abort_leave_nothing() {
     let mut w = out.create_part("part-00001").unwrap();
     w.write_all(b"offset,y,a\n").unwrap();
     w.finish().unwrap();
+    // `finish` may leave the PUT in flight; `sync_parts` waits for it.
+    out.sync_parts().unwrap();
     assert_eq!(keys(&s3, &b, "o"), ["o/_temporary/part-00001"]);
     out.abort();
     assert!(keys(&s3, &b, "").is_empty());
@@ -506,12 +508,14 @@ fn server_stopped_between_parts() {
     let mut w = out.create_part("part-00000").unwrap();
     w.write_all(BODIES[0].as_bytes()).unwrap();
     w.finish().unwrap();
+    out.sync_parts().unwrap();
 
     moto.kill();
     let started = Instant::now();
     let mut w = out.create_part("part-00001").unwrap();
     w.write_all(BODIES[1].as_bytes()).unwrap();
-    let err = w.finish().unwrap_err();
+    // The PUT may still be in flight when `finish` returns: its failure comes by `sync_parts`.
+    let err = w.finish().and_then(|_| out.sync_parts()).unwrap_err();
     let (kind, msg) = io_error(&err);
     assert_eq!(kind, ErrorKind::ConnectionRefused, "{msg}");
     assert!(
@@ -677,4 +681,121 @@ fn the_progress_callback_receives_the_transfer_counts() {
     drop(s3);
     assert_eq!(events(Put, "finished"), [uploaded]);
     assert_eq!(events(Get, "finished"), [big.len() as u64]);
+}
+
+/// A stand-in S3 endpoint that answers every request with 200 after `delay`, and records the
+/// most requests it was handling at once.
+fn slow_endpoint(delay: Duration) -> (String, std::sync::Arc<AtomicU32>) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (now, most) = (
+        std::sync::Arc::new(AtomicU32::new(0)),
+        std::sync::Arc::new(AtomicU32::new(0)),
+    );
+    let seen = std::sync::Arc::clone(&most);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (now, most) = (std::sync::Arc::clone(&now), std::sync::Arc::clone(&most));
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(delay);
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let answer = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n";
+                    if conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, seen)
+}
+
+/// The parts of an output go up several at a time, never more than `concurrency`: 12 parts
+/// finished one after another by one writer are all in flight, 3 at a time, until
+/// `sync_parts` (on the old code, `finish` waited for each PUT: one at a time).
+#[test]
+fn part_uploads_keep_at_most_the_concurrency_in_flight() {
+    // The credentials come from the test server's environment.
+    let Some(_) = server() else { return };
+    let (endpoint, most) = slow_endpoint(Duration::from_millis(150));
+    let s3 = S3::new(S3Options {
+        endpoint_url: Some(endpoint),
+        concurrency: 3,
+        max_attempts: Some(1),
+        ..S3Options::default()
+    })
+    .unwrap();
+    let out = s3.output("b", "out");
+    let started = Instant::now();
+    for i in 0..12 {
+        let mut w = out.create_part(&format!("part-{i:05}")).unwrap();
+        w.write_all(&vec![b'x'; 1000]).unwrap();
+        w.finish().unwrap();
+    }
+    out.sync_parts().unwrap();
+    let took = started.elapsed();
+    assert_eq!(most.load(Ordering::SeqCst), 3, "requests in flight at most");
+    // 4 rounds of 3, not 12 one after another.
+    assert!(took < Duration::from_millis(12 * 150), "{took:?}");
+}
+
+/// A part whose upload fails after `finish` returned fails `sync_parts` and the commit, naming
+/// the object, and nothing is published.
+#[test]
+fn a_failed_part_upload_is_named_and_nothing_is_published() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "failed-upload");
+    let out = s3.output(&b, "out");
+    out.prepare(false).unwrap();
+    // The bucket goes away after the output was prepared: every upload fails.
+    s3.block_on(s3.client().delete_bucket().bucket(&b).send())
+        .unwrap();
+    let mut infos = Vec::new();
+    for name in ["part-00000", "part-00001"] {
+        let mut w = out.create_part(name).unwrap();
+        w.write_all(b"offset,y,a\n3,1,0.5\n").unwrap();
+        infos.push(w.finish().unwrap());
+    }
+    let err = out.sync_parts().unwrap_err();
+    let (_, msg) = io_error(&err);
+    assert!(
+        msg.contains(&format!("s3://{b}/out/_temporary/part-0000")),
+        "{msg}"
+    );
+    assert!(msg.contains("no such bucket"), "{msg}");
+    // A commit without the wait fails the same way, before publishing anything.
+    let mut w = out.create_part("part-00000").unwrap();
+    w.write_all(b"offset,y,a\n").unwrap();
+    w.finish().unwrap();
+    let err = out.commit(&manifest(infos)).unwrap_err();
+    assert!(
+        io_error(&err).1.contains(&format!("s3://{b}/out/")),
+        "{err}"
+    );
+    s3.block_on(s3.client().create_bucket().bucket(&b).send())
+        .unwrap();
+    assert!(keys(&s3, &b, "out").is_empty());
 }

@@ -8,6 +8,7 @@ use aws_config::Region;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::commit::S3Output;
 use super::input::S3Input;
@@ -36,6 +37,8 @@ struct Inner {
     runtime: Runtime,
     options: S3Options,
     transfers: Transfers,
+    /// Permits for the requests in flight ([`S3Options::concurrency`]): uploads and copies.
+    limit: Arc<Semaphore>,
 }
 
 /// A runtime that never panics on drop (tokio's does when dropped inside an async context).
@@ -67,6 +70,7 @@ impl S3 {
                 endpoint,
                 runtime,
                 transfers: Transfers::new(options.progress.clone()),
+                limit: Arc::new(Semaphore::new(options.concurrency.max(1))),
                 options,
             }),
         })
@@ -137,7 +141,7 @@ impl S3 {
                 reason: "already exists (use --overwrite to replace it)".into(),
             });
         }
-        Ok(Upload::new(self.clone(), bucket, key, base_name(key)))
+        Ok(Upload::new(self.clone(), bucket, key, base_name(key), None))
     }
 
     /// Whether the object exists (a missing bucket is an error).
@@ -158,6 +162,26 @@ impl S3 {
         self.block_on(self.client().head_bucket().bucket(bucket).send())
             .map(|_| ())
             .map_err(|e| sdk_error(self, "HeadBucket", bucket, key, e))
+    }
+
+    /// A permit for one more request in flight, waiting (this thread) while
+    /// [`S3Options::concurrency`] are; released when dropped, i.e. when the request's task ends.
+    pub(crate) fn permit(&self) -> OwnedSemaphorePermit {
+        self.block_on(self.acquire())
+    }
+
+    /// [`S3::permit`] for async code.
+    pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.inner.limit)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Requests in flight now (for tests of the limit).
+    #[doc(hidden)]
+    pub fn requests_in_flight(&self) -> usize {
+        self.inner.options.concurrency.max(1) - self.inner.limit.available_permits()
     }
 
     pub(crate) fn transfers(&self) -> &Transfers {

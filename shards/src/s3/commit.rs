@@ -3,6 +3,11 @@
 //! then `_SUCCESS`). The object operations it uses are in `objects.rs`; reading the shards back
 //! is `source.rs`.
 //!
+//! Parts go up while the workers keep writing (see `upload.rs`): `sync_parts`, which every
+//! worker calls before reporting its parts to the committing process, waits for them, so a
+//! failed upload fails the run naming its object before anything is published; `commit`
+//! checks besides that every part of the manifest is there with its size.
+//!
 //! `_SUCCESS` is the commit point, which [`crate::Dataset`] requires. Why copy on commit rather
 //! than uploading straight to the final keys: the parts of a run in progress, or of one that
 //! died, never appear under the output prefix, so even a reader that does not check `_SUCCESS`
@@ -12,10 +17,11 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
+use std::sync::Arc;
 
 use super::error::s3_io;
 use super::objects::Listing;
-use super::upload::Upload;
+use super::upload::{Pending, Upload};
 use super::{S3, join_key};
 use crate::error::{Error, Result};
 use crate::local::{TEMPORARY_DIR, check_ours_names};
@@ -33,6 +39,8 @@ pub struct S3Output {
     bucket: String,
     prefix: String,
     location: Location,
+    /// Parts whose `finish` returned with their PUT still in flight.
+    pending: Arc<Pending>,
 }
 
 impl S3Output {
@@ -46,6 +54,7 @@ impl S3Output {
                 bucket: bucket.into(),
                 key: prefix.into(),
             },
+            pending: Arc::default(),
         }
     }
 
@@ -68,7 +77,7 @@ impl S3Output {
 
     fn put_small(&self, name: &str, body: &[u8]) -> Result<()> {
         let key = join_key(&self.prefix, name);
-        let mut up = Box::new(Upload::new(self.s3.clone(), &self.bucket, &key, name));
+        let mut up = Box::new(Upload::new(self.s3.clone(), &self.bucket, &key, name, None));
         std::io::Write::write_all(&mut up, body).map_err(|e| Error::io(&self.location, e))?;
         up.finish().map(|_| ())
     }
@@ -108,10 +117,17 @@ impl Output for S3Output {
             &self.bucket,
             &key,
             name,
+            Some(Arc::clone(&self.pending)),
         )))
     }
 
+    fn sync_parts(&self) -> Result<()> {
+        self.pending.wait(&self.s3, &self.bucket)
+    }
+
     fn commit(&self, manifest: &Manifest) -> Result<()> {
+        // The parts this process wrote, in case the caller did not wait for them.
+        self.sync_parts()?;
         let tmp = self.temporary();
         let files = self.s3.list_dir(&self.bucket, &tmp)?.files;
         let listed: HashMap<&str, u64> = files.iter().map(|(n, b)| (n.as_str(), *b)).collect();
@@ -172,6 +188,8 @@ impl Output for S3Output {
     }
 
     fn abort(&self) {
+        // Nothing may land after the cleanup.
+        let _ = self.pending.wait(&self.s3, &self.bucket);
         if let Ok(keys) = self.s3.list_all(&self.bucket, &self.temporary()) {
             let _ = self.s3.delete_keys(&self.bucket, keys);
         }

@@ -186,6 +186,7 @@ impl S3 {
                     };
                     let (client, bucket, s3) = (client.clone(), bucket.clone(), s3.clone());
                     set.spawn(async move {
+                        let _permit = s3.acquire().await;
                         client
                             .copy_object()
                             .bucket(&bucket)
