@@ -178,12 +178,6 @@ impl S3 {
             .expect("the semaphore is never closed")
     }
 
-    /// Requests in flight now (for tests of the limit).
-    #[doc(hidden)]
-    pub fn requests_in_flight(&self) -> usize {
-        self.inner.options.concurrency.max(1) - self.inner.limit.available_permits()
-    }
-
     pub(crate) fn transfers(&self) -> &Transfers {
         &self.inner.transfers
     }
