@@ -7,6 +7,7 @@ use crate::Error;
 
 /// The accountant that produced (or is to produce) an epsilon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum AccountantKind {
     /// Rényi DP over Opacus's orders, converted by Balle et al. 2020 (as Opacus).
     Rdp,

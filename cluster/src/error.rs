@@ -24,6 +24,14 @@ pub enum Error {
         /// What happened.
         message: String,
     },
+    /// Another local process failed before the run was done, and the run was stopped.
+    #[error("process {process} failed ({status}); the run is stopped")]
+    Stopped {
+        /// Its index.
+        process: usize,
+        /// How it ended.
+        status: String,
+    },
     /// Workers stopped taking part in a collective operation: their process died, closed its
     /// connection, or (in this process) their thread returned.
     #[error(

@@ -18,8 +18,8 @@ pub const MAX_PROCESSES: usize = 256;
 /// The cluster flags, before they are checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layout {
-    /// `--workers`: processes.
-    pub workers: Option<usize>,
+    /// `--workers`: the number of processes (each runs `threads` timely workers).
+    pub processes: Option<usize>,
     /// `--threads`: worker threads per process.
     pub threads: usize,
     /// `--hostfile`: one `host:port` per process.
@@ -41,7 +41,7 @@ impl Layout {
                 self.threads
             ));
         }
-        if let Some(w) = self.workers.filter(|w| !(1..=MAX_PROCESSES).contains(w)) {
+        if let Some(w) = self.processes.filter(|w| !(1..=MAX_PROCESSES).contains(w)) {
             return bad(format!(
                 "--workers {w} is out of range: 1 to {MAX_PROCESSES} processes"
             ));
@@ -62,7 +62,7 @@ impl Layout {
         }
         match addresses {
             Some(addresses) => {
-                if let Some(w) = self.workers.filter(|w| *w != addresses.len()) {
+                if let Some(w) = self.processes.filter(|w| *w != addresses.len()) {
                     return bad(format!(
                         "--workers {w} disagrees with the {} hosts of the hostfile",
                         addresses.len()
@@ -86,11 +86,11 @@ impl Layout {
                     None,
                 ))
             }
-            None if self.workers.unwrap_or(1) > 1 => {
+            None if self.processes.unwrap_or(1) > 1 => {
                 if self.process.is_some() {
                     return bad("--process needs --hostfile".into());
                 }
-                let addresses = free_loopback_addresses(self.workers.unwrap_or(1))?;
+                let addresses = free_loopback_addresses(self.processes.unwrap_or(1))?;
                 Ok((
                     Cluster::Member {
                         threads,
@@ -125,7 +125,7 @@ mod tests {
             (Cluster::Single { threads: 2 }, None)
         );
         let local = Layout {
-            workers: Some(3),
+            processes: Some(3),
             threads: 1,
             ..Layout::default()
         };
@@ -140,7 +140,7 @@ mod tests {
                 ..Layout::default()
             },
             Layout {
-                workers: Some(0),
+                processes: Some(0),
                 threads: 1,
                 ..Layout::default()
             },
@@ -153,7 +153,7 @@ mod tests {
                 ..Layout::default()
             },
             Layout {
-                workers: Some(MAX_PROCESSES + 1),
+                processes: Some(MAX_PROCESSES + 1),
                 threads: 1,
                 ..Layout::default()
             },
@@ -163,7 +163,7 @@ mod tests {
                 ..Layout::default()
             },
             Layout {
-                workers: Some(2),
+                processes: Some(2),
                 process: Some(0),
                 threads: 1,
                 ..Layout::default()

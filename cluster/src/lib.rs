@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod allreduce;
+pub mod cli;
 pub mod connect;
 pub mod error;
 pub mod execute;
@@ -14,8 +15,9 @@ pub mod local;
 pub mod watched;
 
 pub use allreduce::AllReduce;
+pub use cli::ClusterArgs;
 pub use error::{Error, Result};
 pub use execute::{Cluster, execute, execute_watching};
 pub use hostfile::read_hostfile;
 pub use layout::Layout;
-pub use local::{Children, free_loopback_addresses};
+pub use local::{Children, Watch, free_loopback_addresses};

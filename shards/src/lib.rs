@@ -4,6 +4,8 @@
 #![deny(missing_docs)]
 
 pub mod clean;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod dataset;
 pub mod error;
 pub mod fault;

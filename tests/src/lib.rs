@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use shards::schema::CAPUMS_COLUMNS;
 use shards::{Cleaner, Dataset, DropReason, LineReader, Location, Outcome, Schema, SchemaOptions};
@@ -240,6 +241,44 @@ pub fn sh(dir: &Path, script: &str, env: &[(&str, &str)]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `bin args..` in `cwd` with no input and returns its output (success or not).
+pub fn exec(bin: &str, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
+}
+
+/// Asserts that a run succeeded, naming `what` and showing its output if not.
+pub fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Waits for `child` up to `limit`, a bound far above what it takes; kills it and fails,
+/// naming `what`, if it is still running then.
+pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}: still running {limit:?} later");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Runs a binary with `stdin` bytes and arguments, returning its output (success or not).
@@ -502,4 +541,124 @@ pub fn assert_same_model(a: (&Path, &Path), b: (&Path, &Path)) {
         "the cluster's model differs by {diff:e} relative"
     );
     assert_eq!(last_epsilon(a.1), last_epsilon(b.1));
+}
+
+/// The flags several binaries share (cluster, schema, S3), for the tests that check each binary
+/// reads them alike: one argv per group, and each group parsed on its own.
+pub mod flags {
+    /// Every cluster flag, set away from its default (the hidden `--cluster-addresses` is
+    /// set by the process that starts the others, and `--hostfile` excludes it).
+    pub const CLUSTER: &[&str] = &[
+        "--workers",
+        "3",
+        "--threads",
+        "2",
+        "--hostfile",
+        "hosts.txt",
+        "--process",
+        "1",
+        "--connect-timeout",
+        "7",
+        "--peer-timeout",
+        "9",
+    ];
+
+    /// Every schema flag, set away from its default.
+    pub const SCHEMA: &[&str] = &[
+        "--label",
+        "y",
+        "--features",
+        "a,b",
+        "--exclude",
+        "c",
+        "--columns",
+        "a,b,c,y",
+        "--na-values",
+        "NA,?,",
+    ];
+
+    /// Every S3 flag, set away from its default.
+    pub const S3: &[&str] = &[
+        "--s3-path-style=false",
+        "--s3-connect-timeout",
+        "3",
+        "--s3-read-timeout",
+        "4",
+        "--s3-operation-timeout",
+        "5",
+        "--s3-max-attempts",
+        "6",
+    ];
+
+    /// A binary, a subcommand (or none) and the flag groups its `--help` lists.
+    pub type Help = (
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static [&'static str]],
+    );
+
+    /// The flags each binary lists in its `--help`.
+    pub const IN_HELP: &[Help] = &[
+        ("pipeline", &["run"], &[CLUSTER, SCHEMA, S3]),
+        ("pipeline", &["generate"], &[S3]),
+        ("pipeline", &["report"], &[S3]),
+        ("trainer", &[], &[CLUSTER]),
+        ("trainer", &["audit"], &[CLUSTER]),
+        ("trainer", &["sweep"], &[CLUSTER]),
+        ("mapper", &[], &[SCHEMA]),
+    ];
+
+    /// The flag names (`--x`) of an argv.
+    pub fn names(argv: &[&str]) -> Vec<String> {
+        argv.iter()
+            .filter(|a| a.starts_with("--"))
+            .map(|a| a.split('=').next().unwrap_or(a).to_string())
+            .collect()
+    }
+
+    /// A binary's reading of [`CLUSTER`]: the same as the group's alone, and what it says.
+    pub fn assert_cluster<const PEER_TIMEOUT: u64>(a: &cluster::ClusterArgs<PEER_TIMEOUT>) {
+        assert_eq!(*a, parse_alone(CLUSTER));
+        let layout = cluster::Layout {
+            processes: Some(3),
+            threads: 2,
+            hostfile: Some("hosts.txt".into()),
+            process: Some(1),
+            cluster_addresses: None,
+        };
+        assert_eq!(a.layout(), layout);
+        assert_eq!((a.connect_timeout, a.peer_timeout), (7, 9));
+    }
+
+    /// A binary's reading of [`SCHEMA`].
+    pub fn assert_schema(a: &shards::cli::SchemaArgs) {
+        assert_eq!(*a, parse_alone(SCHEMA));
+        let want = shards::SchemaOptions {
+            label: "y".into(),
+            features: Some(vec!["a".into(), "b".into()]),
+            exclude: Some(vec!["c".into()]),
+            columns: Some(["a", "b", "c", "y"].map(String::from).to_vec()),
+            na_values: ["NA", "?", ""].map(String::from).to_vec(),
+        };
+        assert_eq!(shards::SchemaOptions::from(a.clone()), want);
+    }
+
+    /// A binary's reading of [`S3`] (the `FASTDP_S3_*` variables would set some of them).
+    pub fn assert_s3(a: &shards::cli::S3Args) {
+        assert_eq!(*a, parse_alone(S3));
+        assert_eq!(
+            (a.s3_path_style, a.s3_connect_timeout, a.s3_read_timeout),
+            (Some(false), 3, 4)
+        );
+        assert_eq!((a.s3_operation_timeout, a.s3_max_attempts), (5, Some(6)));
+    }
+
+    /// `argv` (flags only) parsed by the `Args` struct `T` alone, as one binary's group.
+    pub fn parse_alone<T: clap::Args + clap::FromArgMatches>(argv: &[&str]) -> T {
+        let command = T::augment_args(clap::Command::new("alone").no_binary_name(true));
+        let matches = command
+            .try_get_matches_from(argv)
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+    }
 }

@@ -20,11 +20,14 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fastdp_tests::{assert_same_model, dir_files, pipeline, pipeline_generate, trainer};
+use fastdp_tests::{
+    assert_ok as ok, assert_same_model, dir_files, exec, pipeline, pipeline_generate, trainer,
+    wait_bounded,
+};
 
 /// The members of every cluster here.
 const MEMBERS: usize = 3;
@@ -225,17 +228,6 @@ impl Drop for Net {
     }
 }
 
-/// Asserts that a run succeeded, naming `what` and showing its output if not.
-fn ok(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
 /// Starts one process per member with `args` and `--hostfile hosts --process i`, and waits for
 /// all of them.
 fn cluster(net: &Net, bin: &str, cwd: &Path, args: &[&str], hosts: &str, env: &[(&str, &str)]) {
@@ -295,13 +287,10 @@ fn pipeline_over_three_namespaces_writes_the_one_process_output() {
     pipeline_generate(&csv, 5_000, 7, 0.01);
     let run = run_args(csv.to_str().unwrap());
 
-    let one = Command::new(pipeline())
-        .args(&run)
-        .args(["--output", "one"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    ok("pipeline run (one process)", &one);
+    ok(
+        "pipeline run (one process)",
+        &exec(pipeline(), d, &[&run[..], &["--output", "one"]].concat()),
+    );
     let hosts = net.hostfile(&d.join("hosts"), 7000);
     cluster(
         &net,
@@ -473,13 +462,10 @@ fn member_lost(test: &str, job: Job, fault: Fault) {
     let (bin, args): (&str, Vec<&str>) = match job {
         Job::Pipeline => (pipeline(), [&run[..], &["--output", "out"]].concat()),
         Job::Trainer => {
-            let shards = Command::new(pipeline())
-                .args(&run)
-                .args(["--output", "shards"])
-                .current_dir(d)
-                .output()
-                .unwrap();
-            ok("pipeline run", &shards);
+            ok(
+                "pipeline run",
+                &exec(pipeline(), d, &[&run[..], &["--output", "shards"]].concat()),
+            );
             let train = ["--data", "shards", "--epochs", "1000", "--no-progress"];
             let out = ["--metrics-out", "m.jsonl", "--save", "model.safetensors"];
             (trainer(), [&train[..], &out[..]].concat())
@@ -550,7 +536,8 @@ fn member_lost(test: &str, job: Job, fault: Fault) {
     };
     let (mut failures, mut named_by) = (Vec::new(), 0);
     for (i, mut child) in children.into_iter().enumerate() {
-        let status = wait_bounded(&mut child, Duration::from_secs(120), i);
+        let what = format!("process {i}, after process 2 was taken out");
+        let status = wait_bounded(&mut child, Duration::from_secs(120), &what);
         let mut err = String::new();
         let mut stderr = child.stderr.take().unwrap();
         stderr.read_to_string(&mut err).unwrap();
@@ -586,21 +573,6 @@ fn member_lost(test: &str, job: Job, fault: Fault) {
         !d.join("out/_SUCCESS").exists() && !d.join("model.safetensors").exists(),
         "a run without process 2 was committed"
     );
-}
-
-/// Waits for `child` (process `i`) up to `limit`, a bound far above what it takes.
-fn wait_bounded(child: &mut Child, limit: Duration, i: usize) -> ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process {i} still runs {limit:?} after process 2 was taken out");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Killing one namespace's `pipeline` fails the other two, naming it; nothing is committed.
@@ -658,13 +630,10 @@ fn trainer_over_three_namespaces_trains_the_one_process_model() {
     let csv = d.join("input.csv");
     pipeline_generate(&csv, 4_000, 9, 0.01);
     let run = run_args(csv.to_str().unwrap());
-    let shards = Command::new(pipeline())
-        .args(&run)
-        .args(["--output", "shards"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    ok("pipeline run", &shards);
+    ok(
+        "pipeline run",
+        &exec(pipeline(), d, &[&run[..], &["--output", "shards"]].concat()),
+    );
     let train = [
         "--data",
         "shards",
@@ -676,20 +645,13 @@ fn trainer_over_three_namespaces_trains_the_one_process_model() {
         "3",
     ];
     let quiet = ["--no-progress"];
-    let single = Command::new(trainer())
-        .args(train)
-        .args(quiet)
-        .args([
-            "--save",
-            "single.safetensors",
-            "--metrics-out",
-            "single.jsonl",
-        ])
-        .current_dir(d)
-        .env_remove("LD_LIBRARY_PATH")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = [
+        "--save",
+        "single.safetensors",
+        "--metrics-out",
+        "single.jsonl",
+    ];
+    let single = exec(trainer(), d, &[&train[..], &quiet[..], &out[..]].concat());
     ok("trainer (one process)", &single);
     let hosts = net.hostfile(&d.join("hosts"), 7100);
     let save = [

@@ -3,20 +3,11 @@
 //! processes joined by hostfiles, first `pipeline` then `trainer`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
-use fastdp_tests::{assert_same_model, pipeline, pipeline_generate, trainer};
-
-/// Runs `bin args..` in `cwd` and returns its output.
-fn exec(bin: &str, cwd: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("LD_LIBRARY_PATH")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
-}
+use fastdp_tests::{
+    assert_ok as ok, assert_same_model, exec, pipeline, pipeline_generate, trainer,
+};
 
 /// Starts `bin args..` in `cwd` in the background.
 fn spawn(bin: &str, cwd: &Path, args: &[&str]) -> Child {
@@ -29,17 +20,6 @@ fn spawn(bin: &str, cwd: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
-}
-
-/// Asserts that a run succeeded, naming `what` and showing its stderr if not.
-fn ok(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
 }
 
 /// `pipeline generate` of `rows` synthetic rows into `dir/input.csv`.

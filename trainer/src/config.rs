@@ -379,25 +379,25 @@ pub mod limits {
     pub const ACTIVATIONS: usize = 1 << 28;
     /// `--threads` and `--intra-op-threads`.
     pub const THREADS: usize = 1024;
-    /// `--workers` (processes).
-    pub const WORKERS: usize = 1024;
+    /// `--workers`: processes (each of `--threads` timely workers).
+    pub const PROCESSES: usize = 1024;
     /// `--connect-timeout` and `--peer-timeout` (a week).
     pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 }
 
 /// Checks `--workers` and `--threads` against [`limits`] (before a process or port is
 /// reserved for them).
-pub fn check_layout(workers: Option<usize>, threads: usize) -> crate::Result<()> {
+pub fn check_layout(processes: Option<usize>, threads: usize) -> crate::Result<()> {
     if threads > limits::THREADS {
         return Err(crate::Error::Config(format!(
             "--threads {threads} is above the limit of {}",
             limits::THREADS
         )));
     }
-    if let Some(w) = workers.filter(|w| *w > limits::WORKERS) {
+    if let Some(p) = processes.filter(|p| *p > limits::PROCESSES) {
         return Err(crate::Error::Config(format!(
-            "--workers {w} is above the limit of {}",
-            limits::WORKERS
+            "--workers {p} is above the limit of {}",
+            limits::PROCESSES
         )));
     }
     Ok(())

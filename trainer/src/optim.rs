@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use crate::{Error, Result};
 
 /// `--optimizer sgd|adam|adagrad|rmsprop`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Plain SGD: `p -= lr g`.

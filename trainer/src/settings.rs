@@ -12,17 +12,27 @@ use crate::{Error, Result};
 /// The most settings [`Settings::agree`] compares (slots per worker in its exchange).
 const SLOTS: usize = 32;
 
-/// What the mechanism and the model depend on. Adding a field here is all it takes for the
-/// processes of a run to compare it (and for a checkpoint to be refused by a run that differs
-/// in it); the options left out (device, threads, files written, the attack) change neither.
+/// What the mechanism and the model depend on: the data's identity (which a checkpoint does
+/// not record) and the [`RunSettings`] (which it does). Adding a field to either is all it
+/// takes for the processes of a run to compare it (and, in [`RunSettings`], for a checkpoint to
+/// be refused by a run that differs in it); the options left out (device, threads, files
+/// written, the attack) change neither. Serialized flat: one object of every setting.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
-    /// The trainer's version (a process running another binary may compute another mechanism).
-    pub version: &'static str,
     /// A hash of the dataset's listing and manifest ([`crate::data::Data::fingerprint`]).
     pub data_fingerprint: String,
     /// Training records in all.
     pub train_rows: u64,
+    /// The rest.
+    #[serde(flatten)]
+    pub run: RunSettings,
+}
+
+/// The settings a checkpoint records, but for the number of training rows ([`Checkpointed`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSettings {
+    /// The trainer's version (a process running another binary may compute another mechanism).
+    pub version: &'static str,
     /// The public size of the training split the mechanism is computed from (`--population`),
     /// if given instead of `train_rows`.
     pub population: Option<u64>,
@@ -63,6 +73,29 @@ pub struct Settings {
     pub features: String,
 }
 
+/// What a checkpoint records of the [`Settings`] ([`Settings::for_checkpoint`]): no data
+/// fingerprint (the type has none), and the training rows only without `--population`.
+#[derive(Debug, Serialize)]
+struct Checkpointed {
+    /// Training records in all, absent given a public population.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_rows: Option<u64>,
+    #[serde(flatten)]
+    run: RunSettings,
+}
+
+impl RunSettings {
+    /// These settings, without the epochs unless the noise was calibrated for them (more epochs
+    /// may follow a checkpoint).
+    fn without_epochs(&self) -> RunSettings {
+        let calibrated = matches!(self.noise, Some(NoiseSpec::TargetEpsilon(_)));
+        RunSettings {
+            epochs: self.epochs.filter(|_| calibrated),
+            ..self.clone()
+        }
+    }
+}
+
 impl Settings {
     /// The settings of `config` on data with `fingerprint`, `train_rows` training records and
     /// `columns` (label first).
@@ -76,10 +109,8 @@ impl Settings {
             Privacy::Private(dp) => Some(dp),
             Privacy::NonPrivate => None,
         };
-        Settings {
+        let run = RunSettings {
             version: env!("CARGO_PKG_VERSION"),
-            data_fingerprint: format!("{fingerprint:016x}"),
-            train_rows,
             population: config.population,
             columns,
             epochs: Some(config.epochs),
@@ -98,6 +129,11 @@ impl Settings {
             accountant: dp.map(|d| d.accountant.to_string()),
             grad_sample: dp.map(|d| d.grad_sample),
             features: serde_json::to_string(&config.features).expect("a spec serializes"),
+        };
+        Settings {
+            data_fingerprint: format!("{fingerprint:016x}"),
+            train_rows,
+            run,
         }
     }
 
@@ -114,23 +150,9 @@ impl Settings {
     /// is still accounted right, since every step, on whatever data, is the same sampled
     /// Gaussian mechanism and the accountant composes them all.
     pub fn for_checkpoint(&self) -> serde_json::Value {
-        let mut value = self.without_epochs();
-        if let serde_json::Value::Object(map) = &mut value {
-            map.remove("data_fingerprint");
-            if self.population.is_some() {
-                map.remove("train_rows");
-            }
-        }
-        value
-    }
-
-    /// These settings, without the epochs unless the noise was calibrated for them (more epochs
-    /// may follow a checkpoint).
-    fn without_epochs(&self) -> serde_json::Value {
-        let calibrated = matches!(self.noise, Some(NoiseSpec::TargetEpsilon(_)));
-        let kept = Settings {
-            epochs: self.epochs.filter(|_| calibrated),
-            ..self.clone()
+        let kept = Checkpointed {
+            train_rows: Some(self.train_rows).filter(|_| self.run.population.is_none()),
+            run: self.run.without_epochs(),
         };
         serde_json::to_value(kept).expect("settings serialize")
     }
@@ -140,7 +162,13 @@ impl Settings {
     /// same noise), so that runs with the same seed but other settings or data do not share
     /// their noise.
     pub fn noise_seed(&self, seed: u64) -> u64 {
-        let text = self.without_epochs().to_string();
+        let kept = Settings {
+            run: self.run.without_epochs(),
+            ..self.clone()
+        };
+        let text = serde_json::to_value(kept)
+            .expect("settings serialize")
+            .to_string();
         shards::splitmix64(seed ^ hash("settings", &text))
     }
 
@@ -340,6 +368,42 @@ mod tests {
         assert_eq!(ours, Settings::new(&c, 7, 101, columns()).for_checkpoint());
         assert!(ours.get("train_rows").is_none(), "{ours}");
         assert_eq!(ours["population"], 5_000);
+    }
+
+    /// A checkpoint records every setting of the run but the data's fingerprint (and the
+    /// training rows given a population), under the names the processes compare them by.
+    #[test]
+    fn a_checkpoint_records_every_setting_but_the_datas_identity() {
+        let mut c = TrainConfig::new(Location::parse("shards").unwrap());
+        let names = |s: &Settings| -> Vec<String> { s.fields().into_iter().map(|f| f.0).collect() };
+        let recorded = |s: &Settings| -> Vec<String> {
+            let value = s.for_checkpoint();
+            value.as_object().unwrap().keys().cloned().collect()
+        };
+        let s = settings(&c);
+        let mut expected = names(&s);
+        expected.retain(|n| n != "data_fingerprint");
+        assert_eq!(recorded(&s), expected);
+        c.population = Some(5_000);
+        let s = settings(&c);
+        expected.retain(|n| n != "train_rows");
+        assert_eq!(recorded(&s), expected);
+    }
+
+    /// Processes running other binaries are told so first, whatever else differs (another
+    /// version may name its settings differently).
+    #[test]
+    fn a_different_version_is_named_before_other_settings() {
+        let base = TrainConfig::new(Location::parse("shards").unwrap());
+        let a = settings(&base);
+        let mut other = base.clone();
+        other.lr = 0.5;
+        let mut b = settings(&other);
+        b.run.version = "0.0.0-other";
+        for err in exchange(&a, &b) {
+            let msg = err.unwrap_err().to_string();
+            assert!(msg.contains("different `version`"), "{msg}");
+        }
     }
 
     #[test]

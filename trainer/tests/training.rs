@@ -352,58 +352,90 @@ fn checkpoint_metadata_does_not_identify_the_training_data() {
     let a = generated_shards(dir.path(), 2_000, 12);
     // The neighbour: the first complete data row with its first field (sex, 0/1) flipped, in
     // the same file, so the pipeline's options are the same too.
-    let csv = dir.path().join("input.csv");
-    let mut bytes = std::fs::read(&csv).unwrap();
-    let mut start = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
-    loop {
-        let end = start + bytes[start..].iter().position(|&b| b == b'\n').unwrap();
-        let line = std::str::from_utf8(&bytes[start..end]).unwrap();
-        if !line.contains("NA") && !line.split(',').any(str::is_empty) {
-            break;
-        }
-        start = end + 1;
-    }
-    bytes[start] = if bytes[start] == b'0' { b'1' } else { b'0' };
-    std::fs::write(&csv, &bytes).unwrap();
-    let b = dir.path().join("neighbour");
-    common::shard(&csv, &b);
-
-    let checkpoint = |data: &std::path::Path, name: &str| {
-        let ck = dir.path().join(format!("ck-{name}"));
-        let save = dir.path().join(format!("{name}.safetensors"));
-        let m = dir.path().join(format!("{name}.jsonl"));
-        ok(&trainer(
-            dir.path(),
-            &[
-                "--data",
-                data.to_str().unwrap(),
-                "--epochs",
-                "1",
-                "--batch-size",
-                "64",
-                // Every record trains, so the flipped one does, and no held-out figure differs.
-                "--test-fraction",
-                "0",
-                "--seed",
-                "1",
-                "--attack-feature",
-                "none",
-                "--no-progress",
-                "--checkpoint-dir",
-                ck.to_str().unwrap(),
-                "--save",
-                save.to_str().unwrap(),
-                "--metrics-out",
-                m.to_str().unwrap(),
-            ],
-        ));
-        std::fs::read_to_string(ck.join("checkpoint.json")).unwrap()
-    };
-    let (ours, theirs) = (checkpoint(&a, "a"), checkpoint(&b, "b"));
+    let b = neighbour(dir.path(), |text, row| {
+        let at = row.start;
+        let flipped = if text.as_bytes()[at] == b'0' {
+            "1"
+        } else {
+            "0"
+        };
+        text.replace_range(at..at + 1, flipped);
+    });
+    let (ours, theirs) = (
+        release(dir.path(), &a, "a", &[]),
+        release(dir.path(), &b, "b", &[]),
+    );
     assert_eq!(
-        ours, theirs,
+        ours.checkpoint, theirs.checkpoint,
         "the checkpoint's metadata tells the neighbouring datasets apart"
     );
+}
+
+/// What a seeded one-epoch run (batch 64, nothing held out, no attack) released.
+struct Release {
+    card: serde_json::Value,
+    checkpoint: String,
+    stdout: String,
+}
+
+/// Trains on `data` as run `name` in `dir` with `extra` options and reads what it released.
+fn release(dir: &std::path::Path, data: &std::path::Path, name: &str, extra: &[&str]) -> Release {
+    let ck = dir.join(format!("ck-{name}"));
+    let save = dir.join(format!("{name}.safetensors"));
+    let m = dir.join(format!("{name}.jsonl"));
+    let mut args = vec![
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        // Every record trains, so the changed one does, and no held-out figure differs.
+        "--test-fraction",
+        "0",
+        "--seed",
+        "1",
+        "--attack-feature",
+        "none",
+        "--no-progress",
+        "--checkpoint-dir",
+        ck.to_str().unwrap(),
+        "--save",
+        save.to_str().unwrap(),
+        "--metrics-out",
+        m.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let stdout = ok(&trainer(dir, &args));
+    Release {
+        card: card(dir, name),
+        checkpoint: std::fs::read_to_string(ck.join("checkpoint.json")).unwrap(),
+        stdout,
+    }
+}
+
+/// Shards a neighbour of `dir/input.csv` into `dir/neighbour`: `edit` changes the text, given
+/// the byte range of the first complete data row (no NA, no empty field).
+fn neighbour(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut String, std::ops::Range<usize>),
+) -> std::path::PathBuf {
+    let csv = dir.join("input.csv");
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    let mut start = text.find('\n').unwrap() + 1;
+    let row = loop {
+        let end = start + text[start..].find('\n').unwrap();
+        let line = &text[start..end];
+        if !line.contains("NA") && !line.split(',').any(str::is_empty) {
+            break start..end;
+        }
+        start = end + 1;
+    };
+    edit(&mut text, row);
+    std::fs::write(&csv, text).unwrap();
+    let out = dir.join("neighbour");
+    common::shard(&csv, &out);
+    out
 }
 
 /// The other code paths run end to end: logistic regression, two hidden layers with Adam,
@@ -456,56 +488,18 @@ fn a_public_population_keeps_the_training_count_out_of_the_release() {
     let d = generated_shards(dir.path(), 2_000, 12);
     // D + x: a copy of the first complete data row appended to the input, a record of its own
     // (a new byte offset), in the training split since nothing is held out.
-    let csv = dir.path().join("input.csv");
-    let mut text = std::fs::read_to_string(&csv).unwrap();
-    let row = text
-        .lines()
-        .skip(1)
-        .find(|l| !l.contains("NA") && !l.split(',').any(str::is_empty))
-        .unwrap()
-        .to_string();
-    if !text.ends_with('\n') {
+    let dx = neighbour(dir.path(), |text, row| {
+        let row = text[row].to_string();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&row);
         text.push('\n');
-    }
-    text.push_str(&row);
-    text.push('\n');
-    std::fs::write(&csv, text).unwrap();
-    let dx = dir.path().join("neighbour");
-    common::shard(&csv, &dx);
-
+    });
     let release = |data: &std::path::Path, name: &str, population: &[&str]| {
-        let ck = dir.path().join(format!("ck-{name}"));
-        let save = dir.path().join(format!("{name}.safetensors"));
-        let m = dir.path().join(format!("{name}.jsonl"));
-        let mut args = vec![
-            "--data",
-            data.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "64",
-            "--test-fraction",
-            "0",
-            "--seed",
-            "1",
-            "--attack-feature",
-            "none",
-            "--no-progress",
-            "--checkpoint-dir",
-            ck.to_str().unwrap(),
-            "--save",
-            save.to_str().unwrap(),
-            "--metrics-out",
-            m.to_str().unwrap(),
-        ];
-        args.extend_from_slice(population);
-        let out = ok(&trainer(dir.path(), &args));
-        let card: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(save.with_extension("json")).unwrap())
-                .unwrap();
-        let checkpoint = std::fs::read_to_string(ck.join("checkpoint.json")).unwrap();
-        let first = out.lines().next().unwrap().to_string();
-        (card["privacy"].clone(), checkpoint, first)
+        let r = release(dir.path(), data, name, population);
+        let first = r.stdout.lines().next().unwrap().to_string();
+        (r.card["privacy"].clone(), r.checkpoint, first)
     };
 
     let public = ["--population", "1900"];

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use hadoop_streaming::counters::DEFAULT_INTERVAL;
 use hadoop_streaming::{InputKeys, MapperConfig, mapper};
-use shards::SchemaOptions;
-use shards::schema::{DEFAULT_LABEL, DEFAULT_NA_VALUES};
+use shards::cli::SchemaArgs;
 
 /// Cleans census CSV lines like `pipeline run` and keys each record by its shard, for
 /// `mapper | sort | reducer` or a Hadoop Streaming step. Counters go to stderr as
@@ -15,23 +14,8 @@ use shards::schema::{DEFAULT_LABEL, DEFAULT_NA_VALUES};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The label column (must hold 0/1).
-    #[arg(long, default_value = DEFAULT_LABEL)]
-    label: String,
-    /// Feature columns, comma-separated, in output order [default: all but the label and
-    /// --exclude].
-    #[arg(long, value_delimiter = ',')]
-    features: Option<Vec<String>>,
-    /// Columns left out of the default features, comma-separated [default: blackfemale,targetted].
-    #[arg(long, value_delimiter = ',')]
-    exclude: Option<Vec<String>>,
-    /// The input's column names, comma-separated. Needed under Hadoop when the input is not
-    /// CaPUMS5full: map tasks of later splits never see the header line.
-    #[arg(long, value_delimiter = ',')]
-    columns: Option<Vec<String>>,
-    /// Field values that mean "missing", comma-separated (an empty field is missing by default).
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_NA_VALUES.map(String::from))]
-    na_values: Vec<String>,
+    #[command(flatten)]
+    schema: SchemaArgs,
     /// Number of shards (records go to shard splitmix64(offset) % shards).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     shards: u32,
@@ -86,13 +70,7 @@ impl TryFrom<Args> for MapperConfig {
             },
         };
         Ok(MapperConfig {
-            schema: SchemaOptions {
-                label: a.label,
-                features: a.features,
-                exclude: a.exclude,
-                columns: a.columns,
-                na_values: a.na_values,
-            },
+            schema: a.schema.into(),
             shards: a.shards,
             split: keys == InputKeys::Offset || a.split_start.is_some(),
             keys,
@@ -129,6 +107,8 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use shards::SchemaOptions;
+
     use super::*;
 
     fn config(argv: &[&str], env: &[(&str, &str)]) -> Result<MapperConfig, String> {
@@ -217,5 +197,13 @@ mod tests {
             config(&["--input-keys", "none"], &hadoop).unwrap().keys,
             InputKeys::Counted { start: 0 }
         );
+    }
+
+    /// The schema flags read as the group alone reads them (and as `pipeline` reads them).
+    #[test]
+    fn shared_flags_read_alike() {
+        use fastdp_tests::flags;
+        let argv = [&["mapper"][..], flags::SCHEMA].concat();
+        flags::assert_schema(&Args::try_parse_from(argv).unwrap().schema);
     }
 }

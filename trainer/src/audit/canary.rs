@@ -21,7 +21,7 @@ use crate::profile::Profiler;
 use crate::{Error, Result};
 
 /// What the canaries are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CanaryKind {
     /// White-box: each canary is a row without features whose clipped gradient is a fixed

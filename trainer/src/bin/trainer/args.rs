@@ -1,18 +1,19 @@
 //! The command line: clap definitions, and their conversion into the library's config.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use accountant::AccountantKind;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use cluster::Cluster;
+use cluster::ClusterArgs;
 use shards::Location;
+use trainer::audit::CanaryKind;
 use trainer::features::FeatureSpec;
 use trainer::report::ReportConfig;
 use trainer::sweep::SweepConfig;
 use trainer::{
-    CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, Privacy, Sampling, TrainConfig,
+    CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, OptimizerKind, Privacy,
+    Sampling, TrainConfig,
 };
 
 /// Differentially private training (DP-SGD) on the shards the pipeline writes.
@@ -81,8 +82,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.01)]
     lr: f64,
     /// sgd, adam, adagrad or rmsprop (PyTorch's defaults otherwise).
-    #[arg(long, default_value = "sgd")]
-    optimizer: String,
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true,
+          default_value_t = OptimizerKind::Sgd)]
+    optimizer: OptimizerKind,
     /// Per-example gradient L2 bound C.
     #[arg(long, default_value_t = 3.0)]
     l2_norm_clip: f64,
@@ -97,8 +99,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
     /// Accountant that computes epsilon: pld (tight) or rdp (Opacus's).
-    #[arg(long, default_value = "pld")]
-    accountant: String,
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true,
+          default_value_t = AccountantKind::Pld)]
+    accountant: AccountantKind,
     /// Hidden layer widths, comma-separated ("" for logistic regression).
     #[arg(long, default_value = "50")]
     hidden: String,
@@ -134,9 +137,10 @@ pub struct TrainArgs {
     /// against anyone who knows the seed (its card says private_against_seed_holders: false).
     #[arg(long)]
     seed: Option<u64>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// cpu, cuda or cuda:N (with cuda, worker thread t of a process uses GPU t % number of
+    /// GPUs).
+    #[arg(long, default_value = "cpu", value_parser = device)]
+    device: DeviceSpec,
     /// Non-private baseline: the same loop without clipping, noise or accountant.
     #[arg(long, conflicts_with_all = ["noise_multiplier", "target_epsilon", "microbatch_size"])]
     no_dp: bool,
@@ -175,31 +179,10 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
-    /// Processes, each training on its share of the shards. With more than one and no
-    /// --hostfile, the others are started on this machine.
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Worker threads per process (each with its own share; with --device cuda, thread t uses
-    /// GPU t % number of GPUs).
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Join a cluster of machines: one host:port per line, in process order (with --process).
-    #[arg(long)]
-    hostfile: Option<PathBuf>,
-    /// This process's index in the cluster (process 0 prints and writes the results).
-    #[arg(long)]
-    process: Option<usize>,
-    /// Seconds to wait for the other processes to connect and to load their shards.
-    #[arg(long, default_value_t = 60)]
-    connect_timeout: u64,
-    /// Seconds a step waits for a worker that neither contributes nor is known to be gone. A
-    /// node whose machine acknowledges nothing, not even keepalive probes, for half of it (its
-    /// link or machine is down) is named unreachable then.
-    #[arg(long, default_value_t = 60)]
-    peer_timeout: u64,
-    /// Addresses of a local multi-process run (set by the process that starts the others).
-    #[arg(long, hide = true, value_delimiter = ',')]
-    cluster_addresses: Option<Vec<String>>,
+    /// Processes (`--workers`) x worker threads (`--threads`), each worker training on its
+    /// share of the shards (clap shows the flags' own help).
+    #[command(flatten)]
+    cluster: ClusterArgs<60>,
 }
 
 /// A checked training run, and the local processes to start for it.
@@ -212,26 +195,12 @@ pub struct Launch {
     pub spawn: Option<Vec<String>>,
 }
 
-/// The cluster the flags describe (read by `cluster::Layout`, as `pipeline` reads them), and
-/// the processes this one must start.
-fn cluster(a: &TrainArgs) -> anyhow::Result<(Cluster, Option<Vec<String>>)> {
-    let layout = cluster::Layout {
-        workers: a.workers,
-        threads: a.threads,
-        hostfile: a.hostfile.clone(),
-        process: a.process,
-        cluster_addresses: a.cluster_addresses.clone(),
-    };
-    Ok(layout.resolve()?)
-}
-
 impl TryFrom<TrainArgs> for Launch {
     type Error = anyhow::Error;
 
     fn try_from(a: TrainArgs) -> anyhow::Result<Self> {
-        // Before `--workers W` reserves W ports.
-        trainer::config::check_layout(a.workers, a.threads)?;
-        let (cluster, spawn) = cluster(&a)?;
+        // Checked by the cluster (as for `pipeline`) before `--workers W` reserves W ports.
+        let (cluster, spawn) = a.cluster.resolve()?;
         let data = Location::parse(&a.data).with_context(|| format!("--data {}", a.data))?;
         let privacy = if a.no_dp {
             Privacy::NonPrivate
@@ -252,7 +221,7 @@ impl TryFrom<TrainArgs> for Launch {
                 l2_norm_clip: a.l2_norm_clip,
                 noise,
                 delta: a.delta,
-                accountant: parse_accountant(&a.accountant)?,
+                accountant: a.accountant,
                 grad_sample: match a.microbatch_size {
                     None => GradSample::Vectorized,
                     Some(n) => GradSample::Microbatch(n),
@@ -285,7 +254,7 @@ impl TryFrom<TrainArgs> for Launch {
             batch_size: a.batch_size,
             population: a.population,
             lr: a.lr,
-            optimizer: a.optimizer.parse()?,
+            optimizer: a.optimizer,
             sampling: Sampling::Poisson,
             privacy,
             hidden: parse_hidden(&a.hidden)?,
@@ -293,7 +262,7 @@ impl TryFrom<TrainArgs> for Launch {
             test_fraction: a.test_fraction,
             split_seed: a.split_seed,
             seed: a.seed,
-            device: a.device.parse::<DeviceSpec>()?,
+            device: a.device,
             intra_op_threads: a.intra_op_threads,
             attack_feature,
             attack_rows: a.attack_rows,
@@ -307,17 +276,18 @@ impl TryFrom<TrainArgs> for Launch {
             progress: !a.no_progress && cluster.process() == 0,
             quiet: false,
             cluster,
-            connect_timeout: Duration::from_secs(a.connect_timeout),
-            peer_timeout: Duration::from_secs(a.peer_timeout),
+            connect_timeout: a.cluster.connect_timeout(),
+            peer_timeout: a.cluster.peer_timeout(),
         };
         config.validate()?;
         Ok(Launch { config, spawn })
     }
 }
 
-fn parse_accountant(s: &str) -> anyhow::Result<AccountantKind> {
+/// `--device`: refused by clap, which names the flag, with the choices.
+fn device(s: &str) -> Result<DeviceSpec, String> {
     s.parse()
-        .map_err(|e| anyhow::anyhow!("--accountant '{s}': {e}"))
+        .map_err(|_| "expected cpu, cuda or cuda:N (a GPU's index)".to_string())
 }
 
 /// "50" -> [50]; "64,32" -> [64, 32]; "" -> [] (logistic regression).
@@ -367,7 +337,7 @@ impl TryFrom<SweepArgs> for SweepConfig {
         if a.train.noise_multiplier.is_some() {
             bail!("--noise-multiplier: a sweep calibrates the noise to each --target-epsilon");
         }
-        if a.train.workers.is_some() || a.train.hostfile.is_some() {
+        if a.train.cluster.processes.is_some() || a.train.cluster.hostfile.is_some() {
             bail!("--workers, --hostfile: a sweep runs in one process (use --threads)");
         }
         if a.train.checkpoint_dir.is_some() {
@@ -437,8 +407,8 @@ pub struct AuditArgs {
     canaries: usize,
     /// gradient (white-box: a fixed gradient of norm C per sampled canary, scored from the
     /// run's noisy gradients) or input (black-box: crafted rows, scored by the final loss).
-    #[arg(long, default_value = "gradient")]
-    canary_kind: String,
+    #[arg(long, value_enum, hide_possible_values = true, default_value_t = CanaryKind::Gradient)]
+    canary_kind: CanaryKind,
     /// The bound holds with probability 1 - alpha.
     #[arg(long, default_value_t = 0.05)]
     alpha: f64,
@@ -458,7 +428,7 @@ impl TryFrom<AuditArgs> for trainer::audit::AuditConfig {
         config.metrics_out = metrics_out;
         let mut audit = trainer::audit::AuditConfig::new(config);
         audit.canaries = a.canaries;
-        audit.kind = a.canary_kind.parse()?;
+        audit.kind = a.canary_kind;
         audit.alpha = a.alpha;
         audit.save = save;
         audit.validate()?;
@@ -492,8 +462,9 @@ pub struct PrivacyArgs {
     #[arg(long, default_value_t = 1e-5)]
     delta: f64,
     /// Accountant: pld (tight) or rdp (Opacus's).
-    #[arg(long, default_value = "pld")]
-    accountant: String,
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true,
+          default_value_t = AccountantKind::Pld)]
+    accountant: AccountantKind,
 }
 
 /// A checked `trainer privacy` request.
@@ -534,14 +505,16 @@ impl TryFrom<PrivacyArgs> for PrivacyQuery {
             target_epsilon: a.target_epsilon,
             steps,
             delta: a.delta,
-            accountant: parse_accountant(&a.accountant)?,
+            accountant: a.accountant,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use trainer::OptimizerKind;
+    use std::time::Duration;
+
+    use cluster::Cluster;
 
     use super::*;
 
@@ -979,6 +952,71 @@ mod tests {
         ] {
             let err = format!("{:#}", launch(args).unwrap_err());
             assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    /// The cluster flags read as the group alone reads them (and as `pipeline` reads them),
+    /// in training, an audit and a sweep.
+    #[test]
+    fn shared_flags_read_alike() {
+        use fastdp_tests::flags;
+        for head in [
+            &["trainer"][..],
+            &["trainer", "audit"],
+            &["trainer", "sweep"],
+        ] {
+            let argv = [head, flags::CLUSTER].concat();
+            let a = match Cli::try_parse_from(&argv).unwrap() {
+                Cli {
+                    command: Some(Command::Audit(a)),
+                    ..
+                } => a.train,
+                Cli {
+                    command: Some(Command::Sweep(s)),
+                    ..
+                } => s.train,
+                Cli { train, .. } => train,
+            };
+            flags::assert_cluster(&a.cluster);
+        }
+        let a = Cli::try_parse_from(["trainer"]).unwrap().train;
+        assert_eq!(a.cluster.peer_timeout, 60, "the trainer's own default");
+    }
+
+    /// Optimizer, accountant, device and canaries are typed by clap, in any case where they
+    /// were before.
+    #[test]
+    fn choices_are_typed() {
+        let c = train(&[
+            "--optimizer",
+            "RMSprop",
+            "--accountant",
+            "RDP",
+            "--device",
+            "cuda",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.optimizer, c.device),
+            (OptimizerKind::Rmsprop, DeviceSpec::AnyCuda)
+        );
+        let Privacy::Private(dp) = c.privacy else {
+            panic!("private")
+        };
+        assert_eq!(dp.accountant, AccountantKind::Rdp);
+        for (args, choices) in [
+            (&["--optimizer", "lbfgs"][..], "sgd, adam, adagrad, rmsprop"),
+            (&["--accountant", "prv"][..], "rdp, pld"),
+            (&["--device", "gpu"][..], "cpu, cuda or cuda:N"),
+            (&["audit", "--canary-kind", "white"][..], "gradient, input"),
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("trainer").chain(args.iter().copied()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(args[args.len() - 2]) && err.contains(choices),
+                "{err}"
+            );
         }
     }
 }

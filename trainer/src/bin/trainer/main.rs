@@ -4,13 +4,12 @@
 
 mod args;
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use cluster::Children;
+use cluster::{Children, Watch};
 
 use args::{AuditArgs, Cli, Command, Launch, PrivacyArgs, PrivacyQuery, SweepArgs};
 
@@ -41,20 +40,14 @@ fn train(args: args::TrainArgs) -> anyhow::Result<()> {
     let Launch { config, spawn } = Launch::try_from(args)?;
     // `--workers W` without a hostfile: this is process 0 and starts the others here, as
     // `pipeline` does; if one of them fails, the watchdog stops the run and names it.
-    let children = match &spawn {
-        Some(addresses) => {
-            let exe = std::env::current_exe()
-                .context("cannot find this program to start its other processes")?;
-            let forwarded: Vec<OsString> = std::env::args_os().skip(1).collect();
-            Some(Children::spawn(
-                &exe,
-                &forwarded,
-                addresses,
-                Box::new(|| {}),
-            )?)
-        }
-        None => None,
-    };
+    let children = Children::start_this_program(
+        spawn.as_deref(),
+        std::env::args_os().skip(1),
+        Watch {
+            on_failure: Box::new(|| true),
+            stop: Box::new(stop_run),
+        },
+    )?;
     let result = trainer::run(&config).with_context(|| match config.cluster.processes() {
         1 => format!("training on {}", config.data),
         n => format!(
@@ -63,17 +56,15 @@ fn train(args: args::TrainArgs) -> anyhow::Result<()> {
             config.cluster.process()
         ),
     });
-    match (result, children) {
-        (Ok(_), Some(children)) => children.wait()?,
-        (Err(e), Some(children)) => {
-            children.kill();
-            return Err(e);
-        }
-        (result, None) => {
-            result?;
-        }
-    }
-    Ok(())
+    let (_, children) = cluster::local::finish(children, result)?;
+    Ok(children?)
+}
+
+/// A process this one started failed before the run was done (its others are killed by
+/// now): end this one too, as its workers would wait for the dead process.
+fn stop_run(e: cluster::Error) {
+    eprintln!("error: {e}");
+    std::process::exit(1);
 }
 
 fn report(config: trainer::report::ReportConfig) -> anyhow::Result<()> {

@@ -1,0 +1,138 @@
+//! [`Steps`]: one epoch of DP-SGD steps on this worker's share: draw the batch, accumulate the
+//! clipped gradients, add the noise (worker 0's share carries it), sum over the workers, update.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{Device, Tensor};
+
+use super::keys::SamplerKey;
+use super::lock;
+use super::peers::Peers;
+use crate::Result;
+use crate::audit::canary::Canaries;
+use crate::batches::BatchQueue;
+use crate::data::Data;
+use crate::device::synchronize;
+use crate::dp_step::DpStep;
+use crate::metrics::thread_cpu_ns;
+use crate::mlp::Mlp;
+use crate::profile::{Phase, Profiler};
+
+/// What the steps of every epoch use.
+pub(super) struct Steps<'a> {
+    /// Clip, noise, scale, optimizer step.
+    pub dp: DpStep,
+    /// This worker's share of each step's Poisson sample.
+    pub batches: BatchQueue,
+    /// With microbatches, each training record's microbatch, by its key.
+    pub microbatches: Option<Tensor>,
+    /// An audit's canaries.
+    pub canaries: Option<&'a Mutex<Canaries>>,
+    /// Where the sampler's streams come from.
+    pub key: SamplerKey,
+    /// Steps per epoch.
+    pub per_epoch: u64,
+    /// The device the steps run on.
+    pub device: Device,
+    /// Whether to show a progress bar (worker 0, `--progress`).
+    pub progress: bool,
+}
+
+/// What an epoch's steps took.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StepsDone {
+    /// Examples this worker's steps used (its share of the samples).
+    pub examples: u64,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// This thread's CPU seconds, where the platform tells them.
+    pub cpu_seconds: Option<f64>,
+    /// Seconds waited in the gradients' all-reduce (with more than one worker).
+    pub comm_seconds: Option<f64>,
+}
+
+impl Steps<'_> {
+    /// Epoch `epoch` (from 0) of `epochs`: every step on `mlp`, timed in `prof`.
+    pub fn epoch(
+        &mut self,
+        peers: &mut Peers,
+        mlp: &Mlp,
+        data: &Data,
+        epoch: u32,
+        epochs: u32,
+        prof: &mut Profiler,
+    ) -> Result<StepsDone> {
+        self.batches.start_epoch(self.key.rng(epoch));
+        self.dp.start_epoch(epoch);
+        let per_epoch = self.per_epoch;
+        let bar = progress_bar(self.progress, per_epoch, epoch + 1, epochs);
+        let started = Instant::now();
+        let cpu_started = thread_cpu_ns();
+        let comm_started = peers.grads_waited();
+        let mut examples = 0u64;
+        for s in 0..per_epoch {
+            prof.restart();
+            let mut idx = self.batches.next_batch(per_epoch - s);
+            examples += self.batches.sample_size();
+            let mut canaries = self.canaries.map(lock);
+            if let Some(c) = &mut canaries {
+                idx = c.take_sampled(&idx, data.train.len());
+            }
+            if let Some(ids) = &self.microbatches {
+                self.dp.set_microbatches(ids.index_select(0, &idx));
+            }
+            let rows = data.train.rows().index_select(0, &idx);
+            prof.mark(Phase::Sampling);
+            self.dp
+                .accumulate_rows(mlp, data.train.width(), &rows, prof);
+            if let Some(c) = &mut canaries {
+                c.add_gradients(self.dp.grad());
+            }
+            self.dp.add_noise(prof);
+            if peers.workers > 1 {
+                peers.sum_tensor(self.dp.grad())?;
+                prof.mark(Phase::AllReduce);
+            }
+            if let Some(c) = &mut canaries {
+                c.observe(mlp, &data.train, self.dp.grad());
+            }
+            drop(canaries);
+            self.dp.update(mlp, prof);
+            if s % 64 == 0 {
+                bar.set_position(s);
+            }
+        }
+        synchronize(self.device);
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds = cpu_started
+            .zip(thread_cpu_ns())
+            .map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
+        let comm_seconds =
+            (peers.workers > 1).then(|| (peers.grads_waited() - comm_started).as_secs_f64());
+        bar.finish_and_clear();
+        Ok(StepsDone {
+            examples,
+            seconds,
+            cpu_seconds,
+            comm_seconds,
+        })
+    }
+}
+
+fn progress_bar(enabled: bool, steps: u64, epoch: u32, epochs: u32) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {msg} [{bar:30}] {pos}/{len} steps {elapsed} eta {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("{epoch}/{epochs}"));
+    bar
+}
