@@ -82,7 +82,7 @@ pub struct S3Args {
 
 impl S3Args {
     /// The storage layer's options these flags set; everything else (endpoint, region, part
-    /// sizes, where progress bars go) is the library's default, for the caller to change.
+    /// sizes, the progress callback) is the library's default, for the caller to change.
     pub fn to_options(&self) -> crate::s3::S3Options {
         use std::time::Duration;
         crate::s3::S3Options {

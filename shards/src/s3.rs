@@ -28,47 +28,31 @@ pub use options::{
     DEFAULT_READ_TIMEOUT, Direction, S3Options, TransferProgress,
 };
 
-#[cfg(feature = "s3")]
+// Each of these files is compiled only with the `s3` feature (`#![cfg(feature = "s3")]`).
 mod client;
-#[cfg(feature = "s3")]
 mod commit;
-#[cfg(feature = "s3")]
 mod error;
-#[cfg(feature = "s3")]
 mod input;
-#[cfg(feature = "s3")]
 mod objects;
-#[cfg(feature = "s3")]
 mod progress;
-#[cfg(feature = "s3")]
 mod source;
-#[cfg(feature = "s3")]
 mod upload;
 
 #[cfg(feature = "s3")]
-pub use client::S3;
-#[cfg(feature = "s3")]
-pub use commit::S3Output;
-#[cfg(feature = "s3")]
-pub use input::S3Input;
-#[cfg(feature = "s3")]
-pub use objects::Listing;
-#[cfg(feature = "s3")]
-pub use source::S3Source;
-#[cfg(feature = "s3")]
-pub use upload::Upload;
+pub use self::{
+    client::S3, commit::S3Output, input::S3Input, objects::Listing, source::S3Source,
+    upload::Upload,
+};
 
-#[cfg(feature = "s3")]
-use client::{MIN_PART_SIZE, bucket_key, join_key};
 #[cfg(feature = "s3")]
 pub(crate) use error::sdk_error;
-
 #[cfg(feature = "s3")]
-use crate::error::Result;
-#[cfg(feature = "s3")]
-use crate::location::Location;
-#[cfg(feature = "s3")]
-use crate::store::{Input, Output, PartWriter, ShardSource};
+use {
+    crate::error::Result,
+    crate::location::Location,
+    crate::store::{Input, Output, PartWriter, ShardSource},
+    client::{MIN_PART_SIZE, bucket_key, join_key},
+};
 
 /// The S3 server the tests use, found through `AWS_ENDPOINT_URL` (started by
 /// `scripts/with-s3.sh`). Without it, tests skip (returning `None`), except under `CI=true`,

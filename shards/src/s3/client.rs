@@ -1,4 +1,5 @@
 //! The S3 client: aws-config's default chain plus [`S3Options`], and the tokio runtime it runs on.
+#![cfg(feature = "s3")]
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::location::Location;
 pub(crate) const MIN_PART_SIZE: usize = 5 << 20;
 
 /// An S3 client with the tokio runtime it runs on. Cheap to clone; the runtime shuts down
-/// (and the progress bars finish) when the last clone is dropped.
+/// (and the progress callback hears each direction's total) when the last clone is dropped.
 #[derive(Clone, Debug)]
 pub struct S3 {
     inner: Arc<Inner>,

@@ -14,6 +14,7 @@
 //! can never pick up a half-written dataset, and the commit works across processes (any process can
 //! commit parts that others uploaded). The price is one server-side CopyObject per part (no
 //! data passes through the client; [`super::S3Options::concurrency`] run at once) and one batched delete.
+#![cfg(feature = "s3")]
 
 use std::collections::HashMap;
 use std::io::ErrorKind;

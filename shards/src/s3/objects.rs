@@ -1,5 +1,6 @@
 //! Object operations shared by the output, the source and the commit: paginated listings,
 //! whole-object reads, batched deletes and server-side copies several at a time.
+#![cfg(feature = "s3")]
 
 use std::io::ErrorKind;
 

@@ -1,5 +1,6 @@
 //! Transfer counts of one store, passed on to the [`TransferProgress`] of its options: bytes as
 //! they move, and when the store is dropped, the total and the time from first to last byte.
+#![cfg(feature = "s3")]
 
 use std::sync::Arc;
 use std::sync::OnceLock;

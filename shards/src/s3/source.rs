@@ -1,4 +1,5 @@
 //! A prefix of shards read back (what [`crate::Dataset`] reads through).
+#![cfg(feature = "s3")]
 
 use super::{S3, join_key};
 use crate::error::Result;

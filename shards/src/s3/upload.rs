@@ -7,6 +7,7 @@
 //! while in flight. A part of a shard output ([`super::S3Output`]) goes further: its single PUT
 //! is started by `finish` and waited for by the output's `sync_parts` (or `commit`), so one
 //! worker keeps several parts in flight instead of uploading them one at a time.
+#![cfg(feature = "s3")]
 
 use std::collections::VecDeque;
 use std::io::Write;
