@@ -119,6 +119,9 @@ impl Output for FailingOutput {
         }
         self.inner.create_part(name)
     }
+    fn sync_parts(&self) -> shards::Result<()> {
+        self.inner.sync_parts()
+    }
     fn commit(&self, manifest: &Manifest) -> shards::Result<()> {
         self.inner.commit(manifest)
     }

@@ -121,6 +121,8 @@ fn commit_then_read_back() {
     let mut w = out.create_part("part-00000").unwrap();
     w.write_all(BODIES[0].as_bytes()).unwrap();
     w.finish().unwrap();
+    // `finish` may leave the PUT in flight; `sync_parts` waits for it.
+    out.sync_parts().unwrap();
     assert_eq!(
         keys(&s3, &b, "runs/1/shards"),
         ["runs/1/shards/_temporary/part-00000"],
