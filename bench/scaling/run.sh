@@ -32,7 +32,7 @@ printf '%-22s %12s %10s %10s %12s %14s\n' engine rows bytes wall_s rows_per_s pe
 for rows in "$@"; do
   input="$data/gen-$rows.csv"
   [ -f "$input" ] || "$bin" generate --rows "$rows" --seed 1 --output "$input" >/dev/null
-  bytes=$(stat -c %s "$input")
+  bytes=$(stat -L -c %s "$input")
   for e in $engines; do
     rm -rf "$out/o"
     case $e in

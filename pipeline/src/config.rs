@@ -35,7 +35,7 @@ pub struct RunConfig {
     /// Show a progress bar on stderr (process 0 only).
     pub progress: bool,
     /// Bytes of records a process holds in memory (shared by its threads) before its workers
-    /// spill sorted runs to disk.
+    /// spill them to disk.
     pub buffer_bytes: usize,
     /// How S3 locations are reached (unused for local ones).
     pub s3: S3Options,

@@ -39,7 +39,7 @@ pub struct Job {
     pub counters: Arc<Counters>,
     /// How long a worker waits for the other processes without any progress from them.
     pub peer_timeout: Duration,
-    /// Bytes of received records each worker holds in memory before it spills a sorted run.
+    /// Bytes of received records each worker holds in memory before it spills them.
     pub worker_budget: usize,
     /// Where spilled runs go (unnamed files).
     pub spill_dir: std::path::PathBuf,
@@ -172,6 +172,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let mut emitted = 0usize;
     let local = ingest(
         &*job.input,
+        index,
         share,
         cleaner,
         job.num_shards,

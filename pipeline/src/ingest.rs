@@ -9,44 +9,85 @@ use shards::{Cleaner, Input, LineReader, Outcome, shard_of};
 
 use crate::stats::LocalStats;
 
-/// Records bound for one worker: their shard lines back to back. Each line starts with the
-/// record's offset, from which the owner recomputes the shard, so a batch is plain bytes (cheap
-/// to send between processes).
+/// Records bound for one worker, grouped by shard: each owned shard's lines back to back, in
+/// offset order. Each line starts with the record's offset. A batch is plain bytes and an index
+/// (cheap to send between processes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     /// The worker that owns these records' shards.
     pub dest: u32,
+    /// The worker that read them. Workers read disjoint byte ranges in worker order, so a
+    /// shard's records are those of worker 0, then worker 1's, and so on.
+    pub source: u32,
+    /// Its place among the batches from `source` to `dest` (0, 1, ...): the owner takes them
+    /// in this order whatever order they arrive in.
+    pub seq: u64,
     /// The shard lines, each `\n`-terminated.
     #[serde(with = "serde_bytes")]
     pub text: Vec<u8>,
+    /// Each shard's lines in `text`, in shard order: (shard, end of its lines, rows); a part
+    /// starts where the previous one ends.
+    pub parts: Vec<(u32, u32, u32)>,
 }
 
 impl Batch {
-    /// A batch for worker `dest` with room for a full batch.
-    fn for_worker(dest: u32) -> Batch {
-        Batch {
-            dest,
-            text: Vec::with_capacity(BATCH_BYTES + 4096),
+    /// Each part's shard, `[start, end)` in `text` and number of rows.
+    pub fn parts(&self) -> impl Iterator<Item = (u32, usize, usize, u32)> + '_ {
+        let mut start = 0;
+        self.parts.iter().map(move |&(shard, end, rows)| {
+            let part = (shard, start, end as usize, rows);
+            start = end as usize;
+            part
+        })
+    }
+}
+
+/// Records waiting to be sent, by shard, so that each batch goes out grouped by shard.
+struct Pending {
+    peers: usize,
+    source: u32,
+    /// Each shard's lines and rows.
+    shards: Vec<(Vec<u8>, u32)>,
+    /// Bytes waiting for each destination worker.
+    bytes: Vec<usize>,
+    /// The next batch's `seq` for each destination worker.
+    seq: Vec<u64>,
+}
+
+impl Pending {
+    fn new(num_shards: u32, peers: usize, source: usize) -> Pending {
+        Pending {
+            peers,
+            source: source as u32,
+            shards: vec![(Vec::new(), 0); num_shards as usize],
+            bytes: vec![0; peers],
+            seq: vec![0; peers],
         }
     }
 
-    /// Each record's offset and the `[start, end)` of its line (with the `\n`) in `text`.
-    pub fn records(&self) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
-        let mut start = 0;
-        memchr::memchr_iter(b'\n', &self.text).map(move |nl| {
-            let offset = self.text[start..nl]
-                .iter()
-                .take_while(|b| b.is_ascii_digit())
-                .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
-            let range = (offset, start, nl + 1);
-            start = nl + 1;
-            range
-        })
-    }
-
-    /// Whether there are no records.
-    pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+    /// The records of worker `dest`'s shards as one batch (empty shards left out).
+    fn take(&mut self, dest: usize) -> Batch {
+        let mut text = Vec::with_capacity(self.bytes[dest]);
+        let mut parts = Vec::new();
+        for shard in (dest..self.shards.len()).step_by(self.peers) {
+            let (lines, rows) = &mut self.shards[shard];
+            if *rows > 0 {
+                text.extend_from_slice(lines);
+                parts.push((shard as u32, text.len() as u32, *rows));
+                lines.clear();
+                *rows = 0;
+            }
+        }
+        self.bytes[dest] = 0;
+        let seq = self.seq[dest];
+        self.seq[dest] += 1;
+        Batch {
+            dest: dest as u32,
+            source: self.source,
+            seq,
+            text,
+            parts,
+        }
     }
 }
 
@@ -87,10 +128,12 @@ impl Share {
     }
 }
 
-/// Cleans the worker's share of the input, handing full batches (one per destination worker)
-/// to `emit`, and returns the worker's counts.
+/// Cleans the share of worker `index` of the input, handing full batches (one per destination
+/// worker) to `emit`, and returns the worker's counts.
+#[allow(clippy::too_many_arguments)]
 pub fn ingest(
     input: &dyn Input,
+    index: usize,
     share: Share,
     mut cleaner: Cleaner,
     num_shards: u32,
@@ -111,20 +154,25 @@ pub fn ingest(
             LineReader::for_range(input.open_at(from, end)?, start, end).map_err(io)?
         }
     };
-    let mut batches: Vec<Batch> = (0..peers).map(|d| Batch::for_worker(d as u32)).collect();
+    let mut pending = Pending::new(num_shards, peers, index);
     let mut last_pos = lines.position();
     let mut since_report = 0u32;
     while let Some((offset, line)) = lines.next_line().map_err(io)? {
         match cleaner.clean(line) {
             Outcome::Kept => {
                 let shard = shard_of(offset, num_shards);
-                let batch = &mut batches[crate::write::owner(shard, peers)];
-                let start = batch.text.len();
-                cleaner.write_record(offset, &mut batch.text);
-                stats.kept(cleaner.label(), &batch.text[start..]);
-                if batch.text.len() >= BATCH_BYTES {
-                    let fresh = Batch::for_worker(batch.dest);
-                    emit(std::mem::replace(batch, fresh));
+                let (lines, rows) = &mut pending.shards[shard as usize];
+                let start = lines.len();
+                cleaner.write_record(offset, lines);
+                *rows += 1;
+                match cleaner.digits() {
+                    Some(d) => stats.kept_digits(cleaner.label(), d, &lines[start..]),
+                    None => stats.kept(cleaner.label(), &lines[start..]),
+                }
+                let dest = crate::write::owner(shard, peers);
+                pending.bytes[dest] += lines.len() - start;
+                if pending.bytes[dest] >= BATCH_BYTES {
+                    emit(pending.take(dest));
                 }
             }
             Outcome::Header => stats.header(),
@@ -145,8 +193,10 @@ pub fn ingest(
     counters
         .rows
         .fetch_add(u64::from(since_report), Ordering::Relaxed);
-    for b in batches.into_iter().filter(|b| !b.is_empty()) {
-        emit(b);
+    for dest in 0..peers {
+        if pending.bytes[dest] > 0 {
+            emit(pending.take(dest));
+        }
     }
     Ok(stats)
 }

@@ -68,7 +68,7 @@ struct RunArgs {
     #[arg(long)]
     allow_empty: bool,
     /// Megabytes of records a process holds in memory (shared by its threads) before it spills
-    /// sorted runs to unnamed files in $TMPDIR (merged when the shards are written). Peak
+    /// them to an unnamed file in $TMPDIR (read back when the shards are written). Peak
     /// memory follows this figure, not the input's size.
     #[arg(long, default_value_t = (pipeline::write::DEFAULT_BUFFER_BYTES >> 20) as u64,
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]

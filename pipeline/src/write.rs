@@ -1,17 +1,17 @@
-//! Writing the shards a worker owns: its records gathered by shard, in offset order, in memory
-//! up to a budget and in sorted runs spilled to disk beyond it, merged when the shards are
-//! written.
+//! Writing the shards a worker owns. Each owned shard's records come from every reader (worker)
+//! as a stream in offset order, and readers read disjoint byte ranges in worker order, so a
+//! shard is its streams concatenated in worker order: no sort and no merge. The streams are
+//! held in memory up to a budget and appended to a spill file beyond it.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use shards::format::{header_line, part_name};
 use shards::manifest::ShardInfo;
-use shards::{Error, Output, shard_of};
+use shards::{Error, Output};
 
 use crate::ingest::Batch;
 
@@ -19,8 +19,9 @@ use crate::ingest::Batch;
 /// worker threads.
 pub const DEFAULT_BUFFER_BYTES: usize = 64 << 20;
 
-/// Bytes of each spilled run read at a time while merging, and of a part written at a time.
-const READ_BUFFER: usize = 64 << 10;
+/// Bytes of the spill file read at a time while writing the parts, and of a part or the spill
+/// file written at a time.
+const READ_BUFFER: usize = 1 << 20;
 const WRITE_BUFFER: usize = 1 << 20;
 
 /// Whether worker `index` of `peers` owns `shard`.
@@ -28,23 +29,22 @@ pub fn owner(shard: u32, peers: usize) -> usize {
     shard as usize % peers
 }
 
-/// (offset, batch, start, end) of a held record.
-type Held = (u64, u32, u32, u32);
-
-/// A sorted run on disk: the held records of one spill, grouped by owned shard in shard order,
-/// each group in offset order.
-#[derive(Debug)]
-struct Run {
-    /// An unnamed temporary file: it goes when the run is dropped, or the process dies.
-    file: File,
-    /// `[start, end)` of each owned shard's records in `file`.
-    segments: Vec<(u64, u64)>,
+/// The records one reader sent for one owned shard, in offset order: first what was spilled
+/// (`[start, end)` ranges of the spill file), then what is held (batch, start, end).
+#[derive(Debug, Default)]
+struct Stream {
+    spilled: Vec<(u64, u64)>,
+    held: Vec<(u32, u32, u32)>,
+    rows: u64,
+    /// The first and last offsets taken so far.
+    first: Option<u64>,
+    last: Option<u64>,
 }
 
-/// The records a worker receives for the shards it owns. They are held in memory up to
-/// `budget` bytes; beyond it, the held records are sorted by (shard, offset) and spilled as one
-/// run, so memory does not grow with the input. [`ShardSink::write`] merges the runs and what
-/// is still held into the part files.
+/// The records a worker receives for the shards it owns, as one [`Stream`] per (owned shard,
+/// reader). They are held in memory up to `budget` bytes; beyond it, every stream's held
+/// records are appended to one unnamed spill file, so memory does not grow with the input.
+/// [`ShardSink::write`] writes each shard as its streams in reader order.
 #[derive(Debug)]
 pub struct ShardSink {
     num_shards: u32,
@@ -52,16 +52,26 @@ pub struct ShardSink {
     peers: usize,
     budget: usize,
     spill_dir: PathBuf,
-    batches: Vec<Batch>,
+    /// Stream of owned shard `slot` from reader `source` at `slot * peers + source`.
+    streams: Vec<Stream>,
+    /// The texts of the held batches.
+    batches: Vec<Vec<u8>>,
     held: usize,
-    runs: Vec<Run>,
-    /// The first spill failure: reported by [`ShardSink::write`].
-    failure: Option<std::io::Error>,
+    /// The next `seq` expected from each reader, and batches that came before their turn.
+    next_seq: Vec<u64>,
+    early: BTreeMap<(u32, u64), Batch>,
+    taken: usize,
+    spill: Option<BufWriter<File>>,
+    spilled: u64,
+    spills: usize,
+    /// The first failure (a spill that could not be written, a batch that breaks the order):
+    /// reported by [`ShardSink::write`].
+    failure: Option<String>,
 }
 
 impl ShardSink {
     /// A sink for worker `index` of `peers`, holding up to `budget` bytes of records in memory
-    /// and spilling runs to unnamed files in `spill_dir`.
+    /// and spilling to an unnamed file in `spill_dir`.
     pub fn new(
         num_shards: u32,
         index: usize,
@@ -69,120 +79,174 @@ impl ShardSink {
         budget: usize,
         spill_dir: PathBuf,
     ) -> ShardSink {
+        let owned = (0..num_shards)
+            .filter(|&s| owner(s, peers) == index)
+            .count();
         ShardSink {
             num_shards,
             index,
             peers,
             budget: budget.max(1),
             spill_dir,
+            streams: (0..owned * peers).map(|_| Stream::default()).collect(),
             batches: Vec::new(),
             held: 0,
-            runs: Vec::new(),
+            next_seq: vec![0; peers],
+            early: BTreeMap::new(),
+            taken: 0,
+            spill: None,
+            spilled: 0,
+            spills: 0,
             failure: None,
         }
     }
 
     /// Number of batches received so far (a count of progress for the waits).
     pub fn received(&self) -> usize {
-        self.batches.len() + self.runs.len()
+        self.taken + self.early.len()
     }
 
-    /// Number of runs spilled so far.
+    /// Number of times the held records were spilled.
     pub fn runs(&self) -> usize {
-        self.runs.len()
+        self.spills
     }
 
-    /// Takes in received batches, spilling when the held records pass the budget.
+    /// Takes in received batches in each reader's order, spilling when the held records pass
+    /// the budget.
     pub fn extend(&mut self, batches: &mut Vec<Batch>) {
-        for mut b in batches.drain(..) {
-            b.text.shrink_to_fit();
-            self.held += b.text.len();
-            self.batches.push(b);
+        for b in batches.drain(..) {
+            let source = b.source as usize;
+            if source >= self.peers || b.dest as usize != self.index {
+                self.fail(format!(
+                    "a batch from worker {} for worker {} reached worker {}",
+                    b.source, b.dest, self.index
+                ));
+                continue;
+            }
+            if b.seq != self.next_seq[source] {
+                // Channels deliver in order, so this does not happen; if it does, the batch
+                // waits for its turn.
+                self.early.insert((b.source, b.seq), b);
+                continue;
+            }
+            self.take(b);
+            while let Some(b) = self.early.remove(&(source as u32, self.next_seq[source])) {
+                self.take(b);
+            }
         }
+    }
+
+    fn fail(&mut self, message: String) {
+        self.failure.get_or_insert(message);
+    }
+
+    /// Appends a batch, the next from its reader, to its streams.
+    fn take(&mut self, b: Batch) {
+        let source = b.source as usize;
+        self.next_seq[source] += 1;
+        self.taken += 1;
+        let at = self.batches.len() as u32;
+        for (shard, start, end, rows) in b.parts() {
+            if shard >= self.num_shards || owner(shard, self.peers) != self.index || start >= end {
+                self.fail(format!(
+                    "worker {} received records of shard {shard}, which it does not own",
+                    self.index
+                ));
+                return;
+            }
+            let lines = &b.text[start..end];
+            let first = offset_of(lines);
+            let last = offset_of(last_line(lines));
+            let stream = &mut self.streams[shard as usize / self.peers * self.peers + source];
+            if stream.last.is_some_and(|l| l >= first) {
+                self.fail(format!(
+                    "records of shard {shard} from worker {source} arrived out of offset order"
+                ));
+                return;
+            }
+            stream.first.get_or_insert(first);
+            stream.last = Some(last);
+            stream.rows += u64::from(rows);
+            stream.held.push((at, start as u32, end as u32));
+        }
+        self.held += b.text.len();
+        self.batches.push(b.text);
         if self.held >= self.budget
             && self.failure.is_none()
             && let Err(e) = self.spill()
         {
-            self.failure = Some(e);
+            self.fail(format!(
+                "could not write a spill file in {}: {e}",
+                self.spill_dir.display()
+            ));
         }
     }
 
-    /// The held records of each owned shard, in offset order.
-    fn groups(&self) -> Vec<Vec<Held>> {
-        let owned = (0..self.num_shards)
-            .filter(|&s| owner(s, self.peers) == self.index)
-            .count();
-        // Shard s is the (s / peers)-th shard this worker owns.
-        let mut groups: Vec<Vec<Held>> = vec![Vec::new(); owned];
-        for (b, batch) in self.batches.iter().enumerate() {
-            for (offset, start, end) in batch.records() {
-                let shard = shard_of(offset, self.num_shards);
-                debug_assert_eq!(
-                    owner(shard, self.peers),
-                    self.index,
-                    "records are routed to their owner"
-                );
-                groups[shard as usize / self.peers].push((
-                    offset,
-                    b as u32,
-                    start as u32,
-                    end as u32,
-                ));
-            }
-        }
-        for g in &mut groups {
-            g.sort_unstable_by_key(|r| r.0);
-        }
-        groups
-    }
-
-    /// Writes the held records as one sorted run and lets them go.
+    /// Appends every stream's held records to the spill file and lets them go.
     fn spill(&mut self) -> std::io::Result<()> {
-        let groups = self.groups();
-        let file = tempfile::tempfile_in(&self.spill_dir)?;
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut segments = Vec::with_capacity(groups.len());
-        let mut at = 0u64;
-        for records in groups {
-            let start = at;
-            for (_, b, s, e) in records {
-                let line = &self.batches[b as usize].text[s as usize..e as usize];
-                out.write_all(line)?;
-                at += line.len() as u64;
-            }
-            segments.push((start, at));
+        if self.spill.is_none() {
+            let file = tempfile::tempfile_in(&self.spill_dir)?;
+            self.spill = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        self.runs.push(Run { file, segments });
+        let out = self.spill.as_mut().expect("opened above");
+        for stream in &mut self.streams {
+            let start = self.spilled;
+            for (b, s, e) in stream.held.drain(..) {
+                let lines = &self.batches[b as usize][s as usize..e as usize];
+                out.write_all(lines)?;
+                self.spilled += lines.len() as u64;
+            }
+            if self.spilled > start {
+                stream.spilled.push((start, self.spilled));
+            }
+        }
         self.batches = Vec::new();
         self.held = 0;
+        self.spills += 1;
         Ok(())
     }
 
-    /// Writes every shard owned by this worker (including empty ones), merging the spilled
-    /// runs with the records still held, and returns their infos in shard order.
-    pub fn write(self, output: &dyn Output, header: &str) -> shards::Result<Vec<ShardInfo>> {
-        let spill_name = format!("a spilled run in {}", self.spill_dir.display());
-        let spill_error = |e| Error::io(&spill_name, e);
-        if let Some(e) = self.failure {
-            return Err(spill_error(e));
+    /// Writes every shard owned by this worker (including empty ones), each as its streams in
+    /// reader order, and returns their infos in shard order.
+    pub fn write(mut self, output: &dyn Output, header: &str) -> shards::Result<Vec<ShardInfo>> {
+        let spill_name = format!("the spill file in {}", self.spill_dir.display());
+        if self.failure.is_none() && !self.early.is_empty() {
+            let (source, seq) = self.early.keys().next().expect("not empty");
+            self.fail(format!(
+                "batch {} from worker {source} never arrived (batch {seq} did)",
+                self.next_seq[*source as usize]
+            ));
         }
+        self.check_order();
+        if let Some(message) = self.failure.take() {
+            return Err(Error::io(
+                &spill_name,
+                std::io::Error::other(format!("worker {}: {message}", self.index)),
+            ));
+        }
+        let spill = match self.spill.take() {
+            Some(w) => Some(
+                w.into_inner()
+                    .map_err(|e| Error::io(&spill_name, e.into_error()))?,
+            ),
+            None => None,
+        };
         let owned: Vec<u32> = (0..self.num_shards)
             .filter(|&s| owner(s, self.peers) == self.index)
             .collect();
-        let groups = self.groups();
+        let mut buf = Vec::new();
         let mut infos = Vec::with_capacity(owned.len());
-        for (slot, (shard, held)) in owned.into_iter().zip(groups).enumerate() {
+        for (slot, shard) in owned.into_iter().enumerate() {
             let name = part_name(shard);
             let part = output.create_part(&name)?;
             let mut part = BufWriter::with_capacity(WRITE_BUFFER, part);
             let write_error = |e| Error::io(output.location().join(&name), e);
             part.write_all(header.as_bytes()).map_err(write_error)?;
             let rows = self
-                .write_slot(slot, &held, &mut part)
+                .write_slot(slot, spill.as_ref(), &mut buf, &mut part)
                 .map_err(|e| match e {
-                    MergeError::Read(e) => spill_error(e),
-                    MergeError::Write(e) => write_error(e),
+                    CopyError::Read(e) => Error::io(&spill_name, e),
+                    CopyError::Write(e) => write_error(e),
                 })?;
             let part = part
                 .into_inner()
@@ -195,52 +259,74 @@ impl ShardSink {
         output.sync_parts()?;
         Ok(infos)
     }
-}
 
-impl ShardSink {
-    /// Writes the records of owned shard `slot` in offset order (`held`: its records still in
-    /// memory, from [`ShardSink::groups`]) and returns their number.
+    /// Fails unless each owned shard's streams, in reader order, are in offset order.
+    fn check_order(&mut self) {
+        for (slot, streams) in self.streams.chunks(self.peers.max(1)).enumerate() {
+            let mut last: Option<u64> = None;
+            for s in streams {
+                if let (Some(l), Some(f)) = (last, s.first)
+                    && l >= f
+                {
+                    let shard = slot * self.peers + self.index;
+                    self.fail(format!(
+                        "the readers' records of shard {shard} overlap in offsets"
+                    ));
+                    return;
+                }
+                last = s.last.or(last);
+            }
+        }
+    }
+
+    /// Writes the records of owned shard `slot` (its streams in reader order) and returns
+    /// their number.
     fn write_slot(
         &self,
         slot: usize,
-        held: &[Held],
+        spill: Option<&File>,
+        buf: &mut Vec<u8>,
         out: &mut impl Write,
-    ) -> Result<u64, MergeError> {
-        if self.runs.is_empty() {
-            for &(_, b, s, e) in held {
-                out.write_all(&self.batches[b as usize].text[s as usize..e as usize])
-                    .map_err(MergeError::Write)?;
+    ) -> Result<u64, CopyError> {
+        let mut rows = 0;
+        for stream in &self.streams[slot * self.peers..(slot + 1) * self.peers] {
+            for &(start, end) in &stream.spilled {
+                let file = spill.expect("a stream with spilled records has a spill file");
+                copy_range(file, start, end, buf, out)?;
             }
-            Ok(held.len() as u64)
-        } else {
-            merge(&self.runs, slot, held, &self.batches, out)
+            for &(b, s, e) in &stream.held {
+                out.write_all(&self.batches[b as usize][s as usize..e as usize])
+                    .map_err(CopyError::Write)?;
+            }
+            rows += stream.rows;
         }
+        Ok(rows)
     }
 }
 
-/// A failure while merging: reading a spilled run, or writing the part.
-enum MergeError {
+/// A failure while writing a part: reading the spill file, or writing the part.
+enum CopyError {
     Read(std::io::Error),
     Write(std::io::Error),
 }
 
-/// Reads `[pos, end)` of a file with positional reads, so that many readers share one file.
-struct Segment<'a> {
-    file: &'a File,
-    pos: u64,
+/// Copies `[start, end)` of `file` to `out`, through `buf`.
+fn copy_range(
+    file: &File,
+    mut start: u64,
     end: u64,
-}
-
-impl Read for Segment<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let want = buf.len().min((self.end - self.pos) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
+    buf: &mut Vec<u8>,
+    out: &mut impl Write,
+) -> Result<(), CopyError> {
+    buf.resize(READ_BUFFER, 0);
+    while start < end {
+        let want = READ_BUFFER.min((end - start) as usize);
+        file.read_exact_at(&mut buf[..want], start)
+            .map_err(CopyError::Read)?;
+        out.write_all(&buf[..want]).map_err(CopyError::Write)?;
+        start += want as u64;
     }
+    Ok(())
 }
 
 /// The offset a record line starts with.
@@ -250,72 +336,13 @@ fn offset_of(line: &[u8]) -> u64 {
         .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'))
 }
 
-/// Writes the records of owned shard `slot` in offset order: a k-way merge of its segment in
-/// every run and the records still held. Returns the number of records.
-fn merge(
-    runs: &[Run],
-    slot: usize,
-    held: &[Held],
-    batches: &[Batch],
-    out: &mut impl Write,
-) -> Result<u64, MergeError> {
-    let mut readers: Vec<BufReader<Segment<'_>>> = runs
-        .iter()
-        .map(|r| {
-            let (pos, end) = r.segments[slot];
-            BufReader::with_capacity(
-                READ_BUFFER,
-                Segment {
-                    file: &r.file,
-                    pos,
-                    end,
-                },
-            )
-        })
-        .collect();
-    let mut lines: Vec<Vec<u8>> = vec![Vec::new(); readers.len()];
-    // (offset, source): sources are the runs, then the held records (source runs.len()).
-    let mut heap = BinaryHeap::with_capacity(readers.len() + 1);
-    let next = |reader: &mut BufReader<Segment<'_>>, line: &mut Vec<u8>| {
-        line.clear();
-        reader.read_until(b'\n', line).map(|n| n > 0)
-    };
-    for (i, (reader, line)) in readers.iter_mut().zip(&mut lines).enumerate() {
-        match next(reader, line) {
-            Ok(true) => heap.push(Reverse((offset_of(line), i))),
-            Ok(false) => {}
-            Err(e) => return Err(MergeError::Read(e)),
-        }
+/// The last of `\n`-terminated lines.
+fn last_line(lines: &[u8]) -> &[u8] {
+    let body = lines.strip_suffix(b"\n").unwrap_or(lines);
+    match memchr::memrchr(b'\n', body) {
+        Some(i) => &body[i + 1..],
+        None => body,
     }
-    let mine = runs.len();
-    let mut held_at = 0;
-    if let Some(r) = held.first() {
-        heap.push(Reverse((r.0, mine)));
-    }
-    let mut rows = 0u64;
-    while let Some(Reverse((_, source))) = heap.pop() {
-        rows += 1;
-        if source == mine {
-            let (_, b, s, e) = held[held_at];
-            if let Err(e) = out.write_all(&batches[b as usize].text[s as usize..e as usize]) {
-                return Err(MergeError::Write(e));
-            }
-            held_at += 1;
-            if let Some(r) = held.get(held_at) {
-                heap.push(Reverse((r.0, mine)));
-            }
-        } else {
-            if let Err(e) = out.write_all(&lines[source]) {
-                return Err(MergeError::Write(e));
-            }
-            match next(&mut readers[source], &mut lines[source]) {
-                Ok(true) => heap.push(Reverse((offset_of(&lines[source]), source))),
-                Ok(false) => {}
-                Err(e) => return Err(MergeError::Read(e)),
-            }
-        }
-    }
-    Ok(rows)
 }
 
 /// The shard header line for a schema.
@@ -326,24 +353,50 @@ pub fn shard_header(schema: &shards::Schema) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shards::shard_of;
 
-    /// A batch of records for worker `dest`, one line `offset,x` per offset.
-    fn batch(dest: u32, offsets: &[u64]) -> Batch {
+    /// Batch `seq` from worker `source` for worker `dest`, one line `offset,x` per offset,
+    /// grouped by shard as `ingest` sends them.
+    fn batch(dest: u32, source: u32, seq: u64, offsets: &[u64], num_shards: u32) -> Batch {
         let mut text = Vec::new();
-        for o in offsets {
-            text.extend_from_slice(format!("{o},{}\n", o * 7).as_bytes());
+        let mut parts = Vec::new();
+        for shard in 0..num_shards {
+            let mut rows = 0;
+            for &o in offsets
+                .iter()
+                .filter(|&&o| shard_of(o, num_shards) == shard)
+            {
+                text.extend_from_slice(format!("{o},{}\n", o * 7).as_bytes());
+                rows += 1;
+            }
+            if rows > 0 {
+                parts.push((shard, text.len() as u32, rows));
+            }
         }
-        Batch { dest, text }
+        Batch {
+            dest,
+            source,
+            seq,
+            text,
+            parts,
+        }
     }
 
     /// Everything a sink would write for each owned shard, as text.
-    fn written(sink: &ShardSink) -> Vec<String> {
-        sink.groups()
-            .iter()
-            .enumerate()
-            .map(|(slot, held)| {
+    fn written(sink: &mut ShardSink) -> Vec<String> {
+        assert!(sink.failure.is_none(), "{:?}", sink.failure);
+        if let Some(w) = sink.spill.as_mut() {
+            w.flush().unwrap();
+        }
+        let sink = &*sink;
+        let spill = sink.spill.as_ref().map(BufWriter::get_ref);
+        (0..sink.streams.len() / sink.peers)
+            .map(|slot| {
                 let mut out = Vec::new();
-                let rows = sink.write_slot(slot, held, &mut out).ok().unwrap();
+                let rows = sink
+                    .write_slot(slot, spill, &mut Vec::new(), &mut out)
+                    .ok()
+                    .unwrap();
                 let text = String::from_utf8(out).unwrap();
                 assert_eq!(rows as usize, text.lines().count());
                 text
@@ -354,12 +407,22 @@ mod tests {
     #[test]
     fn spilled_runs_merge_into_the_order_held_records_have() {
         // Worker 1 of 2 over 5 shards owns shards 1 and 3. Batches arrive out of offset order
-        // (as from several senders), with records of both owned shards in each.
+        // (as from several senders), with records of both owned shards in each: the first
+        // half of the offsets read by worker 0, the second by worker 1.
         let (num_shards, index, peers) = (5, 1, 2);
         let mine: Vec<u64> = (0..4000u64)
             .filter(|&o| owner(shard_of(o, num_shards), peers) == index)
             .collect();
-        let mut chunks: Vec<Vec<u64>> = mine.chunks(37).map(<[u64]>::to_vec).collect();
+        let mut seqs = [0u64; 2];
+        let mut chunks: Vec<Batch> = mine
+            .chunks(37)
+            .map(|c| {
+                let source = u32::from(c[0] >= 2000);
+                let seq = &mut seqs[source as usize];
+                *seq += 1;
+                batch(index as u32, source, *seq - 1, c, num_shards)
+            })
+            .collect();
         // A fixed shuffle: reverse every other chunk's position.
         let n = chunks.len();
         for i in (0..n / 2).step_by(2) {
@@ -368,17 +431,17 @@ mod tests {
         let feed = |budget: usize| {
             let mut sink = ShardSink::new(num_shards, index, peers, budget, std::env::temp_dir());
             for c in &chunks {
-                sink.extend(&mut vec![batch(index as u32, c)]);
+                sink.extend(&mut vec![c.clone()]);
             }
             sink
         };
-        let in_memory = feed(usize::MAX);
+        let mut in_memory = feed(usize::MAX);
         assert_eq!(in_memory.runs(), 0);
         // A budget below one batch: a run per batch.
-        let spilled = feed(1);
+        let mut spilled = feed(1);
         assert_eq!(spilled.runs(), chunks.len());
-        let expected = written(&in_memory);
-        assert_eq!(written(&spilled), expected);
+        let expected = written(&mut in_memory);
+        assert_eq!(written(&mut spilled), expected);
         // Offset order within each shard, and every record once.
         let mut all = Vec::new();
         for text in &expected {
@@ -388,5 +451,27 @@ mod tests {
         }
         all.sort_unstable();
         assert_eq!(all, mine);
+    }
+
+    #[test]
+    fn records_out_of_offset_order_fail_the_write() {
+        // Two batches from worker 0 whose offsets go backwards (not what a reader sends).
+        let mut sink = ShardSink::new(1, 0, 1, usize::MAX, std::env::temp_dir());
+        sink.extend(&mut vec![
+            batch(0, 0, 0, &[50, 60], 1),
+            batch(0, 0, 1, &[10], 1),
+        ]);
+        assert!(
+            sink.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("out of offset order")),
+            "{:?}",
+            sink.failure
+        );
+        // A batch that never came.
+        let mut sink = ShardSink::new(1, 0, 1, usize::MAX, std::env::temp_dir());
+        sink.extend(&mut vec![batch(0, 0, 1, &[10], 1)]);
+        assert_eq!(sink.received(), 1);
+        assert_eq!(sink.taken, 0);
     }
 }

@@ -170,8 +170,8 @@ fn two_processes_match_the_reference() {
 
 #[test]
 fn a_tiny_buffer_spills_runs_and_changes_nothing() {
-    // A 1-byte budget makes every worker spill a sorted run for each delivery of batches, so the
-    // shards are merged from many runs on disk.
+    // A 1-byte budget makes every worker spill what it holds for each batch it takes, so the
+    // shards are put together from many spilled pieces on disk.
     let dir = tempfile::tempdir().unwrap();
     let input = messy_csv(dir.path(), 60_000);
     let reference = dir.path().join("reference");

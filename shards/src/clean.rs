@@ -79,6 +79,10 @@ pub struct Cleaner {
     label: u8,
     values: Vec<f64>,
     digits_fast_path: bool,
+    /// The last record kept came through the one-digit fast path: its features are these
+    /// digits (ASCII), written as they are by [`Cleaner::write_record`].
+    digits: Vec<u8>,
+    from_digits: bool,
 }
 
 impl Cleaner {
@@ -96,6 +100,8 @@ impl Cleaner {
             label: 0,
             values: Vec::with_capacity(k),
             digits_fast_path,
+            digits: Vec::with_capacity(k),
+            from_digits: false,
         }
     }
 
@@ -116,8 +122,10 @@ impl Cleaner {
 
     fn check(&mut self, line: &[u8]) -> Result<(), DropReason> {
         if self.digits_fast_path && self.check_digits(line) {
+            self.from_digits = true;
             return Ok(());
         }
+        self.from_digits = false;
         if line.trim_ascii().is_empty() {
             self.fields.split(b"");
             return Err(DropReason::BlankLine);
@@ -161,28 +169,25 @@ impl Cleaner {
         if line.len() != 2 * n - 1 {
             return false;
         }
-        for (i, &b) in line.iter().enumerate() {
-            let ok = if i % 2 == 0 {
-                b.is_ascii_digit()
-            } else {
-                b == b','
-            };
-            if !ok {
-                return false;
-            }
+        // Without a branch per byte: a digit then a comma, n - 1 times, then a digit.
+        let mut ok = line[line.len() - 1].is_ascii_digit();
+        for pair in line.chunks_exact(2) {
+            ok &= pair[0].is_ascii_digit() & (pair[1] == b',');
+        }
+        if !ok {
+            return false;
         }
         let label = line[2 * self.schema.label];
         if label != b'0' && label != b'1' {
             return false;
         }
         self.label = label - b'0';
+        self.digits.clear();
+        self.digits
+            .extend(self.schema.features.iter().map(|&i| line[2 * i]));
         self.values.clear();
-        self.values.extend(
-            self.schema
-                .features
-                .iter()
-                .map(|&i| f64::from(line[2 * i] - b'0')),
-        );
+        self.values
+            .extend(self.digits.iter().map(|&d| f64::from(d - b'0')));
         true
     }
 
@@ -202,6 +207,13 @@ impl Cleaner {
         self.label
     }
 
+    /// The features of the last record kept as their ASCII digits, when each is one digit and
+    /// the line took the one-digit fast path (the common case); `None` otherwise.
+    #[inline]
+    pub fn digits(&self) -> Option<&[u8]> {
+        self.from_digits.then_some(&self.digits[..])
+    }
+
     /// The feature values of the last record kept, in output order.
     #[inline]
     pub fn features(&self) -> &[f64] {
@@ -210,7 +222,12 @@ impl Cleaner {
 
     /// Appends the last record kept as a shard line `offset,label,f1,...,fk\n`.
     pub fn write_record(&self, offset: u64, out: &mut Vec<u8>) {
-        crate::format::write_record(out, offset, self.label, &self.values);
+        if self.from_digits {
+            // A one-digit value is written as that digit (see `write_value`).
+            crate::format::write_digits_record(out, offset, self.label, &self.digits);
+        } else {
+            crate::format::write_record(out, offset, self.label, &self.values);
+        }
     }
 }
 

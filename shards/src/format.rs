@@ -22,25 +22,65 @@ pub fn header_line(label: &str, features: &[String]) -> String {
 /// Appends one record line `offset,label,f1,...,fk\n`.
 #[inline]
 pub fn write_record(out: &mut Vec<u8>, offset: u64, label: u8, features: &[f64]) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut o = offset;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (o % 10) as u8;
-        o /= 10;
-        if o == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.push(b',');
-    out.push(b'0' + label);
+    write_offset_label(out, offset, label);
     for &v in features {
         out.push(b',');
         write_value(out, v);
     }
     out.push(b'\n');
+}
+
+/// Appends the record line [`write_record`] writes for features that are each one decimal
+/// digit, given as their ASCII digits.
+#[inline]
+pub fn write_digits_record(out: &mut Vec<u8>, offset: u64, label: u8, digits: &[u8]) {
+    // The line is put together on the stack and appended in one copy.
+    const MOST: usize = 48;
+    if digits.len() > MOST {
+        write_offset_label(out, offset, label);
+        for &d in digits {
+            out.extend_from_slice(&[b',', d]);
+        }
+        out.push(b'\n');
+        return;
+    }
+    let mut line = [b','; 22 + 2 * MOST + 1];
+    let start = put_offset(&mut line[..20], offset);
+    line[21] = b'0' + label;
+    for (i, &d) in digits.iter().enumerate() {
+        debug_assert!(d.is_ascii_digit());
+        line[23 + 2 * i] = d;
+    }
+    let end = 22 + 2 * digits.len();
+    line[end] = b'\n';
+    out.extend_from_slice(&line[start..=end]);
+}
+
+/// Appends `offset,label`.
+#[inline]
+fn write_offset_label(out: &mut Vec<u8>, offset: u64, label: u8) {
+    let mut digits = [0u8; 22];
+    digits[20] = b',';
+    digits[21] = b'0' + label;
+    let start = put_offset(&mut digits[..20], offset);
+    out.extend_from_slice(&digits[start..]);
+}
+
+/// Writes `offset` in decimal at the end of `buf` (20 bytes hold any `u64`) and returns where
+/// it starts.
+#[inline]
+fn put_offset(buf: &mut [u8], offset: u64) -> usize {
+    let mut i = buf.len();
+    let mut o = offset;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (o % 10) as u8;
+        o /= 10;
+        if o == 0 {
+            break;
+        }
+    }
+    i
 }
 
 /// Removes what Hadoop's `TextOutputFormat` and Windows line ends may add: a trailing `\r`
@@ -126,6 +166,20 @@ mod tests {
         write_record(&mut out, 0, 0, &[0.0, 100000.0]);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "1234567,1,1,42.5\n0,0,0,100000\n");
+        let (mut digits, mut values) = (Vec::new(), Vec::new());
+        write_digits_record(&mut digits, u64::MAX, 0, b"109");
+        write_record(&mut values, u64::MAX, 0, &[1.0, 0.0, 9.0]);
+        assert_eq!(digits, values);
+        assert_eq!(digits, b"18446744073709551615,0,1,0,9\n");
+        // Past the stack buffer's 48 features, and offset 0.
+        let many: Vec<u8> = (0..60u8).map(|i| b'0' + i % 10).collect();
+        let values: Vec<f64> = many.iter().map(|&d| f64::from(d - b'0')).collect();
+        for n in [0, 1, 48, 49, 60] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_digits_record(&mut a, 0, 1, &many[..n]);
+            write_record(&mut b, 0, 1, &values[..n]);
+            assert_eq!(a, b, "{n} features");
+        }
         let mut feats = Vec::new();
         let recs: Vec<_> = text
             .lines()

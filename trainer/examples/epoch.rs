@@ -2,12 +2,15 @@
 //! features, batch 256, clip 3, noise 0.9): wall time, and on-CPU time from the kernel's
 //! scheduler statistics, which other processes on a busy machine do not inflate.
 //!
-//! Four variants, interleaved in one run so they share the machine's load: the default (the
+//! Six variants, interleaved in one run so they share the machine's load: the default (the
 //! plain-Rust CPU step where it is chosen, OS-keyed ChaCha20 noise, each value the sum of four
-//! Gaussian draws), the same keyed by a seed, the default noise with the libtorch step forced,
-//! and the seeded noise the trainer used before keys came from the OS (ChaCha8, one draw per
-//! value, added outside the step, libtorch step). `PROFILE=1` prints where the time goes.
-//! Compare with the same example built from an earlier commit for a baseline.
+//! Gaussian draws), the same keyed by a seed, both with the libtorch step forced, and the
+//! seeded noise the trainer used before keys came from the OS (ChaCha8, one draw per value,
+//! added outside the step) with the libtorch step (the reference of issue 10) and with the
+//! step chosen now. It prints each round, then the best and median on-CPU seconds of each
+//! against the reference, and how far the seeded model with the chosen step ends from the
+//! seeded model with the libtorch step (the same noise, so only the arithmetic differs).
+//! `PROFILE=1` prints where the time goes; `MODES=os,ostch` runs only those variants.
 //!
 //!     cargo run --release -p trainer --example epoch [rows] [batch] [hidden] [rounds]
 
@@ -40,8 +43,13 @@ enum Noise {
     Seeded,
     /// `NoiseRng::Os` with the libtorch step even where the fused one is chosen.
     OsTch,
-    /// Before: ChaCha8 from the seed, one Gaussian draw per value, 64 steps drawn ahead.
+    /// `NoiseRng::Seeded` with the libtorch step.
+    SeededTch,
+    /// Before: ChaCha8 from the seed, one Gaussian draw per value, 64 steps drawn ahead, with
+    /// the libtorch step (the reference).
     OldSeeded,
+    /// [`Noise::OldSeeded`] with the step chosen now.
+    OldSeededFused,
 }
 
 fn main() -> trainer::Result<()> {
@@ -64,14 +72,30 @@ fn main() -> trainer::Result<()> {
     let shape = Shape::new(9, &[hidden]);
     let steps = trainer::steps_per_epoch(rows, batch);
     let mut prof = Profiler::new(std::env::var_os("PROFILE").is_some(), Device::Cpu);
-    let modes = [Noise::OldSeeded, Noise::Os, Noise::Seeded, Noise::OsTch];
-    let mut best = [f64::INFINITY; 4];
+    let modes = [
+        Noise::OldSeeded,
+        Noise::Os,
+        Noise::Seeded,
+        Noise::OsTch,
+        Noise::SeededTch,
+        Noise::OldSeededFused,
+    ];
+    let mut cpu_s: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    let mut models: Vec<Option<Tensor>> = modes.iter().map(|_| None).collect();
     for round in 0..rounds {
         for (m, &mode) in modes.iter().enumerate() {
+            if let Ok(only) = std::env::var("MODES")
+                && !only
+                    .split(',')
+                    .any(|o| o.eq_ignore_ascii_case(&format!("{mode:?}")))
+            {
+                continue;
+            }
             let mlp = Mlp::new(shape.clone(), 0, Device::Cpu)?;
+            let old = matches!(mode, Noise::OldSeeded | Noise::OldSeededFused);
             let privacy = StepPrivacy::Private {
                 clip: 3.0,
-                noise_multiplier: if mode == Noise::OldSeeded { 0.0 } else { 0.9 },
+                noise_multiplier: if old { 0.0 } else { 0.9 },
                 grad_sample: GradSample::Vectorized,
                 noise_rng: if matches!(mode, Noise::Os | Noise::OsTch) {
                     NoiseRng::Os
@@ -81,11 +105,11 @@ fn main() -> trainer::Result<()> {
             };
             let opt = Optimizer::new(OptimizerKind::Sgd, 0.01, shape.numel(), Device::Cpu);
             let mut step = DpStep::new(&shape, Device::Cpu, f64::from(batch), privacy, opt)?;
-            if matches!(mode, Noise::OldSeeded | Noise::OsTch) {
+            if matches!(mode, Noise::OldSeeded | Noise::OsTch | Noise::SeededTch) {
                 step.set_fused(false, &shape);
             }
             step.start_epoch(0);
-            let mut old = OldNoise::new(shape.numel(), 0.9 * 3.0 / f64::from(batch));
+            let mut old_noise = OldNoise::new(shape.numel(), 0.9 * 3.0 / f64::from(batch));
             let sampler = PoissonSampler::new(rows, batch, ChaCha20Rng::seed_from_u64(2))?;
             let mut batches = BatchQueue::new(sampler, Device::Cpu);
             let (t0, c0) = (Instant::now(), thread_cpu_ns());
@@ -95,8 +119,8 @@ fn main() -> trainer::Result<()> {
                 let r = data.rows().index_select(0, &idx);
                 prof.mark(trainer::profile::Phase::Sampling);
                 step.accumulate_rows(&mlp, data.width(), &r, &mut prof);
-                if mode == Noise::OldSeeded {
-                    old.add_to(step.grad());
+                if old {
+                    old_noise.add_to(step.grad());
                 } else {
                     step.add_noise(&mut prof);
                 }
@@ -104,7 +128,8 @@ fn main() -> trainer::Result<()> {
             }
             let wall = t0.elapsed().as_secs_f64();
             let cpu = c0.zip(thread_cpu_ns()).map(|(a, b)| (b - a) as f64 * 1e-9);
-            best[m] = best[m].min(cpu.unwrap_or(wall));
+            cpu_s[m].push(cpu.unwrap_or(wall));
+            models[m] = Some(mlp.flat().copy());
             println!(
                 "round {round} {mode:?}{}: {steps} steps in {wall:.3} s wall, {} on CPU; {:.1} \
                  us/step",
@@ -117,17 +142,37 @@ fn main() -> trainer::Result<()> {
             }
         }
     }
-    println!(
-        "best on-CPU seconds: old seeded {:.3}, os (default) {:.3} ({:+.1}%), seeded {:.3} \
-         ({:+.1}%), os with the libtorch step {:.3} ({:+.1}%)",
-        best[0],
-        best[1],
-        (best[1] / best[0] - 1.0) * 100.0,
-        best[2],
-        (best[2] / best[0] - 1.0) * 100.0,
-        best[3],
-        (best[3] / best[0] - 1.0) * 100.0
-    );
+    let stats = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (v.first().copied(), v.get(v.len() / 2).copied())
+    };
+    let (ref_best, ref_median) = stats(&cpu_s[0]);
+    println!("on-CPU seconds per epoch, best and median of {rounds} rounds, against old seeded:");
+    for (m, mode) in modes.iter().enumerate() {
+        let (Some(best), Some(median)) = stats(&cpu_s[m]) else {
+            continue;
+        };
+        let against = |x: f64, r: Option<f64>| {
+            r.map_or(String::new(), |r| {
+                format!(" ({:+.1}%)", (x / r - 1.0) * 100.0)
+            })
+        };
+        println!(
+            "  {:<16} best {best:.3}{}  median {median:.3}{}",
+            format!("{mode:?}"),
+            against(best, ref_best),
+            against(median, ref_median),
+        );
+    }
+    if let (Some(a), Some(b)) = (&models[2], &models[4]) {
+        let diff = (a - b).abs().max().double_value(&[]);
+        let size = b.abs().max().double_value(&[]);
+        println!(
+            "seeded model, step chosen now against the libtorch step: max |difference| {diff:.2e} \
+             (largest parameter {size:.3})"
+        );
+    }
     Ok(())
 }
 

@@ -1,20 +1,27 @@
-//! The clipped gradient sum of a small MLP on the CPU in plain Rust, one example at a time:
-//! the same closed form as [`crate::grad_sample`] (forward, `sigmoid(z) - y` at the logit,
-//! back through `W` and the ReLU masks, per-example norm `sqrt(sum_l |a_l, 1|^2 |delta_l|^2)`,
-//! Opacus's clip factor), without a libtorch call per operation.
+//! The clipped gradient sum of a small MLP on the CPU in plain Rust: the same closed form as
+//! [`crate::grad_sample`] (forward, `sigmoid(z) - y` at the logit, back through `W` and the ReLU
+//! masks, per-example norm `sqrt(sum_l |a_l, 1|^2 |delta_l|^2)`, Opacus's clip factor), with
+//! one matrix product per layer and direction and no libtorch call per operation.
 //!
 //! At batch 256 and 551 parameters a libtorch step is some 25 calls of about a microsecond of
-//! fixed cost each for about 0.5 MFLOP of arithmetic; here the step is three copies in and
-//! one out, and inputs that are exactly 0 (most of a one-hot or 0/1 census row) are skipped in
-//! the first layer's products, which changes no sum. [`crate::dp_step::DpStep`] uses it on the
-//! CPU where it is faster (small models at small batches, see [`Fused::worthwhile`]); tests
-//! hold it equal to the libtorch path.
+//! fixed cost each for about 0.5 MFLOP of arithmetic; here the step is two copies in, one out
+//! (after the noise is added on the host, see [`crate::dp_step::DpStep::add_noise`]),
+//! and per layer a product forward (`Z_l = [A_l, 1] W_l`), one back (`Delta_l W_l^T`, masked)
+//! and one for the gradient (`[A_l, 1]^T diag(w) Delta_l`), by `ndarray`'s `general_mat_mul`
+//! (the `matrixmultiply` kernels, which pick AVX2/FMA or AVX-512 at run time; this crate's own
+//! loops, without `unsafe` or a global `-C target-cpu`, get 128-bit vectors). The output
+//! layer (one logit) is a row at a time: its ReLU, logit, gradient and the masked gradient at
+//! the layer below in one pass. [`crate::dp_step::DpStep`] uses it on the CPU where it is
+//! faster ([`Fused::worthwhile`]); tests hold it equal to the libtorch path.
 
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use tch::Tensor;
 
 use crate::mlp::Shape;
 
-/// Host buffers for one worker's fused steps, reused across steps.
+/// Host buffers for one worker's fused steps, reused across steps (grown to the largest
+/// batch seen, never shrunk).
 #[derive(Debug)]
 pub struct Fused {
     /// Layer widths: inputs, hidden..., 1.
@@ -23,15 +30,20 @@ pub struct Fused {
     offsets: Vec<usize>,
     params: Vec<f32>,
     grad: Vec<f32>,
+    /// The batch's data rows `[k, stride]`: `[x, 1, y, |x, 1|, padding]`.
     rows: Vec<f32>,
-    /// Per layer `l >= 1`: the example's input to layer `l` (ReLU activations).
+    /// Per layer `l >= 1`: `[k, in_l + 1]`, its input (ReLU outputs) and a column of ones.
     acts: Vec<Vec<f32>>,
-    /// Per layer: the example's pre-activation, then the gradient at the layer's output.
+    /// Per layer: `[k, out_l]`, the pre-activations, then the gradient at the layer's output.
     deltas: Vec<Vec<f32>>,
-    /// Per layer: the positions of the nonzero entries of the example's input to it.
-    nonzero: Vec<Vec<usize>>,
-    /// Per layer: how many of `nonzero` are set.
-    nonzero_len: Vec<usize>,
+    /// Per example: the squared gradient norm.
+    sq: Vec<f32>,
+    /// Per example: its weight in the sum, `min(scale, clip_scaled / (|g_i| + eps))`.
+    weight: Vec<f32>,
+    /// The output layer's weights squared.
+    w_sq: Vec<f32>,
+    /// A layer's input scaled by the weights, where that is narrower than its gradient.
+    scaled: Vec<f32>,
 }
 
 /// What the clipped sum is scaled and clipped by.
@@ -58,10 +70,12 @@ impl Fused {
             at += (sizes[l] + 1) * sizes[l + 1];
         }
         Fused {
-            acts: sizes[..depth].iter().map(|&n| vec![0.0; n]).collect(),
-            deltas: sizes[1..].iter().map(|&n| vec![0.0; n]).collect(),
-            nonzero: sizes[..depth].iter().map(|&n| vec![0; n + 1]).collect(),
-            nonzero_len: vec![0; depth],
+            acts: vec![Vec::new(); depth],
+            deltas: vec![Vec::new(); depth],
+            sq: Vec::new(),
+            weight: Vec::new(),
+            w_sq: vec![0.0; sizes[depth - 1]],
+            scaled: Vec::new(),
             params: vec![0.0; at],
             grad: vec![0.0; at],
             rows: Vec::new(),
@@ -71,158 +85,333 @@ impl Fused {
     }
 
     /// Whether the fused path is expected to beat the libtorch one on the CPU: models of at
-    /// most 4096 parameters at expected batches of at most 256. Measured on the census model
-    /// (551 parameters, one thread, 2-core AMD EPYC under load): an epoch at batch 256 took
-    /// 0.207-0.210 s CPU fused against 0.211-0.219 s with libtorch, but at batch 512 0.186 s
-    /// against 0.158 s and at 4096 about 40% more: this code's per-example arithmetic runs on
-    /// 128-bit vectors, libtorch's matrix products on AVX-512, which pays once the batch
-    /// outweighs the libtorch step's fixed cost.
+    /// most 4096 parameters at expected batches of at most 1024. Measured with
+    /// `trainer/examples/epoch.rs` on the census model (551 parameters, one thread, best
+    /// on-CPU seconds per epoch of 3 rounds, fused against libtorch, 2-core AMD EPYC at load
+    /// 7-11; bench/RESULTS.md, issue 16): batch 64 0.290 against 0.538, 256 0.149 against
+    /// 0.201, 512 0.126 against 0.149, 1024 0.116 against 0.119, 2048 0.117 against 0.117,
+    /// 4096 0.105 against 0.102. Past about a thousand rows libtorch's fixed cost per call is
+    /// paid off and its AVX-512 products catch up.
     pub fn worthwhile(shape: &Shape, expected_batch: f64) -> bool {
-        shape.numel() <= 4096 && expected_batch <= 256.0
+        shape.numel() <= 4096 && expected_batch <= 1024.0
     }
 
-    /// Writes `sum_i w_i g_i` into `out` (the flat gradient), where `rows` is the batch's
-    /// `[k, stride]` data rows (`[x, 1, y, |x, 1|, padding]`, see [`crate::data::Examples`]),
-    /// `flat` the model's parameters and `w_i = min(scale, clip_scaled / (|g_i| + eps))`.
-    pub fn accumulate(&mut self, flat: &Tensor, rows: &Tensor, clip: Clip, out: &Tensor) {
+    /// Computes `sum_i w_i g_i` into the host gradient ([`Fused::grad_mut`], then
+    /// [`Fused::write_to`]), where `rows` is the batch's `[k, stride]` data rows
+    /// (`[x, 1, y, |x, 1|, padding]`, see [`crate::data::Examples`]), `flat` the model's
+    /// parameters and `w_i = min(scale, clip_scaled / (|g_i| + eps))`.
+    pub fn accumulate(&mut self, flat: &Tensor, rows: &Tensor, clip: Clip) {
         let [k, stride] = rows.size()[..] else {
             panic!("batch rows are [k, stride]");
         };
         let (k, stride) = (k as usize, stride as usize);
-        if self.rows.len() < k * stride {
-            self.rows.resize(k * stride, 0.0);
-        }
-        if k > 0 {
-            rows.copy_data(&mut self.rows, k * stride);
-        }
         let numel = self.params.len();
         flat.copy_data(&mut self.params, numel);
-        self.grad.fill(0.0);
-        let width = self.sizes[0];
-        let rows = std::mem::take(&mut self.rows);
-        for row in rows[..k * stride].chunks_exact(stride) {
-            let (x, y, x_norm) = (&row[..=width], row[width + 1], row[width + 2]);
-            let logit = self.forward(x);
-            let last = self.deltas.len() - 1;
-            self.deltas[last][0] = sigmoid(logit) - y;
-            let sq = self.backward(x_norm);
-            let w = if clip.clip_scaled.is_finite() {
-                (clip.clip_scaled / (sq.sqrt() + clip.eps)).min(clip.scale)
-            } else {
-                clip.scale
-            };
-            self.add_weighted(x, w);
+        if k == 0 {
+            self.grad.fill(0.0);
+            return;
         }
-        self.rows = rows;
+        self.reserve(k, stride);
+        rows.copy_data(&mut self.rows, k * stride);
+        self.forward(k, stride);
+        self.output_layer(k, stride);
+        self.backward(k, stride);
+        self.clip_weights(k, clip);
+        self.weighted_sums(k, stride);
+    }
+
+    /// The host gradient [`Fused::accumulate`] wrote (to add the noise to on the host).
+    pub fn grad_mut(&mut self) -> &mut [f32] {
+        &mut self.grad
+    }
+
+    /// Copies the host gradient into `out` (the flat gradient tensor).
+    pub fn write_to(&self, out: &Tensor) {
         out.shallow_clone().copy_(&Tensor::from_slice(&self.grad));
     }
 
-    /// The example's forward pass: fills `acts` (ReLU outputs) and `nonzero`, and returns the
-    /// logit.
-    fn forward(&mut self, x: &[f32]) -> f32 {
-        let depth = self.offsets.len();
-        for l in 0..depth {
+    /// Grows the buffers to a batch of `k` rows of `stride`.
+    fn reserve(&mut self, k: usize, stride: usize) {
+        let grow = |v: &mut Vec<f32>, n: usize| {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+        };
+        grow(&mut self.rows, k * stride);
+        for l in 0..self.offsets.len() {
+            if l > 0 {
+                grow(&mut self.acts[l], k * (self.sizes[l] + 1));
+            }
+            grow(&mut self.deltas[l], k * self.sizes[l + 1]);
+        }
+        grow(&mut self.sq, k);
+        grow(&mut self.weight, k);
+        let widest = self.sizes.iter().max().expect("a model has layers");
+        grow(&mut self.scaled, k * (widest + 1));
+    }
+
+    /// The hidden layers: `Z_l = [A_l, 1] W_l` into `deltas[l]`, and the ReLU of each but the
+    /// last (which [`Fused::output_layer`] takes) into `acts[l + 1]`.
+    fn forward(&mut self, k: usize, stride: usize) {
+        let last = self.offsets.len() - 1;
+        for l in 0..last {
             let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
             let block = &self.params[self.offsets[l]..self.offsets[l] + (inp + 1) * out];
-            let a = if l == 0 { x } else { &self.acts[l][..] };
-            let nz = &mut self.nonzero[l];
-            let count = nonzero(a, nz);
-            self.nonzero_len[l] = count;
-            let z = &mut self.deltas[l];
-            if out == 1 {
-                // One output (the logit): a dot product with the weight column.
-                z[0] = dot(a, &block[..a.len()]) + if l == 0 { 0.0 } else { block[inp] };
-            } else {
-                if l == 0 {
-                    // x ends with the constant 1, which picks up the bias row.
-                    z.fill(0.0);
-                } else {
-                    z.copy_from_slice(&block[inp * out..]);
-                }
-                for &j in &nz[..count] {
-                    axpy(z, a[j], &block[j * out..(j + 1) * out]);
-                }
-            }
-            if l + 1 < depth {
-                for (a, &v) in self.acts[l + 1].iter_mut().zip(z.iter()) {
-                    *a = v.max(0.0);
+            let zv = &mut self.deltas[l][..k * out];
+            let (a, rs) = layer_input(&self.rows, &self.acts, &self.sizes, l, k, stride);
+            general_mat_mul(
+                1.0,
+                &view(a, (k, inp + 1), (rs, 1)),
+                &view(block, (inp + 1, out), (out, 1)),
+                0.0,
+                &mut view_mut(zv, (k, out), (out, 1)),
+            );
+            if l + 1 < last {
+                let next = &mut self.acts[l + 1][..k * (out + 1)];
+                for (a, z) in next.chunks_exact_mut(out + 1).zip(zv.chunks_exact(out)) {
+                    for (a, &z) in a.iter_mut().zip(z) {
+                        *a = z.max(0.0);
+                    }
+                    a[out] = 1.0;
                 }
             }
         }
-        self.deltas[depth - 1][0]
     }
 
-    /// Back from the logit's gradient (in the last `deltas`): fills every layer's `deltas` and
-    /// returns the example's squared gradient norm.
-    fn backward(&mut self, x_norm: f32) -> f32 {
-        let depth = self.offsets.len();
-        let mut sq = 0.0f32;
-        for l in (0..depth).rev() {
-            let d_sq = dot(&self.deltas[l], &self.deltas[l]);
-            let a_sq = if l == 0 {
-                x_norm * x_norm
-            } else {
-                dot(&self.acts[l], &self.acts[l]) + 1.0
-            };
-            sq += d_sq * a_sq;
+    /// The output layer, one example at a time: the ReLU of the last hidden layer (into
+    /// `acts`), the logit, its gradient `sigmoid(z) - y` (into the last `deltas`), the masked
+    /// gradient at the last hidden layer (into its `deltas`), and the squared norm of the
+    /// example's gradient for these two layers (into `sq`).
+    fn output_layer(&mut self, k: usize, stride: usize) {
+        let last = self.offsets.len() - 1;
+        let width = self.sizes[0];
+        let inp = self.sizes[last];
+        let block = &self.params[self.offsets[last]..self.offsets[last] + inp + 1];
+        let (w, bias) = (&block[..inp], block[inp]);
+        let rows = &self.rows[..k * stride];
+        let sq = &mut self.sq[..k];
+        if last == 0 {
+            // No hidden layer: logistic regression on the inputs.
+            for ((s, d), row) in sq
+                .iter_mut()
+                .zip(&mut self.deltas[0][..k])
+                .zip(rows.chunks_exact(stride))
+            {
+                let logit = dot(&row[..inp], w) + bias;
+                *d = sigmoid(logit) - row[width + 1];
+                *s = *d * *d * (row[width + 2] * row[width + 2]);
+            }
+            return;
+        }
+        for (q, &w) in self.w_sq.iter_mut().zip(w) {
+            *q = w * w;
+        }
+        let (below, here) = self.deltas.split_at_mut(last);
+        let (zs, logits) = (&mut below[last - 1][..k * inp], &mut here[0][..k]);
+        let acts = &mut self.acts[last][..k * (inp + 1)];
+        for ((((z, a), s), d), row) in zs
+            .chunks_exact_mut(inp)
+            .zip(acts.chunks_exact_mut(inp + 1))
+            .zip(sq.iter_mut())
+            .zip(logits.iter_mut())
+            .zip(rows.chunks_exact(stride))
+        {
+            let (a_sq, logit, masked_w_sq) = relu_row(z, &mut a[..inp], w, &self.w_sq);
+            a[inp] = 1.0;
+            *d = sigmoid(logit + bias) - row[width + 1];
+            // The gradient at the last hidden layer's output: d w, where its ReLU passed.
+            for ((z, &a), &w) in z.iter_mut().zip(a.iter()).zip(w) {
+                *z = relu_mask(a, w * *d);
+            }
+            *s = *d * *d * (a_sq + 1.0);
+            if last == 1 {
+                // That gradient's squared norm is d^2 sum_{j: a_j > 0} w_j^2; the layer's
+                // input is the data row.
+                let x_norm = row[width + 2];
+                *s += *d * *d * masked_w_sq * (x_norm * x_norm);
+            }
+        }
+    }
+
+    /// Back through the hidden layers below the last: each layer's part of the squared norms,
+    /// and the masked gradient at the output of the layer below (`Delta_l W_l^T`).
+    fn backward(&mut self, k: usize, stride: usize) {
+        let last = self.offsets.len() - 1;
+        let width = self.sizes[0];
+        for l in (0..last).rev() {
+            let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
+            if l + 1 < last || l > 0 {
+                // (The layer just below the output layer with the data as input was done
+                // there.)
+                let delta = &self.deltas[l][..k * out];
+                let (a, rs) = layer_input(&self.rows, &self.acts, &self.sizes, l, k, stride);
+                for ((s, d), a) in self.sq[..k]
+                    .iter_mut()
+                    .zip(delta.chunks_exact(out))
+                    .zip(a.chunks(rs))
+                {
+                    let a_sq = if l == 0 {
+                        a[width + 2] * a[width + 2]
+                    } else {
+                        dot(&a[..inp], &a[..inp]) + 1.0
+                    };
+                    *s += dot(d, d) * a_sq;
+                }
+            }
             if l > 0 {
-                let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
                 let block = &self.params[self.offsets[l]..self.offsets[l] + inp * out];
                 let (below, here) = self.deltas.split_at_mut(l);
-                let (back, delta) = (&mut below[l - 1], &here[0]);
-                if out == 1 {
-                    let d = delta[0];
-                    for ((b, &w), &a) in back.iter_mut().zip(block).zip(&self.acts[l]) {
-                        *b = relu_mask(a, w * d);
-                    }
-                } else {
-                    for ((b, w), &a) in back
-                        .iter_mut()
-                        .zip(block.chunks_exact(out))
-                        .zip(&self.acts[l])
-                    {
-                        *b = relu_mask(a, dot(w, delta));
+                let (back, delta) = (&mut below[l - 1][..k * inp], &here[0][..k * out]);
+                general_mat_mul(
+                    1.0,
+                    &view(delta, (k, out), (out, 1)),
+                    &view(block, (out, inp), (1, out)),
+                    0.0,
+                    &mut view_mut(back, (k, inp), (inp, 1)),
+                );
+                let acts = &self.acts[l][..k * (inp + 1)];
+                for (b, a) in back.chunks_exact_mut(inp).zip(acts.chunks_exact(inp + 1)) {
+                    for (b, &a) in b.iter_mut().zip(a) {
+                        *b = relu_mask(a, *b);
                     }
                 }
             }
         }
-        sq
     }
 
-    /// `grad += w [a_l, 1] (x) delta_l` for every layer (`nonzero` from the forward pass).
-    fn add_weighted(&mut self, x: &[f32], w: f32) {
+    /// Each example's weight from its squared norm.
+    fn clip_weights(&mut self, k: usize, clip: Clip) {
+        for (w, &s) in self.weight[..k].iter_mut().zip(&self.sq[..k]) {
+            *w = if clip.clip_scaled.is_finite() {
+                (clip.clip_scaled / (s.sqrt() + clip.eps)).min(clip.scale)
+            } else {
+                clip.scale
+            };
+        }
+    }
+
+    /// `G_l = [A_l, 1]^T diag(w) Delta_l` into each layer's block of `grad`, the weights
+    /// applied to the narrower of the two.
+    fn weighted_sums(&mut self, k: usize, stride: usize) {
+        let mut grad = std::mem::take(&mut self.grad);
+        let mut scaled = std::mem::take(&mut self.scaled);
         for l in 0..self.offsets.len() {
             let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
-            let block = &mut self.grad[self.offsets[l]..self.offsets[l] + (inp + 1) * out];
-            let delta = &self.deltas[l];
-            // The first layer's input ends with the constant 1 (its bias row); later layers'
-            // bias rows get the constant 1 here.
-            let a = if l == 0 { x } else { &self.acts[l][..] };
+            let g = &mut grad[self.offsets[l]..self.offsets[l] + (inp + 1) * out];
+            let weight = &self.weight[..k];
+            let (a, rs) = layer_input(&self.rows, &self.acts, &self.sizes, l, k, stride);
+            let delta = &self.deltas[l][..k * out];
             if out == 1 {
-                axpy(&mut block[..a.len()], w * delta[0], a);
-            } else {
-                for &j in &self.nonzero[l][..self.nonzero_len[l]] {
-                    axpy(&mut block[j * out..(j + 1) * out], w * a[j], delta);
+                g.fill(0.0);
+                for ((a, &w), &d) in a.chunks(rs).zip(weight).zip(delta) {
+                    axpy(g, w * d, &a[..=inp]);
                 }
-            }
-            if l > 0 {
-                axpy(&mut block[inp * out..], w, delta);
+            } else if inp < out {
+                let sc = &mut scaled[..k * (inp + 1)];
+                for ((s, a), &w) in sc.chunks_exact_mut(inp + 1).zip(a.chunks(rs)).zip(weight) {
+                    for (s, &a) in s.iter_mut().zip(a) {
+                        *s = a * w;
+                    }
+                }
+                general_mat_mul(
+                    1.0,
+                    &view(sc, (inp + 1, k), (1, inp + 1)),
+                    &view(delta, (k, out), (out, 1)),
+                    0.0,
+                    &mut view_mut(g, (inp + 1, out), (out, 1)),
+                );
+            } else {
+                let sc = &mut scaled[..k * out];
+                for ((s, d), &w) in sc
+                    .chunks_exact_mut(out)
+                    .zip(delta.chunks_exact(out))
+                    .zip(weight)
+                {
+                    for (s, &d) in s.iter_mut().zip(d) {
+                        *s = d * w;
+                    }
+                }
+                general_mat_mul(
+                    1.0,
+                    &view(a, (inp + 1, k), (1, rs)),
+                    &view(sc, (k, out), (out, 1)),
+                    0.0,
+                    &mut view_mut(g, (inp + 1, out), (out, 1)),
+                );
             }
         }
+        self.grad = grad;
+        self.scaled = scaled;
     }
 }
 
-/// Writes the positions of `a`'s nonzero entries to the front of `out` (at least as long as
-/// `a`) and returns how many there are, without a branch per entry (whether a 0/1 feature or a
-/// ReLU output is zero is a coin flip to a branch predictor).
-#[inline]
-fn nonzero(a: &[f32], out: &mut [usize]) -> usize {
-    let mut n = 0;
-    for (j, &v) in a.iter().enumerate() {
-        out[n] = j;
-        n += usize::from(v != 0.0);
+/// Layer `l`'s input `[A_l, 1]` for a batch of `k` as `(buffer, row stride)`: the data rows
+/// for the first layer, the ReLU outputs after.
+fn layer_input<'a>(
+    rows: &'a [f32],
+    acts: &'a [Vec<f32>],
+    sizes: &[usize],
+    l: usize,
+    k: usize,
+    stride: usize,
+) -> (&'a [f32], usize) {
+    if l == 0 {
+        (&rows[..k * stride], stride)
+    } else {
+        let w = sizes[l] + 1;
+        (&acts[l][..k * w], w)
     }
-    n
+}
+
+/// `m` as an `ndarray` view of `shape` with (row, column) `strides`.
+fn view(m: &[f32], shape: (usize, usize), strides: (usize, usize)) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape(shape.strides(strides), m).expect("the buffer holds the matrix")
+}
+
+/// [`view`], mutable.
+fn view_mut(
+    m: &mut [f32],
+    shape: (usize, usize),
+    strides: (usize, usize),
+) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape(shape.strides(strides), m).expect("the buffer holds the matrix")
+}
+
+/// One example's last hidden layer: `a = relu(z)`; returns `|a|^2`, `a . w` and
+/// `sum_{j: a_j > 0} w_sq_j`, each in eight interleaved partial sums (a single running sum
+/// would wait on each addition; the compiler may not reorder float additions itself).
+#[inline]
+fn relu_row(z: &[f32], a: &mut [f32], w: &[f32], w_sq: &[f32]) -> (f32, f32, f32) {
+    let (mut s1, mut s2, mut s3) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let full = z.len() / 8 * 8;
+    for c in (0..full).step_by(8) {
+        let (z, a, w, q) = (
+            &z[c..c + 8],
+            &mut a[c..c + 8],
+            &w[c..c + 8],
+            &w_sq[c..c + 8],
+        );
+        for i in 0..8 {
+            let v = z[i].max(0.0);
+            a[i] = v;
+            s1[i] += v * v;
+            s2[i] += v * w[i];
+            s3[i] += relu_mask(v, q[i]);
+        }
+    }
+    let (mut t1, mut t2, mut t3) = (0f32, 0f32, 0f32);
+    for i in full..z.len() {
+        let v = z[i].max(0.0);
+        a[i] = v;
+        t1 += v * v;
+        t2 += v * w[i];
+        t3 += relu_mask(v, w_sq[i]);
+    }
+    (
+        s1.iter().sum::<f32>() + t1,
+        s2.iter().sum::<f32>() + t2,
+        s3.iter().sum::<f32>() + t3,
+    )
 }
 
 /// `v` where the ReLU's output `a` is positive, else 0 (`threshold_backward`), without a branch:

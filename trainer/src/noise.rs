@@ -36,9 +36,10 @@ pub struct NoiseSource {
     stream: Stream,
     std: f64,
     numel: usize,
+    /// `[rows, numel]`; row `next` is the next step's noise.
     host: Vec<f32>,
-    /// `[rows, numel]` on the device; row `next` is the next step's noise.
-    block: Tensor,
+    /// `host` on the device, copied when a step first adds it there.
+    block: Option<Tensor>,
     next: usize,
     device: Device,
 }
@@ -77,7 +78,7 @@ impl NoiseSource {
             std,
             numel,
             host: vec![0.0; rows * numel],
-            block: Tensor::zeros([0], (tch::Kind::Float, device)),
+            block: None,
             next: rows,
             device,
         })
@@ -104,22 +105,36 @@ impl NoiseSource {
         if self.next == self.rows() {
             self.refill();
         }
-        let noise = self.block.select(0, self.next as i64);
+        let (rows, numel) = (self.rows() as i64, self.numel as i64);
+        let block = self.block.get_or_insert_with(|| {
+            Tensor::from_slice(&self.host)
+                .view([rows, numel])
+                .to_device(self.device)
+        });
+        let noise = block.select(0, self.next as i64);
         self.next += 1;
         let _ = grad.shallow_clone().g_add_(&noise);
     }
 
-    /// Draws the next block of steps' noise and copies it to the device.
-    fn refill(&mut self) {
-        let half = 0.5 * self.std;
-        let z = self.stream.normal.as_mut();
-        for v in self.host.iter_mut() {
-            let s = z.draw() + z.draw() + z.draw() + z.draw();
-            *v = (s * half) as f32;
+    /// [`NoiseSource::add_to`] on a gradient in host memory: the same values, added in `f32`
+    /// as on the device.
+    pub fn add_to_host(&mut self, grad: &mut [f32]) {
+        if self.next == self.rows() {
+            self.refill();
         }
-        self.block = Tensor::from_slice(&self.host)
-            .view([self.rows() as i64, self.numel as i64])
-            .to_device(self.device);
+        let noise = &self.host[self.next * self.numel..(self.next + 1) * self.numel];
+        for (g, &n) in grad.iter_mut().zip(noise) {
+            *g += n;
+        }
+        self.next += 1;
+    }
+
+    /// Draws the next block of steps' noise (copied to the device when first added there).
+    fn refill(&mut self) {
+        self.stream
+            .normal
+            .fill_sums_of_four(&mut self.host, 0.5 * self.std);
+        self.block = None;
         self.next = 0;
     }
 }
@@ -197,6 +212,33 @@ mod tests {
         for (i, &v) in got.iter().enumerate() {
             let want = ((z.draw() + z.draw() + z.draw() + z.draw()) * 0.5 * std) as f32;
             assert_eq!(v, want, "value {i}");
+        }
+    }
+
+    /// Adding on the host gives the same values as adding on the device, and the two can
+    /// alternate without skipping or repeating a step's noise.
+    #[test]
+    fn host_and_device_adds_draw_the_same_steps() {
+        let source = || {
+            let mut s =
+                NoiseSource::drawing_ahead(NoiseRng::Seeded(8), 5, 0.7, Device::Cpu, 3).unwrap();
+            s.start_epoch(4);
+            s
+        };
+        let (mut a, mut b) = (source(), source());
+        for step in 0..8 {
+            let base: Vec<f32> = (0..5).map(|i| (i * step) as f32 * 0.1).collect();
+            let g = Tensor::from_slice(&base);
+            a.add_to(&g);
+            let mut h = base.clone();
+            if step % 3 == 1 {
+                let t = Tensor::from_slice(&base);
+                b.add_to(&t);
+                h = Vec::<f32>::try_from(&t).unwrap();
+            } else {
+                b.add_to_host(&mut h);
+            }
+            assert_eq!(Vec::<f32>::try_from(&g).unwrap(), h, "step {step}");
         }
     }
 
