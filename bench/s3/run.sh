@@ -4,6 +4,10 @@
 # of the extra time (S3 input only, S3 output only, raw transfers).
 #
 #   bench/s3/run.sh                      # REPS=5 CONFIGS="1x2 2x2" ROWS=1200000
+#   BASELINE=/path/to/old/pipeline bench/s3/run.sh   # also times that binary, interleaved
+#
+# Each timing is wall time and the pipeline processes' on-CPU time (user + sys of the command
+# and its children; moto's own CPU is not in it).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,18 +37,17 @@ remote_in="s3://bench/in/CaPUMS5full.csv"
 
 times="$work/times.tsv"
 : >"$times"
-# Seconds of one command's wall time, appended to $times as "label<TAB>seconds".
+# One command's wall seconds and on-CPU seconds (user + sys, children included), appended to
+# $times as "label<TAB>wall<TAB>cpu".
 timed() {
     local label="$1"
     shift
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null 2>"$work/last.err" || {
+    /usr/bin/time -f '%e %U %S' -o "$work/last.time" "$@" >/dev/null 2>"$work/last.err" || {
         cat "$work/last.err" >&2
         exit 1
     }
-    t1=$(date +%s.%N)
-    printf '%s\t%s\n' "$label" "$(echo "$t1 - $t0" | bc)" >>"$times"
+    read -r wall user sys <"$work/last.time"
+    printf '%s\t%s\t%s\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" >>"$times"
 }
 
 for config in $configs; do
@@ -57,6 +60,11 @@ for config in $configs; do
         timed "$config s3" "${run[@]}" --input "$remote_in" --output s3://bench/out
         timed "$config s3-in" "${run[@]}" --input "$remote_in" --output "$work/local-from-s3"
         timed "$config s3-out" "${run[@]}" --input "$data" --output s3://bench/out-from-local
+        if [[ -n "${BASELINE:-}" ]]; then
+            base=("$BASELINE" "${run[@]:1}")
+            timed "$config local (baseline)" "${base[@]}" --input "$data" --output "$work/local"
+            timed "$config s3 (baseline)" "${base[@]}" --input "$remote_in" --output s3://bench/out-base
+        fi
     done
 done
 for i in $(seq 1 "$reps"); do
@@ -75,11 +83,13 @@ python3 - "$times" "$configs" "$(stat -c %s "$data")" "$rows" <<'PY'
 import statistics, sys
 from collections import defaultdict
 path, configs, size, rows = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4])
-t = defaultdict(list)
+t, cpu = defaultdict(list), defaultdict(list)
 for line in open(path):
-    label, secs = line.rstrip("\n").split("\t")
+    label, secs, cpus = line.rstrip("\n").split("\t")
     t[label].append(float(secs))
+    cpu[label].append(float(cpus))
 med = {k: statistics.median(v) for k, v in t.items()}
+mcpu = {k: statistics.median(v) for k, v in cpu.items()}
 mib = size / 2**20
 print(f"input: {rows} rows, {mib:.1f} MiB; medians of {len(t[configs[0] + ' local'])} runs; moto on 127.0.0.1")
 print(f"{'workers x threads':<18} {'local':>8} {'s3->s3':>8} {'ratio':>6} {'s3 in':>8} {'s3 out':>8}")
@@ -87,6 +97,14 @@ for c in configs:
     l, s, i, o = (med[f"{c} {k}"] for k in ("local", "s3", "s3-in", "s3-out"))
     print(f"{c:<18} {l:>7.2f}s {s:>7.2f}s {s / l:>5.2f}x {i:>7.2f}s {o:>7.2f}s")
 print("s3 in: S3 input, local output; s3 out: local input, S3 output (commit by server-side copy)")
+print("on-CPU seconds of the pipeline processes (medians):")
+for c in configs:
+    print(f"  {c}: " + ", ".join(f"{k} {mcpu[f'{c} {k}']:.2f}s" for k in ("local", "s3", "s3-in", "s3-out")))
+for c in configs:
+    if f"{c} s3 (baseline)" in med:
+        l, s = med[f"{c} local (baseline)"], med[f"{c} s3 (baseline)"]
+        print(f"baseline {c}: local {l:.2f}s, s3->s3 {s:.2f}s, ratio {s / l:.2f}x; "
+              f"on-CPU local {mcpu[f'{c} local (baseline)']:.2f}s, s3->s3 {mcpu[f'{c} s3 (baseline)']:.2f}s")
 g, p = med["raw get"], med["raw put"]
 print(f"raw transfer of the input through the store: get {g:.2f}s ({mib / g:.0f} MiB/s), put {p:.2f}s ({mib / p:.0f} MiB/s)")
 PY

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 pub use cluster::Cluster;
-use shards::{Location, SchemaOptions};
+use shards::{Location, S3Options, SchemaOptions};
 
 /// The most shards a run writes (part names have five digits, and sort in shard order).
 pub const MAX_SHARDS: u32 = 10_000;
@@ -37,4 +37,6 @@ pub struct RunConfig {
     /// Bytes of records a process holds in memory (shared by its threads) before its workers
     /// spill them to disk.
     pub buffer_bytes: usize,
+    /// How S3 locations are reached (unused for local ones).
+    pub s3: S3Options,
 }

@@ -9,15 +9,15 @@ use std::io::Write;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shards::Location;
 use shards::manifest::ShardInfo;
 use shards::schema::CAPUMS_COLUMNS;
 use shards::store::create_file;
+use shards::{Location, S3Options};
 
 use crate::error::{Error, Result};
 
 /// Options of `pipeline generate`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct GenerateConfig {
     /// Number of data rows.
     pub rows: u64,
@@ -29,6 +29,8 @@ pub struct GenerateConfig {
     pub output: Location,
     /// Replace an existing file.
     pub overwrite: bool,
+    /// How an S3 output is reached (unused for a local one).
+    pub s3: S3Options,
 }
 
 /// Writes the synthetic file; returns its size and checksum.
@@ -39,7 +41,7 @@ pub fn generate(config: &GenerateConfig) -> Result<ShardInfo> {
             config.na_rate
         )));
     }
-    let mut out = create_file(&config.output, config.overwrite)?;
+    let mut out = create_file(&config.output, config.overwrite, &config.s3)?;
     let io = |e| shards::Error::io(&config.output, e);
     let header: Vec<String> = CAPUMS_COLUMNS.iter().map(|c| format!("\"{c}\"")).collect();
     writeln!(out, "{}", header.join(",")).map_err(io)?;
@@ -130,6 +132,7 @@ mod tests {
                 na_rate: 0.05,
                 output,
                 overwrite: false,
+                s3: Default::default(),
             })
             .unwrap()
         };

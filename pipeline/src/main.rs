@@ -138,6 +138,7 @@ impl TryFrom<RunArgs> for Launch {
             allow_empty: a.allow_empty,
             buffer_bytes: (a.buffer_mb as usize) << 20,
             progress: !quiet && std::io::stderr().is_terminal(),
+            s3: s3_options(&a.s3, quiet),
         };
         Ok(Launch {
             config,
@@ -147,27 +148,17 @@ impl TryFrom<RunArgs> for Launch {
     }
 }
 
-/// Sets how S3 locations are reached: addressing style, timeouts and attempts, and transfer
-/// progress bars sharing the terminal with the run's own (none when quiet). A no-op in builds
-/// without S3.
-fn configure_s3(a: &S3Args, quiet: bool) {
-    #[cfg(feature = "s3")]
-    shards::s3::configure(shards::s3::S3Options {
-        progress: Some(if quiet {
-            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
-        } else {
-            pipeline::progress::terminal().clone()
-        }),
+/// How S3 locations are reached: addressing style, timeouts, attempts and requests in flight,
+/// and transfer progress bars sharing the terminal with the run's own (none when quiet).
+fn s3_options(a: &S3Args, quiet: bool) -> shards::S3Options {
+    shards::S3Options {
+        progress: (!quiet).then(|| pipeline::progress::TransferBars::new() as _),
         ..a.to_options()
-    });
-    #[cfg(not(feature = "s3"))]
-    let _ = (a, quiet);
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let s3 = args.s3.clone();
     let launch = Launch::try_from(args)?;
-    configure_s3(&s3, launch.quiet);
     shards::fault::set_process(launch.config.cluster.process());
     // Everything that can fail on its own (input, schema, output) fails before others start.
     let prepared = pipeline::prepare(&launch.config)?;
@@ -210,13 +201,13 @@ fn stop_run(e: cluster::Error) {
 }
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
-    configure_s3(&a.s3, false);
     let config = GenerateConfig {
         rows: a.rows,
         seed: a.seed,
         na_rate: a.na_rate,
         output: Location::parse(&a.output)?,
         overwrite: a.overwrite,
+        s3: s3_options(&a.s3, false),
     };
     let info = pipeline::generate(&config)?;
     println!(
@@ -227,11 +218,11 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
 }
 
 fn report(a: ReportArgs) -> anyhow::Result<()> {
-    configure_s3(&a.s3, true);
     let config = pipeline::ReportConfig {
         output: Location::parse(&a.output)?,
         page: Location::parse(&a.out)?,
         overwrite: a.overwrite,
+        s3: s3_options(&a.s3, true),
     };
     let bytes = pipeline::report(&config)?;
     println!(

@@ -16,9 +16,9 @@ use crate::write::shard_header;
 
 /// Runs the job sequentially and commits the same output `pipeline run` would.
 pub fn run_sequential(config: &RunConfig) -> Result<Manifest> {
-    let input = open_input(&config.input)?;
+    let input = open_input(&config.input, &config.s3)?;
     let schema = read_schema(&*input, &config.schema)?;
-    let output = open_output(&config.output)?;
+    let output = open_output(&config.output, &config.s3)?;
     output.prepare(config.overwrite)?;
     let stream = shards::store::open_stream(&*input)?;
     let mut lines = LineReader::new(stream, 0);

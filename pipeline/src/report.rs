@@ -5,7 +5,7 @@ use std::io::Write;
 
 use report::{Bars, Page, number};
 use shards::store::create_file;
-use shards::{Dataset, DropReason, Location, Manifest};
+use shards::{Dataset, DropReason, Location, Manifest, S3Options};
 
 use crate::{Error, Result};
 
@@ -18,12 +18,14 @@ pub struct ReportConfig {
     pub page: Location,
     /// Replace an existing page.
     pub overwrite: bool,
+    /// How S3 locations are reached (unused for local ones).
+    pub s3: S3Options,
 }
 
 /// Reads the manifest of `config.output` and writes its page to `config.page`; returns the
 /// page's size in bytes.
 pub fn report(config: &ReportConfig) -> Result<u64> {
-    let dataset = Dataset::open(&config.output)?;
+    let dataset = Dataset::open(&config.output, &config.s3)?;
     let manifest = dataset.manifest().ok_or_else(|| {
         Error::Config(format!(
             "{}: no {} (only outputs of `pipeline run` have one to report on)",
@@ -32,7 +34,7 @@ pub fn report(config: &ReportConfig) -> Result<u64> {
         ))
     })?;
     let html = manifest_page(&config.output.to_string(), manifest)?;
-    let mut file = create_file(&config.page, config.overwrite)?;
+    let mut file = create_file(&config.page, config.overwrite, &config.s3)?;
     file.write_all(html.as_bytes())
         .map_err(|e| shards::Error::io(config.page.to_string(), e))?;
     Ok(file.finish()?.bytes)
@@ -249,6 +251,7 @@ mod tests {
             allow_empty: false,
             progress: false,
             buffer_bytes: crate::write::DEFAULT_BUFFER_BYTES,
+            s3: Default::default(),
         })
         .unwrap();
         let page = dir.path().join("report.html");
@@ -256,6 +259,7 @@ mod tests {
             output: Location::Local(out.clone()),
             page: Location::Local(page.clone()),
             overwrite: false,
+            s3: Default::default(),
         };
         let bytes = report(&config).unwrap();
         let html = std::fs::read_to_string(&page).unwrap();

@@ -74,8 +74,8 @@ pub struct Prepared {
 pub fn prepare(config: &RunConfig) -> Result<Prepared> {
     prepare_with(
         config,
-        open_input(&config.input)?,
-        open_output(&config.output)?,
+        open_input(&config.input, &config.s3)?,
+        open_output(&config.output, &config.s3)?,
     )
 }
 

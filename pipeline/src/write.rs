@@ -255,6 +255,8 @@ impl ShardSink {
             info.rows = rows;
             infos.push(info);
         }
+        // The parts may still be uploading (S3): reported only once stored.
+        output.sync_parts()?;
         Ok(infos)
     }
 

@@ -119,6 +119,9 @@ impl Output for FailingOutput {
         }
         self.inner.create_part(name)
     }
+    fn sync_parts(&self) -> shards::Result<()> {
+        self.inner.sync_parts()
+    }
     fn commit(&self, manifest: &Manifest) -> shards::Result<()> {
         self.inner.commit(manifest)
     }
@@ -137,10 +140,10 @@ fn a_failure_mid_run_leaves_no_output_under_final_names() {
     let out = dir.path().join("out");
     let cfg = config(&input, &out, 8, Cluster::Single { threads: 2 });
     let output = Box::new(FailingOutput {
-        inner: open_output(&cfg.output).unwrap(),
+        inner: open_output(&cfg.output, &cfg.s3).unwrap(),
         fail_on: "part-00005",
     });
-    let input_store = shards::store::open_input(&cfg.input).unwrap();
+    let input_store = shards::store::open_input(&cfg.input, &cfg.s3).unwrap();
     let err = pipeline::run_with(&cfg, input_store, output)
         .unwrap_err()
         .to_string();

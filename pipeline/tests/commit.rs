@@ -141,7 +141,7 @@ fn kill_at_every_step(move_aside: bool, old: &Snapshot) -> usize {
         }
         if after.is_some() {
             // Whatever is there is complete: the reader takes it.
-            Dataset::open(&Location::Local(out.clone()))
+            Dataset::open(&Location::Local(out.clone()), &shards::S3Options::default())
                 .and_then(|d| d.load())
                 .unwrap_or_else(|e| panic!("{point}: {e}"));
         }

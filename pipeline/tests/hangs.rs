@@ -275,9 +275,12 @@ fn a_child_dying_after_the_commit_leaves_a_successful_run() {
     signal(child, "-KILL");
     let status = wait_bounded(&mut parent, Duration::from_secs(60), "the parent");
     assert!(status.success(), "{status}");
-    let table = shards::Dataset::open(&shards::Location::Local(tmp.path().join("out")))
-        .unwrap()
-        .load()
-        .unwrap();
+    let table = shards::Dataset::open(
+        &shards::Location::Local(tmp.path().join("out")),
+        &shards::S3Options::default(),
+    )
+    .unwrap()
+    .load()
+    .unwrap();
     assert!(table.len() > 1900, "{} rows", table.len());
 }

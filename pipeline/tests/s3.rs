@@ -112,6 +112,7 @@ fn generate_and_run_on_s3_match_the_local_runs() {
     let mut w = shards::store::create_file(
         &shards::Location::parse(&format!("s3://{b}/in/messy.csv")).unwrap(),
         false,
+        &shards::S3Options::default(),
     )
     .unwrap();
     w.write_all(&std::fs::read(&messy).unwrap()).unwrap();
@@ -143,15 +144,20 @@ fn generate_and_run_on_s3_match_the_local_runs() {
     }
 
     // Reading the S3 shards back through the Dataset gives the local records.
-    let remote =
-        shards::Dataset::open(&shards::Location::parse(&format!("s3://{b}/out-gen.csv")).unwrap())
-            .unwrap()
-            .load()
-            .unwrap();
-    let local = shards::Dataset::open(&shards::Location::Local(dir.join("out-gen.csv")))
-        .unwrap()
-        .load()
-        .unwrap();
+    let remote = shards::Dataset::open(
+        &shards::Location::parse(&format!("s3://{b}/out-gen.csv")).unwrap(),
+        &shards::S3Options::default(),
+    )
+    .unwrap()
+    .load()
+    .unwrap();
+    let local = shards::Dataset::open(
+        &shards::Location::Local(dir.join("out-gen.csv")),
+        &shards::S3Options::default(),
+    )
+    .unwrap()
+    .load()
+    .unwrap();
     assert_eq!(remote, local);
 }
 
@@ -172,6 +178,7 @@ fn gzip_input_on_s3_is_read_by_one_worker() {
     let mut w = shards::store::create_file(
         &shards::Location::parse(&format!("s3://{b}/gen.csv.gz")).unwrap(),
         false,
+        &shards::S3Options::default(),
     )
     .unwrap();
     w.write_all(&gz).unwrap();

@@ -5,8 +5,8 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use shards::Location;
 use shards::store::{create_file, open_input};
+use shards::{Location, S3Options};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,10 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: s3cp SOURCE DESTINATION (paths or s3://bucket/key)".into());
     };
     let started = Instant::now();
-    let input = open_input(&Location::parse(src)?)?;
+    let input = open_input(&Location::parse(src)?, &S3Options::default())?;
     let len = input.len()?;
     let mut reader = input.open_at(0, len)?;
-    let mut out = create_file(&Location::parse(dst)?, true)?;
+    let mut out = create_file(&Location::parse(dst)?, true, &S3Options::default())?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = reader.read(&mut buf)?;

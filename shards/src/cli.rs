@@ -41,18 +41,14 @@ impl From<SchemaArgs> for SchemaOptions {
 }
 
 /// The library's default S3 timeouts in seconds: connect, read, operation.
-#[cfg(feature = "s3")]
 const S3_TIMEOUTS: [u64; 3] = [
     crate::s3::DEFAULT_CONNECT_TIMEOUT.as_secs(),
     crate::s3::DEFAULT_READ_TIMEOUT.as_secs(),
     crate::s3::DEFAULT_OPERATION_TIMEOUT.as_secs(),
 ];
-/// The same figures for builds without S3, whose flags are accepted and unused.
-#[cfg(not(feature = "s3"))]
-const S3_TIMEOUTS: [u64; 3] = [10, 15, 120];
 
 /// How S3 locations are reached: a plain data struct, turned into the storage layer's options
-/// by [`S3Args::to_options`] (builds with the `s3` feature).
+/// by [`S3Args::to_options`] (accepted and unused in builds without the `s3` feature).
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct S3Args {
     /// S3 path-style addressing (http://host/bucket/key); `--s3-path-style=false` forces
@@ -76,12 +72,17 @@ pub struct S3Args {
     #[arg(long, env = "FASTDP_S3_MAX_ATTEMPTS", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=20))]
     pub s3_max_attempts: Option<u32>,
+    /// S3 requests a store keeps in flight at most: part uploads (each holds up to 8 MiB in
+    /// memory) and the commit's copies.
+    #[arg(long, env = "FASTDP_S3_CONCURRENCY", value_name = "N",
+          default_value_t = crate::s3::DEFAULT_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub s3_concurrency: u16,
 }
 
-#[cfg(feature = "s3")]
 impl S3Args {
     /// The storage layer's options these flags set; everything else (endpoint, region, part
-    /// sizes, where progress bars go) is the library's default, for the caller to change.
+    /// sizes, the progress callback) is the library's default, for the caller to change.
     pub fn to_options(&self) -> crate::s3::S3Options {
         use std::time::Duration;
         crate::s3::S3Options {
@@ -90,12 +91,12 @@ impl S3Args {
             read_timeout: Duration::from_secs(self.s3_read_timeout),
             operation_timeout: Duration::from_secs(self.s3_operation_timeout),
             max_attempts: self.s3_max_attempts,
+            concurrency: self.s3_concurrency.into(),
             ..crate::s3::S3Options::default()
         }
     }
 }
 
-#[cfg(feature = "s3")]
 impl From<&S3Args> for crate::s3::S3Options {
     fn from(a: &S3Args) -> crate::s3::S3Options {
         a.to_options()
@@ -133,7 +134,6 @@ mod tests {
         );
     }
 
-    #[cfg(feature = "s3")]
     #[test]
     fn s3_defaults_are_the_library_defaults() {
         // Unless the environment sets them (FASTDP_S3_*).
@@ -147,18 +147,29 @@ mod tests {
                 o.force_path_style,
                 o.connect_timeout,
                 o.read_timeout,
-                o.operation_timeout
+                o.operation_timeout,
+                o.concurrency
             ),
             (
                 d.force_path_style,
                 d.connect_timeout,
                 d.read_timeout,
-                d.operation_timeout
+                d.operation_timeout,
+                d.concurrency
             )
         );
-        let o = parse(&["--s3-path-style", "--s3-max-attempts", "2"])
-            .s3
-            .to_options();
-        assert_eq!((o.force_path_style, o.max_attempts), (Some(true), Some(2)));
+        let o = parse(&[
+            "--s3-path-style",
+            "--s3-max-attempts",
+            "2",
+            "--s3-concurrency",
+            "3",
+        ])
+        .s3
+        .to_options();
+        assert_eq!(
+            (o.force_path_style, o.max_attempts, o.concurrency),
+            (Some(true), Some(2), 3)
+        );
     }
 }

@@ -5,6 +5,7 @@ use crate::format::{is_header, parse_header, parse_record, trim_line};
 use crate::local::is_part_name;
 use crate::location::Location;
 use crate::manifest::{MANIFEST_NAME, Manifest, SUCCESS_NAME, crc_hex};
+use crate::s3::S3Options;
 use crate::store::{ShardSource, open_source};
 
 /// One part file of a dataset.
@@ -61,8 +62,10 @@ impl Dataset {
     /// files must be exactly those it lists; without one (Hadoop output), [`Dataset::load_parts`]
     /// refuses duplicate record keys. Names starting with `part-` that are not part names
     /// (`part-00001.bak`, `part-00000.gz`) are refused.
-    pub fn open(location: &Location) -> Result<Dataset> {
-        Dataset::from_source(open_source(location)?)
+    ///
+    /// `s3`: how an S3 location is reached (unused for local paths).
+    pub fn open(location: &Location, s3: &S3Options) -> Result<Dataset> {
+        Dataset::from_source(open_source(location, s3)?)
     }
 
     /// Like [`Dataset::open`], over any [`ShardSource`].

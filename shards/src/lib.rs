@@ -16,7 +16,6 @@ pub mod lines;
 pub mod local;
 pub mod location;
 pub mod manifest;
-#[cfg(feature = "s3")]
 pub mod s3;
 pub mod schema;
 pub mod store;
@@ -28,5 +27,6 @@ pub use hash::{is_test, shard_of, splitmix64};
 pub use lines::LineReader;
 pub use location::Location;
 pub use manifest::Manifest;
+pub use s3::S3Options;
 pub use schema::{Schema, SchemaOptions};
 pub use store::{Input, Output, PartWriter, ShardSource};

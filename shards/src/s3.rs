@@ -1,116 +1,66 @@
-//! S3 storage (`s3://bucket/prefix`, cargo feature `s3`): a client with its own tokio runtime
-//! behind the blocking [`Input`], [`Output`], [`PartWriter`] and [`ShardSource`] seams.
+//! S3 storage (`s3://bucket/prefix`): a client with its own tokio runtime behind the blocking
+//! [`Input`], [`Output`], [`PartWriter`] and [`ShardSource`] seams (cargo feature `s3`; the
+//! options and the progress callback are compiled without it too, so configurations carry
+//! them either way).
 //!
 //! Credentials, region and endpoint come from aws-config's default chain (environment,
 //! `~/.aws` profiles, the instance role on EC2/EMR; `AWS_ENDPOINT_URL` points it at any
 //! S3-compatible server). Path-style addressing is forced when a custom endpoint is in use, and
 //! can be set either way with [`S3Options::force_path_style`].
 //!
-//! Binaries set process-wide options once with [`configure`] (e.g. from `--s3-path-style`);
-//! [`crate::store::open_input`] and friends then build stores from them. Code that needs a
-//! store with its own options (a second endpoint in a test) uses [`S3::new`] directly.
+//! Options are passed explicitly: a binary builds one [`S3Options`] from its flags and hands it
+//! to [`crate::store::open_input`] and friends (or to `S3::new`), so two stores in one process
+//! can use different endpoints or timeouts.
 //!
 //! The rest of the code is synchronous (timely worker threads, not tokio tasks), so every store
-//! owns a small multi-thread tokio runtime and blocks on it; see [`S3::block_on`].
+//! owns a small multi-thread tokio runtime and blocks on it; see `S3::block_on`.
+//!
+//! Modules by concern: `client` (the SDK client and its runtime), `objects` (listing,
+//! whole-object reads, bounded-concurrency copies and deletes), `upload` (one object being
+//! written), `commit` (the shard output and its commit protocol), `source` (shards read back),
+//! `input` (ranged reads of an input object).
 
+mod options;
+
+pub use options::{
+    DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MULTIPART_THRESHOLD, DEFAULT_OPERATION_TIMEOUT, DEFAULT_RANGE_SLACK,
+    DEFAULT_READ_TIMEOUT, Direction, S3Options, TransferProgress,
+};
+
+// Each of these files is compiled only with the `s3` feature (`#![cfg(feature = "s3")]`).
+mod client;
+mod commit;
 mod error;
 mod input;
-mod output;
+mod objects;
 mod progress;
+mod source;
 mod upload;
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+#[cfg(feature = "s3")]
+pub use self::{
+    client::S3, commit::S3Output, input::S3Input, objects::Listing, source::S3Source,
+    upload::Upload,
+};
 
-use aws_config::BehaviorVersion;
-use aws_config::Region;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_sdk_s3::Client;
-
-use crate::error::{Error, Result};
-use crate::location::Location;
-use crate::store::{Input, Output, PartWriter, ShardSource};
-
-pub use input::S3Input;
-pub use output::{Listing, S3Output, S3Source};
-pub use upload::Upload;
-
+#[cfg(feature = "s3")]
 pub(crate) use error::sdk_error;
-use progress::Transfers;
-
-/// Objects larger than this go up as multipart uploads (S3 needs parts of at least 5 MiB).
-pub const DEFAULT_MULTIPART_THRESHOLD: usize = 8 << 20;
-/// Bytes read past a range's end in the first GET, so the range's last line rarely needs a
-/// second request.
-pub const DEFAULT_RANGE_SLACK: u64 = 64 << 10;
-/// How long connecting to the endpoint may take ([`S3Options::connect_timeout`]).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the endpoint may stay silent while an answer is awaited
-/// ([`S3Options::read_timeout`]).
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long one operation may take, retries included ([`S3Options::operation_timeout`]).
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Attempts per request, the first included, when neither the options nor the environment
-/// (`AWS_MAX_ATTEMPTS`) say otherwise. With the read timeout this bounds how long a silent
-/// endpoint can hold a request: 3 x 15 s plus backoff, under a minute.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// The smallest part S3 accepts in a multipart upload (all but the last).
-const MIN_PART_SIZE: usize = 5 << 20;
-
-/// How S3 stores are built. `Default` follows the SDK's defaults everywhere.
-#[derive(Debug, Clone)]
-pub struct S3Options {
-    /// Path-style addressing (`http://host/bucket/key`) instead of virtual-hosted style
-    /// (`http://bucket.host/key`). `None`: on exactly when a custom endpoint is configured.
-    pub force_path_style: Option<bool>,
-    /// An endpoint overriding aws-config's (which honours `AWS_ENDPOINT_URL`).
-    pub endpoint_url: Option<String>,
-    /// A region overriding aws-config's. When neither gives one, `us-east-1`.
-    pub region: Option<String>,
-    /// Attempts per request, first try included, overriding the SDK's retry configuration
-    /// (which reads `AWS_MAX_ATTEMPTS`, default [`DEFAULT_MAX_ATTEMPTS`]).
-    pub max_attempts: Option<u32>,
-    /// How long connecting to the endpoint may take.
-    pub connect_timeout: Duration,
-    /// How long the endpoint may stay silent: before the first byte of an answer, and between
-    /// two pieces of an object being read. A silent endpoint fails each attempt after this.
-    pub read_timeout: Duration,
-    /// How long one operation may take, every attempt included (the body of a download is
-    /// guarded by `read_timeout` instead).
-    pub operation_timeout: Duration,
-    /// Objects larger than this are uploaded in parts of this size (at least 5 MiB).
-    pub multipart_threshold: usize,
-    /// Extra bytes fetched past a range's end (see [`DEFAULT_RANGE_SLACK`]).
-    pub range_slack: u64,
-    /// Where the transfer progress bars go; `None` draws them on stderr (only when it is a
-    /// terminal). Pass the binary's own `MultiProgress` so the bars do not fight.
-    pub progress: Option<indicatif::MultiProgress>,
-}
-
-impl Default for S3Options {
-    fn default() -> Self {
-        S3Options {
-            force_path_style: None,
-            endpoint_url: None,
-            region: None,
-            max_attempts: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
-            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
-            range_slack: DEFAULT_RANGE_SLACK,
-            progress: None,
-        }
-    }
-}
-
-static CONFIGURED: Mutex<Option<S3Options>> = Mutex::new(None);
+#[cfg(feature = "s3")]
+use {
+    crate::error::Result,
+    crate::location::Location,
+    crate::store::{Input, Output, PartWriter, ShardSource},
+    client::{MIN_PART_SIZE, bucket_key, join_key},
+};
 
 /// The S3 server the tests use, found through `AWS_ENDPOINT_URL` (started by
 /// `scripts/with-s3.sh`). Without it, tests skip (returning `None`), except under `CI=true`,
 /// where a missing server fails them, so CI can never skip the S3 tests silently.
+///
+/// Test code only: compiled with the `test-support` feature (and `s3`), which only
+/// dev-dependencies turn on.
+#[cfg(all(feature = "s3", feature = "test-support"))]
 pub fn test_server() -> Option<S3> {
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
         assert!(
@@ -123,307 +73,36 @@ pub fn test_server() -> Option<S3> {
     Some(S3::new(S3Options::default()).expect("an S3 client for the test server"))
 }
 
-/// Sets the options of every S3 store opened afterwards through [`crate::store`]
-/// (`open_input`, `open_output`, `open_source`, `create_file`). Call it once, in `main`.
-pub fn configure(options: S3Options) {
-    *CONFIGURED.lock().unwrap_or_else(|e| e.into_inner()) = Some(options);
-}
-
-/// The options set by [`configure`], or the defaults.
-pub fn configured() -> S3Options {
-    CONFIGURED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_default()
-}
-
-/// An S3 client with the tokio runtime it runs on. Cheap to clone; the runtime shuts down
-/// (and the progress bars finish) when the last clone is dropped.
-#[derive(Clone, Debug)]
-pub struct S3 {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    client: Client,
-    endpoint: String,
-    runtime: Runtime,
-    options: S3Options,
-    transfers: Transfers,
-}
-
-/// A runtime that never panics on drop (tokio's does when dropped inside an async context).
-#[derive(Debug)]
-struct Runtime(Option<tokio::runtime::Runtime>);
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl S3 {
-    /// A client built from aws-config's default chain and `options`.
-    pub fn new(options: S3Options) -> Result<S3> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("shards-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("tokio runtime for S3", e))?;
-        let runtime = Runtime(Some(runtime));
-        let (client, endpoint) = block_on(runtime.handle(), load_client(&options));
-        Ok(S3 {
-            inner: Arc::new(Inner {
-                client,
-                endpoint,
-                runtime,
-                transfers: Transfers::new(options.progress.clone()),
-                options,
-            }),
-        })
-    }
-
-    /// A client with the options set by [`configure`].
-    pub fn from_configured() -> Result<S3> {
-        S3::new(configured())
-    }
-
-    /// The SDK client, for what the stores do not cover (tests create buckets with it).
-    pub fn client(&self) -> &Client {
-        &self.inner.client
-    }
-
-    /// The endpoint it talks to, for messages (`AWS_ENDPOINT_URL` or the region's AWS one).
-    pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
-    }
-
-    /// The options it was built with.
-    pub fn options(&self) -> &S3Options {
-        &self.inner.options
-    }
-
-    /// Runs `fut` on this client's runtime and waits for it. Safe to call from any thread,
-    /// including from inside another tokio runtime (it then blocks on a helper thread, since
-    /// tokio forbids nesting `block_on`).
-    pub fn block_on<F>(&self, fut: F) -> F::Output
-    where
-        F: Future + Send,
-        F::Output: Send,
-    {
-        block_on(self.inner.runtime.handle(), fut)
-    }
-
-    /// Starts `fut` on this client's runtime.
-    fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.inner.runtime.handle().spawn(fut)
-    }
-
-    /// The object or prefix `key` of `bucket` as an input (reads its size with a HEAD).
-    pub fn input(&self, bucket: &str, key: &str) -> Result<S3Input> {
-        S3Input::open(self.clone(), bucket, key)
-    }
-
-    /// The prefix `key` of `bucket` as a shard output.
-    pub fn output(&self, bucket: &str, key: &str) -> S3Output {
-        S3Output::new(self.clone(), bucket, key)
-    }
-
-    /// The prefix `key` of `bucket` as a source of shards to read back.
-    pub fn source(&self, bucket: &str, key: &str) -> S3Source {
-        S3Source::new(self.clone(), bucket, key)
-    }
-
-    /// Starts writing the single object `key`, visible only once `finish` succeeds. An
-    /// existing object is an error unless `overwrite`.
-    pub fn create_object(&self, bucket: &str, key: &str, overwrite: bool) -> Result<Upload> {
-        if key.is_empty() {
-            return Err(Error::Location(
-                format!("s3://{bucket}/"),
-                "an object needs a key, not just a bucket".into(),
-            ));
-        }
-        if !overwrite && self.exists(bucket, key)? {
-            return Err(Error::OutputExists {
-                path: format!("s3://{bucket}/{key}").into(),
-                reason: "already exists (use --overwrite to replace it)".into(),
-            });
-        }
-        Ok(Upload::new(self.clone(), bucket, key, base_name(key)))
-    }
-
-    /// Whether the object exists (a missing bucket is an error).
-    pub fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
-        let head = self.block_on(self.client().head_object().bucket(bucket).key(key).send());
-        match head {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                self.check_bucket(bucket, key)?;
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error(self, "HeadObject", bucket, key, e)),
-        }
-    }
-
-    /// Turns a 404 on `key` into "no such bucket" when the bucket is what is missing.
-    pub(crate) fn check_bucket(&self, bucket: &str, key: &str) -> Result<()> {
-        self.block_on(self.client().head_bucket().bucket(bucket).send())
-            .map(|_| ())
-            .map_err(|e| sdk_error(self, "HeadBucket", bucket, key, e))
-    }
-
-    fn transfers(&self) -> &Transfers {
-        &self.inner.transfers
-    }
-}
-
-fn block_on<F>(handle: &tokio::runtime::Runtime, fut: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    if tokio::runtime::Handle::try_current().is_ok() {
-        std::thread::scope(|s| {
-            s.spawn(|| handle.block_on(fut))
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
-    } else {
-        handle.block_on(fut)
-    }
-}
-
-impl Runtime {
-    fn handle(&self) -> &tokio::runtime::Runtime {
-        self.0.as_ref().expect("the runtime lives until drop")
-    }
-}
-
-/// The client and the endpoint it talks to.
-async fn load_client(options: &S3Options) -> (Client, String) {
-    let https = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
-    if let Some(region) = &options.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(url) = &options.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    if let Some(n) = options.max_attempts {
-        loader = loader.retry_config(RetryConfig::standard().with_max_attempts(n.max(1)));
-    }
-    loader = loader.timeout_config(
-        TimeoutConfig::builder()
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .operation_timeout(options.operation_timeout)
-            .build(),
-    );
-    let sdk = loader.load().await;
-    let path_style = options
-        .force_path_style
-        .unwrap_or(sdk.endpoint_url().is_some());
-    let mut conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(path_style);
-    if sdk.region().is_none() {
-        conf = conf.region(Region::from_static("us-east-1"));
-    }
-    let conf = conf.build();
-    let endpoint = match sdk.endpoint_url() {
-        Some(url) => url.to_string(),
-        None => format!(
-            "https://s3.{}.amazonaws.com",
-            conf.region().map_or("us-east-1", |r| r.as_ref())
-        ),
-    };
-    (Client::from_conf(conf), endpoint)
-}
-
-/// The last `/`-separated segment of `key`.
-fn base_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
-}
-
-/// `prefix/name`, or `name` at the bucket's root.
-fn join_key(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}/{name}")
-    }
-}
-
-fn bucket_key(loc: &Location) -> (&str, &str) {
-    match loc {
-        Location::S3 { bucket, key } => (bucket, key),
-        Location::Local(_) => unreachable!("only S3 locations are dispatched here"),
-    }
-}
-
 /// [`crate::store::open_input`] for S3.
-pub(crate) fn open_input(loc: &Location) -> Result<Box<dyn Input>> {
+#[cfg(feature = "s3")]
+pub(crate) fn open_input(loc: &Location, options: &S3Options) -> Result<Box<dyn Input>> {
     let (bucket, key) = bucket_key(loc);
-    Ok(Box::new(S3::from_configured()?.input(bucket, key)?))
+    Ok(Box::new(S3::new(options.clone())?.input(bucket, key)?))
 }
 
 /// [`crate::store::open_output`] for S3.
-pub(crate) fn open_output(loc: &Location) -> Result<Box<dyn Output>> {
+#[cfg(feature = "s3")]
+pub(crate) fn open_output(loc: &Location, options: &S3Options) -> Result<Box<dyn Output>> {
     let (bucket, key) = bucket_key(loc);
-    Ok(Box::new(S3::from_configured()?.output(bucket, key)))
+    Ok(Box::new(S3::new(options.clone())?.output(bucket, key)))
 }
 
 /// [`crate::store::open_source`] for S3.
-pub(crate) fn open_source(loc: &Location) -> Result<Box<dyn ShardSource>> {
+#[cfg(feature = "s3")]
+pub(crate) fn open_source(loc: &Location, options: &S3Options) -> Result<Box<dyn ShardSource>> {
     let (bucket, key) = bucket_key(loc);
-    Ok(Box::new(S3::from_configured()?.source(bucket, key)))
+    Ok(Box::new(S3::new(options.clone())?.source(bucket, key)))
 }
 
 /// [`crate::store::create_file`] for S3.
-pub(crate) fn create_file(loc: &Location, overwrite: bool) -> Result<Box<dyn PartWriter>> {
+#[cfg(feature = "s3")]
+pub(crate) fn create_file(
+    loc: &Location,
+    overwrite: bool,
+    options: &S3Options,
+) -> Result<Box<dyn PartWriter>> {
     let (bucket, key) = bucket_key(loc);
     Ok(Box::new(
-        S3::from_configured()?.create_object(bucket, key, overwrite)?,
+        S3::new(options.clone())?.create_object(bucket, key, overwrite)?,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys() {
-        assert_eq!(join_key("", "a"), "a");
-        assert_eq!(join_key("p/q", "a"), "p/q/a");
-        assert_eq!(base_name("p/q/data.csv"), "data.csv");
-        assert_eq!(base_name("data.csv"), "data.csv");
-    }
-
-    #[test]
-    fn block_on_inside_another_runtime() {
-        let s3 = S3::new(S3Options {
-            endpoint_url: Some("http://127.0.0.1:9".into()),
-            region: Some("us-east-1".into()),
-            ..S3Options::default()
-        })
-        .unwrap();
-        let outer = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let n = outer.block_on(async { s3.block_on(async { 41 + 1 }) });
-        assert_eq!(n, 42);
-        // Dropped inside an async context: no panic either.
-        outer.block_on(async move { drop(s3) });
-    }
 }

@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::location::Location;
 use crate::manifest::{Manifest, ShardInfo};
+use crate::s3::S3Options;
 
 /// An input file or object, read in byte ranges.
 pub trait Input: Send + Sync + Debug {
@@ -34,6 +35,13 @@ pub trait Output: Send + Sync + Debug {
     fn prepare(&self, overwrite: bool) -> Result<()>;
     /// Starts writing the part named `name` (e.g. `part-00003`) under a temporary name.
     fn create_part(&self, name: &str) -> Result<Box<dyn PartWriter>>;
+    /// Waits until every part this process finished through this output is stored, and
+    /// returns the first failure, naming its object. A writer calls it before it reports its
+    /// parts as written (the commit may run in another process). Local parts are stored when
+    /// `finish` returns; S3 uploads them in the background, a bounded number at a time.
+    fn sync_parts(&self) -> Result<()> {
+        Ok(())
+    }
     /// Publishes the finished parts, the manifest and `_SUCCESS` so that a reader sees the whole
     /// output or none of it: locally by one rename of the staged directory, on S3 with
     /// `_SUCCESS` written last.
@@ -99,14 +107,14 @@ impl<W: Write> Write for Checksummed<W> {
     }
 }
 
-/// Opens an input location.
-pub fn open_input(loc: &Location) -> Result<Box<dyn Input>> {
+/// Opens an input location; an S3 one with the options `s3` (unused for local paths).
+pub fn open_input(loc: &Location, s3: &S3Options) -> Result<Box<dyn Input>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalInput::open(p)?)),
         #[cfg(feature = "s3")]
-        Location::S3 { .. } => crate::s3::open_input(loc),
+        Location::S3 { .. } => crate::s3::open_input(loc, s3),
         #[cfg(not(feature = "s3"))]
-        Location::S3 { .. } => Err(s3_unsupported(loc)),
+        Location::S3 { .. } => Err(s3_unsupported(loc, s3)),
     }
 }
 
@@ -166,40 +174,41 @@ pub fn check_input_outside(input: &Location, output: &Location) -> Result<()> {
     }
 }
 
-/// An output for a directory or prefix of shards.
-pub fn open_output(loc: &Location) -> Result<Box<dyn Output>> {
+/// An output for a directory or prefix of shards (`s3`: as for [`open_input`]).
+pub fn open_output(loc: &Location, s3: &S3Options) -> Result<Box<dyn Output>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalOutput::new(p.clone()))),
         #[cfg(feature = "s3")]
-        Location::S3 { .. } => crate::s3::open_output(loc),
+        Location::S3 { .. } => crate::s3::open_output(loc, s3),
         #[cfg(not(feature = "s3"))]
-        Location::S3 { .. } => Err(s3_unsupported(loc)),
+        Location::S3 { .. } => Err(s3_unsupported(loc, s3)),
     }
 }
 
-/// A source of shards to read back.
-pub fn open_source(loc: &Location) -> Result<Box<dyn ShardSource>> {
+/// A source of shards to read back (`s3`: as for [`open_input`]).
+pub fn open_source(loc: &Location, s3: &S3Options) -> Result<Box<dyn ShardSource>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalSource::new(p.clone()))),
         #[cfg(feature = "s3")]
-        Location::S3 { .. } => crate::s3::open_source(loc),
+        Location::S3 { .. } => crate::s3::open_source(loc, s3),
         #[cfg(not(feature = "s3"))]
-        Location::S3 { .. } => Err(s3_unsupported(loc)),
+        Location::S3 { .. } => Err(s3_unsupported(loc, s3)),
     }
 }
 
-/// Creates a single file or object (e.g. generated input), published atomically on `finish`.
-pub fn create_file(loc: &Location, overwrite: bool) -> Result<Box<dyn PartWriter>> {
+/// Creates a single file or object (e.g. generated input), published atomically on `finish`
+/// (`s3`: as for [`open_input`]).
+pub fn create_file(loc: &Location, overwrite: bool, s3: &S3Options) -> Result<Box<dyn PartWriter>> {
     match loc {
         Location::Local(p) => Ok(Box::new(crate::local::LocalFile::create(p, overwrite)?)),
         #[cfg(feature = "s3")]
-        Location::S3 { .. } => crate::s3::create_file(loc, overwrite),
+        Location::S3 { .. } => crate::s3::create_file(loc, overwrite, s3),
         #[cfg(not(feature = "s3"))]
-        Location::S3 { .. } => Err(s3_unsupported(loc)),
+        Location::S3 { .. } => Err(s3_unsupported(loc, s3)),
     }
 }
 
 #[cfg(not(feature = "s3"))]
-fn s3_unsupported(loc: &Location) -> Error {
+fn s3_unsupported(loc: &Location, _: &S3Options) -> Error {
     Error::Unsupported(format!("{loc}: this build has no S3 support"))
 }

@@ -2,7 +2,7 @@
 //!
 //! The server is found through `AWS_ENDPOINT_URL`; without it every test prints that it
 //! skipped, except under `CI=true`, where a missing server is a failure.
-#![cfg(feature = "s3")]
+#![cfg(all(feature = "s3", feature = "test-support"))]
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -116,11 +116,13 @@ fn commit_then_read_back() {
     let Some(s3) = server() else { return };
     let b = bucket(&s3, "commit");
     let loc = s3loc(&b, "runs/1/shards");
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     out.prepare(false).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
     w.write_all(BODIES[0].as_bytes()).unwrap();
     w.finish().unwrap();
+    // `finish` may leave the PUT in flight; `sync_parts` waits for it.
+    out.sync_parts().unwrap();
     assert_eq!(
         keys(&s3, &b, "runs/1/shards"),
         ["runs/1/shards/_temporary/part-00000"],
@@ -136,7 +138,7 @@ fn commit_then_read_back() {
             "runs/1/shards/part-00001"
         ]
     );
-    let ds = Dataset::open(&loc).unwrap();
+    let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
     assert!(ds.manifest().is_some());
     let table = ds.load().unwrap();
     assert_eq!(table.offsets, [3, 9, 4]);
@@ -149,7 +151,7 @@ fn existing_output_needs_overwrite_and_foreign_objects_are_kept() {
     let Some(s3) = server() else { return };
     let b = bucket(&s3, "overwrite");
     let loc = s3loc(&b, "out");
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     write_output(out.as_ref(), false).unwrap();
     let err = out.prepare(false).unwrap_err();
     assert!(matches!(err, Error::OutputExists { .. }), "{err}");
@@ -158,12 +160,12 @@ fn existing_output_needs_overwrite_and_foreign_objects_are_kept() {
     assert_eq!(keys(&s3, &b, "out").len(), 4);
 
     // A sibling prefix that merely starts the same is not part of the output.
-    let mut w = create_file(&s3loc(&b, "out2/notes.txt"), false).unwrap();
+    let mut w = create_file(&s3loc(&b, "out2/notes.txt"), false, &S3Options::default()).unwrap();
     w.write_all(b"mine").unwrap();
     w.finish().unwrap();
     write_output(out.as_ref(), true).unwrap();
 
-    let mut w = create_file(&s3loc(&b, "out/notes.txt"), false).unwrap();
+    let mut w = create_file(&s3loc(&b, "out/notes.txt"), false, &S3Options::default()).unwrap();
     w.write_all(b"mine").unwrap();
     w.finish().unwrap();
     let err = out.prepare(true).unwrap_err().to_string();
@@ -184,6 +186,8 @@ fn dropped_writers_and_abort_leave_nothing() {
     let mut w = out.create_part("part-00001").unwrap();
     w.write_all(b"offset,y,a\n").unwrap();
     w.finish().unwrap();
+    // `finish` may leave the PUT in flight; `sync_parts` waits for it.
+    out.sync_parts().unwrap();
     assert_eq!(keys(&s3, &b, "o"), ["o/_temporary/part-00001"]);
     out.abort();
     assert!(keys(&s3, &b, "").is_empty());
@@ -194,7 +198,7 @@ fn single_objects_are_created_once() {
     let Some(s3) = server() else { return };
     let b = bucket(&s3, "file");
     let loc = s3loc(&b, "data/in.csv");
-    let mut w = create_file(&loc, false).unwrap();
+    let mut w = create_file(&loc, false, &S3Options::default()).unwrap();
     w.write_all(b"a,b\n1,2\n").unwrap();
     let info = w.finish().unwrap();
     assert_eq!((info.name.as_str(), info.bytes), ("in.csv", 8));
@@ -202,9 +206,11 @@ fn single_objects_are_created_once() {
         info.crc32,
         format!("{:08x}", crc32fast::hash(b"a,b\n1,2\n"))
     );
-    let err = create_file(&loc, false).err().expect("exists");
+    let err = create_file(&loc, false, &S3Options::default())
+        .err()
+        .expect("exists");
     assert!(matches!(err, Error::OutputExists { .. }), "{err}");
-    let mut w = create_file(&loc, true).unwrap();
+    let mut w = create_file(&loc, true, &S3Options::default()).unwrap();
     w.write_all(b"x\n").unwrap();
     drop(w);
     assert_eq!(s3.get_all(&b, "data/in.csv").unwrap(), b"a,b\n1,2\n");
@@ -245,7 +251,7 @@ fn ranged_reads_give_the_lines_of_the_local_file() {
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("in.csv");
     std::fs::write(&local, &data).unwrap();
-    let local = open_input(&Location::Local(local)).unwrap();
+    let local = open_input(&Location::Local(local), &S3Options::default()).unwrap();
     // Tiny slack and no slack force follow-up GETs for the last line of every range.
     for slack in [0, 5, shards::s3::DEFAULT_RANGE_SLACK] {
         let s3 = S3::new(S3Options {
@@ -361,7 +367,7 @@ fn listing_pages_through_1500_objects() {
             .await
             .unwrap();
     });
-    let ds = Dataset::open(&s3loc(&b, "many")).unwrap();
+    let ds = Dataset::open(&s3loc(&b, "many"), &S3Options::default()).unwrap();
     let names: Vec<String> = ds.parts().iter().map(|p| p.name.clone()).collect();
     let expected: Vec<String> = (0..n).map(|i| format!("part-{i:05}")).collect();
     assert_eq!(names, expected);
@@ -375,12 +381,12 @@ fn listing_pages_through_1500_objects() {
 fn missing_bucket_and_key_are_named() {
     let Some(s3) = server() else { return };
     let gone = format!("shards-no-such-bucket-{}", std::process::id());
-    let err = open_input(&s3loc(&gone, "in.csv")).unwrap_err();
+    let err = open_input(&s3loc(&gone, "in.csv"), &S3Options::default()).unwrap_err();
     let (kind, msg) = io_error(&err);
     assert_eq!(kind, ErrorKind::NotFound, "{msg}");
     assert!(msg.contains(&format!("no such bucket '{gone}'")), "{msg}");
 
-    let err = open_output(&s3loc(&gone, "out"))
+    let err = open_output(&s3loc(&gone, "out"), &S3Options::default())
         .unwrap()
         .prepare(false)
         .unwrap_err();
@@ -388,20 +394,22 @@ fn missing_bucket_and_key_are_named() {
     assert_eq!(kind, ErrorKind::NotFound, "{msg}");
     assert!(msg.contains(&gone), "{msg}");
 
-    let err = create_file(&s3loc(&gone, "x.csv"), false).err().unwrap();
+    let err = create_file(&s3loc(&gone, "x.csv"), false, &S3Options::default())
+        .err()
+        .unwrap();
     assert!(io_error(&err).1.contains(&gone));
 
-    let err = Dataset::open(&s3loc(&gone, "shards")).unwrap_err();
+    let err = Dataset::open(&s3loc(&gone, "shards"), &S3Options::default()).unwrap_err();
     assert!(io_error(&err).1.contains(&gone));
 
     let b = bucket(&s3, "nokey");
-    let err = open_input(&s3loc(&b, "missing/in.csv")).unwrap_err();
+    let err = open_input(&s3loc(&b, "missing/in.csv"), &S3Options::default()).unwrap_err();
     let (kind, msg) = io_error(&err);
     assert_eq!(kind, ErrorKind::NotFound, "{msg}");
     assert!(msg.contains(&format!("s3://{b}/missing/in.csv")), "{msg}");
     assert!(msg.contains("no such key"), "{msg}");
 
-    let err = Dataset::open(&s3loc(&b, "nothing")).unwrap_err();
+    let err = Dataset::open(&s3loc(&b, "nothing"), &S3Options::default()).unwrap_err();
     assert!(matches!(err, Error::NoShards { .. }), "{err}");
 }
 
@@ -410,11 +418,11 @@ fn a_shard_deleted_before_reading_is_named_and_a_rewrite_recovers() {
     let Some(s3) = server() else { return };
     let b = bucket(&s3, "deleted");
     let loc = s3loc(&b, "out");
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     write_output(out.as_ref(), false).unwrap();
 
     // Deleted after the listing: the read names the object.
-    let ds = Dataset::open(&loc).unwrap();
+    let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
     s3.delete_keys(&b, vec!["out/part-00001".into()]).unwrap();
     let err = ds.load().unwrap_err();
     let (kind, msg) = io_error(&err);
@@ -422,12 +430,19 @@ fn a_shard_deleted_before_reading_is_named_and_a_rewrite_recovers() {
     assert!(msg.contains(&format!("s3://{b}/out/part-00001")), "{msg}");
 
     // Deleted before the listing: the manifest disagrees with the prefix.
-    let err = Dataset::open(&loc).unwrap_err();
+    let err = Dataset::open(&loc, &S3Options::default()).unwrap_err();
     assert!(matches!(err, Error::Manifest { .. }), "{err}");
     assert!(err.to_string().contains("part-00001"), "{err}");
 
     write_output(out.as_ref(), true).unwrap();
-    assert_eq!(Dataset::open(&loc).unwrap().load().unwrap().len(), 3);
+    assert_eq!(
+        Dataset::open(&loc, &S3Options::default())
+            .unwrap()
+            .load()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 /// A moto server of the test's own, on a free port, killed on drop.
@@ -495,12 +510,14 @@ fn server_stopped_between_parts() {
     let mut w = out.create_part("part-00000").unwrap();
     w.write_all(BODIES[0].as_bytes()).unwrap();
     w.finish().unwrap();
+    out.sync_parts().unwrap();
 
     moto.kill();
     let started = Instant::now();
     let mut w = out.create_part("part-00001").unwrap();
     w.write_all(BODIES[1].as_bytes()).unwrap();
-    let err = w.finish().unwrap_err();
+    // The PUT may still be in flight when `finish` returns: its failure comes by `sync_parts`.
+    let err = w.finish().and_then(|_| out.sync_parts()).unwrap_err();
     let (kind, msg) = io_error(&err);
     assert_eq!(kind, ErrorKind::ConnectionRefused, "{msg}");
     assert!(
@@ -558,10 +575,229 @@ fn the_reader_requires_success_on_s3() {
     let Some(s3) = server() else { return };
     let b = bucket(&s3, "uncommitted");
     let loc = s3loc(&b, "out");
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     write_output(out.as_ref(), false).unwrap();
-    Dataset::open(&loc).unwrap().load().unwrap();
+    Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap();
     s3.delete_keys(&b, vec!["out/_SUCCESS".into()]).unwrap();
-    let err = Dataset::open(&loc).unwrap_err();
+    let err = Dataset::open(&loc, &S3Options::default()).unwrap_err();
     assert!(matches!(err, Error::NotCommitted { .. }), "{err}");
+}
+
+/// Options are passed to each store, not set for the process: a store built with an endpoint
+/// other than the environment's (`AWS_ENDPOINT_URL`, the test server) talks to that endpoint,
+/// while a store built with the defaults in the same process still reaches the test server.
+#[test]
+fn each_store_uses_the_options_it_is_given() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "explicit");
+    // A port nobody listens on: connections are refused at once.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let elsewhere = S3Options {
+        endpoint_url: Some(endpoint.clone()),
+        max_attempts: Some(1),
+        ..S3Options::default()
+    };
+    let err = open_output(&s3loc(&b, "out"), &elsewhere)
+        .unwrap()
+        .prepare(false)
+        .unwrap_err();
+    let (kind, msg) = io_error(&err);
+    assert_eq!(kind, ErrorKind::ConnectionRefused, "{msg}");
+    assert!(msg.contains(&endpoint), "{msg}");
+    let err = create_file(&s3loc(&b, "x.csv"), true, &elsewhere)
+        .and_then(|mut w| {
+            w.write_all(b"a\n").unwrap();
+            w.finish()
+        })
+        .expect_err("the other endpoint refuses");
+    assert!(io_error(&err).1.contains(&endpoint), "{err}");
+    // The defaults, in the same process and afterwards: the environment's server.
+    let out = open_output(&s3loc(&b, "out"), &S3Options::default()).unwrap();
+    write_output(&*out, false).unwrap();
+    assert!(s3.exists(&b, "out/_SUCCESS").unwrap());
+}
+
+/// Every transfer event, in order.
+#[derive(Debug, Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<(shards::s3::Direction, &'static str, u64)>>,
+}
+
+impl shards::s3::TransferProgress for Recorder {
+    fn transferred(&self, direction: shards::s3::Direction, bytes: u64) {
+        self.events
+            .lock()
+            .unwrap()
+            .push((direction, "bytes", bytes));
+    }
+    fn finished(&self, direction: shards::s3::Direction, total: u64, _: Duration) {
+        self.events
+            .lock()
+            .unwrap()
+            .push((direction, "finished", total));
+    }
+}
+
+/// The progress callback of the options receives the bytes uploaded (a single PUT and a
+/// multipart upload) and downloaded, and each direction's total once, when the store closes.
+#[test]
+fn the_progress_callback_receives_the_transfer_counts() {
+    use shards::s3::Direction::{Get, Put};
+    let Some(_) = server() else { return };
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let s3 = S3::new(S3Options {
+        multipart_threshold: 5 << 20,
+        progress: Some(recorder.clone()),
+        ..S3Options::default()
+    })
+    .unwrap();
+    let b = bucket(&s3, "progress");
+    let big: Vec<u8> = (0..(11 << 20) + 7u32).map(|i| (i % 251) as u8).collect();
+    for (key, data) in [("small", &b"0123456789"[..]), ("big", &big)] {
+        let mut w = s3.create_object(&b, key, false).unwrap();
+        w.write_all(data).unwrap();
+        Box::new(w).finish().unwrap();
+    }
+    assert_eq!(s3.get_all(&b, "big").unwrap(), big);
+    let events = |d, what| -> Vec<u64> {
+        let events = recorder.events.lock().unwrap();
+        let mine = events.iter().filter(|(e, w, _)| *e == d && *w == what);
+        mine.map(|(_, _, n)| *n).collect()
+    };
+    let uploaded = 10 + big.len() as u64;
+    assert_eq!(events(Put, "bytes").iter().sum::<u64>(), uploaded);
+    assert!(
+        events(Put, "bytes").len() >= 3,
+        "one PUT and at least two parts"
+    );
+    assert_eq!(events(Get, "bytes").iter().sum::<u64>(), big.len() as u64);
+    assert!(
+        events(Put, "finished").is_empty(),
+        "reported when the store closes"
+    );
+    drop(s3);
+    assert_eq!(events(Put, "finished"), [uploaded]);
+    assert_eq!(events(Get, "finished"), [big.len() as u64]);
+}
+
+/// A stand-in S3 endpoint that answers every request with 200 after `delay`, and records the
+/// most requests it was handling at once.
+fn slow_endpoint(delay: Duration) -> (String, std::sync::Arc<AtomicU32>) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (now, most) = (
+        std::sync::Arc::new(AtomicU32::new(0)),
+        std::sync::Arc::new(AtomicU32::new(0)),
+    );
+    let seen = std::sync::Arc::clone(&most);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (now, most) = (std::sync::Arc::clone(&now), std::sync::Arc::clone(&most));
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(delay);
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    let answer = "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n";
+                    if conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (endpoint, seen)
+}
+
+/// The parts of an output go up several at a time, never more than `concurrency`: 12 parts
+/// finished one after another by one writer are all in flight, 3 at a time, until
+/// `sync_parts` (on the old code, `finish` waited for each PUT: one at a time).
+#[test]
+fn part_uploads_keep_at_most_the_concurrency_in_flight() {
+    // The credentials come from the test server's environment.
+    let Some(_) = server() else { return };
+    let (endpoint, most) = slow_endpoint(Duration::from_millis(150));
+    let s3 = S3::new(S3Options {
+        endpoint_url: Some(endpoint),
+        concurrency: 3,
+        max_attempts: Some(1),
+        ..S3Options::default()
+    })
+    .unwrap();
+    let out = s3.output("b", "out");
+    let started = Instant::now();
+    for i in 0..12 {
+        let mut w = out.create_part(&format!("part-{i:05}")).unwrap();
+        w.write_all(&vec![b'x'; 1000]).unwrap();
+        w.finish().unwrap();
+    }
+    out.sync_parts().unwrap();
+    let took = started.elapsed();
+    assert_eq!(most.load(Ordering::SeqCst), 3, "requests in flight at most");
+    // 4 rounds of 3, not 12 one after another.
+    assert!(took < Duration::from_millis(12 * 150), "{took:?}");
+}
+
+/// A part whose upload fails after `finish` returned fails `sync_parts` and the commit, naming
+/// the object, and nothing is published.
+#[test]
+fn a_failed_part_upload_is_named_and_nothing_is_published() {
+    let Some(s3) = server() else { return };
+    let b = bucket(&s3, "failed-upload");
+    let out = s3.output(&b, "out");
+    out.prepare(false).unwrap();
+    // The bucket goes away after the output was prepared: every upload fails.
+    s3.block_on(s3.client().delete_bucket().bucket(&b).send())
+        .unwrap();
+    let mut infos = Vec::new();
+    for name in ["part-00000", "part-00001"] {
+        let mut w = out.create_part(name).unwrap();
+        w.write_all(b"offset,y,a\n3,1,0.5\n").unwrap();
+        infos.push(w.finish().unwrap());
+    }
+    let err = out.sync_parts().unwrap_err();
+    let (_, msg) = io_error(&err);
+    assert!(
+        msg.contains(&format!("s3://{b}/out/_temporary/part-0000")),
+        "{msg}"
+    );
+    assert!(msg.contains("no such bucket"), "{msg}");
+    // A commit without the wait fails the same way, before publishing anything.
+    let mut w = out.create_part("part-00000").unwrap();
+    w.write_all(b"offset,y,a\n").unwrap();
+    w.finish().unwrap();
+    let err = out.commit(&manifest(infos)).unwrap_err();
+    assert!(
+        io_error(&err).1.contains(&format!("s3://{b}/out/")),
+        "{err}"
+    );
+    s3.block_on(s3.client().create_bucket().bucket(&b).send())
+        .unwrap();
+    assert!(keys(&s3, &b, "out").is_empty());
 }

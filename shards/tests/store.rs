@@ -6,7 +6,7 @@ use std::io::Write;
 
 use shards::manifest::{FORMAT, ManifestOptions, ManifestSchema, RowCounts};
 use shards::store::open_output;
-use shards::{Dataset, Error, Location, Manifest};
+use shards::{Dataset, Error, Location, Manifest, S3Options};
 
 fn manifest(shards: Vec<shards::manifest::ShardInfo>) -> Manifest {
     Manifest {
@@ -31,7 +31,7 @@ fn manifest(shards: Vec<shards::manifest::ShardInfo>) -> Manifest {
 
 fn write_output(dir: &std::path::Path) -> Location {
     let loc = Location::Local(dir.into());
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     out.prepare(false).unwrap();
     let mut infos = Vec::new();
     for (i, body) in ["offset,y,a\n3,1,0.5\n9,0,2\n", "offset,y,a\n4,1,1\n"]
@@ -58,7 +58,10 @@ fn commit_then_read_back() {
     let dir = tmp.path().join("out");
     let loc = write_output(&dir);
     assert!(dir.join("_SUCCESS").exists() && !dir.join("_temporary").exists());
-    let table = Dataset::open(&loc).unwrap().load().unwrap();
+    let table = Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap();
     assert_eq!(table.offsets, [3, 9, 4]);
     assert_eq!(table.labels, [1.0, 0.0, 1.0]);
     assert_eq!(table.features, [0.5, 2.0, 1.0]);
@@ -84,7 +87,7 @@ fn existing_output_needs_overwrite_and_foreign_files_are_kept() {
     let dir = tmp.path().join("out");
     let loc = write_output(&dir);
     let before = names(&dir);
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     assert!(matches!(
         out.prepare(false),
         Err(Error::OutputExists { .. })
@@ -109,7 +112,11 @@ fn existing_output_needs_overwrite_and_foreign_files_are_kept() {
 #[test]
 fn dropped_part_writer_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = open_output(&Location::Local(tmp.path().join("o"))).unwrap();
+    let out = open_output(
+        &Location::Local(tmp.path().join("o")),
+        &S3Options::default(),
+    )
+    .unwrap();
     out.prepare(false).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
     w.write_all(b"offset,y,a\n").unwrap();
@@ -124,7 +131,7 @@ fn overwrite_replaces_the_whole_output() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out");
     let loc = write_output(&dir);
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     out.prepare(true).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
     w.write_all(b"offset,y,a\n7,0,1\n").unwrap();
@@ -133,7 +140,14 @@ fn overwrite_replaces_the_whole_output() {
     out.commit(&manifest(vec![info])).unwrap();
     assert_eq!(names(&dir), ["_SUCCESS", "_manifest.json", "part-00000"]);
     assert_eq!(names(tmp.path()), ["out"]);
-    assert_eq!(Dataset::open(&loc).unwrap().load().unwrap().offsets, [7]);
+    assert_eq!(
+        Dataset::open(&loc, &S3Options::default())
+            .unwrap()
+            .load()
+            .unwrap()
+            .offsets,
+        [7]
+    );
 }
 
 /// `--overwrite` removes only an output this project wrote: not a directory of other part-*
@@ -144,7 +158,7 @@ fn overwrite_refuses_what_this_project_did_not_write() {
     let no_marker = tmp.path().join("a");
     fs::create_dir(&no_marker).unwrap();
     fs::write(no_marker.join("part-00000"), "offset,y,a\n").unwrap();
-    let err = open_output(&Location::Local(no_marker.clone()))
+    let err = open_output(&Location::Local(no_marker.clone()), &S3Options::default())
         .unwrap()
         .prepare(true)
         .unwrap_err()
@@ -158,7 +172,7 @@ fn overwrite_refuses_what_this_project_did_not_write() {
     write_output(&dir);
     fs::create_dir(dir.join("part-archive-2023")).unwrap();
     fs::write(dir.join("part-archive-2023/important.txt"), "keep").unwrap();
-    let err = open_output(&Location::Local(dir.clone()))
+    let err = open_output(&Location::Local(dir.clone()), &S3Options::default())
         .unwrap()
         .prepare(true)
         .unwrap_err()
@@ -166,7 +180,7 @@ fn overwrite_refuses_what_this_project_did_not_write() {
     assert!(err.contains("part-archive-2023"), "{err}");
     fs::remove_dir_all(dir.join("part-archive-2023")).unwrap();
     fs::write(dir.join("part-notes.txt"), "keep").unwrap();
-    let err = open_output(&Location::Local(dir.clone()))
+    let err = open_output(&Location::Local(dir.clone()), &S3Options::default())
         .unwrap()
         .prepare(true)
         .unwrap_err()
@@ -176,7 +190,7 @@ fn overwrite_refuses_what_this_project_did_not_write() {
 
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&dir, &link).unwrap();
-    let err = open_output(&Location::Local(link.clone()))
+    let err = open_output(&Location::Local(link.clone()), &S3Options::default())
         .unwrap()
         .prepare(true)
         .unwrap_err()
@@ -189,7 +203,7 @@ fn overwrite_refuses_what_this_project_did_not_write() {
 #[test]
 fn an_output_without_a_name_is_refused() {
     for dir in [".", "..", "/", "a/.."] {
-        let err = open_output(&Location::Local(dir.into()))
+        let err = open_output(&Location::Local(dir.into()), &S3Options::default())
             .unwrap()
             .prepare(true)
             .unwrap_err()
@@ -217,9 +231,12 @@ fn input_inside_the_output_is_refused() {
 fn a_second_writer_is_refused_naming_the_first() {
     let tmp = tempfile::tempdir().unwrap();
     let loc = Location::Local(tmp.path().join("out"));
-    let first = open_output(&loc).unwrap();
+    let first = open_output(&loc, &S3Options::default()).unwrap();
     first.prepare(false).unwrap();
-    let err = open_output(&loc).unwrap().prepare(false).unwrap_err();
+    let err = open_output(&loc, &S3Options::default())
+        .unwrap()
+        .prepare(false)
+        .unwrap_err();
     assert!(matches!(err, Error::OutputBusy { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -227,7 +244,7 @@ fn a_second_writer_is_refused_naming_the_first() {
         "{msg}"
     );
     first.abort();
-    let second = open_output(&loc).unwrap();
+    let second = open_output(&loc, &S3Options::default()).unwrap();
     second.prepare(false).unwrap();
     second.abort();
 }
@@ -240,41 +257,54 @@ fn readers_refuse_uncommitted_or_tampered_outputs() {
     let loc = write_output(&dir);
 
     fs::remove_file(dir.join("_SUCCESS")).unwrap();
-    let err = Dataset::open(&loc).unwrap_err();
+    let err = Dataset::open(&loc, &S3Options::default()).unwrap_err();
     assert!(matches!(err, Error::NotCommitted { .. }), "{err}");
     fs::write(dir.join("_SUCCESS"), "").unwrap();
 
     // With a manifest, an unlisted part is refused.
     fs::copy(dir.join("part-00001"), dir.join("part-00002")).unwrap();
-    let err = Dataset::open(&loc).unwrap_err().to_string();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("part-00002"), "{err}");
     fs::remove_file(dir.join("part-00002")).unwrap();
 
     // Copies and compressed parts are named as such.
     fs::copy(dir.join("part-00001"), dir.join("part-00001.bak")).unwrap();
-    let err = Dataset::open(&loc).unwrap_err().to_string();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("part-00001.bak") && err.contains("stray"),
         "{err}"
     );
     fs::rename(dir.join("part-00001.bak"), dir.join("part-00000.gz")).unwrap();
-    let err = Dataset::open(&loc).unwrap_err().to_string();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("compressed"), "{err}");
     fs::remove_file(dir.join("part-00000.gz")).unwrap();
 
     // A manifest whose schema was edited is named as the side that disagrees.
     let m = fs::read_to_string(dir.join("_manifest.json")).unwrap();
     fs::write(dir.join("_manifest.json"), m.replace("\"y\"", "\"z\"")).unwrap();
-    let err = Dataset::open(&loc).unwrap().load().unwrap_err().to_string();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the manifest _manifest.json says"), "{err}");
     fs::write(dir.join("_manifest.json"), m).unwrap();
 
     // Without a manifest (Hadoop output), a duplicate key is refused, even when the worker
     // loads only one of the two parts that hold it.
     fs::remove_file(dir.join("_manifest.json")).unwrap();
-    Dataset::open(&loc).unwrap().load().unwrap();
+    Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap();
     fs::write(dir.join("part-00002"), "offset,y,a\n9,0,2\n").unwrap();
-    let ds = Dataset::open(&loc).unwrap();
+    let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
     for subset in [vec![0, 1, 2], vec![2], vec![1]] {
         let err = ds.load_parts(&subset).unwrap_err();
         assert!(
@@ -291,7 +321,10 @@ fn checksum_mismatch_and_malformed_lines_are_named() {
     let dir = tmp.path().join("out");
     let loc = write_output(&dir);
     fs::write(dir.join("part-00001"), "offset,y,a\n4,1,7\n").unwrap();
-    let err = Dataset::open(&loc).unwrap().load().unwrap_err();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap_err();
     assert!(
         matches!(err, Error::ChecksumMismatch { what: "crc32", .. }),
         "{err}"
@@ -301,14 +334,19 @@ fn checksum_mismatch_and_malformed_lines_are_named() {
     // Hadoop-style output: no manifest, trailing tabs; a bad line is reported with its number.
     fs::remove_file(dir.join("_manifest.json")).unwrap();
     fs::write(dir.join("part-00001"), "offset,y,a\t\n4,1,7\t\n5,1,x\t\n").unwrap();
-    let err = Dataset::open(&loc).unwrap().load().unwrap_err().to_string();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("part-00001:3"), "{err}");
 }
 
 #[test]
 fn empty_directory_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = Dataset::open(&Location::Local(tmp.path().into())).unwrap_err();
+    let err =
+        Dataset::open(&Location::Local(tmp.path().into()), &S3Options::default()).unwrap_err();
     assert!(matches!(err, Error::NoShards { .. }));
 }
 
@@ -317,7 +355,7 @@ fn commit_with_a_missing_part_publishes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out");
     let loc = Location::Local(dir.clone());
-    let out = open_output(&loc).unwrap();
+    let out = open_output(&loc, &S3Options::default()).unwrap();
     out.prepare(false).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
     w.write_all(b"offset,y,a\n").unwrap();

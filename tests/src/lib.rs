@@ -337,7 +337,7 @@ pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, 
     if !dir.join("_SUCCESS").exists() {
         std::fs::write(dir.join("_SUCCESS"), "").unwrap();
     }
-    let table = Dataset::open(&location)
+    let table = Dataset::open(&location, &shards::S3Options::default())
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .load()
         .unwrap();
@@ -428,7 +428,7 @@ pub fn pipeline_run(input: &Path, out: &Path, args: &[&str]) -> shards::Manifest
         String::from_utf8_lossy(&o.stderr)
     );
     let location = Location::parse(out.to_str().unwrap()).unwrap();
-    Dataset::open(&location)
+    Dataset::open(&location, &shards::S3Options::default())
         .unwrap()
         .manifest()
         .expect("pipeline writes a manifest")

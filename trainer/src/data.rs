@@ -229,7 +229,7 @@ impl Data {
                     .into(),
             });
         }
-        let dataset = Dataset::open(location)?;
+        let dataset = Dataset::open(location, &shards::S3Options::default())?;
         let parts = dataset.parts().len();
         if workers > parts {
             return Err(Error::Data {

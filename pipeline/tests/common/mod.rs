@@ -22,6 +22,7 @@ pub fn config(input: &Path, output: &Path, shards: u32, cluster: Cluster) -> Run
         allow_empty: false,
         progress: false,
         buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
+        s3: Default::default(),
     }
 }
 
@@ -34,6 +35,7 @@ pub fn messy_csv(dir: &Path, rows: u64) -> PathBuf {
         na_rate: 0.03,
         output: Location::Local(clean.clone()),
         overwrite: false,
+        s3: Default::default(),
     })
     .unwrap();
     let mut bytes = b"\xEF\xBB\xBF".to_vec();

@@ -3,6 +3,7 @@
 //! `ConnectionRefused`, `TimedOut`). Messages are built from the service's error code and
 //! message and the connector's error chain, never from request headers, so credentials cannot
 //! leak into them.
+#![cfg(feature = "s3")]
 
 use std::error::Error as StdError;
 use std::io::ErrorKind;

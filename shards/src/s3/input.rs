@@ -2,6 +2,7 @@
 //! little slack, and issues further ranged GETs only if it reads past that (the last line of a
 //! range may run over). Every GET is pinned to the ETag seen at open, so all readers see one
 //! version of the object.
+#![cfg(feature = "s3")]
 
 use std::io::{ErrorKind, Read};
 

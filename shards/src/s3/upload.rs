@@ -2,9 +2,16 @@
 //! under the multipart threshold, otherwise as a multipart upload whose parts go up in the
 //! background while the caller keeps writing. The object appears only when `finish` succeeds;
 //! dropped before that, the multipart upload is aborted and nothing is left.
+//!
+//! Every PUT and UploadPart holds one of the store's permits ([`super::S3Options::concurrency`])
+//! while in flight. A part of a shard output ([`super::S3Output`]) goes further: its single PUT
+//! is started by `finish` and waited for by the output's `sync_parts` (or `commit`), so one
+//! worker keeps several parts in flight instead of uploading them one at a time.
+#![cfg(feature = "s3")]
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -34,6 +41,36 @@ pub struct Upload {
     bytes: u64,
     multipart: Option<Multipart>,
     finished: bool,
+    /// Where `finish` leaves a single PUT in flight; `None`: `finish` waits for it.
+    pending: Option<Arc<Pending>>,
+}
+
+/// Single PUTs started by `finish` and not yet waited for (those of one output).
+#[derive(Debug, Default)]
+pub(crate) struct Pending(Mutex<Vec<(String, JoinHandle<Result<()>>)>>);
+
+impl Pending {
+    fn push(&self, key: String, upload: JoinHandle<Result<()>>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((key, upload));
+    }
+
+    /// Waits for every upload started so far, all of them even after a failure (so that
+    /// none lands after an abort has cleaned up), and returns the first failure, which names
+    /// its object.
+    pub(crate) fn wait(&self, s3: &S3, bucket: &str) -> Result<()> {
+        let uploads = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first = Ok(());
+        for (key, upload) in uploads {
+            let done = join(s3, upload, bucket, &key);
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
+    }
 }
 
 #[derive(Debug)]
@@ -45,7 +82,15 @@ struct Multipart {
 }
 
 impl Upload {
-    pub(crate) fn new(s3: S3, bucket: &str, key: &str, name: &str) -> Upload {
+    /// `pending`: where `finish` leaves a single PUT in flight (a part of an output), or
+    /// `None` for `finish` to wait for it.
+    pub(crate) fn new(
+        s3: S3,
+        bucket: &str,
+        key: &str,
+        name: &str,
+        pending: Option<Arc<Pending>>,
+    ) -> Upload {
         let threshold = s3.options().multipart_threshold;
         Upload {
             part_size: threshold.max(MIN_PART_SIZE),
@@ -59,6 +104,7 @@ impl Upload {
             bytes: 0,
             multipart: None,
             finished: false,
+            pending,
         }
     }
 
@@ -111,6 +157,7 @@ impl Upload {
             mp.done
                 .push(join(&self.s3, oldest, &self.bucket, &self.key)?);
         }
+        let permit = self.s3.permit();
         let number = mp.next_number;
         mp.next_number += 1;
         let len = data.len() as u64;
@@ -125,6 +172,7 @@ impl Upload {
             .body(ByteStream::from(data));
         let (s3, bucket, key) = (self.s3.clone(), self.bucket.clone(), self.key.clone());
         mp.in_flight.push_back(self.s3.spawn(async move {
+            let _permit = permit;
             let out = req
                 .send()
                 .await
@@ -147,18 +195,28 @@ impl Upload {
         if self.multipart.is_none() {
             let data = std::mem::take(&mut self.buf);
             let len = data.len() as u64;
-            self.s3
-                .block_on(
-                    client
-                        .put_object()
-                        .bucket(&self.bucket)
-                        .key(&self.key)
-                        .body(ByteStream::from(data))
-                        .send(),
-                )
-                .map_err(|e| sdk_error(&self.s3, "PutObject", &self.bucket, &self.key, e))?;
-            self.s3.transfers().put.add(len);
-            return Ok(());
+            let req = client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .body(ByteStream::from(data));
+            let permit = self.s3.permit();
+            let (s3, bucket, key) = (self.s3.clone(), self.bucket.clone(), self.key.clone());
+            let put = self.s3.spawn(async move {
+                let _permit = permit;
+                req.send()
+                    .await
+                    .map_err(|e| sdk_error(&s3, "PutObject", &bucket, &key, e))?;
+                s3.transfers().put.add(len);
+                Ok(())
+            });
+            return match &self.pending {
+                Some(pending) => {
+                    pending.push(self.key.clone(), put);
+                    Ok(())
+                }
+                None => join(&self.s3, put, &self.bucket, &self.key),
+            };
         }
         let last = std::mem::take(&mut self.buf);
         if !last.is_empty() {
@@ -195,16 +253,12 @@ impl Upload {
     }
 }
 
-fn join(
-    s3: &S3,
-    handle: JoinHandle<Result<CompletedPart>>,
-    bucket: &str,
-    key: &str,
-) -> Result<CompletedPart> {
+/// Waits for an upload's task (a PUT or an UploadPart of `s3://bucket/key`).
+fn join<T: Send>(s3: &S3, handle: JoinHandle<Result<T>>, bucket: &str, key: &str) -> Result<T> {
     s3.block_on(handle).unwrap_or_else(|e| {
         Err(Error::io(
             format_args!("s3://{bucket}/{key}"),
-            std::io::Error::other(format!("UploadPart task failed: {e}")),
+            std::io::Error::other(format!("upload task failed: {e}")),
         ))
     })
 }

@@ -282,6 +282,7 @@ mod tests {
             na_rate: 0.01,
             output: Location::Local(csv.clone()),
             overwrite: true,
+            s3: Default::default(),
         })
         .expect("generate");
         pipeline::run(&pipeline::RunConfig {
@@ -296,6 +297,7 @@ mod tests {
             allow_empty: false,
             progress: false,
             buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
+            s3: Default::default(),
         })
         .expect("pipeline run");
         Location::Local(out)

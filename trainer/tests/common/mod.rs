@@ -19,6 +19,7 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
         na_rate: 0.01,
         output: Location::Local(csv.clone()),
         overwrite: true,
+        s3: Default::default(),
     })
     .expect("generate");
     shard(&csv, &out);
@@ -39,6 +40,7 @@ pub fn shard(csv: &Path, out: &Path) {
         allow_empty: false,
         progress: false,
         buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
+        s3: Default::default(),
     })
     .expect("pipeline run");
 }
@@ -113,6 +115,7 @@ pub fn fulton_shards(dir: &Path) -> PathBuf {
         allow_empty: false,
         progress: false,
         buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
+        s3: Default::default(),
     })
     .expect("pipeline run on the Fulton fixture");
     out
