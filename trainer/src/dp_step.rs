@@ -282,10 +282,20 @@ impl DpStep {
         }
     }
 
-    /// The optimizer step with the gradient buffer as it is.
+    /// The optimizer step with the gradient buffer as it is. Plain SGD after the fused path
+    /// (its host gradient not read since) steps on the host, and the gradient buffer stays
+    /// pending (copied over only if it is read).
     pub fn update(&mut self, mlp: &Mlp, prof: &mut Profiler) {
-        self.flush();
-        self.optimizer.step(mlp.flat(), &self.grad);
+        match &mut self.fused {
+            Some(fused) if self.host_pending.get() && self.optimizer.is_sgd() => {
+                let optimizer = &mut self.optimizer;
+                fused.update_params(mlp.flat(), |p, g| optimizer.sgd_step_host(p, g));
+            }
+            _ => {
+                self.flush();
+                self.optimizer.step(mlp.flat(), &self.grad);
+            }
+        }
         prof.mark(Phase::Step);
     }
 
@@ -640,6 +650,70 @@ mod tests {
                 let diff = (models[0].flat() - models[1].flat()).abs().max();
                 assert!(diff.double_value(&[]) < 1e-5, "{hidden:?} {privacy:?}");
             }
+        }
+    }
+
+    /// Plain SGD on the host after the fused path (the gradient not read before the update)
+    /// gives the model of the libtorch optimizer after the fused path (the gradient read
+    /// first, which copies it over) and of the libtorch path, with seeded noise; the gradient
+    /// read after the update is the one the optimizer used.
+    #[test]
+    fn host_sgd_after_the_fused_path_equals_the_libtorch_optimizer() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(17);
+        let (n, d) = (200, 6);
+        let features: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(0.3))).collect();
+        let data = crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap();
+        let shape = Shape::new(d, &[7]);
+        // Fused with the host step, fused with the gradient read first, libtorch.
+        let variants = [(true, false), (true, true), (false, true)];
+        let models: Vec<Mlp> = variants
+            .iter()
+            .map(|_| Mlp::new(shape.clone(), 5, Device::Cpu).unwrap())
+            .collect();
+        let mut steps: Vec<DpStep> = variants
+            .iter()
+            .map(|&(fused, _)| {
+                let opt = Optimizer::new(OptimizerKind::Sgd, 0.3, shape.numel(), Device::Cpu);
+                let privacy = private(0.8, 1.0, GradSample::Vectorized);
+                let mut s = DpStep::new(&shape, Device::Cpu, 30.0, privacy, opt).unwrap();
+                s.set_fused(fused, &shape);
+                s.start_epoch(0);
+                s
+            })
+            .collect();
+        let mut prof = Profiler::new(false, Device::Cpu);
+        for step in 0..40 {
+            let k = rng.random_range(0..60);
+            let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..n as i64)).collect();
+            let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+            let mut used = Vec::new();
+            for ((s, m), &(_, read_first)) in steps.iter_mut().zip(&models).zip(&variants) {
+                s.accumulate_rows(m, d, &rows, &mut prof);
+                s.add_noise(&mut prof);
+                if read_first {
+                    let _ = s.grad();
+                }
+                s.update(m, &mut prof);
+                // Only the first stepped on the host (its gradient still to be copied over).
+                assert_eq!(s.host_pending.get(), !read_first && s.fused());
+                used.push(s.grad().copy());
+            }
+            assert_eq!(steps[0].optimizer().steps(), step + 1);
+            let max = |t: Tensor| t.abs().max().double_value(&[]);
+            assert_eq!(
+                max(&used[0] - &used[1]),
+                0.0,
+                "step {step}: the same gradient"
+            );
+            assert_eq!(
+                max(models[0].flat() - models[1].flat()),
+                0.0,
+                "step {step}: the same model"
+            );
+            let diff = max(models[0].flat() - models[2].flat());
+            assert!(diff < 1e-5, "step {step}: {diff} from the libtorch path");
         }
     }
 

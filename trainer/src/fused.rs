@@ -5,7 +5,8 @@
 //!
 //! At batch 256 and 551 parameters a libtorch step is some 25 calls of about a microsecond of
 //! fixed cost each for about 0.5 MFLOP of arithmetic; here the step is two copies in, one out
-//! (after the noise is added on the host, see [`crate::dp_step::DpStep::add_noise`]),
+//! (after the noise is added on the host, see [`crate::dp_step::DpStep::add_noise`], and with
+//! plain SGD the parameters' update on the host, [`Fused::update_params`]),
 //! and per layer a product forward (`Z_l = [A_l, 1] W_l`), one back (`Delta_l W_l^T`, masked)
 //! and one for the gradient (`[A_l, 1]^T diag(w) Delta_l`), by `ndarray`'s `general_mat_mul`
 //! (the `matrixmultiply` kernels, which pick AVX2/FMA or AVX-512 at run time; this crate's own
@@ -123,6 +124,16 @@ impl Fused {
     /// The host gradient [`Fused::accumulate`] wrote (to add the noise to on the host).
     pub fn grad_mut(&mut self) -> &mut [f32] {
         &mut self.grad
+    }
+
+    /// Takes an optimizer step on the host: reads the parameters from `flat` (the model's),
+    /// lets `step` update them from the host gradient and writes them back to `flat`.
+    pub fn update_params(&mut self, flat: &Tensor, step: impl FnOnce(&mut [f32], &[f32])) {
+        let numel = self.params.len();
+        flat.copy_data(&mut self.params, numel);
+        step(&mut self.params, &self.grad);
+        flat.shallow_clone()
+            .copy_(&Tensor::from_slice(&self.params));
     }
 
     /// Copies the host gradient into `out` (the flat gradient tensor).

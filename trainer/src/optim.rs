@@ -121,6 +121,27 @@ impl Optimizer {
         }
     }
 
+    /// Whether this is plain SGD, whose step [`Optimizer::sgd_step_host`] can take on host
+    /// buffers.
+    pub fn is_sgd(&self) -> bool {
+        self.kind == OptimizerKind::Sgd
+    }
+
+    /// Plain SGD's [`Optimizer::step`] on host buffers: `params += grad * -lr` (for the fused
+    /// CPU path, without three libtorch calls a step). libtorch's `addcmul_` rounds once, as
+    /// a fused multiply-add; here the product of two `f32`s is exact in `f64` and the sum is
+    /// rounded to `f64`, then to `f32`, which gives the same value but in the rare case that
+    /// the first rounding lands on a tie of the second (and does not need an FMA
+    /// instruction, which this crate's portable build cannot assume).
+    pub fn sgd_step_host(&mut self, params: &mut [f32], grad: &[f32]) {
+        assert!(self.is_sgd(), "a host step is plain SGD's");
+        self.steps += 1;
+        let neg_lr = f64::from((-self.lr) as f32);
+        for (p, &g) in params.iter_mut().zip(grad) {
+            *p = (f64::from(g) * neg_lr + f64::from(*p)) as f32;
+        }
+    }
+
     /// Sets the steps taken (a resumed run's other workers, whose state comes from worker 0).
     pub fn set_steps(&mut self, steps: u64) {
         self.steps = steps;
