@@ -69,6 +69,7 @@ fn main() -> trainer::Result<()> {
         .collect();
     let labels: Vec<f32> = (0..rows).map(|_| f32::from(rng.random_bool(0.5))).collect();
     let data = Examples::new(&features, &labels, 9, Device::Cpu)?;
+    let host_rows = data.host_rows()?;
     let shape = Shape::new(9, &[hidden]);
     let steps = trainer::steps_per_epoch(rows, batch);
     let mut prof = Profiler::new(std::env::var_os("PROFILE").is_some(), Device::Cpu);
@@ -116,9 +117,16 @@ fn main() -> trainer::Result<()> {
             for s in 0..steps {
                 prof.restart();
                 let idx = batches.next_batch(steps - s);
-                let r = data.rows().index_select(0, &idx);
-                prof.mark(trainer::profile::Phase::Sampling);
-                step.accumulate_rows(&mlp, data.width(), &r, &mut prof);
+                if step.fused() {
+                    // As the trainer's steps do: the plain-Rust step gathers from host rows.
+                    let idx = batches.last_batch_host();
+                    prof.mark(trainer::profile::Phase::Sampling);
+                    step.accumulate_gathered(&mlp, &host_rows, data.stride(), idx, &mut prof);
+                } else {
+                    let r = data.rows().index_select(0, &idx);
+                    prof.mark(trainer::profile::Phase::Sampling);
+                    step.accumulate_rows(&mlp, data.width(), &r, &mut prof);
+                }
                 if old {
                     old_noise.add_to(step.grad());
                 } else {

@@ -82,6 +82,14 @@ impl BatchQueue {
         self.block.narrow(0, start, len)
     }
 
+    /// The indices [`BatchQueue::next_batch`] last delivered, on the host.
+    pub fn last_batch_host(&self) -> &[i64] {
+        match self.next.checked_sub(1).map(|n| self.bounds[n]) {
+            Some((start, len)) => &self.host[start as usize..(start + len) as usize],
+            None => &[],
+        }
+    }
+
     fn refill(&mut self, steps: usize) {
         self.host.clear();
         self.bounds.clear();

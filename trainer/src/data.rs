@@ -1,5 +1,6 @@
 //! The shards loaded once, split into train and test by the design's hash rule, and kept on
-//! the device as one tensor per split (steps gather their rows with `index_select` there).
+//! the device as one tensor per split (steps gather their rows with `index_select` there, or,
+//! for the plain-Rust CPU step, from a host copy of the training rows).
 
 use std::ops::Range;
 
@@ -85,6 +86,19 @@ impl Examples {
     /// All rows, `[n, stride]` (`stride >= k + 3`).
     pub fn rows(&self) -> &Tensor {
         &self.rows
+    }
+
+    /// A host copy of all rows, row-major `[n, stride]` (`stride` = [`Examples::stride`]), for
+    /// the plain-Rust step to gather its batches from
+    /// ([`crate::dp_step::DpStep::accumulate_gathered`]): as much memory again as the rows
+    /// (`4 * stride` bytes an example, 64 for the census's 9 features: 61 MB for 960k).
+    pub fn host_rows(&self) -> Result<Vec<f32>> {
+        Ok(Vec::<f32>::try_from(self.rows.f_reshape([-1])?)?)
+    }
+
+    /// Floats per row (`k + 3` padded to a multiple of 16).
+    pub fn stride(&self) -> usize {
+        self.rows.size()[1] as usize
     }
 
     /// The device the rows live on.

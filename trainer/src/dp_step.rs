@@ -205,15 +205,8 @@ impl DpStep {
     /// [`crate::data::Examples::rows`] holds them, with `width` features), by the plain-Rust
     /// path where [`DpStep::fused`] says so.
     pub fn accumulate_rows(&mut self, mlp: &Mlp, width: usize, rows: &Tensor, prof: &mut Profiler) {
+        let clip = self.clip();
         if let Some(fused) = &mut self.fused {
-            let clip = Clip {
-                clip_scaled: match self.privacy {
-                    StepPrivacy::NonPrivate => f32::INFINITY,
-                    StepPrivacy::Private { clip, .. } => (clip * self.consts.scale) as f32,
-                },
-                scale: self.consts.scale as f32,
-                eps: NORM_EPS as f32,
-            };
             fused.accumulate(mlp.flat(), rows, clip);
             self.host_pending.set(true);
             prof.mark(Phase::Clipping);
@@ -226,6 +219,45 @@ impl DpStep {
             rows.narrow(1, w + 2, 1),
         );
         self.accumulate(mlp, &inputs, &labels, &norms, prof);
+    }
+
+    /// [`DpStep::accumulate_rows`] on rows `idx` of `all`, every example's data rows on the
+    /// host (`[n, stride]`, [`crate::data::Examples::host_rows`]), gathered by the plain-Rust
+    /// path itself: the same model bits as `accumulate_rows` on `index_select(0, idx)` of the
+    /// row tensor, without that gather.
+    ///
+    /// # Panics
+    ///
+    /// Unless [`DpStep::fused`] (the caller keeps host rows only then), or if an index is
+    /// outside `all`.
+    pub fn accumulate_gathered(
+        &mut self,
+        mlp: &Mlp,
+        all: &[f32],
+        stride: usize,
+        idx: &[i64],
+        prof: &mut Profiler,
+    ) {
+        let clip = self.clip();
+        let fused = self
+            .fused
+            .as_mut()
+            .expect("host rows are gathered on the plain-Rust path only");
+        fused.accumulate_gathered(mlp.flat(), all, stride, idx, clip);
+        self.host_pending.set(true);
+        prof.mark(Phase::Clipping);
+    }
+
+    /// What the plain-Rust path scales and clips by.
+    fn clip(&self) -> Clip {
+        Clip {
+            clip_scaled: match self.privacy {
+                StepPrivacy::NonPrivate => f32::INFINITY,
+                StepPrivacy::Private { clip, .. } => (clip * self.consts.scale) as f32,
+            },
+            scale: self.consts.scale as f32,
+            eps: NORM_EPS as f32,
+        }
     }
 
     /// Writes the batch's clipped gradient sum, divided by the expected batch size, into the
@@ -649,6 +681,73 @@ mod tests {
                 }
                 let diff = (models[0].flat() - models[1].flat()).abs().max();
                 assert!(diff.double_value(&[]) < 1e-5, "{hidden:?} {privacy:?}");
+            }
+        }
+    }
+
+    /// The plain-Rust step gathering its batch from the host rows gives bit for bit the
+    /// gradients and models of the same step on `index_select` of the row tensor, over
+    /// several steps (empty batches, repeated and unsorted indices included), with and
+    /// without clipping and seeded noise.
+    #[test]
+    fn host_gather_equals_index_select_bit_for_bit() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(23);
+        let (n, d) = (300, 9);
+        let features: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(0.4))).collect();
+        let data = crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap();
+        let all = data.host_rows().unwrap();
+        assert_eq!(all.len(), n * data.stride());
+        let shape = Shape::new(d, &[11, 5]);
+        let bits = |t: &Tensor| -> Vec<u32> {
+            Vec::<f32>::try_from(t.reshape([-1]))
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        for privacy in [
+            StepPrivacy::NonPrivate,
+            private(0.5, 1.1, GradSample::Vectorized),
+        ] {
+            let models: Vec<Mlp> = (0..2)
+                .map(|_| Mlp::new(shape.clone(), 3, Device::Cpu).unwrap())
+                .collect();
+            let mut steps: Vec<DpStep> = (0..2)
+                .map(|_| {
+                    let opt = Optimizer::new(OptimizerKind::Sgd, 0.2, shape.numel(), Device::Cpu);
+                    let mut s = DpStep::new(&shape, Device::Cpu, 40.0, privacy, opt).unwrap();
+                    s.set_fused(true, &shape);
+                    s.start_epoch(0);
+                    s
+                })
+                .collect();
+            let mut prof = Profiler::new(false, Device::Cpu);
+            for step in 0..30 {
+                let k = if step == 3 {
+                    0
+                } else {
+                    rng.random_range(1..80)
+                };
+                let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..n as i64)).collect();
+                let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+                steps[0].accumulate_rows(&models[0], d, &rows, &mut prof);
+                steps[1].accumulate_gathered(&models[1], &all, data.stride(), &idx, &mut prof);
+                for (s, m) in steps.iter_mut().zip(&models) {
+                    s.add_noise(&mut prof);
+                    s.update(m, &mut prof);
+                }
+                assert_eq!(
+                    bits(steps[0].grad()),
+                    bits(steps[1].grad()),
+                    "step {step}: the same gradient"
+                );
+                assert_eq!(
+                    bits(models[0].flat()),
+                    bits(models[1].flat()),
+                    "step {step}: the same model"
+                );
             }
         }
     }

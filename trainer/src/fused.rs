@@ -114,6 +114,42 @@ impl Fused {
         }
         self.reserve(k, stride);
         rows.copy_data(&mut self.rows, k * stride);
+        self.accumulate_copied(k, stride, clip);
+    }
+
+    /// [`Fused::accumulate`] on the batch of rows `idx` (in that order) of `all`, every
+    /// example's `[n, stride]` data rows on the host (as [`crate::data::Examples::host_rows`]
+    /// copies them): the same rows and arithmetic as `accumulate` on `all`'s tensor after
+    /// `index_select(0, idx)`, without that gather's per-row cost and the batch's copy out.
+    ///
+    /// # Panics
+    ///
+    /// If an index is outside `all` (as `index_select` does).
+    pub fn accumulate_gathered(
+        &mut self,
+        flat: &Tensor,
+        all: &[f32],
+        stride: usize,
+        idx: &[i64],
+        clip: Clip,
+    ) {
+        let k = idx.len();
+        let numel = self.params.len();
+        flat.copy_data(&mut self.params, numel);
+        if k == 0 {
+            self.grad.fill(0.0);
+            return;
+        }
+        self.reserve(k, stride);
+        for (row, &i) in self.rows.chunks_exact_mut(stride).zip(idx) {
+            let at = usize::try_from(i).expect("batch indices are non-negative") * stride;
+            row.copy_from_slice(&all[at..at + stride]);
+        }
+        self.accumulate_copied(k, stride, clip);
+    }
+
+    /// The rest of [`Fused::accumulate`] once the batch's `k` rows are in `self.rows`.
+    fn accumulate_copied(&mut self, k: usize, stride: usize, clip: Clip) {
         self.forward(k, stride);
         self.output_layer(k, stride);
         self.backward(k, stride);

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use accountant::PrivacySpent;
-use tch::Tensor;
+use tch::{Device, Tensor};
 use timely::worker::Worker;
 
 use self::announce::announce;
@@ -324,6 +324,10 @@ fn train_worker(
         out,
     );
 
+    let host_rows =
+        (device == Device::Cpu && dp.fused() && microbatches.is_none() && canaries.is_none())
+            .then(|| data.train.host_rows())
+            .transpose()?;
     let mut epochs = Epochs {
         config,
         steps: Steps {
@@ -335,6 +339,7 @@ fn train_worker(
             per_epoch,
             device,
             progress: config.progress && lead,
+            host_rows,
         },
         prof: Profiler::new(config.profile && lead, device),
         attack,

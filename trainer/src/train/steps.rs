@@ -38,6 +38,10 @@ pub(super) struct Steps<'a> {
     pub device: Device,
     /// Whether to show a progress bar (worker 0, `--progress`).
     pub progress: bool,
+    /// Where the plain-Rust step runs on the CPU (without microbatches or canaries): a host
+    /// copy of the training rows ([`crate::data::Examples::host_rows`]) it gathers its
+    /// batches from, instead of `index_select` on the row tensor and a copy of the batch.
+    pub host_rows: Option<Vec<f32>>,
 }
 
 /// What an epoch's steps took.
@@ -83,10 +87,20 @@ impl Steps<'_> {
             if let Some(ids) = &self.microbatches {
                 self.dp.set_microbatches(ids.index_select(0, &idx));
             }
-            let rows = data.train.rows().index_select(0, &idx);
-            prof.mark(Phase::Sampling);
-            self.dp
-                .accumulate_rows(mlp, data.train.width(), &rows, prof);
+            match &self.host_rows {
+                Some(all) if canaries.is_none() => {
+                    let idx = self.batches.last_batch_host();
+                    prof.mark(Phase::Sampling);
+                    self.dp
+                        .accumulate_gathered(mlp, all, data.train.stride(), idx, prof);
+                }
+                _ => {
+                    let rows = data.train.rows().index_select(0, &idx);
+                    prof.mark(Phase::Sampling);
+                    self.dp
+                        .accumulate_rows(mlp, data.train.width(), &rows, prof);
+                }
+            }
             if let Some(c) = &mut canaries {
                 c.add_gradients(self.dp.grad());
             }
