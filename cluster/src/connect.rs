@@ -11,6 +11,40 @@ use crate::error::{Error, Result};
 /// Sent first on every connection, so a stray connection is not taken for a peer.
 const MAGIC: u64 = u64::from_be_bytes(*b"fastdp01");
 
+/// The 16 bytes a connecting side sends first: `magic`, then its index (both big-endian).
+pub(crate) fn hello(magic: u64, index: usize) -> [u8; 16] {
+    let mut hello = [0u8; 16];
+    hello[..8].copy_from_slice(&magic.to_be_bytes());
+    hello[8..].copy_from_slice(&(index as u64).to_be_bytes());
+    hello
+}
+
+/// Reads [`hello`] from a freshly accepted `stream`, waiting until `deadline` (at least 100 ms):
+/// the sender's index, or `None` for a connection that is not one of ours (wrong magic, or
+/// closed or silent before 16 bytes). An error only where the socket cannot be set up.
+pub(crate) fn read_hello(
+    stream: &mut TcpStream,
+    magic: u64,
+    deadline: Instant,
+) -> std::io::Result<Option<usize>> {
+    stream.set_nonblocking(false)?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
+    stream.set_read_timeout(Some(left))?;
+    let mut got = [0u8; 16];
+    if stream.read_exact(&mut got).is_err() {
+        return Ok(None);
+    }
+    let (theirs, index) = got.split_at(8);
+    if u64::from_be_bytes(theirs.try_into().expect("8 bytes")) != magic {
+        return Ok(None);
+    }
+    Ok(Some(
+        u64::from_be_bytes(index.try_into().expect("8 bytes")) as usize
+    ))
+}
+
 /// One stream per other process, in process order, with `None` at `me`.
 pub fn connect(
     addresses: &[String],
@@ -63,11 +97,8 @@ fn connect_one(
         match TcpStream::connect(address) {
             Ok(mut stream) => {
                 stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
-                let mut hello = [0u8; 16];
-                hello[..8].copy_from_slice(&MAGIC.to_be_bytes());
-                hello[8..].copy_from_slice(&(me as u64).to_be_bytes());
                 stream
-                    .write_all(&hello)
+                    .write_all(&hello(MAGIC, me))
                     .map_err(|e| fail(format!("handshake failed: {e}")))?;
                 return Ok(stream);
             }
@@ -96,22 +127,11 @@ fn accept_all(
     while accepted.len() < n - me - 1 {
         match listener.accept() {
             Ok((mut stream, _)) => {
-                stream.set_nonblocking(false).map_err(listen_error)?;
-                let left = deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(100));
-                stream.set_read_timeout(Some(left)).map_err(listen_error)?;
-                let mut hello = [0u8; 16];
-                if stream.read_exact(&mut hello).is_err() {
-                    continue;
-                }
-                let magic = u64::from_be_bytes(hello[..8].try_into().expect("8 bytes"));
-                let peer = u64::from_be_bytes(hello[8..].try_into().expect("8 bytes")) as usize;
-                if magic != MAGIC
-                    || peer <= me
-                    || peer >= n
-                    || accepted.iter().any(|(p, _)| *p == peer)
-                {
+                let Some(peer) = read_hello(&mut stream, MAGIC, deadline).map_err(listen_error)?
+                else {
+                    continue; // not one of ours: ignore it
+                };
+                if peer <= me || peer >= n || accepted.iter().any(|(p, _)| *p == peer) {
                     continue; // not one of ours: ignore it
                 }
                 stream.set_read_timeout(None).map_err(listen_error)?;
@@ -189,5 +209,35 @@ mod tests {
         let err = connect(&addrs, 0, Duration::from_millis(300)).unwrap_err();
         assert!(matches!(err, Error::Connect { process: 1, .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// The greeting both the cluster's connections and the all-reduce links use: a peer's
+    /// greeting gives its index; another program's bytes, a connection closed early and one
+    /// silent past the deadline are not taken for a peer.
+    #[test]
+    fn only_a_greeting_with_our_magic_names_a_peer() {
+        use std::io::Write;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let deadline = || Instant::now() + Duration::from_millis(300);
+        let cases: [(&[u8], Option<usize>); 4] = [
+            (&hello(MAGIC, 7), Some(7)),
+            (&hello(0x1234, 7), None),
+            (b"GET / HTTP/1.1\r\n\r\n", None),
+            (&hello(MAGIC, 7)[..10], None),
+        ];
+        for (sent, expected) in cases {
+            let mut client = TcpStream::connect(address).unwrap();
+            client.write_all(sent).unwrap();
+            if sent.len() < 16 {
+                client.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            let (mut accepted, _) = listener.accept().unwrap();
+            let got = read_hello(&mut accepted, MAGIC, deadline()).unwrap();
+            assert_eq!(got, expected, "{sent:?}");
+        }
+        let _silent = TcpStream::connect(address).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        assert_eq!(read_hello(&mut accepted, MAGIC, deadline()).unwrap(), None);
     }
 }

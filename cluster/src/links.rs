@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::allreduce::Summand;
+use crate::connect::{hello, read_hello};
 use crate::error::{Error, Result};
 use crate::health::Health;
 
@@ -103,11 +104,8 @@ impl Links {
             let mut stream =
                 TcpStream::connect_timeout(address, left.max(Duration::from_millis(1)))
                     .map_err(|e| fail(worker, format!("cannot connect: {e}")))?;
-            let mut hello = [0u8; 16];
-            hello[..8].copy_from_slice(&MAGIC.to_be_bytes());
-            hello[8..].copy_from_slice(&(index as u64).to_be_bytes());
             stream
-                .write_all(&hello)
+                .write_all(&hello(MAGIC, index))
                 .map_err(|e| fail(worker, format!("handshake failed: {e}")))?;
             streams.push((worker, stream));
         }
@@ -118,19 +116,12 @@ impl Links {
         while streams.len() < index + higher {
             match listener.accept() {
                 Ok((mut stream, _)) => {
-                    stream.set_nonblocking(false).map_err(listen_error)?;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    stream
-                        .set_read_timeout(Some(left.max(Duration::from_millis(100))))
-                        .map_err(listen_error)?;
-                    let mut hello = [0u8; 16];
-                    if stream.read_exact(&mut hello).is_err() {
-                        continue;
-                    }
-                    let magic = u64::from_be_bytes(hello[..8].try_into().expect("8 bytes"));
-                    let peer = u64::from_be_bytes(hello[8..].try_into().expect("8 bytes")) as usize;
-                    if magic != MAGIC
-                        || peer <= index
+                    let Some(peer) =
+                        read_hello(&mut stream, MAGIC, deadline).map_err(listen_error)?
+                    else {
+                        continue; // not one of ours: ignore it
+                    };
+                    if peer <= index
                         || peer >= addresses.len()
                         || streams.iter().any(|(w, _)| *w == peer)
                     {

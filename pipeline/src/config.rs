@@ -40,3 +40,25 @@ pub struct RunConfig {
     /// How S3 locations are reached (unused for local ones).
     pub s3: S3Options,
 }
+
+impl RunConfig {
+    /// A one-worker run from `input` to `output` with the command line's defaults: 16 shards,
+    /// default schema options, no overwrite, the default buffer and timeouts, no progress bar.
+    /// Callers change what they need with struct update syntax.
+    pub fn new(input: Location, output: Location) -> RunConfig {
+        RunConfig {
+            input,
+            output,
+            shards: 16,
+            schema: SchemaOptions::default(),
+            cluster: Cluster::Single { threads: 1 },
+            overwrite: false,
+            connect_timeout: Duration::from_secs(60),
+            peer_timeout: Duration::from_secs(120),
+            allow_empty: false,
+            progress: false,
+            buffer_bytes: crate::write::DEFAULT_BUFFER_BYTES,
+            s3: S3Options::default(),
+        }
+    }
+}

@@ -224,7 +224,7 @@ pub fn manifest_page(output: &str, m: &Manifest) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Cluster, RunConfig};
+    use crate::RunConfig;
 
     #[test]
     fn page_of_a_real_output_holds_its_figures() {
@@ -240,18 +240,8 @@ mod tests {
         .unwrap();
         let out = dir.path().join("shards");
         crate::run(&RunConfig {
-            input: Location::Local(csv),
-            output: Location::Local(out.clone()),
             shards: 3,
-            schema: shards::SchemaOptions::default(),
-            cluster: Cluster::Single { threads: 1 },
-            overwrite: false,
-            connect_timeout: std::time::Duration::from_secs(10),
-            peer_timeout: std::time::Duration::from_secs(120),
-            allow_empty: false,
-            progress: false,
-            buffer_bytes: crate::write::DEFAULT_BUFFER_BYTES,
-            s3: Default::default(),
+            ..RunConfig::new(Location::Local(csv), Location::Local(out.clone()))
         })
         .unwrap();
         let page = dir.path().join("report.html");

@@ -4,17 +4,18 @@
 //! skipped, except under `CI=true`, where a missing server is a failure.
 #![cfg(all(feature = "s3", feature = "test-support"))]
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::manifest;
 use shards::lines::{LineReader, split_ranges};
-use shards::manifest::{FORMAT, ManifestOptions, ManifestSchema, RowCounts, ShardInfo};
 use shards::s3::{S3, S3Options};
 use shards::store::{Input, Output, PartWriter, create_file, open_input, open_output};
-use shards::{Dataset, Error, Location, Manifest};
+use shards::{Dataset, Error, Location};
 
 /// A client for the test server, or `None` (after saying so) when there is none.
 fn server() -> Option<S3> {
@@ -38,27 +39,6 @@ fn s3loc(bucket: &str, key: &str) -> Location {
     Location::S3 {
         bucket: bucket.into(),
         key: key.into(),
-    }
-}
-
-fn manifest(shards: Vec<ShardInfo>) -> Manifest {
-    Manifest {
-        format: FORMAT.into(),
-        schema: ManifestSchema {
-            input_columns: vec!["y".into(), "a".into()],
-            label: "y".into(),
-            features: vec!["a".into()],
-        },
-        options: ManifestOptions {
-            input: "in.csv".into(),
-            shards: 2,
-            na_values: vec![],
-        },
-        rows: RowCounts::default(),
-        labels: BTreeMap::new(),
-        feature_means: BTreeMap::new(),
-        distinct_feature_vectors: 0,
-        shards,
     }
 }
 

@@ -1,33 +1,13 @@
 //! Local output commit protocol and reading shards back.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs;
 use std::io::Write;
 
-use shards::manifest::{FORMAT, ManifestOptions, ManifestSchema, RowCounts};
+use common::manifest;
 use shards::store::open_output;
-use shards::{Dataset, Error, Location, Manifest, S3Options};
-
-fn manifest(shards: Vec<shards::manifest::ShardInfo>) -> Manifest {
-    Manifest {
-        format: FORMAT.into(),
-        schema: ManifestSchema {
-            input_columns: vec!["y".into(), "a".into()],
-            label: "y".into(),
-            features: vec!["a".into()],
-        },
-        options: ManifestOptions {
-            input: "in.csv".into(),
-            shards: 2,
-            na_values: vec![],
-        },
-        rows: RowCounts::default(),
-        labels: BTreeMap::new(),
-        feature_means: BTreeMap::new(),
-        distinct_feature_vectors: 0,
-        shards,
-    }
-}
+use shards::{Dataset, Error, Location, S3Options};
 
 fn write_output(dir: &std::path::Path) -> Location {
     let loc = Location::Local(dir.into());

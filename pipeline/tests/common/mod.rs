@@ -6,23 +6,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pipeline::{Cluster, GenerateConfig, RunConfig};
-use shards::{Location, SchemaOptions};
+use shards::Location;
 
 /// A config for a local run with default schema options.
 pub fn config(input: &Path, output: &Path, shards: u32, cluster: Cluster) -> RunConfig {
     RunConfig {
-        input: Location::Local(input.into()),
-        output: Location::Local(output.into()),
         shards,
-        schema: SchemaOptions::default(),
         cluster,
-        overwrite: false,
         connect_timeout: Duration::from_secs(30),
-        peer_timeout: Duration::from_secs(120),
-        allow_empty: false,
-        progress: false,
-        buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
-        s3: Default::default(),
+        ..RunConfig::new(
+            Location::Local(input.into()),
+            Location::Local(output.into()),
+        )
     }
 }
 

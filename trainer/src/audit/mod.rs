@@ -264,9 +264,8 @@ fn save(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::Duration;
 
-    use shards::{Location, SchemaOptions};
+    use shards::Location;
 
     use super::*;
     use crate::config::NoiseSpec;
@@ -286,18 +285,9 @@ mod tests {
         })
         .expect("generate");
         pipeline::run(&pipeline::RunConfig {
-            input: Location::Local(csv),
-            output: Location::Local(out.clone()),
             shards: 4,
-            schema: SchemaOptions::default(),
-            cluster: pipeline::Cluster::Single { threads: 1 },
             overwrite: true,
-            connect_timeout: Duration::from_secs(10),
-            peer_timeout: Duration::from_secs(120),
-            allow_empty: false,
-            progress: false,
-            buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
-            s3: Default::default(),
+            ..pipeline::RunConfig::new(Location::Local(csv), Location::Local(out.clone()))
         })
         .expect("pipeline run");
         Location::Local(out)

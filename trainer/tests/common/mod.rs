@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use shards::{Location, SchemaOptions};
 
@@ -29,18 +28,12 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
 /// Shards the CSV `csv` with the timely pipeline (4 shards, one worker) into `out`.
 pub fn shard(csv: &Path, out: &Path) {
     pipeline::run(&pipeline::RunConfig {
-        input: Location::Local(csv.to_path_buf()),
-        output: Location::Local(out.to_path_buf()),
         shards: 4,
-        schema: SchemaOptions::default(),
-        cluster: pipeline::Cluster::Single { threads: 1 },
         overwrite: true,
-        connect_timeout: Duration::from_secs(10),
-        peer_timeout: Duration::from_secs(120),
-        allow_empty: false,
-        progress: false,
-        buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
-        s3: Default::default(),
+        ..pipeline::RunConfig::new(
+            Location::Local(csv.to_path_buf()),
+            Location::Local(out.to_path_buf()),
+        )
     })
     .expect("pipeline run");
 }
@@ -101,21 +94,13 @@ pub fn fulton_shards(dir: &Path) -> PathBuf {
     let csv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/FultonPUMS5full.csv");
     let out = dir.join("fulton");
     pipeline::run(&pipeline::RunConfig {
-        input: Location::Local(csv),
-        output: Location::Local(out.clone()),
         shards: 4,
         schema: SchemaOptions {
             exclude: Some(vec!["state".into(), "fips".into()]),
             ..SchemaOptions::default()
         },
-        cluster: pipeline::Cluster::Single { threads: 1 },
         overwrite: true,
-        connect_timeout: Duration::from_secs(10),
-        peer_timeout: Duration::from_secs(120),
-        allow_empty: false,
-        progress: false,
-        buffer_bytes: pipeline::write::DEFAULT_BUFFER_BYTES,
-        s3: Default::default(),
+        ..pipeline::RunConfig::new(Location::Local(csv), Location::Local(out.clone()))
     })
     .expect("pipeline run on the Fulton fixture");
     out
