@@ -607,6 +607,40 @@ mod tests {
         }
     }
 
+    /// A step with plain SGD at `lr` on the CPU, the fused path on or off, started at epoch 0.
+    fn sgd_step(shape: &Shape, lr: f64, batch: f64, privacy: StepPrivacy, fused: bool) -> DpStep {
+        let opt = Optimizer::new(OptimizerKind::Sgd, lr, shape.numel(), Device::Cpu);
+        let mut s = DpStep::new(shape, Device::Cpu, batch, privacy, opt).unwrap();
+        s.set_fused(fused, shape);
+        s.start_epoch(0);
+        s
+    }
+
+    /// `n` examples of `d` features uniform on [-1, 1), labelled 1 with probability `p`.
+    fn random_examples(
+        rng: &mut rand_chacha::ChaCha20Rng,
+        n: usize,
+        d: usize,
+        p: f64,
+    ) -> crate::data::Examples {
+        use rand::RngExt;
+        let features: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(p))).collect();
+        crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap()
+    }
+
+    /// Step `step`'s batch in the fused path's tests: 1 to 79 random rows of `n` (repeats
+    /// allowed, in no order), none at step 3.
+    fn random_batch(rng: &mut rand_chacha::ChaCha20Rng, step: usize, n: usize) -> Vec<i64> {
+        use rand::RngExt;
+        let k = if step == 3 {
+            0
+        } else {
+            rng.random_range(1..80)
+        };
+        (0..k).map(|_| rng.random_range(0..n as i64)).collect()
+    }
+
     /// The plain-Rust path writes the same clipped sum as the libtorch one, for deep and
     /// shallow models and one without a hidden layer, layers wider and narrower than their
     /// inputs, with and without clipping, 0/1 inputs and real ones, batches that grow and
@@ -657,12 +691,7 @@ mod tests {
                     .collect();
                 let mut prof = Profiler::new(false, Device::Cpu);
                 for step in 0..30 {
-                    let k = if step == 3 {
-                        0
-                    } else {
-                        rng.random_range(1..80)
-                    };
-                    let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..n as i64)).collect();
+                    let idx = random_batch(&mut rng, step, n);
                     let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
                     for (s, m) in steps.iter_mut().zip(&models) {
                         s.accumulate_rows(m, d, &rows, &mut prof);
@@ -691,12 +720,10 @@ mod tests {
     /// without clipping and seeded noise.
     #[test]
     fn host_gather_equals_index_select_bit_for_bit() {
-        use rand::{RngExt, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(23);
         let (n, d) = (300, 9);
-        let features: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(0.4))).collect();
-        let data = crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap();
+        let data = random_examples(&mut rng, n, d, 0.4);
         let all = data.host_rows().unwrap();
         assert_eq!(all.len(), n * data.stride());
         let shape = Shape::new(d, &[11, 5]);
@@ -715,22 +742,11 @@ mod tests {
                 .map(|_| Mlp::new(shape.clone(), 3, Device::Cpu).unwrap())
                 .collect();
             let mut steps: Vec<DpStep> = (0..2)
-                .map(|_| {
-                    let opt = Optimizer::new(OptimizerKind::Sgd, 0.2, shape.numel(), Device::Cpu);
-                    let mut s = DpStep::new(&shape, Device::Cpu, 40.0, privacy, opt).unwrap();
-                    s.set_fused(true, &shape);
-                    s.start_epoch(0);
-                    s
-                })
+                .map(|_| sgd_step(&shape, 0.2, 40.0, privacy, true))
                 .collect();
             let mut prof = Profiler::new(false, Device::Cpu);
             for step in 0..30 {
-                let k = if step == 3 {
-                    0
-                } else {
-                    rng.random_range(1..80)
-                };
-                let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..n as i64)).collect();
+                let idx = random_batch(&mut rng, step, n);
                 let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
                 steps[0].accumulate_rows(&models[0], d, &rows, &mut prof);
                 steps[1].accumulate_gathered(&models[1], &all, data.stride(), &idx, &mut prof);
@@ -761,9 +777,7 @@ mod tests {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(17);
         let (n, d) = (200, 6);
-        let features: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        let labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(0.3))).collect();
-        let data = crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap();
+        let data = random_examples(&mut rng, n, d, 0.3);
         let shape = Shape::new(d, &[7]);
         // Fused with the host step, fused with the gradient read first, libtorch.
         let variants = [(true, false), (true, true), (false, true)];
@@ -771,16 +785,10 @@ mod tests {
             .iter()
             .map(|_| Mlp::new(shape.clone(), 5, Device::Cpu).unwrap())
             .collect();
+        let privacy = private(0.8, 1.0, GradSample::Vectorized);
         let mut steps: Vec<DpStep> = variants
             .iter()
-            .map(|&(fused, _)| {
-                let opt = Optimizer::new(OptimizerKind::Sgd, 0.3, shape.numel(), Device::Cpu);
-                let privacy = private(0.8, 1.0, GradSample::Vectorized);
-                let mut s = DpStep::new(&shape, Device::Cpu, 30.0, privacy, opt).unwrap();
-                s.set_fused(fused, &shape);
-                s.start_epoch(0);
-                s
-            })
+            .map(|&(fused, _)| sgd_step(&shape, 0.3, 30.0, privacy, fused))
             .collect();
         let mut prof = Profiler::new(false, Device::Cpu);
         for step in 0..40 {
