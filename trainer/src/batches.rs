@@ -122,8 +122,13 @@ mod tests {
             direct.sample_into(&mut want);
             let got = Vec::<i64>::try_from(queue.next_batch(150 - s)).unwrap();
             assert_eq!(got, want, "step {s}");
+            assert_eq!(queue.last_batch_host(), want, "step {s} on the host");
         }
         queue.start_epoch(rng());
+        assert!(
+            queue.last_batch_host().is_empty(),
+            "none delivered in the new epoch"
+        );
         direct.reseed(rng());
         direct.sample_into(&mut want);
         assert_eq!(Vec::<i64>::try_from(queue.next_batch(10)).unwrap(), want);
@@ -149,6 +154,7 @@ mod tests {
                 let mut sizes = 0;
                 for (q, c) in parts.iter_mut().zip(cuts.windows(2)) {
                     let local = Vec::<i64>::try_from(q.next_batch(100 - s)).unwrap();
+                    assert_eq!(q.last_batch_host(), local, "the same indices on the host");
                     assert!(local.iter().all(|&i| i >= 0 && i < c[1] - c[0]));
                     got.extend(local.iter().map(|i| i + c[0]));
                     sizes += q.sample_size();
