@@ -515,6 +515,20 @@ pub fn last_epsilon(path: &Path) -> f64 {
     last["epsilon"].as_f64().expect("epsilon in the metrics")
 }
 
+/// Asserts that two outputs read by [`dir_files`] hold the same files, byte for byte, and
+/// that `one` was committed (has `_SUCCESS`), naming `what` if not.
+pub fn assert_same_files(what: &str, one: &[(String, Vec<u8>)], other: &[(String, Vec<u8>)]) {
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(one), names(other), "{what}: different files");
+    assert!(
+        one.iter().any(|f| f.0 == "_SUCCESS"),
+        "{what}: not committed"
+    );
+    for ((name, a), (_, b)) in one.iter().zip(other) {
+        assert!(a == b, "{what}: {name} differs from the one-process output");
+    }
+}
+
 /// The files of `dir` (not its subdirectories' contents), by name in name order, with their
 /// bytes: two outputs compare byte for byte by comparing these.
 pub fn dir_files(dir: &Path) -> Vec<(String, Vec<u8>)> {

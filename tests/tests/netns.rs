@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fastdp_tests::{
-    assert_ok as ok, assert_same_model, dir_files, exec, pipeline, pipeline_generate, trainer,
-    wait_bounded,
+    assert_ok as ok, assert_same_files, assert_same_model, dir_files, exec, pipeline,
+    pipeline_generate, trainer, wait_bounded,
 };
 
 /// The members of every cluster here.
@@ -261,19 +261,6 @@ fn run_args(input: &str) -> Vec<&str> {
     ]
 }
 
-/// Asserts that two outputs hold the same files with the same bytes.
-fn same_files(what: &str, one: &[(String, Vec<u8>)], other: &[(String, Vec<u8>)]) {
-    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
-    assert_eq!(names(one), names(other), "{what}: different files");
-    assert!(
-        one.iter().any(|f| f.0 == "_SUCCESS"),
-        "{what}: not committed"
-    );
-    for ((name, a), (_, b)) in one.iter().zip(other) {
-        assert!(a == b, "{what}: {name} differs from the one-process output");
-    }
-}
-
 /// Three `pipeline` processes in three namespaces, input and output in a directory all three
 /// see, write the one-process output byte for byte; then the same on an S3 server in the hub.
 #[test]
@@ -300,7 +287,7 @@ fn pipeline_over_three_namespaces_writes_the_one_process_output() {
         &hosts,
         &[],
     );
-    same_files(
+    assert_same_files(
         "the shared directory",
         &dir_files(&d.join("one")),
         &dir_files(&d.join("cluster")),
@@ -406,7 +393,7 @@ fn s3_variant(net: &Net, d: &Path, local_run: &[&str]) {
             .collect()
     };
     let (one, clustered) = (objects("one"), objects("cluster"));
-    same_files("S3", &one, &clustered);
+    assert_same_files("S3", &one, &clustered);
     // The same bytes as on the shared directory too, but for the manifest, which names where
     // the input was.
     let local: Vec<_> = dir_files(&d.join("one"))

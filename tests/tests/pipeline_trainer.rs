@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use fastdp_tests::{
-    assert_ok as ok, assert_same_model, exec, pipeline, pipeline_generate, trainer,
+    assert_ok as ok, assert_same_files, assert_same_model, dir_files, exec, pipeline,
+    pipeline_generate, trainer,
 };
 
 /// Starts `bin args..` in `cwd` in the background.
@@ -125,28 +126,8 @@ fn hostfile_clusters_of_pipeline_and_trainer_match_one_process() {
             &child.wait_with_output().unwrap(),
         );
     }
-    let files = |dir: &str| {
-        let mut names: Vec<_> = std::fs::read_dir(d.join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|n| {
-                let bytes = std::fs::read(d.join(dir).join(&n)).unwrap();
-                (n, bytes)
-            })
-            .collect::<Vec<_>>()
-    };
-    let (one, clustered) = (files("one"), files("cluster"));
-    assert_eq!(
-        one.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        clustered.iter().map(|f| &f.0).collect::<Vec<_>>()
-    );
-    for ((name, a), (_, b)) in one.iter().zip(&clustered) {
-        assert!(a == b, "{name} differs between one process and the cluster");
-    }
+    let (one, clustered) = (dir_files(&d.join("one")), dir_files(&d.join("cluster")));
+    assert_same_files("pipeline over a hostfile", &one, &clustered);
 
     let train = ["--data", "one"];
     let single = [
