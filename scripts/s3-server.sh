@@ -1,23 +1,59 @@
 #!/usr/bin/env bash
-# A local S3-compatible server (moto) for the S3 tests, on a free loopback port.
+# A local S3-compatible server for the S3 tests (moto) or the benchmark (s3s-fs), on a free
+# loopback port, listening on 127.0.0.1 only.
 #
-#   eval "$(scripts/s3-server.sh start)"   # installs moto on first use, starts it, prints exports
+#   eval "$(scripts/s3-server.sh start)"   # installs the server on first use, starts it, prints exports
 #   scripts/s3-server.sh stop              # stops the server this state directory started
+#
+# S3_SERVER_KIND picks the server:
+#   moto (default): moto[server], Python; what the tests run against (it has the fault knobs
+#         they use). Installed into .venv-moto.
+#   s3s:  s3s-fs, a Rust S3 server over a local directory (the s3s project), for
+#         bench/s3/run.sh: moto cannot take a run's output fast enough to measure the client.
+#         Installed with `cargo install --locked` into $S3S_FS_ROOT (default .tools/s3s-fs;
+#         needs rustc >= 1.92, about 3 minutes on 2 cores); its objects live under
+#         $S3_SERVER_STATE/s3s-data, deleted by `stop`.
 #
 # The exports point the AWS SDK at it: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 # AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_EC2_METADATA_DISABLED (never probe instance metadata),
-# and MOTO_SERVER (the binary, for tests that start a private server of their own).
-# State (pid, port, log) lives in $S3_SERVER_STATE (default target/s3-server).
+# S3_SERVER_KIND, and for moto MOTO_SERVER (the binary, for tests that start a private server
+# of their own). State (pid, port, log) lives in $S3_SERVER_STATE (default target/s3-server).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-moto"
 moto_version="5.2.5"
+s3s_version="0.14.1"
+s3s_root="${S3S_FS_ROOT:-$root/.tools/s3s-fs}"
+kind="${S3_SERVER_KIND:-moto}"
 state="${S3_SERVER_STATE:-$root/target/s3-server}"
+access_key="AKIASHARDSTESTKEY000"
+secret_key="shards-test-secret-never-printed"
 
 log() { echo "s3-server: $*" >&2; }
 
 install() {
+    case "$kind" in
+        moto) install_moto ;;
+        s3s) install_s3s ;;
+        *)
+            log "unknown S3_SERVER_KIND '$kind' (moto or s3s)"
+            exit 2
+            ;;
+    esac
+}
+
+install_s3s() {
+    local bin="$s3s_root/bin/s3s-fs"
+    if [[ -x "$bin" ]] && [[ "$("$bin" --version)" == "s3s-fs $s3s_version" ]]; then
+        return
+    fi
+    log "installing s3s-fs $s3s_version into $s3s_root (cargo install, about 3 minutes)"
+    nice cargo install --quiet --locked --force --root "$s3s_root" --version "$s3s_version" \
+        --features binary s3s-fs >&2
+}
+
+install_moto() {
     local stamp="$venv/.moto-$moto_version"
     if [[ -x "$venv/bin/moto_server" && -e "$stamp" ]]; then
         return
@@ -30,7 +66,7 @@ install() {
 }
 
 free_port() {
-    "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 start() {
@@ -41,33 +77,45 @@ start() {
         exit 1
     fi
     local port="${1:-$(free_port)}"
-    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/moto.log" 2>&1 &
+    local name
+    if [[ "$kind" == s3s ]]; then
+        name="s3s-fs $s3s_version"
+        rm -rf "$state/s3s-data"
+        mkdir -p "$state/s3s-data"
+        "$s3s_root/bin/s3s-fs" --host 127.0.0.1 --port "$port" --access-key "$access_key" \
+            --secret-key "$secret_key" "$state/s3s-data" >"$state/server.log" 2>&1 &
+    else
+        name="moto $moto_version"
+        "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/server.log" 2>&1 &
+    fi
     local pid=$!
     echo "$pid" >"$state/pid"
     echo "$port" >"$state/port"
     local url="http://127.0.0.1:$port"
     for _ in $(seq 1 100); do
-        if curl -fsS -o /dev/null "$url/" 2>/dev/null; then
-            log "moto $moto_version listening on $url (pid $pid)"
+        # Any HTTP answer will do (s3s-fs answers an unsigned request with 403).
+        if curl -sS -o /dev/null "$url/" 2>/dev/null; then
+            log "$name listening on $url (pid $pid)"
             cat <<VARS
 export AWS_ENDPOINT_URL=$url
-export AWS_ACCESS_KEY_ID=AKIASHARDSTESTKEY000
-export AWS_SECRET_ACCESS_KEY=shards-test-secret-never-printed
+export AWS_ACCESS_KEY_ID=$access_key
+export AWS_SECRET_ACCESS_KEY=$secret_key
 export AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
-export MOTO_SERVER=$venv/bin/moto_server
+export S3_SERVER_KIND=$kind
 VARS
+            [[ "$kind" == s3s ]] || echo "export MOTO_SERVER=$venv/bin/moto_server"
             return
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            log "moto exited during start; its log:"
-            cat "$state/moto.log" >&2
+            log "$name exited during start; its log:"
+            cat "$state/server.log" >&2
             rm -f "$state/pid"
             exit 1
         fi
         sleep 0.2
     done
-    log "moto did not answer on $url within 20 s"
+    log "$name did not answer on $url within 20 s"
     stop
     exit 1
 }
@@ -85,6 +133,7 @@ stop() {
         log "stopped (pid $pid)"
     fi
     rm -f "$state/pid" "$state/port"
+    rm -rf "$state/s3s-data"
 }
 
 case "${1:-}" in

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# `pipeline run` with input and output on S3 (the local moto server) versus on local disk, on
-# the 1.2M-row generated file, in one run; prints medians, the S3/local ratio, and a breakdown
-# of the extra time (S3 input only, S3 output only, raw transfers).
+# `pipeline run` with input and output on S3 (a local S3 server on loopback) versus on local
+# disk, on the 1.2M-row generated file, in one run; prints medians, the S3/local ratio, and a
+# breakdown of the extra time (S3 input only, S3 output only, raw transfers).
 #
-#   bench/s3/run.sh                      # REPS=5 CONFIGS="1x2 2x2" ROWS=1200000
+#   bench/s3/run.sh                      # REPS=5 CONFIGS="1x2 2x2" ROWS=1200000 SERVER=moto
 #   BASELINE=/path/to/old/pipeline bench/s3/run.sh   # also times that binary, interleaved
+#   SERVER=s3s bench/s3/run.sh           # against s3s-fs (Rust) instead of moto (Python)
 #
+# SERVER is scripts/s3-server.sh's S3_SERVER_KIND: moto (what the tests use; Python, slower than
+# the client at taking in a run's output) or s3s (s3s-fs, installed on first use).
 # Each timing is wall time and the pipeline processes' on-CPU time (user + sys of the command
-# and its children; moto's own CPU is not in it).
+# and its children; the server's own CPU is not in it).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -25,11 +28,16 @@ cargo build --release --quiet -p pipeline -p shards --features shards/s3 --bin p
 pipeline="$root/target/release/pipeline"
 s3cp="$root/target/release/examples/s3cp"
 
-export S3_SERVER_STATE="$work/server"
+export S3_SERVER_STATE="$work/server" S3_SERVER_KIND="${SERVER:-moto}"
 "$root/scripts/s3-server.sh" stop >/dev/null 2>&1 || true
 trap '"$root/scripts/s3-server.sh" stop' EXIT
-eval "$("$root/scripts/s3-server.sh" start)"
-curl -fsS -X PUT "$AWS_ENDPOINT_URL/bench" -o /dev/null
+eval "$("$root/scripts/s3-server.sh" start 2>"$work/server.start")"
+server="$(sed -n 's/^s3-server: \(.*\) listening on .*/\1/p' "$work/server.start")"
+echo "server: $server on $AWS_ENDPOINT_URL" >&2
+# A signed CreateBucket (s3s-fs refuses unsigned requests; moto takes either).
+curl -fsS -X PUT -o /dev/null --aws-sigv4 "aws:amz:$AWS_REGION:s3" \
+    --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    -H "x-amz-content-sha256: $(sha256sum </dev/null | cut -d' ' -f1)" "$AWS_ENDPOINT_URL/bench"
 
 [[ -e "$data" ]] || "$pipeline" generate --rows "$rows" --seed 1 --output "$data" >&2
 remote_in="s3://bench/in/CaPUMS5full.csv"
@@ -79,10 +87,11 @@ for part in "$work"/local/part-*; do
     cmp -s "$part" "$work/check" || { echo "s3://bench/out/$name differs from $part" >&2; exit 1; }
 done
 
-python3 - "$times" "$configs" "$(stat -c %s "$data")" "$rows" <<'PY'
+python3 - "$times" "$configs" "$(stat -c %s "$data")" "$rows" "$server" <<'PY'
 import statistics, sys
 from collections import defaultdict
 path, configs, size, rows = sys.argv[1], sys.argv[2].split(), int(sys.argv[3]), int(sys.argv[4])
+server = sys.argv[5]
 t, cpu = defaultdict(list), defaultdict(list)
 for line in open(path):
     label, secs, cpus = line.rstrip("\n").split("\t")
@@ -91,7 +100,7 @@ for line in open(path):
 med = {k: statistics.median(v) for k, v in t.items()}
 mcpu = {k: statistics.median(v) for k, v in cpu.items()}
 mib = size / 2**20
-print(f"input: {rows} rows, {mib:.1f} MiB; medians of {len(t[configs[0] + ' local'])} runs; moto on 127.0.0.1")
+print(f"input: {rows} rows, {mib:.1f} MiB; medians of {len(t[configs[0] + ' local'])} runs; {server} on 127.0.0.1")
 print(f"{'workers x threads':<18} {'local':>8} {'s3->s3':>8} {'ratio':>6} {'s3 in':>8} {'s3 out':>8}")
 for c in configs:
     l, s, i, o = (med[f"{c} {k}"] for k in ("local", "s3", "s3-in", "s3-out"))
