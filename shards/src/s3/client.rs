@@ -40,6 +40,8 @@ struct Inner {
     transfers: Transfers,
     /// Permits for the requests in flight ([`S3Options::concurrency`]): uploads and copies.
     limit: Arc<Semaphore>,
+    /// Whether uploads sign their body's SHA-256 (see [`signs_payload`]).
+    sign_payload: bool,
 }
 
 /// A runtime that never panics on drop (tokio's does when dropped inside an async context).
@@ -68,6 +70,7 @@ impl S3 {
         Ok(S3 {
             inner: Arc::new(Inner {
                 client,
+                sign_payload: signs_payload(&endpoint),
                 endpoint,
                 runtime,
                 transfers: Transfers::new(options.progress.clone()),
@@ -182,6 +185,40 @@ impl S3 {
     pub(crate) fn transfers(&self) -> &Transfers {
         &self.inner.transfers
     }
+
+    /// Whether PutObject and UploadPart sign their body's SHA-256 ([`signs_payload`]).
+    pub(crate) fn sign_payload(&self) -> bool {
+        self.inner.sign_payload
+    }
+}
+
+/// Whether uploads to `endpoint` sign their body's SHA-256 into the request signature (SigV4's
+/// `x-amz-content-sha256`): only over plain `http://` to another machine.
+///
+/// Every upload carries the CRC-32 of its body (`x-amz-checksum-crc32`, which the server checks
+/// and refuses the upload on a mismatch), and that header is signed; each part's CRC-32 is
+/// also in the manifest, which readers check. So a body corrupted on the way is refused either
+/// way. What the SHA-256 adds is protection against someone on the path replacing the body by
+/// one with the same CRC-32 (easy to forge, unlike a SHA-256): over `https://` TLS already
+/// rules that out (the AWS SDKs for other languages send unsigned payloads over TLS for the
+/// same reason), and on a loopback address nobody else is on the path. Elsewhere over plain
+/// HTTP the payload is signed, at a second pass over every byte uploaded on each side.
+pub(crate) fn signs_payload(endpoint: &str) -> bool {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        // https:// (or anything unexpected, which the SDK refuses anyway).
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
 }
 
 fn block_on<F>(handle: &tokio::runtime::Runtime, fut: F) -> F::Output
@@ -280,6 +317,31 @@ mod tests {
         assert_eq!(join_key("p/q", "a"), "p/q/a");
         assert_eq!(base_name("p/q/data.csv"), "data.csv");
         assert_eq!(base_name("data.csv"), "data.csv");
+    }
+
+    #[test]
+    fn payload_signed_only_over_plain_http_off_this_machine() {
+        for unsigned in [
+            "https://s3.us-east-1.amazonaws.com",
+            "https://minio.example:9000/",
+            "http://127.0.0.1:9000",
+            "http://127.3.4.5",
+            "http://localhost:9000/x",
+            "http://LOCALHOST",
+            "http://[::1]:9000",
+            "http://user@127.0.0.1:9000",
+        ] {
+            assert!(!signs_payload(unsigned), "{unsigned}");
+        }
+        for signed in [
+            "http://minio.example:9000",
+            "http://10.0.0.7",
+            "http://[fe80::1]:9000",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+        ] {
+            assert!(signs_payload(signed), "{signed}");
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! background while the caller keeps writing. The object appears only when `finish` succeeds;
 //! dropped before that, the multipart upload is aborted and nothing is left.
 //!
+//! Every PUT and UploadPart carries the CRC-32 of its body, which the server checks: ours,
+//! computed while the bytes are written (the whole object's for a single PUT, also used for the
+//! manifest), so the SDK does not compute its own. The body's SHA-256 is signed only where
+//! [`super::client::signs_payload`] says (plain HTTP off this machine).
+//!
 //! Every PUT and UploadPart holds one of the store's permits ([`super::S3Options::concurrency`])
 //! while in flight. A part of a shard output ([`super::S3Output`]) goes further: its single PUT
 //! is started by `finish` and waited for by the output's `sync_parts` (or `commit`), so one
@@ -169,14 +174,17 @@ impl Upload {
             .key(&self.key)
             .upload_id(&mp.upload_id)
             .part_number(number)
+            .checksum_crc32(crc_base64(crc32fast::hash(&data)))
             .body(ByteStream::from(data));
         let (s3, bucket, key) = (self.s3.clone(), self.bucket.clone(), self.key.clone());
         mp.in_flight.push_back(self.s3.spawn(async move {
             let _permit = permit;
-            let out = req
-                .send()
-                .await
-                .map_err(|e| sdk_error(&s3, "UploadPart", &bucket, &key, e))?;
+            let sent = if s3.sign_payload() {
+                req.send().await
+            } else {
+                req.customize().disable_payload_signing().send().await
+            };
+            let out = sent.map_err(|e| sdk_error(&s3, "UploadPart", &bucket, &key, e))?;
             s3.transfers().put.add(len);
             let mut part = CompletedPart::builder().part_number(number);
             if let Some(etag) = out.e_tag() {
@@ -199,14 +207,18 @@ impl Upload {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&self.key)
+                .checksum_crc32(crc_base64(self.hasher.clone().finalize()))
                 .body(ByteStream::from(data));
             let permit = self.s3.permit();
             let (s3, bucket, key) = (self.s3.clone(), self.bucket.clone(), self.key.clone());
             let put = self.s3.spawn(async move {
                 let _permit = permit;
-                req.send()
-                    .await
-                    .map_err(|e| sdk_error(&s3, "PutObject", &bucket, &key, e))?;
+                let sent = if s3.sign_payload() {
+                    req.send().await
+                } else {
+                    req.customize().disable_payload_signing().send().await
+                };
+                sent.map_err(|e| sdk_error(&s3, "PutObject", &bucket, &key, e))?;
                 s3.transfers().put.add(len);
                 Ok(())
             });
@@ -251,6 +263,19 @@ impl Upload {
             })?;
         Ok(())
     }
+}
+
+/// A CRC-32 as S3's `x-amz-checksum-crc32` wants it: the big-endian bytes in base64.
+fn crc_base64(crc: u32) -> String {
+    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    // 32 bits: five full sextets and two bits padded to a sixth, then "==".
+    let bits = u64::from(crc) << 4;
+    let mut out: String = (0..6)
+        .rev()
+        .map(|i| DIGITS[((bits >> (6 * i)) & 63) as usize] as char)
+        .collect();
+    out.push_str("==");
+    out
 }
 
 /// Waits for an upload's task (a PUT or an UploadPart of `s3://bucket/key`).
@@ -317,5 +342,19 @@ impl Drop for Upload {
             // became an object (a bucket lifecycle rule reclaims its parts).
             let _ = self.s3.block_on(abort);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crc_base64;
+
+    #[test]
+    fn crc_in_base64() {
+        // As S3 and Python's base64.b64encode(zlib.crc32(x).to_bytes(4, "big")) write them.
+        assert_eq!(crc_base64(0), "AAAAAA==");
+        assert_eq!(crc_base64(crc32fast::hash(b"a")), "6Le+Qw==");
+        assert_eq!(crc_base64(0x4457_89a0), "RFeJoA==");
+        assert_eq!(crc_base64(u32::MAX), "/////w==");
     }
 }
