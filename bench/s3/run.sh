@@ -80,12 +80,22 @@ for i in $(seq 1 "$reps"); do
     timed "raw put" "$s3cp" "$data" s3://bench/raw/upload.csv
 done
 
-# The S3 run's shards must be the local run's bytes.
-for part in "$work"/local/part-*; do
-    name="$(basename "$part")"
-    "$s3cp" "s3://bench/out/$name" "$work/check" >/dev/null
-    cmp -s "$part" "$work/check" || { echo "s3://bench/out/$name differs from $part" >&2; exit 1; }
+# The S3 runs' outputs must be the local run's bytes: every part, and the manifest where the
+# input is the same file (it names the input's base name).
+for prefix in out out-from-local; do
+    files=("$work"/local/part-*)
+    [[ "$prefix" == out ]] || files+=("$work/local/_manifest.json")
+    for file in "${files[@]}"; do
+        name="$(basename "$file")"
+        "$s3cp" "s3://bench/$prefix/$name" "$work/check" 2>/dev/null
+        cmp -s "$file" "$work/check" || {
+            echo "s3://bench/$prefix/$name differs from $file" >&2
+            exit 1
+        }
+    done
 done
+rm -f "$work/check"
+echo "outputs on S3 (s3->s3, local->s3): the local run's bytes" >&2
 
 python3 - "$times" "$configs" "$(stat -c %s "$data")" "$rows" "$server" <<'PY'
 import statistics, sys
