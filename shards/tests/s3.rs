@@ -623,6 +623,121 @@ fn a_put_carries_our_crc32_and_an_unsigned_payload_on_loopback() {
     assert!(auth.contains("x-amz-checksum-crc32"), "{auth}");
 }
 
+/// Reads one request head from `conn` (requests here have no body); `None` once the client
+/// closed the connection.
+fn read_head(conn: &mut std::net::TcpStream) -> Option<String> {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        got.push(byte[0]);
+    }
+    String::from_utf8(got).ok()
+}
+
+/// A GET body that breaks midway is resumed from the byte it reached, and one that goes silent
+/// fails after the read timeout and its resumes, naming the endpoint and the byte.
+#[test]
+fn a_broken_body_is_resumed_and_a_silent_one_fails() {
+    // The credentials come from the test server's environment.
+    let Some(_) = server() else { return };
+    const DATA: &[u8] = b"offset,y\n1,0\n2,1\n3,0\n4,1\n5,0\n";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    // Every GET: (key, first byte). `broken.csv` from byte 0 sends 10 bytes and closes the
+    // connection; `silent.csv` sends 10 bytes from byte 0, none from elsewhere, and then
+    // keeps the connection open.
+    let gets = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, usize)>::new()));
+    let seen = std::sync::Arc::clone(&gets);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let seen = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                while let Some(head) = read_head(&mut conn) {
+                    if head.starts_with("HEAD ") {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\netag: \"e1\"\r\n\r\n",
+                            DATA.len()
+                        );
+                        conn.write_all(answer.as_bytes()).unwrap();
+                        continue;
+                    }
+                    let key = head.split(' ').nth(1).unwrap().rsplit('/').next().unwrap();
+                    let key = key.split('?').next().unwrap().to_string();
+                    let range = header(&head, "range").expect("a ranged GET");
+                    let (from, to) = range
+                        .strip_prefix("bytes=")
+                        .and_then(|r| r.split_once('-'))
+                        .expect("bytes=a-b");
+                    let (from, to): (usize, usize) = (from.parse().unwrap(), to.parse().unwrap());
+                    let to = to.min(DATA.len() - 1);
+                    seen.lock().unwrap().push((key.clone(), from));
+                    let answer = format!(
+                        "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\n\
+                         content-range: bytes {from}-{to}/{}\r\netag: \"e1\"\r\n\r\n",
+                        to + 1 - from,
+                        DATA.len()
+                    );
+                    conn.write_all(answer.as_bytes()).unwrap();
+                    match (key.as_str(), from) {
+                        ("broken.csv", 0) => {
+                            conn.write_all(&DATA[..10]).unwrap();
+                            return; // closed mid-body
+                        }
+                        ("silent.csv", _) => {
+                            if from == 0 {
+                                conn.write_all(&DATA[..10]).unwrap();
+                            }
+                            std::thread::sleep(Duration::from_secs(30));
+                            return;
+                        }
+                        _ => conn.write_all(&DATA[from..=to]).unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    let options = S3Options {
+        endpoint_url: Some(endpoint.clone()),
+        max_attempts: Some(1),
+        read_timeout: Duration::from_secs(1),
+        ..S3Options::default()
+    };
+    let read = |key: &str| {
+        let input = open_input(&s3loc("b", key), &options).unwrap();
+        let mut got = Vec::new();
+        input
+            .open_at(0, DATA.len() as u64)
+            .unwrap()
+            .read_to_end(&mut got)
+            .map(|_| got)
+    };
+    assert_eq!(read("broken.csv").unwrap(), DATA);
+    let err = read("silent.csv").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&endpoint) && msg.contains("at byte 10"),
+        "{msg}"
+    );
+    let gets = gets.lock().unwrap().clone();
+    let expected: Vec<(String, usize)> = [
+        ("broken.csv", 0),
+        ("broken.csv", 10),
+        ("silent.csv", 0),
+        ("silent.csv", 10),
+        ("silent.csv", 10),
+        ("silent.csv", 10),
+    ]
+    .iter()
+    .map(|&(k, f)| (k.to_string(), f))
+    .collect();
+    assert_eq!(gets, expected);
+}
+
 /// On S3 too, the reader trusts only a committed prefix: without `_SUCCESS` it refuses.
 #[test]
 fn the_reader_requires_success_on_s3() {
