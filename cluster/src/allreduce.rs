@@ -75,10 +75,27 @@ pub struct AllReduce<T: Summand = f32> {
     index: usize,
     peers: usize,
     timeout: Duration,
-    /// Time spent in [`AllReduce::sum`] so far (sending, waiting and adding).
+    /// Time spent in [`AllReduce::sum`], [`AllReduce::start`] and [`AllReduce::finish`] so far
+    /// (sending, waiting and adding; not the caller's work between a start and its finish).
     pub waited: Duration,
     /// Rounds completed.
     pub rounds: u64,
+    /// The round started and not yet finished.
+    pending: Option<Pending>,
+    /// This worker's values in the pending round, within one process (across processes the
+    /// links keep them).
+    own: Vec<T>,
+}
+
+/// A round [`AllReduce::start`] began.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// When it started (its deadline counts from then).
+    started: Instant,
+    /// Timely's round, within one process.
+    round: u64,
+    /// Values in it.
+    len: usize,
 }
 
 /// How the vectors travel.
@@ -131,12 +148,29 @@ impl<D: ExchangeData + Clone + Debug> Channel<D> {
         data: &[D],
     ) -> Result<Vec<(u32, Vec<D>)>> {
         let started = Instant::now();
+        let round = self.send(who, data);
+        self.receive(worker, who, round, started)
+    }
+
+    /// Sends `data` to every other worker for the next round; which round that is.
+    fn send(&mut self, who: &Who, data: &[D]) -> u64 {
         let round = *self.input.time();
         for dest in (0..who.peers).filter(|d| *d != who.index) {
             self.input
                 .send((dest as u32, who.index as u32, data.to_vec()));
         }
         self.input.advance_to(round + 1);
+        round
+    }
+
+    /// The other workers' vectors for `round` (sent at `started`), in worker order.
+    fn receive(
+        &mut self,
+        worker: &mut Worker,
+        who: &Who,
+        round: u64,
+        started: Instant,
+    ) -> Result<Vec<(u32, Vec<D>)>> {
         let deadline = started + who.timeout;
         let mut grace: Option<Instant> = None;
         let arrived = |received: &Received<D>| {
@@ -236,6 +270,8 @@ impl<T: Summand> AllReduce<T> {
             timeout,
             waited: Duration::ZERO,
             rounds: 0,
+            pending: None,
+            own: Vec::new(),
         }
     }
 
@@ -246,33 +282,93 @@ impl<T: Summand> AllReduce<T> {
 
     /// Replaces `data` by the sum over all workers of their `data`, added in worker order.
     pub fn sum(&mut self, worker: &mut Worker, data: &mut [T]) -> Result<()> {
+        self.start(worker, data)?;
+        self.finish(worker, data)
+    }
+
+    /// Starts a round: sends `data` to the other workers and returns without waiting for
+    /// theirs, so the caller's work until [`AllReduce::finish`] overlaps the exchange. Every
+    /// worker starts and finishes the same rounds in the same order; a round must be finished
+    /// before the next starts.
+    pub fn start(&mut self, worker: &mut Worker, data: &[T]) -> Result<()> {
         let started = Instant::now();
-        let who = Who {
-            health: self.health.clone(),
-            index: self.index,
-            peers: self.peers,
-            timeout: self.timeout,
-        };
-        match &mut self.transport {
+        if self.pending.is_some() {
+            return Err(Error::Timely(
+                "all-reduce: a round was started before the last one finished".into(),
+            ));
+        }
+        let who = self.who();
+        let round = match &mut self.transport {
             Transport::Timely(channel) => {
-                let got = channel.exchange(worker, &who, data)?;
-                add_in_order(&who, got, data)?;
+                self.own.clear();
+                self.own.extend_from_slice(data);
+                channel.send(&who, data)
             }
             Transport::Direct { setup, links } => {
                 if links.is_none() {
                     *links = Some(connect(worker, &who, setup, started + self.timeout)?);
                 }
+                let links = links.as_mut().expect("just set up");
+                links.start(data, self.rounds);
+                self.rounds
+            }
+        };
+        self.pending = Some(Pending {
+            started,
+            round,
+            len: data.len(),
+        });
+        self.waited += started.elapsed();
+        Ok(())
+    }
+
+    /// Finishes the round [`AllReduce::start`] began: waits for the other workers' vectors and
+    /// writes into `data` (as long as the one started) the sum of all, in worker order.
+    pub fn finish(&mut self, worker: &mut Worker, data: &mut [T]) -> Result<()> {
+        let resumed = Instant::now();
+        let Some(pending) = self.pending.take() else {
+            return Err(Error::Timely(
+                "all-reduce: a round was finished that was not started".into(),
+            ));
+        };
+        if data.len() != pending.len {
+            return Err(Error::Timely(format!(
+                "all-reduce: a round started with {} values was finished with {}",
+                pending.len,
+                data.len()
+            )));
+        }
+        let who = self.who();
+        match &mut self.transport {
+            Transport::Timely(channel) => {
+                let got = channel.receive(worker, &who, pending.round, pending.started)?;
+                data.copy_from_slice(&self.own);
+                add_in_order(&who, got, data)?;
+            }
+            Transport::Direct { links, .. } => {
                 let cx = RoundContext {
                     round: self.rounds,
-                    deadline: started + self.timeout,
+                    deadline: pending.started + self.timeout,
                     timeout: self.timeout,
                 };
-                links.as_mut().expect("just set up").sum(data, cx)?;
+                links
+                    .as_mut()
+                    .expect("set up when the round started")
+                    .finish(data, cx)?;
             }
         }
         self.rounds += 1;
-        self.waited += started.elapsed();
+        self.waited += resumed.elapsed();
         Ok(())
+    }
+
+    fn who(&self) -> Who {
+        Who {
+            health: self.health.clone(),
+            index: self.index,
+            peers: self.peers,
+            timeout: self.timeout,
+        }
     }
 
     /// Replaces `data` on every worker by `root`'s (the others' values are ignored).
@@ -517,6 +613,81 @@ mod tests {
             .into_iter()
             .flat_map(|h| h.join().unwrap())
             .collect()
+    }
+
+    /// 50 rounds begun with [`AllReduce::start`], with work between the start and the finish
+    /// (sleeping; the last worker longest) that overwrites the caller's buffer.
+    fn overlapped(worker: &mut Worker, _process: usize) -> Vec<Vec<f32>> {
+        let mut ar = AllReduce::<f32>::new(worker, Duration::from_secs(20));
+        let mut out = Vec::new();
+        let mut buf = vec![0f32; 7];
+        for round in 0..50u32 {
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = (worker.index() as f32 + 1.0) * 0.1 + (i as u32 * round) as f32;
+            }
+            ar.start(worker, &buf).unwrap();
+            buf.fill(f32::NAN);
+            if worker.index() + 1 == worker.peers() && round % 10 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            ar.finish(worker, &mut buf).unwrap();
+            out.push(buf.clone());
+        }
+        assert_eq!(ar.rounds, 50);
+        out
+    }
+
+    /// A round started, then finished after other work, sums what was started, in worker order,
+    /// within a process and across processes.
+    #[test]
+    fn started_rounds_finish_with_the_sum_of_what_was_started() {
+        for (processes, threads) in [(1, 3), (3, 1), (2, 2)] {
+            for (w, got) in on_members(processes, threads, overlapped)
+                .into_iter()
+                .enumerate()
+            {
+                assert_eq!(
+                    got,
+                    expected(processes * threads),
+                    "{processes}x{threads}, worker {w}"
+                );
+            }
+        }
+    }
+
+    /// A finish with no round started, a second start before the finish, and a finish with
+    /// another length are errors, not hangs or wrong sums.
+    #[test]
+    fn rounds_out_of_order_are_errors() {
+        let guards = execute(
+            &Cluster::Single { threads: 1 },
+            Duration::from_secs(20),
+            |worker| {
+                let mut ar = AllReduce::<f32>::new(worker, Duration::from_secs(20));
+                let mut errors = vec![ar.finish(worker, &mut [1.0]).unwrap_err().to_string()];
+                ar.start(worker, &[1.0, 2.0]).unwrap();
+                errors.push(ar.start(worker, &[1.0, 2.0]).unwrap_err().to_string());
+                errors.push(ar.finish(worker, &mut [0.0]).unwrap_err().to_string());
+                ar.start(worker, &[1.0, 2.0]).unwrap();
+                let mut v = [0.0, 0.0];
+                ar.finish(worker, &mut v).unwrap();
+                (errors, v)
+            },
+        )
+        .unwrap();
+        let (errors, v) = guards.join().into_iter().next().unwrap().unwrap();
+        assert!(errors[0].contains("not started"), "{}", errors[0]);
+        assert!(
+            errors[1].contains("before the last one finished"),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2].contains("started with 2 values was finished with 1"),
+            "{}",
+            errors[2]
+        );
+        assert_eq!(v, [1.0, 2.0], "one worker's sum is its own values");
     }
 
     fn large(worker: &mut Worker, _process: usize) -> Vec<f32> {

@@ -167,19 +167,26 @@ impl Links {
         })
     }
 
-    /// Replaces `data` by the sum over all workers of their `data`, in worker order.
-    pub(crate) fn sum<T: Summand>(&mut self, data: &mut [T], cx: RoundContext) -> Result<()> {
+    /// Starts round `round`: writes `data` to every peer as far as their sockets take it now
+    /// ([`Links::finish`] writes the rest).
+    pub(crate) fn start<T: Summand>(&mut self, data: &[T], round: u64) {
         self.out.clear();
-        self.out.extend_from_slice(&cx.round.to_le_bytes());
+        self.out.extend_from_slice(&round.to_le_bytes());
         self.out
             .extend_from_slice(&(data.len() as u64).to_le_bytes());
-        for x in data.iter() {
+        for x in data {
             x.write_le(&mut self.out);
         }
-        let need = self.out.len();
         for link in &mut self.links {
             link.sent = 0;
+            link.write(&self.out);
         }
+    }
+
+    /// Finishes the round [`Links::start`] began: replaces `data` (as long as the one started)
+    /// by the sum over all workers of their values, in worker order.
+    pub(crate) fn finish<T: Summand>(&mut self, data: &mut [T], cx: RoundContext) -> Result<()> {
+        let need = self.out.len();
         let mut grace: Option<Instant> = None;
         let mut ended_since: Option<Instant> = None;
         loop {

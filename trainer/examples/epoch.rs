@@ -116,14 +116,14 @@ fn main() -> trainer::Result<()> {
             let (t0, c0) = (Instant::now(), thread_cpu_ns());
             for s in 0..steps {
                 prof.restart();
-                let idx = batches.next_batch(steps - s);
+                batches.advance(steps - s);
                 if step.fused() {
                     // As the trainer's steps do: the plain-Rust step gathers from host rows.
-                    let idx = batches.last_batch_host();
+                    let idx = batches.batch_host();
                     prof.mark(trainer::profile::Phase::Sampling);
                     step.accumulate_gathered(&mlp, &host_rows, data.stride(), idx, &mut prof);
                 } else {
-                    let r = data.rows().index_select(0, &idx);
+                    let r = data.rows().index_select(0, &batches.batch());
                     prof.mark(trainer::profile::Phase::Sampling);
                     step.accumulate_rows(&mlp, data.width(), &r, &mut prof);
                 }

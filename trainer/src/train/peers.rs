@@ -76,14 +76,24 @@ impl<'w> Peers<'w> {
         Ok(self.totals.broadcast(self.worker, 0, v)?)
     }
 
-    /// Replaces the flat tensor `t` (on any device) by its sum over the workers.
-    pub fn sum_tensor(&mut self, t: &Tensor) -> Result<()> {
-        self.reduce_tensor(t, None)
+    /// Sends the flat tensor `t` (on any device) to the other workers, for a sum that
+    /// [`Peers::finish_sum_tensor`] completes: the work between the two overlaps the exchange.
+    pub fn start_sum_tensor(&mut self, t: &Tensor) -> Result<()> {
+        self.copy_to_host(t)?;
+        Ok(self.grads.start(self.worker, &self.host)?)
+    }
+
+    /// Replaces `t` (the tensor [`Peers::start_sum_tensor`] sent) by its sum over the workers.
+    pub fn finish_sum_tensor(&mut self, t: &Tensor) -> Result<()> {
+        self.grads.finish(self.worker, &mut self.host)?;
+        self.copy_back(t)
     }
 
     /// Replaces the flat tensor `t` (on any device) by worker 0's.
     pub fn broadcast_tensor(&mut self, t: &Tensor) -> Result<()> {
-        self.reduce_tensor(t, Some(0))
+        self.copy_to_host(t)?;
+        self.grads.broadcast(self.worker, 0, &mut self.host)?;
+        self.copy_back(t)
     }
 
     /// How long this worker has waited for the others in the gradients' all-reduce.
@@ -91,14 +101,15 @@ impl<'w> Peers<'w> {
         self.grads.waited
     }
 
-    fn reduce_tensor(&mut self, t: &Tensor, root: Option<usize>) -> Result<()> {
+    /// Copies the flat tensor `t` to the host values.
+    fn copy_to_host(&mut self, t: &Tensor) -> Result<()> {
         let n = t.numel();
         self.host.resize(n, 0.0);
-        t.f_copy_data(&mut self.host, n)?;
-        match root {
-            None => self.grads.sum(self.worker, &mut self.host)?,
-            Some(root) => self.grads.broadcast(self.worker, root, &mut self.host)?,
-        }
+        Ok(t.f_copy_data(&mut self.host, n)?)
+    }
+
+    /// Writes the host values back into `t`.
+    fn copy_back(&self, t: &Tensor) -> Result<()> {
         t.shallow_clone()
             .f_copy_(&Tensor::from_slice(&self.host).to_device(t.device()))?;
         Ok(())

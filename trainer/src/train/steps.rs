@@ -76,25 +76,33 @@ impl Steps<'_> {
         let cpu_started = thread_cpu_ns();
         let comm_started = peers.grads_waited();
         let mut examples = 0u64;
+        prof.restart();
+        let mut next = (per_epoch > 0).then(|| self.draw(per_epoch, data));
+        prof.mark(Phase::Sampling);
         for s in 0..per_epoch {
             prof.restart();
-            let mut idx = self.batches.next_batch(per_epoch - s);
+            let Drawn { rows } = next.take().expect("every step's batch is drawn");
             examples += self.batches.sample_size();
             let mut canaries = self.canaries.map(lock);
-            if let Some(c) = &mut canaries {
-                idx = c.take_sampled(&idx, data.train.len());
-            }
-            if let Some(ids) = &self.microbatches {
-                self.dp.set_microbatches(ids.index_select(0, &idx));
-            }
-            match &self.host_rows {
-                Some(all) if canaries.is_none() => {
-                    let idx = self.batches.last_batch_host();
-                    prof.mark(Phase::Sampling);
+            match (&self.host_rows, rows) {
+                (Some(all), _) if canaries.is_none() && self.microbatches.is_none() => {
+                    let idx = self.batches.batch_host();
                     self.dp
                         .accumulate_gathered(mlp, all, data.train.stride(), idx, prof);
                 }
+                (_, Some(rows)) if canaries.is_none() && self.microbatches.is_none() => {
+                    prof.mark(Phase::Sampling);
+                    self.dp
+                        .accumulate_rows(mlp, data.train.width(), &rows, prof);
+                }
                 _ => {
+                    let mut idx = self.batches.batch();
+                    if let Some(c) = &mut canaries {
+                        idx = c.take_sampled(&idx, data.train.len());
+                    }
+                    if let Some(ids) = &self.microbatches {
+                        self.dp.set_microbatches(ids.index_select(0, &idx));
+                    }
                     let rows = data.train.rows().index_select(0, &idx);
                     prof.mark(Phase::Sampling);
                     self.dp
@@ -105,8 +113,18 @@ impl Steps<'_> {
                 c.add_gradients(self.dp.grad());
             }
             self.dp.add_noise(prof);
+            // The next step's batch does not depend on this one's result: it is drawn while the
+            // other workers' gradients are on their way.
             if peers.workers > 1 {
-                peers.sum_tensor(self.dp.grad())?;
+                peers.start_sum_tensor(self.dp.grad())?;
+                prof.mark(Phase::AllReduce);
+            }
+            if s + 1 < per_epoch {
+                next = Some(self.draw(per_epoch - s - 1, data));
+                prof.mark(Phase::Sampling);
+            }
+            if peers.workers > 1 {
+                peers.finish_sum_tensor(self.dp.grad())?;
                 prof.mark(Phase::AllReduce);
             }
             if let Some(c) = &mut canaries {
@@ -132,6 +150,24 @@ impl Steps<'_> {
             cpu_seconds,
             comm_seconds,
         })
+    }
+}
+
+/// A step's batch, drawn ahead of the step (its indices stay in [`BatchQueue`]).
+struct Drawn {
+    /// Its rows, gathered ahead where the step takes them as they are: the libtorch step,
+    /// without canaries (which may join the batch) or microbatches.
+    rows: Option<Tensor>,
+}
+
+impl Steps<'_> {
+    /// Draws the next step's batch (of `remaining` steps in the epoch).
+    fn draw(&mut self, remaining: u64, data: &Data) -> Drawn {
+        self.batches.advance(remaining);
+        let plain = self.canaries.is_none() && self.microbatches.is_none();
+        let rows = (plain && self.host_rows.is_none())
+            .then(|| data.train.rows().index_select(0, &self.batches.batch()));
+        Drawn { rows }
     }
 }
 
