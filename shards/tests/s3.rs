@@ -553,23 +553,10 @@ fn a_silent_endpoint_fails_the_reader_naming_it() {
 /// empty 200, read whole (body included) before answering.
 fn one_request_head(listener: std::net::TcpListener) -> String {
     let (mut conn, _) = listener.accept().unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let n = conn.read(&mut chunk).unwrap();
-        assert!(n > 0, "the client closed before sending a whole head");
-        got.extend_from_slice(&chunk[..n]);
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&got[..head_end]).into_owned();
+    let head = read_head(&mut conn).expect("a request");
     let body_len: usize = header(&head, "content-length").map_or(0, |v| v.parse().unwrap());
-    while got.len() < head_end + body_len {
-        let n = conn.read(&mut chunk).unwrap();
-        assert!(n > 0, "the client closed before sending the whole body");
-        got.extend_from_slice(&chunk[..n]);
-    }
+    let mut body = vec![0; body_len];
+    conn.read_exact(&mut body).unwrap();
     conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
         .unwrap();
     head
@@ -623,8 +610,8 @@ fn a_put_carries_our_crc32_and_an_unsigned_payload_on_loopback() {
     assert!(auth.contains("x-amz-checksum-crc32"), "{auth}");
 }
 
-/// Reads one request head from `conn` (requests here have no body); `None` once the client
-/// closed the connection.
+/// Reads one request's head (up to its blank line) from `conn`; `None` once the client closed
+/// the connection.
 fn read_head(conn: &mut std::net::TcpStream) -> Option<String> {
     let mut got = Vec::new();
     let mut byte = [0u8; 1];
