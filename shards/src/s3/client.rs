@@ -70,7 +70,12 @@ impl S3 {
         Ok(S3 {
             inner: Arc::new(Inner {
                 client,
-                sign_payload: signs_payload(&endpoint),
+                sign_payload: signs_payload(upload_endpoint(
+                    options.endpoint_url.as_deref(),
+                    std::env::var("AWS_ENDPOINT_URL_S3").ok().as_deref(),
+                    std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").as_deref() == Ok("true"),
+                    &endpoint,
+                )),
                 endpoint,
                 runtime,
                 transfers: Transfers::new(options.progress.clone()),
@@ -189,6 +194,23 @@ impl S3 {
     /// Whether PutObject and UploadPart sign their body's SHA-256 ([`signs_payload`]).
     pub(crate) fn sign_payload(&self) -> bool {
         self.inner.sign_payload
+    }
+}
+
+/// The endpoint uploads go to, for [`signs_payload`]: the options' own, else S3's own variable
+/// `AWS_ENDPOINT_URL_S3` (which aws-config prefers to `AWS_ENDPOINT_URL`, unless configured
+/// endpoints are ignored), else `general` (`AWS_ENDPOINT_URL`, the profile's, or AWS's).
+/// An S3 endpoint set only in a profile's `services` section is not seen here.
+fn upload_endpoint<'a>(
+    explicit: Option<&'a str>,
+    s3_env: Option<&'a str>,
+    ignore_configured: bool,
+    general: &'a str,
+) -> &'a str {
+    match (explicit, s3_env) {
+        (Some(url), _) => url,
+        (None, Some(url)) if !ignore_configured && !url.is_empty() => url,
+        _ => general,
     }
 }
 
@@ -342,6 +364,21 @@ mod tests {
         ] {
             assert!(signs_payload(signed), "{signed}");
         }
+    }
+
+    #[test]
+    fn uploads_go_to_the_options_then_s3s_own_variable_then_the_general_endpoint() {
+        let aws = "https://s3.us-east-1.amazonaws.com";
+        let lan = "http://minio.lan:9000";
+        assert_eq!(
+            upload_endpoint(Some("http://127.0.0.1:1"), Some(lan), false, aws),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(upload_endpoint(None, Some(lan), false, aws), lan);
+        assert!(signs_payload(upload_endpoint(None, Some(lan), false, aws)));
+        assert_eq!(upload_endpoint(None, Some(lan), true, aws), aws);
+        assert_eq!(upload_endpoint(None, Some(""), false, aws), aws);
+        assert_eq!(upload_endpoint(None, None, false, aws), aws);
     }
 
     #[test]
