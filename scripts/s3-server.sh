@@ -12,7 +12,10 @@
 #         bench/s3/run.sh: moto cannot take a run's output fast enough to measure the client.
 #         Installed with `cargo install --locked` into $S3S_FS_ROOT (default .tools/s3s-fs;
 #         needs rustc >= 1.92, about 3 minutes on 2 cores); its objects live under
-#         $S3_SERVER_STATE/s3s-data, deleted by `stop`.
+#         $S3_SERVER_STATE/s3s-data, deleted by `stop`. It runs with scripts/s3-nodelay.c
+#         preloaded (built into $S3S_FS_ROOT with cc), which turns Nagle's algorithm off on
+#         its connections, as production S3 servers do; without it each GET could stall
+#         about 40 ms on the client's delayed ACK.
 #
 # The exports point the AWS SDK at it: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 # AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_EC2_METADATA_DISABLED (never probe instance metadata),
@@ -53,6 +56,16 @@ install_s3s() {
         --features binary s3s-fs >&2
 }
 
+# The TCP_NODELAY shim (scripts/s3-nodelay.c), rebuilt when the source is newer.
+nodelay_shim() {
+    local so="$s3s_root/lib/s3-nodelay.so" src="$root/scripts/s3-nodelay.c"
+    if [[ ! -e "$so" || "$src" -nt "$so" ]]; then
+        mkdir -p "$(dirname "$so")"
+        cc -shared -fPIC -O2 -Wall -o "$so" "$src" -ldl >&2
+    fi
+    echo "$so"
+}
+
 install_moto() {
     local stamp="$venv/.moto-$moto_version"
     if [[ -x "$venv/bin/moto_server" && -e "$stamp" ]]; then
@@ -79,11 +92,14 @@ start() {
     local port="${1:-$(free_port)}"
     local name
     if [[ "$kind" == s3s ]]; then
-        name="s3s-fs $s3s_version"
+        name="s3s-fs $s3s_version (TCP_NODELAY)"
+        local shim
+        shim="$(nodelay_shim)"
         rm -rf "$state/s3s-data"
         mkdir -p "$state/s3s-data"
-        "$s3s_root/bin/s3s-fs" --host 127.0.0.1 --port "$port" --access-key "$access_key" \
-            --secret-key "$secret_key" "$state/s3s-data" >"$state/server.log" 2>&1 &
+        LD_PRELOAD="$shim" "$s3s_root/bin/s3s-fs" --host 127.0.0.1 --port "$port" \
+            --access-key "$access_key" --secret-key "$secret_key" "$state/s3s-data" \
+            >"$state/server.log" 2>&1 &
     else
         name="moto $moto_version"
         "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$state/server.log" 2>&1 &
