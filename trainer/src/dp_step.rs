@@ -301,7 +301,7 @@ impl DpStep {
     }
 
     /// Adds the step's noise to the gradient buffer (nothing without noise, or when
-    /// [`DpStep::noise_elsewhere`] said another worker adds it). After the fused path, to its
+    /// [`DpStep::noise_share`] left it to other workers). After the fused path, to its
     /// host gradient before that is copied over (the same `f32` additions, without two
     /// libtorch calls a step).
     pub fn add_noise(&mut self, prof: &mut Profiler) {
@@ -331,10 +331,11 @@ impl DpStep {
         prof.mark(Phase::Step);
     }
 
-    /// This step adds no noise of its own: in a data-parallel run one worker adds the noise to
-    /// its share before the shares are summed, so the sum holds it exactly once.
-    pub fn noise_elsewhere(mut self) -> Self {
-        self.noise = None;
+    /// This step adds the noise of worker `part` of `parts` only ([`NoiseSource::share`]): in a
+    /// data-parallel run every worker adds its blocks' noise to its share before the shares are
+    /// summed, so the sum holds each value exactly once.
+    pub fn noise_share(mut self, part: usize, parts: usize) -> Self {
+        self.noise = self.noise.take().and_then(|n| n.share(part, parts));
         self
     }
 

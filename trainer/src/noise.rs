@@ -1,8 +1,16 @@
 //! The Gaussian noise added once per step to the clipped gradient sum, drawn on the host from
-//! the run's own stream (not libtorch's global generator, which every tensor op in the
+//! the run's own streams (not libtorch's global generator, which every tensor op in the
 //! process shares), so a seed gives the same noise on any device and in any company. It is
 //! drawn for many steps at once and copied to the device in one transfer: a copy per step
 //! would make the host wait for the GPU every step.
+//!
+//! The parameters are cut into [`BLOCKS`] blocks, each with its own stream, so that in a
+//! data-parallel run every worker draws and adds the noise of its own blocks
+//! ([`NoiseSource::share`]): each value is still added exactly once, the values are those one
+//! worker would draw for all of them (the same noise for any layout), and no worker waits for
+//! the one that would otherwise draw it all.
+
+use std::ops::Range;
 
 use rand::SeedableRng;
 use rand::rngs::SysRng;
@@ -13,15 +21,19 @@ use crate::config::NoiseRng;
 use crate::normal::Ziggurat;
 use crate::{Error, Result};
 
-/// Where the values come from: ChaCha20, keyed by the run's seed (one stream per epoch, so a
-/// resumed run draws what an uninterrupted one would) or by the operating system (never
-/// replayed, the key never leaves this process). Each value is the sum of four standard
-/// Gaussian draws at half the std (Holohan and Braghin 2021, as Opacus's secure mode), which
-/// hides the floating-point artefacts of a single draw. The draws are a ziggurat on the
-/// stream's 32-bit words ([`crate::normal`]).
+/// Blocks of parameters, each with its own stream (never depending on the workers).
+pub const BLOCKS: usize = 16;
+
+/// Where a block's values come from: ChaCha20, keyed by the run's seed (one stream per epoch
+/// and block, so a resumed run draws what an uninterrupted one would) or by the operating
+/// system (never replayed, the key never leaves this process). Each value is the sum of four
+/// standard Gaussian draws at half the std (Holohan and Braghin 2021, as Opacus's secure
+/// mode), which hides the floating-point artefacts of a single draw. The draws are a ziggurat
+/// on the stream's 32-bit words ([`crate::normal`]).
 #[derive(Debug)]
-struct Stream {
-    normal: Box<Ziggurat<ChaCha20Rng>>,
+struct Streams {
+    /// This source's blocks' draws, in block order.
+    blocks: Vec<Ziggurat<ChaCha20Rng>>,
     seeded: bool,
 }
 
@@ -30,18 +42,32 @@ const MAX_AHEAD: usize = 1 << 22;
 /// Steps of noise drawn ahead, for small models.
 const STEPS_AHEAD: usize = 64;
 
-/// Draws `N(0, std^2)` noise for every parameter and adds it to a gradient.
+/// Draws `N(0, std^2)` noise for every parameter of its blocks and adds it to a gradient.
 #[derive(Debug)]
 pub struct NoiseSource {
-    stream: Stream,
+    streams: Streams,
     std: f64,
     numel: usize,
-    /// `[rows, numel]`; row `next` is the next step's noise.
+    /// The blocks this source draws.
+    blocks: Range<usize>,
+    /// Their parameters.
+    coords: Range<usize>,
+    /// `[rows, coords.len()]`; row `next` is the next step's noise.
     host: Vec<f32>,
     /// `host` on the device, copied when a step first adds it there.
     block: Option<Tensor>,
     next: usize,
     device: Device,
+}
+
+/// The parameters of block `b` of `numel`.
+fn block_coords(b: usize, numel: usize) -> Range<usize> {
+    b * numel / BLOCKS..(b + 1) * numel / BLOCKS
+}
+
+/// The blocks of worker `part` of `parts` (contiguous, together all of them, each once).
+pub fn share_blocks(part: usize, parts: usize) -> Range<usize> {
+    part * BLOCKS / parts..(part + 1) * BLOCKS / parts
 }
 
 impl NoiseSource {
@@ -59,24 +85,29 @@ impl NoiseSource {
         device: Device,
         rows: usize,
     ) -> Result<Self> {
-        let stream = match kind {
-            NoiseRng::Seeded(seed) => Stream {
-                normal: Box::new(Ziggurat::new(ChaCha20Rng::seed_from_u64(noise_seed(seed)))),
-                seeded: true,
-            },
-            NoiseRng::Os => Stream {
-                normal: Box::new(Ziggurat::new(
-                    ChaCha20Rng::try_from_rng(&mut SysRng).map_err(|e| {
-                        Error::Config(format!("no OS entropy for the noise's key: {e}"))
-                    })?,
-                )),
-                seeded: false,
-            },
+        let key = |b: usize| -> Result<ChaCha20Rng> {
+            match kind {
+                NoiseRng::Seeded(seed) => {
+                    let mut rng = ChaCha20Rng::seed_from_u64(noise_seed(seed));
+                    rng.set_stream(stream(0, b));
+                    Ok(rng)
+                }
+                NoiseRng::Os => ChaCha20Rng::try_from_rng(&mut SysRng)
+                    .map_err(|e| Error::Config(format!("no OS entropy for the noise's key: {e}"))),
+            }
         };
+        let blocks = (0..BLOCKS)
+            .map(|b| key(b).map(Ziggurat::new))
+            .collect::<Result<Vec<_>>>()?;
         Ok(NoiseSource {
-            stream,
+            streams: Streams {
+                blocks,
+                seeded: matches!(kind, NoiseRng::Seeded(_)),
+            },
             std,
             numel,
+            blocks: 0..BLOCKS,
+            coords: 0..numel,
             host: vec![0.0; rows * numel],
             block: None,
             next: rows,
@@ -84,36 +115,64 @@ impl NoiseSource {
         })
     }
 
-    fn rows(&self) -> usize {
-        self.host.len() / self.numel.max(1)
+    /// The part of this source that worker `part` of `parts` adds: the noise of its blocks
+    /// ([`share_blocks`]), the same values as the whole source's there; `None` when its blocks
+    /// hold no parameters. Called before the first step.
+    pub fn share(mut self, part: usize, parts: usize) -> Option<Self> {
+        debug_assert_eq!(self.blocks, 0..BLOCKS, "a share of the whole source");
+        let blocks = share_blocks(part, parts);
+        let coords = block_coords(blocks.start, self.numel).start
+            ..block_coords(blocks.end.max(1) - 1, self.numel).end;
+        if blocks.is_empty() || coords.is_empty() {
+            return None;
+        }
+        let rows = self.rows();
+        self.streams.blocks.truncate(blocks.end - self.blocks.start);
+        self.streams
+            .blocks
+            .drain(..blocks.start - self.blocks.start);
+        self.host = vec![0.0; rows * coords.len()];
+        self.blocks = blocks;
+        self.coords = coords;
+        self.block = None;
+        self.next = rows;
+        Some(self)
     }
 
-    /// Starts the seeded stream of `epoch` (a resumed run draws what an uninterrupted one
+    fn rows(&self) -> usize {
+        self.host.len() / self.coords.len().max(1)
+    }
+
+    /// Starts the seeded streams of `epoch` (a resumed run draws what an uninterrupted one
     /// would); secure noise is never replayed.
     pub fn start_epoch(&mut self, epoch: u32) {
-        if self.stream.seeded {
-            let rng = self.stream.normal.rng_mut();
-            rng.set_stream(u64::from(epoch));
-            rng.set_word_pos(0);
-            self.stream.normal.discard();
+        if self.streams.seeded {
+            for (b, normal) in self.blocks.clone().zip(&mut self.streams.blocks) {
+                let rng = normal.rng_mut();
+                rng.set_stream(stream(epoch, b));
+                rng.set_word_pos(0);
+                normal.discard();
+            }
         }
         self.next = self.rows();
     }
 
-    /// `grad += N(0, std^2)` elementwise.
+    /// `grad += N(0, std^2)` elementwise, on this source's parameters.
     pub fn add_to(&mut self, grad: &Tensor) {
         if self.next == self.rows() {
             self.refill();
         }
-        let (rows, numel) = (self.rows() as i64, self.numel as i64);
+        let (rows, width) = (self.rows() as i64, self.coords.len() as i64);
         let block = self.block.get_or_insert_with(|| {
             Tensor::from_slice(&self.host)
-                .view([rows, numel])
+                .view([rows, width])
                 .to_device(self.device)
         });
         let noise = block.select(0, self.next as i64);
         self.next += 1;
-        let _ = grad.shallow_clone().g_add_(&noise);
+        let _ = grad
+            .narrow(0, self.coords.start as i64, width)
+            .g_add_(&noise);
     }
 
     /// [`NoiseSource::add_to`] on a gradient in host memory: the same values, added in `f32`
@@ -122,21 +181,34 @@ impl NoiseSource {
         if self.next == self.rows() {
             self.refill();
         }
-        let noise = &self.host[self.next * self.numel..(self.next + 1) * self.numel];
-        for (g, &n) in grad.iter_mut().zip(noise) {
+        let width = self.coords.len();
+        let noise = &self.host[self.next * width..(self.next + 1) * width];
+        for (g, &n) in grad[self.coords.clone()].iter_mut().zip(noise) {
             *g += n;
         }
         self.next += 1;
     }
 
-    /// Draws the next block of steps' noise (copied to the device when first added there).
+    /// Draws the next steps' noise (copied to the device when first added there): each
+    /// block's values from its own stream, step after step.
     fn refill(&mut self) {
-        self.stream
-            .normal
-            .fill_sums_of_four(&mut self.host, 0.5 * self.std);
+        let width = self.coords.len();
+        let scale = 0.5 * self.std;
+        for row in self.host.chunks_exact_mut(width) {
+            for (b, normal) in self.blocks.clone().zip(&mut self.streams.blocks) {
+                let c = block_coords(b, self.numel);
+                let at = c.start - self.coords.start..c.end - self.coords.start;
+                normal.fill_sums_of_four(&mut row[at], scale);
+            }
+        }
         self.block = None;
         self.next = 0;
     }
+}
+
+/// The seeded stream of block `b` in `epoch`.
+fn stream(epoch: u32, b: usize) -> u64 {
+    u64::from(epoch) * BLOCKS as u64 + b as u64
 }
 
 /// The key of the seeded noise streams (one per epoch), independent of the sampler's and the
@@ -206,12 +278,64 @@ mod tests {
         let (n, std) = (1000, 0.3);
         let g = draw(NoiseRng::Seeded(9), 2, n, std);
         let got = Vec::<f32>::try_from(&g).unwrap();
-        let mut rng = ChaCha20Rng::seed_from_u64(noise_seed(9));
-        rng.set_stream(2);
-        let mut z = Ziggurat::new(rng);
-        for (i, &v) in got.iter().enumerate() {
-            let want = ((z.draw() + z.draw() + z.draw() + z.draw()) * 0.5 * std) as f32;
-            assert_eq!(v, want, "value {i}");
+        for b in 0..BLOCKS {
+            // Block b of epoch 2: stream 2 * BLOCKS + b of the key.
+            let mut rng = ChaCha20Rng::seed_from_u64(noise_seed(9));
+            rng.set_stream(2 * BLOCKS as u64 + b as u64);
+            let mut z = Ziggurat::new(rng);
+            let block = b * n / BLOCKS..(b + 1) * n / BLOCKS;
+            for (i, &v) in got.iter().enumerate().take(block.end).skip(block.start) {
+                let want = ((z.draw() + z.draw() + z.draw() + z.draw()) * 0.5 * std) as f32;
+                assert_eq!(v, want, "value {i}");
+            }
+        }
+    }
+
+    /// However many workers share the noise, their blocks cover every parameter once and
+    /// their shares add, over several steps and epochs, to exactly the noise of one source.
+    #[test]
+    fn shares_add_up_to_the_whole_noise_once() {
+        for numel in [1, 5, 16, 551, 1000] {
+            for parts in [1, 2, 3, 5, 16, 17, 40] {
+                let whole = || {
+                    NoiseSource::drawing_ahead(NoiseRng::Seeded(4), numel, 1.0, Device::Cpu, 3)
+                        .unwrap()
+                };
+                let mut one = whole();
+                let mut shares: Vec<NoiseSource> =
+                    (0..parts).filter_map(|p| whole().share(p, parts)).collect();
+                let mut covered = vec![0; numel];
+                for s in &shares {
+                    covered[s.coords.clone()].iter_mut().for_each(|c| *c += 1);
+                }
+                assert!(
+                    covered.iter().all(|&c| c == 1),
+                    "{numel} values, {parts} parts: {covered:?}"
+                );
+                for epoch in [0, 3] {
+                    one.start_epoch(epoch);
+                    shares.iter_mut().for_each(|s| s.start_epoch(epoch));
+                    for step in 0..5 {
+                        let mut want = vec![0f32; numel];
+                        one.add_to_host(&mut want);
+                        let mut got = Tensor::zeros([numel as i64], (Kind::Float, Device::Cpu));
+                        for (i, s) in shares.iter_mut().enumerate() {
+                            if i % 2 == 0 {
+                                s.add_to(&got);
+                            } else {
+                                let mut h = Vec::<f32>::try_from(&got).unwrap();
+                                s.add_to_host(&mut h);
+                                got.copy_(&Tensor::from_slice(&h));
+                            }
+                        }
+                        let got = Vec::<f32>::try_from(&got).unwrap();
+                        assert_eq!(
+                            got, want,
+                            "{numel} values, {parts} parts, epoch {epoch}, step {step}"
+                        );
+                    }
+                }
+            }
         }
     }
 

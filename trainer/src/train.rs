@@ -6,8 +6,9 @@
 //! are numbered globally in (part, record) order, which does not depend on the workers, and
 //! every worker draws, from the same stream, only the members of the Poisson sample of those
 //! numbers that fall in its own block (the sampler's blocks of examples have positions of their
-//! own in the stream, so this is the single-worker sample restricted to the share). Each step the workers' clipped gradient sums are added up in worker order (worker 0's
-//! share carries the step's noise, so it is added exactly once), and every worker applies the
+//! own in the stream, so this is the single-worker sample restricted to the share). Each step the workers' clipped gradient sums are added up in worker order (each
+//! worker's share carries the noise of its blocks of parameters, [`crate::noise::BLOCKS`], so
+//! each value is added exactly once), and every worker applies the
 //! same update. The model is the same for any number of workers up to the order of the float
 //! additions, and the accountant sees exactly the single-process mechanism.
 //!
@@ -265,10 +266,8 @@ fn train_worker(
             .collect();
         Tensor::from_slice(&ids).to_device(device)
     });
-    if !lead {
-        // Worker 0's share carries the noise.
-        dp = dp.noise_elsewhere();
-    }
+    // Each worker's share carries the noise of its blocks of parameters.
+    dp = dp.noise_share(me, workers);
     if let Some(c) = canaries {
         lock(c).start(
             &mlp,

@@ -1,5 +1,5 @@
 //! [`Steps`]: one epoch of DP-SGD steps on this worker's share: draw the batch, accumulate the
-//! clipped gradients, add the noise (worker 0's share carries it), sum over the workers, update.
+//! clipped gradients, add the noise (each worker's share carries that of its blocks of parameters), sum over the workers, update.
 
 use std::sync::Mutex;
 use std::time::Instant;
