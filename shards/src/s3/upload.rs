@@ -267,15 +267,7 @@ impl Upload {
 
 /// A CRC-32 as S3's `x-amz-checksum-crc32` wants it: the big-endian bytes in base64.
 fn crc_base64(crc: u32) -> String {
-    const DIGITS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    // 32 bits: five full sextets and two bits padded to a sixth, then "==".
-    let bits = u64::from(crc) << 4;
-    let mut out: String = (0..6)
-        .rev()
-        .map(|i| DIGITS[((bits >> (6 * i)) & 63) as usize] as char)
-        .collect();
-    out.push_str("==");
-    out
+    aws_smithy_types::base64::encode(crc.to_be_bytes())
 }
 
 /// Waits for an upload's task (a PUT or an UploadPart of `s3://bucket/key`).
