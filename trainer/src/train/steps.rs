@@ -81,16 +81,16 @@ impl Steps<'_> {
         prof.mark(Phase::Sampling);
         for s in 0..per_epoch {
             prof.restart();
-            let Drawn { rows } = next.take().expect("every step's batch is drawn");
+            let drawn = next.take().expect("every step's batch is drawn");
             examples += self.batches.sample_size();
             let mut canaries = self.canaries.map(lock);
-            match (&self.host_rows, rows) {
-                (Some(all), _) if canaries.is_none() && self.microbatches.is_none() => {
+            match (drawn, &self.host_rows) {
+                (Drawn::Host, Some(all)) => {
                     let idx = self.batches.batch_host();
                     self.dp
                         .accumulate_gathered(mlp, all, data.train.stride(), idx, prof);
                 }
-                (_, Some(rows)) if canaries.is_none() && self.microbatches.is_none() => {
+                (Drawn::Rows(rows), _) => {
                     prof.mark(Phase::Sampling);
                     self.dp
                         .accumulate_rows(mlp, data.train.width(), &rows, prof);
@@ -153,21 +153,27 @@ impl Steps<'_> {
     }
 }
 
-/// A step's batch, drawn ahead of the step (its indices stay in [`BatchQueue`]).
-struct Drawn {
-    /// Its rows, gathered ahead where the step takes them as they are: the libtorch step,
-    /// without canaries (which may join the batch) or microbatches.
-    rows: Option<Tensor>,
+/// How a step takes its batch, drawn ahead of the step (its indices stay in [`BatchQueue`]).
+enum Drawn {
+    /// The plain-Rust step gathers the rows from its host copy.
+    Host,
+    /// The rows, gathered ahead for the libtorch step.
+    Rows(Tensor),
+    /// Canaries (which may join the batch) or microbatches want the indices first.
+    Indices,
 }
 
 impl Steps<'_> {
     /// Draws the next step's batch (of `remaining` steps in the epoch).
     fn draw(&mut self, remaining: u64, data: &Data) -> Drawn {
         self.batches.advance(remaining);
-        let plain = self.canaries.is_none() && self.microbatches.is_none();
-        let rows = (plain && self.host_rows.is_none())
-            .then(|| data.train.rows().index_select(0, &self.batches.batch()));
-        Drawn { rows }
+        if self.canaries.is_some() || self.microbatches.is_some() {
+            Drawn::Indices
+        } else if self.host_rows.is_some() {
+            Drawn::Host
+        } else {
+            Drawn::Rows(data.train.rows().index_select(0, &self.batches.batch()))
+        }
     }
 }
 
