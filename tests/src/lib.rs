@@ -602,6 +602,8 @@ pub mod flags {
         "5",
         "--s3-max-attempts",
         "6",
+        "--s3-concurrency",
+        "7",
     ];
 
     /// A binary, a subcommand (or none) and the flag groups its `--help` lists.
@@ -616,9 +618,9 @@ pub mod flags {
         ("pipeline", &["run"], &[CLUSTER, SCHEMA, S3]),
         ("pipeline", &["generate"], &[S3]),
         ("pipeline", &["report"], &[S3]),
-        ("trainer", &[], &[CLUSTER]),
-        ("trainer", &["audit"], &[CLUSTER]),
-        ("trainer", &["sweep"], &[CLUSTER]),
+        ("trainer", &[], &[CLUSTER, S3]),
+        ("trainer", &["audit"], &[CLUSTER, S3]),
+        ("trainer", &["sweep"], &[CLUSTER, S3]),
         ("mapper", &[], &[SCHEMA]),
     ];
 
@@ -664,7 +666,10 @@ pub mod flags {
             (a.s3_path_style, a.s3_connect_timeout, a.s3_read_timeout),
             (Some(false), 3, 4)
         );
-        assert_eq!((a.s3_operation_timeout, a.s3_max_attempts), (5, Some(6)));
+        assert_eq!(
+            (a.s3_operation_timeout, a.s3_max_attempts, a.s3_concurrency),
+            (5, Some(6), 7)
+        );
     }
 
     /// `argv` (flags only) parsed by the `Args` struct `T` alone, as one binary's group.

@@ -2,12 +2,15 @@
 //! directory and to S3, and `trainer` on each output; and the same job as a cluster of
 //! processes joined by hostfiles, first `pipeline` then `trainer`.
 
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use fastdp_tests::{
     assert_ok as ok, assert_same_files, assert_same_model, dir_files, exec, pipeline,
-    pipeline_generate, trainer,
+    pipeline_generate, trainer, wait_bounded,
 };
 
 /// Starts `bin args..` in `cwd` in the background.
@@ -88,6 +91,56 @@ fn shards_on_local_disk_and_in_s3_train_the_same_model() {
     assert!(!missing.status.success(), "no shards, yet the trainer ran");
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains(&bucket), "{stderr}");
+}
+
+/// `trainer --data s3://...` on an endpoint that accepts and never answers fails, naming the
+/// endpoint, within what its `--s3-*` flags allow (one attempt of 1 s), far sooner than the
+/// defaults (three attempts of 15 s): the flags reach the store the shards are read with.
+#[test]
+fn trainer_s3_flags_bound_a_silent_endpoint() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(trainer())
+        .args(["--data", "s3://silent/shards", "--no-progress"])
+        .args(["--s3-read-timeout", "1", "--s3-max-attempts", "1"])
+        .current_dir(dir.path())
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_MAX_ATTEMPTS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(
+        &mut child,
+        Duration::from_secs(90),
+        "trainer on a silent S3",
+    );
+    let took = started.elapsed();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "trained on a silent endpoint: {err}");
+    assert!(err.contains(&endpoint), "{err}");
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?}: the flags did not reach the store (the defaults allow 45 s and more)\n{err}"
+    );
 }
 
 /// A two-process `pipeline` joined by a hostfile writes the one-process output byte for byte,

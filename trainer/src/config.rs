@@ -173,6 +173,9 @@ pub struct TrainConfig {
     /// How long a step waits for a worker that neither contributes nor is known to be gone.
     #[serde(skip)]
     pub peer_timeout: Duration,
+    /// How shards on S3 are reached (timeouts, attempts; `--s3-*`).
+    #[serde(skip)]
+    pub s3: shards::S3Options,
 }
 
 impl TrainConfig {
@@ -221,6 +224,7 @@ impl TrainConfig {
             cluster: Cluster::Single { threads: 1 },
             connect_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(60),
+            s3: shards::S3Options::default(),
         }
     }
 

@@ -198,16 +198,18 @@ pub struct TransformInfo {
 }
 
 impl Data {
-    /// Reads every shard at `location` (checking the manifest when there is one) and splits
-    /// it: a record is a test record when `shards::is_test(offset, split_seed, test_fraction)`.
+    /// Reads every shard at `location` (checking the manifest when there is one; on S3 through
+    /// a store built with `s3`) and splits it: a record is a test record when
+    /// `shards::is_test(offset, split_seed, test_fraction)`.
     pub fn load(
         location: &Location,
+        s3: &shards::S3Options,
         test_fraction: f64,
         split_seed: u64,
         spec: &FeatureSpec,
         device: Device,
     ) -> Result<Self> {
-        let data = Data::load_share(location, 0, 1, test_fraction, split_seed, spec, device)?;
+        let data = Data::load_share(location, s3, 0, 1, test_fraction, split_seed, spec, device)?;
         if data.train.is_empty() {
             return Err(Error::Data {
                 location: location.to_string(),
@@ -226,6 +228,7 @@ impl Data {
     #[allow(clippy::too_many_arguments)]
     pub fn load_share(
         location: &Location,
+        s3: &shards::S3Options,
         worker: usize,
         workers: usize,
         test_fraction: f64,
@@ -243,7 +246,7 @@ impl Data {
                     .into(),
             });
         }
-        let dataset = Dataset::open(location, &shards::S3Options::default())?;
+        let dataset = Dataset::open(location, s3)?;
         let parts = dataset.parts().len();
         if workers > parts {
             return Err(Error::Data {

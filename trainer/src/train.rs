@@ -377,6 +377,7 @@ fn load_share(
         Some(loaded) => loaded.share(me)?,
         None => Data::load_share(
             &config.data,
+            &config.s3,
             me,
             workers,
             config.test_fraction,

@@ -80,6 +80,41 @@ impl Default for S3Options {
     }
 }
 
+/// The same settings, and the same progress callback (the same object, or none on both sides).
+impl PartialEq for S3Options {
+    fn eq(&self, other: &Self) -> bool {
+        let S3Options {
+            force_path_style,
+            endpoint_url,
+            region,
+            max_attempts,
+            connect_timeout,
+            read_timeout,
+            operation_timeout,
+            multipart_threshold,
+            range_slack,
+            concurrency,
+            progress,
+        } = self;
+        let same_progress = match (progress, &other.progress) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        *force_path_style == other.force_path_style
+            && *endpoint_url == other.endpoint_url
+            && *region == other.region
+            && *max_attempts == other.max_attempts
+            && *connect_timeout == other.connect_timeout
+            && *read_timeout == other.read_timeout
+            && *operation_timeout == other.operation_timeout
+            && *multipart_threshold == other.multipart_threshold
+            && *range_slack == other.range_slack
+            && *concurrency == other.concurrency
+            && same_progress
+    }
+}
+
 /// Which way bytes moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -108,4 +143,38 @@ pub trait TransferProgress: Send + Sync + Debug {
     /// A store closed after moving `total` bytes in `direction` over `active` (from its first
     /// byte to its last).
     fn finished(&self, direction: Direction, total: u64, active: Duration);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Quiet;
+
+    impl TransferProgress for Quiet {
+        fn transferred(&self, _: Direction, _: u64) {}
+        fn finished(&self, _: Direction, _: u64, _: Duration) {}
+    }
+
+    /// Options are equal when every setting is, and they report to the same callback.
+    #[test]
+    fn equal_settings_and_the_same_callback_are_equal() {
+        let base = S3Options::default();
+        assert_eq!(base, S3Options::default());
+        let slower = S3Options {
+            read_timeout: Duration::from_secs(99),
+            ..S3Options::default()
+        };
+        assert_ne!(base, slower);
+        let bars: Arc<dyn TransferProgress> = Arc::new(Quiet);
+        let with = |p: &Arc<dyn TransferProgress>| S3Options {
+            progress: Some(Arc::clone(p)),
+            ..S3Options::default()
+        };
+        assert_eq!(with(&bars), with(&bars));
+        assert_ne!(with(&bars), base);
+        let other: Arc<dyn TransferProgress> = Arc::new(Quiet);
+        assert_ne!(with(&bars), with(&other));
+    }
 }

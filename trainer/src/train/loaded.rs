@@ -31,6 +31,7 @@ impl Loaded {
                 let device = config.device.resolve_for(me)?;
                 let data = Data::load_share(
                     &config.data,
+                    &config.s3,
                     me,
                     threads,
                     config.test_fraction,

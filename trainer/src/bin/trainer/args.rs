@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use cluster::ClusterArgs;
 use shards::Location;
+use shards::cli::S3Args;
 use trainer::audit::CanaryKind;
 use trainer::features::FeatureSpec;
 use trainer::report::ReportConfig;
@@ -183,6 +184,9 @@ pub struct TrainArgs {
     /// share of the shards (clap shows the flags' own help).
     #[command(flatten)]
     cluster: ClusterArgs<60>,
+    /// How shards on S3 (`--data s3://...`) are reached.
+    #[command(flatten)]
+    s3: S3Args,
 }
 
 /// A checked training run, and the local processes to start for it.
@@ -278,6 +282,7 @@ impl TryFrom<TrainArgs> for Launch {
             cluster,
             connect_timeout: a.cluster.connect_timeout(),
             peer_timeout: a.cluster.peer_timeout(),
+            s3: a.s3.to_options(),
         };
         config.validate()?;
         Ok(Launch { config, spawn })
@@ -909,6 +914,25 @@ mod tests {
         );
     }
 
+    /// The `--s3-*` flags reach the store options the shards are read with; without them,
+    /// the storage layer's defaults.
+    #[test]
+    fn s3_flags_set_the_store_options() {
+        assert_eq!(train(&[]).unwrap().s3, shards::S3Options::default());
+        let c = train(&[
+            "--s3-read-timeout",
+            "4",
+            "--s3-max-attempts",
+            "1",
+            "--s3-concurrency",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(c.s3.read_timeout, std::time::Duration::from_secs(4));
+        assert_eq!((c.s3.max_attempts, c.s3.concurrency), (Some(1), 2));
+        assert!(train(&["--s3-read-timeout", "0"]).is_err());
+    }
+
     #[test]
     fn workers_threads_and_hostfile_make_the_cluster() {
         let l = launch(&["--threads", "3"]).unwrap();
@@ -955,8 +979,8 @@ mod tests {
         }
     }
 
-    /// The cluster flags read as the group alone reads them (and as `pipeline` reads them),
-    /// in training, an audit and a sweep.
+    /// The cluster and S3 flags read as each group alone reads them (and as `pipeline` reads
+    /// them), in training, an audit and a sweep.
     #[test]
     fn shared_flags_read_alike() {
         use fastdp_tests::flags;
@@ -965,7 +989,7 @@ mod tests {
             &["trainer", "audit"],
             &["trainer", "sweep"],
         ] {
-            let argv = [head, flags::CLUSTER].concat();
+            let argv = [head, flags::CLUSTER, flags::S3].concat();
             let a = match Cli::try_parse_from(&argv).unwrap() {
                 Cli {
                     command: Some(Command::Audit(a)),
@@ -978,6 +1002,7 @@ mod tests {
                 Cli { train, .. } => train,
             };
             flags::assert_cluster(&a.cluster);
+            flags::assert_s3(&a.s3);
         }
         let a = Cli::try_parse_from(["trainer"]).unwrap().train;
         assert_eq!(a.cluster.peer_timeout, 60, "the trainer's own default");
