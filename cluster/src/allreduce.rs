@@ -342,8 +342,7 @@ impl<T: Summand> AllReduce<T> {
         match &mut self.transport {
             Transport::Timely(channel) => {
                 let got = channel.receive(worker, &who, pending.round, pending.started)?;
-                data.copy_from_slice(&self.own);
-                add_in_order(&who, got, data)?;
+                add_in_order(&who, got, &self.own, data)?;
             }
             Transport::Direct { links, .. } => {
                 let cx = RoundContext {
@@ -380,9 +379,14 @@ impl<T: Summand> AllReduce<T> {
     }
 }
 
-/// Replaces `data` by `w0 + w1 + ...` in worker order, from the others' vectors `got` (in
-/// worker order) and this worker's own `data`.
-fn add_in_order<T: Summand>(who: &Who, got: Vec<(u32, Vec<T>)>, data: &mut [T]) -> Result<()> {
+/// Writes into `data` `w0 + w1 + ...` in worker order, from the others' vectors `got` (in
+/// worker order) and this worker's `mine`.
+fn add_in_order<T: Summand>(
+    who: &Who,
+    got: Vec<(u32, Vec<T>)>,
+    mine: &[T],
+    data: &mut [T],
+) -> Result<()> {
     let own = got.partition_point(|(from, _)| (*from as usize) < who.index);
     for (from, v) in &got {
         if v.len() != data.len() {
@@ -393,11 +397,10 @@ fn add_in_order<T: Summand>(who: &Who, got: Vec<(u32, Vec<T>)>, data: &mut [T]) 
             )));
         }
     }
-    let mine = data.to_vec();
     let ordered = got[..own]
         .iter()
         .map(|(_, v)| v.as_slice())
-        .chain(std::iter::once(mine.as_slice()))
+        .chain(std::iter::once(mine))
         .chain(got[own..].iter().map(|(_, v)| v.as_slice()));
     data.fill(T::default());
     for v in ordered {

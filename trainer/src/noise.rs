@@ -194,7 +194,7 @@ impl NoiseSource {
     fn refill(&mut self) {
         let width = self.coords.len();
         let scale = 0.5 * self.std;
-        for row in self.host.chunks_exact_mut(width) {
+        for row in self.host.chunks_exact_mut(width.max(1)) {
             for (b, normal) in self.blocks.clone().zip(&mut self.streams.blocks) {
                 let c = block_coords(b, self.numel);
                 let at = c.start - self.coords.start..c.end - self.coords.start;
