@@ -8,7 +8,11 @@ use aws_config::BehaviorVersion;
 use aws_config::Region;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_runtime::auth::PayloadSigningOverride;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::commit::S3Output;
@@ -40,8 +44,6 @@ struct Inner {
     transfers: Transfers,
     /// Permits for the requests in flight ([`S3Options::concurrency`]): uploads and copies.
     limit: Arc<Semaphore>,
-    /// Whether uploads sign their body's SHA-256 (see [`signs_payload`]).
-    sign_payload: bool,
 }
 
 /// A runtime that never panics on drop (tokio's does when dropped inside an async context).
@@ -70,12 +72,6 @@ impl S3 {
         Ok(S3 {
             inner: Arc::new(Inner {
                 client,
-                sign_payload: signs_payload(upload_endpoint(
-                    options.endpoint_url.as_deref(),
-                    std::env::var("AWS_ENDPOINT_URL_S3").ok().as_deref(),
-                    std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").as_deref() == Ok("true"),
-                    &endpoint,
-                )),
                 endpoint,
                 runtime,
                 transfers: Transfers::new(options.progress.clone()),
@@ -190,31 +186,34 @@ impl S3 {
     pub(crate) fn transfers(&self) -> &Transfers {
         &self.inner.transfers
     }
+}
 
-    /// Whether PutObject and UploadPart sign their body's SHA-256 ([`signs_payload`]).
-    pub(crate) fn sign_payload(&self) -> bool {
-        self.inner.sign_payload
+/// Leaves an upload's payload unsigned where [`signs_payload`] says signing it adds nothing,
+/// judged on the request's own URI once the SDK has resolved the endpoint (from the options,
+/// `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, a profile, or AWS's own).
+#[derive(Debug)]
+pub(crate) struct UnsignedWhereSafe;
+
+impl Intercept for UnsignedWhereSafe {
+    fn name(&self) -> &'static str {
+        "UnsignedWhereSafe"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if !signs_payload(context.request().uri()) {
+            cfg.interceptor_state()
+                .store_put(PayloadSigningOverride::unsigned_payload());
+        }
+        Ok(())
     }
 }
 
-/// The endpoint uploads go to, for [`signs_payload`]: the options' own, else S3's own variable
-/// `AWS_ENDPOINT_URL_S3` (which aws-config prefers to `AWS_ENDPOINT_URL`, unless configured
-/// endpoints are ignored), else `general` (`AWS_ENDPOINT_URL`, the profile's, or AWS's).
-/// An S3 endpoint set only in a profile's `services` section is not seen here.
-fn upload_endpoint<'a>(
-    explicit: Option<&'a str>,
-    s3_env: Option<&'a str>,
-    ignore_configured: bool,
-    general: &'a str,
-) -> &'a str {
-    match (explicit, s3_env) {
-        (Some(url), _) => url,
-        (None, Some(url)) if !ignore_configured && !url.is_empty() => url,
-        _ => general,
-    }
-}
-
-/// Whether uploads to `endpoint` sign their body's SHA-256 into the request signature (SigV4's
+/// Whether an upload to `uri` signs its body's SHA-256 into the request signature (SigV4's
 /// `x-amz-content-sha256`): only over plain `http://` to another machine.
 ///
 /// Every upload carries the CRC-32 of its body (`x-amz-checksum-crc32`, which the server checks
@@ -225,8 +224,8 @@ fn upload_endpoint<'a>(
 /// rules that out (the AWS SDKs for other languages send unsigned payloads over TLS for the
 /// same reason), and on a loopback address nobody else is on the path. Elsewhere over plain
 /// HTTP the payload is signed, at a second pass over every byte uploaded on each side.
-pub(crate) fn signs_payload(endpoint: &str) -> bool {
-    let Some(rest) = endpoint.strip_prefix("http://") else {
+pub(crate) fn signs_payload(uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("http://") else {
         // https:// (or anything unexpected, which the SDK refuses anyway).
         return false;
     };
@@ -364,21 +363,6 @@ mod tests {
         ] {
             assert!(signs_payload(signed), "{signed}");
         }
-    }
-
-    #[test]
-    fn uploads_go_to_the_options_then_s3s_own_variable_then_the_general_endpoint() {
-        let aws = "https://s3.us-east-1.amazonaws.com";
-        let lan = "http://minio.lan:9000";
-        assert_eq!(
-            upload_endpoint(Some("http://127.0.0.1:1"), Some(lan), false, aws),
-            "http://127.0.0.1:1"
-        );
-        assert_eq!(upload_endpoint(None, Some(lan), false, aws), lan);
-        assert!(signs_payload(upload_endpoint(None, Some(lan), false, aws)));
-        assert_eq!(upload_endpoint(None, Some(lan), true, aws), aws);
-        assert_eq!(upload_endpoint(None, Some(""), false, aws), aws);
-        assert_eq!(upload_endpoint(None, None, false, aws), aws);
     }
 
     #[test]

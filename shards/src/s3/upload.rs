@@ -6,7 +6,7 @@
 //! Every PUT and UploadPart carries the CRC-32 of its body, which the server checks: ours,
 //! computed while the bytes are written (the whole object's for a single PUT, also used for the
 //! manifest), so the SDK does not compute its own. The body's SHA-256 is signed only where
-//! [`super::client::signs_payload`] says (plain HTTP off this machine).
+//! [`super::client::signs_payload`] says of the request's URI (plain HTTP off this machine).
 //!
 //! Every PUT and UploadPart holds one of the store's permits ([`super::S3Options::concurrency`])
 //! while in flight. A part of a shard output ([`super::S3Output`]) goes further: its single PUT
@@ -22,6 +22,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::task::JoinHandle;
 
+use super::client::UnsignedWhereSafe;
 use super::error::to_io;
 use super::{MIN_PART_SIZE, S3, sdk_error};
 use crate::error::{Error, Result};
@@ -179,12 +180,12 @@ impl Upload {
         let (s3, bucket, key) = (self.s3.clone(), self.bucket.clone(), self.key.clone());
         mp.in_flight.push_back(self.s3.spawn(async move {
             let _permit = permit;
-            let sent = if s3.sign_payload() {
-                req.send().await
-            } else {
-                req.customize().disable_payload_signing().send().await
-            };
-            let out = sent.map_err(|e| sdk_error(&s3, "UploadPart", &bucket, &key, e))?;
+            let out = req
+                .customize()
+                .interceptor(UnsignedWhereSafe)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&s3, "UploadPart", &bucket, &key, e))?;
             s3.transfers().put.add(len);
             let mut part = CompletedPart::builder().part_number(number);
             if let Some(etag) = out.e_tag() {
@@ -213,12 +214,11 @@ impl Upload {
             let (s3, bucket, key) = (self.s3.clone(), self.bucket.clone(), self.key.clone());
             let put = self.s3.spawn(async move {
                 let _permit = permit;
-                let sent = if s3.sign_payload() {
-                    req.send().await
-                } else {
-                    req.customize().disable_payload_signing().send().await
-                };
-                sent.map_err(|e| sdk_error(&s3, "PutObject", &bucket, &key, e))?;
+                req.customize()
+                    .interceptor(UnsignedWhereSafe)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&s3, "PutObject", &bucket, &key, e))?;
                 s3.transfers().put.add(len);
                 Ok(())
             });
