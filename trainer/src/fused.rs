@@ -106,15 +106,24 @@ impl Fused {
             panic!("batch rows are [k, stride]");
         };
         let (k, stride) = (k as usize, stride as usize);
+        if !self.begin(flat, k, stride) {
+            return;
+        }
+        rows.copy_data(&mut self.rows, k * stride);
+        self.accumulate_copied(k, stride, clip);
+    }
+
+    /// Reads the parameters from `flat` and makes room for `k` rows of `stride`; with no rows,
+    /// zeroes the gradient and says there is nothing to accumulate.
+    fn begin(&mut self, flat: &Tensor, k: usize, stride: usize) -> bool {
         let numel = self.params.len();
         flat.copy_data(&mut self.params, numel);
         if k == 0 {
             self.grad.fill(0.0);
-            return;
+            return false;
         }
         self.reserve(k, stride);
-        rows.copy_data(&mut self.rows, k * stride);
-        self.accumulate_copied(k, stride, clip);
+        true
     }
 
     /// [`Fused::accumulate`] on the batch of rows `idx` (in that order) of `all`, every
@@ -134,13 +143,9 @@ impl Fused {
         clip: Clip,
     ) {
         let k = idx.len();
-        let numel = self.params.len();
-        flat.copy_data(&mut self.params, numel);
-        if k == 0 {
-            self.grad.fill(0.0);
+        if !self.begin(flat, k, stride) {
             return;
         }
-        self.reserve(k, stride);
         for (row, &i) in self.rows.chunks_exact_mut(stride).zip(idx) {
             let at = usize::try_from(i).expect("batch indices are non-negative") * stride;
             row.copy_from_slice(&all[at..at + stride]);

@@ -4,6 +4,7 @@
 
 use std::io::ErrorKind;
 
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use tokio::task::JoinSet;
 
@@ -28,23 +29,13 @@ impl S3 {
     /// The objects and sub-"directories" directly under the "directory" `prefix`, over every
     /// page of the listing.
     pub fn list_dir(&self, bucket: &str, prefix: &str) -> Result<Listing> {
-        let dir = dir_prefix(prefix);
-        let mut pages = self
-            .client()
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(&dir)
-            .delimiter("/")
-            .into_paginator()
-            .send();
         let (mut files, mut dirs) = (Vec::new(), Vec::new());
-        while let Some(page) = self.block_on(pages.next()) {
-            let page = page.map_err(|e| sdk_error(self, "ListObjectsV2", bucket, &dir, e))?;
+        self.each_page(bucket, prefix, true, |dir, page| {
             for o in page.contents() {
                 let name = o
                     .key()
                     .unwrap_or_default()
-                    .strip_prefix(&dir)
+                    .strip_prefix(dir)
                     .unwrap_or_default();
                 if !name.is_empty() {
                     files.push((name.to_string(), o.size().unwrap_or(0).max(0) as u64));
@@ -54,34 +45,47 @@ impl S3 {
                 let name = p
                     .prefix()
                     .unwrap_or_default()
-                    .strip_prefix(&dir)
+                    .strip_prefix(dir)
                     .unwrap_or_default();
                 dirs.push(name.trim_end_matches('/').to_string());
             }
-        }
+        })?;
         Ok(Listing { files, dirs })
     }
 
     /// Every key under the "directory" `prefix`, at any depth.
     pub fn list_all(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let dir = dir_prefix(prefix);
-        let mut pages = self
-            .client()
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(&dir)
-            .into_paginator()
-            .send();
         let mut keys = Vec::new();
-        while let Some(page) = self.block_on(pages.next()) {
-            let page = page.map_err(|e| sdk_error(self, "ListObjectsV2", bucket, &dir, e))?;
+        self.each_page(bucket, prefix, false, |_, page| {
             keys.extend(
                 page.contents()
                     .iter()
                     .filter_map(|o| o.key().map(str::to_string)),
             );
-        }
+        })?;
         Ok(keys)
+    }
+
+    /// Hands every page of the listing under the "directory" `prefix` (one level of it with
+    /// `one_level`, every depth without) to `visit`, with the prefix as listed.
+    fn each_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        one_level: bool,
+        mut visit: impl FnMut(&str, ListObjectsV2Output),
+    ) -> Result<()> {
+        let dir = dir_prefix(prefix);
+        let mut request = self.client().list_objects_v2().bucket(bucket).prefix(&dir);
+        if one_level {
+            request = request.delimiter("/");
+        }
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = self.block_on(pages.next()) {
+            let page = page.map_err(|e| sdk_error(self, "ListObjectsV2", bucket, &dir, e))?;
+            visit(&dir, page);
+        }
+        Ok(())
     }
 
     /// Reads a whole object.
