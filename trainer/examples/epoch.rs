@@ -20,15 +20,15 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Tensor};
-use trainer::batches::BatchQueue;
 use trainer::config::{GradSample, NoiseRng};
 use trainer::data::Examples;
-use trainer::dp_step::{DpStep, StepPrivacy};
+use trainer::mechanism::batches::BatchQueue;
+use trainer::mechanism::dp_step::{DpStep, StepPrivacy};
+use trainer::mechanism::optim::{Optimizer, OptimizerKind};
+use trainer::mechanism::sampler::PoissonSampler;
 use trainer::metrics::thread_cpu_ns;
 use trainer::mlp::{Mlp, Shape};
-use trainer::optim::{Optimizer, OptimizerKind};
 use trainer::profile::Profiler;
-use trainer::sampler::PoissonSampler;
 
 /// The allocator the `trainer` binary uses.
 #[cfg(feature = "mimalloc")]

@@ -10,7 +10,7 @@ use shards::Location;
 
 use crate::device::DeviceSpec;
 use crate::features::FeatureSpec;
-use crate::optim::OptimizerKind;
+use crate::mechanism::optim::OptimizerKind;
 
 /// How each step's examples are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

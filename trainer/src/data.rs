@@ -90,7 +90,7 @@ impl Examples {
 
     /// A host copy of all rows, row-major `[n, stride]` (`stride` = [`Examples::stride`]), for
     /// the plain-Rust step to gather its batches from
-    /// ([`crate::dp_step::DpStep::accumulate_gathered`]): as much memory again as the rows
+    /// ([`crate::mechanism::dp_step::DpStep::accumulate_gathered`]): as much memory again as the rows
     /// (`4 * stride` bytes an example, 64 for the census's 9 features: 61 MB for 960k).
     pub fn host_rows(&self) -> Result<Vec<f32>> {
         Ok(Vec::<f32>::try_from(self.rows.f_reshape([-1])?)?)

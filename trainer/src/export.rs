@@ -19,9 +19,9 @@ use tch::Tensor;
 
 use crate::config::TrainConfig;
 use crate::features::{FeatureSpec, StandardizedColumn, Standardizer};
+use crate::mechanism::privacy::Accounting;
 use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
-use crate::privacy::Accounting;
 use crate::publish::{self, create_parent, staging};
 use crate::{Error, Result};
 

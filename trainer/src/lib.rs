@@ -1,11 +1,12 @@
 //! A DP-SGD trainer on tch (libtorch) for the shards the preprocessing engines write.
 //!
 //! The pieces follow Opacus's seams, wired together in one place ([`run`]):
-//! - [`sampler`]: exact Poisson sampling, whose rate is the accountant's q ([`batches`]
-//!   draws it ahead for the device);
-//! - [`grad_sample`]: per-example gradients of the MLP in closed form, vectorized;
-//! - [`dp_step`]: clip, sum, add noise once, scale, optimizer step ([`optim`], [`noise`]);
-//! - [`privacy`]: epsilon from the `accountant` crate, noise calibration for a target epsilon;
+//! - [`mechanism`]: everything the printed epsilon depends on, in one folder with no I/O:
+//!   exact Poisson sampling, whose rate is the accountant's q ([`mechanism::sampler`],
+//!   [`mechanism::batches`]); per-example gradients in closed form ([`mechanism::grad_sample`],
+//!   [`mechanism::fused`]); clip, sum, add noise once, scale, optimizer step
+//!   ([`mechanism::dp_step`], [`mechanism::noise`], [`mechanism::normal`],
+//!   [`mechanism::optim`]); epsilon and noise calibration ([`mechanism::privacy`]);
 //! - [`features`]: the feature spec (public bounds, categories, standardization by noisy
 //!   estimates) applied to every record before the split;
 //! - [`settings`]: what the processes of a run agree on before the first step;
@@ -30,28 +31,20 @@
 
 pub mod attack;
 pub mod audit;
-pub mod batches;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod dp_step;
 mod error;
 pub mod evaluate;
 pub mod export;
 pub mod features;
-pub mod fused;
-pub mod grad_sample;
+pub mod mechanism;
 pub mod metrics;
 pub mod mlp;
-pub mod noise;
-pub mod normal;
-pub mod optim;
-pub mod privacy;
 pub mod profile;
 pub mod publish;
 pub mod report;
-pub mod sampler;
 pub mod settings;
 pub mod sweep;
 pub mod train;
@@ -61,5 +54,5 @@ pub use config::{
 };
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
-pub use optim::OptimizerKind;
+pub use mechanism::optim::OptimizerKind;
 pub use train::{Loaded, RunReport, run, run_loaded, steps_per_epoch};

@@ -249,7 +249,7 @@ fn epsilon_curves(run: &RunFiles) -> Result<(Curves, Option<AccountantKind>)> {
         let computed = |kind: AccountantKind| -> Result<Option<f64>> {
             match mech {
                 Some((q, sigma, delta, _)) => Ok(Some(
-                    crate::privacy::epsilon(kind, q, sigma, m.steps, delta)?.epsilon,
+                    crate::mechanism::privacy::epsilon(kind, q, sigma, m.steps, delta)?.epsilon,
                 )),
                 None => Ok(None),
             }

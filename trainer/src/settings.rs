@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::config::{GradSample, NoiseSpec, Privacy, Sampling, TrainConfig};
-use crate::optim::OptimizerKind;
+use crate::mechanism::optim::OptimizerKind;
 use crate::{Error, Result};
 
 /// The most settings [`Settings::agree`] compares (slots per worker in its exchange).

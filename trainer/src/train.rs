@@ -7,7 +7,7 @@
 //! every worker draws, from the same stream, only the members of the Poisson sample of those
 //! numbers that fall in its own block (the sampler's blocks of examples have positions of their
 //! own in the stream, so this is the single-worker sample restricted to the share). Each step the workers' clipped gradient sums are added up in worker order (each
-//! worker's share carries the noise of its blocks of parameters, [`crate::noise::BLOCKS`], so
+//! worker's share carries the noise of its blocks of parameters, [`crate::mechanism::noise::BLOCKS`], so
 //! each value is added exactly once), and every worker applies the
 //! same update. The model is the same for any number of workers up to the order of the float
 //! additions, and the accountant sees exactly the single-process mechanism.
@@ -47,16 +47,16 @@ use self::resume::{check_outputs, restore};
 use self::standardize::{report_transform, standardize};
 use self::steps::Steps;
 use crate::audit::canary::Canaries;
-use crate::batches::BatchQueue;
 use crate::config::{Sampling, TrainConfig};
 use crate::data::Data;
-use crate::dp_step::{DpStep, microbatch_of};
+use crate::mechanism::batches::BatchQueue;
+use crate::mechanism::dp_step::{DpStep, microbatch_of};
+use crate::mechanism::optim::Optimizer;
+use crate::mechanism::privacy::Accounting;
+use crate::mechanism::sampler::PoissonSampler;
 use crate::metrics::{EpochMetrics, MetricsLog};
 use crate::mlp::{Mlp, Shape};
-use crate::optim::Optimizer;
-use crate::privacy::Accounting;
 use crate::profile::Profiler;
-use crate::sampler::PoissonSampler;
 use crate::settings::Settings;
 use crate::{Error, Result};
 

@@ -14,9 +14,9 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::audit::mia::{self, MiaReport};
 use crate::config::{GradSample, NoiseRng};
 use crate::data::{Data, Examples};
-use crate::dp_step::{DpStep, StepPrivacy};
+use crate::mechanism::dp_step::{DpStep, StepPrivacy};
+use crate::mechanism::optim::{Optimizer, OptimizerKind};
 use crate::mlp::{Mlp, Shape};
-use crate::optim::{Optimizer, OptimizerKind};
 use crate::profile::Profiler;
 use crate::{Error, Result};
 

@@ -6,7 +6,7 @@ use super::layout::Layout;
 use crate::config::TrainConfig;
 use crate::device;
 use crate::export;
-use crate::privacy::Accounting;
+use crate::mechanism::privacy::Accounting;
 
 /// The run's opening lines on `out`: `workers` workers, worker 0 on `device`, `per_epoch` steps
 /// per epoch over the training rows of `layout`.

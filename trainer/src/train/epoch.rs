@@ -18,9 +18,9 @@ use crate::data::Data;
 use crate::evaluate::{self, Totals};
 use crate::export::{self, ModelCard};
 use crate::features::Standardizer;
+use crate::mechanism::privacy::Accounting;
 use crate::metrics::{EpochMetrics, MetricsLog, NonPrivate};
 use crate::mlp::Mlp;
-use crate::privacy::Accounting;
 use crate::profile::{Phase, Profiler};
 
 /// The attack's right guesses over some rows.

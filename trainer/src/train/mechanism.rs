@@ -5,9 +5,9 @@
 use super::peers::Peers;
 use crate::Result;
 use crate::config::{DpConfig, NoiseRng, NoiseSpec, Privacy, TrainConfig};
-use crate::dp_step::StepPrivacy;
-use crate::privacy::Accounting;
-use crate::sampler::PoissonSampler;
+use crate::mechanism::dp_step::StepPrivacy;
+use crate::mechanism::privacy::Accounting;
+use crate::mechanism::sampler::PoissonSampler;
 use crate::settings::Settings;
 
 /// The accounting of `planned` steps of `sampler` (after the standardized columns' release at

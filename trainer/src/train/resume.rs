@@ -10,12 +10,12 @@ use super::Stdout;
 use super::peers::Peers;
 use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::dp_step::DpStep;
 use crate::export;
 use crate::features::Standardizer;
+use crate::mechanism::dp_step::DpStep;
+use crate::mechanism::privacy::Accounting;
 use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
-use crate::privacy::Accounting;
 use crate::publish;
 use crate::{Error, Result};
 

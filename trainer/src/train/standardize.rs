@@ -7,7 +7,7 @@ use crate::Result;
 use crate::config::NoiseRng;
 use crate::data::Data;
 use crate::features::Standardizer;
-use crate::noise::NoiseSource;
+use crate::mechanism::noise::NoiseSource;
 
 /// Tells the operator (stderr, worker 0) what the feature spec found over every worker's share:
 /// records with a level outside a categorical column's spec, and columns used as they are that

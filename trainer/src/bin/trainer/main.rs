@@ -108,14 +108,31 @@ fn privacy(args: PrivacyArgs) -> anyhow::Result<()> {
     let q = PrivacyQuery::try_from(args)?;
     match q.noise_multiplier {
         Some(sigma) => {
-            let spent = trainer::privacy::epsilon(q.accountant, q.rate, sigma, q.steps, q.delta)?;
+            let spent = trainer::mechanism::privacy::epsilon(
+                q.accountant,
+                q.rate,
+                sigma,
+                q.steps,
+                q.delta,
+            )?;
             print_spent(&spent, sigma, &q);
         }
         None => {
             let target = q.target_epsilon.expect("clap requires one of the two");
-            let sigma =
-                trainer::privacy::noise_for_target(q.accountant, q.rate, target, q.steps, q.delta)?;
-            let spent = trainer::privacy::epsilon(q.accountant, q.rate, sigma, q.steps, q.delta)?;
+            let sigma = trainer::mechanism::privacy::noise_for_target(
+                q.accountant,
+                q.rate,
+                target,
+                q.steps,
+                q.delta,
+            )?;
+            let spent = trainer::mechanism::privacy::epsilon(
+                q.accountant,
+                q.rate,
+                sigma,
+                q.steps,
+                q.delta,
+            )?;
             print_spent(&spent, sigma, &q);
         }
     }

@@ -11,7 +11,7 @@ use std::ops::Range;
 use rand_chacha::ChaCha20Rng;
 use tch::{Device, Kind, Tensor};
 
-use crate::sampler::PoissonSampler;
+use crate::mechanism::sampler::PoissonSampler;
 
 /// Steps of batches drawn ahead on a GPU.
 const STEPS_AHEAD: usize = 64;

@@ -7,11 +7,11 @@ use tch::{Device, Kind, Tensor};
 
 use crate::Result;
 use crate::config::{GradSample, NoiseRng};
-use crate::fused::{Clip, Fused};
-use crate::grad_sample::{Constants, NORM_EPS, PerExample, clip_weights};
+use crate::mechanism::fused::{Clip, Fused};
+use crate::mechanism::grad_sample::{Constants, NORM_EPS, PerExample, clip_weights};
+use crate::mechanism::noise::NoiseSource;
+use crate::mechanism::optim::Optimizer;
 use crate::mlp::{LayerViews, Mlp, Shape};
-use crate::noise::NoiseSource;
-use crate::optim::Optimizer;
 use crate::profile::{Phase, Profiler};
 
 /// What a step does with the per-example gradients.
@@ -383,7 +383,7 @@ mod tests {
     use tch::Reduction;
 
     use super::*;
-    use crate::optim::OptimizerKind;
+    use crate::mechanism::optim::OptimizerKind;
 
     fn setup(k: i64, seed: i64) -> (Mlp, Tensor, Tensor, Tensor) {
         tch::manual_seed(seed);

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha20Rng;
 use tch::{Device, Tensor};
 
 use crate::config::NoiseRng;
-use crate::normal::Ziggurat;
+use crate::mechanism::normal::Ziggurat;
 use crate::{Error, Result};
 
 /// Blocks of parameters, each with its own stream (never depending on the workers).
@@ -29,7 +29,7 @@ pub const BLOCKS: usize = 16;
 /// system (never replayed, the key never leaves this process). Each value is the sum of four
 /// standard Gaussian draws at half the std (Holohan and Braghin 2021, as Opacus's secure
 /// mode), which hides the floating-point artefacts of a single draw. The draws are a ziggurat
-/// on the stream's 32-bit words ([`crate::normal`]).
+/// on the stream's 32-bit words ([`crate::mechanism::normal`]).
 #[derive(Debug)]
 struct Streams {
     /// This source's blocks' draws, in block order.

@@ -5,7 +5,7 @@ use accountant::{AccountantKind, PrivacySpent};
 use serde::Serialize;
 
 use crate::config::{DpConfig, NoiseSpec};
-use crate::sampler::PoissonSampler;
+use crate::mechanism::sampler::PoissonSampler;
 use crate::{Error, Result};
 
 /// The parameters of the sampled Gaussian mechanism a private run composes, fixed for the run.

@@ -1,18 +1,18 @@
 //! The clipped gradient sum of a small MLP on the CPU in plain Rust: the same closed form as
-//! [`crate::grad_sample`] (forward, `sigmoid(z) - y` at the logit, back through `W` and the ReLU
+//! [`crate::mechanism::grad_sample`] (forward, `sigmoid(z) - y` at the logit, back through `W` and the ReLU
 //! masks, per-example norm `sqrt(sum_l |a_l, 1|^2 |delta_l|^2)`, Opacus's clip factor), with
 //! one matrix product per layer and direction and no libtorch call per operation.
 //!
 //! At batch 256 and 551 parameters a libtorch step is some 25 calls of about a microsecond of
 //! fixed cost each for about 0.5 MFLOP of arithmetic; here the step is two copies in, one out
-//! (after the noise is added on the host, see [`crate::dp_step::DpStep::add_noise`], and with
+//! (after the noise is added on the host, see [`crate::mechanism::dp_step::DpStep::add_noise`], and with
 //! plain SGD the parameters' update on the host, [`Fused::update_params`]),
 //! and per layer a product forward (`Z_l = [A_l, 1] W_l`), one back (`Delta_l W_l^T`, masked)
 //! and one for the gradient (`[A_l, 1]^T diag(w) Delta_l`), by `ndarray`'s `general_mat_mul`
 //! (the `matrixmultiply` kernels, which pick AVX2/FMA or AVX-512 at run time; this crate's own
 //! loops, without `unsafe` or a global `-C target-cpu`, get 128-bit vectors). The output
 //! layer (one logit) is a row at a time: its ReLU, logit, gradient and the masked gradient at
-//! the layer below in one pass. [`crate::dp_step::DpStep`] uses it on the CPU where it is
+//! the layer below in one pass. [`crate::mechanism::dp_step::DpStep`] uses it on the CPU where it is
 //! faster ([`Fused::worthwhile`]); tests hold it equal to the libtorch path.
 
 use ndarray::linalg::general_mat_mul;
