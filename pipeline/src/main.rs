@@ -102,6 +102,11 @@ struct GenerateArgs {
     /// Where to write the CSV (a path or s3://bucket/key).
     #[arg(long, default_value = "CaPUMS5full.csv")]
     output: String,
+    /// Write people in households: a first column `household` (an id), households of 1 to 8
+    /// people in the shares of US census households, members sharing some traits; try it with
+    /// `pipeline run --privacy-unit household`.
+    #[arg(long)]
+    households: bool,
     /// Replace an existing file.
     #[arg(long)]
     overwrite: bool,
@@ -215,6 +220,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         rows: a.rows,
         seed: a.seed,
         na_rate: a.na_rate,
+        households: a.households,
         output: Location::parse(&a.output)?,
         overwrite: a.overwrite,
         s3: s3_options(&a.s3, false),

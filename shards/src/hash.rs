@@ -37,6 +37,15 @@ pub fn is_test(u: u64, split_seed: u64, test_fraction: f64) -> bool {
     splitmix64(u ^ splitmix64(split_seed)) < threshold
 }
 
+/// The microbatch of the record with key `key` out of `count` (the trainer's `--microbatch`
+/// groups): a hash of the key alone, so adding or removing a record moves no other record
+/// between groups.
+#[inline]
+pub fn microbatch_of(key: u64, count: u32) -> u32 {
+    debug_assert!(count > 0, "there is at least one microbatch");
+    (splitmix64(key ^ 0x6d69_6372_6f62_6174) % u64::from(count)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,6 +320,44 @@ fn checksum_mismatch_and_malformed_lines_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("part-00001:3"), "{err}");
+
+    // An older output, keyed by byte offsets: refused, saying why and what to do.
+    fs::write(dir.join("part-00001"), "offset,y,a\n4,1,7\n").unwrap();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("part-00001:1") && err.contains("byte offset") && err.contains("again"),
+        "{err}"
+    );
+}
+
+#[test]
+fn units_are_read_with_their_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    fs::create_dir(&dir).unwrap();
+    fs::write(
+        dir.join("part-00000"),
+        "key,unit:hh,y,a\n4,77,1,0.5\n9,77,0,1\n12,78,1,2\n",
+    )
+    .unwrap();
+    fs::write(dir.join("_SUCCESS"), "").unwrap();
+    let table = Dataset::open(&Location::Local(dir), &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(table.unit_name.as_deref(), Some("hh"));
+    assert_eq!(table.keys, [4, 9, 12]);
+    assert_eq!(table.units, [77, 77, 78]);
+    assert_eq!(table.features, [0.5, 1.0, 2.0]);
+    // Rows of a unit share its side of the split: the split is drawn from the unit's hash.
+    for seed in 0..50 {
+        assert_eq!(table.is_test(0, seed, 0.5), table.is_test(1, seed, 0.5));
+        assert_eq!(table.is_test(0, seed, 0.5), shards::is_test(77, seed, 0.5));
+    }
 }
 
 #[test]
