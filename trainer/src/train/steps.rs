@@ -42,6 +42,8 @@ pub(super) struct Steps<'a> {
     /// copy of the training rows ([`crate::data::Examples::host_rows`]) it gathers its
     /// batches from, instead of `index_select` on the row tensor and a copy of the batch.
     pub host_rows: Option<Vec<f32>>,
+    /// With privacy units, the rows of a step's units and each row's unit (reused buffers).
+    pub unit_rows: (Vec<i64>, Vec<i64>),
 }
 
 /// What an epoch's steps took.
@@ -91,6 +93,21 @@ impl Steps<'_> {
                         .accumulate_gathered(mlp, all, data.train.stride(), idx, prof);
                 }
                 (Drawn::Rows(rows), _) => {
+                    prof.mark(Phase::Sampling);
+                    self.dp
+                        .accumulate_rows(mlp, data.train.width(), &rows, prof);
+                }
+                (Drawn::Units, _) => {
+                    let units = self.batches.batch_host();
+                    let (rows, groups) = &mut self.unit_rows;
+                    data.unit_rows(units, rows, groups);
+                    let device = self.device;
+                    self.dp.set_units(
+                        Tensor::from_slice(groups).to_device(device),
+                        units.len() as i64,
+                    );
+                    let idx = Tensor::from_slice(rows).to_device(device);
+                    let rows = data.train.rows().index_select(0, &idx);
                     prof.mark(Phase::Sampling);
                     self.dp
                         .accumulate_rows(mlp, data.train.width(), &rows, prof);
@@ -161,13 +178,17 @@ enum Drawn {
     Rows(Tensor),
     /// Canaries (which may join the batch) or microbatches want the indices first.
     Indices,
+    /// The step's units, whose rows are gathered and grouped at the step.
+    Units,
 }
 
 impl Steps<'_> {
     /// Draws the next step's batch (of `remaining` steps in the epoch).
     fn draw(&mut self, remaining: u64, data: &Data) -> Drawn {
         self.batches.advance(remaining);
-        if self.canaries.is_some() || self.microbatches.is_some() {
+        if self.dp.units() {
+            Drawn::Units
+        } else if self.canaries.is_some() || self.microbatches.is_some() {
             Drawn::Indices
         } else if self.host_rows.is_some() {
             Drawn::Host
