@@ -499,23 +499,25 @@ impl Data {
         })
     }
 
-    /// The training rows of `units` (local unit numbers, sorted), and for each row its unit's
-    /// place in `units`: what a step gathers and groups by. Without units, each row is its own.
-    pub fn unit_rows(&self, units: &[i64], rows: &mut Vec<i64>, groups: &mut Vec<i64>) {
+    /// The training rows of `units` (local unit numbers, sorted) into `rows`, and where each
+    /// unit's rows start in `rows` (and the end) into `starts`: what a step gathers and clips
+    /// by. Without units, each row is its own.
+    pub fn unit_rows(&self, units: &[i64], rows: &mut Vec<i64>, starts: &mut Vec<usize>) {
         rows.clear();
-        groups.clear();
+        starts.clear();
         if self.unit_starts.is_empty() {
             rows.extend_from_slice(units);
-            groups.extend(0..units.len() as i64);
+            starts.extend(0..=units.len());
             return;
         }
-        for (g, &u) in units.iter().enumerate() {
+        starts.push(0);
+        for &u in units {
             let (start, end) = (
                 self.unit_starts[u as usize],
                 self.unit_starts[u as usize + 1],
             );
             rows.extend(start as i64..end as i64);
-            groups.extend(std::iter::repeat_n(g as i64, end - start));
+            starts.push(rows.len());
         }
     }
 

@@ -42,8 +42,9 @@ pub(super) struct Steps<'a> {
     /// copy of the training rows ([`crate::data::Examples::host_rows`]) it gathers its
     /// batches from, instead of `index_select` on the row tensor and a copy of the batch.
     pub host_rows: Option<Vec<f32>>,
-    /// With privacy units, the rows of a step's units and each row's unit (reused buffers).
-    pub unit_rows: (Vec<i64>, Vec<i64>),
+    /// With privacy units, the rows of a step's units and where each unit's start (reused
+    /// buffers).
+    pub unit_rows: (Vec<i64>, Vec<usize>),
 }
 
 /// What an epoch's steps took.
@@ -97,13 +98,30 @@ impl Steps<'_> {
                     self.dp
                         .accumulate_rows(mlp, data.train.width(), &rows, prof);
                 }
-                (Drawn::Units, _) => {
+                (Drawn::Units, Some(all)) => {
+                    let (rows, starts) = &mut self.unit_rows;
+                    data.unit_rows(self.batches.batch_host(), rows, starts);
+                    self.dp.accumulate_units_gathered(
+                        mlp,
+                        all,
+                        data.train.stride(),
+                        rows,
+                        starts,
+                        prof,
+                    );
+                }
+                (Drawn::Units, None) => {
                     let units = self.batches.batch_host();
-                    let (rows, groups) = &mut self.unit_rows;
-                    data.unit_rows(units, rows, groups);
+                    let (rows, starts) = &mut self.unit_rows;
+                    data.unit_rows(units, rows, starts);
+                    let groups: Vec<i64> = starts
+                        .windows(2)
+                        .enumerate()
+                        .flat_map(|(g, w)| std::iter::repeat_n(g as i64, w[1] - w[0]))
+                        .collect();
                     let device = self.device;
                     self.dp.set_units(
-                        Tensor::from_slice(groups).to_device(device),
+                        Tensor::from_slice(&groups).to_device(device),
                         units.len() as i64,
                     );
                     let idx = Tensor::from_slice(rows).to_device(device);
