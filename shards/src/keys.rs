@@ -89,6 +89,13 @@ pub struct UnitRule {
     pub max_rows: Option<u32>,
 }
 
+impl UnitRule {
+    /// Whether a shard's records must be read twice (a unit cap: [`ShardKeyer::observe`] first).
+    pub fn two_passes(&self) -> bool {
+        self.unit && self.max_rows.is_some()
+    }
+}
+
 /// A transit line taken apart: `offset,content` (no terminator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transit<'a> {
@@ -180,7 +187,7 @@ impl ShardKeyer {
 
     /// Whether the shard must be read twice ([`ShardKeyer::observe`] first).
     pub fn two_passes(&self) -> bool {
-        self.rule.unit && self.rule.max_rows.is_some()
+        self.rule.two_passes()
     }
 
     /// The key of the next record of the content whose hash is `h` (counting its rank).

@@ -41,6 +41,8 @@ pub const PACKED_DIGITS: usize = 15;
 pub struct Record<'a> {
     /// Its content, `[unit,]label,f1,...,fk`: its shard line without the key (and `\n`).
     pub content: &'a [u8],
+    /// The content and a `\n` after it.
+    pub content_line: &'a [u8],
     /// [`content_hash`] of the content: what its key is made from.
     pub hash: u64,
     /// The hash it is placed by ([`crate::keys::unit_hash`]): its unit's, or `hash` when each
@@ -204,7 +206,7 @@ impl Scanner {
                             Vector::Packed(_) => 0,
                         }) as u8,
                 },
-                r.content.len(),
+                r.content_line.len(),
             ),
             Scanned::Header => (Remembered::Header, 0),
             Scanned::Dropped(reason) => (Remembered::Dropped(reason), 0),
@@ -233,15 +235,18 @@ impl Scanner {
         self.content.clear();
         c.write_content(&mut self.content);
         let hash = content_hash(&self.content);
+        let len = self.content.len();
+        self.content.push(b'\n');
         let vector = match c.digits() {
             Some(d) if d.len() <= PACKED_DIGITS => Vector::Packed(pack(d)),
             _ => {
                 let before = 1 + usize::from(c.unit().is_some());
-                Vector::Text(features_text(&self.content, before))
+                Vector::Text(features_text(&self.content[..len], before))
             }
         };
         Scanned::Kept(Record {
-            content: &self.content,
+            content: &self.content[..len],
+            content_line: &self.content,
             hash,
             place: c.unit().unwrap_or(hash),
             unit: c.unit(),
@@ -404,9 +409,11 @@ impl Memo {
                 packed,
                 features_at,
             } => {
-                let content = &self.contents[slot * STRIDE..slot * STRIDE + s.len as usize];
+                let line = &self.contents[slot * STRIDE..slot * STRIDE + s.len as usize];
+                let content = &line[..line.len() - 1];
                 Scanned::Kept(Record {
                     content,
+                    content_line: line,
                     hash,
                     place,
                     unit,
@@ -436,7 +443,7 @@ mod tests {
     /// An outcome as owned values, to compare.
     #[derive(Debug, PartialEq)]
     enum Owned {
-        Kept(Vec<u8>, u64, u64, Option<u64>, u8, Vec<u8>),
+        Kept(Vec<u8>, Vec<u8>, u64, u64, Option<u64>, u8, Vec<u8>),
         Header,
         Dropped(DropReason),
     }
@@ -444,6 +451,7 @@ mod tests {
     fn own(s: Scanned<'_>) -> Owned {
         match s {
             Scanned::Kept(r) => Owned::Kept(
+                r.content_line.to_vec(),
                 r.content.to_vec(),
                 r.hash,
                 r.place,
@@ -482,6 +490,7 @@ mod tests {
                         _ => features_text(&content, before).to_vec(),
                     };
                     Owned::Kept(
+                        [&content[..], b"\n"].concat(),
                         content,
                         hash,
                         cleaner.unit().unwrap_or(hash),
