@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::Input as _;
 use serde::{Deserialize, Serialize};
 use shards::manifest::ShardInfo;
-use shards::{Cleaner, Input, Output, Schema};
+use shards::scan::Scanner;
+use shards::{Input, Output, Schema};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::ingest::{Batch, Counters, Share, ingest};
+use crate::ingest::{Batch, Counters, Plan, ingest};
 use crate::stats::StatKey;
-use crate::write::{ShardSink, shard_header};
+use crate::write::{Destination, ShardSink, shard_header};
 
 /// The output of operators that only collect: nothing.
 type Discard = timely::container::CapacityContainerBuilder<Vec<()>>;
@@ -45,6 +46,8 @@ pub struct Job {
     pub worker_budget: usize,
     /// Where spilled runs go (unnamed files).
     pub spill_dir: std::path::PathBuf,
+    /// About how many bytes of the input each chunk holds ([`Plan`]).
+    pub chunk_bytes: u64,
 }
 
 /// A worker's shards and its part of the statistics.
@@ -118,13 +121,26 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let index = worker.index();
     let peers = worker.peers();
 
-    let received = Rc::new(RefCell::new(ShardSink::new(
+    let plan = Plan::new(
+        job.input_len,
+        peers,
+        job.input.location().is_gzip(),
+        job.chunk_bytes,
+    );
+    let dest = Destination {
+        output: Arc::clone(&job.output),
+        header: shard_header(&job.schema),
+        rule: job.units,
+    };
+    let received = Rc::new(RefCell::new(Some(ShardSink::new(
         job.num_shards,
         index,
         peers,
+        plan.clone(),
+        dest,
         job.worker_budget,
         job.spill_dir.clone(),
-    )));
+    ))));
     let counted: Rc<RefCell<Vec<(StatKey, i64)>>> = Rc::default();
     let reports: Rc<RefCell<Vec<Report>>> = Rc::default();
     let probe = ProbeHandle::new();
@@ -141,7 +157,11 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
                 "CollectShards",
                 |_, _| {
                     move |input, _output| {
-                        input.for_each(|_cap, data| sink.borrow_mut().extend(data));
+                        input.for_each(|_cap, data| {
+                            if let Some(s) = sink.borrow_mut().as_mut() {
+                                s.extend(data)
+                            }
+                        });
                     }
                 },
             )
@@ -168,15 +188,15 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
         stats_in
     });
 
-    // Phase 1: read, clean and route records; count statistics.
-    let share = Share::of(index, peers, job.input_len, job.input.location().is_gzip());
-    let cleaner = Cleaner::new(job.schema.clone());
+    // Phase 1: read, clean and route records, each owner writing its shards' records as the
+    // chunks before them are written; count statistics.
+    let scanner = Scanner::new(job.schema.clone());
     let mut emitted = 0usize;
     let local = ingest(
         &*job.input,
+        &plan,
         index,
-        share,
-        cleaner,
+        scanner,
         job.num_shards,
         peers,
         &job.counters,
@@ -205,7 +225,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     wait_for(
         worker,
         || probe.done(),
-        || received.borrow().received() + counted.borrow().len(),
+        || received.borrow().as_ref().map_or(0, ShardSink::received) + counted.borrow().len(),
         job.peer_timeout,
         "waiting for the other workers' records",
     )?;
@@ -214,8 +234,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let outcome = match failure {
         Some(message) => Err(message),
         None => {
-            let sink = received.replace(ShardSink::new(0, index, peers, 0, job.spill_dir.clone()));
-            sink.write(&*job.output, &shard_header(&job.schema), job.units)
+            let sink = received.borrow_mut().take().expect("taken once");
+            sink.finish()
                 .map(|(infos, capped)| {
                     let mut stats: Vec<_> = counted.borrow_mut().drain(..).collect();
                     if capped > 0 {
