@@ -67,9 +67,14 @@ pub struct Report {
 /// (a process that finished closes its connections; its last messages may still be queued).
 const GRACE: Duration = Duration::from_millis(500);
 
+/// How long a waiting worker sleeps at most before it looks at the clock and its peers again.
+const LOOK: Duration = Duration::from_millis(50);
+
 /// Steps `worker` until `done`, failing when another process is gone, or when `progress` (a
 /// count of what has arrived) stands still for `timeout`: a peer that was stopped or hangs
-/// would otherwise keep this worker waiting forever.
+/// would otherwise keep this worker waiting forever. A worker with nothing to do sleeps (timely
+/// parks its thread until a message arrives, after polling for a few microseconds), so waiting
+/// costs no CPU.
 fn wait_for(
     worker: &mut Worker,
     done: impl Fn() -> bool,
@@ -79,17 +84,15 @@ fn wait_for(
 ) -> Result<(), String> {
     let health = cluster::health::current();
     let (mut last, mut since) = (progress(), Instant::now());
+    let mut looked = since;
     let mut lost_at: Option<Instant> = None;
-    let mut steps = 0u32;
     while !done() {
-        // Spin, as `step_while` does: parking the waiting workers doubled the run's time (see
-        // bench/RESULTS.md). The clock and the peers are looked at every 256 steps.
-        worker.step();
-        steps = steps.wrapping_add(1);
-        if !steps.is_multiple_of(256) {
+        worker.step_or_park(Some(LOOK));
+        let now = Instant::now();
+        if now < looked + Duration::from_millis(5) {
             continue;
         }
-        let now = Instant::now();
+        looked = now;
         if let Some((process, reason)) = health.as_ref().and_then(|h| h.lost_process()) {
             let at = *lost_at.get_or_insert(now);
             if now > at + GRACE && !done() {
