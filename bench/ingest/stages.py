@@ -13,20 +13,23 @@ from collections import Counter
 
 # (stage, markers): a sample goes to the first stage one of whose markers is in one of its frames.
 RULES = [
-    ("key: writer", ["ShardKeyer", "keyed_line", "write_key", "KeyWriter", "itoa", "record_key"]),
+    ("key: writer", ["ShardKeyer", "write_content", "keys::decimal", "decimal (inlined)",
+                     "record_key", "keyed_line", "itoa"]),
     ("key: reader", ["placement", "content_hash", "xxh3", "shard_of", "splitmix64", "unit_hash"]),
     ("exchange: spill", ["read_lines", "ShardSink::spill", "spill (inlined)", "spill<"]),
-    ("exchange", ["ShardSink::extend", "ShardSink::take", "ShardSink::hold", "Pending::take",
-                  "Pending::push", "timely", "Activations", "MergeQueue", "mpmc", "serialize",
-                  "bincode", "Batch", "run_worker::{{closure}}"]),
-    ("write", ["ShardSink::write", "ShardSink::finish", "PartWriter", "Checksummed", "LocalFile",
-               "crc32", "create_part", "fsync", "sync_all", "Parts::", "write_part", "libc_write"]),
-    ("read", ["LineReader<R>::fill", "fill<", "fill (inlined)", "std::io::Read>::read", "open_at",
-              "libc_read", "ChunkReader", "read_chunk"]),
-    ("parse", ["next_line", "LineReader", "memchr", "Fields::split", "split_quoted", "csv_core",
-               "Scanner", "scan"]),
-    ("clean", ["Cleaner", "check_digits", "write_record", "write_digits_record", "LocalStats",
-               "kept_digits", "parse_number", "into_updates", "Template", "FastLines"]),
+    ("write", ["write_held", "ShardSink::write", "ShardSink::finish", "finish (inlined)",
+               "PartWriter", "Checksummed", "LocalFile", "crc32", "create_part", "open_part",
+               "fsync", "sync_all", "libc_write"]),
+    ("read", ["LineReader<R>::fill", "fill<", "fill (inlined)", "LineReader<R>::block",
+              "block<", "block (inlined)", "std::io::Read>::read", "open_at", "libc_read",
+              "for_range"]),
+    ("clean", ["Cleaner", "Scanner::plain", "plain (inlined)", "remember", "memoized",
+               "Memo", "LocalStats", "kept (inlined)", "check_digits", "write_record",
+               "write_digits_record", "parse_number", "into_updates"]),
+    ("parse", ["Scanner::scan", "scan<", "Template", "key (inlined)", "next_line", "memchr",
+               "Fields::split", "split_quoted", "csv_core"]),
+    ("exchange", ["Pending", "timely", "ShardSink", "Activations", "MergeQueue", "mpmc",
+                  "serialize", "bincode", "Batch", "run_worker::{{closure}}", "emit"]),
 ]
 
 def main():
@@ -44,9 +47,10 @@ def main():
             frames[:] = frames[:cut + 1]
             stage = next((s for s, marks in RULES if any(m in f for f in frames for m in marks)),
                          "worker, other")
-            if stage == "worker, other" and any("ingest::ingest" in f for f in frames[:2]):
+            if stage == "worker, other" and any(
+                    "ingest::ingest" in f or "read_chunk" in f for f in frames[:3]):
                 # The reader loop's own code and its copy of each record into a shard's buffer.
-                stage = "exchange" if "memcpy" in frames[0] else "parse"
+                stage = "exchange" if "memcpy" in frames[0] or "memmove" in frames[0] else "parse"
             if stage == "worker, other":
                 residual[frames[0]] += period
         totals[stage] += period
