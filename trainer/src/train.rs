@@ -47,6 +47,7 @@ use self::resume::{check_outputs, restore};
 use self::standardize::{report_transform, standardize};
 use self::steps::Steps;
 use crate::audit::canary::Canaries;
+use crate::audit::score::Claim;
 use crate::config::{Sampling, TrainConfig};
 use crate::data::Data;
 use crate::mechanism::batches::BatchQueue;
@@ -229,34 +230,51 @@ fn train_worker(
     let keys = Keys::exchange(config.seed, &mut peers)?;
     let plan = SamplingPlan::new(layout.train_rows, config.batch_size, config.population);
     let per_epoch = plan.steps_per_epoch;
+    // The rate the accountant is told, and the one the sampler draws at: the same, except in
+    // the audit's purposely broken mechanisms (its tests and mutation benchmark only).
+    let (told_rate, rate) = (plan.rate, plan.rate);
+    #[cfg(any(test, feature = "audit-mutations"))]
+    let (told_rate, rate) = canaries.map_or((told_rate, rate), |c| lock(c).mutation().rates(rate));
     let sampler = match config.sampling {
         Sampling::Poisson => {
-            PoissonSampler::with_rate(layout.train_rows, plan.rate, keys.sampler.rng(0))?
+            PoissonSampler::with_rate(layout.train_rows, rate, keys.sampler.rng(0))?
         }
     };
     // The standardized columns' Gaussian release, composed with the steps.
     let preprocessing =
         (!data.transform.standardized.is_empty()).then_some(config.features.standardize_noise);
     let planned = per_epoch * u64::from(config.epochs);
-    let (accounting, step_privacy) = mechanism(
+    let told = (told_rate != rate)
+        .then(|| PoissonSampler::with_rate(layout.train_rows, told_rate, keys.sampler.rng(0)))
+        .transpose()?;
+    let (accounting, told_privacy) = mechanism(
         config,
         &mut peers,
-        &sampler,
+        told.as_ref().unwrap_or(&sampler),
         planned,
         preprocessing,
         &settings,
     )?;
-    #[cfg(test)]
-    let step_privacy = match canaries {
-        Some(c) => lock(c).tamper(step_privacy),
-        None => step_privacy,
-    };
+    let step_privacy = told_privacy;
+    #[cfg(any(test, feature = "audit-mutations"))]
+    let step_privacy = canaries.map_or(step_privacy, |c| lock(c).mutation().step(step_privacy));
 
     let shape = Shape::new(data.train.width(), &config.hidden);
     let mut mlp = Mlp::new(shape.clone(), keys.init_seed, device)?;
     let optimizer = Optimizer::new(config.optimizer, config.lr, shape.numel(), device);
+    // An audit's gradient canaries live on quiet coordinates after the model's parameters.
+    let quiet = canaries.map_or(0, |c| {
+        lock(c).quiet_coordinates(told_rate, plan.expected_batch, shape.numel())
+    });
     // B, or N (N_pub with --population) when B is above it (the rate is then capped at 1).
-    let mut dp = DpStep::new(&shape, device, plan.expected_batch, step_privacy, optimizer)?;
+    let mut dp = DpStep::with_quiet(
+        &shape,
+        device,
+        plan.expected_batch,
+        step_privacy,
+        optimizer,
+        quiet,
+    )?;
     // With microbatches, each training record's microbatch, by its key.
     let microbatches = (dp.microbatches() > 0).then(|| {
         let ids: Vec<i64> = data
@@ -268,15 +286,13 @@ fn train_worker(
     });
     // Each worker's share carries the noise of its blocks of parameters.
     dp = dp.noise_share(me, workers);
-    if let Some(c) = canaries {
-        lock(c).start(
-            &mlp,
-            &shape,
-            sampler.rate(),
-            step_privacy,
-            dp.expected_batch(),
-            device,
-        )?;
+    if let (Some(c), Some(acc)) = (canaries, &accounting) {
+        // The auditor scores under what the accountant was told.
+        let claim = Claim {
+            sampling_rate: acc.sampling_rate,
+            noise_multiplier: acc.noise_multiplier,
+        };
+        lock(c).start(&mlp, claim, told_privacy, dp.expected_batch())?;
     }
 
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
@@ -323,10 +339,9 @@ fn train_worker(
         out,
     );
 
-    let host_rows =
-        (device == Device::Cpu && dp.fused() && microbatches.is_none() && canaries.is_none())
-            .then(|| data.train.host_rows())
-            .transpose()?;
+    let host_rows = (device == Device::Cpu && dp.fused() && microbatches.is_none())
+        .then(|| data.train.host_rows())
+        .transpose()?;
     let mut epochs = Epochs {
         config,
         steps: Steps {
