@@ -110,13 +110,15 @@ fn audit_prints_a_human_line_and_a_json_line_and_repeats_under_a_seed() {
 /// The audit through the binary, fast enough for every build: on 2,000 generated rows, the
 /// correct step is not caught, and the same run with its noise removed
 /// (`--noise-multiplier 0`: clipping kept) audits far above the correct run's accounted
-/// epsilon, at full batch (10 steps) and at batch 128 (q about 0.05). A step that lost its
-/// noise while still telling the accountant sigma 6 would fail the first assertion.
+/// epsilon, at full batch (10 steps, sigma 4: accounted 3.3, audited about 1) and at batch 128
+/// (q about 0.05, 4 epochs, sigma 1.5: accounted 1.5, audited 0.1 to 0.3). A step that lost its
+/// noise while still telling the accountant sigma would fail the first assertions: without
+/// noise the same runs audit 4.3 and 3.7.
 #[test]
 fn the_audit_passes_the_correct_step_and_catches_one_without_noise() {
     let dir = tempfile::tempdir().unwrap();
     let shards = generated_shards(dir.path(), 2_000, 9);
-    for (batch, epochs) in [("1000000", "10"), ("128", "4")] {
+    for (batch, epochs, sigma) in [("1000000", "10", "4"), ("128", "4", "1.5")] {
         let run = |sigma: &str| {
             report(&ok(&trainer(
                 dir.path(),
@@ -138,16 +140,17 @@ fn the_audit_passes_the_correct_step_and_catches_one_without_noise() {
                 ],
             )))
         };
-        let correct = run("6");
+        let correct = run(sigma);
         let accounted = correct["accounted_epsilon"].as_f64().unwrap();
         let steinke = correct["audited_epsilon"].as_f64().unwrap();
         let fdp = correct["fdp_epsilon"].as_f64().unwrap();
-        assert!(accounted < 3.0, "batch {batch}: {correct}");
-        assert!(
-            steinke <= accounted && fdp <= accounted,
-            "batch {batch}: {correct}"
-        );
-        assert_eq!(correct["caught"], false);
+        assert!((1.0..3.5).contains(&accounted), "batch {batch}: {correct}");
+        assert!(steinke <= accounted, "batch {batch}: {correct}");
+        if correct["fdp_exact"] == true {
+            // (Only at full batch is the f-DP bound's Gaussian curve the mechanism's.)
+            assert!(fdp <= accounted, "batch {batch}: {correct}");
+        }
+        assert_eq!(correct["caught"], false, "batch {batch}: {correct}");
         let broken = run("0");
         let audited = broken["audited_epsilon"].as_f64().unwrap();
         assert!(

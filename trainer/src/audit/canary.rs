@@ -71,8 +71,13 @@ const QUIET_WORK: f64 = 1024.0;
 /// The fewest quiet coordinates (when there are at least as many canaries).
 const QUIET_MIN: usize = 64;
 /// Quiet coordinates per canary drawn in a step (q m), at least: the other canaries' share of
-/// a canary's observation then has a variance of at most `1 / (2 CROSS_TALK)` of one canary.
-const CROSS_TALK: f64 = 10.0;
+/// a canary's observation in a step then has a variance of at most `1 / (2 CROSS_TALK)` of
+/// one canary's.
+const CROSS_TALK: f64 = 20.0;
+/// The most the other canaries' share of a window's observation may vary, in units of one
+/// canary's squared contribution: windows are cut short to keep it (a canary drawn once then
+/// still stands two standard deviations above it when the noise is gone).
+const WINDOW_CROSS_TALK: f64 = 0.25;
 /// Canary scores per step: one per this many per-example gradient values, and at least one per
 /// quiet coordinate; with more canaries the LLR takes windows of steps
 /// ([`super::score::Scorer`]).
@@ -91,9 +96,9 @@ pub struct Layout {
 
 impl Layout {
     /// The layout for `m` canaries sampled at rate `q` by a step of `expected_batch` rows on
-    /// `numel` parameters: `d = min(m, max(64, B numel / 1024, 10 q m))` quiet coordinates
-    /// (unless `quiet` says), and windows of `ceil(m / max(d, B numel / 512))` steps (unless
-    /// `window` says).
+    /// `numel` parameters: `d = min(m, max(64, B numel / 1024, 20 q m))` quiet coordinates
+    /// (unless `quiet` says), and windows of `ceil(m / max(d, B numel / 512))` steps, at most
+    /// `d / (2 q m)` when codes share coordinates (unless `window` says).
     pub fn choose(
         m: usize,
         q: f64,
@@ -116,10 +121,17 @@ impl Layout {
         } else {
             super::score::CODE_WIDTH.min(d)
         };
+        let by_cost = m.div_ceil(scored);
+        // A window's cross-talk: K q (m / 2) / d (none on coordinates of their own).
+        let by_cross_talk = if code_width == 1 {
+            usize::MAX
+        } else {
+            (WINDOW_CROSS_TALK * 2.0 * d as f64 / (q * m as f64)).floor() as usize
+        };
         Layout {
             quiet_coordinates: d,
             code_width,
-            score_window: window.unwrap_or_else(|| m.div_ceil(scored)).max(1),
+            score_window: window.unwrap_or(by_cost.min(by_cross_talk)).max(1),
         }
     }
 }
@@ -491,34 +503,32 @@ mod tests {
 
     #[test]
     fn the_layout_follows_the_steps_work() {
+        let layout = |m, q, b, d, w| {
+            let l = Layout::choose(m, q, b, 551, d, w);
+            (l.quiet_coordinates, l.code_width, l.score_window)
+        };
         // The defaults on 960,000 rows: batch 256, 551 parameters (141,056 values a step).
         let q = 256.0 / 970_000.0;
-        let l = Layout::choose(10_000, q, 256.0, 551, None, None);
-        assert_eq!((l.quiet_coordinates, l.code_width), (138, 8));
-        assert_eq!(l.score_window, 37, "10,000 canaries over 276 scores a step");
+        // 10,000 canaries over 276 scores a step would take windows of 37; 2.6 canaries a step
+        // on 138 coordinates allow 26.
+        assert_eq!(layout(10_000, q, 256.0, None, None), (138, 8, 26));
+        assert_eq!(layout(1000, q, 256.0, None, None), (138, 8, 4));
         // Few canaries: a coordinate each, scored every step.
-        let l = Layout::choose(100, q, 256.0, 551, None, None);
+        assert_eq!(layout(100, q, 256.0, None, None), (100, 1, 1));
+        // On 16,000 rows 1000 canaries are 15 of a step's rows: 302 coordinates keep them
+        // apart.
         assert_eq!(
-            (l.quiet_coordinates, l.code_width, l.score_window),
-            (100, 1, 1)
+            layout(1000, 256.0 / 17_000.0, 256.0, None, None),
+            (302, 8, 4)
         );
-        // On 16,000 rows 1000 canaries are 15 of a step's rows: 150 coordinates keep them apart.
-        let l = Layout::choose(1000, 256.0 / 17_000.0, 256.0, 551, None, None);
+        // On 1,560 rows they are 40% of the rows: a coordinate each.
         assert_eq!(
-            (l.quiet_coordinates, l.code_width, l.score_window),
-            (151, 8, 4)
+            layout(1000, 128.0 / 2_560.0, 128.0, None, None),
+            (1000, 1, 1)
         );
         // Full batch: the step is large, the canaries cheap.
-        let l = Layout::choose(20_000, 1.0, 36_000.0, 551, None, None);
-        assert_eq!(
-            (l.quiet_coordinates, l.code_width, l.score_window),
-            (20_000, 1, 1)
-        );
+        assert_eq!(layout(20_000, 1.0, 36_000.0, None, None), (20_000, 1, 1));
         // Asked for.
-        let l = Layout::choose(1000, q, 256.0, 551, Some(2000), Some(3));
-        assert_eq!(
-            (l.quiet_coordinates, l.code_width, l.score_window),
-            (1000, 1, 3)
-        );
+        assert_eq!(layout(1000, q, 256.0, Some(2000), Some(3)), (1000, 1, 3));
     }
 }

@@ -493,6 +493,7 @@ mod tests {
         let csv = dir.join("input.csv");
         let out = dir.join("shards");
         pipeline::generate(&pipeline::GenerateConfig {
+            households: false,
             rows: 2000,
             seed: 1,
             na_rate: 0.01,
@@ -551,8 +552,9 @@ mod tests {
         );
     }
 
-    /// Correct DP runs never audit above their accounted epsilon, by either bound: full-batch
-    /// and batch-128 gradient canaries and batch-32 input canaries, several seeds each.
+    /// Correct DP runs never audit above their accounted epsilon: full-batch and batch-128
+    /// gradient canaries and batch-32 input canaries, several seeds each; by the Steinke bound
+    /// always, by the f-DP bound where its Gaussian curve is the mechanism's (full batch).
     #[test]
     fn audited_epsilon_never_exceeds_accounted_for_correct_runs() {
         let dir = tempfile::tempdir().unwrap();
@@ -567,7 +569,10 @@ mod tests {
                 show(&format!("seed {seed} {kind} batch {batch}"), &r);
                 assert!(!r.caught, "{r:?}");
                 assert!(r.audited_epsilon <= r.accounted_epsilon, "{r:?}");
-                assert!(r.fdp_epsilon <= r.accounted_epsilon, "{r:?}");
+                assert_eq!(r.fdp_exact, batch == FULL_BATCH);
+                if r.fdp_exact {
+                    assert!(r.fdp_epsilon <= r.accounted_epsilon, "{r:?}");
+                }
                 assert_eq!(r.canaries, 1000);
                 assert!(r.steinke.guesses > 0 && r.steinke.correct <= r.steinke.guesses);
                 assert_eq!(r.fdp.k_minus, 0, "the f-DP bound guesses one side");

@@ -167,17 +167,23 @@ const VARIANCE_FLOOR: f64 = 1e-6;
 
 /// The log-likelihood ratio of one window's observation `x` (in units of one canary): "the
 /// canary is in the window n ~ Binomial(k, q) times" against "never", with Gaussian noise of
-/// variance `v`.
+/// variance `v`: `ln sum_n Binomial(n; k, q) exp((n x - n^2 / 2) / v)`.
 #[derive(Debug, Clone)]
 struct WindowLlr {
-    /// `ln Binomial(n; k, q) - n^2 / (2 v)` and `n / v` for n = 0..=k (the n-th term's log
-    /// is `a[n] + b[n] x`).
+    /// `ln Binomial(n; k, q) - n^2 / (2 v)` for n = 0..=k (the n-th term's log is
+    /// `a[n] + n x / v`).
     a: Vec<f64>,
-    b: Vec<f64>,
+    /// `1 / v`.
+    inv_v: f64,
     /// q = 1: the canary is in every step, and the ratio is linear in x.
     every_step: bool,
     /// The window's noise variance v.
     variance: f64,
+    /// The fast form for `x / v <= u_max`: `a[0] + ln(1 + sum_{n=1..} c[n - 1] e^(n x / v))`,
+    /// with `c[n - 1] = e^(a[n] - a[0])` for the terms that can matter there (every one left
+    /// out is below e^-40 of the largest), and no term's exponent above 700.
+    c: Vec<f64>,
+    u_max: f64,
 }
 
 impl WindowLlr {
@@ -185,7 +191,6 @@ impl WindowLlr {
         let every_step = q >= 1.0;
         let (lq, lp) = ((-q).ln_1p(), q.ln());
         let mut a = Vec::with_capacity(k + 1);
-        let mut b = Vec::with_capacity(k + 1);
         let mut log_choose = 0.0f64;
         for n in 0..=k {
             if n > 0 {
@@ -198,28 +203,57 @@ impl WindowLlr {
             };
             let n = n as f64;
             a.push(lb - n * n / (2.0 * v));
-            b.push(n / v);
+        }
+        // The largest u = x / v the fast form takes: past every plausible observation (all k
+        // copies and ten standard deviations), and without overflow...
+        let plausible = (k as f64 + 10.0 * v.sqrt() + 1.0) / v;
+        let u_max = (1..=k)
+            .map(|n| (700.0 - (a[n] - a[0])) / n as f64)
+            .fold(plausible.min(30.0), f64::min);
+        // ... and the terms that matter up to it (log-concave in n: past the largest, they only
+        // fall).
+        let mut c = Vec::new();
+        let mut best = 0.0f64;
+        for n in 1..=k {
+            let t = a[n] - a[0] + n as f64 * u_max;
+            if t < best - 40.0 && n > 1 && t < a[n - 1] - a[0] + (n - 1) as f64 * u_max {
+                break;
+            }
+            best = best.max(t);
+            c.push((a[n] - a[0]).exp());
         }
         WindowLlr {
             a,
-            b,
+            inv_v: 1.0 / v,
             every_step,
             variance: v,
+            c,
+            u_max,
         }
     }
 
-    /// `ln sum_n exp(a[n] + b[n] x)`: the terms are log-concave in n, so the sum stops once
-    /// they fall and are below e^-40 of the largest.
     fn eval(&self, x: f64) -> f64 {
+        let u = x * self.inv_v;
         if self.every_step {
             let k = self.a.len() - 1;
-            return self.a[k] + self.b[k] * x;
+            return self.a[k] + k as f64 * u;
         }
-        let mut best = self.a[0] + self.b[0] * x;
+        if u <= self.u_max {
+            let z = u.exp();
+            let s = self.c.iter().rev().fold(0.0, |s, &c| (s + c) * z);
+            return self.a[0] + s.ln_1p();
+        }
+        self.eval_exact(u)
+    }
+
+    /// `ln sum_n exp(a[n] + n u)` term by term, in log space: the terms are log-concave in n,
+    /// so the sum stops once they fall and are below e^-40 of the largest.
+    fn eval_exact(&self, u: f64) -> f64 {
+        let mut best = self.a[0];
         let mut sum = 1.0f64;
         let mut prev = best;
-        for (a, b) in self.a.iter().zip(&self.b).skip(1) {
-            let t = a + b * x;
+        for (n, a) in self.a.iter().enumerate().skip(1) {
+            let t = a + n as f64 * u;
             if t > best {
                 sum = sum * (best - t).exp() + 1.0;
                 best = t;
@@ -505,6 +539,24 @@ mod tests {
                 five.eval(x),
                 want.ln()
             );
+        }
+        // The fast form is the term-by-term sum, for short and long windows, rare and
+        // frequent canaries, wide and narrow noise, where it applies and past it.
+        for (k, q, v) in [
+            (1, 0.01, 1.0),
+            (4, 0.3, 0.05),
+            (37, 0.01, 37.0),
+            (64, 0.9, 3.0),
+        ] {
+            let w = WindowLlr::new(k, q, v);
+            for i in -400..=400 {
+                let x = f64::from(i) * 0.05 * v.sqrt() + 0.3;
+                let (fast, exact) = (w.eval(x), w.eval_exact(x * w.inv_v));
+                assert!(
+                    (fast - exact).abs() <= 1e-12 * exact.abs().max(1.0),
+                    "k {k} q {q} v {v} x {x}: {fast} vs {exact}"
+                );
+            }
         }
         // q = 1: linear in x.
         let all = WindowLlr::new(3, 1.0, 2.0);
