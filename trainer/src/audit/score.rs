@@ -285,7 +285,7 @@ const CALIBRATION: usize = 1 << 16;
 ///
 /// The LLR's noise variance is not the claimed `sigma^2` but the one seen on the quiet
 /// coordinates themselves, from the changes of each coordinate between consecutive steps over
-/// the first [`CALIBRATION`] values: `(1.4826 median |y_t - y_t-1| / sqrt 2)^2` (the median
+/// the first [`CALIBRATION`] values (and two steps at least): `(1.4826 median |y_t - y_t-1| / sqrt 2)^2` (the median
 /// ignores the canaries' rare spikes; at q = 1 they are in every step and cancel). It is a
 /// function of the mechanism's output, so the bound stays valid; when the code is right it is
 /// the claimed sigma, and when the noise is broken it is the noise really there, which makes
@@ -367,7 +367,8 @@ impl Scorer {
         if self.noise.is_none() {
             self.pending
                 .extend(quiet.iter().map(|&g| f64::from(g) * self.unit));
-            if self.pending.len() >= CALIBRATION {
+            // At least two steps: the estimate compares consecutive ones.
+            if self.pending.len() >= CALIBRATION.max(2 * quiet.len()) {
                 self.calibrate();
             }
             return;
@@ -621,5 +622,35 @@ mod tests {
         // which the sum adds to the noise of all 500 (signal 10 against 9 of noise).
         assert!(a_llr > 0.9, "LLR AUC {a_llr}, sum AUC {a_sum}");
         assert!(a_sum < a_llr - 0.1, "sum AUC {a_sum} vs LLR {a_llr}");
+    }
+
+    /// The noise's scale is read off the quiet coordinates' changes between steps: two steps
+    /// at least (even with more coordinates than the calibration's values), the canaries of a
+    /// full-batch run (in every step) cancel, and it is the noise really added, not the claim.
+    #[test]
+    fn the_noise_seen_is_estimated_from_changes_between_steps() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let (m, sigma) = (100_000usize, 0.3);
+        let claim = Claim {
+            sampling_rate: 1.0,
+            noise_multiplier: 1.0,
+        };
+        let codes = Codes::new(m, m, &mut rng);
+        let mut scorer = Scorer::new(ScoreKind::Llr, codes, claim, 1.0, 1.0, 1);
+        for _ in 0..3 {
+            let y: Vec<f32> = (0..m)
+                .map(|i| {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    // Every other canary in, in every step.
+                    (sigma * z + if i % 2 == 0 { 1.0 } else { 0.0 }) as f32
+                })
+                .collect();
+            scorer.observe(&y);
+        }
+        // 100,000 changes (two steps): a standard error of about 0.4%.
+        let ratio = scorer.noise_ratio().expect("estimated after two steps");
+        assert!((ratio - sigma).abs() < 0.01, "{ratio}");
+        let scores = scorer.finish();
+        assert!(scores[0] > scores[1], "the included canary scores higher");
     }
 }
