@@ -323,7 +323,7 @@ fn train_worker(
         dp = dp.clip_units();
     }
     // Each worker's share carries the noise of its blocks of parameters.
-    dp = dp.noise_share(me, workers);
+    dp = dp.noise_share(me, workers).noise_ahead(per_epoch);
     if let (Some(c), Some(acc)) = (canaries, &accounting) {
         // The auditor scores under what the accountant was told.
         let claim = Claim {

@@ -479,6 +479,14 @@ impl DpStep {
         prof.mark(Phase::Step);
     }
 
+    /// This step's noise drawn at most `steps` steps ahead ([`NoiseSource::ahead_at_most`]:
+    /// an epoch's steps).
+    pub fn noise_ahead(mut self, steps: u64) -> Self {
+        let steps = usize::try_from(steps).unwrap_or(usize::MAX);
+        self.noise = self.noise.take().map(|n| n.ahead_at_most(steps));
+        self
+    }
+
     /// This step adds the noise of worker `part` of `parts` only ([`NoiseSource::share`]): in a
     /// data-parallel run every worker adds its blocks' noise to its share before the shares are
     /// summed, so the sum holds each value exactly once.
