@@ -239,11 +239,64 @@ impl WindowLlr {
             return self.a[k] + k as f64 * u;
         }
         if u <= self.u_max {
+            // Term n is c[n - 1] z^n; they rise to a peak and then fall (log-concave), so the sum
+            // stops at the first term past the peak below 1e-17 of what has been added.
             let z = u.exp();
-            let s = self.c.iter().rev().fold(0.0, |s, &c| (s + c) * z);
-            return self.a[0] + s.ln_1p();
+            let (mut sum, mut zn, mut prev) = (0.0f64, 1.0f64, 0.0f64);
+            for &c in &self.c {
+                zn *= z;
+                let t = c * zn;
+                sum += t;
+                if t < prev && t < 1e-17 * (1.0 + sum) {
+                    break;
+                }
+                prev = t;
+            }
+            return self.a[0] + ln_1p_small(sum);
         }
         self.eval_exact(u)
+    }
+
+    /// `scores[i] += ` the ratio at `xs[i]`, for a window's canaries: the fast form with as
+    /// many terms as the largest observation needs (the same count for every canary, so the
+    /// canaries' sums run side by side), the term-by-term sum past `u_max`.
+    fn add_all(&self, xs: &[f64], scores: &mut [f64]) {
+        if self.every_step {
+            for (s, &x) in scores.iter_mut().zip(xs) {
+                *s += self.eval(x);
+            }
+            return;
+        }
+        let u_hi = xs
+            .iter()
+            .map(|x| x * self.inv_v)
+            .filter(|&u| u <= self.u_max)
+            .fold(f64::NEG_INFINITY, f64::max);
+        // Terms needed at the largest u (fewer at any smaller one): up to the first past the
+        // peak below 1e-17 of the sum.
+        let z_hi = u_hi.exp();
+        let (mut sum, mut zn, mut prev, mut n) = (0.0f64, 1.0f64, 0.0f64, 0);
+        for &c in &self.c {
+            zn *= z_hi;
+            let t = c * zn;
+            sum += t;
+            n += 1;
+            if t < prev && t < 1e-17 * (1.0 + sum) {
+                break;
+            }
+            prev = t;
+        }
+        let c = &self.c[..n];
+        for (s, &x) in scores.iter_mut().zip(xs) {
+            let u = x * self.inv_v;
+            *s += if u <= self.u_max {
+                let z = u.exp();
+                let sum = c.iter().rev().fold(0.0, |acc, &c| (acc + c) * z);
+                self.a[0] + ln_1p_small(sum)
+            } else {
+                self.eval_exact(u)
+            };
+        }
     }
 
     /// `ln sum_n exp(a[n] + n u)` term by term, in log space: the terms are log-concave in n,
@@ -266,6 +319,16 @@ impl WindowLlr {
             prev = t;
         }
         best + sum.ln()
+    }
+}
+
+/// `ln(1 + s)` for `s >= 0`: the series where s is small (what it leaves out, `s^4 / 4`, is
+/// below 2.5e-17 there), else the function.
+fn ln_1p_small(s: f64) -> f64 {
+    if s < 1e-4 {
+        s * (1.0 - s * (0.5 - s / 3.0))
+    } else {
+        s.ln_1p()
     }
 }
 
@@ -307,6 +370,8 @@ pub struct Scorer {
     /// The current window's sum of observations, and its steps so far.
     sum: Vec<f64>,
     steps: usize,
+    /// The canaries' observations in the window being scored.
+    xs: Vec<f64>,
     scores: Vec<f64>,
 }
 
@@ -332,6 +397,7 @@ impl Scorer {
             noise: None,
             llr: None,
             sum: vec![0.0; codes.quiet()],
+            xs: vec![0.0; m],
             scores: vec![0.0; m],
             codes,
             claim,
@@ -443,9 +509,9 @@ impl Scorer {
             partial = WindowLlr::new(k, self.claim.sampling_rate, v);
             &partial
         };
-        let scores = &mut self.scores;
-        self.codes
-            .project(&self.sum, |i, x| scores[i] += llr.eval(x));
+        let xs = &mut self.xs;
+        self.codes.project(&self.sum, |i, x| xs[i] = x);
+        llr.add_all(xs, &mut self.scores);
         self.sum.fill(0.0);
         self.steps = 0;
     }
@@ -556,6 +622,20 @@ mod tests {
                 assert!(
                     (fast - exact).abs() <= 1e-12 * exact.abs().max(1.0),
                     "k {k} q {q} v {v} x {x}: {fast} vs {exact}"
+                );
+            }
+        }
+        // The whole window's canaries at once: the same values as one at a time.
+        for (k, q, v) in [(1, 0.01, 1.0), (8, 0.003, 8.0), (37, 0.01, 0.5)] {
+            let w = WindowLlr::new(k, q, v);
+            let xs: Vec<f64> = (-50..=50).map(|i| f64::from(i) * 0.1 * v.sqrt()).collect();
+            let mut scores = vec![1.0; xs.len()];
+            w.add_all(&xs, &mut scores);
+            for (s, &x) in scores.iter().zip(&xs) {
+                let want = 1.0 + w.eval_exact(x * w.inv_v);
+                assert!(
+                    (s - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "k {k} x {x}: {s} vs {want}"
                 );
             }
         }
