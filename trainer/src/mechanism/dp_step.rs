@@ -1,5 +1,10 @@
 //! The DP optimizer's step (Opacus's `DPOptimizer`): per-example gradients, clip each to C,
 //! sum, add N(0, (sigma C)^2) once, divide by the expected batch size, optimizer update.
+//!
+//! In every gradient path (the closed form in libtorch, the plain-Rust [`Fused`] step, the
+//! microbatches) a gradient whose norm is not finite contributes zero and is counted
+//! ([`DpStep::take_zeroed`], an operator's diagnostic): the clipped sum moves by at most the
+//! sensitivity the accountant is told, whatever one row holds.
 
 use std::cell::Cell;
 
@@ -63,6 +68,11 @@ pub struct DpStep {
     /// The fused path's host gradient is newer than `grad`: it is copied over when `grad` is
     /// read or the optimizer steps, so the noise is added to it on the host first.
     host_pending: Cell<bool>,
+    /// Gradients (per example, or microbatch means) the libtorch paths clipped since
+    /// [`DpStep::take_zeroed`], and (on the device, read only there) how many had a finite
+    /// norm: the others contributed zero.
+    clipped: u64,
+    finite: Tensor,
 }
 
 impl DpStep {
@@ -110,6 +120,8 @@ impl DpStep {
             expected_batch,
             fused,
             host_pending: Cell::new(false),
+            clipped: 0,
+            finite: Tensor::zeros([], (Kind::Int64, device)),
             consts: Constants::new(clip, scale, device),
             grad_views: shape.views(&grad),
             grad,
@@ -274,23 +286,37 @@ impl DpStep {
         self.host_pending.set(false);
         let pe = PerExample::compute(mlp, inputs, labels);
         prof.mark(Phase::ForwardBackward);
-        match self.privacy {
-            StepPrivacy::NonPrivate => {
-                pe.weighted_sum_into(&self.consts.scale_tensor, &self.grad_views);
-            }
-            StepPrivacy::Private { .. } if self.microbatches > 0 => {
-                let ids = self
-                    .microbatch_ids
-                    .take()
-                    .expect("set_microbatches is called before each step with microbatches");
-                self.microbatch_sum(&pe, &ids);
-            }
-            StepPrivacy::Private { .. } => {
-                let w = clip_weights(&pe.norms(input_norms, &self.consts), &self.consts);
-                pe.weighted_sum_into(&w, &self.grad_views);
-            }
+        let norms = pe.norms(input_norms, &self.consts);
+        self.count_finite(&norms);
+        if self.microbatches > 0 {
+            let ids = self
+                .microbatch_ids
+                .take()
+                .expect("set_microbatches is called before each step with microbatches");
+            self.microbatch_sum(&pe, &norms, &ids);
+        } else {
+            // Without DP the clip bound is infinite: every weight is the scale, but for
+            // gradients that are not finite (0), as with DP.
+            let w = clip_weights(&norms, &self.consts);
+            pe.weighted_sum_into(&w, &self.grad_views);
         }
         prof.mark(Phase::Clipping);
+    }
+
+    /// Counts the gradients of `norms` (`[k, 1]`) and, on the device, those of finite norm.
+    fn count_finite(&mut self, norms: &Tensor) {
+        self.clipped += norms.size()[0] as u64;
+        self.finite += norms.isfinite().sum(Kind::Int64);
+    }
+
+    /// The gradients that contributed zero because their norm was not finite (per example, and
+    /// with microbatches also microbatch means), since the last call: an operator's diagnostic,
+    /// a statistic of the data that epsilon does not cover. Reads the device (once an epoch).
+    pub fn take_zeroed(&mut self) -> u64 {
+        let finite = self.finite.int64_value(&[]) as u64;
+        let _ = self.finite.zero_();
+        let zeroed = std::mem::take(&mut self.clipped) - finite;
+        zeroed + self.fused.as_mut().map_or(0, Fused::take_zeroed)
     }
 
     /// Adds the noise (once, std sigma C over the expected batch size) to the gradient buffer
@@ -341,9 +367,15 @@ impl DpStep {
 
     /// The seed's microbatches, grouped by key: each group's mean gradient (over its sampled
     /// members; an empty group adds nothing) is clipped as one unit and the clipped means are
-    /// summed.
-    fn microbatch_sum(&mut self, pe: &PerExample, ids: &Tensor) {
-        let grads = pe.materialize();
+    /// summed. A member whose gradient is not finite (`norms`) counts as a zero gradient, and
+    /// a mean whose norm is not finite (finite gradients summing past the floats) adds nothing.
+    fn microbatch_sum(&mut self, pe: &PerExample, norms: &Tensor, ids: &Tensor) {
+        let bad = norms.isfinite().logical_not().view([-1, 1, 1]);
+        let grads: Vec<Tensor> = pe
+            .materialize()
+            .into_iter()
+            .map(|g| g.masked_fill(&bad, 0.0))
+            .collect();
         let groups = self.microbatches as i64;
         let device = self.grad.device();
         let counts = Tensor::zeros([groups], (Kind::Float, device))
@@ -370,10 +402,15 @@ impl DpStep {
             })
             .reduce(|a, b| a + b)
             .expect("an MLP has at least one layer");
-        let w = clip_weights(&sq.sqrt().view([-1, 1]), &self.consts).view([-1, 1, 1]);
+        let norms = sq.sqrt().view([-1, 1]);
+        self.count_finite(&norms);
+        let w = clip_weights(&norms, &self.consts).view([-1, 1, 1]);
         for (m, out) in means.iter().zip(&self.grad_views) {
             let mut block = out.block.shallow_clone();
-            block.copy_(&(m * &w).sum_dim_intlist(0i64, false, Kind::Float));
+            // A mean of weight 0 may hold infinities: 0 x inf is NaN, which adds as 0.
+            let mut weighted = m * &w;
+            let _ = weighted.nan_to_num_(0.0, 0.0, 0.0);
+            block.copy_(&weighted.sum_dim_intlist(0i64, false, Kind::Float));
         }
     }
 }
@@ -606,6 +643,169 @@ mod tests {
                 assert!(worst > 1.0, "{grad_sample:?}: worst change {worst} C");
             }
         }
+    }
+
+    fn all_finite(t: &Tensor) -> bool {
+        t.isfinite().all().int64_value(&[]) == 1
+    }
+
+    /// How a test takes a step's batch: the libtorch closed form, the plain-Rust step on the
+    /// batch's rows or gathering them from the host rows itself, or microbatches of 3.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Path {
+        Libtorch,
+        Fused,
+        Gathered,
+        Microbatch,
+    }
+
+    /// The batch `idx` of `data` accumulated by `step` along `path` (microbatches by `keys`),
+    /// times what the step divides by: the clipped sum itself.
+    fn path_sum(
+        step: &mut DpStep,
+        mlp: &Mlp,
+        data: &crate::data::Examples,
+        keys: &[u64],
+        idx: &[i64],
+        path: Path,
+    ) -> Tensor {
+        let mut prof = Profiler::new(false, Device::Cpu);
+        let rows = data.rows().index_select(0, &Tensor::from_slice(idx));
+        let units = match path {
+            Path::Gathered => {
+                let all = data.host_rows().unwrap();
+                step.accumulate_gathered(mlp, &all, data.stride(), idx, &mut prof);
+                step.expected_batch()
+            }
+            Path::Microbatch => {
+                let m = step.microbatches();
+                let ids: Vec<i64> = idx
+                    .iter()
+                    .map(|&r| microbatch_of(keys[r as usize], m))
+                    .collect();
+                step.set_microbatches(Tensor::from_slice(&ids));
+                step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
+                m as f64
+            }
+            Path::Libtorch | Path::Fused => {
+                step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
+                step.expected_batch()
+            }
+        };
+        step.grad() * units
+    }
+
+    /// Nothing one row holds escapes the clip (issue 23 B): a row of huge values (3e38, which
+    /// overflows the forward pass; 1e30, whose norm overflows; 1e39, infinite in `f32`) in any
+    /// number of its fields, at any place in the batch, moves the noiseless clipped sum by at
+    /// most the sensitivity the accountant is told, in every gradient path, and the sum stays
+    /// finite. Per example (libtorch, plain Rust on rows or gathered) its gradient contributes
+    /// exactly zero and is counted, so the paths agree with it as without it; with
+    /// microbatches its group's mean moves (it counts as a member), by at most 2C; without DP
+    /// it adds nothing either. A step with noise leaves the model finite.
+    #[test]
+    fn a_row_of_huge_values_moves_the_clipped_sum_by_at_most_the_clip_bound() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(29);
+        let huge = [
+            3e38f32,
+            -3e38,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        let (n, d) = (60, 6);
+        let mut zeroed_seen = 0;
+        for case in 0..48 {
+            let hidden = [vec![8], vec![6, 5], vec![], vec![20]][case % 4].clone();
+            let shape = Shape::new(d, &hidden);
+            let scale = [1.0f32, 30.0][case / 4 % 2];
+            let mut features: Vec<f32> = (0..n * d)
+                .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+                .collect();
+            let mut labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(0.5))).collect();
+            // The last row is the huge one: 1 to d of its fields, each of either sign.
+            let fields = 1 + case % d;
+            let mut cols: Vec<usize> = (0..d).collect();
+            for j in 0..fields {
+                let pick = rng.random_range(j..d);
+                cols.swap(j, pick);
+                features[(n - 1) * d + cols[j]] = huge[rng.random_range(0..huge.len())];
+            }
+            labels[n - 1] = f32::from(rng.random_bool(0.5));
+            let data = crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap();
+            let keys: Vec<u64> = (0..n).map(|_| rng.random()).collect();
+            let mlp = Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap();
+            let without: Vec<i64> = (0..n as i64 - 1).filter(|_| rng.random_bool(0.5)).collect();
+            let mut with = without.clone();
+            with.insert(rng.random_range(0..=without.len()), n as i64 - 1);
+            let b = 30.0;
+            let mut per_example: Vec<Tensor> = Vec::new();
+            for (path, privacy) in [
+                (Path::Libtorch, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::Fused, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::Gathered, private(1.0, 0.0, GradSample::Vectorized)),
+                (
+                    Path::Microbatch,
+                    private(1.0, 0.0, GradSample::Microbatch(3)),
+                ),
+                (Path::Libtorch, StepPrivacy::NonPrivate),
+                (Path::Fused, StepPrivacy::NonPrivate),
+            ] {
+                let fused = matches!(path, Path::Fused | Path::Gathered);
+                let mut step = sgd_step(&shape, 0.1, b, privacy, fused);
+                let a = path_sum(&mut step, &mlp, &data, &keys, &without, path);
+                assert_eq!(
+                    step.take_zeroed(),
+                    0,
+                    "{path:?}: no gradient zeroed without it"
+                );
+                let c = path_sum(&mut step, &mlp, &data, &keys, &with, path);
+                let zeroed = step.take_zeroed();
+                zeroed_seen += zeroed;
+                let what = format!("case {case} {hidden:?} {path:?} {privacy:?}");
+                assert!(all_finite(&c), "{what}: the sum is not finite");
+                let change = (&a - &c).norm().double_value(&[]);
+                let size = a.norm().double_value(&[]).max(1.0);
+                match (path, privacy) {
+                    (Path::Microbatch, _) => {
+                        assert!(change <= 2.0 * (1.0 + 1e-4), "{what}: moved by {change}");
+                        assert_eq!(zeroed, 1, "{what}: counted");
+                    }
+                    _ => {
+                        // The sensitivity C, and in fact nothing: the row adds zero.
+                        assert!(change <= 1.0 * (1.0 + 1e-4), "{what}: moved by {change}");
+                        assert!(change <= 1e-5 * size, "{what}: moved by {change}");
+                        assert_eq!(zeroed, 1, "{what}: counted");
+                    }
+                }
+                if matches!(privacy, StepPrivacy::Private { .. }) && path != Path::Microbatch {
+                    per_example.push(c);
+                }
+            }
+            for (i, other) in per_example.iter().enumerate().skip(1) {
+                let diff = (&per_example[0] - other).abs().max().double_value(&[]);
+                assert!(diff <= 1e-5, "case {case}: path {i} differs by {diff}");
+            }
+            // With noise, the model stays finite.
+            for fused in [false, true] {
+                let model = Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap();
+                let mut step = sgd_step(
+                    &shape,
+                    0.1,
+                    b,
+                    private(1.0, 1.0, GradSample::Vectorized),
+                    fused,
+                );
+                let mut prof = Profiler::new(false, Device::Cpu);
+                let rows = data.rows().index_select(0, &Tensor::from_slice(&with));
+                step.accumulate_rows(&model, d, &rows, &mut prof);
+                step.apply(&model, &mut prof);
+                assert!(all_finite(model.flat()), "case {case}");
+            }
+        }
+        assert!(zeroed_seen >= 48 * 6, "{zeroed_seen}");
     }
 
     /// A step with plain SGD at `lr` on the CPU, the fused path on or off, started at epoch 0.
