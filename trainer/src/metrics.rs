@@ -61,6 +61,14 @@ pub struct NonPrivate {
     pub private: bool,
     /// Examples the epoch's Poisson batches held in all (the realized batch sizes' sum).
     pub examples: u64,
+    /// Of those, the examples whose gradient was not finite and so contributed zero (a row
+    /// whose values overflow the forward pass).
+    #[serde(default)]
+    pub gradients_zeroed: u64,
+    /// Training and held-out rows whose logit was not finite after the epoch (each counted at
+    /// a clamped logit, see [`crate::evaluate::LOGIT_BOUND`]).
+    #[serde(default)]
+    pub non_finite_logits: u64,
     /// Mean loss on the training rows after the epoch.
     pub train_loss: f64,
     /// Accuracy on the training rows after the epoch.
@@ -103,12 +111,17 @@ impl EpochMetrics {
 impl fmt::Display for EpochMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "epoch {:>3}", self.epoch)?;
-        if let (Some(l), Some(a)) = (self.test_loss, self.test_accuracy) {
-            write!(f, "  test loss {l:.4} acc {a:.4}")?;
-        }
         if let (Some(e), Some(d)) = (self.epsilon, self.delta) {
             let acc = self.accountant.as_deref().unwrap_or("?");
             write!(f, "  epsilon {e:.4} (delta {d:e}, {acc})")?;
+        }
+        // Exact figures of the held-out rows: the operator's, not what the card releases.
+        let held_out = self.test_loss.zip(self.test_accuracy);
+        if held_out.is_some() || self.attack_accuracy.is_some() {
+            write!(f, "  | exact, not released:")?;
+        }
+        if let Some((l, a)) = held_out {
+            write!(f, " test loss {l:.4} acc {a:.4}")?;
         }
         if let (Some(a), Some(b)) = (self.attack_accuracy, self.attack_baseline) {
             write!(f, "  attack (held-out) {a:.4} (majority {b:.4}")?;
@@ -123,6 +136,12 @@ impl fmt::Display for EpochMetrics {
                 "  | not private: train loss {:.4} acc {:.4}",
                 n.train_loss, n.train_accuracy
             )?;
+            if n.gradients_zeroed > 0 {
+                write!(f, " {} gradient(s) not finite, zeroed", n.gradients_zeroed)?;
+            }
+            if n.non_finite_logits > 0 {
+                write!(f, " {} row(s) with a logit not finite", n.non_finite_logits)?;
+            }
             if let Some(l) = n.attack_leakage {
                 write!(f, " attack leakage {l:+.4}")?;
             }
@@ -245,6 +264,8 @@ mod tests {
             non_private: Some(NonPrivate {
                 private: false,
                 examples: 960_123,
+                gradients_zeroed: 0,
+                non_finite_logits: 0,
                 train_loss: 0.6,
                 train_accuracy: 0.66,
                 attack_train_accuracy: Some(0.62),

@@ -743,6 +743,8 @@ mod tests {
             non_private: Some(NonPrivate {
                 private: false,
                 examples: 25_600,
+                gradients_zeroed: 0,
+                non_finite_logits: 0,
                 train_loss: 0.123_456,
                 train_accuracy: 0.987_654,
                 attack_train_accuracy: Some(0.63),

@@ -220,7 +220,7 @@ fn train_worker(
             name,
             config.attack_rows,
             (layout.share.start as usize, layout.test_start),
-            layout.test_rows,
+            lead,
             |v| peers.sum_totals(v),
         )?),
         None => None,
