@@ -214,16 +214,20 @@ impl Epochs<'_> {
                 self.evaluate(peers, mlp, data, epoch, steps, &done)?;
             spent = epoch_spent;
             history.push(metrics);
-            let metrics = history.last().expect("this epoch's metrics were just pushed");
-            if let Some(log) = &mut self.log {
-                log.write(metrics)?;
-            }
-            self.out.line(&metrics.to_string());
+            // The checkpoint first, then the metrics line, then stdout: a kill in between never
+            // leaves an epoch logged or printed that a resume would train again.
             if peers.lead()
                 && let Some(ck) = &self.config.checkpoint
             {
                 self.save_checkpoint(&ck.dir, epoch + 1, steps, &history, mlp)?;
             }
+            let metrics = history
+                .last()
+                .expect("this epoch's metrics were just pushed");
+            if let Some(log) = &mut self.log {
+                log.write(metrics)?;
+            }
+            self.out.line(&metrics.to_string());
             if let Some(profile) = profile {
                 self.out.line(&profile);
             }
