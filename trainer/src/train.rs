@@ -226,7 +226,7 @@ fn train_worker(
         None => None,
     };
 
-    let keys = Keys::exchange(config.seed, &mut peers)?;
+    let keys = Keys::exchange(config.seed, &settings, &mut peers)?;
     let plan = SamplingPlan::new(layout.train_rows, config.batch_size, config.population);
     let per_epoch = plan.steps_per_epoch;
     let sampler = match config.sampling {
