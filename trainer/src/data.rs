@@ -169,7 +169,7 @@ pub struct Data {
     pub train: Examples,
     /// Held-out examples (may be empty with `--test-fraction 0`).
     pub test: Examples,
-    /// The record keys (input byte offsets) of the training examples, in their order.
+    /// The record keys of the training examples, in their order.
     pub train_keys: Vec<u64>,
     /// A hash of the whole dataset's listing (every part's name and size, and the manifest),
     /// the same in every process that reads the same shards (0 for a table split in memory).
@@ -200,7 +200,7 @@ pub struct TransformInfo {
 impl Data {
     /// Reads every shard at `location` (checking the manifest when there is one; on S3 through
     /// a store built with `s3`) and splits it: a record is a test record when
-    /// `shards::is_test(offset, split_seed, test_fraction)`.
+    /// [`shards::Table::is_test`] (by the record's key, or its unit's hash with units).
     pub fn load(
         location: &Location,
         s3: &shards::S3Options,
@@ -286,13 +286,9 @@ impl Data {
                 Vec::new()
             } else {
                 let k = t.table.width();
-                let train: Vec<f32> = t
-                    .table
-                    .offsets
-                    .iter()
-                    .enumerate()
-                    .filter(|&(_, &o)| !shards::is_test(o, split_seed, test_fraction))
-                    .flat_map(|(i, _)| t.table.features[i * k..(i + 1) * k].iter().copied())
+                let train: Vec<f32> = (0..t.table.len())
+                    .filter(|&i| !t.table.is_test(i, split_seed, test_fraction))
+                    .flat_map(|i| t.table.features[i * k..(i + 1) * k].iter().copied())
                     .collect();
                 Standardizer::sums(&train, k, &t.standardized)
             },
@@ -326,16 +322,16 @@ impl Data {
         let (mut train_x, mut train_y, mut test_x, mut test_y) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut train_keys = Vec::new();
-        for (i, &offset) in table.offsets.iter().enumerate() {
+        for i in 0..table.len() {
             let x = &table.features[i * k..(i + 1) * k];
             let y = table.labels[i];
-            if shards::is_test(offset, split_seed, test_fraction) {
+            if table.is_test(i, split_seed, test_fraction) {
                 test_x.extend_from_slice(x);
                 test_y.push(y);
             } else {
                 train_x.extend_from_slice(x);
                 train_y.push(y);
-                train_keys.push(offset);
+                train_keys.push(table.keys[i]);
             }
         }
         Ok(Data {
@@ -391,9 +387,10 @@ mod tests {
         Table {
             label_name: "employed".into(),
             feature_names: vec!["a".into(), "b".into()],
-            offsets: (0..1000).map(|i| i * 17).collect(),
+            keys: (0..1000).map(|i| i * 17).collect(),
             labels: (0..1000).map(|i| (i % 2) as f32).collect(),
             features: (0..2000).map(|i| (i % 3) as f32).collect(),
+            ..Table::default()
         }
     }
 
@@ -419,7 +416,7 @@ mod tests {
         let t = table();
         let d = Data::split(&t, 0.2, 7, Device::Cpu).unwrap();
         let expected_test = t
-            .offsets
+            .keys
             .iter()
             .filter(|&&o| shards::is_test(o, 7, 0.2))
             .count();

@@ -257,7 +257,7 @@ fn the_noise_is_added_once() {
     let dir = tempfile::tempdir().unwrap();
     let shards = dir.path().join("one");
     std::fs::create_dir(&shards).unwrap();
-    let header = "offset,employed,sex,disability\n";
+    let header = "key,employed,sex,disability\n";
     std::fs::write(shards.join("part-00000"), format!("{header}7,1,1,0\n")).unwrap();
     std::fs::write(shards.join("part-00001"), header).unwrap();
     // Committed, as a Hadoop job's output would be (readers require _SUCCESS).

@@ -44,10 +44,10 @@ pub fn microbatch_count(expected_batch: f64, size: usize) -> usize {
     ((expected_batch / size as f64).round() as usize).max(1)
 }
 
-/// The microbatch of the record with key `key` (its input byte offset) out of `count`: a hash
-/// of the key alone, so adding or removing a record moves no other record between groups.
+/// The microbatch of the record with key `key` out of `count` ([`shards::hash::microbatch_of`]:
+/// a hash of the key alone, so adding or removing a record moves no other record between groups).
 pub fn microbatch_of(key: u64, count: usize) -> i64 {
-    (shards::splitmix64(key ^ 0x6d69_6372_6f62_6174) % count as u64) as i64
+    i64::from(shards::hash::microbatch_of(key, count as u32))
 }
 
 /// One step's machinery, with its buffers reused across steps.

@@ -13,6 +13,7 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
     let csv = dir.join("input.csv");
     let out = dir.join("shards");
     pipeline::generate(&pipeline::GenerateConfig {
+        households: false,
         rows,
         seed,
         na_rate: 0.01,
