@@ -572,6 +572,7 @@ mod tests {
             rows: 1_500,
             seed: 3,
             na_rate: 0.0,
+            households: false,
             output: shards::Location::Local(csv.clone()),
             overwrite: true,
             s3: Default::default(),

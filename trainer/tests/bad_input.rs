@@ -208,6 +208,7 @@ fn rows_of_huge_values_anywhere_neither_stop_nor_poison_a_run() {
         rows: 2_000,
         seed: 23,
         na_rate: 0.0,
+        households: false,
         output: shards::Location::Local(csv.clone()),
         overwrite: true,
         s3: Default::default(),
