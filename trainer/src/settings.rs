@@ -55,6 +55,8 @@ pub struct RunSettings {
     pub test_fraction: f64,
     /// The split rule's seed.
     pub split_seed: u64,
+    /// The held-out release's noise multiplier, when it is composed in the accountant.
+    pub test_release_noise: Option<f64>,
     /// The seed policy: a seed, or `None` for keys from the operating system.
     pub seed: Option<u64>,
     /// DP-SGD (true) or the non-private baseline.
@@ -121,6 +123,7 @@ impl Settings {
             hidden: config.hidden.clone(),
             test_fraction: config.test_fraction,
             split_seed: config.split_seed,
+            test_release_noise: config.test_release_noise(),
             seed: config.seed,
             private: dp.is_some(),
             l2_norm_clip: dp.map(|d| d.l2_norm_clip),
@@ -302,10 +305,12 @@ mod tests {
     /// same noise.
     #[test]
     fn every_option_is_a_setting_or_named_as_not_mattering() {
-        // `data` is compared through the data's fingerprint, rows and columns; the rest only
-        // place the work, report, or write files.
+        // `data` is compared through the data's fingerprint, rows and columns, `test_release`
+        // as `test_release_noise` (what the accountant composes: exact or withheld change only
+        // what the card says); the rest only place the work, report, or write files.
         const NOT_SETTINGS: &[&str] = &[
             "data",
+            "test_release",
             "privacy",
             "device",
             "intra_op_threads",

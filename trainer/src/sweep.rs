@@ -135,6 +135,8 @@ impl SweepConfig {
             _ => Privacy::NonPrivate,
         };
         c.seed = self.base.seed.map(|s| repeat_seed(s, repeat));
+        // No card, so no held-out release (the page shows the exact figures, marked).
+        c.test_release = crate::config::TestRelease::Withheld;
         c.save = None;
         c.metrics_out = None;
         c.checkpoint = None;

@@ -18,6 +18,7 @@
 mod announce;
 mod attacks;
 mod epoch;
+mod held_out;
 mod keys;
 mod layout;
 mod loaded;
@@ -38,6 +39,7 @@ use timely::worker::Worker;
 use self::announce::announce;
 use self::attacks::Attacks;
 use self::epoch::Epochs;
+use self::held_out::HeldOut;
 use self::keys::Keys;
 use self::layout::Layout;
 pub use self::loaded::Loaded;
@@ -238,7 +240,7 @@ fn train_worker(
     let preprocessing =
         (!data.transform.standardized.is_empty()).then_some(config.features.standardize_noise);
     let planned = per_epoch * u64::from(config.epochs);
-    let (accounting, step_privacy) = mechanism(
+    let (mut accounting, step_privacy) = mechanism(
         config,
         &mut peers,
         &sampler,
@@ -291,6 +293,20 @@ fn train_worker(
         &mut dp,
         out,
     )?;
+    // The held-out release: worker 0 keeps the checkpoint's if it was made at this run's last
+    // step; the accountant composes every release the run and those it continues make.
+    let final_steps = start.position.steps
+        + u64::from(config.epochs.saturating_sub(start.position.epochs_done)) * per_epoch;
+    let held_out = HeldOut::exchange(
+        config,
+        &mut start,
+        final_steps,
+        noise_rng(config, &settings),
+        &mut peers,
+    )?;
+    if let Some(acc) = &mut accounting {
+        acc.test_releases = held_out.total();
+    }
     let standardizer = standardize(
         &mut data,
         preprocessing,
@@ -347,6 +363,7 @@ fn train_worker(
         out,
         fingerprint,
         standardizer,
+        held_out,
     };
     let mut trained = epochs.train(&mut peers, &mlp, &data, start)?;
     if let Some(c) = canaries {

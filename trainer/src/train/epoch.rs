@@ -8,6 +8,7 @@ use accountant::PrivacySpent;
 
 use super::Stdout;
 use super::attacks::Attacks;
+use super::held_out::HeldOut;
 use super::peers::Peers;
 use super::resume::Start;
 use super::steps::{Steps, StepsDone};
@@ -192,6 +193,9 @@ pub(super) struct Epochs<'a> {
     pub fingerprint: serde_json::Value,
     /// The standardized columns' release, recorded in every checkpoint and the card.
     pub standardizer: Option<Standardizer>,
+    /// The held-out accuracy's release, made after the last epoch, recorded in its checkpoint
+    /// and the card.
+    pub held_out: HeldOut,
 }
 
 impl Epochs<'_> {
@@ -210,10 +214,15 @@ impl Epochs<'_> {
                 self.steps
                     .epoch(peers, mlp, data, epoch, self.config.epochs, &mut self.prof)?;
             steps += self.steps.per_epoch;
-            let (metrics, epoch_spent, profile) =
-                self.evaluate(peers, mlp, data, epoch, steps, &done)?;
+            let last = epoch + 1 == self.config.epochs;
+            let (metrics, epoch_spent, profile, test) =
+                self.evaluate(peers, mlp, data, epoch, steps, &done, last)?;
             spent = epoch_spent;
             history.push(metrics);
+            // The held-out release, after the last epoch, before its checkpoint records it.
+            if last {
+                self.held_out.release(peers.lead(), &test, steps)?;
+            }
             // The checkpoint first, then the metrics line, then stdout: a kill in between never
             // leaves an epoch logged or printed that a resume would train again.
             if peers.lead()
@@ -232,6 +241,14 @@ impl Epochs<'_> {
                 self.out.line(&profile);
             }
         }
+        if self.held_out.pending() {
+            // A resumed run with no epoch left whose checkpoint made no release (another
+            // version's): made now, on the model as it is.
+            let mut test = evaluate::totals(mlp, &data.test).to_array();
+            peers.sum_totals(&mut test)?;
+            self.held_out
+                .release(peers.lead(), &Totals::from_slice(&test), steps)?;
+        }
         Ok(Trained {
             steps,
             history,
@@ -240,7 +257,10 @@ impl Epochs<'_> {
     }
 
     /// The metrics of epoch `epoch` (from 0) after `steps` steps, the last `done`, the budget
-    /// spent, and with `--profile` where the epoch's time went (for worker 0 to print).
+    /// spent (after the `last` epoch, with the held-out release it is followed by), with
+    /// `--profile` where the epoch's time went (for worker 0 to print), and the exact held-out
+    /// totals (for that release).
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &mut self,
         peers: &mut Peers,
@@ -249,11 +269,14 @@ impl Epochs<'_> {
         epoch: u32,
         steps: u64,
         done: &StepsDone,
-    ) -> Result<(EpochMetrics, Option<PrivacySpent>, Option<String>)> {
+        last: bool,
+    ) -> Result<(EpochMetrics, Option<PrivacySpent>, Option<String>, Totals)> {
         self.prof.restart();
         let eval_started = Instant::now();
         let spent_here = match &self.accounting {
-            Some(acc) if peers.lead() => Some(acc.spent(steps)?),
+            Some(acc) if peers.lead() => {
+                Some(acc.spent_so_far(steps, self.held_out.after_epoch(last))?)
+            }
             _ => None,
         };
         let sums = EpochSums::local(mlp, data, self.attack.as_ref(), done, spent_here)
@@ -315,7 +338,7 @@ impl Epochs<'_> {
                 epoch + 1
             )
         });
-        Ok((metrics, spent, profile))
+        Ok((metrics, spent, profile, sums.test))
     }
 
     /// Worker 0's checkpoint after `epochs_done` epochs and `steps` steps.
@@ -333,9 +356,11 @@ impl Epochs<'_> {
             noise_multiplier: self.accounting.map(|a| a.noise_multiplier),
             fingerprint: self.fingerprint.clone(),
             tensors: String::new(),
-            // What epsilon covers and held-out figures only: a checkpoint may be shipped.
+            // What epsilon covers only: a checkpoint may be shipped.
             metrics: history.iter().map(EpochMetrics::public).collect(),
             standardizer: self.standardizer.clone(),
+            test_release: self.held_out.release.clone(),
+            test_releases: self.held_out.made,
         };
         let mut tensors = vec![("params".to_string(), mlp.flat())];
         tensors.extend(self.steps.dp.optimizer().state());
@@ -361,12 +386,20 @@ impl Epochs<'_> {
                 trained.steps,
                 trained.history.last(),
                 self.standardizer.as_ref(),
+                self.held_out.release.as_ref(),
             );
             export::save(path, mlp, &card)?;
             self.out.line(&format!(
                 "saved {} and {}",
                 path.display(),
                 export::card_path(path).display()
+            ));
+        }
+        if let Some(r) = &self.held_out.release {
+            self.out.line(&format!(
+                "released test accuracy {:.4} (covered by epsilon: {:.1} right of {:.1} test \
+                 records, each count with Gaussian noise of std {:.2})",
+                r.accuracy, r.noisy_correct, r.noisy_count, r.noise_std
             ));
         }
         if let Some(s) = &trained.spent {
