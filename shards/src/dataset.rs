@@ -161,6 +161,26 @@ impl Dataset {
         self.manifest.as_ref()
     }
 
+    /// The privacy unit's column the records were written with (`None`: each line is its own
+    /// unit) and the bound on a unit's rows they were written with: from the manifest, or
+    /// without one from the first part's header line.
+    pub fn unit(&self) -> Result<(Option<String>, Option<u32>)> {
+        if let Some(m) = &self.manifest {
+            return Ok((m.schema.unit.clone(), m.options.max_rows_per_unit));
+        }
+        let name = &self.parts[0].name;
+        let bytes = self.source.read(name)?;
+        let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        let header = parse_header(&String::from_utf8_lossy(first)).map_err(|reason| {
+            Error::MalformedShard {
+                path: self.source.location().join(name).to_string(),
+                line: 1,
+                reason,
+            }
+        })?;
+        Ok((header.unit, None))
+    }
+
     /// Loads every part.
     pub fn load(&self) -> Result<Table> {
         let all: Vec<usize> = (0..self.parts.len()).collect();

@@ -7,29 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{generated_shards, metrics, ok};
+use common::{generated_shards, metrics, ok, relative_difference, weights};
 use shards::Location;
-use tch::{Device, Tensor};
+use tch::Device;
 use trainer::mlp::{Mlp, Shape};
 use trainer::{NoiseSpec, Privacy, TrainConfig};
-
-/// The flat parameters of a saved model, in file order.
-fn weights(path: &Path) -> Tensor {
-    let mut named = Tensor::read_safetensors(path).expect("a saved model");
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::cat(
-        &named
-            .iter()
-            .map(|(_, t)| t.reshape([-1]))
-            .collect::<Vec<_>>(),
-        0,
-    )
-}
-
-/// ||a - b|| / ||a||.
-fn relative_difference(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).norm().double_value(&[]) / a.norm().double_value(&[])
-}
 
 /// `trainer` as process `process` of the cluster in `hostfile`, in the background.
 fn member(cwd: &Path, hostfile: &Path, process: usize, args: &[&str]) -> Child {

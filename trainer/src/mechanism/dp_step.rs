@@ -50,6 +50,15 @@ pub fn microbatch_of(key: u64, count: usize) -> i64 {
     i64::from(shards::hash::microbatch_of(key, count as u32))
 }
 
+/// How [`DpStep::grouped_sum`] makes a group's gradient of its rows'.
+#[derive(Debug, Clone, Copy)]
+enum Group {
+    /// Their sum: a privacy unit's gradient.
+    Sum,
+    /// Their mean: the seed's microbatches.
+    Mean,
+}
+
 /// One step's machinery, with its buffers reused across steps.
 #[derive(Debug)]
 pub struct DpStep {
@@ -63,6 +72,10 @@ pub struct DpStep {
     /// With microbatches: their number, and the next batch's rows' microbatches.
     microbatches: usize,
     microbatch_ids: Option<Tensor>,
+    /// With privacy units: the next batch's rows' units (their places among the batch's
+    /// units) and the number of units, set before each step ([`DpStep::set_units`]).
+    units: bool,
+    unit_ids: Option<(Tensor, i64)>,
     /// The plain-Rust CPU path for small models ([`Fused`]), where it is faster.
     fused: Option<Fused>,
     /// The fused path's host gradient is newer than `grad`: it is copied over when `grad` is
@@ -129,7 +142,29 @@ impl DpStep {
             optimizer,
             microbatches,
             microbatch_ids: None,
+            units: false,
+            unit_ids: None,
         })
+    }
+
+    /// This step clips units, not rows: each sampled unit's gradient is the sum of its rows'
+    /// per-example gradients, clipped once to C (user-level DP-SGD); [`DpStep::set_units`]
+    /// says before each step which rows make which unit.
+    pub fn clip_units(mut self) -> Self {
+        assert_eq!(self.microbatches, 0, "units and microbatches do not mix");
+        self.units = true;
+        self
+    }
+
+    /// Whether this step clips units ([`DpStep::clip_units`]).
+    pub fn units(&self) -> bool {
+        self.units
+    }
+
+    /// With units: the unit (`0..count`, its place among the batch's units) of each row of the
+    /// next batch, `[k]` int64 on the device. Needed before each [`DpStep::accumulate`] then.
+    pub fn set_units(&mut self, ids: Tensor, count: i64) {
+        self.unit_ids = Some((ids, count));
     }
 
     /// With microbatches: the microbatch ([`microbatch_of`]) of each row of the next batch,
@@ -218,7 +253,8 @@ impl DpStep {
     /// path where [`DpStep::fused`] says so.
     pub fn accumulate_rows(&mut self, mlp: &Mlp, width: usize, rows: &Tensor, prof: &mut Profiler) {
         let clip = self.clip();
-        if let Some(fused) = &mut self.fused {
+        // (Units take the plain-Rust path only through `accumulate_units_gathered`.)
+        if let Some(fused) = self.fused.as_mut().filter(|_| !self.units) {
             fused.accumulate(mlp.flat(), rows, clip);
             self.host_pending.set(true);
             prof.mark(Phase::Clipping);
@@ -260,6 +296,32 @@ impl DpStep {
         prof.mark(Phase::Clipping);
     }
 
+    /// [`DpStep::accumulate_gathered`] for privacy units: rows `idx` of `all`, unit `u` being
+    /// `idx[starts[u]..starts[u + 1]]`, each unit clipped once ([`DpStep::clip_units`]).
+    ///
+    /// # Panics
+    ///
+    /// Unless [`DpStep::fused`] and [`DpStep::units`], or if an index is outside `all`.
+    pub fn accumulate_units_gathered(
+        &mut self,
+        mlp: &Mlp,
+        all: &[f32],
+        stride: usize,
+        idx: &[i64],
+        starts: &[usize],
+        prof: &mut Profiler,
+    ) {
+        assert!(self.units, "units are gathered for a step that clips units");
+        let clip = self.clip();
+        let fused = self
+            .fused
+            .as_mut()
+            .expect("host rows are gathered on the plain-Rust path only");
+        fused.accumulate_units_gathered(mlp.flat(), all, stride, idx, starts, clip);
+        self.host_pending.set(true);
+        prof.mark(Phase::Clipping);
+    }
+
     /// What the plain-Rust path scales and clips by.
     fn clip(&self) -> Clip {
         Clip {
@@ -288,17 +350,27 @@ impl DpStep {
         prof.mark(Phase::ForwardBackward);
         let norms = pe.norms(input_norms, &self.consts);
         self.count_finite(&norms);
-        if self.microbatches > 0 {
-            let ids = self
-                .microbatch_ids
-                .take()
-                .expect("set_microbatches is called before each step with microbatches");
-            self.microbatch_sum(&pe, &norms, &ids);
-        } else {
-            // Without DP the clip bound is infinite: every weight is the scale, but for
-            // gradients that are not finite (0), as with DP.
-            let w = clip_weights(&norms, &self.consts);
-            pe.weighted_sum_into(&w, &self.grad_views);
+        match self.privacy {
+            StepPrivacy::Private { .. } if self.units => {
+                let (ids, count) = self
+                    .unit_ids
+                    .take()
+                    .expect("set_units is called before each step with units");
+                self.grouped_sum(&pe, &norms, &ids, count, Group::Sum);
+            }
+            StepPrivacy::Private { .. } if self.microbatches > 0 => {
+                let ids = self
+                    .microbatch_ids
+                    .take()
+                    .expect("set_microbatches is called before each step with microbatches");
+                self.grouped_sum(&pe, &norms, &ids, self.microbatches as i64, Group::Mean);
+            }
+            // Per example; without DP the clip bound is infinite: every weight is the scale,
+            // but for gradients that are not finite (0), as with DP.
+            _ => {
+                let w = clip_weights(&norms, &self.consts);
+                pe.weighted_sum_into(&w, &self.grad_views);
+            }
         }
         prof.mark(Phase::Clipping);
     }
@@ -365,33 +437,49 @@ impl DpStep {
         self
     }
 
-    /// The seed's microbatches, grouped by key: each group's mean gradient (over its sampled
-    /// members; an empty group adds nothing) is clipped as one unit and the clipped means are
-    /// summed. A member whose gradient is not finite (`norms`) counts as a zero gradient, and
-    /// a mean whose norm is not finite (finite gradients summing past the floats) adds nothing.
-    fn microbatch_sum(&mut self, pe: &PerExample, norms: &Tensor, ids: &Tensor) {
+    /// Rows grouped by `ids` (`0..groups`): each group's gradient, the sum of its rows'
+    /// per-example gradients (a privacy unit's) or their mean (the seed's microbatches; an
+    /// empty group adds nothing), is clipped as one and the clipped gradients are summed. A row
+    /// whose gradient is not finite (`norms`) counts as a zero gradient, and a group whose
+    /// gradient's norm is not finite (finite gradients summing past the floats) adds nothing.
+    fn grouped_sum(
+        &mut self,
+        pe: &PerExample,
+        norms: &Tensor,
+        ids: &Tensor,
+        groups: i64,
+        how: Group,
+    ) {
         let bad = norms.isfinite().logical_not().view([-1, 1, 1]);
         let grads: Vec<Tensor> = pe
             .materialize()
             .into_iter()
             .map(|g| g.masked_fill(&bad, 0.0))
             .collect();
-        let groups = self.microbatches as i64;
         let device = self.grad.device();
-        let counts = Tensor::zeros([groups], (Kind::Float, device))
-            .index_add(
-                0,
-                ids,
-                &Tensor::ones([ids.size()[0]], (Kind::Float, device)),
-            )
-            .clamp_min(1.0)
-            .view([-1, 1, 1]);
+        let counts = match how {
+            Group::Mean => Some(
+                Tensor::zeros([groups], (Kind::Float, device))
+                    .index_add(
+                        0,
+                        ids,
+                        &Tensor::ones([ids.size()[0]], (Kind::Float, device)),
+                    )
+                    .clamp_min(1.0)
+                    .view([-1, 1, 1]),
+            ),
+            Group::Sum => None,
+        };
         let means: Vec<Tensor> = grads
             .iter()
             .map(|g| {
                 let s = g.size();
-                Tensor::zeros([groups, s[1], s[2]], (Kind::Float, device)).index_add(0, ids, g)
-                    / &counts
+                let sum =
+                    Tensor::zeros([groups, s[1], s[2]], (Kind::Float, device)).index_add(0, ids, g);
+                match &counts {
+                    Some(c) => sum / c,
+                    None => sum,
+                }
             })
             .collect();
         let sq = means
@@ -569,6 +657,127 @@ mod tests {
         }
     }
 
+    /// Units (user-level DP-SGD): each unit's gradient, the sum of its rows' per-example
+    /// gradients, is clipped once, and the clipped unit gradients are summed and divided by B.
+    #[test]
+    fn units_clip_the_sum_of_their_rows() {
+        let (mlp, inputs, labels, norms) = setup(9, 8);
+        let pe = PerExample::compute(&mlp, &inputs, &labels);
+        let grads = pe.materialize();
+        let (clip, b) = (0.4, 3.0);
+        // Three units of 4, 1 and 4 rows, in no order.
+        let ids = [0i64, 2, 1, 0, 2, 0, 2, 0, 2];
+        let mut want: Vec<Tensor> = grads.iter().map(|g| g.get(0).zeros_like()).collect();
+        for unit in 0..3 {
+            let rows: Vec<i64> = (0..9).filter(|&i| ids[i as usize] == unit).collect();
+            let rows = Tensor::from_slice(&rows);
+            let sums: Vec<Tensor> = grads
+                .iter()
+                .map(|g| {
+                    g.index_select(0, &rows)
+                        .sum_dim_intlist(0i64, false, Kind::Float)
+                })
+                .collect();
+            let norm = sums
+                .iter()
+                .map(|m| m.square().sum(Kind::Float).double_value(&[]))
+                .sum::<f64>()
+                .sqrt();
+            let f = (clip / (norm + 1e-6)).min(1.0) / b;
+            for (w, m) in want.iter_mut().zip(&sums) {
+                *w = &*w + m * f;
+            }
+        }
+        let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, mlp.shape().numel(), Device::Cpu);
+        let mut step = DpStep::new(
+            mlp.shape(),
+            Device::Cpu,
+            b,
+            private(clip, 0.0, GradSample::Vectorized),
+            opt,
+        )
+        .unwrap()
+        .clip_units();
+        step.set_units(Tensor::from_slice(&ids), 3);
+        let mut prof = Profiler::new(false, Device::Cpu);
+        step.accumulate(&mlp, &inputs, &labels, &norms, &mut prof);
+        let views = mlp.shape().views(step.grad());
+        for (l, w) in want.iter().enumerate() {
+            assert!(
+                (&views[l].block - w).abs().max().double_value(&[]) < 1e-6,
+                "layer {l}"
+            );
+        }
+    }
+
+    /// Neighbouring datasets at the unit level: adding one unit (any number of rows, sampled)
+    /// to a batch of units moves the clipped sum by at most C, the sensitivity the accountant is
+    /// told, while per-row clipping of the same rows moves it by up to the unit's size in C.
+    #[test]
+    fn adding_a_unit_moves_the_clipped_sum_by_at_most_c() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(12);
+        let mut worst_rows = 0.0f64;
+        for draw in 0..200 {
+            let k = 8 + draw % 16;
+            let (mlp, inputs, labels, norms) = setup(k, draw);
+            let scale = [0.1, 1.0, 30.0][draw as usize % 3];
+            let batch = (&inputs * scale, labels, &norms * scale);
+            // Rows 0..k-size are the other units' (each of 1 to 3 rows); the last `size` rows
+            // are the unit added.
+            let size = 1 + draw % 6;
+            let mut unit_of = Vec::new();
+            let mut next = 0;
+            while unit_of.len() < (k - size) as usize {
+                let n = rng.random_range(1..=3usize);
+                unit_of.extend(std::iter::repeat_n(next, n));
+                next += 1;
+            }
+            unit_of.truncate((k - size) as usize);
+            let others = unit_of.last().map_or(0, |u| u + 1);
+            unit_of.extend(std::iter::repeat_n(others, size as usize));
+            let sum = |with: bool, units: bool| {
+                let rows: Vec<i64> = (0..k)
+                    .filter(|&r| with || unit_of[r as usize] < others)
+                    .collect();
+                let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, mlp.shape().numel(), Device::Cpu);
+                let privacy = private(1.0, 0.0, GradSample::Vectorized);
+                let mut step = DpStep::new(mlp.shape(), Device::Cpu, 1.0, privacy, opt).unwrap();
+                if units {
+                    step = step.clip_units();
+                    let ids: Vec<i64> = rows.iter().map(|&r| unit_of[r as usize]).collect();
+                    step.set_units(Tensor::from_slice(&ids), others + 1);
+                }
+                let idx = Tensor::from_slice(&rows);
+                let pick = |t: &Tensor| t.index_select(0, &idx);
+                let mut prof = Profiler::new(false, Device::Cpu);
+                step.accumulate(
+                    &mlp,
+                    &pick(&batch.0),
+                    &pick(&batch.1),
+                    &pick(&batch.2),
+                    &mut prof,
+                );
+                step.grad().copy()
+            };
+            let change = (sum(true, true) - sum(false, true))
+                .norm()
+                .double_value(&[]);
+            assert!(
+                change <= 1.0 + 1e-4,
+                "draw {draw}: a unit of {size} rows moved it by {change} C"
+            );
+            let by_rows = (sum(true, false) - sum(false, false))
+                .norm()
+                .double_value(&[]);
+            worst_rows = worst_rows.max(by_rows);
+        }
+        assert!(
+            worst_rows > 1.5,
+            "per-row clipping of a unit's rows: worst {worst_rows} C"
+        );
+    }
+
     /// The clipped sum of `rows` (no noise), times what the step divides it by: the quantity
     /// whose add/remove sensitivity the accountant is told.
     fn clipped_sum(
@@ -650,28 +859,47 @@ mod tests {
     }
 
     /// How a test takes a step's batch: the libtorch closed form, the plain-Rust step on the
-    /// batch's rows or gathering them from the host rows itself, or microbatches of 3.
+    /// batch's rows or gathering them from the host rows itself, microbatches of 3, or privacy
+    /// units by libtorch or in plain Rust.
     #[derive(Debug, Clone, Copy, PartialEq)]
     enum Path {
         Libtorch,
         Fused,
         Gathered,
         Microbatch,
+        Units,
+        FusedUnits,
     }
 
-    /// The batch `idx` of `data` accumulated by `step` along `path` (microbatches by `keys`),
-    /// times what the step divides by: the clipped sum itself.
+    /// The batch `idx` of `data` accumulated by `step` along `path` (microbatches by `keys`;
+    /// unit `u` being `idx[starts[u]..starts[u + 1]]`), times what the step divides by: the
+    /// clipped sum itself.
     fn path_sum(
         step: &mut DpStep,
         mlp: &Mlp,
         data: &crate::data::Examples,
         keys: &[u64],
-        idx: &[i64],
+        (idx, starts): (&[i64], &[usize]),
         path: Path,
     ) -> Tensor {
         let mut prof = Profiler::new(false, Device::Cpu);
         let rows = data.rows().index_select(0, &Tensor::from_slice(idx));
         let units = match path {
+            Path::Units => {
+                let groups: Vec<i64> = starts
+                    .windows(2)
+                    .enumerate()
+                    .flat_map(|(g, w)| std::iter::repeat_n(g as i64, w[1] - w[0]))
+                    .collect();
+                step.set_units(Tensor::from_slice(&groups), starts.len() as i64 - 1);
+                step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
+                step.expected_batch()
+            }
+            Path::FusedUnits => {
+                let all = data.host_rows().unwrap();
+                step.accumulate_units_gathered(mlp, &all, data.stride(), idx, starts, &mut prof);
+                step.expected_batch()
+            }
             Path::Gathered => {
                 let all = data.host_rows().unwrap();
                 step.accumulate_gathered(mlp, &all, data.stride(), idx, &mut prof);
@@ -699,8 +927,9 @@ mod tests {
     /// overflows the forward pass; 1e30, whose norm overflows; 1e39, infinite in `f32`) in any
     /// number of its fields, at any place in the batch, moves the noiseless clipped sum by at
     /// most the sensitivity the accountant is told, in every gradient path, and the sum stays
-    /// finite. Per example (libtorch, plain Rust on rows or gathered) its gradient contributes
-    /// exactly zero and is counted, so the paths agree with it as without it; with
+    /// finite. Per example (libtorch, plain Rust on rows or gathered) and in a privacy unit
+    /// (libtorch and plain Rust; the row in another unit or one of its own) its gradient
+    /// contributes exactly zero and is counted, so the paths agree with it as without it; with
     /// microbatches its group's mean moves (it counts as a member), by at most 2C; without DP
     /// it adds nothing either. A step with noise leaves the model finite.
     #[test]
@@ -738,10 +967,26 @@ mod tests {
             let keys: Vec<u64> = (0..n).map(|_| rng.random()).collect();
             let mlp = Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap();
             let without: Vec<i64> = (0..n as i64 - 1).filter(|_| rng.random_bool(0.5)).collect();
-            let mut with = without.clone();
-            with.insert(rng.random_range(0..=without.len()), n as i64 - 1);
+            // Units of 1 to 4 consecutive rows; the huge row joins one of them, or is a unit
+            // of its own.
+            let mut starts = vec![0usize];
+            while *starts.last().unwrap() < without.len() {
+                let next = starts.last().unwrap() + rng.random_range(1..=4usize);
+                starts.push(next.min(without.len()));
+            }
+            let unit = rng.random_range(0..starts.len());
+            let (mut with, mut with_starts) = (without.clone(), starts.clone());
+            if unit + 1 == starts.len() {
+                with.push(n as i64 - 1);
+                with_starts.push(with.len());
+            } else {
+                let at = rng.random_range(starts[unit]..=starts[unit + 1]);
+                with.insert(at, n as i64 - 1);
+                with_starts[unit + 1..].iter_mut().for_each(|s| *s += 1);
+            }
             let b = 30.0;
             let mut per_example: Vec<Tensor> = Vec::new();
+            let mut per_unit: Vec<Tensor> = Vec::new();
             for (path, privacy) in [
                 (Path::Libtorch, private(1.0, 0.0, GradSample::Vectorized)),
                 (Path::Fused, private(1.0, 0.0, GradSample::Vectorized)),
@@ -750,18 +995,23 @@ mod tests {
                     Path::Microbatch,
                     private(1.0, 0.0, GradSample::Microbatch(3)),
                 ),
+                (Path::Units, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::FusedUnits, private(1.0, 0.0, GradSample::Vectorized)),
                 (Path::Libtorch, StepPrivacy::NonPrivate),
                 (Path::Fused, StepPrivacy::NonPrivate),
             ] {
-                let fused = matches!(path, Path::Fused | Path::Gathered);
+                let fused = matches!(path, Path::Fused | Path::Gathered | Path::FusedUnits);
                 let mut step = sgd_step(&shape, 0.1, b, privacy, fused);
-                let a = path_sum(&mut step, &mlp, &data, &keys, &without, path);
+                if matches!(path, Path::Units | Path::FusedUnits) {
+                    step = step.clip_units();
+                }
+                let a = path_sum(&mut step, &mlp, &data, &keys, (&without, &starts), path);
                 assert_eq!(
                     step.take_zeroed(),
                     0,
                     "{path:?}: no gradient zeroed without it"
                 );
-                let c = path_sum(&mut step, &mlp, &data, &keys, &with, path);
+                let c = path_sum(&mut step, &mlp, &data, &keys, (&with, &with_starts), path);
                 let zeroed = step.take_zeroed();
                 zeroed_seen += zeroed;
                 let what = format!("case {case} {hidden:?} {path:?} {privacy:?}");
@@ -780,13 +1030,21 @@ mod tests {
                         assert_eq!(zeroed, 1, "{what}: counted");
                     }
                 }
-                if matches!(privacy, StepPrivacy::Private { .. }) && path != Path::Microbatch {
-                    per_example.push(c);
+                match (path, privacy) {
+                    (Path::Units | Path::FusedUnits, _) => per_unit.push(c),
+                    (Path::Microbatch, _) | (_, StepPrivacy::NonPrivate) => {}
+                    _ => per_example.push(c),
                 }
             }
-            for (i, other) in per_example.iter().enumerate().skip(1) {
-                let diff = (&per_example[0] - other).abs().max().double_value(&[]);
-                assert!(diff <= 1e-5, "case {case}: path {i} differs by {diff}");
+            for paths in [&per_example, &per_unit] {
+                for (i, other) in paths.iter().enumerate().skip(1) {
+                    let diff = (&paths[0] - other).abs().max().double_value(&[]);
+                    let size = paths[0].abs().max().double_value(&[]).max(1e-3);
+                    assert!(
+                        diff <= 1e-5 * size,
+                        "case {case}: path {i} differs by {diff}"
+                    );
+                }
             }
             // With noise, the model stays finite.
             for fused in [false, true] {
@@ -840,6 +1098,65 @@ mod tests {
             rng.random_range(1..80)
         };
         (0..k).map(|_| rng.random_range(0..n as i64)).collect()
+    }
+
+    /// With privacy units, the plain-Rust path (each unit's norm from its rows' pairwise
+    /// products) writes the same clipped sum as the libtorch one (each unit's gradient summed
+    /// from its rows' materialized gradients), for units of 1 to 6 rows, deep and shallow
+    /// models, clipped and not.
+    #[test]
+    fn fused_units_equal_the_libtorch_units() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        for (case, hidden) in [vec![8], vec![6, 5], vec![50], vec![]]
+            .into_iter()
+            .enumerate()
+        {
+            let d = 4 + case;
+            let n = 200;
+            let data = random_examples(&mut rng, n, d, 0.5);
+            let all = data.host_rows().unwrap();
+            let shape = Shape::new(d, &hidden);
+            let mlp = Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap();
+            for clip in [0.3, 1e9] {
+                let privacy = private(clip, 0.0, GradSample::Vectorized);
+                let mut prof = Profiler::new(false, Device::Cpu);
+                for _ in 0..10 {
+                    let units = rng.random_range(0..30usize);
+                    let (mut idx, mut starts) = (Vec::new(), vec![0usize]);
+                    for _ in 0..units {
+                        let size = rng.random_range(1..=6usize);
+                        idx.extend((0..size).map(|_| rng.random_range(0..n as i64)));
+                        starts.push(idx.len());
+                    }
+                    let mut fused = sgd_step(&shape, 0.1, 16.0, privacy, true).clip_units();
+                    fused.accumulate_units_gathered(
+                        &mlp,
+                        &all,
+                        data.stride(),
+                        &idx,
+                        &starts,
+                        &mut prof,
+                    );
+                    let mut plain = sgd_step(&shape, 0.1, 16.0, privacy, false).clip_units();
+                    let groups: Vec<i64> = starts
+                        .windows(2)
+                        .enumerate()
+                        .flat_map(|(g, w)| std::iter::repeat_n(g as i64, w[1] - w[0]))
+                        .collect();
+                    plain.set_units(Tensor::from_slice(&groups), units as i64);
+                    let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+                    plain.accumulate_rows(&mlp, d, &rows, &mut prof);
+                    let (a, b) = (fused.grad(), plain.grad());
+                    let diff = (a - b).abs().max().double_value(&[]);
+                    let size = a.abs().max().double_value(&[]);
+                    assert!(
+                        diff <= 1e-5 * size.max(1e-3),
+                        "{hidden:?} clip {clip}, {units} units: {diff} of {size}"
+                    );
+                }
+            }
+        }
     }
 
     /// The plain-Rust path writes the same clipped sum as the libtorch one, for deep and

@@ -4,10 +4,11 @@
 
 use super::peers::Peers;
 use super::resume::Start;
-use crate::Result;
 use crate::config::{NoiseRng, TrainConfig};
+use crate::data::Units;
 use crate::evaluate::Totals;
 use crate::mechanism::held_out::{HeldOutMechanism, HeldOutRelease};
+use crate::{Error, Result};
 
 /// The run's held-out release.
 #[derive(Debug)]
@@ -26,12 +27,14 @@ pub(super) struct HeldOut {
 }
 
 impl HeldOut {
-    /// The release of a run of `config` from `start`, whose last step is step `final_steps`:
+    /// The release of a run of `config` (whose privacy unit is `units`, `None` for a line) from
+    /// `start`, whose last step is step `final_steps`:
     /// worker 0 keeps the checkpoint's release if it was made at that step (a run resumed after
     /// its last epoch, which must not release again) and tells every worker whether it did and
     /// how many releases were made before.
     pub fn exchange(
         config: &TrainConfig,
+        units: Option<&Units>,
         start: &mut Start,
         final_steps: u64,
         rng: NoiseRng,
@@ -44,12 +47,13 @@ impl HeldOut {
             words = [u64::from(release.is_some()), u64::from(start.test_releases)];
         }
         peers.broadcast_counts(&mut words)?;
-        let mechanism = config
-            .test_release_noise()
-            .map(|noise_multiplier| HeldOutMechanism {
+        let mechanism = match config.test_release_noise() {
+            Some(noise_multiplier) => Some(HeldOutMechanism {
                 noise_multiplier,
-                rows_per_unit: config.test_rows_per_unit(),
-            });
+                rows_per_unit: rows_per_unit(units)?,
+            }),
+            None => None,
+        };
         Ok(HeldOut {
             pending: mechanism.is_some() && words[0] == 0,
             mechanism,
@@ -86,5 +90,23 @@ impl HeldOut {
         self.made += 1;
         self.pending = false;
         Ok(())
+    }
+}
+
+/// The most records one privacy unit has in the test split, the held-out counts' sensitivity
+/// in records: 1 for a line, a unit's public bound; a unit without one is an error (the counts
+/// would have no sensitivity).
+pub(super) fn rows_per_unit(units: Option<&Units>) -> Result<u32> {
+    match units {
+        None => Ok(1),
+        Some(Units {
+            max_rows: Some(k), ..
+        }) => Ok(*k),
+        Some(u) => Err(Error::Config(format!(
+            "--test-accuracy-release noisy: a unit ('{}') without a bound on its rows gives the \
+             held-out counts no sensitivity; bound it (--max-rows-per-unit K, or shards written \
+             with it), or pass --test-accuracy-release withheld (or exact-not-covered)",
+            u.column
+        ))),
     }
 }
