@@ -110,3 +110,27 @@ pub(super) fn rows_per_unit(units: Option<&Units>) -> Result<u32> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The held-out counts' sensitivity in records: 1 for a line, K for units of at most K
+    /// rows; units without a bound are refused, naming the way out.
+    #[test]
+    fn rows_per_unit_is_a_lines_one_or_a_units_bound() {
+        assert_eq!(rows_per_unit(None).unwrap(), 1);
+        let unit = |max_rows| Units {
+            column: "household".into(),
+            max_rows,
+        };
+        assert_eq!(rows_per_unit(Some(&unit(Some(5)))).unwrap(), 5);
+        let e = rows_per_unit(Some(&unit(None))).unwrap_err().to_string();
+        assert!(
+            e.contains("'household'")
+                && e.contains("--max-rows-per-unit")
+                && e.contains("--test-accuracy-release withheld"),
+            "{e}"
+        );
+    }
+}
