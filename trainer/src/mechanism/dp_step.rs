@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 use crate::Result;
 use crate::config::{GradSample, NoiseRng};
 use crate::mechanism::fused::{Clip, Fused};
-use crate::mechanism::grad_sample::{Constants, NORM_EPS, PerExample, clip_weights};
+use crate::mechanism::grad_sample::{Constants, NORM_EPS, Norms, PerExample, clip_weights};
 use crate::mechanism::noise::NoiseSource;
 use crate::mechanism::optim::Optimizer;
 use crate::mlp::{LayerViews, Mlp, Shape};
@@ -82,10 +82,15 @@ pub struct DpStep {
     /// read or the optimizer steps, so the noise is added to it on the host first.
     host_pending: Cell<bool>,
     /// Gradients (per example, or microbatch means) the libtorch paths clipped since
-    /// [`DpStep::take_zeroed`], and (on the device, read only there) how many had a finite
-    /// norm: the others contributed zero.
+    /// [`DpStep::take_zeroed`], and how many had a finite norm (on the host where that was
+    /// checked; the rest on the device, read only there): the others contributed zero.
     clipped: u64,
-    finite: Tensor,
+    finite: u64,
+    finite_device: Tensor,
+    /// Whether the libtorch per-example path looks at the norms first ([`Norms::check`]) and
+    /// takes the unguarded sums when all are finite: on the CPU, where the look costs no wait;
+    /// on a GPU it would wait for the device every step, so the sums are always guarded.
+    check_norms: bool,
 }
 
 impl DpStep {
@@ -134,7 +139,9 @@ impl DpStep {
             fused,
             host_pending: Cell::new(false),
             clipped: 0,
-            finite: Tensor::zeros([], (Kind::Int64, device)),
+            finite: 0,
+            finite_device: Tensor::zeros([], (Kind::Int64, device)),
+            check_norms: device == Device::Cpu,
             consts: Constants::new(clip, scale, device),
             grad_views: shape.views(&grad),
             grad,
@@ -193,6 +200,13 @@ impl DpStep {
         {
             fused.write_to(&self.grad);
         }
+    }
+
+    /// Whether the libtorch path checks the norms first ([`DpStep`]'s `check_norms`): tests run
+    /// the guarded sums a GPU step takes on the CPU too.
+    #[cfg(test)]
+    fn set_check_norms(&mut self, on: bool) {
+        self.check_norms = on;
     }
 
     /// Whether [`DpStep::accumulate_rows`] takes the plain-Rust CPU path.
@@ -349,7 +363,11 @@ impl DpStep {
         let pe = PerExample::compute(mlp, inputs, labels);
         prof.mark(Phase::ForwardBackward);
         let norms = pe.norms(input_norms, &self.consts);
-        self.count_finite(&norms);
+        let known = match self.check_norms {
+            true => Norms::check(&norms),
+            false => Norms::MaybeNotFinite,
+        };
+        self.count_finite(&norms, known);
         match self.privacy {
             StepPrivacy::Private { .. } if self.units => {
                 let (ids, count) = self
@@ -368,25 +386,30 @@ impl DpStep {
             // Per example; without DP the clip bound is infinite: every weight is the scale,
             // but for gradients that are not finite (0), as with DP.
             _ => {
-                let w = clip_weights(&norms, &self.consts);
-                pe.weighted_sum_into(&w, &self.grad_views);
+                let w = clip_weights(&norms, &self.consts, known);
+                pe.weighted_sum_into(&w, &self.grad_views, known);
             }
         }
         prof.mark(Phase::Clipping);
     }
 
-    /// Counts the gradients of `norms` (`[k, 1]`) and, on the device, those of finite norm.
-    fn count_finite(&mut self, norms: &Tensor) {
-        self.clipped += norms.size()[0] as u64;
-        self.finite += norms.isfinite().sum(Kind::Int64);
+    /// Counts the gradients of `norms` (`[k, 1]`) and those of finite norm (all of them where
+    /// `known` says so, else on the device).
+    fn count_finite(&mut self, norms: &Tensor, known: Norms) {
+        let k = norms.size()[0] as u64;
+        self.clipped += k;
+        match known {
+            Norms::Finite => self.finite += k,
+            Norms::MaybeNotFinite => self.finite_device += norms.isfinite().sum(Kind::Int64),
+        }
     }
 
     /// The gradients that contributed zero because their norm was not finite (per example, and
     /// with microbatches also microbatch means), since the last call: an operator's diagnostic,
     /// a statistic of the data that epsilon does not cover. Reads the device (once an epoch).
     pub fn take_zeroed(&mut self) -> u64 {
-        let finite = self.finite.int64_value(&[]) as u64;
-        let _ = self.finite.zero_();
+        let finite = std::mem::take(&mut self.finite) + self.finite_device.int64_value(&[]) as u64;
+        let _ = self.finite_device.zero_();
         let zeroed = std::mem::take(&mut self.clipped) - finite;
         zeroed + self.fused.as_mut().map_or(0, Fused::take_zeroed)
     }
@@ -491,8 +514,8 @@ impl DpStep {
             .reduce(|a, b| a + b)
             .expect("an MLP has at least one layer");
         let norms = sq.sqrt().view([-1, 1]);
-        self.count_finite(&norms);
-        let w = clip_weights(&norms, &self.consts).view([-1, 1, 1]);
+        self.count_finite(&norms, Norms::MaybeNotFinite);
+        let w = clip_weights(&norms, &self.consts, Norms::MaybeNotFinite).view([-1, 1, 1]);
         for (m, out) in means.iter().zip(&self.grad_views) {
             let mut block = out.block.shallow_clone();
             // A mean of weight 0 may hold infinities: 0 x inf is NaN, which adds as 0.
@@ -864,6 +887,8 @@ mod tests {
     #[derive(Debug, Clone, Copy, PartialEq)]
     enum Path {
         Libtorch,
+        /// The libtorch path as on a GPU: the sums guarded without looking at the norms.
+        Unchecked,
         Fused,
         Gathered,
         Microbatch,
@@ -915,7 +940,8 @@ mod tests {
                 step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
                 m as f64
             }
-            Path::Libtorch | Path::Fused => {
+            Path::Libtorch | Path::Fused | Path::Unchecked => {
+                step.set_check_norms(path != Path::Unchecked);
                 step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
                 step.expected_batch()
             }
@@ -989,6 +1015,7 @@ mod tests {
             let mut per_unit: Vec<Tensor> = Vec::new();
             for (path, privacy) in [
                 (Path::Libtorch, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::Unchecked, private(1.0, 0.0, GradSample::Vectorized)),
                 (Path::Fused, private(1.0, 0.0, GradSample::Vectorized)),
                 (Path::Gathered, private(1.0, 0.0, GradSample::Vectorized)),
                 (
@@ -998,6 +1025,7 @@ mod tests {
                 (Path::Units, private(1.0, 0.0, GradSample::Vectorized)),
                 (Path::FusedUnits, private(1.0, 0.0, GradSample::Vectorized)),
                 (Path::Libtorch, StepPrivacy::NonPrivate),
+                (Path::Unchecked, StepPrivacy::NonPrivate),
                 (Path::Fused, StepPrivacy::NonPrivate),
             ] {
                 let fused = matches!(path, Path::Fused | Path::Gathered | Path::FusedUnits);
