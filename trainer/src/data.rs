@@ -271,8 +271,8 @@ pub fn cap_units(table: &mut Table, k: u32) -> usize {
         })
         .collect();
     let mut at = 0;
-    for i in 0..before {
-        if keep[i] {
+    for (i, keep) in keep.into_iter().enumerate() {
+        if keep {
             table.keys[at] = table.keys[i];
             table.units[at] = table.units[i];
             table.labels[at] = table.labels[i];
