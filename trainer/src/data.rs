@@ -271,8 +271,8 @@ pub fn cap_units(table: &mut Table, k: u32) -> usize {
         })
         .collect();
     let mut at = 0;
-    for i in 0..before {
-        if keep[i] {
+    for (i, keep) in keep.into_iter().enumerate() {
+        if keep {
             table.keys[at] = table.keys[i];
             table.units[at] = table.units[i];
             table.labels[at] = table.labels[i];
@@ -358,17 +358,7 @@ impl Data {
         device: Device,
     ) -> Result<Self> {
         let location = &spec.location;
-        if let Location::Local(dir) = location
-            && !dir.exists()
-        {
-            return Err(Error::Data {
-                location: location.to_string(),
-                reason: "no such directory (write shards there with `pipeline`, or point --data \
-                         at them)"
-                    .into(),
-            });
-        }
-        let dataset = Dataset::open(location, &spec.s3)?;
+        let dataset = open_dataset(location, &spec.s3)?;
         let parts = dataset.parts().len();
         if workers > parts {
             return Err(Error::Data {
@@ -541,6 +531,22 @@ impl Data {
                 ))
             })
     }
+}
+
+/// The shards at `location` ([`Dataset::open`]), or an error saying what to do when a local
+/// directory is not there.
+pub fn open_dataset(location: &Location, s3: &shards::S3Options) -> Result<Dataset> {
+    if let Location::Local(dir) = location
+        && !dir.exists()
+    {
+        return Err(Error::Data {
+            location: location.to_string(),
+            reason: "no such directory (write shards there with `pipeline`, or point --data at \
+                     them)"
+                .into(),
+        });
+    }
+    Ok(Dataset::open(location, s3)?)
 }
 
 /// [`Data::fingerprint`] of an opened dataset.
@@ -719,15 +725,17 @@ mod tests {
                 .collect();
             assert_eq!(units.len(), 1);
         }
-        let (mut rows, mut groups) = (Vec::new(), Vec::new());
-        d.unit_rows(&[0, 2], &mut rows, &mut groups);
+        let (mut rows, mut starts) = (Vec::new(), Vec::new());
+        d.unit_rows(&[0, 2], &mut rows, &mut starts);
         let (a, b) = (
             d.unit_starts[1] - d.unit_starts[0],
             d.unit_starts[3] - d.unit_starts[2],
         );
         assert_eq!(rows.len(), a + b);
-        assert_eq!(groups.iter().filter(|&&g| g == 0).count(), a);
-        assert_eq!(groups.iter().filter(|&&g| g == 1).count(), b);
+        // Unit u of the batch is rows[starts[u]..starts[u + 1]].
+        assert_eq!(starts, [0, a, a + b]);
+        let first = d.unit_starts[2] as i64;
+        assert_eq!(rows[a..], (first..first + b as i64).collect::<Vec<_>>());
     }
 
     #[test]

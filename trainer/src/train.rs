@@ -18,6 +18,7 @@
 mod announce;
 mod attacks;
 mod epoch;
+mod held_out;
 mod keys;
 mod layout;
 mod loaded;
@@ -38,6 +39,7 @@ use timely::worker::Worker;
 use self::announce::announce;
 use self::attacks::Attacks;
 use self::epoch::Epochs;
+use self::held_out::HeldOut;
 use self::keys::Keys;
 use self::layout::Layout;
 pub use self::loaded::Loaded;
@@ -189,7 +191,7 @@ fn run_on(
 /// everything the run says and releases names the unit epsilon is for. Refuses a unit the
 /// shards were not written with.
 pub fn with_units(config: &TrainConfig) -> Result<TrainConfig> {
-    let dataset = shards::Dataset::open(&config.data, &config.s3)?;
+    let dataset = crate::data::open_dataset(&config.data, &config.s3)?;
     let (written, written_cap) = dataset.unit()?;
     let units = crate::data::Units::resolve(
         &config.data,
@@ -241,13 +243,13 @@ fn train_worker(
             name,
             config.attack_rows,
             (layout.train_start, layout.test_start),
-            layout.test_rows,
+            lead,
             |v| peers.sum_totals(v),
         )?),
         None => None,
     };
 
-    let keys = Keys::exchange(config.seed, &mut peers)?;
+    let keys = Keys::exchange(config.seed, &settings, &mut peers)?;
     // Units are sampled (each line is a unit without --privacy-unit).
     let plan = SamplingPlan::new(layout.train_units, config.batch_size, config.population);
     let per_epoch = plan.steps_per_epoch;
@@ -268,7 +270,7 @@ fn train_worker(
     let told = (told_rate != rate)
         .then(|| PoissonSampler::with_rate(layout.train_units, told_rate, keys.sampler.rng(0)))
         .transpose()?;
-    let (accounting, told_privacy) = mechanism(
+    let (mut accounting, told_privacy) = mechanism(
         config,
         &mut peers,
         told.as_ref().unwrap_or(&sampler),
@@ -345,6 +347,21 @@ fn train_worker(
         &mut dp,
         out,
     )?;
+    // The held-out release: worker 0 keeps the checkpoint's if it was made at this run's last
+    // step; the accountant composes every release the run and those it continues make.
+    let final_steps = start.position.steps
+        + u64::from(config.epochs.saturating_sub(start.position.epochs_done)) * per_epoch;
+    let held_out = HeldOut::exchange(
+        config,
+        data.units.as_ref(),
+        &mut start,
+        final_steps,
+        noise_rng(config, &settings),
+        &mut peers,
+    )?;
+    if let Some(acc) = &mut accounting {
+        acc.test_releases = held_out.total();
+    }
     let standardizer = standardize(
         &mut data,
         preprocessing,
@@ -401,6 +418,7 @@ fn train_worker(
         out,
         fingerprint,
         standardizer,
+        held_out,
     };
     let mut trained = epochs.train(&mut peers, &mlp, &data, start)?;
     if let Some(c) = canaries {

@@ -10,8 +10,9 @@
 //! - [`noise`] and [`normal`]: the Gaussian noise, from a cryptographic stream;
 //! - [`quiet`]: an audit's quiet coordinates, parameters no real row touches, where its
 //!   canaries' gradients go through the same clipping and noise;
-//! - [`privacy`]: the accountant's view of the run (q, sigma, sensitivity, steps) and the
-//!   calibration of sigma for a target epsilon.
+//! - [`privacy`]: the accountant's view of the run (q, sigma, sensitivity, steps, the Gaussian
+//!   releases composed with them) and the calibration of sigma for a target epsilon;
+//! - [`held_out`]: the held-out accuracy's own Gaussian release, composed there.
 //!
 //! The rest of the trainer calls into this folder: loading, splitting and transforming the
 //! records (`data`, `features`), the exchanges between workers (`train`), and what a run
@@ -21,6 +22,7 @@ pub mod batches;
 pub mod dp_step;
 pub mod fused;
 pub mod grad_sample;
+pub mod held_out;
 pub mod noise;
 pub mod normal;
 pub mod optim;
