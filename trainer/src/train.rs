@@ -315,13 +315,6 @@ fn train_worker(
                 units.column
             )));
         }
-        if canaries.is_some() {
-            return Err(Error::Config(
-                "trainer audit does not audit runs with a privacy unit yet: audit the \
-                 line-level run"
-                    .into(),
-            ));
-        }
         dp = dp.clip_units();
     }
     // Each worker's share carries the noise of its blocks of parameters.

@@ -160,6 +160,51 @@ fn the_audit_passes_the_correct_step_and_catches_one_without_noise() {
     }
 }
 
+/// With households as the privacy unit the audit's gradient canaries are canary units, sampled
+/// at the households' rate: the correct unit-level step passes, one without noise is caught,
+/// and input canaries (rows of their own) are refused with a reason.
+#[test]
+fn canary_units_audit_a_household_level_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = common::household_shards(dir.path(), 3_000, 6, Some(4));
+    let run = |sigma: &str, extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "--data",
+            shards.to_str().unwrap(),
+            "--batch-size",
+            "1000000",
+            "--epochs",
+            "10",
+            "--noise-multiplier",
+            sigma,
+            "--attack-feature",
+            "none",
+            "--seed",
+            "2",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        trainer(dir.path(), &args)
+    };
+    let correct = report(&ok(&run("4", &[])));
+    let accounted = correct["accounted_epsilon"].as_f64().unwrap();
+    assert!((1.0..3.5).contains(&accounted), "{correct}");
+    assert!(
+        correct["audited_epsilon"].as_f64().unwrap() <= accounted,
+        "{correct}"
+    );
+    assert_eq!(correct["caught"], false, "{correct}");
+    let broken = report(&ok(&run("0", &[])));
+    let audited = broken["audited_epsilon"].as_f64().unwrap();
+    assert!(
+        audited > accounted + 1.0 && audited >= 2.0,
+        "without noise {audited} against {accounted}: {broken}"
+    );
+    let err = common::fails(&run("4", &["--canary-kind", "input"]));
+    assert!(err.contains("gradient canaries"), "{err}");
+}
+
 #[test]
 fn a_saved_audit_model_is_marked_as_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -261,10 +261,20 @@ impl Canaries {
     /// and the divisor do not depend on which canaries are in: each canary's inclusion is then
     /// exactly an add/remove neighbour of the sampled Gaussian mechanism the accountant
     /// composes.
+    ///
+    /// With privacy units, each gradient canary is a canary *unit*: a unit whose clipped
+    /// gradient is the canary's vector, sampled at the units' rate (its slot is numbered after
+    /// the training units). Input canaries, rows of their own, are refused there.
     pub(crate) fn insert(&mut self, data: &mut Data) -> Result<usize> {
         self.real_rows = data.train.len();
         match self.kind {
             CanaryKind::Gradient => Ok(self.included.len()),
+            CanaryKind::Input if data.units.is_some() => Err(Error::Config(
+                "trainer audit --canary-kind input adds rows of their own, which a run with a privacy \
+                 unit would have to group into units: audit it with gradient canaries (the \
+                 default), which are canary units"
+                    .into(),
+            )),
             CanaryKind::Input => {
                 let k = data.train.width();
                 let m = self.included.len();

@@ -104,8 +104,12 @@ impl Steps<'_> {
                         .accumulate_rows(mlp, data.train.width(), &rows, prof);
                 }
                 (Drawn::Units, Some(all)) => {
+                    let mut units = self.batches.batch_host();
+                    if let Some(c) = &mut canaries {
+                        units = c.take_sampled_host(units, data.train_units());
+                    }
                     let (rows, starts) = &mut self.unit_rows;
-                    data.unit_rows(self.batches.batch_host(), rows, starts);
+                    data.unit_rows(units, rows, starts);
                     self.dp.accumulate_units_gathered(
                         mlp,
                         all,
@@ -116,7 +120,10 @@ impl Steps<'_> {
                     );
                 }
                 (Drawn::Units, None) => {
-                    let units = self.batches.batch_host();
+                    let mut units = self.batches.batch_host();
+                    if let Some(c) = &mut canaries {
+                        units = c.take_sampled_host(units, data.train_units());
+                    }
                     let (rows, starts) = &mut self.unit_rows;
                     data.unit_rows(units, rows, starts);
                     let groups: Vec<i64> = starts
