@@ -531,16 +531,10 @@ mod tests {
 
     #[test]
     fn processes_sum_in_worker_order() {
-        let addresses = crate::free_loopback_addresses(2).unwrap();
-        let handles: Vec<_> = (0..2)
-            .map(|process| {
-                let cluster = Cluster::Member {
-                    threads: 2,
-                    process,
-                    addresses: addresses.clone(),
-                };
-                std::thread::spawn(move || contributions(&cluster))
-            })
+        let handles: Vec<_> = crate::in_process(2, 2)
+            .unwrap()
+            .into_iter()
+            .map(|cluster| std::thread::spawn(move || contributions(&cluster)))
             .collect();
         for h in handles {
             assert_eq!(h.join().unwrap(), expected(4));
@@ -549,14 +543,11 @@ mod tests {
 
     #[test]
     fn a_vanished_peer_is_an_error_in_bounded_time() {
-        let addresses = crate::free_loopback_addresses(2).unwrap();
-        let handles: Vec<_> = (0..2)
-            .map(|process| {
-                let cluster = Cluster::Member {
-                    threads: 1,
-                    process,
-                    addresses: addresses.clone(),
-                };
+        let handles: Vec<_> = crate::in_process(2, 1)
+            .unwrap()
+            .into_iter()
+            .map(|cluster| {
+                let process = cluster.process();
                 std::thread::spawn(move || {
                     let guards = execute(&cluster, Duration::from_secs(20), move |worker| {
                         let mut ar = AllReduce::new(worker, Duration::from_millis(1500));
@@ -591,14 +582,11 @@ mod tests {
         threads: usize,
         func: fn(&mut Worker, usize) -> R,
     ) -> Vec<R> {
-        let addresses = crate::free_loopback_addresses(processes).unwrap();
-        let handles: Vec<_> = (0..processes)
-            .map(|process| {
-                let cluster = Cluster::Member {
-                    threads,
-                    process,
-                    addresses: addresses.clone(),
-                };
+        let handles: Vec<_> = crate::in_process(processes, threads)
+            .unwrap()
+            .into_iter()
+            .map(|cluster| {
+                let process = cluster.process();
                 std::thread::spawn(move || {
                     let guards = execute(&cluster, Duration::from_secs(20), move |worker| {
                         func(worker, process)
