@@ -699,8 +699,8 @@ pub mod flags {
 pub struct LoopbackCluster {
     /// The hostfile (one loopback address per process).
     pub hostfile: PathBuf,
-    /// The key file.
-    pub key_file: PathBuf,
+    /// The key file (`None`: no key; on loopback the links are then in clear).
+    pub key_file: Option<PathBuf>,
     addresses: Vec<String>,
     /// Each process's listener until it is started.
     listeners: Vec<Option<std::net::TcpListener>>,
@@ -710,6 +710,15 @@ impl LoopbackCluster {
     /// `processes` listeners, the hostfile `dir/{name}.hosts` and the key file
     /// `dir/{name}.key` (a fresh key).
     pub fn new(dir: &Path, name: &str, processes: usize) -> LoopbackCluster {
+        LoopbackCluster::with_key(dir, name, processes, true)
+    }
+
+    /// [`LoopbackCluster::new`] without a key (links in clear, as on loopback without one).
+    pub fn plaintext(dir: &Path, name: &str, processes: usize) -> LoopbackCluster {
+        LoopbackCluster::with_key(dir, name, processes, false)
+    }
+
+    fn with_key(dir: &Path, name: &str, processes: usize, keyed: bool) -> LoopbackCluster {
         let listeners: Vec<std::net::TcpListener> = (0..processes)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener"))
             .collect();
@@ -719,8 +728,11 @@ impl LoopbackCluster {
             .collect();
         let hostfile = dir.join(format!("{name}.hosts"));
         std::fs::write(&hostfile, addresses.join("\n") + "\n").unwrap();
-        let key_file = dir.join(format!("{name}.key"));
-        write_key_file(&key_file, &cluster::ClusterKey::generate().unwrap());
+        let key_file = keyed.then(|| {
+            let path = dir.join(format!("{name}.key"));
+            write_key_file(&path, &cluster::ClusterKey::generate().unwrap());
+            path
+        });
         LoopbackCluster {
             hostfile,
             key_file,
@@ -737,21 +749,46 @@ impl LoopbackCluster {
     /// Makes `command` process `i`: `--hostfile --process i --cluster-key-file
     /// --listen-on-stdin`, its listener as stdin.
     pub fn member<'c>(&mut self, i: usize, command: &'c mut Command) -> &'c mut Command {
-        let listener = self.listeners[i]
-            .take()
-            .expect("each process is started once");
+        let listener = self.take_listener(i);
+        self.member_on(i, listener, command)
+    }
+
+    /// [`LoopbackCluster::member`], listening on `listener` rather than at its hostfile
+    /// address (where a relay may stand instead).
+    pub fn member_on<'c>(
+        &self,
+        i: usize,
+        listener: std::net::TcpListener,
+        command: &'c mut Command,
+    ) -> &'c mut Command {
         command
             .args(["--hostfile", self.hostfile.to_str().unwrap()])
             .args(["--process", &i.to_string()])
-            .args(["--cluster-key-file", self.key_file.to_str().unwrap()])
             .arg("--listen-on-stdin")
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)));
+        if let Some(key) = &self.key_file {
+            command.arg("--cluster-key-file").arg(key);
+        }
+        command
+    }
+
+    /// The links' security as the processes see it (for a test that plays one of them).
+    pub fn security(&self) -> cluster::Security {
+        match &self.key_file {
+            Some(path) => cluster::Security::Keyed {
+                key: cluster::ClusterKey::read_file(path).unwrap(),
+                run: [0; 16],
+            },
+            None => cluster::Security::Plaintext,
+        }
     }
 
     /// Takes process `i`'s listener (for a test that plays process `i` itself, or puts a
     /// stranger at its address).
     pub fn take_listener(&mut self, i: usize) -> std::net::TcpListener {
-        self.listeners[i].take().expect("not started")
+        self.listeners[i]
+            .take()
+            .expect("each process is started once")
     }
 }
 
