@@ -247,6 +247,7 @@ fn hostile_peer(bin: &str, d: &Path, args: &[&str], keyed: bool, frame: Frame) {
     stop.store(true, Ordering::SeqCst);
     fake.join().unwrap();
     let err = stderr(&out);
+    eprintln!("{what} ended after {took:?}: {}", err.trim());
     assert!(!out.status.success(), "{what} succeeded: {err}");
     let why = match frame {
         Frame::WrappingLength | Frame::HugeLength => "beyond the limit",
@@ -408,6 +409,7 @@ fn a_relay_that_changes_one_byte_fails_the_run_before_the_commit() {
         "process 1 sent only {up} bytes: the byte was never changed"
     );
     let errs = format!("{}\n{}", stderr(&zero), stderr(&one));
+    eprintln!("the relayed run: {errs}");
     assert!(
         !zero.status.success() && !one.status.success(),
         "a changed byte went unnoticed: {errs}"
