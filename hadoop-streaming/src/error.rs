@@ -61,6 +61,15 @@ pub enum Error {
         /// The repeated record key.
         offset: u64,
     },
+    /// A record of a shard could not be keyed (it is not what a mapper writes), or the options
+    /// do not fit the records.
+    #[error("shard {shard}: {reason}")]
+    BadRecord {
+        /// The shard.
+        shard: u32,
+        /// What is wrong.
+        reason: String,
+    },
     /// Map tasks sent different shard header lines (they ran with different options).
     #[error(
         "stdin line {line}: shard header {found:?} differs from {first:?}: \

@@ -144,6 +144,7 @@ pub fn run(
 
     let mut line_no = 0u64;
     let mut cleaner: Option<Cleaner> = None;
+    let mut record = Vec::with_capacity(256);
     while let Some((counted, raw)) = lines.next_line().map_err(stdin)? {
         line_no += 1;
         let (offset, line) = match config.keys {
@@ -162,8 +163,11 @@ pub fn run(
         };
         match cleaner.clean(line) {
             Outcome::Kept => {
-                frame::write_record_key(&mut buf, shard_of(offset, config.shards), width, offset);
-                cleaner.write_record(offset, &mut buf);
+                record.clear();
+                cleaner.write_record(offset, &mut record);
+                let shard = shard_of(cleaner.placement(&record), config.shards);
+                frame::write_record_key(&mut buf, shard, width, offset);
+                buf.extend_from_slice(&record);
                 counters.add(KEPT, 1);
                 counters.add(INPUT_ROWS, 1);
             }
@@ -241,7 +245,11 @@ fn resolve_schema(config: &MapperConfig, first: Option<(u64, &[u8])>) -> Result<
 /// Starts the output with one header entry per shard, so every reducer that gets a shard can
 /// write the shard header line.
 fn start_output(schema: &Schema, shards: u32, width: usize, buf: &mut Vec<u8>) {
-    let header = shards::format::header_line(schema.label_name(), &schema.feature_names());
+    let header = shards::format::header_line(
+        schema.unit_name(),
+        schema.label_name(),
+        &schema.feature_names(),
+    );
     for shard in 0..shards {
         frame::write_header_entry(buf, shard, width, &header);
     }
@@ -285,14 +293,15 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 5, "4 header entries and 1 record: {out}");
         let offset = HEADER.len() as u64;
-        let shard = shard_of(offset, 4);
+        // Placed by the hash of its content (each line its own unit).
+        let shard = shard_of(shards::keys::content_hash(b"1,1,0,1,0,1,0,1,0,1"), 4);
         assert!(
             lines.contains(
                 &format!("{shard:05}\t{offset:020}\t{offset},1,1,0,1,0,1,0,1,0,1").as_str()
             )
         );
         assert!(lines.contains(
-            &"00002\tH\toffset,employed,sex,married,black,asian,collegedegree,militaryservice,uscitizen,disability,englishability"
+            &"00002\tH\tkey,employed,sex,married,black,asian,collegedegree,militaryservice,uscitizen,disability,englishability"
         ));
         assert_eq!((s.header_lines, s.input_rows, s.kept), (1, 2, 1));
         assert_eq!(s.dropped(DropReason::Missing), 1);

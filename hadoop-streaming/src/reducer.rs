@@ -1,8 +1,10 @@
-//! The reduce task: writes its shards' records in offset order under one shard header line.
+//! The reduce task: writes its shards' records in offset order under one shard header line,
+//! each record keyed as the pipeline keys it ([`shards::keys::ShardKeyer`]: every record of a
+//! content, and of a unit, is in one shard).
 //!
 //! Entries arrive grouped by shard (any sort does that, see [`crate::frame`]); within a
 //! shard they may come in any order, so each shard is buffered and sorted by offset before it
-//! is written. One reducer may get several shards: its output is then one header line and the
+//! is keyed and written. One reducer may get several shards: its output is then one header line and the
 //! records of each shard in turn, which still reads as shards (`shards::Dataset`).
 
 use std::collections::HashSet;
@@ -10,6 +12,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use shards::LineReader;
+use shards::keys::{ShardKeyer, UnitRule};
 
 use crate::counters::Counters;
 use crate::error::{Error, Result};
@@ -20,11 +23,18 @@ use crate::frame::{self, Entry};
 pub struct ReducerConfig {
     /// How often counters are reported while running.
     pub counter_interval: Duration,
+    /// `--max-rows-per-unit`: the most rows a privacy unit keeps (the shards must have units).
+    pub max_rows_per_unit: Option<u32>,
 }
 
 const RECORDS: usize = 0;
 const SHARDS: usize = 1;
-const NAMES: &[(&str, &str)] = &[("reducer", "records"), ("reducer", "shards")];
+const OVER_UNIT_CAP: usize = 2;
+const NAMES: &[(&str, &str)] = &[
+    ("reducer", "records"),
+    ("reducer", "shards"),
+    ("reducer", "over_unit_cap"),
+];
 
 /// What a reduce task did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +43,8 @@ pub struct ReduceSummary {
     pub records: u64,
     /// Shards written (groups of entries with one shard).
     pub shards: u64,
+    /// Records `--max-rows-per-unit` let go.
+    pub over_unit_cap: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -82,6 +94,7 @@ impl Group {
 /// Where the reducer is: the header it writes, the shards it has finished, the one it reads.
 struct State<W> {
     output: W,
+    max_rows: Option<u32>,
     header: Option<Vec<u8>>,
     header_written: bool,
     done: HashSet<u32>,
@@ -113,9 +126,7 @@ impl<W: Write> State<W> {
                 None => return Err(Error::NoHeader { shard: group.shard }),
             }
         }
-        if group.sorted {
-            self.write(&group.text)?;
-        } else {
+        if !group.sorted {
             group.records.sort_unstable_by_key(|r| r.0);
             for pair in group.records.windows(2) {
                 if pair[0].0 == pair[1].0 {
@@ -125,17 +136,55 @@ impl<W: Write> State<W> {
                     });
                 }
             }
+        }
+        let rule = self.unit_rule(group.shard, group.records.is_empty())?;
+        let mut keyer = ShardKeyer::new(rule);
+        let bad = |reason| Error::BadRecord {
+            shard: group.shard,
+            reason,
+        };
+        if keyer.two_passes() {
             for &(_, s, e) in &group.records {
-                self.output
-                    .write_all(&group.text[s..e])
-                    .map_err(|e| Error::io("stdout", e))?;
+                keyer.observe(&group.text[s..e]).map_err(bad)?;
             }
         }
-        counters.add(RECORDS, group.records.len() as u64);
+        let mut keyed = Vec::with_capacity(group.text.len() + 16 * group.records.len());
+        let mut written = 0;
+        for &(_, s, e) in &group.records {
+            written += u64::from(keyer.write(&group.text[s..e], &mut keyed).map_err(bad)?);
+        }
+        self.write(&keyed)?;
+        counters.add(RECORDS, written);
+        counters.add(OVER_UNIT_CAP, keyer.capped());
         counters.add(SHARDS, 1);
         self.done.insert(group.shard);
         self.spare = group;
         Ok(())
+    }
+}
+
+impl<W> State<W> {
+    /// How the records of `shard` are keyed: by unit when the shard header names one.
+    fn unit_rule(&self, shard: u32, empty: bool) -> Result<UnitRule> {
+        let unit = match &self.header {
+            Some(h) => shards::format::parse_header(&String::from_utf8_lossy(h))
+                .map_err(|reason| Error::BadRecord { shard, reason })?
+                .unit
+                .is_some(),
+            None => false,
+        };
+        if self.max_rows.is_some() && !unit && !empty {
+            return Err(Error::BadRecord {
+                shard,
+                reason: "--max-rows-per-unit bounds the rows of a privacy unit, but the \
+                         mapper's records have none (give the mapper --privacy-unit COLUMN)"
+                    .into(),
+            });
+        }
+        Ok(UnitRule {
+            unit,
+            max_rows: self.max_rows.filter(|_| unit),
+        })
     }
 }
 
@@ -152,6 +201,7 @@ pub fn run(
     let mut counters = Counters::new(NAMES, config.counter_interval);
     let mut state = State {
         output,
+        max_rows: config.max_rows_per_unit,
         header: None,
         header_written: false,
         done: HashSet::new(),
@@ -210,6 +260,7 @@ pub fn run(
     Ok(ReduceSummary {
         records: counters.get(RECORDS),
         shards: counters.get(SHARDS),
+        over_unit_cap: counters.get(OVER_UNIT_CAP),
         elapsed: started.elapsed(),
     })
 }
@@ -219,39 +270,89 @@ mod tests {
     use super::*;
 
     fn reduce(input: &str) -> Result<String> {
+        reduce_capped(input, None)
+    }
+
+    fn reduce_capped(input: &str, max_rows_per_unit: Option<u32>) -> Result<String> {
         let cfg = ReducerConfig {
             counter_interval: Duration::from_secs(3600),
+            max_rows_per_unit,
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
         run(&cfg, input.as_bytes(), &mut out, &mut err)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
+    /// The key of the `rank`-th record of `content`.
+    fn key(content: &str, rank: u64) -> u64 {
+        shards::keys::record_key(shards::keys::content_hash(content.as_bytes()), rank)
+    }
+
     #[test]
-    fn sorts_each_shard_and_writes_one_header() {
+    fn sorts_each_shard_keys_and_writes_one_header() {
         let input = "00001\t00000000000000000050\t50,1,0\n\
-                     00001\tH\toffset,y,a\n\
-                     00001\t00000000000000000007\t7,0,1\n\
-                     00003\tH\toffset,y,a\n\
+                     00001\tH\tkey,y,a\n\
+                     00001\t00000000000000000007\t7,1,0\n\
+                     00003\tH\tkey,y,a\n\
                      00003\t00000000000000000002\t2,1,1\n\
                      00003\t00000000000000000009\t9,0,0\n";
         assert_eq!(
             reduce(input).unwrap(),
-            "offset,y,a\n7,0,1\n50,1,0\n2,1,1\n9,0,0\n"
+            format!(
+                "key,y,a\n{},1,0\n{},1,0\n{},1,1\n{},0,0\n",
+                key("1,0", 0),
+                key("1,0", 1),
+                key("1,1", 0),
+                key("0,0", 0)
+            )
         );
     }
 
     #[test]
+    fn a_unit_over_the_cap_keeps_its_smallest_keys() {
+        let input = "00001\tH\tkey,unit:hh,y,a\n\
+                     00001\t00000000000000000001\t1,77,1,0\n\
+                     00001\t00000000000000000002\t2,77,0,0\n\
+                     00001\t00000000000000000003\t3,77,1,1\n\
+                     00001\t00000000000000000004\t4,78,1,1\n";
+        let all = reduce(input).unwrap();
+        assert_eq!(all.lines().count(), 5);
+        let capped = reduce_capped(input, Some(2)).unwrap();
+        let mut smallest: Vec<u64> = ["77,1,0", "77,0,0", "77,1,1"]
+            .iter()
+            .map(|c| key(c, 0))
+            .collect();
+        smallest.sort_unstable();
+        let kept: Vec<u64> = capped
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains(",77,"))
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|k| smallest[..2].contains(k)), "{capped}");
+        assert!(capped.contains(&format!("{},78,1,1", key("78,1,1", 0))));
+        // A cap without units is an error that says what to do.
+        let err = reduce_capped(
+            "00001\tH\tkey,y,a\n00001\t00000000000000000001\t1,1,0\n",
+            Some(2),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--privacy-unit"), "{err}");
+    }
+
+    #[test]
     fn header_only_and_empty() {
-        assert_eq!(reduce("00002\tH\toffset,y,a\n").unwrap(), "offset,y,a\n");
+        assert_eq!(reduce("00002\tH\tkey,y,a\n").unwrap(), "key,y,a\n");
         assert_eq!(reduce("").unwrap(), "");
     }
 
     #[test]
     fn errors() {
-        let h = "00001\tH\toffset,y,a\n";
+        let h = "00001\tH\tkey,y,a\n";
         let r = |o: u64| format!("00001\t{o:020}\t{o},1,0\n");
-        let ungrouped = format!("{h}{}00002\tH\toffset,y,a\n{}", r(1), r(2));
+        let ungrouped = format!("{h}{}00002\tH\tkey,y,a\n{}", r(1), r(2));
         assert!(matches!(
             reduce(&ungrouped),
             Err(Error::NotGrouped { line: 4, shard: 1 })
@@ -270,7 +371,7 @@ mod tests {
             Err(Error::DuplicateOffset { .. })
         ));
         assert!(matches!(reduce(&r(1)), Err(Error::NoHeader { shard: 1 })));
-        let conflict = format!("{h}00001\tH\toffset,y,b\n");
+        let conflict = format!("{h}00001\tH\tkey,y,b\n");
         assert!(matches!(
             reduce(&conflict),
             Err(Error::HeaderConflict { line: 2, .. })

@@ -17,8 +17,10 @@ pub struct RunConfig {
     pub output: Location,
     /// Number of shards (1 to [`MAX_SHARDS`]).
     pub shards: u32,
-    /// Column selection and missing values.
+    /// Column selection, missing values and the privacy unit.
     pub schema: SchemaOptions,
+    /// `--max-rows-per-unit`: the most rows a unit keeps (only with a privacy unit).
+    pub max_rows_per_unit: Option<u32>,
     /// Processes and threads.
     pub cluster: Cluster,
     /// Replace an existing output.
@@ -42,6 +44,15 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// How records are keyed: by the privacy unit when there is one, capped at
+    /// `max_rows_per_unit`.
+    pub fn unit_rule(&self) -> shards::keys::UnitRule {
+        shards::keys::UnitRule {
+            unit: self.schema.unit.is_some(),
+            max_rows: self.max_rows_per_unit,
+        }
+    }
+
     /// A one-worker run from `input` to `output` with the command line's defaults: 16 shards,
     /// default schema options, no overwrite, the default buffer and timeouts, no progress bar.
     /// Callers change what they need with struct update syntax.
@@ -51,6 +62,7 @@ impl RunConfig {
             output,
             shards: 16,
             schema: SchemaOptions::default(),
+            max_rows_per_unit: None,
             cluster: Cluster::Single { threads: 1 },
             overwrite: false,
             connect_timeout: Duration::from_secs(60),

@@ -35,6 +35,8 @@ pub struct Job {
     pub schema: Schema,
     /// Number of shards.
     pub num_shards: u32,
+    /// How records are keyed: by line or by unit, and the unit cap.
+    pub units: shards::keys::UnitRule,
     /// Progress counters.
     pub counters: Arc<Counters>,
     /// How long a worker waits for the other processes without any progress from them.
@@ -213,8 +215,14 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
         Some(message) => Err(message),
         None => {
             let sink = received.replace(ShardSink::new(0, index, peers, 0, job.spill_dir.clone()));
-            sink.write(&*job.output, &shard_header(&job.schema))
-                .map(|infos| (infos, counted.borrow_mut().drain(..).collect()))
+            sink.write(&*job.output, &shard_header(&job.schema), job.units)
+                .map(|(infos, capped)| {
+                    let mut stats: Vec<_> = counted.borrow_mut().drain(..).collect();
+                    if capped > 0 {
+                        stats.push((StatKey::OverUnitCap, capped as i64));
+                    }
+                    (infos, stats)
+                })
                 .map_err(|e| e.to_string())
         }
     };

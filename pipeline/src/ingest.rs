@@ -9,8 +9,8 @@ use shards::{Cleaner, Input, LineReader, Outcome, shard_of};
 
 use crate::stats::LocalStats;
 
-/// Records bound for one worker, grouped by shard: each owned shard's lines back to back, in
-/// offset order. Each line starts with the record's offset. A batch is plain bytes and an index
+/// Records bound for one worker, grouped by shard: each owned shard's transit lines
+/// ([`shards::keys::Transit`]) back to back, in offset order. A batch is plain bytes and an index
 /// (cheap to send between processes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
@@ -141,7 +141,7 @@ pub fn ingest(
     counters: &Counters,
     emit: &mut dyn FnMut(Batch),
 ) -> shards::Result<LocalStats> {
-    let mut stats = LocalStats::default();
+    let mut stats = LocalStats::new(cleaner.schema().unit.is_some());
     let io = |e| shards::Error::io(input.location(), e);
     let mut lines: LineReader<Box<dyn Read + Send>> = match share {
         Share::Nothing => return Ok(stats),
@@ -155,22 +155,24 @@ pub fn ingest(
         }
     };
     let mut pending = Pending::new(num_shards, peers, index);
+    let mut record = Vec::with_capacity(256);
     let mut last_pos = lines.position();
     let mut since_report = 0u32;
     while let Some((offset, line)) = lines.next_line().map_err(io)? {
         match cleaner.clean(line) {
             Outcome::Kept => {
-                let shard = shard_of(offset, num_shards);
+                record.clear();
+                cleaner.write_record(offset, &mut record);
+                let shard = shard_of(cleaner.placement(&record), num_shards);
                 let (lines, rows) = &mut pending.shards[shard as usize];
-                let start = lines.len();
-                cleaner.write_record(offset, lines);
+                lines.extend_from_slice(&record);
                 *rows += 1;
                 match cleaner.digits() {
-                    Some(d) => stats.kept_digits(cleaner.label(), d, &lines[start..]),
-                    None => stats.kept(cleaner.label(), &lines[start..]),
+                    Some(d) => stats.kept_digits(cleaner.label(), d, &record),
+                    None => stats.kept(cleaner.label(), &record),
                 }
                 let dest = crate::write::owner(shard, peers);
-                pending.bytes[dest] += lines.len() - start;
+                pending.bytes[dest] += record.len();
                 if pending.bytes[dest] >= BATCH_BYTES {
                     emit(pending.take(dest));
                 }

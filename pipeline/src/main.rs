@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::{Children, ClusterArgs, Watch};
 use pipeline::{GenerateConfig, RunConfig};
 use shards::Location;
-use shards::cli::{S3Args, SchemaArgs};
+use shards::cli::{S3Args, SchemaArgs, UnitCapArgs};
 
 /// Preprocess a census CSV into training shards (timely dataflow), or generate synthetic input.
 ///
@@ -59,7 +59,8 @@ struct RunArgs {
     /// Output directory (or s3://bucket/prefix) for part files, `_manifest.json` and `_SUCCESS`.
     #[arg(long, default_value = "shards")]
     output: String,
-    /// Number of shards (1 to 10000): a record goes to shard splitmix64(offset) % shards.
+    /// Number of shards (1 to 10000): a record goes to shard splitmix64(u) % shards, u being the
+    /// hash of its unit (its privacy unit's value, or with none its own content).
     #[arg(long, default_value_t = 16)]
     shards: u32,
     #[command(flatten)]
@@ -75,6 +76,8 @@ struct RunArgs {
     buffer_mb: u64,
     #[command(flatten)]
     schema: SchemaArgs,
+    #[command(flatten)]
+    cap: UnitCapArgs,
     /// Replace an existing output (only shard outputs are ever deleted).
     #[arg(long)]
     overwrite: bool,
@@ -99,6 +102,11 @@ struct GenerateArgs {
     /// Where to write the CSV (a path or s3://bucket/key).
     #[arg(long, default_value = "CaPUMS5full.csv")]
     output: String,
+    /// Write people in households: a first column `household` (an id), households of 1 to 8
+    /// people in the shares of US census households, members sharing some traits; try it with
+    /// `pipeline run --privacy-unit household`.
+    #[arg(long)]
+    households: bool,
     /// Replace an existing file.
     #[arg(long)]
     overwrite: bool,
@@ -124,6 +132,12 @@ impl TryFrom<RunArgs> for Launch {
                 pipeline::config::MAX_SHARDS
             );
         }
+        if a.cap.max_rows_per_unit.is_some() && a.schema.privacy_unit.is_none() {
+            bail!(
+                "--max-rows-per-unit bounds the rows of a privacy unit: give --privacy-unit \
+                 COLUMN too (without one, each line is its own unit of one row)"
+            );
+        }
         let (cluster, spawn) = a.cluster.resolve()?;
         let quiet = a.quiet || cluster.process() != 0;
         let config = RunConfig {
@@ -131,6 +145,7 @@ impl TryFrom<RunArgs> for Launch {
             output: Location::parse(&a.output)?,
             shards: a.shards,
             schema: a.schema.into(),
+            max_rows_per_unit: a.cap.max_rows_per_unit,
             cluster,
             overwrite: a.overwrite,
             connect_timeout: a.cluster.connect_timeout(),
@@ -205,6 +220,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
         rows: a.rows,
         seed: a.seed,
         na_rate: a.na_rate,
+        households: a.households,
         output: Location::parse(&a.output)?,
         overwrite: a.overwrite,
         s3: s3_options(&a.s3, false),

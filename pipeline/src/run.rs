@@ -163,6 +163,7 @@ impl Prepared {
             output,
             schema,
             num_shards: config.shards,
+            units: config.unit_rule(),
             counters,
             peer_timeout: config.peer_timeout,
             worker_budget: config.buffer_bytes / config.cluster.threads().max(1),
@@ -247,6 +248,7 @@ impl Prepared {
                 &job.schema,
                 &config.input.to_string(),
                 config.shards,
+                config.max_rows_per_unit,
                 totals,
                 infos,
             );

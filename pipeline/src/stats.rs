@@ -19,11 +19,16 @@ pub enum StatKey {
     Label(u8),
     /// A kept row, by feature vector (its shard-format text, which is canonical).
     Vector(Vec<u8>),
+    /// Clean rows let go by `--max-rows-per-unit` (counted by the shards' writers).
+    OverUnitCap,
 }
 
 /// The counts one worker gathers while it cleans its part of the input.
 #[derive(Debug, Default)]
 pub struct LocalStats {
+    /// Fields before the features in a transit line: offset and label, and the unit's hash
+    /// with a privacy unit.
+    before_features: usize,
     headers: u64,
     dropped: [u64; DropReason::ALL.len()],
     labels: [u64; 2],
@@ -92,6 +97,14 @@ impl Hasher for FastHasher {
 }
 
 impl LocalStats {
+    /// Counts for transit lines with (`unit`) or without a unit hash.
+    pub fn new(unit: bool) -> LocalStats {
+        LocalStats {
+            before_features: 2 + usize::from(unit),
+            ..LocalStats::default()
+        }
+    }
+
     /// Counts a header line.
     pub fn header(&mut self) {
         self.headers += 1;
@@ -105,7 +118,7 @@ impl LocalStats {
     /// Counts a kept row from its shard line `offset,label,features...\n`.
     pub fn kept(&mut self, label: u8, record_line: &[u8]) {
         self.labels[usize::from(label)] += 1;
-        let features = feature_text(record_line);
+        let features = feature_text(record_line, self.before_features.max(2));
         match self.vectors.get_mut(features) {
             Some(c) => *c += 1,
             None => {
@@ -173,14 +186,14 @@ fn unpack(mut key: u64) -> Vec<u8> {
     text
 }
 
-/// The features part of a shard line: after the second comma, without the newline.
-fn feature_text(line: &[u8]) -> &[u8] {
+/// The features part of a transit line: after the `before`-th comma, without the newline.
+fn feature_text(line: &[u8], before: usize) -> &[u8] {
     let mut commas = 0;
     let mut start = line.len();
     for (i, &b) in line.iter().enumerate() {
         if b == b',' {
             commas += 1;
-            if commas == 2 {
+            if commas == before {
                 start = i + 1;
                 break;
             }
@@ -198,6 +211,7 @@ pub fn build_manifest(
     schema: &Schema,
     input: &str,
     num_shards: u32,
+    max_rows_per_unit: Option<u32>,
     totals: Vec<(StatKey, i64)>,
     mut shards: Vec<ShardInfo>,
 ) -> Manifest {
@@ -224,6 +238,7 @@ pub fn build_manifest(
                 *labels.entry(l.to_string()).or_default() += count;
                 rows.kept += count;
             }
+            StatKey::OverUnitCap => rows.over_unit_cap += count,
             StatKey::Vector(text) => {
                 distinct += 1;
                 let text = std::str::from_utf8(text).expect("feature text is written as ASCII");
@@ -233,21 +248,16 @@ pub fn build_manifest(
             }
         }
     }
-    rows.input_rows = rows.kept + rows.dropped_total();
+    // The labels and vectors count every clean row (the means are theirs); the unit cap let
+    // some of them go after.
+    let clean = rows.kept;
+    rows.input_rows = clean + rows.dropped_total();
+    rows.kept = clean - rows.over_unit_cap.min(clean);
     let names = schema.feature_names();
     let feature_means = names
         .iter()
         .zip(&sums)
-        .map(|(n, s)| {
-            (
-                n.clone(),
-                if rows.kept > 0 {
-                    s / rows.kept as f64
-                } else {
-                    0.0
-                },
-            )
-        })
+        .map(|(n, s)| (n.clone(), if clean > 0 { s / clean as f64 } else { 0.0 }))
         .collect();
     shards.sort_by(|a, b| a.name.cmp(&b.name));
     Manifest {
@@ -256,6 +266,7 @@ pub fn build_manifest(
             input_columns: schema.columns.clone(),
             label: schema.label_name().to_string(),
             features: names,
+            unit: schema.unit_name().map(str::to_string),
         },
         options: ManifestOptions {
             input: input.to_string(),
@@ -265,6 +276,7 @@ pub fn build_manifest(
                 .iter()
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .collect(),
+            max_rows_per_unit,
         },
         rows,
         labels,
@@ -280,7 +292,8 @@ mod tests {
 
     #[test]
     fn feature_text_skips_offset_and_label() {
-        assert_eq!(feature_text(b"123,1,0,1,0.5\n"), b"0,1,0.5");
+        assert_eq!(feature_text(b"123,1,0,1,0.5\n", 2), b"0,1,0.5");
+        assert_eq!(feature_text(b"123,77,1,0,1,0.5\n", 3), b"0,1,0.5");
     }
 
     #[test]
@@ -311,7 +324,7 @@ mod tests {
         let mut digits = LocalStats::default();
         for (i, l) in lines.iter().enumerate() {
             let label = l.split(|&b| b == b',').nth(1).unwrap()[0] - b'0';
-            let features = feature_text(l);
+            let features = feature_text(l, 2);
             if i == 0 && features.len() == 3 {
                 let d = [features[0], features[2]];
                 digits.kept_digits(label, &d, l);
@@ -320,12 +333,12 @@ mod tests {
             }
         }
         digits.dropped(DropReason::Missing);
-        let c = build_manifest(&schema, "x", 2, digits.into_updates(), vec![]);
+        let c = build_manifest(&schema, "x", 2, None, digits.into_updates(), vec![]);
         right.dropped(DropReason::Missing);
-        let a = build_manifest(&schema, "x", 2, one.into_updates(), vec![]);
+        let a = build_manifest(&schema, "x", 2, None, one.into_updates(), vec![]);
         let mut split = left.into_updates();
         split.extend(right.into_updates());
-        let b = build_manifest(&schema, "x", 2, split, vec![]);
+        let b = build_manifest(&schema, "x", 2, None, split, vec![]);
         assert_eq!(a, b);
         assert_eq!(a, c);
         assert_eq!(unpack(0x1907), b"9,0,7");

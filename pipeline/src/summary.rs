@@ -26,12 +26,22 @@ pub fn summary(report: &RunReport, output: &Location) -> String {
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
     let _ = writeln!(s, "  dropped by reason: {}", dropped.join(", "));
+    if let Some(unit) = &m.schema.unit {
+        let cap = match m.options.max_rows_per_unit {
+            Some(k) => format!(
+                "at most {k} rows a unit: {} rows over it let go",
+                rows.over_unit_cap
+            ),
+            None => "no bound on a unit's rows".to_string(),
+        };
+        let _ = writeln!(s, "  privacy unit: {unit} ({cap})");
+    }
     let labels: Vec<String> = m
         .labels
         .iter()
         .map(|(l, n)| format!("{}={l}: {n}", m.schema.label))
         .collect();
-    let _ = writeln!(s, "  labels: {}", labels.join(", "));
+    let _ = writeln!(s, "  labels of the clean rows: {}", labels.join(", "));
     let _ = writeln!(
         s,
         "  header lines skipped: {}; distinct feature vectors: {}",

@@ -1,7 +1,9 @@
 //! Writing the shards a worker owns. Each owned shard's records come from every reader (worker)
 //! as a stream in offset order, and readers read disjoint byte ranges in worker order, so a
 //! shard is its streams concatenated in worker order: no sort and no merge. The streams are
-//! held in memory up to a budget and appended to a spill file beyond it.
+//! held in memory up to a budget and appended to a spill file beyond it. As a shard is written,
+//! each record gets its key ([`shards::keys::ShardKeyer`]: every record of a content, and of a
+//! unit, is in this shard, in input order).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use shards::format::{header_line, part_name};
+use shards::keys::{ShardKeyer, UnitRule};
 use shards::manifest::ShardInfo;
 use shards::{Error, Output};
 
@@ -207,8 +210,14 @@ impl ShardSink {
     }
 
     /// Writes every shard owned by this worker (including empty ones), each as its streams in
-    /// reader order, and returns their infos in shard order.
-    pub fn write(mut self, output: &dyn Output, header: &str) -> shards::Result<Vec<ShardInfo>> {
+    /// reader order with the records keyed under `rule`, and returns their infos in shard order
+    /// and the rows the unit cap let go.
+    pub fn write(
+        mut self,
+        output: &dyn Output,
+        header: &str,
+        rule: UnitRule,
+    ) -> shards::Result<(Vec<ShardInfo>, u64)> {
         let spill_name = format!("the spill file in {}", self.spill_dir.display());
         if self.failure.is_none() && !self.early.is_empty() {
             let (source, seq) = self.early.keys().next().expect("not empty");
@@ -236,18 +245,25 @@ impl ShardSink {
             .collect();
         let mut buf = Vec::new();
         let mut infos = Vec::with_capacity(owned.len());
+        let mut capped = 0;
         for (slot, shard) in owned.into_iter().enumerate() {
             let name = part_name(shard);
             let part = output.create_part(&name)?;
             let mut part = BufWriter::with_capacity(WRITE_BUFFER, part);
             let write_error = |e| Error::io(output.location().join(&name), e);
             part.write_all(header.as_bytes()).map_err(write_error)?;
+            let mut keyer = ShardKeyer::new(rule);
             let rows = self
-                .write_slot(slot, spill.as_ref(), &mut buf, &mut part)
+                .write_slot(slot, spill.as_ref(), &mut buf, &mut keyer, &mut part)
                 .map_err(|e| match e {
                     CopyError::Read(e) => Error::io(&spill_name, e),
                     CopyError::Write(e) => write_error(e),
+                    CopyError::Record(reason) => Error::io(
+                        &spill_name,
+                        std::io::Error::other(format!("a record of shard {shard}: {reason}")),
+                    ),
                 })?;
+            capped += keyer.capped();
             let part = part
                 .into_inner()
                 .map_err(|e| Error::io(output.location().join(&name), e.into_error()))?;
@@ -257,7 +273,7 @@ impl ShardSink {
         }
         // The parts may still be uploading (S3): reported only once stored.
         output.sync_parts()?;
-        Ok(infos)
+        Ok((infos, capped))
     }
 
     /// Fails unless each owned shard's streams, in reader order, are in offset order.
@@ -279,52 +295,105 @@ impl ShardSink {
         }
     }
 
-    /// Writes the records of owned shard `slot` (its streams in reader order) and returns
-    /// their number.
+    /// Writes the records of owned shard `slot` (its streams in reader order), keyed by
+    /// `keyer`, and returns the number written.
     fn write_slot(
         &self,
         slot: usize,
         spill: Option<&File>,
         buf: &mut Vec<u8>,
+        keyer: &mut ShardKeyer,
         out: &mut impl Write,
     ) -> Result<u64, CopyError> {
+        if keyer.two_passes() {
+            self.each_chunk(slot, spill, buf, &mut |chunk| {
+                for line in chunk.split_inclusive(|&b| b == b'\n') {
+                    keyer.observe(line).map_err(CopyError::Record)?;
+                }
+                Ok(())
+            })?;
+        }
         let mut rows = 0;
+        let mut keyed = Vec::with_capacity(WRITE_BUFFER);
+        self.each_chunk(slot, spill, buf, &mut |chunk| {
+            for line in chunk.split_inclusive(|&b| b == b'\n') {
+                rows += u64::from(keyer.write(line, &mut keyed).map_err(CopyError::Record)?);
+            }
+            if keyed.len() >= WRITE_BUFFER {
+                out.write_all(&keyed).map_err(CopyError::Write)?;
+                keyed.clear();
+            }
+            Ok(())
+        })?;
+        out.write_all(&keyed).map_err(CopyError::Write)?;
+        Ok(rows)
+    }
+
+    /// Calls `f` on the records of owned shard `slot` (its streams in reader order), in chunks
+    /// of whole transit lines.
+    fn each_chunk(
+        &self,
+        slot: usize,
+        spill: Option<&File>,
+        buf: &mut Vec<u8>,
+        f: &mut dyn FnMut(&[u8]) -> Result<(), CopyError>,
+    ) -> Result<(), CopyError> {
         for stream in &self.streams[slot * self.peers..(slot + 1) * self.peers] {
             for &(start, end) in &stream.spilled {
                 let file = spill.expect("a stream with spilled records has a spill file");
-                copy_range(file, start, end, buf, out)?;
+                read_lines(file, start, end, buf, f)?;
             }
             for &(b, s, e) in &stream.held {
-                out.write_all(&self.batches[b as usize][s as usize..e as usize])
-                    .map_err(CopyError::Write)?;
+                f(&self.batches[b as usize][s as usize..e as usize])?;
             }
-            rows += stream.rows;
         }
-        Ok(rows)
+        Ok(())
     }
 }
 
-/// A failure while writing a part: reading the spill file, or writing the part.
+/// A failure while writing a part: reading the spill file, a record that is not a transit line,
+/// or writing the part.
 enum CopyError {
     Read(std::io::Error),
+    Record(String),
     Write(std::io::Error),
 }
 
-/// Copies `[start, end)` of `file` to `out`, through `buf`.
-fn copy_range(
+/// Calls `f` on `[start, end)` of `file` (whole lines, as spilled), in chunks of whole lines read
+/// through `buf`.
+fn read_lines(
     file: &File,
     mut start: u64,
     end: u64,
     buf: &mut Vec<u8>,
-    out: &mut impl Write,
+    f: &mut dyn FnMut(&[u8]) -> Result<(), CopyError>,
 ) -> Result<(), CopyError> {
-    buf.resize(READ_BUFFER, 0);
+    buf.resize(READ_BUFFER.max(buf.len()), 0);
+    // `buf[..carry]` is the start of a line whose end is not read yet.
+    let mut carry = 0;
     while start < end {
-        let want = READ_BUFFER.min((end - start) as usize);
-        file.read_exact_at(&mut buf[..want], start)
+        if carry == buf.len() {
+            // A line longer than the buffer: make room.
+            buf.resize(2 * buf.len(), 0);
+        }
+        let want = (buf.len() - carry).min((end - start) as usize);
+        file.read_exact_at(&mut buf[carry..carry + want], start)
             .map_err(CopyError::Read)?;
-        out.write_all(&buf[..want]).map_err(CopyError::Write)?;
         start += want as u64;
+        let filled = carry + want;
+        match memchr::memrchr(b'\n', &buf[..filled]) {
+            Some(last) => {
+                f(&buf[..=last])?;
+                buf.copy_within(last + 1..filled, 0);
+                carry = filled - last - 1;
+            }
+            None => carry = filled,
+        }
+    }
+    if carry > 0 {
+        return Err(CopyError::Record(
+            "the spill file ends inside a record".into(),
+        ));
     }
     Ok(())
 }
@@ -347,7 +416,11 @@ fn last_line(lines: &[u8]) -> &[u8] {
 
 /// The shard header line for a schema.
 pub fn shard_header(schema: &shards::Schema) -> String {
-    header_line(schema.label_name(), &schema.feature_names())
+    header_line(
+        schema.unit_name(),
+        schema.label_name(),
+        &schema.feature_names(),
+    )
 }
 
 #[cfg(test)]
@@ -382,7 +455,7 @@ mod tests {
         }
     }
 
-    /// Everything a sink would write for each owned shard, as text.
+    /// Everything a sink would write for each owned shard, as text (each record keyed).
     fn written(sink: &mut ShardSink) -> Vec<String> {
         assert!(sink.failure.is_none(), "{:?}", sink.failure);
         if let Some(w) = sink.spill.as_mut() {
@@ -393,8 +466,9 @@ mod tests {
         (0..sink.streams.len() / sink.peers)
             .map(|slot| {
                 let mut out = Vec::new();
+                let mut keyer = ShardKeyer::new(UnitRule::default());
                 let rows = sink
-                    .write_slot(slot, spill, &mut Vec::new(), &mut out)
+                    .write_slot(slot, spill, &mut Vec::new(), &mut keyer, &mut out)
                     .ok()
                     .unwrap();
                 let text = String::from_utf8(out).unwrap();
@@ -442,15 +516,21 @@ mod tests {
         assert_eq!(spilled.runs(), chunks.len());
         let expected = written(&mut in_memory);
         assert_eq!(written(&mut spilled), expected);
-        // Offset order within each shard, and every record once.
-        let mut all = Vec::new();
-        for text in &expected {
-            let offsets: Vec<u64> = text.lines().map(|l| offset_of(l.as_bytes())).collect();
-            assert!(offsets.windows(2).all(|w| w[0] < w[1]));
-            all.extend(offsets);
+        // Each shard is its records in offset order, keyed by the design's rule, every record
+        // once (a record `o,7o` has content `7o`, unique here, so its key is rank 0's).
+        for (slot, text) in expected.iter().enumerate() {
+            let shard = (slot * peers + index) as u32;
+            let want: Vec<String> = mine
+                .iter()
+                .filter(|&&o| shard_of(o, num_shards) == shard)
+                .map(|o| {
+                    let content = (o * 7).to_string();
+                    let h = shards::keys::content_hash(content.as_bytes());
+                    format!("{},{content}", shards::keys::record_key(h, 0))
+                })
+                .collect();
+            assert_eq!(text.lines().collect::<Vec<_>>(), want, "shard {shard}");
         }
-        all.sort_unstable();
-        assert_eq!(all, mine);
     }
 
     #[test]

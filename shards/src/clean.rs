@@ -83,6 +83,8 @@ pub struct Cleaner {
     /// digits (ASCII), written as they are by [`Cleaner::write_record`].
     digits: Vec<u8>,
     from_digits: bool,
+    /// The last record kept's unit hash (with a privacy unit).
+    unit: Option<u64>,
 }
 
 impl Cleaner {
@@ -102,6 +104,7 @@ impl Cleaner {
             digits_fast_path,
             digits: Vec::with_capacity(k),
             from_digits: false,
+            unit: None,
         }
     }
 
@@ -123,6 +126,10 @@ impl Cleaner {
     fn check(&mut self, line: &[u8]) -> Result<(), DropReason> {
         if self.digits_fast_path && self.check_digits(line) {
             self.from_digits = true;
+            self.unit = self
+                .schema
+                .unit
+                .map(|u| crate::keys::unit_hash(&line[2 * u..2 * u + 1]));
             return Ok(());
         }
         self.from_digits = false;
@@ -157,6 +164,10 @@ impl Cleaner {
             Some(1.0) => 1,
             _ => return Err(DropReason::LabelNotBinary),
         };
+        self.unit = self
+            .schema
+            .unit
+            .map(|u| crate::keys::unit_hash(self.fields.get(u)));
         Ok(())
     }
 
@@ -220,13 +231,37 @@ impl Cleaner {
         &self.values
     }
 
-    /// Appends the last record kept as a shard line `offset,label,f1,...,fk\n`.
+    /// The last record kept's unit hash ([`crate::keys::unit_hash`] of its unit column), with a
+    /// privacy unit.
+    #[inline]
+    pub fn unit(&self) -> Option<u64> {
+        self.unit
+    }
+
+    /// Appends the last record kept as a transit line `offset,[unit,]label,f1,...,fk\n`
+    /// ([`crate::keys::Transit`]): the shard line with the record's input offset in place of its
+    /// key, which the shard's writer assigns ([`crate::keys::ShardKeyer`]).
     pub fn write_record(&self, offset: u64, out: &mut Vec<u8>) {
         if self.from_digits {
             // A one-digit value is written as that digit (see `write_value`).
-            crate::format::write_digits_record(out, offset, self.label, &self.digits);
+            crate::format::write_digits_record(out, offset, self.unit, self.label, &self.digits);
         } else {
-            crate::format::write_record(out, offset, self.label, &self.values);
+            crate::format::write_record(out, offset, self.unit, self.label, &self.values);
+        }
+    }
+
+    /// The hash the last record kept is placed by ([`crate::keys::unit_hash`]): its unit's, or
+    /// its content's (the transit line `line`, as [`Cleaner::write_record`] wrote it, after the
+    /// offset) when each line is its own unit.
+    #[inline]
+    pub fn placement(&self, line: &[u8]) -> u64 {
+        match self.unit {
+            Some(u) => u,
+            None => {
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                let comma = memchr::memchr(b',', line).expect("a transit line has an offset");
+                crate::keys::content_hash(&line[comma + 1..])
+            }
         }
     }
 }

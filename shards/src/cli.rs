@@ -1,6 +1,7 @@
-//! The schema flags (`--label`, `--features`, `--exclude`, `--columns`, `--na-values`) and the
-//! S3 flags (`--s3-*`) as clap `Args` structs (the `cli` feature), defined once and flattened
-//! into every binary that takes them.
+//! The schema flags (`--label`, `--features`, `--exclude`, `--columns`, `--na-values`,
+//! `--privacy-unit`), the unit cap (`--max-rows-per-unit`) and the S3 flags (`--s3-*`) as clap
+//! `Args` structs (the `cli` feature), defined once and flattened into every binary that takes
+//! them.
 
 use clap::Args;
 
@@ -26,6 +27,21 @@ pub struct SchemaArgs {
     /// Field values that mean "missing", comma-separated (an empty field is missing by default).
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_NA_VALUES.map(String::from))]
     pub na_values: Vec<String>,
+    /// The privacy unit: rows sharing this column's value (a household id, a person id) are one
+    /// unit, kept together in one shard and one side of the train/test split, so the trainer
+    /// can protect the whole unit [default: each line is its own unit].
+    #[arg(long, value_name = "COLUMN")]
+    pub privacy_unit: Option<String>,
+}
+
+/// `--max-rows-per-unit`: the public bound on a privacy unit's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct UnitCapArgs {
+    /// A unit (`--privacy-unit`) with more rows keeps this many: those with the smallest keys
+    /// (a keyed hash of each row, so the choice is reproducible and depends on the unit alone);
+    /// the rest are counted in the manifest as over_unit_cap [default: no cap].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rows_per_unit: Option<u32>,
 }
 
 impl From<SchemaArgs> for SchemaOptions {
@@ -36,6 +52,7 @@ impl From<SchemaArgs> for SchemaOptions {
             exclude: a.exclude,
             columns: a.columns,
             na_values: a.na_values,
+            unit: a.privacy_unit,
         }
     }
 }

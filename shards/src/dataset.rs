@@ -1,7 +1,7 @@
 //! Reading shards back: a directory or prefix of part files, with or without a manifest.
 
 use crate::error::{Error, Result};
-use crate::format::{is_header, parse_header, parse_record, trim_line};
+use crate::format::{ShardHeader, is_header, parse_header, parse_record, trim_line};
 use crate::local::is_part_name;
 use crate::location::Location;
 use crate::manifest::{MANIFEST_NAME, Manifest, SUCCESS_NAME, crc_hex};
@@ -24,8 +24,12 @@ pub struct Table {
     pub label_name: String,
     /// The feature columns' names.
     pub feature_names: Vec<String>,
-    /// Record keys (input byte offsets).
-    pub offsets: Vec<u64>,
+    /// The privacy unit's column, when the records carry their unit's hash.
+    pub unit_name: Option<String>,
+    /// Record keys (docs/design.md, "Record key").
+    pub keys: Vec<u64>,
+    /// Each record's unit hash, when the shards have a privacy unit (empty otherwise).
+    pub units: Vec<u64>,
     /// Labels, 0.0 or 1.0.
     pub labels: Vec<f32>,
     /// Features, `len() x feature_names.len()`, row-major.
@@ -35,15 +39,30 @@ pub struct Table {
 impl Table {
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.offsets.len()
+        self.keys.len()
     }
     /// Whether there are no records.
     pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
+        self.keys.is_empty()
     }
     /// Number of features per record.
     pub fn width(&self) -> usize {
         self.feature_names.len()
+    }
+
+    /// What record `i`'s side of the train/test split is drawn from (docs/design.md,
+    /// "Train/test split"): its unit's hash when the records have units, else its key.
+    pub fn split_key(&self, i: usize) -> u64 {
+        if self.units.is_empty() {
+            self.keys[i]
+        } else {
+            self.units[i]
+        }
+    }
+
+    /// Whether record `i` is in the test split for `split_seed` and `test_fraction`.
+    pub fn is_test(&self, i: usize, split_seed: u64, test_fraction: f64) -> bool {
+        crate::hash::is_test(self.split_key(i), split_seed, test_fraction)
     }
 }
 
@@ -142,6 +161,26 @@ impl Dataset {
         self.manifest.as_ref()
     }
 
+    /// The privacy unit's column the records were written with (`None`: each line is its own
+    /// unit) and the bound on a unit's rows they were written with: from the manifest, or
+    /// without one from the first part's header line.
+    pub fn unit(&self) -> Result<(Option<String>, Option<u32>)> {
+        if let Some(m) = &self.manifest {
+            return Ok((m.schema.unit.clone(), m.options.max_rows_per_unit));
+        }
+        let name = &self.parts[0].name;
+        let bytes = self.source.read(name)?;
+        let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        let header = parse_header(&String::from_utf8_lossy(first)).map_err(|reason| {
+            Error::MalformedShard {
+                path: self.source.location().join(name).to_string(),
+                line: 1,
+                reason,
+            }
+        })?;
+        Ok((header.unit, None))
+    }
+
     /// Loads every part.
     pub fn load(&self) -> Result<Table> {
         let all: Vec<usize> = (0..self.parts.len()).collect();
@@ -166,7 +205,7 @@ impl Dataset {
         let mut keys: Vec<(u64, u32)> = Vec::with_capacity(table.len());
         let mut start = 0;
         for (&i, &end) in indices.iter().zip(ends) {
-            keys.extend(table.offsets[start..end].iter().map(|&o| (o, i as u32)));
+            keys.extend(table.keys[start..end].iter().map(|&o| (o, i as u32)));
             start = end;
         }
         for i in (0..self.parts.len()).filter(|i| !indices.contains(i)) {
@@ -182,7 +221,7 @@ impl Dataset {
                 let key = key.parse::<u64>().map_err(|_| Error::MalformedShard {
                     path: self.source.location().join(name).to_string(),
                     line: n as u64 + 1,
-                    reason: format!("record key '{key}' is not a byte offset"),
+                    reason: format!("record key '{key}' is not a non-negative integer"),
                 })?;
                 keys.push((key, i as u32));
             }
@@ -201,10 +240,11 @@ impl Dataset {
 
     fn load_parts_unchecked(&self, indices: &[usize], ends: &mut Vec<usize>) -> Result<Table> {
         let mut table = Table::default();
-        let mut header: Option<(String, Vec<String>)> = self
-            .manifest
-            .as_ref()
-            .map(|m| (m.schema.label.clone(), m.schema.features.clone()));
+        let mut header: Option<ShardHeader> = self.manifest.as_ref().map(|m| ShardHeader {
+            unit: m.schema.unit.clone(),
+            label: m.schema.label.clone(),
+            features: m.schema.features.clone(),
+        });
         for &i in indices {
             let part = &self.parts[i];
             let path = self.source.location().join(&part.name).to_string();
@@ -247,7 +287,9 @@ impl Dataset {
                                 "the shards before it have".to_string()
                             };
                             return Err(malformed(format!(
-                                "header names label and features {h:?}, but {whose} {prev:?}"
+                                "header names unit, label and features {:?}, but {whose} {:?}",
+                                (&h.unit, &h.label, &h.features),
+                                (&prev.unit, &prev.label, &prev.features)
                             )));
                         }
                         Some(_) => {}
@@ -255,14 +297,14 @@ impl Dataset {
                     }
                     continue;
                 }
-                let k = match &header {
-                    Some((_, f)) => f.len(),
+                let (unit, k) = match &header {
+                    Some(h) => (h.unit.is_some(), h.features.len()),
                     None => return Err(malformed("record before the header line".into())),
                 };
-                let (offset, label) =
-                    parse_record(line, k, &mut table.features).map_err(malformed)?;
-                table.offsets.push(offset);
-                table.labels.push(f32::from(label));
+                let r = parse_record(line, unit, k, &mut table.features).map_err(malformed)?;
+                table.keys.push(r.key);
+                table.units.extend(r.unit);
+                table.labels.push(f32::from(r.label));
             }
             ends.push(table.len());
             if let Some(info) = expected {
@@ -272,9 +314,10 @@ impl Dataset {
                 }
             }
         }
-        if let Some((label, features)) = header {
-            table.label_name = label;
-            table.feature_names = features;
+        if let Some(h) = header {
+            table.unit_name = h.unit;
+            table.label_name = h.label;
+            table.feature_names = h.features;
         }
         Ok(table)
     }

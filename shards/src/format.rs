@@ -1,4 +1,7 @@
-//! The shard text format: a header line `offset,<label>,<f1>,...`, then `offset,label,f1,...` lines.
+//! The shard text format: a header line `key,[unit:<column>,]<label>,<f1>,...`, then record lines
+//! `key,[unit,]label,f1,...` (docs/design.md, "Shard files"); and the transit lines
+//! `offset,[unit,]label,f1,...` the engines carry records in before they are keyed
+//! ([`crate::keys`]).
 
 use crate::clean::write_value;
 
@@ -7,9 +10,28 @@ pub fn part_name(index: u32) -> String {
     format!("part-{index:05}")
 }
 
+/// What a shard file's header line names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardHeader {
+    /// The privacy unit's column, when records carry their unit's hash.
+    pub unit: Option<String>,
+    /// The label column.
+    pub label: String,
+    /// The feature columns, in order.
+    pub features: Vec<String>,
+}
+
+/// How the unit's column is named in a header: `unit:<column>`.
+const UNIT_PREFIX: &str = "unit:";
+
 /// The header line of a shard file, with its `\n`.
-pub fn header_line(label: &str, features: &[String]) -> String {
-    let mut s = String::from("offset,");
+pub fn header_line(unit: Option<&str>, label: &str, features: &[String]) -> String {
+    let mut s = String::from("key,");
+    if let Some(unit) = unit {
+        s.push_str(UNIT_PREFIX);
+        s.push_str(unit);
+        s.push(',');
+    }
     s.push_str(label);
     for f in features {
         s.push(',');
@@ -19,10 +41,16 @@ pub fn header_line(label: &str, features: &[String]) -> String {
     s
 }
 
-/// Appends one record line `offset,label,f1,...,fk\n`.
+/// Appends one transit line `offset,[unit,]label,f1,...,fk\n`.
 #[inline]
-pub fn write_record(out: &mut Vec<u8>, offset: u64, label: u8, features: &[f64]) {
-    write_offset_label(out, offset, label);
+pub fn write_record(
+    out: &mut Vec<u8>,
+    offset: u64,
+    unit: Option<u64>,
+    label: u8,
+    features: &[f64],
+) {
+    write_offset_label(out, offset, unit, label);
     for &v in features {
         out.push(b',');
         write_value(out, v);
@@ -30,14 +58,20 @@ pub fn write_record(out: &mut Vec<u8>, offset: u64, label: u8, features: &[f64])
     out.push(b'\n');
 }
 
-/// Appends the record line [`write_record`] writes for features that are each one decimal
+/// Appends the transit line [`write_record`] writes for features that are each one decimal
 /// digit, given as their ASCII digits.
 #[inline]
-pub fn write_digits_record(out: &mut Vec<u8>, offset: u64, label: u8, digits: &[u8]) {
+pub fn write_digits_record(
+    out: &mut Vec<u8>,
+    offset: u64,
+    unit: Option<u64>,
+    label: u8,
+    digits: &[u8],
+) {
     // The line is put together on the stack and appended in one copy.
     const MOST: usize = 48;
-    if digits.len() > MOST {
-        write_offset_label(out, offset, label);
+    if digits.len() > MOST || unit.is_some() {
+        write_offset_label(out, offset, unit, label);
         for &d in digits {
             out.extend_from_slice(&[b',', d]);
         }
@@ -56,9 +90,16 @@ pub fn write_digits_record(out: &mut Vec<u8>, offset: u64, label: u8, digits: &[
     out.extend_from_slice(&line[start..=end]);
 }
 
-/// Appends `offset,label`.
+/// Appends `offset,[unit,]label`.
 #[inline]
-fn write_offset_label(out: &mut Vec<u8>, offset: u64, label: u8) {
+fn write_offset_label(out: &mut Vec<u8>, offset: u64, unit: Option<u64>, label: u8) {
+    if let Some(unit) = unit {
+        out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(itoa::Buffer::new().format(unit).as_bytes());
+        out.extend_from_slice(&[b',', b'0' + label]);
+        return;
+    }
     let mut digits = [0u8; 22];
     digits[20] = b',';
     digits[21] = b'0' + label;
@@ -92,37 +133,88 @@ pub fn trim_line(line: &str) -> &str {
     line.strip_suffix('\t').unwrap_or(line)
 }
 
-/// The label and feature names from a shard header line.
-pub fn parse_header(line: &str) -> Result<(String, Vec<String>), String> {
+/// Parses a shard header line.
+pub fn parse_header(line: &str) -> Result<ShardHeader, String> {
     let mut names = trim_line(line).split(',');
-    if names.next() != Some("offset") {
-        return Err("header line must start with 'offset,'".into());
+    match names.next() {
+        Some("key") => {}
+        Some("offset") => {
+            return Err(
+                "this shard's records are keyed by their byte offset in the input (an \
+                        output of an older version), and a byte offset moves when any earlier \
+                        line is added or removed, so its split gives no privacy per line: \
+                        write the shards again with this version's pipeline or mapper/reducer"
+                    .into(),
+            );
+        }
+        _ => return Err("header line must start with 'key,'".into()),
     }
-    let label = names
+    let mut first = names
         .next()
         .filter(|l| !l.is_empty())
         .ok_or("header names no label")?;
+    let unit = match first.strip_prefix(UNIT_PREFIX) {
+        Some(unit) if !unit.is_empty() => {
+            first = names
+                .next()
+                .filter(|l| !l.is_empty())
+                .ok_or("header names no label")?;
+            Some(unit.to_string())
+        }
+        Some(_) => return Err("header names an empty unit column".into()),
+        None => None,
+    };
     let features: Vec<String> = names.map(str::to_string).collect();
     if features.is_empty() {
         return Err("header names no features".into());
     }
-    Ok((label.to_string(), features))
+    Ok(ShardHeader {
+        unit,
+        label: first.to_string(),
+        features,
+    })
 }
 
-/// Whether a shard line is a header line (starts with `offset,`).
+/// Whether a shard line is a header line (starts with `key,`, or an older output's `offset,`).
 #[inline]
 pub fn is_header(line: &str) -> bool {
-    line.starts_with("offset,")
+    line.starts_with("key,") || line.starts_with("offset,")
 }
 
-/// Parses one record line into `(offset, label)`, appending its `k` features to `features`.
+/// One record line's key, unit hash (when the shard has units) and label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    /// The record key.
+    pub key: u64,
+    /// The unit's hash, in a shard with units.
+    pub unit: Option<u64>,
+    /// The label, 0 or 1.
+    pub label: u8,
+}
+
+/// Parses one record line, appending its `k` features to `features`; `unit` says whether the
+/// shard's records carry a unit hash.
 #[inline]
-pub fn parse_record(line: &str, k: usize, features: &mut Vec<f32>) -> Result<(u64, u8), String> {
+pub fn parse_record(
+    line: &str,
+    unit: bool,
+    k: usize,
+    features: &mut Vec<f32>,
+) -> Result<RecordHead, String> {
     let mut it = trim_line(line).split(',');
-    let offset = it
+    let key = it
         .next()
         .and_then(|s| s.parse::<u64>().ok())
-        .ok_or("offset is not a non-negative integer")?;
+        .ok_or("key is not a non-negative integer")?;
+    let unit = if unit {
+        Some(
+            it.next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or("unit is not a non-negative integer")?,
+        )
+    } else {
+        None
+    };
     let label = match it.next() {
         Some("0") => 0,
         Some("1") => 1,
@@ -146,7 +238,7 @@ pub fn parse_record(line: &str, k: usize, features: &mut Vec<f32>) -> Result<(u6
         features.truncate(before);
         return Err(format!("expected {k} features, found {got}"));
     }
-    Ok((offset, label))
+    Ok(RecordHead { key, unit, label })
 }
 
 #[cfg(test)]
@@ -155,20 +247,27 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let header = header_line("employed", &["sex".into(), "age".into()]);
-        assert_eq!(header, "offset,employed,sex,age\n");
+        let header = header_line(None, "employed", &["sex".into(), "age".into()]);
+        assert_eq!(header, "key,employed,sex,age\n");
+        let parsed = parse_header(&header).unwrap();
         assert_eq!(
-            parse_header(&header).unwrap(),
-            ("employed".into(), vec!["sex".into(), "age".into()])
+            (parsed.unit, parsed.label, parsed.features),
+            (None, "employed".into(), vec!["sex".into(), "age".into()])
+        );
+        let with_unit = header_line(Some("serialno"), "employed", &["age".into()]);
+        assert_eq!(with_unit, "key,unit:serialno,employed,age\n");
+        assert_eq!(
+            parse_header(&with_unit).unwrap().unit.as_deref(),
+            Some("serialno")
         );
         let mut out = Vec::new();
-        write_record(&mut out, 1234567, 1, &[1.0, 42.5]);
-        write_record(&mut out, 0, 0, &[0.0, 100000.0]);
+        write_record(&mut out, 1234567, None, 1, &[1.0, 42.5]);
+        write_record(&mut out, 0, None, 0, &[0.0, 100000.0]);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "1234567,1,1,42.5\n0,0,0,100000\n");
         let (mut digits, mut values) = (Vec::new(), Vec::new());
-        write_digits_record(&mut digits, u64::MAX, 0, b"109");
-        write_record(&mut values, u64::MAX, 0, &[1.0, 0.0, 9.0]);
+        write_digits_record(&mut digits, u64::MAX, None, 0, b"109");
+        write_record(&mut values, u64::MAX, None, 0, &[1.0, 0.0, 9.0]);
         assert_eq!(digits, values);
         assert_eq!(digits, b"18446744073709551615,0,1,0,9\n");
         // Past the stack buffer's 48 features, and offset 0.
@@ -176,25 +275,43 @@ mod tests {
         let values: Vec<f64> = many.iter().map(|&d| f64::from(d - b'0')).collect();
         for n in [0, 1, 48, 49, 60] {
             let (mut a, mut b) = (Vec::new(), Vec::new());
-            write_digits_record(&mut a, 0, 1, &many[..n]);
-            write_record(&mut b, 0, 1, &values[..n]);
+            write_digits_record(&mut a, 0, None, 1, &many[..n]);
+            write_record(&mut b, 0, None, 1, &values[..n]);
             assert_eq!(a, b, "{n} features");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_digits_record(&mut a, 5, Some(77), 1, &many[..n]);
+            write_record(&mut b, 5, Some(77), 1, &values[..n]);
+            assert_eq!(a, b, "{n} features with a unit");
+            assert!(a.starts_with(b"5,77,1"));
         }
         let mut feats = Vec::new();
         let recs: Vec<_> = text
             .lines()
-            .map(|l| parse_record(l, 2, &mut feats).unwrap())
+            .map(|l| {
+                let h = parse_record(l, false, 2, &mut feats).unwrap();
+                (h.key, h.label)
+            })
             .collect();
         assert_eq!(recs, [(1234567, 1), (0, 0)]);
         assert_eq!(feats, [1.0, 42.5, 0.0, 100000.0]);
+        let h = parse_record("9,77,1,0.5", true, 1, &mut feats).unwrap();
+        assert_eq!((h.key, h.unit, h.label), (9, Some(77), 1));
     }
 
     #[test]
     fn tolerates_hadoop_tab_and_crlf() {
         let mut feats = Vec::new();
-        assert_eq!(parse_record("5,1,0,1\t", 2, &mut feats).unwrap(), (5, 1));
-        assert_eq!(parse_record("5,1,0,1\r\n", 2, &mut feats).unwrap(), (5, 1));
-        assert!(parse_header("offset,y,a\t\r\n").is_ok());
+        assert_eq!(
+            parse_record("5,1,0,1\t", false, 2, &mut feats).unwrap().key,
+            5
+        );
+        assert_eq!(
+            parse_record("5,1,0,1\r\n", false, 2, &mut feats)
+                .unwrap()
+                .label,
+            1
+        );
+        assert!(parse_header("key,y,a\t\r\n").is_ok());
     }
 
     #[test]
@@ -204,9 +321,17 @@ mod tests {
             "x,1,0", "5,2,0", "5,1", "5,1,0,0", "5,1,z", "", "-1,0,0", "5,1,inf", "5,1,NaN",
             "5,1,1e39",
         ] {
-            assert!(parse_record(bad, 1, &mut feats).is_err(), "{bad:?}");
+            assert!(parse_record(bad, false, 1, &mut feats).is_err(), "{bad:?}");
         }
+        assert!(parse_record("5,x,1,0", true, 1, &mut feats).is_err());
         assert!(feats.is_empty());
+        // An older output keyed by byte offsets is refused, saying why.
+        let old = parse_header("offset,y,a").unwrap_err();
+        assert!(
+            old.contains("byte offset") && old.contains("again"),
+            "{old}"
+        );
+        assert!(parse_header("key,unit:,y,a").is_err());
         assert_eq!(part_name(3), "part-00003");
     }
 }

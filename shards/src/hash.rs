@@ -1,4 +1,4 @@
-//! SplitMix64 hashing: the record-to-shard rule and the train/test split rule.
+//! SplitMix64 hashing: the unit-to-shard rule and the train/test split rule.
 
 /// The standard SplitMix64 finalizer applied to `x + 0x9E3779B97F4A7C15`.
 ///
@@ -13,17 +13,19 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The shard of the record whose first byte is at `offset`: `splitmix64(offset) % num_shards`.
+/// The shard of a record whose unit hash ([`crate::keys::unit_hash`]) is `unit`:
+/// `splitmix64(unit) % num_shards`.
 #[inline]
-pub fn shard_of(offset: u64, num_shards: u32) -> u32 {
+pub fn shard_of(unit: u64, num_shards: u32) -> u32 {
     debug_assert!(num_shards > 0, "num_shards is validated to be positive");
-    (splitmix64(offset) % u64::from(num_shards)) as u32
+    (splitmix64(unit) % u64::from(num_shards)) as u32
 }
 
-/// Whether the record at `offset` is in the test set: `splitmix64(offset ^ splitmix64(split_seed))`
-/// falls below `test_fraction * 2^64`. Independent of engine and shard count.
+/// Whether a record is in the test set, from `u`, its key or with a privacy unit its unit's
+/// hash: `splitmix64(u ^ splitmix64(split_seed))` falls below `test_fraction * 2^64`.
+/// Independent of engine, shard count and every other unit.
 #[inline]
-pub fn is_test(offset: u64, split_seed: u64, test_fraction: f64) -> bool {
+pub fn is_test(u: u64, split_seed: u64, test_fraction: f64) -> bool {
     if test_fraction >= 1.0 {
         return true;
     }
@@ -32,7 +34,16 @@ pub fn is_test(offset: u64, split_seed: u64, test_fraction: f64) -> bool {
     }
     // Exact for fractions whose product with 2^64 is representable; monotone in the fraction.
     let threshold = (test_fraction * 18_446_744_073_709_551_616.0) as u64;
-    splitmix64(offset ^ splitmix64(split_seed)) < threshold
+    splitmix64(u ^ splitmix64(split_seed)) < threshold
+}
+
+/// The microbatch of the record with key `key` out of `count` (the trainer's `--microbatch`
+/// groups): a hash of the key alone, so adding or removing a record moves no other record
+/// between groups.
+#[inline]
+pub fn microbatch_of(key: u64, count: u32) -> u32 {
+    debug_assert!(count > 0, "there is at least one microbatch");
+    (splitmix64(key ^ 0x6d69_6372_6f62_6174) % u64::from(count)) as u32
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod fields;
 pub mod format;
 pub mod hash;
+pub mod keys;
 pub mod lines;
 pub mod local;
 pub mod location;

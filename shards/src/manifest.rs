@@ -11,7 +11,9 @@ pub const MANIFEST_NAME: &str = "_manifest.json";
 /// The marker written last, when the output is complete.
 pub const SUCCESS_NAME: &str = "_SUCCESS";
 /// The format identifier in every manifest.
-pub const FORMAT: &str = "fastdp-shards/1";
+/// `/2`: records keyed by content and rank, placed by their unit (docs/design.md); `/1` outputs
+/// were keyed by byte offset and are refused (their header starts `offset,`).
+pub const FORMAT: &str = "fastdp-shards/2";
 
 /// The whole manifest. Everything in it depends only on the input and the options, never on the
 /// number of workers or threads, so outputs compare byte for byte.
@@ -25,9 +27,9 @@ pub struct Manifest {
     pub options: ManifestOptions,
     /// Line and row counts.
     pub rows: RowCounts,
-    /// Kept rows by label value (`"0"`, `"1"`).
+    /// Clean rows by label value (`"0"`, `"1"`), before `--max-rows-per-unit` lets any go.
     pub labels: BTreeMap<String, u64>,
-    /// Mean of each feature over the kept rows, by feature name.
+    /// Mean of each feature over the clean rows (before the unit cap), by feature name.
     pub feature_means: BTreeMap<String, f64>,
     /// Number of distinct feature vectors among the kept rows.
     pub distinct_feature_vectors: u64,
@@ -44,6 +46,8 @@ pub struct ManifestSchema {
     pub label: String,
     /// The feature columns, in shard order.
     pub features: Vec<String>,
+    /// The privacy unit's column (`--privacy-unit`); `None`: each line is its own unit.
+    pub unit: Option<String>,
 }
 
 /// The options that shaped the output.
@@ -55,9 +59,12 @@ pub struct ManifestOptions {
     pub shards: u32,
     /// Values counted as missing.
     pub na_values: Vec<String>,
+    /// `--max-rows-per-unit`: the most rows a unit keeps (a public bound).
+    pub max_rows_per_unit: Option<u32>,
 }
 
-/// Line and row counts. `input_rows = kept + sum(dropped)`; header lines are not rows.
+/// Line and row counts. `input_rows = kept + over_unit_cap + sum(dropped)`; header lines are
+/// not rows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RowCounts {
     /// Header lines skipped (the first line, and any repeats).
@@ -68,6 +75,8 @@ pub struct RowCounts {
     pub kept: u64,
     /// Dropped rows by reason (every reason listed, zeros included).
     pub dropped: BTreeMap<DropReason, u64>,
+    /// Clean rows let go because their unit had more than `--max-rows-per-unit` rows.
+    pub over_unit_cap: u64,
 }
 
 impl RowCounts {

@@ -45,6 +45,9 @@ pub struct SchemaOptions {
     pub columns: Option<Vec<String>>,
     /// Field values that count as missing (compared after unquoting and trimming).
     pub na_values: Vec<String>,
+    /// The privacy unit's column (`--privacy-unit`): rows sharing its value are one unit. Never
+    /// a feature; `None`: every line is its own unit.
+    pub unit: Option<String>,
 }
 
 impl Default for SchemaOptions {
@@ -55,6 +58,7 @@ impl Default for SchemaOptions {
             exclude: None,
             columns: None,
             na_values: DEFAULT_NA_VALUES.iter().map(|s| s.to_string()).collect(),
+            unit: None,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Schema {
     pub features: Vec<usize>,
     /// Values that count as missing.
     pub na_values: Vec<Vec<u8>>,
+    /// Index of the privacy unit's column, if any.
+    pub unit: Option<usize>,
 }
 
 impl Schema {
@@ -116,6 +122,18 @@ impl Schema {
                 })
         };
         let label = find("label", &options.label)?;
+        let unit = match &options.unit {
+            Some(name) => {
+                let i = find("privacy unit", name)?;
+                if i == label {
+                    return Err(Error::Selection(format!(
+                        "'{name}' cannot be both the label and the privacy unit"
+                    )));
+                }
+                Some(i)
+            }
+            None => None,
+        };
         let features = match &options.features {
             Some(names) => {
                 if options.exclude.is_some() {
@@ -131,6 +149,11 @@ impl Schema {
                     }
                     if idx.contains(&i) {
                         return Err(Error::Selection(format!("feature '{n}' given twice")));
+                    }
+                    if Some(i) == unit {
+                        return Err(Error::Selection(format!(
+                            "'{n}' is the privacy unit, which is never a feature"
+                        )));
                     }
                     idx.push(i);
                 }
@@ -148,7 +171,7 @@ impl Schema {
                         .collect(),
                 };
                 (0..columns.len())
-                    .filter(|i| *i != label && !excluded.contains(i))
+                    .filter(|i| *i != label && Some(*i) != unit && !excluded.contains(i))
                     .collect()
             }
         };
@@ -164,7 +187,13 @@ impl Schema {
                 .iter()
                 .map(|s| s.trim().as_bytes().to_vec())
                 .collect(),
+            unit,
         })
+    }
+
+    /// The privacy unit column's name, if any.
+    pub fn unit_name(&self) -> Option<&str> {
+        self.unit.map(|i| self.columns[i].as_str())
     }
 
     /// The label column's name.
@@ -259,6 +288,32 @@ mod tests {
             Schema::from_header(b"a,a,employed", &SchemaOptions::default()),
             Err(Error::DuplicateColumn(_))
         ));
+    }
+
+    #[test]
+    fn the_unit_is_never_a_feature_nor_the_label() {
+        let h = "serialno,employed,age,sex";
+        let unit = |features: Option<Vec<String>>, unit: &str| SchemaOptions {
+            features,
+            unit: Some(unit.into()),
+            ..SchemaOptions::default()
+        };
+        let s = Schema::from_header(h.as_bytes(), &unit(None, "serialno")).unwrap();
+        assert_eq!(
+            (s.unit, s.feature_names()),
+            (Some(0), vec!["age".into(), "sex".into()])
+        );
+        assert_eq!(s.unit_name(), Some("serialno"));
+        for bad in [
+            unit(Some(vec!["serialno".into(), "age".into()]), "serialno"),
+            unit(None, "employed"),
+            unit(None, "household"),
+        ] {
+            let err = Schema::from_header(h.as_bytes(), &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("privacy unit"), "{err}");
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ fn s3loc(bucket: &str, key: &str) -> Location {
     }
 }
 
-const BODIES: [&str; 2] = ["offset,y,a\n3,1,0.5\n9,0,2\n", "offset,y,a\n4,1,1\n"];
+const BODIES: [&str; 2] = ["key,y,a\n3,1,0.5\n9,0,2\n", "key,y,a\n4,1,1\n"];
 
 /// Writes and commits the two-part output of the local store's tests through `out`.
 fn write_output(out: &dyn Output, overwrite: bool) -> shards::Result<()> {
@@ -121,7 +121,7 @@ fn commit_then_read_back() {
     let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
     assert!(ds.manifest().is_some());
     let table = ds.load().unwrap();
-    assert_eq!(table.offsets, [3, 9, 4]);
+    assert_eq!(table.keys, [3, 9, 4]);
     assert_eq!(table.labels, [1.0, 0.0, 1.0]);
     assert_eq!(table.features, [0.5, 2.0, 1.0]);
 }
@@ -161,10 +161,10 @@ fn dropped_writers_and_abort_leave_nothing() {
     let out = s3.output(&b, "o");
     out.prepare(false).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
-    w.write_all(b"offset,y,a\n").unwrap();
+    w.write_all(b"key,y,a\n").unwrap();
     drop(w);
     let mut w = out.create_part("part-00001").unwrap();
-    w.write_all(b"offset,y,a\n").unwrap();
+    w.write_all(b"key,y,a\n").unwrap();
     w.finish().unwrap();
     // `finish` may leave the PUT in flight; `sync_parts` waits for it.
     out.sync_parts().unwrap();
@@ -326,7 +326,7 @@ fn listing_pages_through_1500_objects() {
                     .put_object()
                     .bucket(b)
                     .key(format!("many/part-{i:05}"))
-                    .body(format!("offset,y,a\n{i},1,0\n").into_bytes().into())
+                    .body(format!("key,y,a\n{i},1,0\n").into_bytes().into())
                     .send()
                     .await
                     .unwrap();
@@ -934,7 +934,7 @@ fn a_failed_part_upload_is_named_and_nothing_is_published() {
     let mut infos = Vec::new();
     for name in ["part-00000", "part-00001"] {
         let mut w = out.create_part(name).unwrap();
-        w.write_all(b"offset,y,a\n3,1,0.5\n").unwrap();
+        w.write_all(b"key,y,a\n3,1,0.5\n").unwrap();
         infos.push(w.finish().unwrap());
     }
     let err = out.sync_parts().unwrap_err();
@@ -946,7 +946,7 @@ fn a_failed_part_upload_is_named_and_nothing_is_published() {
     assert!(msg.contains("no such bucket"), "{msg}");
     // A commit without the wait fails the same way, before publishing anything.
     let mut w = out.create_part("part-00000").unwrap();
-    w.write_all(b"offset,y,a\n").unwrap();
+    w.write_all(b"key,y,a\n").unwrap();
     w.finish().unwrap();
     let err = out.commit(&manifest(infos)).unwrap_err();
     assert!(

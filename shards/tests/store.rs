@@ -14,7 +14,7 @@ fn write_output(dir: &std::path::Path) -> Location {
     let out = open_output(&loc, &S3Options::default()).unwrap();
     out.prepare(false).unwrap();
     let mut infos = Vec::new();
-    for (i, body) in ["offset,y,a\n3,1,0.5\n9,0,2\n", "offset,y,a\n4,1,1\n"]
+    for (i, body) in ["key,y,a\n3,1,0.5\n9,0,2\n", "key,y,a\n4,1,1\n"]
         .iter()
         .enumerate()
     {
@@ -42,7 +42,7 @@ fn commit_then_read_back() {
         .unwrap()
         .load()
         .unwrap();
-    assert_eq!(table.offsets, [3, 9, 4]);
+    assert_eq!(table.keys, [3, 9, 4]);
     assert_eq!(table.labels, [1.0, 0.0, 1.0]);
     assert_eq!(table.features, [0.5, 2.0, 1.0]);
     assert_eq!(
@@ -99,7 +99,7 @@ fn dropped_part_writer_leaves_nothing() {
     .unwrap();
     out.prepare(false).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
-    w.write_all(b"offset,y,a\n").unwrap();
+    w.write_all(b"key,y,a\n").unwrap();
     drop(w);
     out.abort();
     assert_eq!(names(tmp.path()), Vec::<String>::new());
@@ -114,7 +114,7 @@ fn overwrite_replaces_the_whole_output() {
     let out = open_output(&loc, &S3Options::default()).unwrap();
     out.prepare(true).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
-    w.write_all(b"offset,y,a\n7,0,1\n").unwrap();
+    w.write_all(b"key,y,a\n7,0,1\n").unwrap();
     let mut info = w.finish().unwrap();
     info.rows = 1;
     out.commit(&manifest(vec![info])).unwrap();
@@ -125,7 +125,7 @@ fn overwrite_replaces_the_whole_output() {
             .unwrap()
             .load()
             .unwrap()
-            .offsets,
+            .keys,
         [7]
     );
 }
@@ -137,7 +137,7 @@ fn overwrite_refuses_what_this_project_did_not_write() {
     let tmp = tempfile::tempdir().unwrap();
     let no_marker = tmp.path().join("a");
     fs::create_dir(&no_marker).unwrap();
-    fs::write(no_marker.join("part-00000"), "offset,y,a\n").unwrap();
+    fs::write(no_marker.join("part-00000"), "key,y,a\n").unwrap();
     let err = open_output(&Location::Local(no_marker.clone()), &S3Options::default())
         .unwrap()
         .prepare(true)
@@ -283,7 +283,7 @@ fn readers_refuse_uncommitted_or_tampered_outputs() {
         .unwrap()
         .load()
         .unwrap();
-    fs::write(dir.join("part-00002"), "offset,y,a\n9,0,2\n").unwrap();
+    fs::write(dir.join("part-00002"), "key,y,a\n9,0,2\n").unwrap();
     let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
     for subset in [vec![0, 1, 2], vec![2], vec![1]] {
         let err = ds.load_parts(&subset).unwrap_err();
@@ -300,7 +300,7 @@ fn checksum_mismatch_and_malformed_lines_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out");
     let loc = write_output(&dir);
-    fs::write(dir.join("part-00001"), "offset,y,a\n4,1,7\n").unwrap();
+    fs::write(dir.join("part-00001"), "key,y,a\n4,1,7\n").unwrap();
     let err = Dataset::open(&loc, &S3Options::default())
         .unwrap()
         .load()
@@ -313,13 +313,51 @@ fn checksum_mismatch_and_malformed_lines_are_named() {
 
     // Hadoop-style output: no manifest, trailing tabs; a bad line is reported with its number.
     fs::remove_file(dir.join("_manifest.json")).unwrap();
-    fs::write(dir.join("part-00001"), "offset,y,a\t\n4,1,7\t\n5,1,x\t\n").unwrap();
+    fs::write(dir.join("part-00001"), "key,y,a\t\n4,1,7\t\n5,1,x\t\n").unwrap();
     let err = Dataset::open(&loc, &S3Options::default())
         .unwrap()
         .load()
         .unwrap_err()
         .to_string();
     assert!(err.contains("part-00001:3"), "{err}");
+
+    // An older output, keyed by byte offsets: refused, saying why and what to do.
+    fs::write(dir.join("part-00001"), "offset,y,a\n4,1,7\n").unwrap();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("part-00001:1") && err.contains("byte offset") && err.contains("again"),
+        "{err}"
+    );
+}
+
+#[test]
+fn units_are_read_with_their_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    fs::create_dir(&dir).unwrap();
+    fs::write(
+        dir.join("part-00000"),
+        "key,unit:hh,y,a\n4,77,1,0.5\n9,77,0,1\n12,78,1,2\n",
+    )
+    .unwrap();
+    fs::write(dir.join("_SUCCESS"), "").unwrap();
+    let table = Dataset::open(&Location::Local(dir), &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(table.unit_name.as_deref(), Some("hh"));
+    assert_eq!(table.keys, [4, 9, 12]);
+    assert_eq!(table.units, [77, 77, 78]);
+    assert_eq!(table.features, [0.5, 1.0, 2.0]);
+    // Rows of a unit share its side of the split: the split is drawn from the unit's hash.
+    for seed in 0..50 {
+        assert_eq!(table.is_test(0, seed, 0.5), table.is_test(1, seed, 0.5));
+        assert_eq!(table.is_test(0, seed, 0.5), shards::is_test(77, seed, 0.5));
+    }
 }
 
 #[test]
@@ -338,7 +376,7 @@ fn commit_with_a_missing_part_publishes_nothing() {
     let out = open_output(&loc, &S3Options::default()).unwrap();
     out.prepare(false).unwrap();
     let mut w = out.create_part("part-00000").unwrap();
-    w.write_all(b"offset,y,a\n").unwrap();
+    w.write_all(b"key,y,a\n").unwrap();
     let first = w.finish().unwrap();
     let mut missing = first.clone();
     missing.name = "part-00001".into();

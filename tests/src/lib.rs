@@ -187,13 +187,31 @@ pub struct Expected {
 
 /// The sequential reference: one pass with `shards`' LineReader and Cleaner.
 pub fn reference(input: &[u8], options: &SchemaOptions, num_shards: u32) -> Expected {
+    reference_capped(input, options, num_shards, None)
+}
+
+/// [`reference`] with `--max-rows-per-unit`: records keyed by the design's rule written plainly
+/// ([`shards::keys::plain_keys`]), each shard in input order.
+pub fn reference_capped(
+    input: &[u8],
+    options: &SchemaOptions,
+    num_shards: u32,
+    max_rows: Option<u32>,
+) -> Expected {
     let mut lines = LineReader::new(input, 0);
     let (_, first) = lines.next_line().unwrap().expect("input has a header");
     let schema = Schema::from_header(first, options).unwrap();
     let mut e = Expected {
-        header: shards::format::header_line(schema.label_name(), &schema.feature_names()),
+        header: shards::format::header_line(
+            schema.unit_name(),
+            schema.label_name(),
+            &schema.feature_names(),
+        ),
         ..Expected::default()
     };
+    // Each shard's (unit, content) in input order.
+    type Records = Vec<(Option<u64>, Vec<u8>)>;
+    let mut records: BTreeMap<u32, Records> = BTreeMap::new();
     for r in DropReason::ALL {
         e.dropped.insert(r.name().to_string(), 0);
     }
@@ -205,10 +223,15 @@ pub fn reference(input: &[u8], options: &SchemaOptions, num_shards: u32) -> Expe
                 let mut buf = Vec::new();
                 cleaner.write_record(offset, &mut buf);
                 buf.pop();
-                e.shards
-                    .entry(shards::shard_of(offset, num_shards))
+                let comma = buf.iter().position(|&b| b == b',').unwrap();
+                let content = buf[comma + 1..].to_vec();
+                let place = cleaner
+                    .unit()
+                    .unwrap_or_else(|| shards::keys::content_hash(&content));
+                records
+                    .entry(shards::shard_of(place, num_shards))
                     .or_default()
-                    .push(String::from_utf8(buf).unwrap());
+                    .push((cleaner.unit(), content));
                 e.kept += 1;
                 e.input_rows += 1;
             }
@@ -218,6 +241,17 @@ pub fn reference(input: &[u8], options: &SchemaOptions, num_shards: u32) -> Expe
                 e.input_rows += 1;
             }
         }
+    }
+    for (shard, records) in records {
+        let plain: Vec<(Option<u64>, &[u8])> = records.iter().map(|(u, c)| (*u, &c[..])).collect();
+        let keys = shards::keys::plain_keys(&plain, max_rows);
+        let lines: Vec<String> = keys
+            .into_iter()
+            .zip(&records)
+            .filter_map(|(k, (_, c))| k.map(|k| format!("{k},{}", String::from_utf8_lossy(c))))
+            .collect();
+        e.kept -= (records.len() - lines.len()) as u64;
+        e.shards.insert(shard, lines);
     }
     e
 }
@@ -328,8 +362,10 @@ pub fn dropped(counters: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
 }
 
 /// Reads a directory of part files (reducer or pipeline outputs): checks that it loads as a
-/// `shards::Dataset`, that every file has one header line at the top and records of each shard
-/// in offset order, and returns each shard's record lines (by `shard_of` of the offset).
+/// `shards::Dataset` and that every file has one header line at the top, and returns each
+/// shard's record lines in file order (a file holds each of its shards' records together, in
+/// offset order: compare with [`reference`] to check that), the shard being the one the design
+/// places the record in (by its unit's hash, or its content's).
 pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, String) {
     let location = Location::parse(dir.to_str().unwrap()).unwrap();
     // The shell pipelines here stand for a whole Hadoop job, whose committer writes _SUCCESS
@@ -352,27 +388,26 @@ pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, 
     let mut total = 0;
     for name in names {
         let text = std::fs::read_to_string(dir.join(&name)).unwrap();
-        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut unit = false;
         for (i, line) in text.lines().enumerate() {
             let line = shards::format::trim_line(line);
             if i == 0 {
-                assert!(line.starts_with("offset,"), "{name}: no header at the top");
+                assert!(line.starts_with("key,"), "{name}: no header at the top");
+                unit = shards::format::parse_header(line).unwrap().unit.is_some();
                 match &header {
                     Some(h) => assert_eq!(h, line, "{name}: header differs"),
                     None => header = Some(line.to_string()),
                 }
                 continue;
             }
-            assert!(
-                !line.starts_with("offset,"),
-                "{name}:{}: second header",
-                i + 1
-            );
-            let offset: u64 = line.split(',').next().unwrap().parse().unwrap();
-            let shard = shards::shard_of(offset, num_shards);
-            if let Some(prev) = last.insert(shard, offset) {
-                assert!(prev < offset, "{name}: shard {shard} not in offset order");
-            }
+            assert!(!line.starts_with("key,"), "{name}:{}: second header", i + 1);
+            let content = line.split_once(',').unwrap().1;
+            let place = if unit {
+                content.split(',').next().unwrap().parse().unwrap()
+            } else {
+                shards::keys::content_hash(content.as_bytes())
+            };
+            let shard = shards::shard_of(place, num_shards);
             shards.entry(shard).or_default().push(line.to_string());
             total += 1;
         }
@@ -382,9 +417,6 @@ pub fn read_shards(dir: &Path, num_shards: u32) -> (BTreeMap<u32, Vec<String>>, 
         table.len(),
         "Dataset and text agree on the record count"
     );
-    for records in shards.values_mut() {
-        records.sort_by_key(|l| l.split(',').next().unwrap().parse::<u64>().unwrap());
-    }
     (shards, header.map(|h| h + "\n").unwrap_or_default())
 }
 
@@ -663,6 +695,7 @@ pub mod flags {
             exclude: Some(vec!["c".into()]),
             columns: Some(["a", "b", "c", "y"].map(String::from).to_vec()),
             na_values: ["NA", "?", ""].map(String::from).to_vec(),
+            unit: None,
         };
         assert_eq!(shards::SchemaOptions::from(a.clone()), want);
     }

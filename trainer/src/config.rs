@@ -132,6 +132,13 @@ pub struct TrainConfig {
     /// How the feature columns become the model's inputs (public bounds, categories, noisy
     /// standardization); empty: every column as it is.
     pub features: FeatureSpec,
+    /// The privacy unit (`--privacy-unit`): the column the shards were written with, whose
+    /// rows are one unit. `None`: the shards' own (each line, or the unit they were written
+    /// with). Checked against the shards when they are loaded.
+    pub privacy_unit: Option<String>,
+    /// `--max-rows-per-unit`: a unit keeps at most this many rows (its smallest keys); `None`:
+    /// the shards' own bound, if any.
+    pub max_rows_per_unit: Option<u32>,
     /// Share of records in the test set.
     pub test_fraction: f64,
     /// Seed of the train/test split (the design's splitmix64 rule).
@@ -179,6 +186,19 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// What loading the run's records takes.
+    pub fn data_spec(&self) -> crate::data::DataSpec {
+        crate::data::DataSpec {
+            location: self.data.clone(),
+            s3: self.s3.clone(),
+            test_fraction: self.test_fraction,
+            split_seed: self.split_seed,
+            features: self.features.clone(),
+            privacy_unit: self.privacy_unit.clone(),
+            max_rows_per_unit: self.max_rows_per_unit,
+        }
+    }
+
     /// The noise's key: the seed when there is one, else the operating system.
     pub fn noise_rng(&self) -> NoiseRng {
         match self.seed {
@@ -208,6 +228,8 @@ impl TrainConfig {
             }),
             hidden: vec![50],
             features: FeatureSpec::new(),
+            privacy_unit: None,
+            max_rows_per_unit: None,
             test_fraction: 0.2,
             split_seed: 0,
             seed: None,
@@ -262,6 +284,9 @@ impl TrainConfig {
         }
         if self.hidden.contains(&0) {
             return bad("--hidden widths must be positive".into());
+        }
+        if self.max_rows_per_unit == Some(0) {
+            return bad("--max-rows-per-unit must be at least 1".into());
         }
         if self.hidden.len() > limits::LAYERS {
             return bad(format!(

@@ -162,15 +162,148 @@ pub fn share_of(parts: usize, worker: usize, workers: usize) -> Range<usize> {
     worker * parts / workers..(worker + 1) * parts / workers
 }
 
+/// What loading a run's records takes ([`crate::TrainConfig::data_spec`]), in the order the
+/// records go through it: where they are, their privacy unit (and its bound on rows), the
+/// feature transform, the split.
+#[derive(Debug, Clone)]
+pub struct DataSpec {
+    /// The shards.
+    pub location: Location,
+    /// How S3 shards are reached.
+    pub s3: shards::S3Options,
+    /// Share of records (of units) held out.
+    pub test_fraction: f64,
+    /// Seed of the split.
+    pub split_seed: u64,
+    /// The feature transform.
+    pub features: FeatureSpec,
+    /// `--privacy-unit`: the unit column the shards must have been written with (`None`: the
+    /// shards' own).
+    pub privacy_unit: Option<String>,
+    /// `--max-rows-per-unit` (`None`: the shards' own bound).
+    pub max_rows_per_unit: Option<u32>,
+}
+
+/// A run's privacy unit, when it is not one line: the column whose value makes rows one unit,
+/// and the public bound on a unit's rows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Units {
+    /// The unit's column (as the shards were written with `--privacy-unit`).
+    pub column: String,
+    /// At most this many rows a unit (its smallest keys); `None`: no bound.
+    pub max_rows: Option<u32>,
+}
+
+impl Units {
+    /// The unit of shards with `unit_name` (in their header) and the bound `written_cap` their
+    /// manifest records, for a run asking for `wanted` and `wanted_cap`.
+    pub fn resolve(
+        location: &Location,
+        unit_name: Option<&str>,
+        written_cap: Option<u32>,
+        wanted: Option<&str>,
+        wanted_cap: Option<u32>,
+    ) -> Result<Option<Units>> {
+        let bad = |reason: String| {
+            Err(Error::Data {
+                location: location.to_string(),
+                reason,
+            })
+        };
+        let column = match (unit_name, wanted) {
+            (None, None) => {
+                if wanted_cap.is_some() {
+                    return Err(Error::Config(
+                        "--max-rows-per-unit bounds the rows of a privacy unit, and these shards                          have none (each line is its own unit): write them with `pipeline                          --privacy-unit COLUMN`"
+                            .into(),
+                    ));
+                }
+                return Ok(None);
+            }
+            (None, Some(w)) => {
+                return bad(format!(
+                    "--privacy-unit {w}: these shards were written without a privacy unit, so                      each line is its own unit and a {w}'s rows may sit apart; write them again                      with `pipeline --privacy-unit {w}` (or mapper --privacy-unit {w})"
+                ));
+            }
+            (Some(u), Some(w)) if u != w => {
+                return bad(format!(
+                    "--privacy-unit {w}: these shards were written with --privacy-unit {u}"
+                ));
+            }
+            (Some(u), _) => u.to_string(),
+        };
+        let max_rows = match (written_cap, wanted_cap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Some(Units { column, max_rows }))
+    }
+}
+
+/// Keeps, of each unit of `table` with more than `k` rows, the `k` with the smallest keys (the
+/// writers' rule, docs/design.md "At most K rows a unit"); returns the rows let go.
+pub fn cap_units(table: &mut Table, k: u32) -> usize {
+    if table.units.is_empty() {
+        return 0;
+    }
+    let mut by_unit: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+    for (&u, &key) in table.units.iter().zip(&table.keys) {
+        by_unit.entry(u).or_default().push(key);
+    }
+    let largest: std::collections::HashMap<u64, u64> = by_unit
+        .into_iter()
+        .filter(|(_, keys)| keys.len() > k as usize)
+        .map(|(u, mut keys)| {
+            keys.select_nth_unstable(k as usize - 1);
+            (u, keys[k as usize - 1])
+        })
+        .collect();
+    if largest.is_empty() {
+        return 0;
+    }
+    let width = table.width();
+    let before = table.len();
+    let keep: Vec<bool> = (0..before)
+        .map(|i| {
+            largest
+                .get(&table.units[i])
+                .is_none_or(|&l| table.keys[i] <= l)
+        })
+        .collect();
+    let mut at = 0;
+    for i in 0..before {
+        if keep[i] {
+            table.keys[at] = table.keys[i];
+            table.units[at] = table.units[i];
+            table.labels[at] = table.labels[i];
+            table
+                .features
+                .copy_within(i * width..(i + 1) * width, at * width);
+            at += 1;
+        }
+    }
+    table.keys.truncate(at);
+    table.units.truncate(at);
+    table.labels.truncate(at);
+    table.features.truncate(at * width);
+    before - at
+}
+
 /// The training and test splits and the column names.
 #[derive(Debug)]
 pub struct Data {
-    /// Examples trained on.
+    /// Examples trained on (with a privacy unit, each unit's rows together, units in the order
+    /// of [`Data::unit_starts`]).
     pub train: Examples,
     /// Held-out examples (may be empty with `--test-fraction 0`).
     pub test: Examples,
-    /// The record keys (input byte offsets) of the training examples, in their order.
+    /// The record keys of the training examples, in their order.
     pub train_keys: Vec<u64>,
+    /// The run's privacy unit, when it is not one line.
+    pub units: Option<Units>,
+    /// With units: where each training unit's rows start in `train`, and the end (one more
+    /// entry than units). Empty without units: each row is its own unit.
+    pub unit_starts: Vec<usize>,
     /// A hash of the whole dataset's listing (every part's name and size, and the manifest),
     /// the same in every process that reads the same shards (0 for a table split in memory).
     pub fingerprint: u64,
@@ -198,44 +331,33 @@ pub struct TransformInfo {
 }
 
 impl Data {
-    /// Reads every shard at `location` (checking the manifest when there is one; on S3 through
-    /// a store built with `s3`) and splits it: a record is a test record when
-    /// `shards::is_test(offset, split_seed, test_fraction)`.
-    pub fn load(
-        location: &Location,
-        s3: &shards::S3Options,
-        test_fraction: f64,
-        split_seed: u64,
-        spec: &FeatureSpec,
-        device: Device,
-    ) -> Result<Self> {
-        let data = Data::load_share(location, s3, 0, 1, test_fraction, split_seed, spec, device)?;
+    /// Reads every shard of `spec` (checking the manifest when there is one) and splits it: a
+    /// record (a unit's records) is in the test split by [`shards::Table::is_test`].
+    pub fn load(spec: &DataSpec, device: Device) -> Result<Self> {
+        let data = Data::load_share(spec, 0, 1, device)?;
         if data.train.is_empty() {
             return Err(Error::Data {
-                location: location.to_string(),
+                location: spec.location.to_string(),
                 reason: format!(
-                    "no training records ({} test records, test fraction {test_fraction})",
-                    data.test.len()
+                    "no training records ({} test records, test fraction {})",
+                    data.test.len(),
+                    spec.test_fraction
                 ),
             });
         }
         Ok(data)
     }
 
-    /// Worker `worker`'s share of the shards at `location` out of `workers` ([`share_of`]),
-    /// loaded, transformed by `spec` and split as [`Data::load`] does (either split may be
-    /// empty here).
-    #[allow(clippy::too_many_arguments)]
+    /// Worker `worker`'s share of the shards of `spec` out of `workers` ([`share_of`]), taken
+    /// as [`Data::load`] takes all of them, one way: read, bound each unit's rows, transform
+    /// the features, split (either split may be empty here).
     pub fn load_share(
-        location: &Location,
-        s3: &shards::S3Options,
+        spec: &DataSpec,
         worker: usize,
         workers: usize,
-        test_fraction: f64,
-        split_seed: u64,
-        spec: &FeatureSpec,
         device: Device,
     ) -> Result<Self> {
+        let location = &spec.location;
         if let Location::Local(dir) = location
             && !dir.exists()
         {
@@ -246,7 +368,7 @@ impl Data {
                     .into(),
             });
         }
-        let dataset = Dataset::open(location, s3)?;
+        let dataset = Dataset::open(location, &spec.s3)?;
         let parts = dataset.parts().len();
         if workers > parts {
             return Err(Error::Data {
@@ -259,7 +381,7 @@ impl Data {
         }
         let mine = share_of(parts, worker, workers);
         let indices: Vec<usize> = mine.clone().collect();
-        let table = dataset.load_parts(&indices)?;
+        let mut table = dataset.load_parts(&indices)?;
         if table.feature_names.is_empty() {
             return Err(Error::Data {
                 location: location.to_string(),
@@ -272,8 +394,19 @@ impl Data {
                 ),
             });
         }
-        let t = spec.apply(&table)?;
-        let mut data = Data::split(&t.table, test_fraction, split_seed, device)?;
+        let units = Units::resolve(
+            location,
+            table.unit_name.as_deref(),
+            dataset.manifest().and_then(|m| m.options.max_rows_per_unit),
+            spec.privacy_unit.as_deref(),
+            spec.max_rows_per_unit,
+        )?;
+        if let Some(k) = units.as_ref().and_then(|u| u.max_rows) {
+            cap_units(&mut table, k);
+        }
+        let t = spec.features.apply(&table)?;
+        let mut data = Data::split(&t.table, spec.test_fraction, spec.split_seed, device)?;
+        data.units = units;
         data.fingerprint = fingerprint(&dataset);
         data.transform = TransformInfo {
             raw_out_of_range: t
@@ -286,13 +419,9 @@ impl Data {
                 Vec::new()
             } else {
                 let k = t.table.width();
-                let train: Vec<f32> = t
-                    .table
-                    .offsets
-                    .iter()
-                    .enumerate()
-                    .filter(|&(_, &o)| !shards::is_test(o, split_seed, test_fraction))
-                    .flat_map(|(i, _)| t.table.features[i * k..(i + 1) * k].iter().copied())
+                let train: Vec<f32> = (0..t.table.len())
+                    .filter(|&i| !t.table.is_test(i, spec.split_seed, spec.test_fraction))
+                    .flat_map(|i| t.table.features[i * k..(i + 1) * k].iter().copied())
                     .collect();
                 Standardizer::sums(&train, k, &t.standardized)
             },
@@ -308,6 +437,8 @@ impl Data {
             train: self.train.copy()?,
             test: self.test.copy()?,
             train_keys: self.train_keys.clone(),
+            units: self.units.clone(),
+            unit_starts: self.unit_starts.clone(),
             fingerprint: self.fingerprint,
             label_name: self.label_name.clone(),
             feature_names: self.feature_names.clone(),
@@ -315,7 +446,10 @@ impl Data {
         })
     }
 
-    /// Splits a loaded table (see [`Data::load`]).
+    /// Splits a loaded table (see [`Data::load`]). With units (the table's records carry
+    /// their unit's hash), the training rows are grouped by unit, units in the order they
+    /// first appear ([`Data::unit_starts`]), so the global order of units does not depend on
+    /// how many workers share the parts.
     pub fn split(
         table: &Table,
         test_fraction: f64,
@@ -323,30 +457,76 @@ impl Data {
         device: Device,
     ) -> Result<Self> {
         let k = table.width();
-        let (mut train_x, mut train_y, mut test_x, mut test_y) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut train_keys = Vec::new();
-        for (i, &offset) in table.offsets.iter().enumerate() {
-            let x = &table.features[i * k..(i + 1) * k];
-            let y = table.labels[i];
-            if shards::is_test(offset, split_seed, test_fraction) {
-                test_x.extend_from_slice(x);
-                test_y.push(y);
-            } else {
-                train_x.extend_from_slice(x);
-                train_y.push(y);
-                train_keys.push(offset);
+        let (mut train, mut test): (Vec<usize>, Vec<usize>) =
+            (0..table.len()).partition(|&i| !table.is_test(i, split_seed, test_fraction));
+        let mut unit_starts = Vec::new();
+        if !table.units.is_empty() {
+            // Units in the order they first appear, each unit's rows in theirs: a unit lies in
+            // one part, so this order is the parts' in turn, whichever parts a worker holds.
+            let mut first: std::collections::HashMap<u64, usize> = Default::default();
+            for &i in &train {
+                let n = first.len();
+                first.entry(table.units[i]).or_insert(n);
             }
+            train.sort_by_key(|&i| first[&table.units[i]]);
+            for (at, &i) in train.iter().enumerate() {
+                if at == 0 || table.units[train[at - 1]] != table.units[i] {
+                    unit_starts.push(at);
+                }
+            }
+            unit_starts.push(train.len());
         }
+        test.sort_unstable();
+        let gather = |rows: &[usize]| -> (Vec<f32>, Vec<f32>) {
+            let x = rows
+                .iter()
+                .flat_map(|&i| table.features[i * k..(i + 1) * k].iter().copied())
+                .collect();
+            (x, rows.iter().map(|&i| table.labels[i]).collect())
+        };
+        let (train_x, train_y) = gather(&train);
+        let (test_x, test_y) = gather(&test);
         Ok(Data {
             train: Examples::new(&train_x, &train_y, k, device)?,
             test: Examples::new(&test_x, &test_y, k, device)?,
-            train_keys,
+            train_keys: train.iter().map(|&i| table.keys[i]).collect(),
+            units: None,
+            unit_starts,
             fingerprint: 0,
             label_name: table.label_name.clone(),
             feature_names: table.feature_names.clone(),
             transform: TransformInfo::default(),
         })
+    }
+
+    /// The training rows of `units` (local unit numbers, sorted) into `rows`, and where each
+    /// unit's rows start in `rows` (and the end) into `starts`: what a step gathers and clips
+    /// by. Without units, each row is its own.
+    pub fn unit_rows(&self, units: &[i64], rows: &mut Vec<i64>, starts: &mut Vec<usize>) {
+        rows.clear();
+        starts.clear();
+        if self.unit_starts.is_empty() {
+            rows.extend_from_slice(units);
+            starts.extend(0..=units.len());
+            return;
+        }
+        starts.push(0);
+        for &u in units {
+            let (start, end) = (
+                self.unit_starts[u as usize],
+                self.unit_starts[u as usize + 1],
+            );
+            rows.extend(start as i64..end as i64);
+            starts.push(rows.len());
+        }
+    }
+
+    /// Number of training units: the sampler's population (rows without units).
+    pub fn train_units(&self) -> usize {
+        match self.unit_starts.len() {
+            0 => self.train.len(),
+            n => n - 1,
+        }
     }
 
     /// The index of feature `name`, or an error listing the features there are.
@@ -391,9 +571,10 @@ mod tests {
         Table {
             label_name: "employed".into(),
             feature_names: vec!["a".into(), "b".into()],
-            offsets: (0..1000).map(|i| i * 17).collect(),
+            keys: (0..1000).map(|i| i * 17).collect(),
             labels: (0..1000).map(|i| (i % 2) as f32).collect(),
             features: (0..2000).map(|i| (i % 3) as f32).collect(),
+            ..Table::default()
         }
     }
 
@@ -419,7 +600,7 @@ mod tests {
         let t = table();
         let d = Data::split(&t, 0.2, 7, Device::Cpu).unwrap();
         let expected_test = t
-            .offsets
+            .keys
             .iter()
             .filter(|&&o| shards::is_test(o, 7, 0.2))
             .count();
@@ -434,6 +615,119 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'sex'") && err.contains("a, b"), "{err}");
+    }
+
+    /// 40 units of 1 to 7 rows, records keyed as the pipeline keys them.
+    fn unit_table() -> Table {
+        let mut t = Table {
+            label_name: "employed".into(),
+            feature_names: vec!["a".into()],
+            unit_name: Some("household".into()),
+            ..Table::default()
+        };
+        let mut ranks: std::collections::HashMap<String, u64> = Default::default();
+        for u in 0..40u64 {
+            let unit = shards::keys::unit_hash(u.to_string().as_bytes());
+            for r in 0..1 + u % 7 {
+                let content = format!("{unit},{},{}", r % 2, r % 3);
+                let rank = ranks.entry(content.clone()).or_insert(0);
+                *rank += 1;
+                let h = shards::keys::content_hash(content.as_bytes());
+                let key = shards::keys::record_key(h, *rank - 1);
+                t.keys.push(key);
+                t.units.push(unit);
+                t.labels.push((r % 2) as f32);
+                t.features.push((r % 3) as f32);
+            }
+        }
+        t
+    }
+
+    /// A unit over the cap keeps its K smallest keys (the writers' rule), the same rows
+    /// whatever order they come in.
+    #[test]
+    fn capping_keeps_each_units_smallest_keys() {
+        let full = unit_table();
+        let mut capped = full.clone();
+        let gone = cap_units(&mut capped, 3);
+        let over: usize = (0..40u64)
+            .map(|u| (1 + u % 7).saturating_sub(3) as usize)
+            .sum();
+        assert_eq!(gone, over);
+        let mut by_unit: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for (k, u) in full.keys.iter().zip(&full.units) {
+            by_unit.entry(*u).or_default().push(*k);
+        }
+        let mut want: Vec<u64> = by_unit
+            .values_mut()
+            .flat_map(|keys| {
+                keys.sort_unstable();
+                keys[..keys.len().min(3)].to_vec()
+            })
+            .collect();
+        want.sort_unstable();
+        let mut got = capped.keys.clone();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        // Reversed input order: the same rows kept.
+        let mut reversed = full.clone();
+        reversed.keys.reverse();
+        reversed.units.reverse();
+        reversed.labels.reverse();
+        reversed.features.reverse();
+        cap_units(&mut reversed, 3);
+        let mut again = reversed.keys.clone();
+        again.sort_unstable();
+        assert_eq!(again, want);
+        // Features stay with their records.
+        for i in 0..capped.len() {
+            let j = full.keys.iter().position(|&k| k == capped.keys[i]).unwrap();
+            assert_eq!(capped.features[i], full.features[j]);
+            assert_eq!(capped.units[i], full.units[j]);
+        }
+    }
+
+    /// With units, each unit's rows are on one side of the split and together in the training
+    /// rows; a step's units expand to exactly their rows.
+    #[test]
+    fn units_are_split_and_kept_together() {
+        let t = unit_table();
+        let d = Data::split(&t, 0.25, 3, Device::Cpu).unwrap();
+        assert_eq!(d.train.len() + d.test.len(), t.len());
+        let test_units = (0..t.len())
+            .filter(|&i| t.is_test(i, 3, 0.25))
+            .map(|i| t.units[i])
+            .collect::<std::collections::BTreeSet<_>>();
+        let train_units = (0..t.len())
+            .filter(|&i| !t.is_test(i, 3, 0.25))
+            .map(|i| t.units[i])
+            .collect::<std::collections::BTreeSet<_>>();
+        assert!(test_units.is_disjoint(&train_units));
+        assert_eq!(d.train_units(), train_units.len());
+        assert_eq!(*d.unit_starts.last().unwrap(), d.train.len());
+        // Each training unit's rows are one run of the training keys.
+        let unit_of_key: std::collections::HashMap<u64, u64> = t
+            .keys
+            .iter()
+            .copied()
+            .zip(t.units.iter().copied())
+            .collect();
+        for w in d.unit_starts.windows(2) {
+            let units: std::collections::BTreeSet<u64> = d.train_keys[w[0]..w[1]]
+                .iter()
+                .map(|k| unit_of_key[k])
+                .collect();
+            assert_eq!(units.len(), 1);
+        }
+        let (mut rows, mut groups) = (Vec::new(), Vec::new());
+        d.unit_rows(&[0, 2], &mut rows, &mut groups);
+        let (a, b) = (
+            d.unit_starts[1] - d.unit_starts[0],
+            d.unit_starts[3] - d.unit_starts[2],
+        );
+        assert_eq!(rows.len(), a + b);
+        assert_eq!(groups.iter().filter(|&&g| g == 0).count(), a);
+        assert_eq!(groups.iter().filter(|&&g| g == 1).count(), b);
     }
 
     #[test]

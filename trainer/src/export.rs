@@ -214,8 +214,9 @@ impl<'a> ModelCard<'a> {
         let held_out = last.map(|m| HeldOut {
             covered_by_epsilon: false,
             rows: format!(
-                "the test split (records with splitmix64(offset ^ splitmix64({})) below {} * \
-                 2^64), never trained on; the attack on up to {} of them",
+                "the test split (records, or units, with splitmix64(u ^ splitmix64({})) below \
+                 {} * 2^64, u the record's key or its unit's hash), never trained on; the \
+                 attack on up to {} of them",
                 config.split_seed, config.test_fraction, config.attack_rows
             ),
             test_loss: m.test_loss,
@@ -240,14 +241,28 @@ impl<'a> ModelCard<'a> {
     }
 }
 
-/// The privacy unit of a run, in words: one record of its training split.
+/// The privacy unit of a run, in words: one line of the input file, or one unit (all its
+/// rows), with the neighbouring relation and the split.
 pub fn privacy_unit(config: &TrainConfig) -> String {
-    format!(
-        "one record of the training split (add/remove neighbours): a record of the input, \
-         keyed by its byte offset, is in the training split when splitmix64(offset ^ \
-         splitmix64({})) is at least {} * 2^64",
+    let split = format!(
+        "is in the training split when splitmix64(u ^ splitmix64({})) is at least {} * 2^64",
         config.split_seed, config.test_fraction
-    )
+    );
+    match &config.privacy_unit {
+        None => format!(
+            "one line of the input file (add/remove neighbours: the file with or without it); a \
+             record, keyed by its content and its rank among equal records (u, its key), {split}"
+        ),
+        Some(column) => format!(
+            "one {column} (every row sharing a value of the column '{column}'{}; add/remove \
+             neighbours: the file with or without all of its rows); a {column}, by the hash of \
+             its value (u), {split}",
+            match config.max_rows_per_unit {
+                Some(k) => format!(", at most {k} of them: the {k} with the smallest keys"),
+                None => String::new(),
+            }
+        ),
+    }
 }
 
 /// The options file's path for model path `model`: the same name with `.json`.

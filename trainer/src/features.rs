@@ -315,7 +315,9 @@ impl FeatureSpec {
         let mut out = Table {
             label_name: table.label_name.clone(),
             feature_names: names,
-            offsets: Vec::with_capacity(table.len()),
+            keys: Vec::with_capacity(table.len()),
+            units: Vec::with_capacity(table.units.len()),
+            unit_name: table.unit_name.clone(),
             labels: Vec::with_capacity(table.len()),
             features: Vec::with_capacity(table.len() * width),
         };
@@ -353,7 +355,8 @@ impl FeatureSpec {
                 }
             }
             out.features.extend_from_slice(&row);
-            out.offsets.push(table.offsets[i]);
+            out.keys.push(table.keys[i]);
+            out.units.extend(table.units.get(i));
             out.labels.push(table.labels[i]);
         }
         let unknown = table
@@ -566,7 +569,7 @@ mod tests {
         Table {
             label_name: "employed".into(),
             feature_names: vec!["age".into(), "educ".into(), "sex".into(), "income".into()],
-            offsets: vec![0, 10, 20, 30],
+            keys: vec![0, 10, 20, 30],
             labels: vec![1.0, 0.0, 1.0, 0.0],
             features: vec![
                 10.0, 1.0, 0.0, 0.0, //
@@ -574,6 +577,7 @@ mod tests {
                 200.0, 9.0, 1.0, 2000.0, //
                 100.0, 2.0, 0.0, -10.0,
             ],
+            ..Table::default()
         }
     }
 
@@ -721,7 +725,7 @@ mod tests {
         s.add_categories("educ=1..3").unwrap();
         let t = s.apply(&table()).unwrap();
         assert_eq!(
-            t.table.offsets,
+            t.table.keys,
             [0, 10, 30],
             "the record with educ 9 is dropped"
         );

@@ -146,7 +146,7 @@ fn run_on(
         check_outputs(config)?;
     }
     tch::set_num_threads(config.intra_op_threads as i32);
-    let shared = Arc::new(config.clone());
+    let shared = Arc::new(with_units(config)?);
     // A peer whose machine stops acknowledging (link or machine down) is named unreachable
     // after half the peer timeout, before a round's own timeout, as in the pipeline.
     let unreachable = (config.peer_timeout / 2).max(Duration::from_secs(1));
@@ -181,6 +181,26 @@ fn run_on(
         return Err(e);
     }
     Ok(report.expect("every worker returned a report"))
+}
+
+/// `config` with its privacy unit as the shards have it: the column they were written with and
+/// the bound on a unit's rows (the smaller of theirs and `--max-rows-per-unit`), so that
+/// everything the run says and releases names the unit epsilon is for. Refuses a unit the
+/// shards were not written with.
+pub fn with_units(config: &TrainConfig) -> Result<TrainConfig> {
+    let dataset = shards::Dataset::open(&config.data, &config.s3)?;
+    let (written, written_cap) = dataset.unit()?;
+    let units = crate::data::Units::resolve(
+        &config.data,
+        written.as_deref(),
+        written_cap,
+        config.privacy_unit.as_deref(),
+        config.max_rows_per_unit,
+    )?;
+    let mut config = config.clone();
+    config.privacy_unit = units.as_ref().map(|u| u.column.clone());
+    config.max_rows_per_unit = units.and_then(|u| u.max_rows);
+    Ok(config)
 }
 
 /// One worker's run (see the module documentation): the one place its phases are wired, in
@@ -219,7 +239,7 @@ fn train_worker(
             &data,
             name,
             config.attack_rows,
-            (layout.share.start as usize, layout.test_start),
+            (layout.train_start, layout.test_start),
             layout.test_rows,
             |v| peers.sum_totals(v),
         )?),
@@ -227,11 +247,12 @@ fn train_worker(
     };
 
     let keys = Keys::exchange(config.seed, &mut peers)?;
-    let plan = SamplingPlan::new(layout.train_rows, config.batch_size, config.population);
+    // Units are sampled (each line is a unit without --privacy-unit).
+    let plan = SamplingPlan::new(layout.train_units, config.batch_size, config.population);
     let per_epoch = plan.steps_per_epoch;
     let sampler = match config.sampling {
         Sampling::Poisson => {
-            PoissonSampler::with_rate(layout.train_rows, plan.rate, keys.sampler.rng(0))?
+            PoissonSampler::with_rate(layout.train_units, plan.rate, keys.sampler.rng(0))?
         }
     };
     // The standardized columns' Gaussian release, composed with the steps.
@@ -266,6 +287,23 @@ fn train_worker(
             .collect();
         Tensor::from_slice(&ids).to_device(device)
     });
+    if let Some(units) = &data.units {
+        if dp.microbatches() > 0 {
+            return Err(Error::Config(format!(
+                "--microbatch groups records, and with the privacy unit '{}' each unit is \
+                 already clipped as one: leave --microbatch out",
+                units.column
+            )));
+        }
+        if canaries.is_some() {
+            return Err(Error::Config(
+                "trainer audit does not audit runs with a privacy unit yet: audit the \
+                 line-level run"
+                    .into(),
+            ));
+        }
+        dp = dp.clip_units();
+    }
     // Each worker's share carries the noise of its blocks of parameters.
     dp = dp.noise_share(me, workers);
     if let Some(c) = canaries {
@@ -340,6 +378,7 @@ fn train_worker(
             device,
             progress: config.progress && lead,
             host_rows,
+            unit_rows: Default::default(),
         },
         prof: Profiler::new(config.profile && lead, device),
         attack,
@@ -376,16 +415,7 @@ fn load_share(
 ) -> Result<(Data, usize)> {
     let mut data = match loaded {
         Some(loaded) => loaded.share(me)?,
-        None => Data::load_share(
-            &config.data,
-            &config.s3,
-            me,
-            workers,
-            config.test_fraction,
-            config.split_seed,
-            &config.features,
-            device,
-        )?,
+        None => Data::load_share(&config.data_spec(), me, workers, device)?,
     };
     if canaries.is_some() && !data.transform.standardized.is_empty() {
         // Its input canaries are crafted model inputs, appended before the release is drawn:

@@ -7,30 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{generated_shards, metrics, ok};
+use common::{generated_shards, metrics, ok, relative_difference, weights};
 use fastdp_tests::LoopbackCluster;
 use shards::Location;
-use tch::{Device, Tensor};
+use tch::Device;
 use trainer::mlp::{Mlp, Shape};
 use trainer::{NoiseSpec, Privacy, TrainConfig};
-
-/// The flat parameters of a saved model, in file order.
-fn weights(path: &Path) -> Tensor {
-    let mut named = Tensor::read_safetensors(path).expect("a saved model");
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::cat(
-        &named
-            .iter()
-            .map(|(_, t)| t.reshape([-1]))
-            .collect::<Vec<_>>(),
-        0,
-    )
-}
-
-/// ||a - b|| / ||a||.
-fn relative_difference(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).norm().double_value(&[]) / a.norm().double_value(&[])
-}
 
 /// `trainer` as process `process` of `cluster` (a hostfile cluster on loopback, each process
 /// handed its listener), in the background.
@@ -258,7 +240,7 @@ fn the_noise_is_added_once() {
     let dir = tempfile::tempdir().unwrap();
     let shards = dir.path().join("one");
     std::fs::create_dir(&shards).unwrap();
-    let header = "offset,employed,sex,disability\n";
+    let header = "key,employed,sex,disability\n";
     std::fs::write(shards.join("part-00000"), format!("{header}7,1,1,0\n")).unwrap();
     std::fs::write(shards.join("part-00001"), header).unwrap();
     // Committed, as a Hadoop job's output would be (readers require _SUCCESS).

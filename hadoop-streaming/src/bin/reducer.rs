@@ -7,17 +7,23 @@ use std::process::ExitCode;
 use clap::Parser;
 use hadoop_streaming::counters::DEFAULT_INTERVAL;
 use hadoop_streaming::{ReducerConfig, reducer};
+use shards::cli::UnitCapArgs;
 
 /// Writes the shards of the mapper's entries, sorted by key: one shard header line, then each
-/// shard's records in offset order. Counters go to stderr as `reporter:counter:` lines.
+/// shard's records in offset order, each keyed by its content and its rank among equal records.
+/// Counters go to stderr as `reporter:counter:` lines.
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {}
+struct Args {
+    #[command(flatten)]
+    cap: UnitCapArgs,
+}
 
 impl From<Args> for ReducerConfig {
-    fn from(_: Args) -> ReducerConfig {
+    fn from(a: Args) -> ReducerConfig {
         ReducerConfig {
             counter_interval: DEFAULT_INTERVAL,
+            max_rows_per_unit: a.cap.max_rows_per_unit,
         }
     }
 }

@@ -28,6 +28,7 @@ pub fn messy_csv(dir: &Path, rows: u64) -> PathBuf {
         rows,
         seed: 7,
         na_rate: 0.03,
+        households: false,
         output: Location::Local(clean.clone()),
         overwrite: false,
         s3: Default::default(),

@@ -14,11 +14,13 @@ pub fn manifest(shards: Vec<ShardInfo>) -> Manifest {
             input_columns: vec!["y".into(), "a".into()],
             label: "y".into(),
             features: vec!["a".into()],
+            unit: None,
         },
         options: ManifestOptions {
             input: "in.csv".into(),
             shards: 2,
             na_values: vec![],
+            max_rows_per_unit: None,
         },
         rows: RowCounts::default(),
         labels: BTreeMap::new(),

@@ -276,6 +276,7 @@ mod tests {
         let csv = dir.join("input.csv");
         let out = dir.join("shards");
         pipeline::generate(&pipeline::GenerateConfig {
+            households: false,
             rows: 2000,
             seed: 1,
             na_rate: 0.01,

@@ -39,10 +39,19 @@ pub fn microbatch_count(expected_batch: f64, size: usize) -> usize {
     ((expected_batch / size as f64).round() as usize).max(1)
 }
 
-/// The microbatch of the record with key `key` (its input byte offset) out of `count`: a hash
-/// of the key alone, so adding or removing a record moves no other record between groups.
+/// The microbatch of the record with key `key` out of `count` ([`shards::hash::microbatch_of`]:
+/// a hash of the key alone, so adding or removing a record moves no other record between groups).
 pub fn microbatch_of(key: u64, count: usize) -> i64 {
-    (shards::splitmix64(key ^ 0x6d69_6372_6f62_6174) % count as u64) as i64
+    i64::from(shards::hash::microbatch_of(key, count as u32))
+}
+
+/// How [`DpStep::grouped_sum`] makes a group's gradient of its rows'.
+#[derive(Debug, Clone, Copy)]
+enum Group {
+    /// Their sum: a privacy unit's gradient.
+    Sum,
+    /// Their mean: the seed's microbatches.
+    Mean,
 }
 
 /// One step's machinery, with its buffers reused across steps.
@@ -58,6 +67,10 @@ pub struct DpStep {
     /// With microbatches: their number, and the next batch's rows' microbatches.
     microbatches: usize,
     microbatch_ids: Option<Tensor>,
+    /// With privacy units: the next batch's rows' units (their places among the batch's
+    /// units) and the number of units, set before each step ([`DpStep::set_units`]).
+    units: bool,
+    unit_ids: Option<(Tensor, i64)>,
     /// The plain-Rust CPU path for small models ([`Fused`]), where it is faster.
     fused: Option<Fused>,
     /// The fused path's host gradient is newer than `grad`: it is copied over when `grad` is
@@ -117,7 +130,29 @@ impl DpStep {
             optimizer,
             microbatches,
             microbatch_ids: None,
+            units: false,
+            unit_ids: None,
         })
+    }
+
+    /// This step clips units, not rows: each sampled unit's gradient is the sum of its rows'
+    /// per-example gradients, clipped once to C (user-level DP-SGD); [`DpStep::set_units`]
+    /// says before each step which rows make which unit.
+    pub fn clip_units(mut self) -> Self {
+        assert_eq!(self.microbatches, 0, "units and microbatches do not mix");
+        self.units = true;
+        self
+    }
+
+    /// Whether this step clips units ([`DpStep::clip_units`]).
+    pub fn units(&self) -> bool {
+        self.units
+    }
+
+    /// With units: the unit (`0..count`, its place among the batch's units) of each row of the
+    /// next batch, `[k]` int64 on the device. Needed before each [`DpStep::accumulate`] then.
+    pub fn set_units(&mut self, ids: Tensor, count: i64) {
+        self.unit_ids = Some((ids, count));
     }
 
     /// With microbatches: the microbatch ([`microbatch_of`]) of each row of the next batch,
@@ -206,7 +241,8 @@ impl DpStep {
     /// path where [`DpStep::fused`] says so.
     pub fn accumulate_rows(&mut self, mlp: &Mlp, width: usize, rows: &Tensor, prof: &mut Profiler) {
         let clip = self.clip();
-        if let Some(fused) = &mut self.fused {
+        // (Units take the plain-Rust path only through `accumulate_units_gathered`.)
+        if let Some(fused) = self.fused.as_mut().filter(|_| !self.units) {
             fused.accumulate(mlp.flat(), rows, clip);
             self.host_pending.set(true);
             prof.mark(Phase::Clipping);
@@ -248,6 +284,32 @@ impl DpStep {
         prof.mark(Phase::Clipping);
     }
 
+    /// [`DpStep::accumulate_gathered`] for privacy units: rows `idx` of `all`, unit `u` being
+    /// `idx[starts[u]..starts[u + 1]]`, each unit clipped once ([`DpStep::clip_units`]).
+    ///
+    /// # Panics
+    ///
+    /// Unless [`DpStep::fused`] and [`DpStep::units`], or if an index is outside `all`.
+    pub fn accumulate_units_gathered(
+        &mut self,
+        mlp: &Mlp,
+        all: &[f32],
+        stride: usize,
+        idx: &[i64],
+        starts: &[usize],
+        prof: &mut Profiler,
+    ) {
+        assert!(self.units, "units are gathered for a step that clips units");
+        let clip = self.clip();
+        let fused = self
+            .fused
+            .as_mut()
+            .expect("host rows are gathered on the plain-Rust path only");
+        fused.accumulate_units_gathered(mlp.flat(), all, stride, idx, starts, clip);
+        self.host_pending.set(true);
+        prof.mark(Phase::Clipping);
+    }
+
     /// What the plain-Rust path scales and clips by.
     fn clip(&self) -> Clip {
         Clip {
@@ -278,12 +340,19 @@ impl DpStep {
             StepPrivacy::NonPrivate => {
                 pe.weighted_sum_into(&self.consts.scale_tensor, &self.grad_views);
             }
+            StepPrivacy::Private { .. } if self.units => {
+                let (ids, count) = self
+                    .unit_ids
+                    .take()
+                    .expect("set_units is called before each step with units");
+                self.grouped_sum(&pe, &ids, count, Group::Sum);
+            }
             StepPrivacy::Private { .. } if self.microbatches > 0 => {
                 let ids = self
                     .microbatch_ids
                     .take()
                     .expect("set_microbatches is called before each step with microbatches");
-                self.microbatch_sum(&pe, &ids);
+                self.grouped_sum(&pe, &ids, self.microbatches as i64, Group::Mean);
             }
             StepPrivacy::Private { .. } => {
                 let w = clip_weights(&pe.norms(input_norms, &self.consts), &self.consts);
@@ -339,27 +408,35 @@ impl DpStep {
         self
     }
 
-    /// The seed's microbatches, grouped by key: each group's mean gradient (over its sampled
-    /// members; an empty group adds nothing) is clipped as one unit and the clipped means are
-    /// summed.
-    fn microbatch_sum(&mut self, pe: &PerExample, ids: &Tensor) {
+    /// Rows grouped by `ids` (`0..groups`): each group's gradient, the sum of its rows'
+    /// per-example gradients (a privacy unit's) or their mean (the seed's microbatches; an
+    /// empty group adds nothing), is clipped as one and the clipped gradients are summed.
+    fn grouped_sum(&mut self, pe: &PerExample, ids: &Tensor, groups: i64, how: Group) {
         let grads = pe.materialize();
-        let groups = self.microbatches as i64;
         let device = self.grad.device();
-        let counts = Tensor::zeros([groups], (Kind::Float, device))
-            .index_add(
-                0,
-                ids,
-                &Tensor::ones([ids.size()[0]], (Kind::Float, device)),
-            )
-            .clamp_min(1.0)
-            .view([-1, 1, 1]);
+        let counts = match how {
+            Group::Mean => Some(
+                Tensor::zeros([groups], (Kind::Float, device))
+                    .index_add(
+                        0,
+                        ids,
+                        &Tensor::ones([ids.size()[0]], (Kind::Float, device)),
+                    )
+                    .clamp_min(1.0)
+                    .view([-1, 1, 1]),
+            ),
+            Group::Sum => None,
+        };
         let means: Vec<Tensor> = grads
             .iter()
             .map(|g| {
                 let s = g.size();
-                Tensor::zeros([groups, s[1], s[2]], (Kind::Float, device)).index_add(0, ids, g)
-                    / &counts
+                let sum =
+                    Tensor::zeros([groups, s[1], s[2]], (Kind::Float, device)).index_add(0, ids, g);
+                match &counts {
+                    Some(c) => sum / c,
+                    None => sum,
+                }
             })
             .collect();
         let sq = means
@@ -532,6 +609,127 @@ mod tests {
         }
     }
 
+    /// Units (user-level DP-SGD): each unit's gradient, the sum of its rows' per-example
+    /// gradients, is clipped once, and the clipped unit gradients are summed and divided by B.
+    #[test]
+    fn units_clip_the_sum_of_their_rows() {
+        let (mlp, inputs, labels, norms) = setup(9, 8);
+        let pe = PerExample::compute(&mlp, &inputs, &labels);
+        let grads = pe.materialize();
+        let (clip, b) = (0.4, 3.0);
+        // Three units of 4, 1 and 4 rows, in no order.
+        let ids = [0i64, 2, 1, 0, 2, 0, 2, 0, 2];
+        let mut want: Vec<Tensor> = grads.iter().map(|g| g.get(0).zeros_like()).collect();
+        for unit in 0..3 {
+            let rows: Vec<i64> = (0..9).filter(|&i| ids[i as usize] == unit).collect();
+            let rows = Tensor::from_slice(&rows);
+            let sums: Vec<Tensor> = grads
+                .iter()
+                .map(|g| {
+                    g.index_select(0, &rows)
+                        .sum_dim_intlist(0i64, false, Kind::Float)
+                })
+                .collect();
+            let norm = sums
+                .iter()
+                .map(|m| m.square().sum(Kind::Float).double_value(&[]))
+                .sum::<f64>()
+                .sqrt();
+            let f = (clip / (norm + 1e-6)).min(1.0) / b;
+            for (w, m) in want.iter_mut().zip(&sums) {
+                *w = &*w + m * f;
+            }
+        }
+        let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, mlp.shape().numel(), Device::Cpu);
+        let mut step = DpStep::new(
+            mlp.shape(),
+            Device::Cpu,
+            b,
+            private(clip, 0.0, GradSample::Vectorized),
+            opt,
+        )
+        .unwrap()
+        .clip_units();
+        step.set_units(Tensor::from_slice(&ids), 3);
+        let mut prof = Profiler::new(false, Device::Cpu);
+        step.accumulate(&mlp, &inputs, &labels, &norms, &mut prof);
+        let views = mlp.shape().views(step.grad());
+        for (l, w) in want.iter().enumerate() {
+            assert!(
+                (&views[l].block - w).abs().max().double_value(&[]) < 1e-6,
+                "layer {l}"
+            );
+        }
+    }
+
+    /// Neighbouring datasets at the unit level: adding one unit (any number of rows, sampled)
+    /// to a batch of units moves the clipped sum by at most C, the sensitivity the accountant is
+    /// told, while per-row clipping of the same rows moves it by up to the unit's size in C.
+    #[test]
+    fn adding_a_unit_moves_the_clipped_sum_by_at_most_c() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(12);
+        let mut worst_rows = 0.0f64;
+        for draw in 0..200 {
+            let k = 8 + draw % 16;
+            let (mlp, inputs, labels, norms) = setup(k, draw);
+            let scale = [0.1, 1.0, 30.0][draw as usize % 3];
+            let batch = (&inputs * scale, labels, &norms * scale);
+            // Rows 0..k-size are the other units' (each of 1 to 3 rows); the last `size` rows
+            // are the unit added.
+            let size = 1 + draw % 6;
+            let mut unit_of = Vec::new();
+            let mut next = 0;
+            while unit_of.len() < (k - size) as usize {
+                let n = rng.random_range(1..=3usize);
+                unit_of.extend(std::iter::repeat_n(next, n));
+                next += 1;
+            }
+            unit_of.truncate((k - size) as usize);
+            let others = unit_of.last().map_or(0, |u| u + 1);
+            unit_of.extend(std::iter::repeat_n(others, size as usize));
+            let sum = |with: bool, units: bool| {
+                let rows: Vec<i64> = (0..k)
+                    .filter(|&r| with || unit_of[r as usize] < others)
+                    .collect();
+                let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, mlp.shape().numel(), Device::Cpu);
+                let privacy = private(1.0, 0.0, GradSample::Vectorized);
+                let mut step = DpStep::new(mlp.shape(), Device::Cpu, 1.0, privacy, opt).unwrap();
+                if units {
+                    step = step.clip_units();
+                    let ids: Vec<i64> = rows.iter().map(|&r| unit_of[r as usize]).collect();
+                    step.set_units(Tensor::from_slice(&ids), others + 1);
+                }
+                let idx = Tensor::from_slice(&rows);
+                let pick = |t: &Tensor| t.index_select(0, &idx);
+                let mut prof = Profiler::new(false, Device::Cpu);
+                step.accumulate(
+                    &mlp,
+                    &pick(&batch.0),
+                    &pick(&batch.1),
+                    &pick(&batch.2),
+                    &mut prof,
+                );
+                step.grad().copy()
+            };
+            let change = (sum(true, true) - sum(false, true))
+                .norm()
+                .double_value(&[]);
+            assert!(
+                change <= 1.0 + 1e-4,
+                "draw {draw}: a unit of {size} rows moved it by {change} C"
+            );
+            let by_rows = (sum(true, false) - sum(false, false))
+                .norm()
+                .double_value(&[]);
+            worst_rows = worst_rows.max(by_rows);
+        }
+        assert!(
+            worst_rows > 1.5,
+            "per-row clipping of a unit's rows: worst {worst_rows} C"
+        );
+    }
+
     /// The clipped sum of `rows` (no noise), times what the step divides it by: the quantity
     /// whose add/remove sensitivity the accountant is told.
     fn clipped_sum(
@@ -640,6 +838,65 @@ mod tests {
             rng.random_range(1..80)
         };
         (0..k).map(|_| rng.random_range(0..n as i64)).collect()
+    }
+
+    /// With privacy units, the plain-Rust path (each unit's norm from its rows' pairwise
+    /// products) writes the same clipped sum as the libtorch one (each unit's gradient summed
+    /// from its rows' materialized gradients), for units of 1 to 6 rows, deep and shallow
+    /// models, clipped and not.
+    #[test]
+    fn fused_units_equal_the_libtorch_units() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        for (case, hidden) in [vec![8], vec![6, 5], vec![50], vec![]]
+            .into_iter()
+            .enumerate()
+        {
+            let d = 4 + case;
+            let n = 200;
+            let data = random_examples(&mut rng, n, d, 0.5);
+            let all = data.host_rows().unwrap();
+            let shape = Shape::new(d, &hidden);
+            let mlp = Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap();
+            for clip in [0.3, 1e9] {
+                let privacy = private(clip, 0.0, GradSample::Vectorized);
+                let mut prof = Profiler::new(false, Device::Cpu);
+                for _ in 0..10 {
+                    let units = rng.random_range(0..30usize);
+                    let (mut idx, mut starts) = (Vec::new(), vec![0usize]);
+                    for _ in 0..units {
+                        let size = rng.random_range(1..=6usize);
+                        idx.extend((0..size).map(|_| rng.random_range(0..n as i64)));
+                        starts.push(idx.len());
+                    }
+                    let mut fused = sgd_step(&shape, 0.1, 16.0, privacy, true).clip_units();
+                    fused.accumulate_units_gathered(
+                        &mlp,
+                        &all,
+                        data.stride(),
+                        &idx,
+                        &starts,
+                        &mut prof,
+                    );
+                    let mut plain = sgd_step(&shape, 0.1, 16.0, privacy, false).clip_units();
+                    let groups: Vec<i64> = starts
+                        .windows(2)
+                        .enumerate()
+                        .flat_map(|(g, w)| std::iter::repeat_n(g as i64, w[1] - w[0]))
+                        .collect();
+                    plain.set_units(Tensor::from_slice(&groups), units as i64);
+                    let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+                    plain.accumulate_rows(&mlp, d, &rows, &mut prof);
+                    let (a, b) = (fused.grad(), plain.grad());
+                    let diff = (a - b).abs().max().double_value(&[]);
+                    let size = a.abs().max().double_value(&[]);
+                    assert!(
+                        diff <= 1e-5 * size.max(1e-3),
+                        "{hidden:?} clip {clip}, {units} units: {diff} of {size}"
+                    );
+                }
+            }
+        }
     }
 
     /// The plain-Rust path writes the same clipped sum as the libtorch one, for deep and

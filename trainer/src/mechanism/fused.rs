@@ -58,6 +58,18 @@ pub struct Clip {
     pub eps: f32,
 }
 
+impl Clip {
+    /// The weight of a gradient (an example's, a unit's) of squared norm `sq` in the sum.
+    #[inline]
+    pub fn weight(&self, sq: f32) -> f32 {
+        if self.clip_scaled.is_finite() {
+            (self.clip_scaled / (sq.sqrt() + self.eps)).min(self.scale)
+        } else {
+            self.scale
+        }
+    }
+}
+
 impl Fused {
     /// Buffers for a model of `shape`.
     pub fn new(shape: &Shape) -> Self {
@@ -151,6 +163,63 @@ impl Fused {
             row.copy_from_slice(&all[at..at + stride]);
         }
         self.accumulate_copied(k, stride, clip);
+    }
+
+    /// [`Fused::accumulate_gathered`] for privacy units: the batch's rows are its units' rows,
+    /// unit `u` being rows `starts[u]..starts[u + 1]` of `idx`, and each unit's gradient (the
+    /// sum of its rows') is clipped once: every row of a unit gets the unit's weight
+    /// `min(scale, clip_scaled / (|sum_i g_i| + eps))`. The unit's squared norm is, layer by
+    /// layer, `sum_{i, j} (a_i . a_j)(delta_i . delta_j)` over its rows' inputs and gradients
+    /// at the layer's output (a unit of one row: the per-example norm).
+    pub fn accumulate_units_gathered(
+        &mut self,
+        flat: &Tensor,
+        all: &[f32],
+        stride: usize,
+        idx: &[i64],
+        starts: &[usize],
+        clip: Clip,
+    ) {
+        let k = idx.len();
+        if !self.begin(flat, k, stride) {
+            return;
+        }
+        for (row, &i) in self.rows.chunks_exact_mut(stride).zip(idx) {
+            let at = usize::try_from(i).expect("batch indices are non-negative") * stride;
+            row.copy_from_slice(&all[at..at + stride]);
+        }
+        self.forward(k, stride);
+        self.output_layer(k, stride);
+        self.backward(k, stride);
+        self.unit_weights(k, stride, starts, clip);
+        self.weighted_sums(k, stride);
+    }
+
+    /// Every row's weight from its unit's squared gradient norm (see
+    /// [`Fused::accumulate_units_gathered`]).
+    fn unit_weights(&mut self, k: usize, stride: usize, starts: &[usize], clip: Clip) {
+        let width = self.sizes[0];
+        for unit in starts.windows(2) {
+            let (from, to) = (unit[0], unit[1]);
+            debug_assert!(to <= k, "a unit's rows are in the batch");
+            let mut sq = 0.0f32;
+            for l in 0..self.offsets.len() {
+                let out = self.sizes[l + 1];
+                let inp = if l == 0 { width + 1 } else { self.sizes[l] + 1 };
+                let (a, rs) = layer_input(&self.rows, &self.acts, &self.sizes, l, k, stride);
+                let delta = &self.deltas[l];
+                for i in from..to {
+                    let (ai, di) = (&a[i * rs..i * rs + inp], &delta[i * out..(i + 1) * out]);
+                    sq += dot(ai, ai) * dot(di, di);
+                    for j in i + 1..to {
+                        let (aj, dj) = (&a[j * rs..j * rs + inp], &delta[j * out..(j + 1) * out]);
+                        sq += 2.0 * dot(ai, aj) * dot(di, dj);
+                    }
+                }
+            }
+            let w = clip.weight(sq);
+            self.weight[from..to].fill(w);
+        }
     }
 
     /// The rest of [`Fused::accumulate`] once the batch's `k` rows are in `self.rows`.
@@ -334,11 +403,7 @@ impl Fused {
     /// Each example's weight from its squared norm.
     fn clip_weights(&mut self, k: usize, clip: Clip) {
         for (w, &s) in self.weight[..k].iter_mut().zip(&self.sq[..k]) {
-            *w = if clip.clip_scaled.is_finite() {
-                (clip.clip_scaled / (s.sqrt() + clip.eps)).min(clip.scale)
-            } else {
-                clip.scale
-            };
+            *w = clip.weight(s);
         }
     }
 

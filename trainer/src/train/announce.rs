@@ -32,9 +32,14 @@ pub(super) fn announce(
     };
     // With --population the realized counts are not released: they go behind the marker of
     // the figures epsilon does not cover.
-    let rows = match config.population {
-        None => format!("{n} rows ({n_test} test)"),
-        Some(p) => format!("a public population of {p} rows (--population)"),
+    let rows = match (config.population, &config.privacy_unit) {
+        (None, None) => format!("{n} rows ({n_test} test)"),
+        (None, Some(unit)) => format!(
+            "{} {unit}s ({n} rows; {n_test} test rows)",
+            layout.train_units
+        ),
+        (Some(p), None) => format!("a public population of {p} rows (--population)"),
+        (Some(p), Some(unit)) => format!("a public population of {p} {unit}s (--population)"),
     };
     if let Some(acc) = accounting {
         out.line(&format!(
@@ -71,7 +76,8 @@ pub(super) fn announce(
     }
     if config.population.is_some() {
         out.line(&format!(
-            "  | not private: {n} training rows ({n_test} test) realized"
+            "  | not private: {} training units, {n} training rows ({n_test} test) realized",
+            layout.train_units
         ));
     }
 }

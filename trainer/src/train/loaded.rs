@@ -29,16 +29,7 @@ impl Loaded {
         let shares = (0..threads)
             .map(|me| {
                 let device = config.device.resolve_for(me)?;
-                let data = Data::load_share(
-                    &config.data,
-                    &config.s3,
-                    me,
-                    threads,
-                    config.test_fraction,
-                    config.split_seed,
-                    &config.features,
-                    device,
-                )?;
+                let data = Data::load_share(&config.data_spec(), me, threads, device)?;
                 Ok(Mutex::new(data))
             })
             .collect::<Result<_>>()?;
@@ -50,11 +41,13 @@ impl Loaded {
 
     fn key(config: &TrainConfig) -> String {
         format!(
-            "{} {} {} {:?} {:?} {:?}",
+            "{} {} {} {:?} {:?} {:?} {:?} {:?}",
             config.data,
             config.test_fraction,
             config.split_seed,
             config.features,
+            config.privacy_unit,
+            config.max_rows_per_unit,
             config.device,
             config.cluster
         )

@@ -42,6 +42,9 @@ pub(super) struct Steps<'a> {
     /// copy of the training rows ([`crate::data::Examples::host_rows`]) it gathers its
     /// batches from, instead of `index_select` on the row tensor and a copy of the batch.
     pub host_rows: Option<Vec<f32>>,
+    /// With privacy units, the rows of a step's units and where each unit's start (reused
+    /// buffers).
+    pub unit_rows: (Vec<i64>, Vec<usize>),
 }
 
 /// What an epoch's steps took.
@@ -91,6 +94,38 @@ impl Steps<'_> {
                         .accumulate_gathered(mlp, all, data.train.stride(), idx, prof);
                 }
                 (Drawn::Rows(rows), _) => {
+                    prof.mark(Phase::Sampling);
+                    self.dp
+                        .accumulate_rows(mlp, data.train.width(), &rows, prof);
+                }
+                (Drawn::Units, Some(all)) => {
+                    let (rows, starts) = &mut self.unit_rows;
+                    data.unit_rows(self.batches.batch_host(), rows, starts);
+                    self.dp.accumulate_units_gathered(
+                        mlp,
+                        all,
+                        data.train.stride(),
+                        rows,
+                        starts,
+                        prof,
+                    );
+                }
+                (Drawn::Units, None) => {
+                    let units = self.batches.batch_host();
+                    let (rows, starts) = &mut self.unit_rows;
+                    data.unit_rows(units, rows, starts);
+                    let groups: Vec<i64> = starts
+                        .windows(2)
+                        .enumerate()
+                        .flat_map(|(g, w)| std::iter::repeat_n(g as i64, w[1] - w[0]))
+                        .collect();
+                    let device = self.device;
+                    self.dp.set_units(
+                        Tensor::from_slice(&groups).to_device(device),
+                        units.len() as i64,
+                    );
+                    let idx = Tensor::from_slice(rows).to_device(device);
+                    let rows = data.train.rows().index_select(0, &idx);
                     prof.mark(Phase::Sampling);
                     self.dp
                         .accumulate_rows(mlp, data.train.width(), &rows, prof);
@@ -161,13 +196,17 @@ enum Drawn {
     Rows(Tensor),
     /// Canaries (which may join the batch) or microbatches want the indices first.
     Indices,
+    /// The step's units, whose rows are gathered and grouped at the step.
+    Units,
 }
 
 impl Steps<'_> {
     /// Draws the next step's batch (of `remaining` steps in the epoch).
     fn draw(&mut self, remaining: u64, data: &Data) -> Drawn {
         self.batches.advance(remaining);
-        if self.canaries.is_some() || self.microbatches.is_some() {
+        if self.dp.units() {
+            Drawn::Units
+        } else if self.canaries.is_some() || self.microbatches.is_some() {
             Drawn::Indices
         } else if self.host_rows.is_some() {
             Drawn::Host

@@ -13,6 +13,7 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
     let csv = dir.join("input.csv");
     let out = dir.join("shards");
     pipeline::generate(&pipeline::GenerateConfig {
+        households: false,
         rows,
         seed,
         na_rate: 0.01,
@@ -27,15 +28,42 @@ pub fn generated_shards(dir: &Path, rows: u64, seed: u64) -> PathBuf {
 
 /// Shards the CSV `csv` with the timely pipeline (4 shards, one worker) into `out`.
 pub fn shard(csv: &Path, out: &Path) {
-    pipeline::run(&pipeline::RunConfig {
+    shard_units(csv, out, None, None);
+}
+
+/// [`shard`] with `unit` as the privacy unit (`--privacy-unit`) and at most `max_rows` rows a
+/// unit.
+pub fn shard_units(csv: &Path, out: &Path, unit: Option<&str>, max_rows: Option<u32>) {
+    let mut config = pipeline::RunConfig {
         shards: 4,
         overwrite: true,
+        max_rows_per_unit: max_rows,
         ..pipeline::RunConfig::new(
             Location::Local(csv.to_path_buf()),
             Location::Local(out.to_path_buf()),
         )
+    };
+    config.schema.unit = unit.map(str::to_string);
+    pipeline::run(&config).expect("pipeline run");
+}
+
+/// `rows` generated people in households (`pipeline generate --households`), sharded with the
+/// household as the privacy unit, at most `max_rows` rows a unit, into `dir/households`.
+pub fn household_shards(dir: &Path, rows: u64, seed: u64, max_rows: Option<u32>) -> PathBuf {
+    let csv = dir.join("households.csv");
+    let out = dir.join("households");
+    pipeline::generate(&pipeline::GenerateConfig {
+        households: true,
+        rows,
+        seed,
+        na_rate: 0.01,
+        output: Location::Local(csv.clone()),
+        overwrite: true,
+        s3: Default::default(),
     })
-    .expect("pipeline run");
+    .expect("generate");
+    shard_units(&csv, &out, Some("household"), max_rows);
+    out
 }
 
 /// Runs `trainer args..` in `cwd`; no progress bar.
@@ -115,4 +143,22 @@ pub fn fulton_spec() -> PathBuf {
 /// The JSON file at `path`.
 pub fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("the file is there")).expect("JSON")
+}
+
+/// The flat parameters of a saved model, in file order.
+pub fn weights(path: &Path) -> tch::Tensor {
+    let mut named = tch::Tensor::read_safetensors(path).expect("a saved model");
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::Tensor::cat(
+        &named
+            .iter()
+            .map(|(_, t)| t.reshape([-1]))
+            .collect::<Vec<_>>(),
+        0,
+    )
+}
+
+/// ||a - b|| / ||a||.
+pub fn relative_difference(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    (a - b).norm().double_value(&[]) / a.norm().double_value(&[])
 }

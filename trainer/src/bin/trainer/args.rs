@@ -23,10 +23,12 @@ use trainer::{
 /// with the seed project's settings and prints each epoch's accuracy, privacy spent and
 /// model-inversion attack accuracy.
 ///
-/// What epsilon protects: one record of the training split (add/remove neighbours; a record,
-/// keyed by its input byte offset, is in the training split when splitmix64(offset ^
-/// splitmix64(--split-seed)) >= --test-fraction * 2^64), at --delta, as computed by
-/// --accountant. It covers the released model and its card (run/model.json), except the card's
+/// What epsilon protects: one line of the input file, or with --privacy-unit (as the shards
+/// were written) one unit, all its rows (add/remove neighbours: the file with or without it).
+/// Records are keyed by their content and rank among equal records, so no other record's
+/// split or batch moves when a unit is added or removed; a record (a unit) is in the training
+/// split when splitmix64(key ^ splitmix64(--split-seed)) >= --test-fraction * 2^64, at --delta,
+/// as computed by --accountant. It covers the released model and its card (run/model.json), except the card's
 /// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
 /// is given; a seeded run is not private against anyone who knows the seed. Without
 /// --population, the number of training records N is treated as public, as Opacus and TF
@@ -127,7 +129,17 @@ pub struct TrainArgs {
     /// with the flags above (a column may have one spec).
     #[arg(long)]
     feature_spec: Option<PathBuf>,
-    /// Share of records held out for testing (by the design's hash of the record key).
+    /// The privacy unit the shards were written with (`pipeline --privacy-unit COLUMN`): all
+    /// rows sharing the column's value are one unit, sampled together and clipped as one, and
+    /// epsilon is per unit [default: the shards' own: each line, or their unit].
+    #[arg(long, value_name = "COLUMN")]
+    privacy_unit: Option<String>,
+    /// A unit keeps at most K rows (those with the smallest keys, as the pipeline chooses)
+    /// [default: the bound the shards were written with, if any].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    max_rows_per_unit: Option<u32>,
+    /// Share of records (of units) held out for testing (by the design's hash of the record key,
+    /// or of the unit).
     #[arg(long, default_value_t = 0.2)]
     test_fraction: f64,
     /// Seed of the train/test split (part of the privacy unit's definition).
@@ -263,6 +275,8 @@ impl TryFrom<TrainArgs> for Launch {
             privacy,
             hidden: parse_hidden(&a.hidden)?,
             features,
+            privacy_unit: a.privacy_unit,
+            max_rows_per_unit: a.max_rows_per_unit,
             test_fraction: a.test_fraction,
             split_seed: a.split_seed,
             seed: a.seed,

@@ -1,0 +1,422 @@
+//! Record keys from content and rank (docs/design.md, "Record key"): what makes adding or
+//! removing one line (or one unit) change no other record's key, shard, split or microbatch.
+//!
+//! The engines carry each kept record between reader and writer as a *transit line*
+//! `offset,content\n`, where `content` is the shard line without its key (`label,f1,...,fk`, or
+//! `unit,label,f1,...,fk` with a privacy unit). The writer of a shard sees every record of each
+//! content (records are placed by their unit's hash, [`unit_hash`]) in input order, and turns
+//! each transit line into the shard line `key,content\n` with a [`ShardKeyer`], which counts the
+//! ranks and applies `--max-rows-per-unit`. The pipeline's shard owners and the Hadoop reducers
+//! both call it, so the two engines key records by the same code.
+
+use std::collections::HashMap;
+
+use crate::hash::splitmix64;
+
+/// SplitMix64's increment (the golden gamma): successive outputs of a generator seeded with
+/// `s` are `splitmix64(s + r * GAMMA)`.
+pub const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// `H`: XXH3-64 (seed 0) of `bytes`, the hash of a record's content and of a unit's value.
+///
+/// ```
+/// assert_eq!(shards::keys::content_hash(b""), 0x2D06_8005_38D3_94C2);
+/// ```
+#[inline]
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// The hash a record is placed by: its unit value's [`content_hash`] with a privacy unit, else
+/// that of its content (each line its own unit).
+#[inline]
+pub fn unit_hash(value: &[u8]) -> u64 {
+    content_hash(value)
+}
+
+/// The key of the record with content hash `h` and rank `rank` among the records of the same
+/// content: the `rank`-th output of SplitMix64 seeded with `h`.
+#[inline]
+pub fn record_key(h: u64, rank: u64) -> u64 {
+    splitmix64(h.wrapping_add(rank.wrapping_mul(GAMMA)))
+}
+
+/// How an output's records are keyed: one line a unit, or the rows sharing a unit column's
+/// value, at most `max_rows` of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitRule {
+    /// Transit lines carry a unit hash before the label.
+    pub unit: bool,
+    /// `--max-rows-per-unit`: a unit keeps at most this many rows (those with the smallest
+    /// keys). Only with `unit`.
+    pub max_rows: Option<u32>,
+}
+
+/// A transit line taken apart: `offset,content` (no terminator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transit<'a> {
+    /// The record's byte offset in the input: its place in input order.
+    pub offset: u64,
+    /// The record's unit hash (with a unit), read from the content's first field.
+    pub unit: Option<u64>,
+    /// Everything after the offset's comma: the shard line without its key.
+    pub content: &'a [u8],
+}
+
+impl<'a> Transit<'a> {
+    /// Parses a transit line (with or without its `\n`); `unit` says whether the content
+    /// starts with a unit hash.
+    pub fn parse(line: &'a [u8], unit: bool) -> Result<Transit<'a>, String> {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let comma = memchr::memchr(b',', line).ok_or("a record line without a comma")?;
+        let offset = parse_u64(&line[..comma]).ok_or("a record line's offset is not a number")?;
+        let content = &line[comma + 1..];
+        let unit = if unit {
+            let end = memchr::memchr(b',', content).ok_or("a record line without its unit")?;
+            Some(parse_u64(&content[..end]).ok_or("a record line's unit is not a number")?)
+        } else {
+            None
+        };
+        Ok(Transit {
+            offset,
+            unit,
+            content,
+        })
+    }
+}
+
+/// Parses decimal digits as a `u64` (no sign, no overflow).
+#[inline]
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then_some(())?;
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+/// The hash maps here: keyed by hashes already, so a fast fixed hasher is plenty.
+type Map<V> = HashMap<u64, V, foldhash::fast::FixedState>;
+
+/// Keys one shard's records, given in input order: each transit line becomes `key,content\n`.
+///
+/// With a cap on rows per unit, the shard is read twice: [`ShardKeyer::observe`] every record
+/// (to find each unit's smallest keys), then [`ShardKeyer::write`] every record again, in the
+/// same order. Without one, only `write`.
+#[derive(Debug)]
+pub struct ShardKeyer {
+    rule: UnitRule,
+    ranks: Map<u64>,
+    /// With a cap: each unit's K smallest keys so far (sorted) and its number of rows.
+    smallest: Map<(Vec<u64>, u64)>,
+    /// With a cap, after the first pass: the largest key a unit keeps, for units over the cap.
+    threshold: Map<u64>,
+    writing: bool,
+    capped: u64,
+}
+
+impl ShardKeyer {
+    /// A keyer for one shard under `rule`.
+    pub fn new(rule: UnitRule) -> ShardKeyer {
+        ShardKeyer {
+            rule,
+            ranks: Map::default(),
+            smallest: Map::default(),
+            threshold: Map::default(),
+            writing: false,
+            capped: 0,
+        }
+    }
+
+    /// Whether the shard must be read twice ([`ShardKeyer::observe`] first).
+    pub fn two_passes(&self) -> bool {
+        self.rule.unit && self.rule.max_rows.is_some()
+    }
+
+    /// The key of the next record of `content` (counting its rank).
+    #[inline]
+    fn next_key(&mut self, content: &[u8]) -> u64 {
+        let h = content_hash(content);
+        let rank = self.ranks.entry(h).or_insert(0);
+        let key = record_key(h, *rank);
+        *rank += 1;
+        key
+    }
+
+    /// First pass (with a cap): sees one record.
+    pub fn observe(&mut self, line: &[u8]) -> Result<(), String> {
+        assert!(!self.writing, "observe comes before write");
+        let t = Transit::parse(line, self.rule.unit)?;
+        let key = self.next_key(t.content);
+        if let (Some(unit), Some(k)) = (t.unit, self.rule.max_rows) {
+            let (keys, rows) = self.smallest.entry(unit).or_default();
+            *rows += 1;
+            let at = keys.partition_point(|&x| x < key);
+            if at < k as usize {
+                keys.insert(at, key);
+                keys.truncate(k as usize);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the shard line of one record to `out`, unless the cap lets it go; returns
+    /// whether it was written.
+    pub fn write(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<bool, String> {
+        if !self.writing {
+            self.writing = true;
+            if self.two_passes() {
+                let k = self.rule.max_rows.expect("two passes have a cap") as u64;
+                self.threshold = std::mem::take(&mut self.smallest)
+                    .into_iter()
+                    .filter(|(_, (_, rows))| *rows > k)
+                    .map(|(unit, (keys, _))| (unit, *keys.last().expect("a unit over the cap")))
+                    .collect();
+                self.ranks.clear();
+            }
+        }
+        let t = Transit::parse(line, self.rule.unit)?;
+        let key = self.next_key(t.content);
+        if let Some(&largest) = t.unit.and_then(|u| self.threshold.get(&u))
+            && key > largest
+        {
+            self.capped += 1;
+            return Ok(false);
+        }
+        out.extend_from_slice(itoa::Buffer::new().format(key).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(t.content);
+        out.push(b'\n');
+        Ok(true)
+    }
+
+    /// Rows the cap let go.
+    pub fn capped(&self) -> u64 {
+        self.capped
+    }
+}
+
+/// The design's rule written plainly, for the tests' sequential references to hold the writers
+/// against: the keys of one shard's records, given in input order as (unit hash, content), or
+/// `None` for the rows `max_rows` lets go. Counts ranks with a map of contents (not of their
+/// hashes) and caps by sorting each unit's keys.
+pub fn plain_keys(records: &[(Option<u64>, &[u8])], max_rows: Option<u32>) -> Vec<Option<u64>> {
+    let mut seen: HashMap<&[u8], u64> = HashMap::new();
+    let keys: Vec<u64> = records
+        .iter()
+        .map(|(_, content)| {
+            let rank = seen.entry(content).or_insert(0);
+            *rank += 1;
+            record_key(content_hash(content), *rank - 1)
+        })
+        .collect();
+    let mut by_unit: HashMap<u64, Vec<u64>> = HashMap::new();
+    for ((unit, _), &key) in records.iter().zip(&keys) {
+        if let Some(u) = unit {
+            by_unit.entry(*u).or_default().push(key);
+        }
+    }
+    let mut largest_kept: HashMap<u64, u64> = HashMap::new();
+    if let Some(k) = max_rows {
+        for (unit, mut unit_keys) in by_unit {
+            unit_keys.sort_unstable();
+            if unit_keys.len() > k as usize {
+                largest_kept.insert(unit, unit_keys[k as usize - 1]);
+            }
+        }
+    }
+    records
+        .iter()
+        .zip(keys)
+        .map(|((unit, _), key)| {
+            let over = unit
+                .and_then(|u| largest_kept.get(&u))
+                .is_some_and(|&l| key > l);
+            (!over).then_some(key)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(rule: UnitRule, lines: &[&str]) -> (Vec<String>, u64) {
+        let mut k = ShardKeyer::new(rule);
+        if k.two_passes() {
+            for l in lines {
+                k.observe(l.as_bytes()).unwrap();
+            }
+        }
+        let mut out = Vec::new();
+        for l in lines {
+            k.write(l.as_bytes(), &mut out).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        (text.lines().map(String::from).collect(), k.capped())
+    }
+
+    /// XXH3-64 reference values, from the xxHash project's Python binding (`xxhash.xxh3_64`).
+    #[test]
+    fn content_hash_is_xxh3_64() {
+        assert_eq!(content_hash(b""), 0x2D06_8005_38D3_94C2);
+        assert_eq!(content_hash(b"a"), 0xE6C6_32B6_1E96_4E1F);
+    }
+
+    #[test]
+    fn key_is_the_rank_th_splitmix_output() {
+        // SplitMix64 seeded with s yields splitmix64(s), splitmix64(s + GAMMA), ...
+        let h = content_hash(b"1,0,1");
+        assert_eq!(record_key(h, 0), splitmix64(h));
+        assert_eq!(
+            record_key(h, 2),
+            splitmix64(h.wrapping_add(GAMMA).wrapping_add(GAMMA))
+        );
+        let keys: std::collections::HashSet<u64> = (0..10_000).map(|r| record_key(h, r)).collect();
+        assert_eq!(keys.len(), 10_000);
+    }
+
+    #[test]
+    fn equal_contents_take_successive_ranks() {
+        let (lines, capped) = keyed(UnitRule::default(), &["3,1,0", "9,1,0", "12,0,0", "20,1,0"]);
+        assert_eq!(capped, 0);
+        let h10 = content_hash(b"1,0");
+        let h00 = content_hash(b"0,0");
+        assert_eq!(
+            lines,
+            [
+                format!("{},1,0", record_key(h10, 0)),
+                format!("{},1,0", record_key(h10, 1)),
+                format!("{},0,0", record_key(h00, 0)),
+                format!("{},1,0", record_key(h10, 2)),
+            ]
+        );
+    }
+
+    /// Deleting any one line leaves every other record's key as it was, as a multiset: the two
+    /// key sets differ by exactly one key, whose record has the deleted line's content.
+    #[test]
+    fn deleting_a_line_removes_exactly_one_key() {
+        let contents = ["1,0", "1,0", "0,1", "1,0", "0,1", "1,1"];
+        let all: Vec<String> = contents
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{},{c}", i * 10))
+            .collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (full, _) = keyed(UnitRule::default(), &refs);
+        for (gone, gone_content) in contents.iter().enumerate() {
+            let fewer: Vec<&str> = refs
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != gone)
+                .map(|(_, l)| *l)
+                .collect();
+            let (less, _) = keyed(UnitRule::default(), &fewer);
+            let mut missing: Vec<&String> = full.iter().filter(|l| !less.contains(l)).collect();
+            assert_eq!(missing.len(), 1, "deleting line {gone}");
+            let line = missing.pop().unwrap();
+            assert_eq!(line.split_once(',').unwrap().1, *gone_content);
+            assert!(less.iter().all(|l| full.contains(l)));
+        }
+    }
+
+    #[test]
+    fn a_unit_over_the_cap_keeps_its_smallest_keys() {
+        let rule = UnitRule {
+            unit: true,
+            max_rows: Some(2),
+        };
+        // Unit 7 has four rows (two alike), unit 8 one.
+        let lines = ["1,7,1,0", "2,7,1,0", "3,8,0,0", "4,7,0,1", "5,7,1,1"];
+        let (kept, capped) = keyed(rule, &lines);
+        assert_eq!(capped, 2);
+        assert_eq!(kept.len(), 3);
+        let mut unit7: Vec<u64> = ["7,1,0", "7,1,0", "7,0,1", "7,1,1"]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| record_key(content_hash(c.as_bytes()), u64::from(i == 1)))
+            .collect();
+        unit7.sort_unstable();
+        let kept_keys: Vec<u64> = kept
+            .iter()
+            .filter(|l| l.split(',').nth(1) == Some("7"))
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        let mut sorted = kept_keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, unit7[..2]);
+        // Unit 8 is untouched, and order is input order.
+        assert!(kept.iter().any(|l| l.ends_with(",8,0,0")));
+        // No cap: all rows.
+        let (all, none) = keyed(
+            UnitRule {
+                unit: true,
+                max_rows: None,
+            },
+            &lines,
+        );
+        assert_eq!((all.len(), none), (5, 0));
+    }
+
+    /// The writers' keyer gives what the plain rule gives, on many small random shards with
+    /// repeats, with and without units and caps.
+    #[test]
+    fn keyer_agrees_with_the_plain_rule() {
+        let mut state = 7u64;
+        let mut next = |m: u64| {
+            state = splitmix64(state);
+            state % m
+        };
+        for case in 0..300 {
+            let unit = case % 3 != 0;
+            let cap = (unit && case % 2 == 0).then(|| 1 + next(4) as u32);
+            let n = 1 + next(60) as usize;
+            let lines: Vec<String> = (0..n)
+                .map(|i| {
+                    let body = format!("{},{}", next(2), next(3));
+                    if unit {
+                        format!("{i},{},{body}", next(5))
+                    } else {
+                        format!("{i},{body}")
+                    }
+                })
+                .collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let rule = UnitRule {
+                unit,
+                max_rows: cap,
+            };
+            let (got, capped) = keyed(rule, &refs);
+            let records: Vec<(Option<u64>, &[u8])> = lines
+                .iter()
+                .map(|l| {
+                    let t = Transit::parse(l.as_bytes(), unit).unwrap();
+                    (t.unit, t.content)
+                })
+                .collect();
+            let want: Vec<String> = plain_keys(&records, cap)
+                .into_iter()
+                .zip(&records)
+                .filter_map(|(k, (_, c))| k.map(|k| format!("{k},{}", String::from_utf8_lossy(c))))
+                .collect();
+            assert_eq!(got, want, "case {case}");
+            assert_eq!(capped as usize, n - want.len());
+        }
+    }
+
+    #[test]
+    fn malformed_transit_lines_are_errors() {
+        let mut k = ShardKeyer::new(UnitRule {
+            unit: true,
+            max_rows: None,
+        });
+        let mut out = Vec::new();
+        for bad in ["", "12", "x,1,0", "1,y,1,0", "1,2"] {
+            assert!(k.write(bad.as_bytes(), &mut out).is_err(), "{bad:?}");
+        }
+        assert!(out.is_empty());
+    }
+}
