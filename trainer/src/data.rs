@@ -358,17 +358,7 @@ impl Data {
         device: Device,
     ) -> Result<Self> {
         let location = &spec.location;
-        if let Location::Local(dir) = location
-            && !dir.exists()
-        {
-            return Err(Error::Data {
-                location: location.to_string(),
-                reason: "no such directory (write shards there with `pipeline`, or point --data \
-                         at them)"
-                    .into(),
-            });
-        }
-        let dataset = Dataset::open(location, &spec.s3)?;
+        let dataset = open_dataset(location, &spec.s3)?;
         let parts = dataset.parts().len();
         if workers > parts {
             return Err(Error::Data {
@@ -541,6 +531,22 @@ impl Data {
                 ))
             })
     }
+}
+
+/// The shards at `location` ([`Dataset::open`]), or an error saying what to do when a local
+/// directory is not there.
+pub fn open_dataset(location: &Location, s3: &shards::S3Options) -> Result<Dataset> {
+    if let Location::Local(dir) = location
+        && !dir.exists()
+    {
+        return Err(Error::Data {
+            location: location.to_string(),
+            reason: "no such directory (write shards there with `pipeline`, or point --data at \
+                     them)"
+                .into(),
+        });
+    }
+    Ok(Dataset::open(location, s3)?)
 }
 
 /// [`Data::fingerprint`] of an opened dataset.

@@ -51,6 +51,10 @@ pub struct RunSettings {
     pub optimizer: OptimizerKind,
     /// Hidden layer widths.
     pub hidden: Vec<usize>,
+    /// The privacy unit's column (`None`: each line).
+    pub privacy_unit: Option<String>,
+    /// The bound on a unit's rows.
+    pub max_rows_per_unit: Option<u32>,
     /// The split rule's fraction.
     pub test_fraction: f64,
     /// The split rule's seed.
@@ -119,6 +123,8 @@ impl Settings {
             lr: config.lr,
             optimizer: config.optimizer,
             hidden: config.hidden.clone(),
+            privacy_unit: config.privacy_unit.clone(),
+            max_rows_per_unit: config.max_rows_per_unit,
             test_fraction: config.test_fraction,
             split_seed: config.split_seed,
             seed: config.seed,

@@ -188,7 +188,7 @@ fn run_on(
 /// everything the run says and releases names the unit epsilon is for. Refuses a unit the
 /// shards were not written with.
 pub fn with_units(config: &TrainConfig) -> Result<TrainConfig> {
-    let dataset = shards::Dataset::open(&config.data, &config.s3)?;
+    let dataset = crate::data::open_dataset(&config.data, &config.s3)?;
     let (written, written_cap) = dataset.unit()?;
     let units = crate::data::Units::resolve(
         &config.data,

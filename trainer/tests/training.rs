@@ -314,7 +314,7 @@ fn released_files_hold_no_training_set_statistics() {
         privacy["unit"]
             .as_str()
             .unwrap()
-            .contains("one record of the training split"),
+            .contains("one line of the input file"),
         "{privacy}"
     );
     assert_eq!(privacy["delta"], 1e-5);

@@ -779,7 +779,8 @@ mod tests {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
         for phrase in [
-            "one record of the training split",
+            "one line of the input file",
+            "--privacy-unit",
             "--delta",
             "--accountant",
             "--seed",
