@@ -16,7 +16,7 @@ bin="${PIPELINE:-$root/target/release/pipeline}"
 engines="${ENGINES:-pipeline-1x2 pipeline-2x1 polars duckdb}"
 rounds="${ROUNDS:-1}"
 venv="$root/.venv-bench"
-if [ ! -x "$venv/bin/python" ]; then
+if [ ! -x "$venv/bin/python" ] && [[ " $engines " =~ \ (polars|duckdb)\  ]]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'polars==1.44.*' 'duckdb==2.0.1'
 fi
