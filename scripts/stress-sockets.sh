@@ -5,14 +5,15 @@
 # at once to test them beside a busy copy of themselves:
 #   scripts/stress-sockets.sh 20 & scripts/stress-sockets.sh 20; wait
 # TESTS="cluster_security killed_peer" limits it to those test binaries (by name). The test
-# binaries are built once (cargo test --no-run) and run directly, each from its package's
-# directory as cargo runs them, so two copies do not wait on cargo's lock.
+# binaries (and the binaries they run, built as `cargo test` builds them: the pipeline with its
+# crash points) are built once by `cargo test --no-run` and run directly, each from its
+# package's directory as cargo runs them, so two copies do not wait on cargo's lock; build
+# before starting two copies (the first copy's build is a no-op for the second).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
 want=${TESTS:-"cluster killed_peer hangs commit dataflow_vs_reference parallel cluster_security netns pipeline_trainer capture"}
 export LIBTORCH=${LIBTORCH:-$PWD/.venv/lib/python3.11/site-packages/torch}
-cargo build -q --workspace --bins
 list=$(cargo test -q --no-run --message-format=json -p cluster -p pipeline -p trainer -p fastdp-tests 2>/dev/null |
   python3 -c '
 import json, sys, os
