@@ -197,7 +197,8 @@ enum Frame {
     BadTarget,
     /// 2^40 bytes announced, then a stream of bytes: timely buffered them all.
     HugeLength,
-    /// The greeting itself, a byte every half second.
+    /// The greeting itself, a byte every half second, never finished (so however late
+    /// process 0 starts reading, what it reads is never a whole greeting).
     SlowGreeting,
 }
 
@@ -220,11 +221,15 @@ fn hostile_peer(bin: &str, d: &Path, args: &[&str], keyed: bool, frame: Frame) {
         if let Frame::SlowGreeting = frame {
             let mut s = TcpStream::connect(&address).unwrap();
             let greeting = if keyed { b"fastdpK1" } else { b"fastdpP1" };
-            for b in greeting.iter().chain(&[0, 0, 0, 1, 0, 0, 0, 0]) {
+            // 15 of its 16 bytes, then silence until process 0 has given up.
+            for b in greeting.iter().chain(&[0, 0, 0, 1, 0, 0, 0]) {
                 if stopped.load(Ordering::SeqCst) || s.write_all(&[*b]).is_err() {
                     return;
                 }
                 thread::sleep(Duration::from_millis(500));
+            }
+            while !stopped.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(50));
             }
             return;
         }
