@@ -497,7 +497,7 @@ mod tests {
                 "{said}"
             );
             assert!(
-                started.elapsed() < Duration::from_secs(3),
+                started.elapsed() < Duration::from_secs(10),
                 "{:?}",
                 started.elapsed()
             );
