@@ -307,7 +307,7 @@ impl ShardSink {
     ) -> Result<u64, CopyError> {
         if keyer.two_passes() {
             self.each_chunk(slot, spill, buf, &mut |chunk| {
-                for line in chunk.split_inclusive(|&b| b == b'\n') {
+                for line in lines(chunk) {
                     keyer.observe(line).map_err(CopyError::Record)?;
                 }
                 Ok(())
@@ -316,7 +316,7 @@ impl ShardSink {
         let mut rows = 0;
         let mut keyed = Vec::with_capacity(WRITE_BUFFER);
         self.each_chunk(slot, spill, buf, &mut |chunk| {
-            for line in chunk.split_inclusive(|&b| b == b'\n') {
+            for line in lines(chunk) {
                 rows += u64::from(keyer.write(line, &mut keyed).map_err(CopyError::Record)?);
             }
             if keyed.len() >= WRITE_BUFFER {
@@ -349,6 +349,24 @@ impl ShardSink {
         }
         Ok(())
     }
+}
+
+/// The `\n`-ended lines of `chunk` (the last one may lack its `\n`), without their `\n`.
+fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', chunk)
+        .map(Some)
+        .chain(std::iter::once(None))
+        .filter_map(move |end| {
+            let from = start;
+            match end {
+                Some(end) => {
+                    start = end + 1;
+                    Some(&chunk[from..end])
+                }
+                None => (from < chunk.len()).then(|| &chunk[from..]),
+            }
+        })
 }
 
 /// A failure while writing a part: reading the spill file, a record that is not a transit line,

@@ -85,6 +85,17 @@ impl<'a> Transit<'a> {
     }
 }
 
+/// The content of a transit line (after its offset), checked only for the offset's comma and a
+/// non-empty content.
+#[inline]
+fn content_of(line: &[u8]) -> Result<&[u8], String> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    match memchr::memchr(b',', line) {
+        Some(comma) if comma > 0 && comma + 1 < line.len() => Ok(&line[comma + 1..]),
+        _ => Err("a record line without an offset and a content".into()),
+    }
+}
+
 /// Parses decimal digits as a `u64` (no sign, no overflow).
 #[inline]
 fn parse_u64(digits: &[u8]) -> Option<u64> {
@@ -177,9 +188,15 @@ impl ShardKeyer {
                 self.ranks.clear();
             }
         }
-        let t = Transit::parse(line, self.rule.unit)?;
-        let key = self.next_key(t.content);
-        if let Some(&largest) = t.unit.and_then(|u| self.threshold.get(&u))
+        // Without a unit the offset is only skipped (the common, large case).
+        let (content, unit) = if self.rule.unit {
+            let t = Transit::parse(line, true)?;
+            (t.content, t.unit)
+        } else {
+            (content_of(line)?, None)
+        };
+        let key = self.next_key(content);
+        if let Some(&largest) = unit.and_then(|u| self.threshold.get(&u))
             && key > largest
         {
             self.capped += 1;
@@ -187,7 +204,7 @@ impl ShardKeyer {
         }
         out.extend_from_slice(itoa::Buffer::new().format(key).as_bytes());
         out.push(b',');
-        out.extend_from_slice(t.content);
+        out.extend_from_slice(content);
         out.push(b'\n');
         Ok(true)
     }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::features::Standardizer;
+use crate::mechanism::held_out::HeldOutRelease;
 use crate::metrics::EpochMetrics;
 use crate::publish;
 use crate::{Error, Result};
@@ -43,6 +44,14 @@ pub struct CheckpointMeta {
     /// resumed run uses these rather than releasing (and spending) them again.
     #[serde(default)]
     pub standardizer: Option<Standardizer>,
+    /// The held-out accuracy's release, once made (after the run's last epoch): a resumed run
+    /// at the same steps uses it rather than releasing (and spending) it again.
+    #[serde(default)]
+    pub test_release: Option<HeldOutRelease>,
+    /// Held-out releases made so far by this run and the runs it continues (each counts
+    /// towards the budget).
+    #[serde(default)]
+    pub test_releases: u32,
 }
 
 /// A loaded checkpoint.
@@ -252,6 +261,8 @@ mod tests {
                 })
                 .collect(),
             standardizer: None,
+            test_release: None,
+            test_releases: 0,
         }
     }
 

@@ -18,6 +18,7 @@
 mod announce;
 mod attacks;
 mod epoch;
+mod held_out;
 mod keys;
 mod layout;
 mod loaded;
@@ -38,6 +39,7 @@ use timely::worker::Worker;
 use self::announce::announce;
 use self::attacks::Attacks;
 use self::epoch::Epochs;
+use self::held_out::HeldOut;
 use self::keys::Keys;
 use self::layout::Layout;
 pub use self::loaded::Loaded;
@@ -240,13 +242,13 @@ fn train_worker(
             name,
             config.attack_rows,
             (layout.train_start, layout.test_start),
-            layout.test_rows,
+            lead,
             |v| peers.sum_totals(v),
         )?),
         None => None,
     };
 
-    let keys = Keys::exchange(config.seed, &mut peers)?;
+    let keys = Keys::exchange(config.seed, &settings, &mut peers)?;
     // Units are sampled (each line is a unit without --privacy-unit).
     let plan = SamplingPlan::new(layout.train_units, config.batch_size, config.population);
     let per_epoch = plan.steps_per_epoch;
@@ -259,7 +261,7 @@ fn train_worker(
     let preprocessing =
         (!data.transform.standardized.is_empty()).then_some(config.features.standardize_noise);
     let planned = per_epoch * u64::from(config.epochs);
-    let (accounting, step_privacy) = mechanism(
+    let (mut accounting, step_privacy) = mechanism(
         config,
         &mut peers,
         &sampler,
@@ -330,6 +332,21 @@ fn train_worker(
         &mut dp,
         out,
     )?;
+    // The held-out release: worker 0 keeps the checkpoint's if it was made at this run's last
+    // step; the accountant composes every release the run and those it continues make.
+    let final_steps = start.position.steps
+        + u64::from(config.epochs.saturating_sub(start.position.epochs_done)) * per_epoch;
+    let held_out = HeldOut::exchange(
+        config,
+        data.units.as_ref(),
+        &mut start,
+        final_steps,
+        noise_rng(config, &settings),
+        &mut peers,
+    )?;
+    if let Some(acc) = &mut accounting {
+        acc.test_releases = held_out.total();
+    }
     let standardizer = standardize(
         &mut data,
         preprocessing,
@@ -387,6 +404,7 @@ fn train_worker(
         out,
         fingerprint,
         standardizer,
+        held_out,
     };
     let mut trained = epochs.train(&mut peers, &mlp, &data, start)?;
     if let Some(c) = canaries {

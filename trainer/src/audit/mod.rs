@@ -179,8 +179,10 @@ impl AuditReport {
 pub fn run(config: &AuditConfig) -> Result<AuditReport> {
     config.validate()?;
     let mut train = config.train.clone();
-    // The audit's model is never a release: saved only below, marked.
+    // The audit's model is never a release: saved only below, marked; nor is a held-out
+    // accuracy drawn for it (its accounted epsilon is the steps').
     train.save = None;
+    train.test_release = crate::config::TestRelease::Withheld;
     // The m canaries join the population q is computed from, as they join the realized rows.
     train.population = train.population.map(|p| p + config.canaries as u64);
     // Which canaries are included is the secret the audit guesses: from --seed for a

@@ -13,6 +13,7 @@ use crate::config::TrainConfig;
 use crate::export;
 use crate::features::Standardizer;
 use crate::mechanism::dp_step::DpStep;
+use crate::mechanism::held_out::HeldOutRelease;
 use crate::mechanism::privacy::Accounting;
 use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
@@ -59,6 +60,10 @@ pub(super) struct Start {
     pub history: Vec<EpochMetrics>,
     /// The checkpoint's standardization release (worker 0's).
     pub standardizer: Option<Standardizer>,
+    /// The checkpoint's held-out release, if it made one (worker 0's).
+    pub test_release: Option<HeldOutRelease>,
+    /// The held-out releases made before (worker 0's).
+    pub test_releases: u32,
 }
 
 /// Worker 0 reads the checkpoint (it needs to exist only where worker 0 runs) and hands its
@@ -81,6 +86,8 @@ pub(super) fn restore(
         && let Some((saved, dir)) = saved_checkpoint(config, fingerprint, accounting, per_epoch)?
     {
         start.standardizer = saved.meta.standardizer.clone();
+        start.test_release = saved.meta.test_release.clone();
+        start.test_releases = saved.meta.test_releases;
         mlp.load_flat(saved.tensor(dir, "params")?)?;
         dp.optimizer_mut()
             .restore(&saved.tensors, saved.meta.steps)?;

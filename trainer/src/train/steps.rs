@@ -52,6 +52,8 @@ pub(super) struct Steps<'a> {
 pub(super) struct StepsDone {
     /// Examples this worker's steps used (its share of the samples).
     pub examples: u64,
+    /// Gradients its steps zeroed for not being finite.
+    pub zeroed: u64,
     /// Wall seconds.
     pub seconds: f64,
     /// This thread's CPU seconds, where the platform tells them.
@@ -181,6 +183,7 @@ impl Steps<'_> {
         bar.finish_and_clear();
         Ok(StepsDone {
             examples,
+            zeroed: self.dp.take_zeroed(),
             seconds,
             cpu_seconds,
             comm_seconds,

@@ -14,7 +14,7 @@ use trainer::report::ReportConfig;
 use trainer::sweep::SweepConfig;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, OptimizerKind, Privacy,
-    Sampling, TrainConfig,
+    Sampling, TestRelease, TrainConfig,
 };
 
 /// Differentially private training (DP-SGD) on the shards the pipeline writes.
@@ -28,15 +28,19 @@ use trainer::{
 /// Records are keyed by their content and rank among equal records, so no other record's
 /// split or batch moves when a unit is added or removed; a record (a unit) is in the training
 /// split when splitmix64(key ^ splitmix64(--split-seed)) >= --test-fraction * 2^64, at --delta,
-/// as computed by --accountant. It covers the released model and its card (run/model.json), except the card's
-/// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
-/// is given; a seeded run is not private against anyone who knows the seed. Without
+/// as computed by --accountant. It covers the released model and every figure of its card
+/// (run/model.json): the test accuracy there is released with its own noise, composed in the
+/// accountant (--test-accuracy-release). Noise, batch sampling and initialisation are keyed by
+/// the OS unless --seed is given; a seeded run is not private against anyone who knows the
+/// seed (and seeded runs with other settings draw other batches and noise). Without
 /// --population, the number of training records N is treated as public, as Opacus and TF
 /// Privacy do: q = B / N, the steps per epoch and epsilon itself reveal it. With --population
 /// N_PUB (a public size of the training split), q, the steps and the scaling come from N_PUB
-/// and the training count is not released. Not covered, not for publishing: the metrics file's
-/// "non_private" training-set figures, and the shards folder, whose _manifest.json holds exact
-/// counts and feature means.
+/// and the training count is not released. Not covered, not for publishing: the exact figures
+/// the run prints and logs (the epoch lines' held-out figures, marked "exact, not released";
+/// the metrics file's held-out figures and its "non_private" training-set figures; the
+/// counts on stderr), and the shards folder, whose _manifest.json holds exact counts and
+/// feature means.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -145,6 +149,16 @@ pub struct TrainArgs {
     /// Seed of the train/test split (part of the privacy unit's definition).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
+    /// What the model card releases of the test split: noisy (the counts of right predictions
+    /// and of test records with Gaussian noise, composed in the accountant: epsilon covers
+    /// them), exact-not-covered (the exact figures, which the card marks as NOT covered by
+    /// epsilon), or withheld.
+    #[arg(long, value_enum, default_value_t = TestReleaseArg::Noisy)]
+    test_accuracy_release: TestReleaseArg,
+    /// Noise multiplier of that noisy release (each count's noise std over their L2
+    /// sensitivity, sqrt 2 records for a line).
+    #[arg(long, default_value_t = trainer::config::DEFAULT_TEST_ACCURACY_NOISE)]
+    test_accuracy_noise: f64,
     /// Seed of initialisation, sampling and noise, for runs that must repeat. Without it they
     /// are keyed by the OS and the keys are written nowhere. A seeded run is NOT private
     /// against anyone who knows the seed (its card says private_against_seed_holders: false).
@@ -199,6 +213,14 @@ pub struct TrainArgs {
     /// How shards on S3 (`--data s3://...`) are reached.
     #[command(flatten)]
     s3: S3Args,
+}
+
+/// `--test-accuracy-release`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TestReleaseArg {
+    Noisy,
+    ExactNotCovered,
+    Withheld,
 }
 
 /// A checked training run, and the local processes to start for it.
@@ -279,6 +301,13 @@ impl TryFrom<TrainArgs> for Launch {
             max_rows_per_unit: a.max_rows_per_unit,
             test_fraction: a.test_fraction,
             split_seed: a.split_seed,
+            test_release: match a.test_accuracy_release {
+                TestReleaseArg::Noisy => TestRelease::Noisy {
+                    noise_multiplier: a.test_accuracy_noise,
+                },
+                TestReleaseArg::ExactNotCovered => TestRelease::ExactNotCovered,
+                TestReleaseArg::Withheld => TestRelease::Withheld,
+            },
             seed: a.seed,
             device: a.device,
             intra_op_threads: a.intra_op_threads,
@@ -568,6 +597,52 @@ mod tests {
         }
     }
 
+    /// `--test-accuracy-release` and `--test-accuracy-noise`: noisy at 10 by default; exact
+    /// and withheld by name; a noise that is not positive and finite is refused, naming it.
+    #[test]
+    fn the_held_out_release_flags() {
+        assert_eq!(
+            train(&[]).unwrap().test_release,
+            TestRelease::Noisy {
+                noise_multiplier: 10.0
+            }
+        );
+        assert_eq!(
+            train(&["--test-accuracy-noise", "3"]).unwrap().test_release,
+            TestRelease::Noisy {
+                noise_multiplier: 3.0
+            }
+        );
+        for (name, want) in [
+            ("exact-not-covered", TestRelease::ExactNotCovered),
+            ("withheld", TestRelease::Withheld),
+        ] {
+            let c = train(&["--test-accuracy-release", name]).unwrap();
+            assert_eq!(c.test_release, want);
+            assert_eq!(c.test_release_noise(), None, "{name}: nothing composed");
+        }
+        for bad in [
+            "--test-accuracy-noise=0",
+            "--test-accuracy-noise=-1",
+            "--test-accuracy-noise=inf",
+        ] {
+            let e = train(&[bad]).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("--test-accuracy-noise"),
+                "{bad}: {e:#}"
+            );
+        }
+        assert!(train(&["--test-accuracy-release", "exact"]).is_err());
+        // Nothing to release without a test split, or without DP.
+        assert_eq!(
+            train(&["--test-fraction", "0"])
+                .unwrap()
+                .test_release_noise(),
+            None
+        );
+        assert_eq!(train(&["--no-dp"]).unwrap().test_release_noise(), None);
+    }
+
     #[test]
     fn audit_takes_the_training_flags_and_its_own() {
         let a = audit(&[]).unwrap();
@@ -788,6 +863,8 @@ mod tests {
             "_manifest.json",
             "treated as public",
             "--population",
+            "--test-accuracy-release",
+            "exact, not released",
         ] {
             assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
         }
