@@ -201,12 +201,13 @@ fn saved_checkpoint<'a>(
         )));
     }
     if let (Some(acc), Some(said)) = (accounting, meta.metrics.last().and_then(|m| m.epsilon)) {
-        let spent = acc.spent(meta.steps)?.epsilon;
+        // Its last epoch's epsilon counts the held-out releases made by then.
+        let spent = acc.spent_so_far(meta.steps, meta.test_releases)?.epsilon;
         if (spent - said).abs() > 1e-9 * spent.abs().max(1.0) {
             return Err(refuse(format!(
-                "its last epoch reports epsilon {said}, but {} steps of this run's mechanism \
-                 spend {spent}: it was altered",
-                meta.steps
+                "its last epoch reports epsilon {said}, but {} steps (and {} held-out \
+                 releases) of this run's mechanism spend {spent}: it was altered",
+                meta.steps, meta.test_releases
             )));
         }
     }
