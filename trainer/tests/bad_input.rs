@@ -287,6 +287,7 @@ fn a_tampered_checkpoint_is_refused_on_resume() {
     // Untouched, it resumes.
     fs::write(d.join("m.jsonl"), &metrics).unwrap();
     common::ok(&trainer(d, &args("3", true)));
+}
 
 /// Nothing one row holds stops a run or poisons it (issue 23 B): rows of 3e38 in any number of
 /// their fields (up to all eleven but the label, of either sign), and a row whose attack
