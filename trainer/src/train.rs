@@ -336,6 +336,7 @@ fn train_worker(
         &mut peers,
         &fingerprint,
         accounting.as_ref(),
+        per_epoch,
         &mut mlp,
         &mut dp,
         out,

@@ -228,9 +228,9 @@ enum TestReleaseArg {
 pub struct Launch {
     /// The run.
     pub config: TrainConfig,
-    /// With `--workers W` and no hostfile: the addresses of the W processes, of which this is
-    /// process 0 and the others are to be started here.
-    pub spawn: Option<Vec<String>>,
+    /// With `--workers W` and no hostfile: the handoff (listeners bound, addresses, key) for
+    /// the W - 1 processes to start here (this is process 0).
+    pub spawn: Option<cluster::Handoff>,
 }
 
 impl TryFrom<TrainArgs> for Launch {
@@ -1060,21 +1060,35 @@ mod tests {
         assert_eq!(l.config.cluster, Cluster::Single { threads: 3 });
         assert!(l.spawn.is_none());
         let l = launch(&["--workers", "2", "--threads", "2"]).unwrap();
-        let addrs = l.spawn.expect("starts the other process");
-        assert_eq!(addrs.len(), 2);
+        let handoff = l.spawn.expect("starts the other process");
+        assert_eq!(handoff.processes(), 2);
         assert_eq!(
-            l.config.cluster,
-            Cluster::Member {
-                threads: 2,
-                process: 0,
-                addresses: addrs
-            }
+            (
+                l.config.cluster.process(),
+                l.config.cluster.processes(),
+                l.config.cluster.threads()
+            ),
+            (0, 2, 2)
         );
+        assert!(l.config.cluster.security().is_keyed());
         let dir = tempfile::tempdir().unwrap();
         let hosts = dir.path().join("hosts");
         std::fs::write(&hosts, "a:1\nb:2\n").unwrap();
         let h = hosts.to_str().unwrap();
-        let l = launch(&["--hostfile", h, "--process", "1", "--peer-timeout", "5"]).unwrap();
+        let err = launch(&["--hostfile", h, "--process", "1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cluster-key-file"), "{err}");
+        let l = launch(&[
+            "--hostfile",
+            h,
+            "--process",
+            "1",
+            "--peer-timeout",
+            "5",
+            "--insecure-plaintext",
+        ])
+        .unwrap();
         assert!(
             l.spawn.is_none() && !l.config.progress,
             "process 1 shows no progress"
