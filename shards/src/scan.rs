@@ -125,6 +125,9 @@ impl Scanner {
         lines: &mut LineReader<R>,
         mut f: impl FnMut(u64, Scanned<'_>),
     ) -> std::io::Result<()> {
+        // Lines the template takes are shorter than a window: within any sane limit.
+        let limit = lines.limit();
+        let template = self.template.is_some() && WINDOW <= limit;
         loop {
             let (base, end) = (lines.position(), lines.end());
             let block = lines.block()?;
@@ -139,7 +142,8 @@ impl Scanner {
                     done = true;
                     break;
                 }
-                if let Some(t) = &self.template
+                if template
+                    && let Some(t) = &self.template
                     && let Some(window) = block.get(p..p + WINDOW)
                     && let Some(key) = t.key(window.try_into().expect("a window"))
                 {
@@ -165,6 +169,10 @@ impl Scanner {
                     // The stream's last line, without a terminator.
                     None => (block.len(), block.len()),
                 };
+                if line_end - p > limit {
+                    lines.consume(p);
+                    return Err(lines.too_long());
+                }
                 f(offset, self.plain(&block[p..line_end]));
                 p = next;
             }
@@ -599,6 +607,60 @@ mod tests {
             let mut halves = scanned(&mut scanner, &data, 0, cut);
             halves.extend(scanned(&mut scanner, &data, cut, len));
             assert_eq!(halves, want, "case {case} cut at {cut}");
+        }
+    }
+
+    /// Lines past the reader's limit, with every line end, found inside a block or past its
+    /// end, in the middle or last: the scan gives the lines before the long one as the plain
+    /// way does, then the same error (naming the same offset).
+    #[test]
+    fn a_line_past_the_limit_fails_as_the_plain_way_does() {
+        let s = schema(&CAPUMS_COLUMNS, &SchemaOptions::default());
+        let row = b"1,0,1,0,1,1,0,1,0,1,1,0";
+        let limit = 40;
+        for end in [&b"\n"[..], b"\r\n", b"\r"] {
+            for long in [limit, limit + 1, limit + 7, 3 * limit] {
+                for last in [false, true] {
+                    for cap in [8, 64, 4096] {
+                        let mut data = Vec::new();
+                        for _ in 0..5 {
+                            data.extend_from_slice(row);
+                            data.extend_from_slice(end);
+                        }
+                        data.extend(std::iter::repeat_n(b'1', long));
+                        if !last {
+                            data.extend_from_slice(end);
+                            data.extend_from_slice(row);
+                            data.extend_from_slice(end);
+                        }
+                        let what = format!("{end:?} line of {long}, last {last}, buffer {cap}");
+                        let reader = || {
+                            LineReader::with_capacity(Cursor::new(&data), 0, cap).with_limit(limit)
+                        };
+                        let mut lines = reader();
+                        let mut cleaner = Scanner::new(s.clone());
+                        cleaner.template = None;
+                        let mut want = Vec::new();
+                        let want_end = loop {
+                            match lines.next_line() {
+                                Ok(Some((offset, line))) => {
+                                    want.push((offset, own(cleaner.line(line))))
+                                }
+                                Ok(None) => break None,
+                                Err(e) => break Some(e.to_string()),
+                            }
+                        };
+                        let mut got = Vec::new();
+                        let got_end = Scanner::new(s.clone())
+                            .scan(&mut reader(), |offset, o| got.push((offset, own(o))))
+                            .err()
+                            .map(|e| e.to_string());
+                        assert_eq!(got_end, want_end, "{what}");
+                        assert_eq!(got, want, "{what}");
+                        assert_eq!(want_end.is_some(), long > limit, "{what}");
+                    }
+                }
+            }
         }
     }
 

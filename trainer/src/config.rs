@@ -84,6 +84,30 @@ pub struct DpConfig {
     pub grad_sample: GradSample,
 }
 
+/// What the model card releases of the held-out (test) split: its accuracy is a statistic of
+/// the held-out units, which the DP-SGD steps do not cover (docs/design.md, "Held-out accuracy
+/// is released with its own noise").
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestRelease {
+    /// The number of correct predictions and of test records, each plus Gaussian noise of std
+    /// `noise_multiplier` times their L2 sensitivity, composed with the steps in the
+    /// accountant: epsilon covers it (the default).
+    Noisy {
+        /// Noise std over the L2 sensitivity of the two counts.
+        noise_multiplier: f64,
+    },
+    /// The exact held-out figures, which the card marks as not covered by epsilon.
+    ExactNotCovered,
+    /// Nothing of the held-out split (sweeps and audits, which write no card).
+    Withheld,
+}
+
+/// The held-out release's default noise multiplier: the counts' noise std is 10 times their
+/// sensitivity (about 14 records for a line), an accuracy error of about 1e-4 on the census'
+/// 240,000 test records, for little epsilon (the Gaussian's RDP is alpha / 200).
+pub const DEFAULT_TEST_ACCURACY_NOISE: f64 = 10.0;
+
 /// Private training or the non-private baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,6 +167,8 @@ pub struct TrainConfig {
     pub test_fraction: f64,
     /// Seed of the train/test split (the design's splitmix64 rule).
     pub split_seed: u64,
+    /// What the card releases of the held-out split.
+    pub test_release: TestRelease,
     /// Seed of initialisation, batch sampling and noise, for runs that must repeat. `None` (the
     /// default): all three are keyed by the operating system's CSPRNG and the keys are written
     /// nowhere. A seeded run's release is not private against anyone who knows the seed.
@@ -186,6 +212,20 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The noise multiplier of the held-out accuracy's Gaussian release when the run makes
+    /// one and composes it in the accountant: a private run with a test split and
+    /// [`TestRelease::Noisy`].
+    pub fn test_release_noise(&self) -> Option<f64> {
+        match (&self.privacy, self.test_release) {
+            (Privacy::Private(_), TestRelease::Noisy { noise_multiplier })
+                if self.test_fraction > 0.0 =>
+            {
+                Some(noise_multiplier)
+            }
+            _ => None,
+        }
+    }
+
     /// What loading the run's records takes.
     pub fn data_spec(&self) -> crate::data::DataSpec {
         crate::data::DataSpec {
@@ -232,6 +272,9 @@ impl TrainConfig {
             max_rows_per_unit: None,
             test_fraction: 0.2,
             split_seed: 0,
+            test_release: TestRelease::Noisy {
+                noise_multiplier: DEFAULT_TEST_ACCURACY_NOISE,
+            },
             seed: None,
             device: DeviceSpec::Cpu,
             intra_op_threads: 1,
@@ -319,6 +362,13 @@ impl TrainConfig {
                  per step; the limit is {}: lower one of them",
                 self.batch_size,
                 limits::ACTIVATIONS
+            ));
+        }
+        if let TestRelease::Noisy { noise_multiplier } = self.test_release
+            && !(noise_multiplier.is_finite() && noise_multiplier > 0.0)
+        {
+            return bad(format!(
+                "--test-accuracy-noise {noise_multiplier} must be finite and positive"
             ));
         }
         let noise = self.features.standardize_noise;

@@ -271,8 +271,8 @@ pub fn cap_units(table: &mut Table, k: u32) -> usize {
         })
         .collect();
     let mut at = 0;
-    for i in 0..before {
-        if keep[i] {
+    for (i, keep) in keep.into_iter().enumerate() {
+        if keep {
             table.keys[at] = table.keys[i];
             table.units[at] = table.units[i];
             table.labels[at] = table.labels[i];
@@ -725,15 +725,17 @@ mod tests {
                 .collect();
             assert_eq!(units.len(), 1);
         }
-        let (mut rows, mut groups) = (Vec::new(), Vec::new());
-        d.unit_rows(&[0, 2], &mut rows, &mut groups);
+        let (mut rows, mut starts) = (Vec::new(), Vec::new());
+        d.unit_rows(&[0, 2], &mut rows, &mut starts);
         let (a, b) = (
             d.unit_starts[1] - d.unit_starts[0],
             d.unit_starts[3] - d.unit_starts[2],
         );
         assert_eq!(rows.len(), a + b);
-        assert_eq!(groups.iter().filter(|&&g| g == 0).count(), a);
-        assert_eq!(groups.iter().filter(|&&g| g == 1).count(), b);
+        // Unit u of the batch is rows[starts[u]..starts[u + 1]].
+        assert_eq!(starts, [0, a, a + b]);
+        let first = d.unit_starts[2] as i64;
+        assert_eq!(rows[a..], (first..first + b as i64).collect::<Vec<_>>());
     }
 
     #[test]

@@ -1,4 +1,10 @@
 //! Loss and accuracy of the model over a whole split, in chunks, with one device sync.
+//!
+//! One row cannot poison the figures: each row's loss is taken at its logit clamped to
+//! [-[`LOGIT_BOUND`], [`LOGIT_BOUND`]] (a NaN logit, from a row whose values overflow the
+//! forward pass, as 0), so it adds at most about `LOGIT_BOUND` to a sum and a mean stays
+//! finite. Predictions are the clamped logit's sign (a NaN logit predicts 0, as it did). Rows
+//! whose logit was not finite are counted: an operator's diagnostic.
 
 use serde::Serialize;
 use tch::{Kind, Reduction, Tensor};
@@ -9,6 +15,10 @@ use crate::mlp::Mlp;
 /// Rows per forward pass in evaluation (bounds memory; large enough to keep launches few).
 const CHUNK: i64 = 1 << 16;
 
+/// The largest logit magnitude a row's loss is taken at (BCE-with-logits then at most about
+/// this much); far beyond any a useful model gives (`sigmoid(100)` is 1 in `f32`).
+pub const LOGIT_BOUND: f64 = 100.0;
+
 /// Mean BCE-with-logits loss and accuracy (logit > 0 predicts 1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Evaluation {
@@ -18,16 +28,18 @@ pub struct Evaluation {
     pub accuracy: f64,
 }
 
-/// Sums over a set of examples that add up across workers: total loss, correct predictions
-/// and examples.
+/// Sums over a set of examples that add up across workers: total loss, correct predictions,
+/// examples, and examples whose logit was not finite.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Totals {
-    /// Sum of the BCE-with-logits losses.
+    /// Sum of the BCE-with-logits losses (each at the logit clamped to [`LOGIT_BOUND`]).
     pub loss: f64,
     /// Number of correct predictions.
     pub correct: f64,
     /// Number of examples.
     pub count: f64,
+    /// Examples whose logit was not finite (an operator's diagnostic).
+    pub non_finite: f64,
 }
 
 impl Totals {
@@ -39,17 +51,18 @@ impl Totals {
         })
     }
 
-    /// As three values, for an all-reduce.
-    pub fn to_array(self) -> [f64; 3] {
-        [self.loss, self.correct, self.count]
+    /// As four values, for an all-reduce.
+    pub fn to_array(self) -> [f64; 4] {
+        [self.loss, self.correct, self.count, self.non_finite]
     }
 
-    /// From three values (see [`Totals::to_array`]).
+    /// From four values (see [`Totals::to_array`]).
     pub fn from_slice(v: &[f64]) -> Self {
         Totals {
             loss: v[0],
             correct: v[1],
             count: v[2],
+            non_finite: v[3],
         }
     }
 }
@@ -68,10 +81,15 @@ pub fn totals(mlp: &Mlp, examples: &Examples) -> Totals {
     let n = examples.len() as i64;
     let mut loss = Tensor::zeros([], (Kind::Float, examples.device()));
     let mut correct = Tensor::zeros([], (Kind::Int64, examples.device()));
+    let mut non_finite = Tensor::zeros([], (Kind::Int64, examples.device()));
     let mut start = 0;
     while start < n {
         let rows = examples.rows().narrow(0, start, CHUNK.min(n - start));
-        let logits = mlp.forward(&examples.inputs(&rows));
+        let raw = mlp.forward(&examples.inputs(&rows));
+        non_finite += raw.isfinite().logical_not().sum(Kind::Int64);
+        let logits = raw
+            .nan_to_num(0.0, Some(LOGIT_BOUND), Some(-LOGIT_BOUND))
+            .clamp(-LOGIT_BOUND, LOGIT_BOUND);
         let labels = examples.labels(&rows);
         loss +=
             logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::Sum);
@@ -82,6 +100,7 @@ pub fn totals(mlp: &Mlp, examples: &Examples) -> Totals {
         loss: loss.double_value(&[]),
         correct: correct.int64_value(&[]) as f64,
         count: n as f64,
+        non_finite: non_finite.int64_value(&[]) as f64,
     }
 }
 
@@ -110,5 +129,40 @@ mod tests {
         assert_eq!(got.accuracy, right as f64 / 100.0);
         let empty = Examples::new(&[], &[], 3, Device::Cpu).unwrap();
         assert!(evaluate(&mlp, &empty).is_none());
+    }
+
+    /// A row of huge values (its logit NaN or infinite) leaves the loss finite, moving the sum
+    /// by at most about the bound, predicts as its logit's sign (0 for NaN) and is counted.
+    #[test]
+    fn a_row_of_huge_values_leaves_the_figures_finite() {
+        let mut features: Vec<f32> = (0..300).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+        let labels: Vec<f32> = (0..100).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let mlp = Mlp::new(Shape::new(3, &[4]), 2, Device::Cpu).unwrap();
+        let clean = totals(
+            &mlp,
+            &Examples::new(&features, &labels, 3, Device::Cpu).unwrap(),
+        );
+        assert_eq!(clean.non_finite, 0.0);
+        for (row, values) in [
+            (0, [3e38f32, 0.0, 0.0]),
+            (57, [3e38, -3e38, 3e38]),
+            (58, [f32::INFINITY, 1.0, f32::NEG_INFINITY]),
+        ] {
+            features[row * 3..row * 3 + 3].copy_from_slice(&values);
+            let t = totals(
+                &mlp,
+                &Examples::new(&features, &labels, 3, Device::Cpu).unwrap(),
+            );
+            assert!(t.loss.is_finite(), "{t:?}");
+            assert!(
+                (t.loss - clean.loss).abs() <= 3.0 * (LOGIT_BOUND + 1.0),
+                "{t:?}"
+            );
+            assert!((t.correct - clean.correct).abs() <= 3.0, "{t:?}");
+            let e = Examples::new(&features, &labels, 3, Device::Cpu).unwrap();
+            let raw = Vec::<f32>::try_from(mlp.forward(&e.inputs(e.rows())).view([-1])).unwrap();
+            let want = raw.iter().filter(|z| !z.is_finite()).count();
+            assert_eq!(t.non_finite, want as f64, "{raw:?}");
+        }
     }
 }

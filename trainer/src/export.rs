@@ -1,8 +1,10 @@
 //! The trained model on disk: safetensors under PyTorch `nn.Sequential` names, and next to it
 //! the model card, a JSON file with the options, the privacy guarantee (what it protects, at
-//! which epsilon and delta, by which accountant) and the figures measured on held-out rows.
-//! The card holds nothing epsilon does not cover except those held-out figures, marked as
-//! such: no training-set statistic, no realized batch size, no timing.
+//! which epsilon and delta, by which accountant) and the held-out accuracy's noisy release.
+//! The card holds only what epsilon covers ([`crate::coverage::CARD`]): no training-set
+//! statistic, no realized batch size, no timing, no exact held-out figure, except under
+//! `--test-accuracy-release exact-not-covered` (or without DP) the exact held-out figures in
+//! `held_out`, marked as not covered.
 //!
 //! **A release is complete when its card is there.** Both files are written and synced under
 //! staging names (`model.safetensors.tmp`, `model.json.tmp`); then the previous card is
@@ -17,8 +19,9 @@ use accountant::PrivacySpent;
 use serde::Serialize;
 use tch::Tensor;
 
-use crate::config::TrainConfig;
+use crate::config::{Privacy, TestRelease, TrainConfig};
 use crate::features::{FeatureSpec, StandardizedColumn, Standardizer};
+use crate::mechanism::held_out::HeldOutRelease;
 use crate::mechanism::privacy::Accounting;
 use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
@@ -27,10 +30,12 @@ use crate::{Error, Result};
 
 /// Where the exact statistics are, and that they are not for publishing.
 pub const EXACT_STATISTICS: &str = "Exact statistics of the data are not covered by epsilon and \
-    are not for publishing: the operator's metrics file (--metrics-out) holds training-set \
-    figures (train loss and accuracy, the attack on training rows, realized batch sizes, \
-    timings) under \"non_private\", and the pipeline's _manifest.json in the shards folder \
-    holds exact row and label counts and feature means.";
+    are not for publishing: the operator's metrics file (--metrics-out) holds the exact \
+    held-out figures (test loss and accuracy, the attack on held-out rows) and, under \
+    \"non_private\", training-set figures (train loss and accuracy, the attack on training \
+    rows, realized batch sizes, timings); the trainer's lines on stdout and stderr show some \
+    of them; and the pipeline's _manifest.json in the shards folder holds exact row and label \
+    counts and feature means.";
 
 /// The JSON written next to the model.
 #[derive(Debug, Serialize)]
@@ -49,7 +54,11 @@ pub struct ModelCard<'a> {
     pub privacy: Option<PrivacyStatement>,
     /// Steps taken.
     pub steps: u64,
-    /// The last epoch's figures on held-out rows.
+    /// The held-out accuracy's Gaussian release, covered by epsilon (absent without one).
+    pub test_accuracy_release: Option<TestAccuracyRelease>,
+    /// The last epoch's exact figures on held-out rows, NOT covered by epsilon: only with
+    /// `--test-accuracy-release exact-not-covered`, or without DP (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub held_out: Option<HeldOut>,
     /// How the data's columns became `feature_names`: what to apply to a record before the
     /// model sees it.
@@ -132,12 +141,28 @@ impl<'a> FeatureTransform<'a> {
     }
 }
 
-/// Figures computed on held-out rows: not covered by epsilon (they are exact statistics of the
-/// test split), but of rows the model was not trained on.
+/// The held-out accuracy as the card releases it: noisy counts, covered by epsilon
+/// ([`crate::mechanism::held_out`]).
+#[derive(Debug, Serialize)]
+pub struct TestAccuracyRelease {
+    /// Always true.
+    pub covered_by_epsilon: bool,
+    /// The release.
+    #[serde(flatten)]
+    pub release: HeldOutRelease,
+    /// What it is, in words.
+    pub statement: String,
+}
+
+/// Exact figures computed on held-out rows: not covered by epsilon (they are exact statistics of
+/// the test split), released only when asked (`--test-accuracy-release exact-not-covered`) or
+/// by a run without DP.
 #[derive(Debug, Serialize)]
 pub struct HeldOut {
     /// Always false.
     pub covered_by_epsilon: bool,
+    /// Why they are here, in words.
+    pub statement: String,
     /// Which rows.
     pub rows: String,
     /// Mean loss on the test split.
@@ -153,8 +178,9 @@ pub struct HeldOut {
 }
 
 impl<'a> ModelCard<'a> {
-    /// The card of a run with `config`, after `steps` steps, with the final `spent` budget and
-    /// last epoch's metrics (only their held-out figures are kept).
+    /// The card of a run with `config`, after `steps` steps, with the final `spent` budget, the
+    /// held-out release `test_release` and the last epoch's metrics (whose exact held-out
+    /// figures only `--test-accuracy-release exact-not-covered`, or a run without DP, keeps).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &'a TrainConfig,
@@ -165,6 +191,7 @@ impl<'a> ModelCard<'a> {
         steps: u64,
         last: Option<&EpochMetrics>,
         standardizer: Option<&Standardizer>,
+        test_release: Option<&HeldOutRelease>,
     ) -> Self {
         let privacy = accounting.zip(spent).map(|(mechanism, spent)| {
             let seeded = config.seed.is_some();
@@ -172,17 +199,42 @@ impl<'a> ModelCard<'a> {
             PrivacyStatement {
                 statement: format!(
                     "({:.4}, {:e})-differential privacy by the {} accountant for {unit}: it \
-                     covers the released weights and this card, except the held_out figures{}. \
-                     {}{}",
+                     covers the released weights and every figure of this card{}{}{}. {}{}",
                     spent.epsilon,
                     spent.delta,
                     spent.accountant,
+                    match config.test_release {
+                        TestRelease::ExactNotCovered => {
+                            " except the held_out figures, exact statistics of the test split \
+                             released by --test-accuracy-release exact-not-covered"
+                        }
+                        _ => "",
+                    },
                     match mechanism.preprocessing_noise_multiplier {
                         Some(_) => {
                             ", and composes the DP-SGD steps with the Gaussian release of the \
                              standardized columns' statistics (feature_transform)"
                         }
                         None => "",
+                    },
+                    match mechanism.test_release_noise_multiplier {
+                        Some(_) => format!(
+                            "{} the Gaussian release of the held-out accuracy \
+                             (test_accuracy_release){}",
+                            if mechanism.preprocessing_noise_multiplier.is_some() {
+                                " and"
+                            } else {
+                                ", and composes the DP-SGD steps with"
+                            },
+                            match mechanism.test_releases {
+                                0 | 1 => String::new(),
+                                n => format!(
+                                    ", counted {n} times (this run continues runs that \
+                                     released it before)"
+                                ),
+                            }
+                        ),
+                        None => String::new(),
                     },
                     match config.population {
                         None => "The number of training records N is treated as public (the \
@@ -211,8 +263,34 @@ impl<'a> ModelCard<'a> {
                 private_against_seed_holders: !seeded,
             }
         });
-        let held_out = last.map(|m| HeldOut {
+        let test_accuracy_release = test_release.map(|r| TestAccuracyRelease {
+            covered_by_epsilon: true,
+            release: r.clone(),
+            statement: format!(
+                "The accuracy on the test split, released with its own noise: the numbers of \
+                 right predictions and of test records, each plus Gaussian noise of std {:.4} \
+                 (noise multiplier {} times their L2 sensitivity {:.4}: adding or removing one \
+                 privacy unit, with at most {} record(s) in the test split, moves each by at \
+                 most that many), composed with the DP-SGD steps in the accountant, so epsilon \
+                 covers it. accuracy is noisy_correct / noisy_count clamped to [0, 1].",
+                r.noise_std, r.noise_multiplier, r.l2_sensitivity, r.rows_per_unit
+            ),
+        });
+        let exact = match (&config.privacy, config.test_release) {
+            (_, TestRelease::Withheld) => None,
+            (Privacy::NonPrivate, _) => {
+                Some("Exact figures of a run without differential privacy: nothing covers them.")
+            }
+            (_, TestRelease::ExactNotCovered) => Some(
+                "NOT covered by epsilon: exact statistics of the test split, in the card because \
+                 the run was asked for them (--test-accuracy-release exact-not-covered). \
+                 Publishing them releases more than epsilon says.",
+            ),
+            (_, TestRelease::Noisy { .. }) => None,
+        };
+        let held_out = last.zip(exact).map(|(m, statement)| HeldOut {
             covered_by_epsilon: false,
+            statement: statement.into(),
             rows: format!(
                 "the test split (records, or units, with splitmix64(u ^ splitmix64({})) below \
                  {} * 2^64, u the record's key or its unit's hash), never trained on; the \
@@ -234,6 +312,7 @@ impl<'a> ModelCard<'a> {
             private,
             privacy,
             steps,
+            test_accuracy_release,
             held_out,
             feature_transform: FeatureTransform::new(&config.features, standardizer, private),
             exact_statistics: EXACT_STATISTICS,
@@ -323,7 +402,152 @@ pub fn architecture(inputs: usize, hidden: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use accountant::AccountantKind;
+    use serde_json::Value;
+
     use super::*;
+    use crate::config::TestRelease;
+    use crate::coverage::{CARD, MARKED_NOT_COVERED, unmarked_uncovered};
+    use crate::mechanism::held_out::HeldOutMechanism;
+    use crate::metrics::NonPrivate;
+
+    /// A card with every part there is (DP, the standardization, the held-out release, the
+    /// last epoch's exact figures), for `config`.
+    fn full_card(config: &TrainConfig, names: &[String]) -> Value {
+        let accounting = Accounting {
+            accountant: AccountantKind::Pld,
+            sampling_rate: 0.01,
+            noise_multiplier: 1.1,
+            sensitivity: 1.0,
+            effective_noise_multiplier: 1.1,
+            delta: 1e-5,
+            preprocessing_noise_multiplier: Some(10.0),
+            test_release_noise_multiplier: config.test_release_noise(),
+            test_releases: 1,
+        };
+        let spent = PrivacySpent {
+            epsilon: 1.5,
+            delta: 1e-5,
+            accountant: AccountantKind::Pld,
+            rdp_order: None,
+        };
+        let last = EpochMetrics {
+            epoch: 2,
+            steps: 200,
+            test_loss: Some(0.5),
+            test_accuracy: Some(0.7),
+            epsilon: Some(1.5),
+            delta: Some(1e-5),
+            accountant: Some("pld".into()),
+            rdp_order: None,
+            noise_multiplier: Some(1.1),
+            attack_accuracy: Some(0.6),
+            attack_baseline: Some(0.8),
+            attack_imputer: Some(0.81),
+            workers: 1,
+            non_private: Some(NonPrivate {
+                private: false,
+                examples: 100,
+                gradients_zeroed: 1,
+                non_finite_logits: 1,
+                train_loss: 0.4,
+                train_accuracy: 0.75,
+                attack_train_accuracy: Some(0.65),
+                attack_leakage: Some(0.05),
+                seconds: 1.0,
+                cpu_seconds: None,
+                comm_seconds: None,
+                eval_seconds: 0.1,
+                examples_per_second: 100.0,
+                phases: None,
+            }),
+        };
+        let standardizer = Standardizer {
+            noise_multiplier: 10.0,
+            sensitivity: 3f64.sqrt(),
+            noisy_sums: vec![100.0, 5.0, 4.0],
+        };
+        let release = config.test_release_noise().map(|noise_multiplier| {
+            HeldOutMechanism {
+                noise_multiplier,
+                rows_per_unit: 1,
+            }
+            .release(70.0, 100.0, 200, crate::NoiseRng::Seeded(1))
+            .unwrap()
+        });
+        let card = ModelCard::new(
+            config,
+            names,
+            "employed",
+            matches!(config.privacy, Privacy::Private(_)).then_some(accounting),
+            Some(spent),
+            200,
+            Some(&last),
+            Some(&standardizer),
+            release.as_ref(),
+        );
+        serde_json::to_value(&card).unwrap()
+    }
+
+    /// Every field a card can have is classified in `crate::coverage` (a field added to the
+    /// card without saying whether epsilon covers it fails here), and the card of each
+    /// `--test-accuracy-release` holds nothing uncovered unmarked: the default (noisy) holds
+    /// the release and no exact held-out figure; `exact-not-covered` the exact figures marked,
+    /// and no release; `withheld` neither; a run without DP its exact figures, marked.
+    #[test]
+    fn every_card_field_is_classified_and_nothing_uncovered_goes_unmarked() {
+        let names = vec!["sex".to_string(), "age".to_string()];
+        let mut config = TrainConfig::new(shards::Location::parse("shards").unwrap());
+        config.features.add_standardize("age=0:120").unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for (release, private, release_there, exact_there) in [
+            (None, true, true, false),
+            (Some(TestRelease::ExactNotCovered), true, false, true),
+            (Some(TestRelease::Withheld), true, false, false),
+            (None, false, false, true),
+        ] {
+            let mut c = config.clone();
+            if let Some(r) = release {
+                c.test_release = r;
+            }
+            if !private {
+                c.privacy = Privacy::NonPrivate;
+            }
+            let card = full_card(&c, &names);
+            let what = format!("{release:?} private {private}");
+            assert_eq!(unmarked_uncovered(&card), Vec::<String>::new(), "{what}");
+            assert_eq!(
+                card["test_accuracy_release"].is_object(),
+                release_there,
+                "{what}"
+            );
+            assert_eq!(card["held_out"].is_object(), exact_there, "{what}");
+            for key in card.as_object().unwrap().keys() {
+                assert!(
+                    CARD.iter().any(|(k, _)| k == key)
+                        || MARKED_NOT_COVERED.contains(&key.as_str()),
+                    "{key} is neither covered nor marked in crate::coverage"
+                );
+                seen.insert(key.clone());
+            }
+        }
+        let listed: std::collections::BTreeSet<String> = CARD
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .chain(MARKED_NOT_COVERED.iter().map(|k| k.to_string()))
+            .collect();
+        assert_eq!(seen, listed, "the lists name fields the card does not have");
+        let card = full_card(&config, &names);
+        assert_eq!(card["test_accuracy_release"]["covered_by_epsilon"], true);
+        assert!(
+            card["privacy"]["statement"]
+                .as_str()
+                .unwrap()
+                .contains("standardized columns' statistics (feature_transform) and the Gaussian release of the held-out accuracy"),
+            "{}",
+            card["privacy"]["statement"]
+        );
+    }
 
     #[test]
     fn architecture_names_the_pytorch_module() {

@@ -33,6 +33,7 @@ pub mod attack;
 pub mod audit;
 pub mod checkpoint;
 pub mod config;
+pub mod coverage;
 pub mod data;
 pub mod device;
 mod error;
@@ -50,7 +51,8 @@ pub mod sweep;
 pub mod train;
 
 pub use config::{
-    CheckpointConfig, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling, TrainConfig,
+    CheckpointConfig, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling, TestRelease,
+    TrainConfig,
 };
 pub use device::DeviceSpec;
 pub use error::{Error, Result};

@@ -12,9 +12,10 @@ use crate::publish;
 pub use crate::publish::create_parent;
 use crate::{Error, Result};
 
-/// What an epoch achieved: figures epsilon covers or computed on held-out rows (which may be
-/// shown with the model), and in [`EpochMetrics::non_private`] the operator's exact
-/// training-set diagnostics, which must never be released.
+/// What an epoch achieved: figures epsilon covers ([`crate::coverage::METRICS`]), the exact
+/// figures of the held-out rows (the operator's: the card releases its own noisy accuracy), and
+/// in [`EpochMetrics::non_private`] the operator's exact training-set diagnostics, which must
+/// never be released.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// Epoch number, from 1.
@@ -22,8 +23,10 @@ pub struct EpochMetrics {
     /// Steps taken by the run so far, resumed steps included (what the budget counts).
     pub steps: u64,
     /// Mean loss on the held-out (test) rows (absent without any).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub test_loss: Option<f64>,
     /// Accuracy on the held-out rows (absent without any).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub test_accuracy: Option<f64>,
     /// Epsilon spent so far at `delta` (absent with `--no-dp`).
     pub epsilon: Option<f64>,
@@ -37,11 +40,14 @@ pub struct EpochMetrics {
     pub noise_multiplier: Option<f64>,
     /// The model-inversion attack's accuracy on held-out rows (absent without an attack
     /// feature or held-out rows).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attack_accuracy: Option<f64>,
     /// The majority baseline on those rows: always guessing the more common value.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attack_baseline: Option<f64>,
     /// A baseline imputer's accuracy on those rows: logistic regression of the attack feature
     /// on the other features and the label, fitted on the held-out rows (no model involved).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attack_imputer: Option<f64>,
     /// Data-parallel workers (processes x threads) that trained the epoch.
     #[serde(default = "one")]
@@ -61,6 +67,14 @@ pub struct NonPrivate {
     pub private: bool,
     /// Examples the epoch's Poisson batches held in all (the realized batch sizes' sum).
     pub examples: u64,
+    /// Of those, the examples whose gradient was not finite and so contributed zero (a row
+    /// whose values overflow the forward pass).
+    #[serde(default)]
+    pub gradients_zeroed: u64,
+    /// Training and held-out rows whose logit was not finite after the epoch (each counted at
+    /// a clamped logit, see [`crate::evaluate::LOGIT_BOUND`]).
+    #[serde(default)]
+    pub non_finite_logits: u64,
     /// Mean loss on the training rows after the epoch.
     pub train_loss: f64,
     /// Accuracy on the training rows after the epoch.
@@ -91,24 +105,28 @@ pub struct NonPrivate {
 }
 
 impl EpochMetrics {
-    /// The figures that may be released: these metrics without [`EpochMetrics::non_private`].
+    /// The figures that may be released (a checkpoint's, the public page's): those epsilon
+    /// covers ([`crate::coverage::METRICS`]), without the exact held-out figures and
+    /// [`EpochMetrics::non_private`].
     pub fn public(&self) -> EpochMetrics {
-        EpochMetrics {
-            non_private: None,
-            ..self.clone()
-        }
+        crate::coverage::public_metrics(self)
     }
 }
 
 impl fmt::Display for EpochMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "epoch {:>3}", self.epoch)?;
-        if let (Some(l), Some(a)) = (self.test_loss, self.test_accuracy) {
-            write!(f, "  test loss {l:.4} acc {a:.4}")?;
-        }
         if let (Some(e), Some(d)) = (self.epsilon, self.delta) {
             let acc = self.accountant.as_deref().unwrap_or("?");
             write!(f, "  epsilon {e:.4} (delta {d:e}, {acc})")?;
+        }
+        // Exact figures of the held-out rows: the operator's, not what the card releases.
+        let held_out = self.test_loss.zip(self.test_accuracy);
+        if held_out.is_some() || self.attack_accuracy.is_some() {
+            write!(f, "  | exact, not released:")?;
+        }
+        if let Some((l, a)) = held_out {
+            write!(f, " test loss {l:.4} acc {a:.4}")?;
         }
         if let (Some(a), Some(b)) = (self.attack_accuracy, self.attack_baseline) {
             write!(f, "  attack (held-out) {a:.4} (majority {b:.4}")?;
@@ -123,6 +141,12 @@ impl fmt::Display for EpochMetrics {
                 "  | not private: train loss {:.4} acc {:.4}",
                 n.train_loss, n.train_accuracy
             )?;
+            if n.gradients_zeroed > 0 {
+                write!(f, " {} gradient(s) not finite, zeroed", n.gradients_zeroed)?;
+            }
+            if n.non_finite_logits > 0 {
+                write!(f, " {} row(s) with a logit not finite", n.non_finite_logits)?;
+            }
             if let Some(l) = n.attack_leakage {
                 write!(f, " attack leakage {l:+.4}")?;
             }
@@ -195,6 +219,46 @@ impl MetricsLog {
     }
 }
 
+/// Checks a checkpoint's epochs (`history`) against the metrics file at `path`, when there is
+/// one: each epoch the file logged must show the steps and epsilon the checkpoint's copy shows,
+/// and the file may log at most one epoch more (written before a crash stopped its
+/// checkpoint). A checkpoint whose steps were lowered no longer matches what the run logged.
+pub fn check_history(path: &Path, history: &[EpochMetrics]) -> std::result::Result<(), String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read --metrics-out {}: {e}", path.display())),
+    };
+    for line in text.lines() {
+        let Ok(logged) = serde_json::from_str::<EpochMetrics>(line) else {
+            continue; // a torn last line
+        };
+        let at = logged.epoch as usize;
+        if at > history.len() + 1 {
+            return Err(format!(
+                "--metrics-out {} logs epoch {at}, but the checkpoint covers {} epochs: the \
+                 checkpoint was altered, or belongs to another run",
+                path.display(),
+                history.len()
+            ));
+        }
+        if let Some(saved) = at.checked_sub(1).and_then(|i| history.get(i))
+            && (saved.steps != logged.steps || saved.epsilon != logged.epsilon)
+        {
+            return Err(format!(
+                "--metrics-out {} logs epoch {at} after {} steps (epsilon {:?}), the checkpoint \
+                 after {} (epsilon {:?}): the checkpoint or the file was altered",
+                path.display(),
+                logged.steps,
+                logged.epsilon,
+                saved.steps,
+                saved.epsilon
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The metrics file a resumed run starts from (see [`MetricsLog::resume`]).
 fn resumed_lines(existing: &str, history: &[EpochMetrics]) -> String {
     let mut written: HashMap<(u64, u64), &str> = HashMap::new();
@@ -245,6 +309,8 @@ mod tests {
             non_private: Some(NonPrivate {
                 private: false,
                 examples: 960_123,
+                gradients_zeroed: 0,
+                non_finite_logits: 0,
                 train_loss: 0.6,
                 train_accuracy: 0.66,
                 attack_train_accuracy: Some(0.62),
@@ -335,9 +401,16 @@ mod tests {
             !public.contains("train") && !public.contains("examples"),
             "{public}"
         );
+        // Nor the exact held-out figures (the card releases its own noisy accuracy).
+        assert!(
+            !public.contains("test_") && !public.contains("attack"),
+            "{public}"
+        );
+        assert!(public.contains("\"epsilon\":0.677"), "{public}");
         let shown = sample().to_string();
         assert!(
             shown.contains("epsilon 0.6770")
+                && shown.contains("| exact, not released: test loss 0.6100 acc 0.6500")
                 && shown.contains("attack (held-out) 0.6100")
                 && shown.contains("2 workers, all-reduce 0.050 s"),
             "{shown}"

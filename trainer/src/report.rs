@@ -1,6 +1,8 @@
 //! `trainer report`: a run's metrics, model card and audit as one self-contained HTML page
-//! (inline SVG plots, no scripts, nothing fetched), with the operator's non-private figures in a
-//! section of their own, or left out with `--public`.
+//! (inline SVG plots, no scripts, nothing fetched), with the operator's figures marked, or with
+//! `--public` only what epsilon covers: the page is then drawn from [`RunFiles::public`], the
+//! card's and the metrics' covered fields ([`crate::coverage`]), and nothing of the audit (a
+//! run of its own, which this run's epsilon does not cover).
 //!
 //! The metrics file records one accountant's epsilon per epoch. The page shows PLD and RDP side
 //! by side: the other accountant's epsilon at each epoch's step count is computed here from the
@@ -33,8 +35,7 @@ pub struct ReportConfig {
     pub audit: Option<PathBuf>,
     /// Where the page goes.
     pub out: PathBuf,
-    /// Leave out the operator's training-set figures: the page then holds only what epsilon
-    /// covers and figures computed on held-out rows, as the model card does.
+    /// Only what epsilon covers ([`crate::coverage`]), as the model card holds it.
     pub public: bool,
     /// Replace an existing page.
     pub overwrite: bool,
@@ -115,6 +116,20 @@ impl RunFiles {
             card,
             audit,
         })
+    }
+}
+
+impl RunFiles {
+    /// The run as a release may show it: the card's and each epoch's fields that epsilon
+    /// covers ([`crate::coverage::public_card`], [`crate::coverage::public_metrics`]), and no
+    /// audit.
+    pub fn public(&self) -> RunFiles {
+        RunFiles {
+            source: self.source.clone(),
+            metrics: self.metrics.iter().map(EpochMetrics::public).collect(),
+            card: self.card.as_ref().map(crate::coverage::public_card),
+            audit: None,
+        }
     }
 }
 
@@ -271,24 +286,33 @@ fn epsilon_curves(run: &RunFiles) -> Result<(Curves, Option<AccountantKind>)> {
     Ok((out, recorded))
 }
 
-/// The page for `run`; with `public`, without the operator's training-set figures.
+/// The page for `run`; with `public`, of [`RunFiles::public`]: only what epsilon covers.
 pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
+    let covered;
+    let run = if public {
+        covered = run.public();
+        &covered
+    } else {
+        run
+    };
     let ms = &run.metrics;
     let last = ms.last().expect("read_metrics refuses an empty file");
     let card = run.card.as_ref();
     let mut page = Page::new(&format!("Training run: {}", run.source));
     if public {
         page.note(
-            "Public page (trainer report --public): it holds only what epsilon covers and \
-             figures computed on held-out rows, as the model card does. The operator's \
-             training-set figures are left out.",
+            "Public page (trainer report --public): it holds only what epsilon covers, as the \
+             model card does: no exact figure of the training or the held-out rows, and \
+             nothing of an audit (another run on the same data, which this epsilon does not \
+             cover).",
         );
     } else {
         page.note(
-            "Operator's page, not for publishing: its last section, 'Not private', shows exact \
-             training-set figures (train loss and accuracy, the attack on training rows, \
-             realized batch sizes, timings) that epsilon does not cover. `trainer report \
-             --public` writes a page without them.",
+            "Operator's page, not for publishing: it shows exact figures of the held-out rows \
+             (test loss and accuracy, the attack) and in its last section, 'Not private', of \
+             the training rows (train loss and accuracy, the attack on training rows, realized \
+             batch sizes, timings), which epsilon does not cover, and the audit's. `trainer \
+             report --public` writes a page of what epsilon covers only.",
         );
     }
 
@@ -361,28 +385,70 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
         page.paragraph(&s);
     }
 
-    // Held-out accuracy and loss.
-    page.heading("Accuracy and loss on held-out rows");
-    let svg = Lines {
-        title: "Test accuracy per epoch".into(),
-        x_label: "epoch".into(),
-        y_label: "accuracy".into(),
-        series: vec![per_epoch("test accuracy", ms, |m| m.test_accuracy)],
-        log_x: false,
+    // The held-out accuracy as the card releases it (with noise, covered), then the operator's
+    // exact figures.
+    page.heading("Accuracy on held-out rows");
+    match card
+        .and_then(|c| c.get("test_accuracy_release"))
+        .filter(|r| r.is_object())
+    {
+        Some(r) => {
+            if let Some(s) = text(r, &["statement"]) {
+                page.paragraph(&s);
+            }
+            page.table(
+                &["released (covered by epsilon)", "value"],
+                &[
+                    vec!["test accuracy".into(), opt(num(r, &["accuracy"]), 4)],
+                    vec![
+                        "right predictions (noisy)".into(),
+                        opt(num(r, &["noisy_correct"]), 6),
+                    ],
+                    vec![
+                        "test records (noisy)".into(),
+                        opt(num(r, &["noisy_count"]), 6),
+                    ],
+                    vec!["noise std".into(), opt(num(r, &["noise_std"]), 4)],
+                    vec![
+                        "L2 sensitivity (records)".into(),
+                        opt(num(r, &["l2_sensitivity"]), 4),
+                    ],
+                ],
+            );
+        }
+        None => {
+            page.paragraph(
+                "The model card releases no held-out accuracy covered by epsilon (withheld, a \
+                 run without DP, or no card).",
+            );
+        }
     }
-    .svg()
-    .map_err(plot)?;
-    page.figure(&svg, "Accuracy on the test split after each epoch.");
-    let svg = Lines {
-        title: "Test loss per epoch".into(),
-        x_label: "epoch".into(),
-        y_label: "loss (BCE)".into(),
-        series: vec![per_epoch("test loss", ms, |m| m.test_loss)],
-        log_x: false,
+    if !public && ms.iter().any(|m| m.test_accuracy.is_some()) {
+        page.note(
+            "Exact figures of the held-out rows below: the operator's, NOT covered by epsilon \
+             and not for publishing (the card releases the noisy accuracy above).",
+        );
+        let svg = Lines {
+            title: "Test accuracy per epoch (exact, not covered)".into(),
+            x_label: "epoch".into(),
+            y_label: "accuracy".into(),
+            series: vec![per_epoch("test accuracy", ms, |m| m.test_accuracy)],
+            log_x: false,
+        }
+        .svg()
+        .map_err(plot)?;
+        page.figure(&svg, "Exact accuracy on the test split after each epoch.");
+        let svg = Lines {
+            title: "Test loss per epoch (exact, not covered)".into(),
+            x_label: "epoch".into(),
+            y_label: "loss (BCE)".into(),
+            series: vec![per_epoch("test loss", ms, |m| m.test_loss)],
+            log_x: false,
+        }
+        .svg()
+        .map_err(plot)?;
+        page.figure(&svg, "Exact mean loss on the test split after each epoch.");
     }
-    .svg()
-    .map_err(plot)?;
-    page.figure(&svg, "Mean loss on the test split after each epoch.");
 
     // Epsilon per epoch, both accountants.
     let (curves, recorded) = epsilon_curves(run)?;
@@ -440,7 +506,7 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
 
     // The attack on held-out rows.
     if ms.iter().any(|m| m.attack_accuracy.is_some()) {
-        page.heading("Model-inversion attack (held-out rows)");
+        page.heading("Model-inversion attack (held-out rows; exact, not covered)");
         let feature = card
             .and_then(|c| text(c, &["options", "attack_feature"]))
             .unwrap_or_else(|| "the attack feature".into());
@@ -490,14 +556,17 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
     if let Some(a) = &run.audit {
         page.heading("Privacy audit");
         page.paragraph(
-            "trainer audit: a lower bound on epsilon from one training run with canaries \
-             (Steinke, Nasr and Jagielski 2023), holding with probability 1 - alpha, beside \
-             the accountant's upper bound for the audited run. An audited epsilon above the \
-             accounted one would mean the code does not do what the accountant was told. The \
-             audit trains a run of its own with the same flags (its canaries are rows of its \
-             training set), so its accounted epsilon can differ from this run's.",
+            "trainer audit: lower bounds on epsilon from one training run with canaries, \
+             holding with probability 1 - alpha (Steinke, Nasr and Jagielski 2023, for any \
+             (epsilon, delta)-DP mechanism; and the f-DP bound of Mahloujifar, Melis and \
+             Chaudhuri 2024, for a Gaussian trade-off curve), beside the accountant's upper \
+             bound for the audited run. An audited epsilon above the accounted one would mean \
+             the code does not do what the accountant was told. The audit trains a run of its \
+             own with the same flags (its canaries are rows of its training set), so its \
+             accounted epsilon can differ from this run's.",
         );
         let audited = num(a, &["audited_epsilon"]);
+        let fdp = num(a, &["fdp_epsilon"]);
         let accounted = num(a, &["accounted_epsilon"]);
         let svg = Bars {
             title: "Audited against accounted epsilon".into(),
@@ -505,6 +574,7 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
             y_label: "epsilon".into(),
             bars: [
                 ("audited (lower bound)", audited),
+                ("audited, f-DP (lower bound)", fdp),
                 ("accounted (upper bound)", accounted),
             ]
             .into_iter()
@@ -522,6 +592,8 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
             &["audit", "value"],
             &[
                 vec!["audited epsilon".into(), opt(audited, 4)],
+                vec!["audited epsilon, f-DP".into(), opt(fdp, 4)],
+                row("caught", "caught"),
                 vec![
                     "accounted epsilon".into(),
                     accounted.map_or("infinite (no noise)".into(), |e| number(e, 4)),
@@ -743,6 +815,8 @@ mod tests {
             non_private: Some(NonPrivate {
                 private: false,
                 examples: 25_600,
+                gradients_zeroed: 0,
+                non_finite_logits: 0,
                 train_loss: 0.123_456,
                 train_accuracy: 0.987_654,
                 attack_train_accuracy: Some(0.63),
@@ -775,6 +849,14 @@ mod tests {
                 "statement": "(0.9000, 1e-5)-differential privacy by the pld accountant"
             },
             "steps": 300,
+            "test_accuracy_release": {
+                "covered_by_epsilon": true, "noisy_correct": 6521.25, "noisy_count": 9876.5,
+                "accuracy": 0.6603, "noise_multiplier": 10.0, "rows_per_unit": 1,
+                "l2_sensitivity": 1.5, "noise_std": 15.0, "steps": 300,
+                "statement": "The accuracy on the test split, released with its own noise"
+            },
+            "held_out": {"covered_by_epsilon": false, "statement": "NOT covered",
+                         "test_accuracy": 0.6789, "test_loss": 0.5432},
             "exact_statistics": "Exact statistics of the data are not covered by epsilon"
         })
     }
@@ -857,7 +939,9 @@ mod tests {
         );
         assert!(!html.contains("<script") && !html.contains("href="));
 
-        // --public: only what the card holds, and held-out figures.
+        assert!(html.contains("0.6603"), "the released accuracy");
+
+        // --public: only what epsilon covers: no exact figure, no audit.
         let public = run_page(&r, true).unwrap();
         for absent in [
             "0.9877",
@@ -866,15 +950,106 @@ mod tests {
             "train accuracy",
             "0.5123",
             "51200",
+            "Test accuracy per epoch",
+            "0.6789",
+            "Privacy audit",
+            "0.42",
         ] {
             assert!(!public.contains(absent), "{absent} is on the public page");
         }
-        for present in ["Test accuracy per epoch", "Epsilon spent per epoch", "0.42"] {
+        for present in ["Epsilon spent per epoch", "0.6603", "6521.25"] {
             assert!(
                 public.contains(present),
                 "{present} missing from the public page"
             );
         }
+    }
+
+    /// Every leaf of `v` (objects and arrays walked), as a JSON pointer.
+    fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => map
+                .iter()
+                .for_each(|(k, x)| leaves(x, format!("{at}/{k}"), out)),
+            Value::Array(xs) => xs
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| leaves(x, format!("{at}/{i}"), out)),
+            _ => out.push(at),
+        }
+    }
+
+    /// `v` changed: another number (an integer stays one), another string, the other boolean.
+    fn perturbed(v: &Value) -> Value {
+        match v {
+            Value::Number(n) if n.is_u64() => Value::from(n.as_u64().unwrap() + 7),
+            Value::Number(n) => Value::from(n.as_f64().unwrap() * 1.37 + 0.0173),
+            Value::String(s) => Value::from(format!("{s} changed")),
+            Value::Bool(b) => Value::from(!b),
+            other => other.clone(),
+        }
+    }
+
+    /// `trainer report --public` holds no figure epsilon does not cover (issue 23 D; it showed
+    /// the exact held-out accuracy, loss and attack, and the audit): for a run with every
+    /// figure there is (metrics with training-set and held-out figures, a card with the noisy
+    /// release and marked exact figures, an audit), changing any one value that is not among
+    /// the covered fields of `crate::coverage` (a metrics field not in `METRICS`, a card field
+    /// not in `CARD`, anything of the audit) leaves the public page byte for byte the same,
+    /// while changing a covered figure (the released accuracy, an epoch's epsilon) shows.
+    #[test]
+    fn the_public_page_holds_only_what_epsilon_covers() {
+        let mut r = run("pld");
+        r.audit = Some(serde_json::json!({
+            "audited_epsilon": 0.42, "accounted_epsilon": 0.9, "accountant": "pld",
+            "guesses": 100, "correct": 70, "membership_inference": {"auc": 0.5123}
+        }));
+        let whole = serde_json::json!({
+            "metrics": r.metrics, "card": r.card, "audit": r.audit
+        });
+        let back = |v: &Value| RunFiles {
+            source: "run".into(),
+            metrics: serde_json::from_value(v["metrics"].clone()).unwrap(),
+            card: Some(v["card"].clone()),
+            audit: Some(v["audit"].clone()),
+        };
+        let page = run_page(&back(&whole), true).unwrap();
+        let covered = |pointer: &str| -> bool {
+            let parts: Vec<&str> = pointer.split('/').collect();
+            match parts[1] {
+                "metrics" => crate::coverage::METRICS.iter().any(|(k, _)| *k == parts[3]),
+                "card" => crate::coverage::CARD.iter().any(|(k, _)| *k == parts[2]),
+                _ => false,
+            }
+        };
+        let mut all = Vec::new();
+        leaves(&whole, String::new(), &mut all);
+        let (mut checked, mut shown) = (0, 0);
+        for pointer in &all {
+            let mut changed = whole.clone();
+            let leaf = changed.pointer_mut(pointer).unwrap();
+            *leaf = perturbed(leaf);
+            if covered(pointer) {
+                shown += usize::from(run_page(&back(&changed), true).unwrap() != page);
+                continue;
+            }
+            checked += 1;
+            assert!(
+                run_page(&back(&changed), true).unwrap() == page,
+                "{pointer}, not covered, shows on the public page"
+            );
+        }
+        assert!(checked > 60, "{checked} uncovered values");
+        for pointer in ["/card/test_accuracy_release/accuracy", "/metrics/2/epsilon"] {
+            let mut changed = whole.clone();
+            let leaf = changed.pointer_mut(pointer).unwrap();
+            *leaf = perturbed(leaf);
+            assert!(
+                run_page(&back(&changed), true).unwrap() != page,
+                "{pointer}"
+            );
+        }
+        assert!(shown > 10, "{shown} covered values show");
     }
 
     #[test]

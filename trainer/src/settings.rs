@@ -59,6 +59,8 @@ pub struct RunSettings {
     pub test_fraction: f64,
     /// The split rule's seed.
     pub split_seed: u64,
+    /// The held-out release's noise multiplier, when it is composed in the accountant.
+    pub test_release_noise: Option<f64>,
     /// The seed policy: a seed, or `None` for keys from the operating system.
     pub seed: Option<u64>,
     /// DP-SGD (true) or the non-private baseline.
@@ -127,6 +129,7 @@ impl Settings {
             max_rows_per_unit: config.max_rows_per_unit,
             test_fraction: config.test_fraction,
             split_seed: config.split_seed,
+            test_release_noise: config.test_release_noise(),
             seed: config.seed,
             private: dp.is_some(),
             l2_norm_clip: dp.map(|d| d.l2_norm_clip),
@@ -168,6 +171,19 @@ impl Settings {
     /// same noise), so that runs with the same seed but other settings or data do not share
     /// their noise.
     pub fn noise_seed(&self, seed: u64) -> u64 {
+        self.keyed(seed, "settings")
+    }
+
+    /// The key of a seeded run's batch sampler: `seed` mixed with a hash of these settings, as
+    /// [`Settings::noise_seed`] (under another name, so the two keys differ). Runs with the same
+    /// seed and settings replay the same batches; runs with other settings, such as a sweep's
+    /// points, draw independent ones (sharing them, their epsilons would not add up).
+    pub fn sampler_seed(&self, seed: u64) -> u64 {
+        self.keyed(seed, "sampler")
+    }
+
+    /// `seed` mixed with a hash of these settings (the epochs only if calibrated) under `name`.
+    fn keyed(&self, seed: u64, name: &str) -> u64 {
         let kept = Settings {
             run: self.run.without_epochs(),
             ..self.clone()
@@ -175,7 +191,7 @@ impl Settings {
         let text = serde_json::to_value(kept)
             .expect("settings serialize")
             .to_string();
-        shards::splitmix64(seed ^ hash("settings", &text))
+        shards::splitmix64(seed ^ hash(name, &text))
     }
 
     /// Each setting's name and value, in the struct's order.
@@ -295,10 +311,12 @@ mod tests {
     /// same noise.
     #[test]
     fn every_option_is_a_setting_or_named_as_not_mattering() {
-        // `data` is compared through the data's fingerprint, rows and columns; the rest only
-        // place the work, report, or write files.
+        // `data` is compared through the data's fingerprint, rows and columns, `test_release`
+        // as `test_release_noise` (what the accountant composes: exact or withheld change only
+        // what the card says); the rest only place the work, report, or write files.
         const NOT_SETTINGS: &[&str] = &[
             "data",
+            "test_release",
             "privacy",
             "device",
             "intra_op_threads",
@@ -349,6 +367,22 @@ mod tests {
         );
         let other_data = Settings::new(&c, 8, 100, vec!["y".into(), "x".into()]);
         assert_ne!(other_data.noise_seed(5), settings(&c).noise_seed(5));
+        // The sampler's key follows the same settings, under a key of its own.
+        assert_ne!(settings(&c).sampler_seed(5), settings(&c).noise_seed(5));
+        assert_ne!(other_data.sampler_seed(5), settings(&c).sampler_seed(5));
+        let mut more = c.clone();
+        more.epochs += 1;
+        assert_eq!(
+            settings(&more).sampler_seed(5),
+            settings(&c).sampler_seed(5)
+        );
+        if let Privacy::Private(dp) = &mut more.privacy {
+            dp.noise = NoiseSpec::TargetEpsilon(2.0);
+        }
+        assert_ne!(
+            settings(&more).sampler_seed(5),
+            settings(&c).sampler_seed(5)
+        );
         // A checkpoint does not record the data's fingerprint (it would identify the data).
         assert_eq!(other_data.for_checkpoint(), settings(&c).for_checkpoint());
         assert!(

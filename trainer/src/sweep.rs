@@ -5,8 +5,11 @@
 //!
 //! Seeds: without `--seed` every run draws its own keys from the OS. With `--seed S`, repeat r
 //! of every point (and the baseline, repeat 0) is seeded with [`repeat_seed`]`(S, r)`, so the
-//! points of one repeat start from the same initialisation and batches (their noise differs:
-//! it is keyed by the run's settings too).
+//! points of one repeat start from the same initialisation; their batches and noise are keyed
+//! by the run's settings too ([`crate::settings::Settings::sampler_seed`]), so every run of the
+//! sweep draws its own: independent mechanisms, whose epsilons add up (basic composition). (The
+//! batches were keyed by the seed alone, and points sharing them are one mechanism releasing
+//! two noisy sums per batch, far above the sum of their epsilons.)
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -132,6 +135,8 @@ impl SweepConfig {
             _ => Privacy::NonPrivate,
         };
         c.seed = self.base.seed.map(|s| repeat_seed(s, repeat));
+        // No card, so no held-out release (the page shows the exact figures, marked).
+        c.test_release = crate::config::TestRelease::Withheld;
         c.save = None;
         c.metrics_out = None;
         c.checkpoint = None;
@@ -377,12 +382,13 @@ pub fn sweep_page(
 
     let mut page = Page::new(&format!("Privacy-utility sweep: {data}"));
     page.note(&format!(
-        "Operator's page. Each point's epsilon is that run's guarantee for one record of the \
-         training split (at delta {}, {accountant} accountant). The page shows figures of {} \
-         runs on the same data, one of them without DP, so it is not covered by any one \
-         epsilon: publishing figures of several private runs spends the sum of their epsilons \
-         (basic composition), and the non-private run's figure is covered by none. Test \
-         accuracy and the majority class are computed on held-out rows.",
+        "Operator's page, not a release. Each point's epsilon is that run's guarantee for one \
+         record of the training split (at delta {}, {accountant} accountant). The page shows \
+         figures of {} runs on the same data, one of them without DP, so it is not covered by \
+         any one epsilon: the runs draw independent batches and noise, so publishing models of \
+         several private runs spends the sum of their epsilons (basic composition), and the \
+         non-private run is covered by none. Test accuracy and the majority class are exact \
+         statistics of the held-out rows, which no epsilon covers.",
         delta.map_or("?".into(), |d| format!("{d:e}")),
         runs.len()
     ));
@@ -552,6 +558,68 @@ mod tests {
             assert!(html.contains(text), "{text} missing");
         }
         assert!(!html.contains("<script"));
+    }
+
+    /// Seeded sweep points draw independent batches (issue 23 D): they were keyed by the
+    /// repeat's seed alone, so two points of a repeat took the same Poisson batches, and the
+    /// sum of their epsilons the page speaks of understated what the pair spends. Each epoch's
+    /// realized sample size (the sum of its batch sizes) differs between the points, while the
+    /// same point run again (a replay: same seed, same settings) draws the very same batches.
+    #[test]
+    fn seeded_points_draw_independent_batches_and_a_replay_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("input.csv");
+        let out = dir.path().join("shards");
+        pipeline::generate(&pipeline::GenerateConfig {
+            rows: 1_500,
+            seed: 3,
+            na_rate: 0.0,
+            households: false,
+            output: shards::Location::Local(csv.clone()),
+            overwrite: true,
+            s3: Default::default(),
+        })
+        .unwrap();
+        pipeline::run(&pipeline::RunConfig {
+            shards: 2,
+            overwrite: true,
+            ..pipeline::RunConfig::new(
+                shards::Location::Local(csv),
+                shards::Location::Local(out.clone()),
+            )
+        })
+        .unwrap();
+        let mut base = TrainConfig::new(shards::Location::Local(out));
+        base.epochs = 4;
+        base.batch_size = 64;
+        base.attack_feature = None;
+        base.seed = Some(11);
+        let config = SweepConfig {
+            base,
+            target_epsilons: vec![1.0, 8.0],
+            repeats: 1,
+            out: dir.path().join("sweep"),
+            overwrite: false,
+            progress: false,
+        };
+        config.validate().unwrap();
+        let loaded = Arc::new(Loaded::load(&config.base).unwrap());
+        let sizes = |target: f64| -> Vec<u64> {
+            let report = crate::run_loaded(&config.run_config(Some(target), 0), &loaded).unwrap();
+            report
+                .metrics
+                .iter()
+                .map(|m| m.non_private.as_ref().unwrap().examples)
+                .collect()
+        };
+        let (one, eight) = (sizes(1.0), sizes(8.0));
+        assert_eq!(
+            config.run_config(Some(1.0), 0).seed,
+            config.run_config(Some(8.0), 0).seed,
+            "one repeat's points share its seed"
+        );
+        assert_ne!(one, eight, "the points drew the same batches");
+        assert_eq!(sizes(1.0), one, "a replay draws the same batches");
     }
 
     #[test]

@@ -157,8 +157,10 @@ fn model_and_card_are_published_together() {
     );
 }
 
-/// A kill at any rename of a checkpointed run (between an epoch's metrics line and its
-/// checkpoint among them), then `--resume`: every epoch's line is in the metrics file once.
+/// A kill at any write (the epoch's line on stdout and in the metrics file among them) or
+/// rename of a checkpointed run, then `--resume`: no epoch was printed or logged before its
+/// checkpoint was written (issue 23 D: it was, so a resume trained a printed epoch again), and
+/// every epoch's line is in the metrics file once.
 #[test]
 fn resume_after_a_kill_logs_each_epoch_once() {
     if !strace_works() {
@@ -214,48 +216,62 @@ fn resume_after_a_kill_logs_each_epoch_once() {
     ];
     ok(&trainer(dir.path(), &straight));
     let want = fs::read(dir.path().join("straight.safetensors")).unwrap();
-    let mut ahead = 0;
-    for n in 1.. {
-        let _ = fs::remove_dir_all(dir.path().join("ck"));
-        let _ = fs::remove_file(dir.path().join("m.jsonl"));
-        let out = trainer_killed_at(dir.path(), FAULTS[1], n, &args("2", false));
-        if !killed(&out) {
-            ok(&out);
-            break;
+    let printed = |stdout: &[u8]| -> u64 {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .filter(|l| l.starts_with("epoch "))
+            .count() as u64
+    };
+    let mut kills = 0;
+    let mut announced = 0;
+    for calls in [FAULTS[0], FAULTS[1]] {
+        for n in 1.. {
+            let _ = fs::remove_dir_all(dir.path().join("ck"));
+            let _ = fs::remove_file(dir.path().join("m.jsonl"));
+            let out = trainer_killed_at(dir.path(), calls, n, &args("2", false));
+            if !killed(&out) {
+                ok(&out);
+                break;
+            }
+            kills += 1;
+            let before = fs::read_to_string(dir.path().join("m.jsonl")).unwrap_or_default();
+            let logged = before.lines().count() as u64;
+            let done = epochs_done(&dir.path().join("ck"));
+            let shown = printed(&out.stdout);
+            assert!(
+                shown <= done.unwrap_or(0) && logged <= done.unwrap_or(0),
+                "killed at {calls} #{n}: {shown} epoch(s) printed and {logged} logged, but \
+                 {done:?} checkpointed"
+            );
+            announced += shown;
+            if done.is_none() {
+                let err = common::fails(&trainer(dir.path(), &args("3", true)));
+                assert!(err.contains("checkpoint ck: --resume"), "{err}");
+                ok(&trainer(dir.path(), &args("3", false)));
+            } else {
+                ok(&trainer(dir.path(), &args("3", true)));
+            }
+            let epochs: Vec<u64> = metrics(&dir.path().join("m.jsonl"))
+                .iter()
+                .map(|m| m["epoch"].as_u64().unwrap())
+                .collect();
+            assert_eq!(epochs, [1, 2, 3], "killed at {calls} #{n}, then resumed");
+            // The checkpointed epochs keep the lines first written, byte for byte.
+            let kept = logged as usize;
+            let after = fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+            assert_eq!(
+                after.lines().take(kept).collect::<Vec<_>>(),
+                before.lines().take(kept).collect::<Vec<_>>()
+            );
+            assert!(
+                fs::read(dir.path().join("model.safetensors")).unwrap() == want,
+                "killed at {calls} #{n}: the resumed model is the uninterrupted one"
+            );
         }
-        let before = fs::read_to_string(dir.path().join("m.jsonl")).unwrap_or_default();
-        let logged = metrics(&dir.path().join("m.jsonl")).len() as u64;
-        let done = epochs_done(&dir.path().join("ck"));
-        if logged > done.unwrap_or(0) {
-            ahead += 1; // the metrics line is written, its checkpoint is not
-        }
-        if done.is_none() {
-            let err = common::fails(&trainer(dir.path(), &args("3", true)));
-            assert!(err.contains("checkpoint ck: --resume"), "{err}");
-            ok(&trainer(dir.path(), &args("3", false)));
-        } else {
-            ok(&trainer(dir.path(), &args("3", true)));
-        }
-        let epochs: Vec<u64> = metrics(&dir.path().join("m.jsonl"))
-            .iter()
-            .map(|m| m["epoch"].as_u64().unwrap())
-            .collect();
-        assert_eq!(epochs, [1, 2, 3], "killed at rename #{n}, then resumed");
-        // The checkpointed epochs keep the lines first written, byte for byte.
-        let kept = done.unwrap_or(0) as usize;
-        let after = fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
-        assert_eq!(
-            after.lines().take(kept).collect::<Vec<_>>(),
-            before.lines().take(kept).collect::<Vec<_>>()
-        );
-        assert!(
-            fs::read(dir.path().join("model.safetensors")).unwrap() == want,
-            "killed at rename #{n}: the resumed model is the uninterrupted one"
-        );
     }
-    eprintln!("{ahead} kills fell between a metrics line and its checkpoint");
+    eprintln!("{kills} kills, {announced} epoch lines printed before them");
     assert!(
-        ahead > 0,
-        "no kill fell between a metrics line and its checkpoint"
+        kills >= 8 && announced > 0,
+        "{kills} kills, {announced} epochs printed: no kill fell after an epoch's line"
     );
 }

@@ -59,7 +59,7 @@ fn public_bounds_and_categories_beat_the_majority_at_epsilon_4() {
         "every column is in range: {stderr}"
     );
     let card = json(&dir.path().join("run/model.json"));
-    let accuracy = card["held_out"]["test_accuracy"].as_f64().unwrap();
+    let accuracy = card["test_accuracy_release"]["accuracy"].as_f64().unwrap();
     let epsilon = card["privacy"]["epsilon"].as_f64().unwrap();
     let majority = majority();
     assert!((0.62..0.64).contains(&majority), "{majority}");
@@ -98,9 +98,10 @@ fn public_bounds_and_categories_beat_the_majority_at_epsilon_4() {
 }
 
 /// The epsilon of a run that standardizes two columns is the composition of the DP-SGD steps
-/// with one Gaussian release whose noise std is the multiplier times sqrt(1 + 2 * 2), computed
-/// here from the card's figures: by RDP (the Gaussian's alpha * s^2 / (2 std^2) added to the
-/// sampled Gaussian's RDP before the conversion) and by PLD (the two distributions convolved).
+/// with one Gaussian release whose noise std is the multiplier times sqrt(1 + 2 * 2), and with
+/// the held-out accuracy's release (noise multiplier 10), computed here from the card's
+/// figures: by RDP (each Gaussian's alpha * s^2 / (2 std^2) added to the sampled Gaussian's RDP
+/// before the conversion) and by PLD (the three distributions convolved).
 /// The card holds the noisy statistics only, and the standardized columns are not warned about.
 #[test]
 fn standardization_is_composed_in_the_accountant() {
@@ -159,7 +160,10 @@ fn standardization_is_composed_in_the_accountant() {
                 let composed: Vec<f64> = rdp::compute_rdp(q, sigma, steps, &orders)
                     .iter()
                     .zip(&orders)
-                    .map(|(r, a)| r + a * sensitivity.powi(2) / (2.0 * noise_std * noise_std))
+                    .map(|(r, a)| {
+                        r + a * sensitivity.powi(2) / (2.0 * noise_std * noise_std)
+                            + a / (2.0 * 10.0 * 10.0)
+                    })
                     .collect();
                 rdp::get_privacy_spent(&orders, &composed, delta).0
             }
@@ -177,6 +181,7 @@ fn standardization_is_composed_in_the_accountant() {
                         )
                         .unwrap(),
                     )
+                    .compose(&PrivacyLossDistribution::subsampled_gaussian(1.0, 10.0, &o).unwrap())
                     .epsilon_for_delta(delta)
             }
         };
@@ -244,7 +249,10 @@ fn target_epsilon_covers_the_preprocessing() {
             ]);
         }
         args.extend(extra);
+        // The held-out release withheld: at standardize noise 2 and it, no sigma reaches 2.
         args.extend([
+            "--test-accuracy-release",
+            "withheld",
             "--target-epsilon",
             "2",
             "--epochs",
@@ -295,6 +303,8 @@ fn raw_columns_outside_the_unit_interval_are_named() {
         warning.contains("puma, educ, income") && !warning.contains("age"),
         "{warning}"
     );
+    // A fact about the data's records: marked as the operator's, not covered (issue 23 D).
+    assert!(warning.contains("not private"), "{warning}");
 }
 
 #[test]
@@ -402,7 +412,7 @@ fn the_release_does_not_depend_on_the_workers() {
     for (a, b) in sums(&cards[0]).iter().zip(sums(&cards[1])) {
         assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{a} vs {b}");
     }
-    let acc = |c: &serde_json::Value| c["held_out"]["test_accuracy"].as_f64().unwrap();
+    let acc = |c: &serde_json::Value| c["test_accuracy_release"]["accuracy"].as_f64().unwrap();
     assert!((acc(&cards[0]) - acc(&cards[1])).abs() < 1e-3);
 }
 

@@ -1,5 +1,10 @@
 //! The DP optimizer's step (Opacus's `DPOptimizer`): per-example gradients, clip each to C,
 //! sum, add N(0, (sigma C)^2) once, divide by the expected batch size, optimizer update.
+//!
+//! In every gradient path (the closed form in libtorch, the plain-Rust [`Fused`] step, the
+//! microbatches) a gradient whose norm is not finite contributes zero and is counted
+//! ([`DpStep::take_zeroed`], an operator's diagnostic): the clipped sum moves by at most the
+//! sensitivity the accountant is told, whatever one row holds.
 
 use std::cell::Cell;
 
@@ -8,9 +13,10 @@ use tch::{Device, Kind, Tensor};
 use crate::Result;
 use crate::config::{GradSample, NoiseRng};
 use crate::mechanism::fused::{Clip, Fused};
-use crate::mechanism::grad_sample::{Constants, NORM_EPS, PerExample, clip_weights};
+use crate::mechanism::grad_sample::{Constants, NORM_EPS, Norms, PerExample, clip_weights};
 use crate::mechanism::noise::NoiseSource;
 use crate::mechanism::optim::Optimizer;
+use crate::mechanism::quiet::QuietRows;
 use crate::mlp::{LayerViews, Mlp, Shape};
 use crate::profile::{Phase, Profiler};
 
@@ -76,6 +82,20 @@ pub struct DpStep {
     /// The fused path's host gradient is newer than `grad`: it is copied over when `grad` is
     /// read or the optimizer steps, so the noise is added to it on the host first.
     host_pending: Cell<bool>,
+    /// The model's parameters, and the quiet coordinates after them in `grad` (an audit's:
+    /// [`crate::mechanism::quiet`]; 0 otherwise).
+    numel: usize,
+    quiet: usize,
+    /// Gradients (per example, or microbatch means) the libtorch paths clipped since
+    /// [`DpStep::take_zeroed`], and how many had a finite norm (on the host where that was
+    /// checked; the rest on the device, read only there): the others contributed zero.
+    clipped: u64,
+    finite: u64,
+    finite_device: Tensor,
+    /// Whether the libtorch per-example path looks at the norms first ([`Norms::check`]) and
+    /// takes the unguarded sums when all are finite: on the CPU, where the look costs no wait;
+    /// on a GPU it would wait for the device every step, so the sums are always guarded.
+    check_norms: bool,
 }
 
 impl DpStep {
@@ -88,7 +108,22 @@ impl DpStep {
         privacy: StepPrivacy,
         optimizer: Optimizer,
     ) -> Result<Self> {
-        let grad = Tensor::zeros([shape.numel() as i64], (Kind::Float, device));
+        DpStep::with_quiet(shape, device, expected_batch, privacy, optimizer, 0)
+    }
+
+    /// [`DpStep::new`] with `quiet` quiet coordinates after the model's parameters
+    /// ([`crate::mechanism::quiet`]): the gradient and the noise have `numel + quiet` values,
+    /// the optimizer is given the first `numel`.
+    pub fn with_quiet(
+        shape: &Shape,
+        device: Device,
+        expected_batch: f64,
+        privacy: StepPrivacy,
+        optimizer: Optimizer,
+        quiet: usize,
+    ) -> Result<Self> {
+        let numel = shape.numel();
+        let grad = Tensor::zeros([(numel + quiet) as i64], (Kind::Float, device));
         let mut microbatches = 0;
         let (clip, scale, noise) = match privacy {
             StepPrivacy::NonPrivate => (f64::INFINITY, 1.0 / expected_batch, None),
@@ -108,7 +143,7 @@ impl DpStep {
                 let noise = (noise_multiplier > 0.0)
                     .then(|| {
                         let std = noise_multiplier * clip / units;
-                        NoiseSource::new(noise_rng, shape.numel(), std, device)
+                        NoiseSource::new(noise_rng, numel + quiet, std, device)
                     })
                     .transpose()?;
                 (clip, 1.0 / units, noise)
@@ -117,12 +152,18 @@ impl DpStep {
         let fused = (device == Device::Cpu
             && microbatches == 0
             && Fused::worthwhile(shape, expected_batch))
-        .then(|| Fused::new(shape));
+        .then(|| Fused::new(shape).with_quiet(quiet));
         Ok(DpStep {
+            numel,
+            quiet,
             privacy,
             expected_batch,
             fused,
             host_pending: Cell::new(false),
+            clipped: 0,
+            finite: 0,
+            finite_device: Tensor::zeros([], (Kind::Int64, device)),
+            check_norms: device == Device::Cpu,
             consts: Constants::new(clip, scale, device),
             grad_views: shape.views(&grad),
             grad,
@@ -171,7 +212,7 @@ impl DpStep {
             "the fused path is for CPU steps without microbatches"
         );
         self.flush();
-        self.fused = on.then(|| Fused::new(shape));
+        self.fused = on.then(|| Fused::new(shape).with_quiet(self.quiet));
     }
 
     /// Copies the fused path's host gradient into `grad` if it is newer.
@@ -181,6 +222,13 @@ impl DpStep {
         {
             fused.write_to(&self.grad);
         }
+    }
+
+    /// Whether the libtorch path checks the norms first ([`DpStep`]'s `check_norms`): tests run
+    /// the guarded sums a GPU step takes on the CPU too.
+    #[cfg(test)]
+    fn set_check_norms(&mut self, on: bool) {
+        self.check_norms = on;
     }
 
     /// Whether [`DpStep::accumulate_rows`] takes the plain-Rust CPU path.
@@ -336,30 +384,112 @@ impl DpStep {
         self.host_pending.set(false);
         let pe = PerExample::compute(mlp, inputs, labels);
         prof.mark(Phase::ForwardBackward);
+        let norms = pe.norms(input_norms, &self.consts);
+        let known = match self.check_norms {
+            true => Norms::check(&norms),
+            false => Norms::MaybeNotFinite,
+        };
+        self.count_finite(&norms, known);
         match self.privacy {
-            StepPrivacy::NonPrivate => {
-                pe.weighted_sum_into(&self.consts.scale_tensor, &self.grad_views);
-            }
             StepPrivacy::Private { .. } if self.units => {
                 let (ids, count) = self
                     .unit_ids
                     .take()
                     .expect("set_units is called before each step with units");
-                self.grouped_sum(&pe, &ids, count, Group::Sum);
+                self.grouped_sum(&pe, &norms, &ids, count, Group::Sum);
             }
             StepPrivacy::Private { .. } if self.microbatches > 0 => {
                 let ids = self
                     .microbatch_ids
                     .take()
                     .expect("set_microbatches is called before each step with microbatches");
-                self.grouped_sum(&pe, &ids, self.microbatches as i64, Group::Mean);
+                self.grouped_sum(&pe, &norms, &ids, self.microbatches as i64, Group::Mean);
             }
-            StepPrivacy::Private { .. } => {
-                let w = clip_weights(&pe.norms(input_norms, &self.consts), &self.consts);
-                pe.weighted_sum_into(&w, &self.grad_views);
+            // Per example; without DP the clip bound is infinite: every weight is the scale,
+            // but for gradients that are not finite (0), as with DP.
+            _ => {
+                let w = clip_weights(&norms, &self.consts, known);
+                pe.weighted_sum_into(&w, &self.grad_views, known);
             }
         }
+        if self.quiet > 0 {
+            // No real row touches the quiet coordinates.
+            let _ = self.quiet_tensor().zero_();
+        }
         prof.mark(Phase::Clipping);
+    }
+
+    /// The gradient buffer's quiet coordinates (a view).
+    fn quiet_tensor(&self) -> Tensor {
+        self.grad.narrow(0, self.numel as i64, self.quiet as i64)
+    }
+
+    /// The number of quiet coordinates after the model's parameters.
+    pub fn quiet(&self) -> usize {
+        self.quiet
+    }
+
+    /// Adds `rows` (rows whose gradient lies on the quiet coordinates only: an audit's
+    /// canaries), clipped and scaled like every row, to the batch's clipped sum: after
+    /// [`DpStep::accumulate`] (or its variants), before the noise.
+    ///
+    /// # Panics
+    ///
+    /// If a row's coordinate is not a quiet coordinate of this step.
+    pub fn add_quiet_rows(&mut self, rows: &QuietRows) {
+        if rows.is_empty() {
+            return;
+        }
+        let clip = self.clip();
+        match &mut self.fused {
+            Some(fused) if self.host_pending.get() => {
+                rows.add_clipped(clip, &mut fused.grad_mut()[self.numel..]);
+            }
+            _ => {
+                let mut host = vec![0f32; self.quiet];
+                rows.add_clipped(clip, &mut host);
+                let device = self.grad.device();
+                let _ = self
+                    .quiet_tensor()
+                    .g_add_(&Tensor::from_slice(&host).to_device(device));
+            }
+        }
+    }
+
+    /// Copies the gradient buffer's quiet coordinates into `out` (resized): after
+    /// [`DpStep::add_noise`], what the auditor reads there.
+    pub fn read_quiet(&self, out: &mut Vec<f32>) {
+        out.resize(self.quiet, 0.0);
+        match &self.fused {
+            Some(fused) if self.host_pending.get() => {
+                out.copy_from_slice(&fused.grad()[self.numel..]);
+            }
+            _ => self
+                .quiet_tensor()
+                .to_device(Device::Cpu)
+                .copy_data(out, self.quiet),
+        }
+    }
+
+    /// Counts the gradients of `norms` (`[k, 1]`) and those of finite norm (all of them where
+    /// `known` says so, else on the device).
+    fn count_finite(&mut self, norms: &Tensor, known: Norms) {
+        let k = norms.size()[0] as u64;
+        self.clipped += k;
+        match known {
+            Norms::Finite => self.finite += k,
+            Norms::MaybeNotFinite => self.finite_device += norms.isfinite().sum(Kind::Int64),
+        }
+    }
+
+    /// The gradients that contributed zero because their norm was not finite (per example, and
+    /// with microbatches also microbatch means), since the last call: an operator's diagnostic,
+    /// a statistic of the data that epsilon does not cover. Reads the device (once an epoch).
+    pub fn take_zeroed(&mut self) -> u64 {
+        let finite = std::mem::take(&mut self.finite) + self.finite_device.int64_value(&[]) as u64;
+        let _ = self.finite_device.zero_();
+        let zeroed = std::mem::take(&mut self.clipped) - finite;
+        zeroed + self.fused.as_mut().map_or(0, Fused::take_zeroed)
     }
 
     /// Adds the noise (once, std sigma C over the expected batch size) to the gradient buffer
@@ -394,10 +524,19 @@ impl DpStep {
             }
             _ => {
                 self.flush();
-                self.optimizer.step(mlp.flat(), &self.grad);
+                let model = self.grad.narrow(0, 0, self.numel as i64);
+                self.optimizer.step(mlp.flat(), &model);
             }
         }
         prof.mark(Phase::Step);
+    }
+
+    /// This step's noise drawn at most `steps` steps ahead ([`NoiseSource::ahead_at_most`]:
+    /// an epoch's steps).
+    pub fn noise_ahead(mut self, steps: u64) -> Self {
+        let steps = usize::try_from(steps).unwrap_or(usize::MAX);
+        self.noise = self.noise.take().map(|n| n.ahead_at_most(steps));
+        self
     }
 
     /// This step adds the noise of worker `part` of `parts` only ([`NoiseSource::share`]): in a
@@ -410,9 +549,23 @@ impl DpStep {
 
     /// Rows grouped by `ids` (`0..groups`): each group's gradient, the sum of its rows'
     /// per-example gradients (a privacy unit's) or their mean (the seed's microbatches; an
-    /// empty group adds nothing), is clipped as one and the clipped gradients are summed.
-    fn grouped_sum(&mut self, pe: &PerExample, ids: &Tensor, groups: i64, how: Group) {
-        let grads = pe.materialize();
+    /// empty group adds nothing), is clipped as one and the clipped gradients are summed. A row
+    /// whose gradient is not finite (`norms`) counts as a zero gradient, and a group whose
+    /// gradient's norm is not finite (finite gradients summing past the floats) adds nothing.
+    fn grouped_sum(
+        &mut self,
+        pe: &PerExample,
+        norms: &Tensor,
+        ids: &Tensor,
+        groups: i64,
+        how: Group,
+    ) {
+        let bad = norms.isfinite().logical_not().view([-1, 1, 1]);
+        let grads: Vec<Tensor> = pe
+            .materialize()
+            .into_iter()
+            .map(|g| g.masked_fill(&bad, 0.0))
+            .collect();
         let device = self.grad.device();
         let counts = match how {
             Group::Mean => Some(
@@ -447,10 +600,15 @@ impl DpStep {
             })
             .reduce(|a, b| a + b)
             .expect("an MLP has at least one layer");
-        let w = clip_weights(&sq.sqrt().view([-1, 1]), &self.consts).view([-1, 1, 1]);
+        let norms = sq.sqrt().view([-1, 1]);
+        self.count_finite(&norms, Norms::MaybeNotFinite);
+        let w = clip_weights(&norms, &self.consts, Norms::MaybeNotFinite).view([-1, 1, 1]);
         for (m, out) in means.iter().zip(&self.grad_views) {
             let mut block = out.block.shallow_clone();
-            block.copy_(&(m * &w).sum_dim_intlist(0i64, false, Kind::Float));
+            // A mean of weight 0 may hold infinities: 0 x inf is NaN, which adds as 0.
+            let mut weighted = m * &w;
+            let _ = weighted.nan_to_num_(0.0, 0.0, 0.0);
+            block.copy_(&weighted.sum_dim_intlist(0i64, false, Kind::Float));
         }
     }
 }
@@ -806,6 +964,223 @@ mod tests {
         }
     }
 
+    fn all_finite(t: &Tensor) -> bool {
+        t.isfinite().all().int64_value(&[]) == 1
+    }
+
+    /// How a test takes a step's batch: the libtorch closed form, the plain-Rust step on the
+    /// batch's rows or gathering them from the host rows itself, microbatches of 3, or privacy
+    /// units by libtorch or in plain Rust.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Path {
+        Libtorch,
+        /// The libtorch path as on a GPU: the sums guarded without looking at the norms.
+        Unchecked,
+        Fused,
+        Gathered,
+        Microbatch,
+        Units,
+        FusedUnits,
+    }
+
+    /// The batch `idx` of `data` accumulated by `step` along `path` (microbatches by `keys`;
+    /// unit `u` being `idx[starts[u]..starts[u + 1]]`), times what the step divides by: the
+    /// clipped sum itself.
+    fn path_sum(
+        step: &mut DpStep,
+        mlp: &Mlp,
+        data: &crate::data::Examples,
+        keys: &[u64],
+        (idx, starts): (&[i64], &[usize]),
+        path: Path,
+    ) -> Tensor {
+        let mut prof = Profiler::new(false, Device::Cpu);
+        let rows = data.rows().index_select(0, &Tensor::from_slice(idx));
+        let units = match path {
+            Path::Units => {
+                let groups: Vec<i64> = starts
+                    .windows(2)
+                    .enumerate()
+                    .flat_map(|(g, w)| std::iter::repeat_n(g as i64, w[1] - w[0]))
+                    .collect();
+                step.set_units(Tensor::from_slice(&groups), starts.len() as i64 - 1);
+                step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
+                step.expected_batch()
+            }
+            Path::FusedUnits => {
+                let all = data.host_rows().unwrap();
+                step.accumulate_units_gathered(mlp, &all, data.stride(), idx, starts, &mut prof);
+                step.expected_batch()
+            }
+            Path::Gathered => {
+                let all = data.host_rows().unwrap();
+                step.accumulate_gathered(mlp, &all, data.stride(), idx, &mut prof);
+                step.expected_batch()
+            }
+            Path::Microbatch => {
+                let m = step.microbatches();
+                let ids: Vec<i64> = idx
+                    .iter()
+                    .map(|&r| microbatch_of(keys[r as usize], m))
+                    .collect();
+                step.set_microbatches(Tensor::from_slice(&ids));
+                step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
+                m as f64
+            }
+            Path::Libtorch | Path::Fused | Path::Unchecked => {
+                step.set_check_norms(path != Path::Unchecked);
+                step.accumulate_rows(mlp, data.width(), &rows, &mut prof);
+                step.expected_batch()
+            }
+        };
+        step.grad() * units
+    }
+
+    /// Nothing one row holds escapes the clip (issue 23 B): a row of huge values (3e38, which
+    /// overflows the forward pass; 1e30, whose norm overflows; 1e39, infinite in `f32`) in any
+    /// number of its fields, at any place in the batch, moves the noiseless clipped sum by at
+    /// most the sensitivity the accountant is told, in every gradient path, and the sum stays
+    /// finite. Per example (libtorch, plain Rust on rows or gathered) and in a privacy unit
+    /// (libtorch and plain Rust; the row in another unit or one of its own) its gradient
+    /// contributes exactly zero and is counted, so the paths agree with it as without it; with
+    /// microbatches its group's mean moves (it counts as a member), by at most 2C; without DP
+    /// it adds nothing either. A step with noise leaves the model finite.
+    #[test]
+    fn a_row_of_huge_values_moves_the_clipped_sum_by_at_most_the_clip_bound() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(29);
+        let huge = [
+            3e38f32,
+            -3e38,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        let (n, d) = (60, 6);
+        let mut zeroed_seen = 0;
+        for case in 0..48 {
+            let hidden = [vec![8], vec![6, 5], vec![], vec![20]][case % 4].clone();
+            let shape = Shape::new(d, &hidden);
+            let scale = [1.0f32, 30.0][case / 4 % 2];
+            let mut features: Vec<f32> = (0..n * d)
+                .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+                .collect();
+            let mut labels: Vec<f32> = (0..n).map(|_| f32::from(rng.random_bool(0.5))).collect();
+            // The last row is the huge one: 1 to d of its fields, each of either sign.
+            let fields = 1 + case % d;
+            let mut cols: Vec<usize> = (0..d).collect();
+            for j in 0..fields {
+                let pick = rng.random_range(j..d);
+                cols.swap(j, pick);
+                features[(n - 1) * d + cols[j]] = huge[rng.random_range(0..huge.len())];
+            }
+            labels[n - 1] = f32::from(rng.random_bool(0.5));
+            let data = crate::data::Examples::new(&features, &labels, d, Device::Cpu).unwrap();
+            let keys: Vec<u64> = (0..n).map(|_| rng.random()).collect();
+            let mlp = Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap();
+            let without: Vec<i64> = (0..n as i64 - 1).filter(|_| rng.random_bool(0.5)).collect();
+            // Units of 1 to 4 consecutive rows; the huge row joins one of them, or is a unit
+            // of its own.
+            let mut starts = vec![0usize];
+            while *starts.last().unwrap() < without.len() {
+                let next = starts.last().unwrap() + rng.random_range(1..=4usize);
+                starts.push(next.min(without.len()));
+            }
+            let unit = rng.random_range(0..starts.len());
+            let (mut with, mut with_starts) = (without.clone(), starts.clone());
+            if unit + 1 == starts.len() {
+                with.push(n as i64 - 1);
+                with_starts.push(with.len());
+            } else {
+                let at = rng.random_range(starts[unit]..=starts[unit + 1]);
+                with.insert(at, n as i64 - 1);
+                with_starts[unit + 1..].iter_mut().for_each(|s| *s += 1);
+            }
+            let b = 30.0;
+            let mut per_example: Vec<Tensor> = Vec::new();
+            let mut per_unit: Vec<Tensor> = Vec::new();
+            for (path, privacy) in [
+                (Path::Libtorch, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::Unchecked, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::Fused, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::Gathered, private(1.0, 0.0, GradSample::Vectorized)),
+                (
+                    Path::Microbatch,
+                    private(1.0, 0.0, GradSample::Microbatch(3)),
+                ),
+                (Path::Units, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::FusedUnits, private(1.0, 0.0, GradSample::Vectorized)),
+                (Path::Libtorch, StepPrivacy::NonPrivate),
+                (Path::Unchecked, StepPrivacy::NonPrivate),
+                (Path::Fused, StepPrivacy::NonPrivate),
+            ] {
+                let fused = matches!(path, Path::Fused | Path::Gathered | Path::FusedUnits);
+                let mut step = sgd_step(&shape, 0.1, b, privacy, fused);
+                if matches!(path, Path::Units | Path::FusedUnits) {
+                    step = step.clip_units();
+                }
+                let a = path_sum(&mut step, &mlp, &data, &keys, (&without, &starts), path);
+                assert_eq!(
+                    step.take_zeroed(),
+                    0,
+                    "{path:?}: no gradient zeroed without it"
+                );
+                let c = path_sum(&mut step, &mlp, &data, &keys, (&with, &with_starts), path);
+                let zeroed = step.take_zeroed();
+                zeroed_seen += zeroed;
+                let what = format!("case {case} {hidden:?} {path:?} {privacy:?}");
+                assert!(all_finite(&c), "{what}: the sum is not finite");
+                let change = (&a - &c).norm().double_value(&[]);
+                let size = a.norm().double_value(&[]).max(1.0);
+                match (path, privacy) {
+                    (Path::Microbatch, _) => {
+                        assert!(change <= 2.0 * (1.0 + 1e-4), "{what}: moved by {change}");
+                        assert_eq!(zeroed, 1, "{what}: counted");
+                    }
+                    _ => {
+                        // The sensitivity C, and in fact nothing: the row adds zero.
+                        assert!(change <= 1.0 * (1.0 + 1e-4), "{what}: moved by {change}");
+                        assert!(change <= 1e-5 * size, "{what}: moved by {change}");
+                        assert_eq!(zeroed, 1, "{what}: counted");
+                    }
+                }
+                match (path, privacy) {
+                    (Path::Units | Path::FusedUnits, _) => per_unit.push(c),
+                    (Path::Microbatch, _) | (_, StepPrivacy::NonPrivate) => {}
+                    _ => per_example.push(c),
+                }
+            }
+            for paths in [&per_example, &per_unit] {
+                for (i, other) in paths.iter().enumerate().skip(1) {
+                    let diff = (&paths[0] - other).abs().max().double_value(&[]);
+                    let size = paths[0].abs().max().double_value(&[]).max(1e-3);
+                    assert!(
+                        diff <= 1e-5 * size,
+                        "case {case}: path {i} differs by {diff}"
+                    );
+                }
+            }
+            // With noise, the model stays finite.
+            for fused in [false, true] {
+                let model = Mlp::new(shape.clone(), case as u64, Device::Cpu).unwrap();
+                let mut step = sgd_step(
+                    &shape,
+                    0.1,
+                    b,
+                    private(1.0, 1.0, GradSample::Vectorized),
+                    fused,
+                );
+                let mut prof = Profiler::new(false, Device::Cpu);
+                let rows = data.rows().index_select(0, &Tensor::from_slice(&with));
+                step.accumulate_rows(&model, d, &rows, &mut prof);
+                step.apply(&model, &mut prof);
+                assert!(all_finite(model.flat()), "case {case}");
+            }
+        }
+        assert!(zeroed_seen >= 48 * 6, "{zeroed_seen}");
+    }
+
     /// A step with plain SGD at `lr` on the CPU, the fused path on or off, started at epoch 0.
     fn sgd_step(shape: &Shape, lr: f64, batch: f64, privacy: StepPrivacy, fused: bool) -> DpStep {
         let opt = Optimizer::new(OptimizerKind::Sgd, lr, shape.numel(), Device::Cpu);
@@ -1096,5 +1471,118 @@ mod tests {
         assert!((0.15..0.35).contains(&std), "{std}");
         let g = run_step(&mlp, private(1.0, 0.0, GradSample::Vectorized), 4.0, &empty);
         assert_eq!(g.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    /// Quiet coordinates ([`crate::mechanism::quiet`]) on both paths (plain Rust and
+    /// libtorch): the model's gradient and update are those of a step without them; no real
+    /// row reaches them; the quiet rows there are clipped and scaled like every row; the noise
+    /// is drawn over the model's and the quiet coordinates together (the quiet coordinates
+    /// hold the last values of the same draw) with the std of every parameter's.
+    #[test]
+    fn quiet_coordinates_hold_only_the_quiet_rows_and_the_noise() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let (d, n, quiet) = (5, 200, 40);
+        let data = random_examples(&mut rng, n, d, 0.5);
+        let shape = Shape::new(d, &[8]);
+        let numel = shape.numel() as i64;
+        let (clip, batch) = (0.5, 20.0);
+        let rows = QuietRows {
+            coords: &[3, 7, 39, 7],
+            values: &[30.0, -40.0, 0.1, 0.2],
+            width: 2,
+        };
+        for fused in [false, true] {
+            for sigma in [0.0, 2.0] {
+                let privacy = private(clip, sigma, GradSample::Vectorized);
+                let models = [
+                    Mlp::new(shape.clone(), 1, Device::Cpu).unwrap(),
+                    Mlp::new(shape.clone(), 1, Device::Cpu).unwrap(),
+                ];
+                let opt = || Optimizer::new(OptimizerKind::Sgd, 0.5, shape.numel(), Device::Cpu);
+                let mut plain = DpStep::new(&shape, Device::Cpu, batch, privacy, opt()).unwrap();
+                let mut with =
+                    DpStep::with_quiet(&shape, Device::Cpu, batch, privacy, opt(), quiet).unwrap();
+                for s in [&mut plain, &mut with] {
+                    s.set_fused(fused, &shape);
+                    s.start_epoch(0);
+                }
+                let mut prof = Profiler::new(false, Device::Cpu);
+                let mut seen = Vec::new();
+                for step in 0..20 {
+                    let idx = random_batch(&mut rng, step, n);
+                    let batch_rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+                    plain.accumulate_rows(&models[0], d, &batch_rows, &mut prof);
+                    with.accumulate_rows(&models[1], d, &batch_rows, &mut prof);
+                    with.read_quiet(&mut seen);
+                    assert!(seen.iter().all(|&v| v == 0.0), "no real row reaches them");
+                    with.add_quiet_rows(&rows);
+                    if sigma == 0.0 {
+                        with.read_quiet(&mut seen);
+                        // Row 0 (norm 50) is clipped to C = 0.5, row 1 (norm 0.22) kept; both
+                        // divided by B.
+                        let f = (clip / batch) as f32 / (50.0 + 1e-6);
+                        let kept = (1.0 / batch) as f32;
+                        let mut want = vec![0f32; quiet];
+                        want[3] = 30.0 * f;
+                        want[7] = -40.0 * f + 0.2 * kept;
+                        want[39] = 0.1 * kept;
+                        for (g, w) in seen.iter().zip(&want) {
+                            assert!((g - w).abs() < 1e-7, "{seen:?}");
+                        }
+                    }
+                    plain.add_noise(&mut prof);
+                    with.add_noise(&mut prof);
+                    let g = with.grad();
+                    if sigma == 0.0 {
+                        // The model's part is the plain step's, exactly.
+                        assert_eq!(
+                            (g.narrow(0, 0, numel) - plain.grad())
+                                .abs()
+                                .max()
+                                .double_value(&[]),
+                            0.0
+                        );
+                    } else {
+                        let q = g.narrow(0, numel, quiet as i64);
+                        let std = q.std(true).double_value(&[]);
+                        let want = sigma * clip / batch;
+                        // 40 values a step: a wide band, tightened over the steps below.
+                        assert!(std > 0.4 * want && std < 1.8 * want, "{std} vs {want}");
+                    }
+                    plain.update(&models[0], &mut prof);
+                    with.update(&models[1], &mut prof);
+                }
+                if sigma == 0.0 {
+                    let diff = (models[0].flat() - models[1].flat()).abs().max();
+                    assert_eq!(diff.double_value(&[]), 0.0, "fused {fused}: the same model");
+                }
+            }
+        }
+        // The noise's std on the quiet coordinates over many steps: sigma C / B.
+        let privacy = private(1.0, 1.0, GradSample::Vectorized);
+        let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, shape.numel(), Device::Cpu);
+        let mut s = DpStep::with_quiet(&shape, Device::Cpu, 4.0, privacy, opt, 1000).unwrap();
+        s.start_epoch(0);
+        let mlp = Mlp::new(shape.clone(), 2, Device::Cpu).unwrap();
+        let mut prof = Profiler::new(false, Device::Cpu);
+        let mut all = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            s.accumulate_rows(&mlp, d, &data.rows().narrow(0, 0, 0), &mut prof);
+            s.add_noise(&mut prof);
+            s.read_quiet(&mut seen);
+            all.extend_from_slice(&seen);
+        }
+        let t = Tensor::from_slice(&all);
+        let (mean, std) = (
+            t.mean(Kind::Float).double_value(&[]),
+            t.std(true).double_value(&[]),
+        );
+        // 20,000 values of std 0.25: standard errors 0.0018 (mean) and 0.0013 (std).
+        assert!(
+            mean.abs() < 0.01 && (std - 0.25).abs() < 0.007,
+            "{mean} {std}"
+        );
     }
 }

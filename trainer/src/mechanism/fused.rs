@@ -14,6 +14,10 @@
 //! layer (one logit) is a row at a time: its ReLU, logit, gradient and the masked gradient at
 //! the layer below in one pass. [`crate::mechanism::dp_step::DpStep`] uses it on the CPU where it is
 //! faster ([`Fused::worthwhile`]); tests hold it equal to the libtorch path.
+//!
+//! As there, an example whose squared gradient norm is not finite gets weight 0 and its rows of
+//! every layer's input and gradient are zeroed before the weighted sums (where `0 x inf` would
+//! be NaN), so it contributes exactly zero; [`Fused::take_zeroed`] counts them.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
@@ -45,6 +49,8 @@ pub struct Fused {
     w_sq: Vec<f32>,
     /// A layer's input scaled by the weights, where that is narrower than its gradient.
     scaled: Vec<f32>,
+    /// Examples whose gradient was not finite (weight 0) since [`Fused::take_zeroed`].
+    zeroed: u64,
 }
 
 /// What the clipped sum is scaled and clipped by.
@@ -59,10 +65,13 @@ pub struct Clip {
 }
 
 impl Clip {
-    /// The weight of a gradient (an example's, a unit's) of squared norm `sq` in the sum.
+    /// The weight of a gradient (an example's, a unit's) of squared norm `sq` in the sum: 0
+    /// where `sq` is not finite.
     #[inline]
     pub fn weight(&self, sq: f32) -> f32 {
-        if self.clip_scaled.is_finite() {
+        if !sq.is_finite() {
+            0.0
+        } else if self.clip_scaled.is_finite() {
             (self.clip_scaled / (sq.sqrt() + self.eps)).min(self.scale)
         } else {
             self.scale
@@ -92,6 +101,7 @@ impl Fused {
             params: vec![0.0; at],
             grad: vec![0.0; at],
             rows: Vec::new(),
+            zeroed: 0,
             sizes,
             offsets,
         }
@@ -130,6 +140,8 @@ impl Fused {
     fn begin(&mut self, flat: &Tensor, k: usize, stride: usize) -> bool {
         let numel = self.params.len();
         flat.copy_data(&mut self.params, numel);
+        // No real row touches the quiet coordinates.
+        self.grad[numel..].fill(0.0);
         if k == 0 {
             self.grad.fill(0.0);
             return false;
@@ -191,6 +203,8 @@ impl Fused {
         self.forward(k, stride);
         self.output_layer(k, stride);
         self.backward(k, stride);
+        // A row whose gradient is not finite adds zero to its unit's sum.
+        self.zero_non_finite(k, stride);
         self.unit_weights(k, stride, starts, clip);
         self.weighted_sums(k, stride);
     }
@@ -217,6 +231,8 @@ impl Fused {
                     }
                 }
             }
+            // A unit whose rows are finite but whose sum is not adds nothing, counted too.
+            self.zeroed += u64::from(!sq.is_finite());
             let w = clip.weight(sq);
             self.weight[from..to].fill(w);
         }
@@ -228,12 +244,32 @@ impl Fused {
         self.output_layer(k, stride);
         self.backward(k, stride);
         self.clip_weights(k, clip);
+        self.zero_non_finite(k, stride);
         self.weighted_sums(k, stride);
     }
 
-    /// The host gradient [`Fused::accumulate`] wrote (to add the noise to on the host).
+    /// The examples whose gradient was not finite since the last call (they contributed zero).
+    pub fn take_zeroed(&mut self) -> u64 {
+        std::mem::take(&mut self.zeroed)
+    }
+
+    /// The host gradient [`Fused::accumulate`] wrote (to add the noise to on the host), the
+    /// quiet coordinates ([`Fused::with_quiet`]) after the model's.
     pub fn grad_mut(&mut self) -> &mut [f32] {
         &mut self.grad
+    }
+
+    /// The host gradient.
+    pub fn grad(&self) -> &[f32] {
+        &self.grad
+    }
+
+    /// These buffers with `quiet` quiet coordinates after the model's parameters in the host
+    /// gradient ([`crate::mechanism::quiet`]): zero after each accumulation, for the step to
+    /// add its quiet rows and the noise to.
+    pub fn with_quiet(mut self, quiet: usize) -> Self {
+        self.grad.resize(self.params.len() + quiet, 0.0);
+        self
     }
 
     /// Takes an optimizer step on the host: reads the parameters from `flat` (the model's),
@@ -241,7 +277,7 @@ impl Fused {
     pub fn update_params(&mut self, flat: &Tensor, step: impl FnOnce(&mut [f32], &[f32])) {
         let numel = self.params.len();
         flat.copy_data(&mut self.params, numel);
-        step(&mut self.params, &self.grad);
+        step(&mut self.params, &self.grad[..numel]);
         flat.shallow_clone()
             .copy_(&Tensor::from_slice(&self.params));
     }
@@ -400,10 +436,30 @@ impl Fused {
         }
     }
 
-    /// Each example's weight from its squared norm.
+    /// Each example's weight from its squared norm: 0 where that is not finite.
     fn clip_weights(&mut self, k: usize, clip: Clip) {
         for (w, &s) in self.weight[..k].iter_mut().zip(&self.sq[..k]) {
             *w = clip.weight(s);
+        }
+    }
+
+    /// Zeroes, for each example whose squared norm is not finite, its rows of every layer's
+    /// input and gradient (its weight is 0, but `0 x inf` is NaN in the sums), and counts it.
+    fn zero_non_finite(&mut self, k: usize, stride: usize) {
+        for i in 0..k {
+            if self.sq[i].is_finite() {
+                continue;
+            }
+            self.zeroed += 1;
+            for l in 0..self.offsets.len() {
+                let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
+                self.deltas[l][i * out..(i + 1) * out].fill(0.0);
+                if l == 0 {
+                    self.rows[i * stride..i * stride + inp + 1].fill(0.0);
+                } else {
+                    self.acts[l][i * (inp + 1)..(i + 1) * (inp + 1)].fill(0.0);
+                }
+            }
         }
     }
 

@@ -6,6 +6,12 @@
 //! outer product `[a_i, 1] (x) delta_i`, whose norm is `|[a_i, 1]| |delta_i|`, so the
 //! per-example norms over all layers need no `[batch, in, out]` tensor, and the clipped sum
 //! `sum_i w_i [a_i, 1] (x) delta_i` is one matrix product per layer.
+//!
+//! **A gradient that is not finite contributes zero.** A row whose values overflow the forward
+//! pass (3e38 in a raw column) has an infinite or NaN gradient and so a non-finite norm. Its
+//! clip factor is 0 ([`clip_weights`]; `min(1, C / norm)` would be NaN for a NaN norm), and
+//! [`PerExample::weighted_sum_into`] keeps its non-finite values out of the products (`0 x inf`
+//! is NaN), so it adds exactly zero: with or without it the sum moves by at most C.
 
 use tch::{Kind, Tensor};
 
@@ -81,8 +87,42 @@ impl PerExample {
     }
 
     /// Writes `sum_i w_i g_i` into the gradient views `out`, where `g_i` is example i's
-    /// gradient and `w` is `[k, 1]` or a scalar.
-    pub fn weighted_sum_into(&self, weights: &Tensor, out: &[LayerViews]) {
+    /// gradient and `w` is `[k, 1]`, from [`clip_weights`]: 0 for every example whose norm is
+    /// not finite, whose gradient then adds exactly zero (unless `norms` says every norm is
+    /// finite, its non-finite values are kept out of the products, where `0 x inf` would be
+    /// NaN).
+    pub fn weighted_sum_into(&self, weights: &Tensor, out: &[LayerViews], norms: Norms) {
+        if norms == Norms::Finite {
+            return self.weighted_sum_of_finite(weights, out);
+        }
+        for (l, ((a, d), g)) in self.inputs.iter().zip(&self.deltas).zip(out).enumerate() {
+            // sum_i w_i a_i (x) d_i = (w a)^T d = a^T (w d): weight the narrower side (or, past
+            // the first layer, the side the bias sums). The weighted side of an example of
+            // weight 0 is 0 or NaN: NaN becomes 0. The other side's non-finite values become
+            // finite (inf: the largest float), so 0 times them is 0; where an example's norm is
+            // finite, both sides are finite and untouched.
+            let (mut wa, mut wd) = if l == 0 && a.size()[1] < d.size()[1] {
+                (a * weights, finite(d))
+            } else {
+                (finite(a), d * weights)
+            };
+            let _ = if l == 0 && a.size()[1] < d.size()[1] {
+                wa.nan_to_num_(0.0, 0.0, 0.0)
+            } else {
+                wd.nan_to_num_(0.0, 0.0, 0.0)
+            };
+            let _ = wa
+                .tr()
+                .mm_out(if l == 0 { &g.block } else { &g.weight_t }, &wd);
+            if l > 0 {
+                let _ = wd.sum_intlist_out(&g.bias, [0i64].as_slice(), false, Kind::Float);
+            }
+        }
+    }
+
+    /// [`PerExample::weighted_sum_into`] where every norm is finite: no guard, two operations
+    /// fewer a layer.
+    fn weighted_sum_of_finite(&self, weights: &Tensor, out: &[LayerViews]) {
         for (l, ((a, d), g)) in self.inputs.iter().zip(&self.deltas).zip(out).enumerate() {
             // sum_i w_i a_i (x) d_i = (w a)^T d = a^T (w d): weight the narrower side.
             let (wa, wd) = if a.size()[1] < d.size()[1] {
@@ -135,8 +175,6 @@ pub struct Constants {
     pub clip_scaled: Tensor,
     /// The gradient scale (1 / expected batch size).
     pub scale: f64,
-    /// The gradient scale as a tensor.
-    pub scale_tensor: Tensor,
 }
 
 impl Constants {
@@ -148,16 +186,47 @@ impl Constants {
             eps: t(NORM_EPS),
             clip_scaled: t(clip * scale),
             scale,
-            scale_tensor: t(scale),
         }
     }
 }
 
-/// Clip factors times the scale, `min(1, C / (norm + 1e-6)) * scale` (Opacus's factor), `[k, 1]`.
-pub fn clip_weights(norms: &Tensor, consts: &Constants) -> Tensor {
+/// What is known of a batch's per-example norms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norms {
+    /// Every norm is finite (checked): the weights and sums need no guard.
+    Finite,
+    /// Some may not be (not checked, or checked and not): the guarded weights and sums.
+    MaybeNotFinite,
+}
+
+impl Norms {
+    /// What the per-example `norms` (`[k, 1]`) are, from their sum (a read of one value: on
+    /// the CPU, where every operation has finished when it returns, no wait).
+    pub fn check(norms: &Tensor) -> Self {
+        if norms.sum(Kind::Float).double_value(&[]).is_finite() {
+            Norms::Finite
+        } else {
+            Norms::MaybeNotFinite
+        }
+    }
+}
+
+/// Clip factors times the scale, `min(1, C / (norm + 1e-6)) * scale` (Opacus's factor), and 0
+/// where the norm is not finite (infinite: `C / inf` is 0 already; NaN: the factor would be
+/// NaN; not looked for where `known` says every norm is finite), `[k, 1]`. With clipping off
+/// (`C` infinite) the factor is the scale, and still 0 for a norm that is not finite.
+pub fn clip_weights(norms: &Tensor, consts: &Constants, known: Norms) -> Tensor {
     let mut w = consts.clip_scaled.divide(&(norms + &consts.eps));
     let _ = w.clamp_max_(consts.scale);
+    if known == Norms::MaybeNotFinite {
+        let _ = w.nan_to_num_(0.0, 0.0, 0.0);
+    }
     w
+}
+
+/// `t` with NaN as 0 and infinities as the largest finite floats (a copy).
+fn finite(t: &Tensor) -> Tensor {
+    t.nan_to_num(0.0, None, None)
 }
 
 #[cfg(test)]
@@ -237,23 +306,49 @@ mod tests {
         let (inputs, labels, input_norms) = batch(11, 4, 2);
         let pe = PerExample::compute(&mlp, &inputs, &labels);
         let consts = Constants::new(0.05, 0.25, Device::Cpu);
-        let w = clip_weights(&pe.norms(&input_norms, &consts), &consts);
-        let out = Tensor::zeros([mlp.shape().numel() as i64], (Kind::Float, Device::Cpu));
-        pe.weighted_sum_into(&w, &mlp.shape().views(&out));
-        let got = mlp.shape().views(&out);
-        for (l, g) in pe.materialize().iter().enumerate() {
-            let want = (g * w.view([-1, 1, 1])).sum_dim_intlist(0i64, false, Kind::Float);
-            assert!(max_abs_diff(&got[l].block, &want) < 1e-6, "layer {l}");
+        let norms = pe.norms(&input_norms, &consts);
+        assert_eq!(Norms::check(&norms), Norms::Finite);
+        // The guarded sums (a GPU's, or a batch with a norm not finite) equal the plain ones
+        // where every norm is finite.
+        for known in [Norms::Finite, Norms::MaybeNotFinite] {
+            let w = clip_weights(&norms, &consts, known);
+            let out = Tensor::zeros([mlp.shape().numel() as i64], (Kind::Float, Device::Cpu));
+            pe.weighted_sum_into(&w, &mlp.shape().views(&out), known);
+            let got = mlp.shape().views(&out);
+            for (l, g) in pe.materialize().iter().enumerate() {
+                let want = (g * w.view([-1, 1, 1])).sum_dim_intlist(0i64, false, Kind::Float);
+                assert!(
+                    max_abs_diff(&got[l].block, &want) < 1e-6,
+                    "{known:?} layer {l}"
+                );
+            }
         }
     }
 
     #[test]
     fn clip_weights_bound_every_norm_by_clip() {
         let norms = Tensor::from_slice(&[0.0f32, 0.5, 1.0, 4.0]).view([4, 1]);
-        let w = clip_weights(&norms, &Constants::new(1.0, 0.5, Device::Cpu));
+        let w = clip_weights(
+            &norms,
+            &Constants::new(1.0, 0.5, Device::Cpu),
+            Norms::Finite,
+        );
         let clipped = Vec::<f32>::try_from((&w * &norms).view([-1])).unwrap();
         assert_eq!(Vec::<f32>::try_from(w.view([-1])).unwrap()[..2], [0.5, 0.5]);
         assert!(clipped.iter().all(|&c| c <= 0.5 + 1e-6), "{clipped:?}");
         assert!((clipped[3] - 0.5).abs() < 1e-5);
+        // A norm that is not finite gets weight 0 (`min(1, C / NaN)` was NaN), with clipping
+        // off too.
+        let bad = Tensor::from_slice(&[f32::NAN, f32::INFINITY, 2.0]).view([3, 1]);
+        for clip in [1.0, f64::INFINITY] {
+            let w = clip_weights(
+                &bad,
+                &Constants::new(clip, 0.5, Device::Cpu),
+                Norms::check(&bad),
+            );
+            let w = Vec::<f32>::try_from(w.view([-1])).unwrap();
+            assert_eq!(w[..2], [0.0, 0.0], "clip {clip}");
+            assert!(w[2] > 0.0 && w[2] <= 0.5, "clip {clip}: {w:?}");
+        }
     }
 }

@@ -8,8 +8,11 @@
 //! - [`dp_step`]: clip each unit's gradient to C, sum, add N(0, (sigma C)^2) once, divide by
 //!   the expected batch size, step the optimizer ([`optim`]);
 //! - [`noise`] and [`normal`]: the Gaussian noise, from a cryptographic stream;
-//! - [`privacy`]: the accountant's view of the run (q, sigma, sensitivity, steps) and the
-//!   calibration of sigma for a target epsilon.
+//! - [`quiet`]: an audit's quiet coordinates, parameters no real row touches, where its
+//!   canaries' gradients go through the same clipping and noise;
+//! - [`privacy`]: the accountant's view of the run (q, sigma, sensitivity, steps, the Gaussian
+//!   releases composed with them) and the calibration of sigma for a target epsilon;
+//! - [`held_out`]: the held-out accuracy's own Gaussian release, composed there.
 //!
 //! The rest of the trainer calls into this folder: loading, splitting and transforming the
 //! records (`data`, `features`), the exchanges between workers (`train`), and what a run
@@ -19,8 +22,10 @@ pub mod batches;
 pub mod dp_step;
 pub mod fused;
 pub mod grad_sample;
+pub mod held_out;
 pub mod noise;
 pub mod normal;
 pub mod optim;
 pub mod privacy;
+pub mod quiet;
 pub mod sampler;

@@ -29,6 +29,13 @@ pub struct Accounting {
     /// statistics before training (`--standardize`), composed with the steps; `None` without
     /// one.
     pub preprocessing_noise_multiplier: Option<f64>,
+    /// The noise multiplier of the held-out accuracy's Gaussian release
+    /// ([`crate::mechanism::held_out`]), declared before training and composed with the steps;
+    /// `None` when the card releases no covered held-out figure.
+    pub test_release_noise_multiplier: Option<f64>,
+    /// How many such releases the whole run makes: 1 (more only for a run continued past a
+    /// finished one, which released its own).
+    pub test_releases: u32,
 }
 
 impl Accounting {
@@ -36,13 +43,16 @@ impl Accounting {
     /// steps in all; with a target epsilon, the noise multiplier is the smallest that spends at
     /// most the target over those steps. The accountant sees the noise over the sensitivity.
     /// `preprocessing`: the noise multiplier of a Gaussian release before training, composed
-    /// with the steps (a target epsilon then calibrates the steps for what it leaves).
+    /// with the steps (a target epsilon then calibrates the steps for what it leaves), and
+    /// `test_release` that of the held-out accuracy's release after the last step (the same).
     pub fn new(
         dp: &DpConfig,
         sampler: &PoissonSampler,
         planned_steps: u64,
         preprocessing: Option<f64>,
+        test_release: Option<f64>,
     ) -> Result<Self> {
+        let gaussians: Vec<f64> = preprocessing.into_iter().chain(test_release).collect();
         let sampling_rate = sampler.rate();
         let sensitivity = dp.grad_sample.sensitivity();
         let effective_noise_multiplier = match dp.noise {
@@ -54,7 +64,7 @@ impl Accounting {
                     sampling_rate,
                     target,
                     planned_steps,
-                    preprocessing.as_slice(),
+                    &gaussians,
                     dp.delta,
                 )?
             }
@@ -67,19 +77,38 @@ impl Accounting {
             effective_noise_multiplier,
             delta: dp.delta,
             preprocessing_noise_multiplier: preprocessing,
+            test_release_noise_multiplier: test_release,
+            test_releases: u32::from(test_release.is_some()),
         })
     }
 
-    /// The budget spent after `steps` steps (and the preprocessing release, which comes first:
-    /// it is spent even at step 0).
+    /// The budget the whole run spends after `steps` steps: the steps, the preprocessing
+    /// release and every held-out release ([`Accounting::test_releases`]).
     pub fn spent(&self, steps: u64) -> Result<PrivacySpent> {
+        self.spent_so_far(steps, self.test_releases)
+    }
+
+    /// The budget spent after `steps` steps and `test_releases` held-out releases (and the
+    /// preprocessing release, which comes first: it is spent even at step 0).
+    pub fn spent_so_far(&self, steps: u64, test_releases: u32) -> Result<PrivacySpent> {
         check_rate(self.sampling_rate)?;
+        let tests = self
+            .test_release_noise_multiplier
+            .map_or(0, |_| test_releases as usize);
+        let gaussians: Vec<f64> = self
+            .preprocessing_noise_multiplier
+            .into_iter()
+            .chain(std::iter::repeat_n(
+                self.test_release_noise_multiplier.unwrap_or(0.0),
+                tests,
+            ))
+            .collect();
         Ok(accountant::epsilon_with_gaussians(
             self.accountant,
             self.sampling_rate,
             self.effective_noise_multiplier,
             steps,
-            self.preprocessing_noise_multiplier.as_slice(),
+            &gaussians,
             self.delta,
         )?)
     }
@@ -150,18 +179,24 @@ mod tests {
         let sampler = PoissonSampler::new(10_000, 100, ChaCha20Rng::seed_from_u64(0)).unwrap();
         let mut micro = dp(NoiseSpec::Multiplier(1.8));
         micro.grad_sample = GradSample::Microbatch(3);
-        let acc = Accounting::new(&micro, &sampler, 500, None).unwrap();
+        let acc = Accounting::new(&micro, &sampler, 500, None, None).unwrap();
         assert_eq!(
             (acc.sensitivity, acc.effective_noise_multiplier),
             (2.0, 0.9)
         );
         let per_example =
-            Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 500, None).unwrap();
+            Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 500, None, None).unwrap();
         assert_eq!(acc.spent(500).unwrap(), per_example.spent(500).unwrap());
         micro.noise = NoiseSpec::TargetEpsilon(2.0);
-        let calibrated = Accounting::new(&micro, &sampler, 500, None).unwrap();
-        let plain =
-            Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500, None).unwrap();
+        let calibrated = Accounting::new(&micro, &sampler, 500, None, None).unwrap();
+        let plain = Accounting::new(
+            &dp(NoiseSpec::TargetEpsilon(2.0)),
+            &sampler,
+            500,
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(calibrated.noise_multiplier, 2.0 * plain.noise_multiplier);
     }
 
@@ -170,7 +205,14 @@ mod tests {
     #[test]
     fn accounts_with_the_samplers_rate() {
         let sampler = PoissonSampler::new(960_000, 256, ChaCha20Rng::seed_from_u64(0)).unwrap();
-        let acc = Accounting::new(&dp(NoiseSpec::Multiplier(0.9)), &sampler, 37_500, None).unwrap();
+        let acc = Accounting::new(
+            &dp(NoiseSpec::Multiplier(0.9)),
+            &sampler,
+            37_500,
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(acc.sampling_rate, 256.0 / 960_000.0);
         let spent = acc.spent(3750).unwrap();
         assert!(
@@ -183,13 +225,64 @@ mod tests {
     #[test]
     fn target_epsilon_is_met_over_the_planned_steps() {
         let sampler = PoissonSampler::new(10_000, 100, ChaCha20Rng::seed_from_u64(0)).unwrap();
-        let acc = Accounting::new(&dp(NoiseSpec::TargetEpsilon(2.0)), &sampler, 500, None).unwrap();
+        let acc = Accounting::new(
+            &dp(NoiseSpec::TargetEpsilon(2.0)),
+            &sampler,
+            500,
+            None,
+            None,
+        )
+        .unwrap();
         let eps = acc.spent(500).unwrap().epsilon;
         assert!(
             eps <= 2.0 && eps > 1.95,
             "{eps} with sigma {}",
             acc.noise_multiplier
         );
+    }
+
+    /// The held-out release is composed in the same accountant as the steps: epsilon with it is
+    /// the accountant crate's for the steps plus one Gaussian of its noise multiplier (after
+    /// the standardization's, when there is one), counted once per release made; a target
+    /// epsilon calibrates the steps for what it leaves and is still met with it.
+    #[test]
+    fn the_held_out_release_is_composed_with_the_steps() {
+        let sampler = PoissonSampler::new(10_000, 100, ChaCha20Rng::seed_from_u64(0)).unwrap();
+        for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
+            let mut plain = dp(NoiseSpec::Multiplier(1.1));
+            plain.accountant = kind;
+            let steps = Accounting::new(&plain, &sampler, 500, None, None).unwrap();
+            let with = Accounting::new(&plain, &sampler, 500, Some(4.0), Some(10.0)).unwrap();
+            assert_eq!(with.test_releases, 1);
+            let want = |tests: &[f64]| {
+                let g: Vec<f64> = [4.0].iter().chain(tests).copied().collect();
+                accountant::epsilon_with_gaussians(kind, 0.01, 1.1, 500, &g, 1e-5)
+                    .unwrap()
+                    .epsilon
+            };
+            assert_eq!(with.spent(500).unwrap().epsilon, want(&[10.0]));
+            assert_eq!(with.spent_so_far(500, 0).unwrap().epsilon, want(&[]));
+            assert_eq!(
+                with.spent_so_far(500, 2).unwrap().epsilon,
+                want(&[10.0, 10.0])
+            );
+            assert!(with.spent(500).unwrap().epsilon > steps.spent(500).unwrap().epsilon);
+            // Without a release declared, none is counted whatever the count says.
+            assert_eq!(
+                steps.spent_so_far(500, 3).unwrap(),
+                steps.spent(500).unwrap()
+            );
+            let mut target = dp(NoiseSpec::TargetEpsilon(2.0));
+            target.accountant = kind;
+            let calibrated = Accounting::new(&target, &sampler, 500, None, Some(3.0)).unwrap();
+            let alone = Accounting::new(&target, &sampler, 500, None, None).unwrap();
+            let eps = calibrated.spent(500).unwrap().epsilon;
+            assert!(eps <= 2.0 && eps > 1.9, "{kind}: {eps}");
+            assert!(
+                calibrated.noise_multiplier > alone.noise_multiplier,
+                "{kind}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use accountant::PrivacySpent;
 
 use super::Stdout;
 use super::attacks::Attacks;
+use super::held_out::HeldOut;
 use super::peers::Peers;
 use super::resume::Start;
 use super::steps::{Steps, StepsDone};
@@ -41,8 +42,8 @@ impl Hits {
 
 /// What the workers add up after each epoch: loss and accuracy sums over every worker's
 /// examples, the attack's hits, the examples the steps used (each worker draws only its share
-/// of the sample), CPU seconds, and the budget spent (worker 0 asks the accountant; the others
-/// add 0).
+/// of the sample), the gradients zeroed for not being finite, CPU seconds, and the budget spent
+/// (worker 0 asks the accountant; the others add 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct EpochSums {
     /// Over the training split.
@@ -55,6 +56,8 @@ pub(super) struct EpochSums {
     pub attack_held_out: Hits,
     /// Examples in the epoch's samples.
     pub examples: f64,
+    /// Gradients the steps zeroed for not being finite.
+    pub zeroed: f64,
     /// CPU seconds of the steps (NaN where a worker cannot tell them).
     pub cpu_seconds: f64,
     /// Epsilon spent so far.
@@ -65,7 +68,7 @@ pub(super) struct EpochSums {
 
 impl EpochSums {
     /// Values in [`EpochSums::to_array`].
-    pub const LEN: usize = 14;
+    pub const LEN: usize = 17;
 
     /// This worker's share: its evaluation, its attack rows, what its steps `done` used, and
     /// (worker 0) the budget `spent`.
@@ -80,6 +83,7 @@ impl EpochSums {
             train: evaluate::totals(mlp, &data.train),
             test: evaluate::totals(mlp, &data.test),
             examples: done.examples as f64,
+            zeroed: done.zeroed as f64,
             cpu_seconds: done.cpu_seconds.unwrap_or(f64::NAN),
             ..EpochSums::default()
         };
@@ -102,20 +106,23 @@ impl EpochSums {
 
     /// As one array for the all-reduce, in the fields' order.
     pub fn to_array(self) -> [f64; Self::LEN] {
-        let [tl, tc, tn] = self.train.to_array();
-        let [hl, hc, hn] = self.test.to_array();
+        let [tl, tc, tn, tf] = self.train.to_array();
+        let [hl, hc, hn, hf] = self.test.to_array();
         [
             tl,
             tc,
             tn,
+            tf,
             hl,
             hc,
             hn,
+            hf,
             self.attack_train.correct,
             self.attack_train.rows,
             self.attack_held_out.correct,
             self.attack_held_out.rows,
             self.examples,
+            self.zeroed,
             self.cpu_seconds,
             self.epsilon,
             self.rdp_order,
@@ -125,20 +132,21 @@ impl EpochSums {
     /// From [`EpochSums::to_array`]'s layout.
     pub fn from_array(v: &[f64; Self::LEN]) -> Self {
         EpochSums {
-            train: Totals::from_slice(&v[0..3]),
-            test: Totals::from_slice(&v[3..6]),
+            train: Totals::from_slice(&v[0..4]),
+            test: Totals::from_slice(&v[4..8]),
             attack_train: Hits {
-                correct: v[6],
-                rows: v[7],
-            },
-            attack_held_out: Hits {
                 correct: v[8],
                 rows: v[9],
             },
-            examples: v[10],
-            cpu_seconds: v[11],
-            epsilon: v[12],
-            rdp_order: v[13],
+            attack_held_out: Hits {
+                correct: v[10],
+                rows: v[11],
+            },
+            examples: v[12],
+            zeroed: v[13],
+            cpu_seconds: v[14],
+            epsilon: v[15],
+            rdp_order: v[16],
         }
     }
 
@@ -185,6 +193,9 @@ pub(super) struct Epochs<'a> {
     pub fingerprint: serde_json::Value,
     /// The standardized columns' release, recorded in every checkpoint and the card.
     pub standardizer: Option<Standardizer>,
+    /// The held-out accuracy's release, made after the last epoch, recorded in its checkpoint
+    /// and the card.
+    pub held_out: HeldOut,
 }
 
 impl Epochs<'_> {
@@ -203,17 +214,40 @@ impl Epochs<'_> {
                 self.steps
                     .epoch(peers, mlp, data, epoch, self.config.epochs, &mut self.prof)?;
             steps += self.steps.per_epoch;
-            let (metrics, epoch_spent) = self.evaluate(peers, mlp, data, epoch, steps, &done)?;
+            let last = epoch + 1 == self.config.epochs;
+            let (metrics, epoch_spent, profile, test) =
+                self.evaluate(peers, mlp, data, epoch, steps, &done, last)?;
             spent = epoch_spent;
-            if let Some(log) = &mut self.log {
-                log.write(&metrics)?;
-            }
             history.push(metrics);
+            // The held-out release, after the last epoch, before its checkpoint records it.
+            if last {
+                self.held_out.release(peers.lead(), &test, steps)?;
+            }
+            // The checkpoint first, then the metrics line, then stdout: a kill in between never
+            // leaves an epoch logged or printed that a resume would train again.
             if peers.lead()
                 && let Some(ck) = &self.config.checkpoint
             {
                 self.save_checkpoint(&ck.dir, epoch + 1, steps, &history, mlp)?;
             }
+            let metrics = history
+                .last()
+                .expect("this epoch's metrics were just pushed");
+            if let Some(log) = &mut self.log {
+                log.write(metrics)?;
+            }
+            self.out.line(&metrics.to_string());
+            if let Some(profile) = profile {
+                self.out.line(&profile);
+            }
+        }
+        if self.held_out.pending() {
+            // A resumed run with no epoch left whose checkpoint made no release (another
+            // version's): made now, on the model as it is.
+            let mut test = evaluate::totals(mlp, &data.test).to_array();
+            peers.sum_totals(&mut test)?;
+            self.held_out
+                .release(peers.lead(), &Totals::from_slice(&test), steps)?;
         }
         Ok(Trained {
             steps,
@@ -222,8 +256,11 @@ impl Epochs<'_> {
         })
     }
 
-    /// The metrics of epoch `epoch` (from 0) after `steps` steps, the last `done`, and the budget
-    /// spent; worker 0 prints them.
+    /// The metrics of epoch `epoch` (from 0) after `steps` steps, the last `done`, the budget
+    /// spent (after the `last` epoch, with the held-out release it is followed by), with
+    /// `--profile` where the epoch's time went (for worker 0 to print), and the exact held-out
+    /// totals (for that release).
+    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &mut self,
         peers: &mut Peers,
@@ -232,11 +269,14 @@ impl Epochs<'_> {
         epoch: u32,
         steps: u64,
         done: &StepsDone,
-    ) -> Result<(EpochMetrics, Option<PrivacySpent>)> {
+        last: bool,
+    ) -> Result<(EpochMetrics, Option<PrivacySpent>, Option<String>, Totals)> {
         self.prof.restart();
         let eval_started = Instant::now();
         let spent_here = match &self.accounting {
-            Some(acc) if peers.lead() => Some(acc.spent(steps)?),
+            Some(acc) if peers.lead() => {
+                Some(acc.spent_so_far(steps, self.held_out.after_epoch(last))?)
+            }
             _ => None,
         };
         let sums = EpochSums::local(mlp, data, self.attack.as_ref(), done, spent_here)
@@ -271,6 +311,8 @@ impl Epochs<'_> {
             non_private: Some(NonPrivate {
                 private: false,
                 examples,
+                gradients_zeroed: sums.zeroed as u64,
+                non_finite_logits: (sums.train.non_finite + sums.test.non_finite) as u64,
                 train_loss: train.loss,
                 train_accuracy: train.accuracy,
                 attack_train_accuracy: attack_train,
@@ -289,15 +331,14 @@ impl Epochs<'_> {
                 }),
             }),
         };
-        self.out.line(&metrics.to_string());
-        if self.prof.enabled() {
-            self.out.line(&format!(
+        let profile = self.prof.enabled().then(|| {
+            format!(
                 "profile of epoch {} (not private: timings grow with the realized batch \
                  sizes):\n{phases}",
                 epoch + 1
-            ));
-        }
-        Ok((metrics, spent))
+            )
+        });
+        Ok((metrics, spent, profile, sums.test))
     }
 
     /// Worker 0's checkpoint after `epochs_done` epochs and `steps` steps.
@@ -315,9 +356,11 @@ impl Epochs<'_> {
             noise_multiplier: self.accounting.map(|a| a.noise_multiplier),
             fingerprint: self.fingerprint.clone(),
             tensors: String::new(),
-            // What epsilon covers and held-out figures only: a checkpoint may be shipped.
+            // What epsilon covers only: a checkpoint may be shipped.
             metrics: history.iter().map(EpochMetrics::public).collect(),
             standardizer: self.standardizer.clone(),
+            test_release: self.held_out.release.clone(),
+            test_releases: self.held_out.made,
         };
         let mut tensors = vec![("params".to_string(), mlp.flat())];
         tensors.extend(self.steps.dp.optimizer().state());
@@ -343,12 +386,20 @@ impl Epochs<'_> {
                 trained.steps,
                 trained.history.last(),
                 self.standardizer.as_ref(),
+                self.held_out.release.as_ref(),
             );
             export::save(path, mlp, &card)?;
             self.out.line(&format!(
                 "saved {} and {}",
                 path.display(),
                 export::card_path(path).display()
+            ));
+        }
+        if let Some(r) = &self.held_out.release {
+            self.out.line(&format!(
+                "released test accuracy {:.4} (covered by epsilon: {:.1} right of {:.1} test \
+                 records, each count with Gaussian noise of std {:.2})",
+                r.accuracy, r.noisy_correct, r.noisy_count, r.noise_std
             ));
         }
         if let Some(s) = &trained.spent {
@@ -372,11 +423,13 @@ mod tests {
                 loss: 1.5,
                 correct: 2.0,
                 count: 3.0,
+                non_finite: 3.5,
             },
             test: Totals {
                 loss: 4.5,
                 correct: 5.0,
                 count: 6.0,
+                non_finite: 6.5,
             },
             attack_train: Hits {
                 correct: 7.0,
@@ -387,6 +440,7 @@ mod tests {
                 rows: 10.0,
             },
             examples: 11.0,
+            zeroed: 11.5,
             cpu_seconds: 12.25,
             epsilon: 13.5,
             rdp_order: 14.0,
@@ -395,7 +449,8 @@ mod tests {
         assert_eq!(
             a.to_array(),
             [
-                1.5, 2.0, 3.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.25, 13.5, 14.0
+                1.5, 2.0, 3.0, 3.5, 4.5, 5.0, 6.0, 6.5, 7.0, 8.0, 9.0, 10.0, 11.0, 11.5, 12.25,
+                13.5, 14.0
             ]
         );
         // A worker other than 0: no epsilon, and NaN CPU seconds poison the sum.

@@ -1,15 +1,18 @@
-//! The run's keys ([`Keys`]): the sampler's and the initialisation's, from `--seed`, or drawn
-//! from the OS by worker 0 and handed to the others ([`SecretKeys`]), written nowhere.
+//! The run's keys ([`Keys`]): the sampler's and the initialisation's, from `--seed` (the
+//! sampler's mixed with the run's settings), or drawn from the OS by worker 0 and handed to the
+//! others ([`SecretKeys`]), written nowhere.
 
 use rand::rngs::SysRng;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::peers::Peers;
+use crate::settings::Settings;
 use crate::{Error, Result};
 
-/// Where the sampler's randomness comes from: the run's seed, or (the default) a secret key
-/// drawn from the OS by worker 0 and shared with the others, so all draw the same sample.
+/// Where the sampler's randomness comes from: the run's seed mixed with its settings
+/// ([`Settings::sampler_seed`]), or (the default) a secret key drawn from the OS by worker 0
+/// and shared with the others, so all draw the same sample.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum SamplerKey {
     Seed(u64),
@@ -78,11 +81,13 @@ pub(super) struct Keys {
 }
 
 impl Keys {
-    /// From `seed`, or from the OS (worker 0 draws them and sends them to the others).
-    pub fn exchange(seed: Option<u64>, peers: &mut Peers) -> Result<Self> {
+    /// From `seed` (the sampler's mixed with the run's `settings`, so that seeded runs with
+    /// other settings draw independent batches), or from the OS (worker 0 draws them and sends
+    /// them to the others).
+    pub fn exchange(seed: Option<u64>, settings: &Settings, peers: &mut Peers) -> Result<Self> {
         if let Some(seed) = seed {
             return Ok(Keys {
-                sampler: SamplerKey::Seed(seed),
+                sampler: SamplerKey::Seed(settings.sampler_seed(seed)),
                 init_seed: seed,
             });
         }

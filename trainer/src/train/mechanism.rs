@@ -11,8 +11,9 @@ use crate::mechanism::sampler::PoissonSampler;
 use crate::settings::Settings;
 
 /// The accounting of `planned` steps of `sampler` (after the standardized columns' release at
-/// noise multiplier `preprocessing`, if any) and what each step does, the same on every worker;
-/// `None` and no noise with `--no-dp`.
+/// noise multiplier `preprocessing`, if any, and before the held-out accuracy's release, when
+/// the run makes one) and what each step does, the same on every worker; `None` and no noise
+/// with `--no-dp`.
 pub(super) fn mechanism(
     config: &TrainConfig,
     peers: &mut Peers,
@@ -25,16 +26,18 @@ pub(super) fn mechanism(
         Privacy::NonPrivate => return Ok((None, StepPrivacy::NonPrivate)),
         Privacy::Private(dp) => dp,
     };
+    let test_release = config.test_release_noise();
     let mut sigma = [0f64];
     if peers.lead() {
-        sigma[0] = Accounting::new(dp, sampler, planned, preprocessing)?.noise_multiplier;
+        sigma[0] =
+            Accounting::new(dp, sampler, planned, preprocessing, test_release)?.noise_multiplier;
     }
     peers.broadcast_totals(&mut sigma)?;
     let given = DpConfig {
         noise: NoiseSpec::Multiplier(sigma[0]),
         ..dp.clone()
     };
-    let acc = Accounting::new(&given, sampler, planned, preprocessing)?;
+    let acc = Accounting::new(&given, sampler, planned, preprocessing, test_release)?;
     let step = StepPrivacy::Private {
         clip: dp.l2_norm_clip,
         noise_multiplier: acc.noise_multiplier,

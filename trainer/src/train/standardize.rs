@@ -12,7 +12,8 @@ use crate::mechanism::noise::NoiseSource;
 /// Tells the operator (stderr, worker 0) what the feature spec found over every worker's share:
 /// records with a level outside a categorical column's spec, and columns used as they are that
 /// hold values outside [0, 1] (which swamp the others, and with DP the clip bound). These are
-/// exact figures for the operator, never written to the card.
+/// exact statistics of the data, for the operator, not covered by epsilon: each line says so,
+/// and none is written to the card.
 pub(super) fn report_transform(
     data: &Data,
     lead: bool,
@@ -33,7 +34,8 @@ pub(super) fn report_transform(
     for ((name, policy, _), &count) in t.unknown.iter().zip(unknown) {
         if count > 0 {
             eprintln!(
-                "trainer: {count} record(s) have a value of '{name}' outside its levels: {}",
+                "trainer: {count} record(s) have a value of '{name}' outside its levels (not \
+                 private: a count of the data's records, not covered by epsilon): {}",
                 match policy {
                     crate::features::Unknown::Drop => "dropped (not trained or tested on)",
                     crate::features::Unknown::Other => "encoded as {name}=other",
@@ -50,8 +52,9 @@ pub(super) fn report_transform(
         .collect();
     if !wide.is_empty() {
         eprintln!(
-            "trainer: warning: feature(s) {} have values outside [0, 1] and are used as they \
-             are: give them public bounds (--feature-bounds NAME=LO:HI), levels \
+            "trainer: warning: feature(s) {} have values outside [0, 1] (not private: a fact \
+             about the data's records, not covered by epsilon) and are used as they are: give \
+             them public bounds (--feature-bounds NAME=LO:HI), levels \
              (--feature-categories) or a range to standardize in (--standardize NAME=LO:HI)",
             wide.join(", ")
         );

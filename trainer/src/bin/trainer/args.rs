@@ -8,13 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use cluster::ClusterArgs;
 use shards::Location;
 use shards::cli::S3Args;
-use trainer::audit::CanaryKind;
+use trainer::audit::{CanaryKind, ScoreKind};
 use trainer::features::FeatureSpec;
 use trainer::report::ReportConfig;
 use trainer::sweep::SweepConfig;
 use trainer::{
     CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, OptimizerKind, Privacy,
-    Sampling, TrainConfig,
+    Sampling, TestRelease, TrainConfig,
 };
 
 /// Differentially private training (DP-SGD) on the shards the pipeline writes.
@@ -28,15 +28,19 @@ use trainer::{
 /// Records are keyed by their content and rank among equal records, so no other record's
 /// split or batch moves when a unit is added or removed; a record (a unit) is in the training
 /// split when splitmix64(key ^ splitmix64(--split-seed)) >= --test-fraction * 2^64, at --delta,
-/// as computed by --accountant. It covers the released model and its card (run/model.json), except the card's
-/// held-out figures. Noise, batch sampling and initialisation are keyed by the OS unless --seed
-/// is given; a seeded run is not private against anyone who knows the seed. Without
+/// as computed by --accountant. It covers the released model and every figure of its card
+/// (run/model.json): the test accuracy there is released with its own noise, composed in the
+/// accountant (--test-accuracy-release). Noise, batch sampling and initialisation are keyed by
+/// the OS unless --seed is given; a seeded run is not private against anyone who knows the
+/// seed (and seeded runs with other settings draw other batches and noise). Without
 /// --population, the number of training records N is treated as public, as Opacus and TF
 /// Privacy do: q = B / N, the steps per epoch and epsilon itself reveal it. With --population
 /// N_PUB (a public size of the training split), q, the steps and the scaling come from N_PUB
-/// and the training count is not released. Not covered, not for publishing: the metrics file's
-/// "non_private" training-set figures, and the shards folder, whose _manifest.json holds exact
-/// counts and feature means.
+/// and the training count is not released. Not covered, not for publishing: the exact figures
+/// the run prints and logs (the epoch lines' held-out figures, marked "exact, not released";
+/// the metrics file's held-out figures and its "non_private" training-set figures; the
+/// counts on stderr), and the shards folder, whose _manifest.json holds exact counts and
+/// feature means.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -145,6 +149,16 @@ pub struct TrainArgs {
     /// Seed of the train/test split (part of the privacy unit's definition).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
+    /// What the model card releases of the test split: noisy (the counts of right predictions
+    /// and of test records with Gaussian noise, composed in the accountant: epsilon covers
+    /// them), exact-not-covered (the exact figures, which the card marks as NOT covered by
+    /// epsilon), or withheld.
+    #[arg(long, value_enum, default_value_t = TestReleaseArg::Noisy)]
+    test_accuracy_release: TestReleaseArg,
+    /// Noise multiplier of that noisy release (each count's noise std over their L2
+    /// sensitivity, sqrt 2 records for a line).
+    #[arg(long, default_value_t = trainer::config::DEFAULT_TEST_ACCURACY_NOISE)]
+    test_accuracy_noise: f64,
     /// Seed of initialisation, sampling and noise, for runs that must repeat. Without it they
     /// are keyed by the OS and the keys are written nowhere. A seeded run is NOT private
     /// against anyone who knows the seed (its card says private_against_seed_holders: false).
@@ -201,14 +215,22 @@ pub struct TrainArgs {
     s3: S3Args,
 }
 
+/// `--test-accuracy-release`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TestReleaseArg {
+    Noisy,
+    ExactNotCovered,
+    Withheld,
+}
+
 /// A checked training run, and the local processes to start for it.
 #[derive(Debug)]
 pub struct Launch {
     /// The run.
     pub config: TrainConfig,
-    /// With `--workers W` and no hostfile: the addresses of the W processes, of which this is
-    /// process 0 and the others are to be started here.
-    pub spawn: Option<Vec<String>>,
+    /// With `--workers W` and no hostfile: the handoff (listeners bound, addresses, key) for
+    /// the W - 1 processes to start here (this is process 0).
+    pub spawn: Option<cluster::Handoff>,
 }
 
 impl TryFrom<TrainArgs> for Launch {
@@ -279,6 +301,13 @@ impl TryFrom<TrainArgs> for Launch {
             max_rows_per_unit: a.max_rows_per_unit,
             test_fraction: a.test_fraction,
             split_seed: a.split_seed,
+            test_release: match a.test_accuracy_release {
+                TestReleaseArg::Noisy => TestRelease::Noisy {
+                    noise_multiplier: a.test_accuracy_noise,
+                },
+                TestReleaseArg::ExactNotCovered => TestRelease::ExactNotCovered,
+                TestReleaseArg::Withheld => TestRelease::Withheld,
+            },
             seed: a.seed,
             device: a.device,
             intra_op_threads: a.intra_op_threads,
@@ -424,10 +453,24 @@ pub struct AuditArgs {
     /// Number of canaries, each included with probability 1/2.
     #[arg(long, default_value_t = 1000)]
     canaries: usize,
-    /// gradient (white-box: a fixed gradient of norm C per sampled canary, scored from the
-    /// run's noisy gradients) or input (black-box: crafted rows, scored by the final loss).
+    /// gradient (white-box: rows whose gradient lies on quiet coordinates no real row touches,
+    /// scored from every step's noisy gradient there) or input (black-box: crafted rows,
+    /// scored by the final loss).
     #[arg(long, value_enum, hide_possible_values = true, default_value_t = CanaryKind::Gradient)]
     canary_kind: CanaryKind,
+    /// How gradient canaries are scored: llr (each step's likelihood ratio, included at rate q
+    /// against never) or sum (the steps' noisy gradients added up, as the final model holds
+    /// them).
+    #[arg(long, value_enum, hide_possible_values = true, default_value_t = ScoreKind::Llr)]
+    score: ScoreKind,
+    /// Gradient canaries' quiet coordinates [default: one per 1024 values of a step's
+    /// per-example gradients, at least 64, at most one per canary].
+    #[arg(long)]
+    quiet_coordinates: Option<usize>,
+    /// Steps per window of the LLR score [default: as many as keep the canaries scored per
+    /// step at one per quiet coordinate or per 512 values of the step's gradients].
+    #[arg(long)]
+    score_window: Option<usize>,
     /// The bound holds with probability 1 - alpha.
     #[arg(long, default_value_t = 0.05)]
     alpha: f64,
@@ -448,6 +491,9 @@ impl TryFrom<AuditArgs> for trainer::audit::AuditConfig {
         let mut audit = trainer::audit::AuditConfig::new(config);
         audit.canaries = a.canaries;
         audit.kind = a.canary_kind;
+        audit.score = a.score;
+        audit.quiet_coordinates = a.quiet_coordinates;
+        audit.score_window = a.score_window;
         audit.alpha = a.alpha;
         audit.save = save;
         audit.validate()?;
@@ -568,11 +614,59 @@ mod tests {
         }
     }
 
+    /// `--test-accuracy-release` and `--test-accuracy-noise`: noisy at 10 by default; exact
+    /// and withheld by name; a noise that is not positive and finite is refused, naming it.
+    #[test]
+    fn the_held_out_release_flags() {
+        assert_eq!(
+            train(&[]).unwrap().test_release,
+            TestRelease::Noisy {
+                noise_multiplier: 10.0
+            }
+        );
+        assert_eq!(
+            train(&["--test-accuracy-noise", "3"]).unwrap().test_release,
+            TestRelease::Noisy {
+                noise_multiplier: 3.0
+            }
+        );
+        for (name, want) in [
+            ("exact-not-covered", TestRelease::ExactNotCovered),
+            ("withheld", TestRelease::Withheld),
+        ] {
+            let c = train(&["--test-accuracy-release", name]).unwrap();
+            assert_eq!(c.test_release, want);
+            assert_eq!(c.test_release_noise(), None, "{name}: nothing composed");
+        }
+        for bad in [
+            "--test-accuracy-noise=0",
+            "--test-accuracy-noise=-1",
+            "--test-accuracy-noise=inf",
+        ] {
+            let e = train(&[bad]).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("--test-accuracy-noise"),
+                "{bad}: {e:#}"
+            );
+        }
+        assert!(train(&["--test-accuracy-release", "exact"]).is_err());
+        // Nothing to release without a test split, or without DP.
+        assert_eq!(
+            train(&["--test-fraction", "0"])
+                .unwrap()
+                .test_release_noise(),
+            None
+        );
+        assert_eq!(train(&["--no-dp"]).unwrap().test_release_noise(), None);
+    }
+
     #[test]
     fn audit_takes_the_training_flags_and_its_own() {
         let a = audit(&[]).unwrap();
         assert_eq!((a.canaries, a.alpha), (1000, 0.05));
         assert_eq!(a.kind, trainer::audit::CanaryKind::Gradient);
+        assert_eq!(a.score, ScoreKind::Llr);
+        assert_eq!((a.quiet_coordinates, a.score_window), (None, None));
         // Nothing is written unless asked: not the model, not the metrics.
         assert!(a.save.is_none() && a.train.save.is_none() && a.train.metrics_out.is_none());
         let a = audit(&[
@@ -590,9 +684,17 @@ mod tests {
             "a.safetensors",
             "--seed",
             "3",
+            "--score",
+            "sum",
+            "--quiet-coordinates",
+            "100",
+            "--score-window",
+            "4",
         ])
         .unwrap();
         assert_eq!((a.canaries, a.alpha), (500, 0.01));
+        assert_eq!(a.score, ScoreKind::Sum);
+        assert_eq!((a.quiet_coordinates, a.score_window), (Some(100), Some(4)));
         assert_eq!(a.kind, trainer::audit::CanaryKind::Input);
         assert_eq!((a.train.batch_size, a.train.seed), (64, Some(3)));
         assert_eq!(a.save, Some("a.safetensors".into()));
@@ -604,6 +706,8 @@ mod tests {
             (&["--canary-kind", "white"][..], "--canary-kind"),
             (&["--alpha", "0"][..], "--alpha"),
             (&["--canaries", "0"][..], "--canaries"),
+            (&["--quiet-coordinates", "0"][..], "--quiet-coordinates"),
+            (&["--score-window", "0"][..], "--score-window"),
             (&["--no-dp"][..], "--no-dp"),
             (&["--workers", "2"][..], "--workers"),
             (&["--microbatch-size", "3"][..], "--microbatch-size"),
@@ -788,6 +892,8 @@ mod tests {
             "_manifest.json",
             "treated as public",
             "--population",
+            "--test-accuracy-release",
+            "exact, not released",
         ] {
             assert!(help.contains(phrase), "--help lacks {phrase}: {help}");
         }
@@ -954,21 +1060,35 @@ mod tests {
         assert_eq!(l.config.cluster, Cluster::Single { threads: 3 });
         assert!(l.spawn.is_none());
         let l = launch(&["--workers", "2", "--threads", "2"]).unwrap();
-        let addrs = l.spawn.expect("starts the other process");
-        assert_eq!(addrs.len(), 2);
+        let handoff = l.spawn.expect("starts the other process");
+        assert_eq!(handoff.processes(), 2);
         assert_eq!(
-            l.config.cluster,
-            Cluster::Member {
-                threads: 2,
-                process: 0,
-                addresses: addrs
-            }
+            (
+                l.config.cluster.process(),
+                l.config.cluster.processes(),
+                l.config.cluster.threads()
+            ),
+            (0, 2, 2)
         );
+        assert!(l.config.cluster.security().is_keyed());
         let dir = tempfile::tempdir().unwrap();
         let hosts = dir.path().join("hosts");
         std::fs::write(&hosts, "a:1\nb:2\n").unwrap();
         let h = hosts.to_str().unwrap();
-        let l = launch(&["--hostfile", h, "--process", "1", "--peer-timeout", "5"]).unwrap();
+        let err = launch(&["--hostfile", h, "--process", "1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cluster-key-file"), "{err}");
+        let l = launch(&[
+            "--hostfile",
+            h,
+            "--process",
+            "1",
+            "--peer-timeout",
+            "5",
+            "--insecure-plaintext",
+        ])
+        .unwrap();
         assert!(
             l.spawn.is_none() && !l.config.progress,
             "process 1 shows no progress"
@@ -1049,6 +1169,7 @@ mod tests {
             (&["--accountant", "prv"][..], "rdp, pld"),
             (&["--device", "gpu"][..], "cpu, cuda or cuda:N"),
             (&["audit", "--canary-kind", "white"][..], "gradient, input"),
+            (&["audit", "--score", "max"][..], "llr, sum"),
         ] {
             let err = Cli::try_parse_from(std::iter::once("trainer").chain(args.iter().copied()))
                 .unwrap_err()
