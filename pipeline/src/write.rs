@@ -516,12 +516,15 @@ fn write_held(
 }
 
 /// Calls `f` on each record (its content's hash and its content) of held records.
-fn each_record(
+fn each_record<F>(
     held: &Held,
     spill: Option<&File>,
     buf: &mut Vec<u8>,
-    f: &mut dyn FnMut(u64, &[u8]) -> Result<(), CopyError>,
-) -> Result<(), CopyError> {
+    f: &mut F,
+) -> Result<(), CopyError>
+where
+    F: FnMut(u64, &[u8]) -> Result<(), CopyError>,
+{
     match held {
         Held::Memory(p) => {
             let mut hashes = p.hashes.iter();
