@@ -5,6 +5,8 @@
 #   its own (file to file, so mapper, sort and reducer are separate), then the whole pipe, then
 #   both under mrjob's local runner (-r local --num-cores 2). Medians of REPS runs (mrjob: fewer).
 #   bench/streaming/run.sh [REPS]      (default 5)
+# Env: MRJOB=0 skips the mrjob rows (and installing mrjob); the Python scripts then run on python3.
+#      BIN=DIR takes the mapper and reducer from DIR instead of building them.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 here="$root/bench/streaming"
@@ -13,10 +15,15 @@ work="$root/bench/out/streaming"
 mkdir -p "$work"
 export LC_ALL=C   # the same sort for both; mrjob's local runner sorts with LC_ALL=C too
 
-cargo build --release --quiet -p hadoop-streaming --manifest-path "$root/Cargo.toml"
-bin="$root/target/release"
-bash "$root/emr/setup-mrjob.sh" >/dev/null
-py="$root/.venv-mrjob/bin/python"
+bin="${BIN:-$root/target/release}"
+[ -n "${BIN:-}" ] || cargo build --release --quiet -p hadoop-streaming --manifest-path "$root/Cargo.toml"
+mrjob=${MRJOB:-1}
+if [ "$mrjob" = 1 ]; then
+    bash "$root/emr/setup-mrjob.sh" >/dev/null
+    py="$root/.venv-mrjob/bin/python"
+else
+    py=python3
+fi
 
 # The same file as bench/pipeline (pipeline generate --rows 1200000 --seed 1).
 data="$work/CaPUMS5full.csv"
@@ -53,8 +60,8 @@ time_it py_sort "$few" "sort '$work/py.map' > '$work/py.sorted'"
 time_it py_red "$few" "'$py' '$here/reducer.py' < '$work/py.sorted' > '$work/py.out'"
 time_it py_pipe "$few" "'$py' '$here/mapper.py' < '$data' | sort | '$py' '$here/reducer.py' > '$work/py.out'"
 mr=(-r local --num-cores 2 --no-cat-output)
-time_it rust_mrjob "$few" "rm -rf '$work/mr-rust'; '$py' '$root/emr/mr_shards.py' ${mr[*]} --bin-dir '$bin' --output-dir '$work/mr-rust' '$data' 2>/dev/null"
-time_it py_mrjob "$few" "rm -rf '$work/mr-py'; '$py' '$here/mr_python.py' ${mr[*]} --output-dir '$work/mr-py' '$data' 2>/dev/null"
+[ "$mrjob" = 1 ] && time_it rust_mrjob "$few" "rm -rf '$work/mr-rust'; '$py' '$root/emr/mr_shards.py' ${mr[*]} --bin-dir '$bin' --output-dir '$work/mr-rust' '$data' 2>/dev/null"
+[ "$mrjob" = 1 ] && time_it py_mrjob "$few" "rm -rf '$work/mr-py'; '$py' '$here/mr_python.py' ${mr[*]} --output-dir '$work/mr-py' '$data' 2>/dev/null"
 
 rows_out=$(( $(wc -l < "$work/rust.out") - 1 ))
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); input: 1.2M rows, $(stat -c %s "$data") bytes"
@@ -74,5 +81,5 @@ row "reducer" "${med[rust_red]}" "${cpu[rust_red]}" "${med[py_red]}" "${cpu[py_r
 row "mapper + reducer" "$(sum "${med[rust_map]}" "${med[rust_red]}")" "$(sum "${cpu[rust_map]}" "${cpu[rust_red]}")" \
     "$(sum "${med[py_map]}" "${med[py_red]}")" "$(sum "${cpu[py_map]}" "${cpu[py_red]}")"
 row "mapper | sort | reducer" "${med[rust_pipe]}" "${cpu[rust_pipe]}" "${med[py_pipe]}" "${cpu[py_pipe]}"
-row "mrjob -r local, 2 cores" "${med[rust_mrjob]}" "${cpu[rust_mrjob]}" "${med[py_mrjob]}" "${cpu[py_mrjob]}"
+[ "$mrjob" = 1 ] && row "mrjob -r local, 2 cores" "${med[rust_mrjob]}" "${cpu[rust_mrjob]}" "${med[py_mrjob]}" "${cpu[py_mrjob]}"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores shared with other work)"

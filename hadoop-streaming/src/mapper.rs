@@ -3,8 +3,9 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use shards::scan::{Scanned, Scanner};
 use shards::schema::CAPUMS_COLUMNS;
-use shards::{Cleaner, DropReason, LineReader, Outcome, Schema, SchemaOptions, shard_of};
+use shards::{DropReason, LineReader, Schema, SchemaOptions, shard_of};
 
 use crate::counters::Counters;
 use crate::error::{Error, Result};
@@ -142,50 +143,79 @@ pub fn run(
     let stdin = |e| Error::io("stdin", e);
     let stdout = |e| Error::io("stdout", e);
 
+    // The first line decides the schema (a header, or a split's first record); the scanner
+    // the pipeline reads with then takes every line.
     let mut line_no = 0u64;
-    let mut cleaner: Option<Cleaner> = None;
-    let mut record = Vec::with_capacity(256);
-    while let Some((counted, raw)) = lines.next_line().map_err(stdin)? {
+    let mut scanner: Option<Scanner> = None;
+    let mut write = |offset: u64,
+                     outcome: Scanned<'_>,
+                     buf: &mut Vec<u8>,
+                     counters: &mut Counters|
+     -> Result<()> {
         line_no += 1;
-        let (offset, line) = match config.keys {
-            InputKeys::Counted { .. } => (counted, raw),
-            InputKeys::Offset => {
-                frame::split_offset_key(raw).ok_or(Error::MissingOffsetKey { line: line_no })?
-            }
-        };
-        let cleaner = match &mut cleaner {
-            Some(c) => c,
-            None => {
-                let schema = resolve_schema(config, Some((offset, line)))?;
-                start_output(&schema, config.shards, width, &mut buf);
-                cleaner.insert(Cleaner::new(schema))
-            }
-        };
-        match cleaner.clean(line) {
-            Outcome::Kept => {
-                record.clear();
-                cleaner.write_record(offset, &mut record);
-                let shard = shard_of(cleaner.placement(&record), config.shards);
-                frame::write_record_key(&mut buf, shard, width, offset);
-                buf.extend_from_slice(&record);
+        match outcome {
+            Scanned::Kept(r) => {
+                let shard = shard_of(r.place, config.shards);
+                frame::write_record_key(buf, shard, width, offset);
+                // The entry's value is the transit line `offset,content`.
+                let mut digits = [0; 24];
+                buf.extend_from_slice(shards::keys::decimal(offset, &mut digits));
+                buf.push(b',');
+                buf.extend_from_slice(r.content_line);
                 counters.add(KEPT, 1);
                 counters.add(INPUT_ROWS, 1);
             }
-            Outcome::Header => counters.add(HEADER_LINES, 1),
-            Outcome::Dropped(reason) => {
+            Scanned::Header => counters.add(HEADER_LINES, 1),
+            Scanned::Dropped(reason) => {
                 counters.add(DROPPED + reason.index(), 1);
                 counters.add(INPUT_ROWS, 1);
             }
         }
         if buf.len() >= CHUNK {
-            output.write_all(&buf).map_err(stdout)?;
+            output.write_all(buf).map_err(stdout)?;
             buf.clear();
         }
         if line_no.is_multiple_of(TICK_LINES) {
             counters.tick(report).map_err(|e| Error::io("stderr", e))?;
         }
+        Ok(())
+    };
+    match config.keys {
+        InputKeys::Counted { .. } => {
+            if let Some((offset, line)) = lines.next_line().map_err(stdin)? {
+                let schema = resolve_schema(config, Some((offset, line)))?;
+                start_output(&schema, config.shards, width, &mut buf);
+                let s = scanner.insert(Scanner::new(schema));
+                write(offset, s.line(line), &mut buf, &mut counters)?;
+                let mut failed = Ok(());
+                s.scan(&mut lines, |offset, outcome| {
+                    if failed.is_ok() {
+                        failed = write(offset, outcome, &mut buf, &mut counters);
+                    }
+                })
+                .map_err(stdin)?;
+                failed?;
+            }
+        }
+        InputKeys::Offset => {
+            let mut n = 0u64;
+            while let Some((_, raw)) = lines.next_line().map_err(stdin)? {
+                n += 1;
+                let (offset, line) =
+                    frame::split_offset_key(raw).ok_or(Error::MissingOffsetKey { line: n })?;
+                let s = match &mut scanner {
+                    Some(s) => s,
+                    None => {
+                        let schema = resolve_schema(config, Some((offset, line)))?;
+                        start_output(&schema, config.shards, width, &mut buf);
+                        scanner.insert(Scanner::new(schema))
+                    }
+                };
+                write(offset, s.line(line), &mut buf, &mut counters)?;
+            }
+        }
     }
-    if cleaner.is_none() {
+    if scanner.is_none() {
         // No input lines: an empty file is an error, an empty split is not.
         let schema = resolve_schema(config, None)?;
         start_output(&schema, config.shards, width, &mut buf);

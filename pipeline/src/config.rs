@@ -41,6 +41,11 @@ pub struct RunConfig {
     pub buffer_bytes: usize,
     /// How S3 locations are reached (unused for local ones).
     pub s3: S3Options,
+    /// About how many input bytes a worker reads at a time before the next chunk, in input
+    /// order, is another worker's ([`crate::ingest::Plan`]); `None`: 4 MiB for a local file,
+    /// one chunk a worker for S3 (one ranged request each). Every process of a run must use the
+    /// same value; the command line always leaves it at `None`.
+    pub chunk_bytes: Option<u64>,
 }
 
 impl RunConfig {
@@ -71,6 +76,7 @@ impl RunConfig {
             progress: false,
             buffer_bytes: crate::write::DEFAULT_BUFFER_BYTES,
             s3: S3Options::default(),
+            chunk_bytes: None,
         }
     }
 }

@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::Input as _;
 use serde::{Deserialize, Serialize};
 use shards::manifest::ShardInfo;
-use shards::{Cleaner, Input, Output, Schema};
+use shards::scan::Scanner;
+use shards::{Input, Output, Schema};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Operator, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::ingest::{Batch, Counters, Share, ingest};
+use crate::ingest::{Batch, Counters, Plan, ingest};
 use crate::stats::StatKey;
-use crate::write::{ShardSink, shard_header};
+use crate::write::{Destination, ShardSink, shard_header};
 
 /// The output of operators that only collect: nothing.
 type Discard = timely::container::CapacityContainerBuilder<Vec<()>>;
@@ -45,6 +46,8 @@ pub struct Job {
     pub worker_budget: usize,
     /// Where spilled runs go (unnamed files).
     pub spill_dir: std::path::PathBuf,
+    /// About how many bytes of the input each chunk holds ([`Plan`]).
+    pub chunk_bytes: u64,
 }
 
 /// A worker's shards and its part of the statistics.
@@ -64,9 +67,14 @@ pub struct Report {
 /// (a process that finished closes its connections; its last messages may still be queued).
 const GRACE: Duration = Duration::from_millis(500);
 
+/// How long a waiting worker sleeps at most before it looks at the clock and its peers again.
+const LOOK: Duration = Duration::from_millis(50);
+
 /// Steps `worker` until `done`, failing when another process is gone, or when `progress` (a
 /// count of what has arrived) stands still for `timeout`: a peer that was stopped or hangs
-/// would otherwise keep this worker waiting forever.
+/// would otherwise keep this worker waiting forever. A worker with nothing to do sleeps (timely
+/// parks its thread until a message arrives, after polling for a few microseconds), so waiting
+/// costs no CPU.
 fn wait_for(
     worker: &mut Worker,
     done: impl Fn() -> bool,
@@ -76,17 +84,15 @@ fn wait_for(
 ) -> Result<(), String> {
     let health = cluster::health::current();
     let (mut last, mut since) = (progress(), Instant::now());
+    let mut looked = since;
     let mut lost_at: Option<Instant> = None;
-    let mut steps = 0u32;
     while !done() {
-        // Spin, as `step_while` does: parking the waiting workers doubled the run's time (see
-        // bench/RESULTS.md). The clock and the peers are looked at every 256 steps.
-        worker.step();
-        steps = steps.wrapping_add(1);
-        if !steps.is_multiple_of(256) {
+        worker.step_or_park(Some(LOOK));
+        let now = Instant::now();
+        if now < looked + Duration::from_millis(5) {
             continue;
         }
-        let now = Instant::now();
+        looked = now;
         if let Some((process, reason)) = health.as_ref().and_then(|h| h.lost_process()) {
             let at = *lost_at.get_or_insert(now);
             if now > at + GRACE && !done() {
@@ -118,13 +124,26 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let index = worker.index();
     let peers = worker.peers();
 
-    let received = Rc::new(RefCell::new(ShardSink::new(
+    let plan = Plan::new(
+        job.input_len,
+        peers,
+        job.input.location().is_gzip(),
+        job.chunk_bytes,
+    );
+    let dest = Destination {
+        output: Arc::clone(&job.output),
+        header: shard_header(&job.schema),
+        rule: job.units,
+    };
+    let received = Rc::new(RefCell::new(Some(ShardSink::new(
         job.num_shards,
         index,
         peers,
+        plan.clone(),
+        dest,
         job.worker_budget,
         job.spill_dir.clone(),
-    )));
+    ))));
     let counted: Rc<RefCell<Vec<(StatKey, i64)>>> = Rc::default();
     let reports: Rc<RefCell<Vec<Report>>> = Rc::default();
     let probe = ProbeHandle::new();
@@ -141,7 +160,11 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
                 "CollectShards",
                 |_, _| {
                     move |input, _output| {
-                        input.for_each(|_cap, data| sink.borrow_mut().extend(data));
+                        input.for_each(|_cap, data| {
+                            if let Some(s) = sink.borrow_mut().as_mut() {
+                                s.extend(data)
+                            }
+                        });
                     }
                 },
             )
@@ -168,15 +191,15 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
         stats_in
     });
 
-    // Phase 1: read, clean and route records; count statistics.
-    let share = Share::of(index, peers, job.input_len, job.input.location().is_gzip());
-    let cleaner = Cleaner::new(job.schema.clone());
+    // Phase 1: read, clean and route records, each owner writing its shards' records as the
+    // chunks before them are written; count statistics.
+    let scanner = Scanner::new(job.schema.clone());
     let mut emitted = 0usize;
     let local = ingest(
         &*job.input,
+        &plan,
         index,
-        share,
-        cleaner,
+        scanner,
         job.num_shards,
         peers,
         &job.counters,
@@ -205,7 +228,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     wait_for(
         worker,
         || probe.done(),
-        || received.borrow().received() + counted.borrow().len(),
+        || received.borrow().as_ref().map_or(0, ShardSink::received) + counted.borrow().len(),
         job.peer_timeout,
         "waiting for the other workers' records",
     )?;
@@ -214,8 +237,8 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let outcome = match failure {
         Some(message) => Err(message),
         None => {
-            let sink = received.replace(ShardSink::new(0, index, peers, 0, job.spill_dir.clone()));
-            sink.write(&*job.output, &shard_header(&job.schema), job.units)
+            let sink = received.borrow_mut().take().expect("taken once");
+            sink.finish()
                 .map(|(infos, capped)| {
                     let mut stats: Vec<_> = counted.borrow_mut().drain(..).collect();
                     if capped > 0 {

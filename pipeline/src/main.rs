@@ -154,6 +154,7 @@ impl TryFrom<RunArgs> for Launch {
             buffer_bytes: (a.buffer_mb as usize) << 20,
             progress: !quiet && std::io::stderr().is_terminal(),
             s3: s3_options(&a.s3, quiet),
+            chunk_bytes: None,
         };
         Ok(Launch {
             config,

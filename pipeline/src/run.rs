@@ -168,6 +168,12 @@ impl Prepared {
             peer_timeout: config.peer_timeout,
             worker_budget: config.buffer_bytes / config.cluster.threads().max(1),
             spill_dir: std::env::temp_dir(),
+            // A chunk a worker for S3 input (one ranged request each), small chunks for local
+            // files (what an owner holds while the chunk before is written).
+            chunk_bytes: config.chunk_bytes.unwrap_or(match &config.input {
+                shards::Location::Local(_) => crate::ingest::LOCAL_CHUNK_BYTES,
+                shards::Location::S3 { .. } => u64::MAX,
+            }),
         });
         let worker_job = Arc::clone(&job);
         // A peer whose machine stops acknowledging (link or machine down) is named unreachable

@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use serde::{Deserialize, Serialize};
 use shards::manifest::{FORMAT, ManifestOptions, ManifestSchema, RowCounts, ShardInfo};
+use shards::scan::Vector;
 use shards::{DropReason, Manifest, Schema};
 
 /// One thing counted. Each worker pre-aggregates locally; the totals are formed by
@@ -26,9 +27,6 @@ pub enum StatKey {
 /// The counts one worker gathers while it cleans its part of the input.
 #[derive(Debug, Default)]
 pub struct LocalStats {
-    /// Fields before the features in a transit line: offset and label, and the unit's hash
-    /// with a privacy unit.
-    before_features: usize,
     headers: u64,
     dropped: [u64; DropReason::ALL.len()],
     labels: [u64; 2],
@@ -37,9 +35,6 @@ pub struct LocalStats {
     /// under a leading 1: cheaper to hash and compare than their text.
     packed: HashMap<u64, u64, FastHash>,
 }
-
-/// The most one-digit features a packed key holds.
-const PACKED_DIGITS: usize = 15;
 
 /// A multiply-rotate hash (FxHash's step, eight bytes at a time) with a per-process random
 /// seed: SipHash, std's default, cost about a tenth of the run's CPU time on the feature
@@ -97,14 +92,6 @@ impl Hasher for FastHasher {
 }
 
 impl LocalStats {
-    /// Counts for transit lines with (`unit`) or without a unit hash.
-    pub fn new(unit: bool) -> LocalStats {
-        LocalStats {
-            before_features: 2 + usize::from(unit),
-            ..LocalStats::default()
-        }
-    }
-
     /// Counts a header line.
     pub fn header(&mut self) {
         self.headers += 1;
@@ -115,30 +102,19 @@ impl LocalStats {
         self.dropped[reason.index()] += 1;
     }
 
-    /// Counts a kept row from its shard line `offset,label,features...\n`.
-    pub fn kept(&mut self, label: u8, record_line: &[u8]) {
-        self.labels[usize::from(label)] += 1;
-        let features = feature_text(record_line, self.before_features.max(2));
-        match self.vectors.get_mut(features) {
-            Some(c) => *c += 1,
-            None => {
-                self.vectors.insert(features.into(), 1);
-            }
-        }
-    }
-
-    /// Counts a kept row whose features are one digit each (`digits`, ASCII; see
-    /// [`shards::Cleaner::digits`]), from its shard line as for [`LocalStats::kept`].
+    /// Counts a kept row with label `label` and feature vector `vector`.
     #[inline]
-    pub fn kept_digits(&mut self, label: u8, digits: &[u8], record_line: &[u8]) {
-        if digits.len() > PACKED_DIGITS {
-            return self.kept(label, record_line);
-        }
+    pub fn kept(&mut self, label: u8, vector: Vector<'_>) {
         self.labels[usize::from(label)] += 1;
-        let key = digits
-            .iter()
-            .fold(1u64, |key, &d| key << 4 | u64::from(d - b'0'));
-        *self.packed.entry(key).or_default() += 1;
+        match vector {
+            Vector::Packed(key) => *self.packed.entry(key).or_default() += 1,
+            Vector::Text(features) => match self.vectors.get_mut(features) {
+                Some(c) => *c += 1,
+                None => {
+                    self.vectors.insert(features.into(), 1);
+                }
+            },
+        }
     }
 
     /// The non-zero counts as `(key, count)` updates.
@@ -184,23 +160,6 @@ fn unpack(mut key: u64) -> Vec<u8> {
         text.push(d);
     }
     text
-}
-
-/// The features part of a transit line: after the `before`-th comma, without the newline.
-fn feature_text(line: &[u8], before: usize) -> &[u8] {
-    let mut commas = 0;
-    let mut start = line.len();
-    for (i, &b) in line.iter().enumerate() {
-        if b == b',' {
-            commas += 1;
-            if commas == before {
-                start = i + 1;
-                break;
-            }
-        }
-    }
-    let rest = &line[start..];
-    rest.strip_suffix(b"\n").unwrap_or(rest)
 }
 
 /// Builds the manifest from the schema, options, totals and shard infos.
@@ -291,12 +250,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn feature_text_skips_offset_and_label() {
-        assert_eq!(feature_text(b"123,1,0,1,0.5\n", 2), b"0,1,0.5");
-        assert_eq!(feature_text(b"123,77,1,0,1,0.5\n", 3), b"0,1,0.5");
-    }
-
-    #[test]
     fn totals_do_not_depend_on_the_split() {
         let schema = Schema::from_columns(
             vec!["y".into(), "a".into(), "b".into()],
@@ -309,27 +262,24 @@ mod tests {
         let mut one = LocalStats::default();
         let mut left = LocalStats::default();
         let mut right = LocalStats::default();
-        let lines: [&[u8]; 4] = [b"0,1,0,1\n", b"9,0,0.1,2\n", b"20,1,0,1\n", b"31,0,0.2,3\n"];
-        for (i, l) in lines.iter().enumerate() {
-            let label = l.split(|&b| b == b',').nth(1).unwrap()[0] - b'0';
-            one.kept(label, l);
+        // (label, features)
+        let rows: [(u8, &[u8]); 4] = [(1, b"0,1"), (0, b"0.1,2"), (1, b"0,1"), (0, b"0.2,3")];
+        for (i, &(label, features)) in rows.iter().enumerate() {
+            one.kept(label, Vector::Text(features));
             if i % 2 == 0 {
-                left.kept(label, l)
+                left.kept(label, Vector::Text(features))
             } else {
-                right.kept(label, l)
+                right.kept(label, Vector::Text(features))
             }
         }
         one.dropped(DropReason::Missing);
         // The same rows counted from their digits where they have them: the same totals.
         let mut digits = LocalStats::default();
-        for (i, l) in lines.iter().enumerate() {
-            let label = l.split(|&b| b == b',').nth(1).unwrap()[0] - b'0';
-            let features = feature_text(l, 2);
-            if i == 0 && features.len() == 3 {
-                let d = [features[0], features[2]];
-                digits.kept_digits(label, &d, l);
+        for &(label, features) in &rows {
+            if features == b"0,1" {
+                digits.kept(label, Vector::Packed(shards::scan::pack(b"01")));
             } else {
-                digits.kept(label, l);
+                digits.kept(label, Vector::Text(features));
             }
         }
         digits.dropped(DropReason::Missing);

@@ -37,15 +37,21 @@ fn threads_match_the_reference() {
     assert_eq!(by("label_not_binary"), 1);
     assert_eq!(by("invalid_utf8"), 1);
     assert_eq!(expected.rows.header_lines, 2);
-    for threads in [1, 2, 4] {
-        let out = dir.path().join(format!("t{threads}"));
-        let report = pipeline::run(&config(&input, &out, 16, Cluster::Single { threads })).unwrap();
-        assert_eq!(
-            report.manifest.as_ref(),
-            Some(&expected),
-            "{threads} threads"
-        );
-        assert_same_output(&reference, &out);
+    // The default chunks (one a worker for this small file) and chunks of about 1,000 bytes
+    // (hundreds, dealt round the workers, each owner holding what comes before its turn).
+    for chunk_bytes in [None, Some(1000)] {
+        for threads in [1, 2, 4] {
+            let out = dir.path().join(format!("t{threads}-{chunk_bytes:?}"));
+            let mut c = config(&input, &out, 16, Cluster::Single { threads });
+            c.chunk_bytes = chunk_bytes;
+            let report = pipeline::run(&c).unwrap();
+            assert_eq!(
+                report.manifest.as_ref(),
+                Some(&expected),
+                "{threads} threads, chunks of {chunk_bytes:?}"
+            );
+            assert_same_output(&reference, &out);
+        }
     }
 }
 
@@ -83,6 +89,7 @@ fn units_match_the_reference() {
             let out = dir.path().join(format!("t{threads}-{budget}"));
             let mut c = with_units(&out, threads);
             c.buffer_bytes = budget;
+            c.chunk_bytes = Some(50_000);
             let report = pipeline::run(&c).unwrap();
             assert_eq!(
                 report.manifest.as_ref(),
@@ -211,8 +218,9 @@ fn two_processes_match_the_reference() {
 
 #[test]
 fn a_tiny_buffer_spills_runs_and_changes_nothing() {
-    // A 1-byte budget makes every worker spill what it holds for each batch it takes, so the
-    // shards are put together from many spilled pieces on disk.
+    // A 1-byte budget makes every worker spill whatever it holds (the records of chunks after
+    // the one being written) for each batch it takes, so the shards are put together from many
+    // spilled pieces on disk.
     let dir = tempfile::tempdir().unwrap();
     let input = messy_csv(dir.path(), 60_000);
     let reference = dir.path().join("reference");
@@ -223,10 +231,11 @@ fn a_tiny_buffer_spills_runs_and_changes_nothing() {
         Cluster::Single { threads: 1 },
     ))
     .unwrap();
-    for threads in [1, 3] {
-        let out = dir.path().join(format!("t{threads}"));
+    for (threads, chunk_bytes) in [(1, None), (3, None), (2, Some(5000)), (3, Some(20_000))] {
+        let out = dir.path().join(format!("t{threads}-{chunk_bytes:?}"));
         let mut c = config(&input, &out, 7, Cluster::Single { threads });
         c.buffer_bytes = 1;
+        c.chunk_bytes = chunk_bytes;
         let report = pipeline::run(&c).unwrap();
         assert_eq!(
             report.manifest.as_ref(),

@@ -240,16 +240,44 @@ fn a_child_exits_when_its_parent_dies() {
     }
 }
 
+/// CPU seconds (user and system, all threads) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    let per_second: f64 = String::from_utf8_lossy(&per_second.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    ticks as f64 / per_second
+}
+
 /// A stopped child (SIGSTOP) does not hang its parent: after --peer-timeout without anything
-/// from it, the run fails naming the timeout, and the stopped child is killed.
+/// from it, the run fails naming the timeout, and the stopped child is killed. While it waits,
+/// the parent sleeps: it used about 90% of a core when its wait spun.
 #[test]
 fn a_stopped_child_does_not_hang_its_parent() {
     let tmp = tempfile::tempdir().unwrap();
     generate(tmp.path(), "2000");
-    // The child hangs at its first part, then is stopped outright.
-    let (mut parent, child) = start_two_processes(tmp.path(), &["--peer-timeout", "3"], "1", "1");
+    // The child hangs at its first part, then is stopped outright; the parent has written its
+    // own parts and waits for the child's.
+    let (mut parent, child) = start_two_processes(tmp.path(), &["--peer-timeout", "5"], "1", "1");
     let mut err = wait_until_paused_keeping(&mut parent);
     signal(child, "-STOP");
+    let before = cpu_seconds(parent.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let waiting = cpu_seconds(parent.id()) - before;
+    assert!(
+        waiting < 0.2,
+        "the waiting parent used {waiting:.2} CPU-seconds in 2 s"
+    );
     let status = wait_bounded(&mut parent, Duration::from_secs(120), "the parent");
     err.push_str(&err_rest(&mut parent));
     assert!(!status.success());

@@ -250,6 +250,16 @@ impl Cleaner {
         }
     }
 
+    /// Appends the last record kept's content `[unit,]label,f1,...,fk` (its shard line without
+    /// the key, without `\n`): what [`Cleaner::write_record`] writes after the offset's comma.
+    pub fn write_content(&self, out: &mut Vec<u8>) {
+        if self.from_digits {
+            crate::format::write_digits_content(out, self.unit, self.label, &self.digits);
+        } else {
+            crate::format::write_content(out, self.unit, self.label, &self.values);
+        }
+    }
+
     /// The hash the last record kept is placed by ([`crate::keys::unit_hash`]): its unit's, or
     /// its content's (the transit line `line`, as [`Cleaner::write_record`] wrote it, after the
     /// offset) when each line is its own unit.

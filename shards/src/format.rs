@@ -90,6 +90,36 @@ pub fn write_digits_record(
     out.extend_from_slice(&line[start..=end]);
 }
 
+/// Appends the content of a record, `[unit,]label,f1,...,fk` (a shard line without its key and
+/// its `\n`): what [`write_record`] writes after the offset's comma, without the `\n`.
+#[inline]
+pub fn write_content(out: &mut Vec<u8>, unit: Option<u64>, label: u8, features: &[f64]) {
+    write_unit_label(out, unit, label);
+    for &v in features {
+        out.push(b',');
+        write_value(out, v);
+    }
+}
+
+/// [`write_content`] for features that are each one decimal digit, given as their ASCII digits.
+#[inline]
+pub fn write_digits_content(out: &mut Vec<u8>, unit: Option<u64>, label: u8, digits: &[u8]) {
+    write_unit_label(out, unit, label);
+    for &d in digits {
+        out.extend_from_slice(&[b',', d]);
+    }
+}
+
+/// Appends `[unit,]label`.
+#[inline]
+fn write_unit_label(out: &mut Vec<u8>, unit: Option<u64>, label: u8) {
+    if let Some(unit) = unit {
+        out.extend_from_slice(itoa::Buffer::new().format(unit).as_bytes());
+        out.push(b',');
+    }
+    out.push(b'0' + label);
+}
+
 /// Appends `offset,[unit,]label`.
 #[inline]
 fn write_offset_label(out: &mut Vec<u8>, offset: u64, unit: Option<u64>, label: u8) {

@@ -18,6 +18,7 @@ pub mod local;
 pub mod location;
 pub mod manifest;
 pub mod s3;
+pub mod scan;
 pub mod schema;
 pub mod store;
 

@@ -42,7 +42,7 @@ impl<R: Read> LineReader<R> {
         LineReader::with_capacity(inner, offset, CHUNK)
     }
 
-    fn with_capacity(inner: R, offset: u64, cap: usize) -> Self {
+    pub(crate) fn with_capacity(inner: R, offset: u64, cap: usize) -> Self {
         LineReader {
             inner,
             buf: vec![0; cap.max(2)],
@@ -61,7 +61,13 @@ impl<R: Read> LineReader<R> {
         self
     }
 
-    fn too_long(&self) -> std::io::Error {
+    /// The longest line it takes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The error for a line longer than [`LineReader::limit`] at [`LineReader::position`].
+    pub fn too_long(&self) -> std::io::Error {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
@@ -88,6 +94,68 @@ impl<R: Read> LineReader<R> {
     /// Stream offset of the next unread byte.
     pub fn position(&self) -> u64 {
         self.offset
+    }
+
+    /// The offset at which lines stop being returned (the end of the range; `u64::MAX` for a
+    /// whole stream).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The unread bytes that hold whole lines, starting at [`LineReader::position`]: they end
+    /// just after a line terminator, or at the end of the stream (a last line without one).
+    /// A `\r` ending the block is followed by a byte that is not `\n`, or by the end of the
+    /// stream, so each terminator in it, `\r\n` included, is whole. Empty at the end of the
+    /// stream. For a caller that finds the lines itself ([`crate::scan::Scanner`]): it stops at
+    /// the first line that starts at or after [`LineReader::end`] and hands the bytes it used
+    /// back with [`LineReader::consume`]. Lines split this way are those [`LineReader::next_line`]
+    /// returns. A line longer than the limit is an error here when the block would have to grow
+    /// past it to hold the line's end; a block may still hold a longer line whose end came in
+    /// one read, which the caller refuses ([`LineReader::too_long`], after consuming the lines
+    /// before it) as `next_line` would.
+    pub fn block(&mut self) -> std::io::Result<&[u8]> {
+        if self.offset >= self.end {
+            return Ok(&[]);
+        }
+        self.fill(1)?;
+        loop {
+            let data = &self.buf[self.pos..self.len];
+            if let Some(last) = memchr::memrchr2(b'\n', b'\r', data) {
+                if data[last] == b'\n' || last + 1 < data.len() || self.eof {
+                    return Ok(&self.buf[self.pos..self.pos + last + 1]);
+                }
+                // A `\r` at the end of what was read: a `\n` may follow. End the block at the
+                // terminator before it, if any (a `\r` there is followed by a byte we see).
+                if let Some(before) = memchr::memrchr2(b'\n', b'\r', &data[..last]) {
+                    return Ok(&self.buf[self.pos..self.pos + before + 1]);
+                }
+                // One line, `last` bytes before its `\r`.
+                if last > self.limit {
+                    return Err(self.too_long());
+                }
+            } else if self.eof {
+                if data.len() > self.limit {
+                    return Err(self.too_long());
+                }
+                return Ok(&self.buf[self.pos..self.len]);
+            } else if data.len() > self.limit {
+                // Part of one line, already past the limit.
+                return Err(self.too_long());
+            }
+            let have = self.len - self.pos;
+            self.fill(have + 1)?;
+            if self.len - self.pos == have {
+                // The end of the stream: what is there is the last line.
+                self.eof = true;
+            }
+        }
+    }
+
+    /// Marks the first `n` bytes of [`LineReader::block`] as read.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.len - self.pos, "consumed more than the block");
+        self.pos += n;
+        self.offset += n as u64;
     }
 
     /// Ensures at least `want` unread bytes in the buffer unless at end of stream.
@@ -215,6 +283,69 @@ mod tests {
         }
         assert!(all_lines(b"", 8).is_empty());
         assert_eq!(all_lines(b"x\n", 8), vec![(0, b"x".to_vec())]);
+    }
+
+    /// Lines found in [`LineReader::block`]s (the scanner's way, written plainly here: a line
+    /// ends at `\n`, `\r\n` or a bare `\r`) are those `next_line` returns, with their offsets,
+    /// for every buffer size and every range.
+    #[test]
+    fn blocks_hold_whole_lines() {
+        fn by_blocks(r: &mut LineReader<Cursor<&[u8]>>) -> Vec<(u64, Vec<u8>)> {
+            let mut out = Vec::new();
+            loop {
+                let (base, end) = (r.position(), r.end());
+                let block = r.block().unwrap().to_vec();
+                if block.is_empty() {
+                    return out;
+                }
+                let mut p = 0;
+                while p < block.len() {
+                    if base + p as u64 >= end {
+                        return out;
+                    }
+                    let (line_end, next) = match memchr::memchr2(b'\n', b'\r', &block[p..]) {
+                        Some(i)
+                            if block[p + i] == b'\r' && block.get(p + i + 1) == Some(&b'\n') =>
+                        {
+                            (p + i, p + i + 2)
+                        }
+                        Some(i) => (p + i, p + i + 1),
+                        None => (block.len(), block.len()),
+                    };
+                    out.push((base + p as u64, block[p..line_end].to_vec()));
+                    p = next;
+                }
+                r.consume(p);
+            }
+        }
+        let mut state = 3u64;
+        for case in 0..400 {
+            let len = (case % 40) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    state = crate::hash::splitmix64(state);
+                    [b'a', b'b', b'\n', b'\r', b','][(state % 5) as usize]
+                })
+                .collect();
+            for cap in [2, 3, 5, 16] {
+                let mut r = LineReader::with_capacity(Cursor::new(&data[..]), 0, cap);
+                assert_eq!(
+                    by_blocks(&mut r),
+                    all_lines(&data, 64),
+                    "{data:?} cap {cap}"
+                );
+            }
+            let n = data.len() as u64;
+            for a in 0..=n {
+                let from = a.saturating_sub(1) as usize;
+                let mut r = LineReader::for_range(Cursor::new(&data[from..]), a, n).unwrap();
+                let mut got = by_blocks(&mut r);
+                let mut head = LineReader::for_range(Cursor::new(&data[..]), 0, a).unwrap();
+                let mut all = by_blocks(&mut head);
+                all.append(&mut got);
+                assert_eq!(all, all_lines(&data, 64), "{data:?} split at {a}");
+            }
+        }
     }
 
     /// Every way of splitting the input into ranges yields each line exactly once.
