@@ -12,8 +12,10 @@ use tch::{Device, Kind, Tensor};
 
 use crate::Result;
 use crate::config::{GradSample, NoiseRng};
+use crate::host_rows::HostRows;
 use crate::mechanism::fused::{Clip, Fused};
 use crate::mechanism::grad_sample::{Constants, NORM_EPS, Norms, PerExample, clip_weights};
+use crate::mechanism::keystream::Cipher;
 use crate::mechanism::noise::NoiseSource;
 use crate::mechanism::optim::Optimizer;
 use crate::mechanism::quiet::QuietRows;
@@ -306,7 +308,7 @@ impl DpStep {
     }
 
     /// [`DpStep::accumulate_rows`] on rows `idx` of `all`, every example's data rows on the
-    /// host (`[n, stride]`, [`crate::data::Examples::host_rows`]), gathered by the plain-Rust
+    /// host ([`crate::data::Examples::host_rows`]), gathered by the plain-Rust
     /// path itself: the same model bits as `accumulate_rows` on `index_select(0, idx)` of the
     /// row tensor, without that gather.
     ///
@@ -317,8 +319,7 @@ impl DpStep {
     pub fn accumulate_gathered(
         &mut self,
         mlp: &Mlp,
-        all: &[f32],
-        stride: usize,
+        all: &HostRows,
         idx: &[i64],
         prof: &mut Profiler,
     ) {
@@ -327,7 +328,7 @@ impl DpStep {
             .fused
             .as_mut()
             .expect("host rows are gathered on the plain-Rust path only");
-        fused.accumulate_gathered(mlp.flat(), all, stride, idx, clip);
+        fused.accumulate_gathered(mlp.flat(), all, idx, clip);
         self.host_pending.set(true);
         prof.mark(Phase::Clipping);
     }
@@ -341,8 +342,7 @@ impl DpStep {
     pub fn accumulate_units_gathered(
         &mut self,
         mlp: &Mlp,
-        all: &[f32],
-        stride: usize,
+        all: &HostRows,
         idx: &[i64],
         starts: &[usize],
         prof: &mut Profiler,
@@ -353,7 +353,7 @@ impl DpStep {
             .fused
             .as_mut()
             .expect("host rows are gathered on the plain-Rust path only");
-        fused.accumulate_units_gathered(mlp.flat(), all, stride, idx, starts, clip);
+        fused.accumulate_units_gathered(mlp.flat(), all, idx, starts, clip);
         self.host_pending.set(true);
         prof.mark(Phase::Clipping);
     }
@@ -537,6 +537,18 @@ impl DpStep {
         let steps = usize::try_from(steps).unwrap_or(usize::MAX);
         self.noise = self.noise.take().map(|n| n.ahead_at_most(steps));
         self
+    }
+
+    /// This step's noise from `cipher`'s keystream ([`NoiseSource::into_cipher`]; the default
+    /// is AES-256-CTR, ChaCha20 the reference): before [`DpStep::noise_ahead`] and
+    /// [`DpStep::noise_share`].
+    pub fn noise_cipher(mut self, cipher: Cipher) -> Result<Self> {
+        self.noise = self
+            .noise
+            .take()
+            .map(|n| n.into_cipher(cipher))
+            .transpose()?;
+        Ok(self)
     }
 
     /// This step adds the noise of worker `part` of `parts` only ([`NoiseSource::share`]): in a
@@ -1009,12 +1021,12 @@ mod tests {
             }
             Path::FusedUnits => {
                 let all = data.host_rows().unwrap();
-                step.accumulate_units_gathered(mlp, &all, data.stride(), idx, starts, &mut prof);
+                step.accumulate_units_gathered(mlp, &all, idx, starts, &mut prof);
                 step.expected_batch()
             }
             Path::Gathered => {
                 let all = data.host_rows().unwrap();
-                step.accumulate_gathered(mlp, &all, data.stride(), idx, &mut prof);
+                step.accumulate_gathered(mlp, &all, idx, &mut prof);
                 step.expected_batch()
             }
             Path::Microbatch => {
@@ -1245,14 +1257,7 @@ mod tests {
                         starts.push(idx.len());
                     }
                     let mut fused = sgd_step(&shape, 0.1, 16.0, privacy, true).clip_units();
-                    fused.accumulate_units_gathered(
-                        &mlp,
-                        &all,
-                        data.stride(),
-                        &idx,
-                        &starts,
-                        &mut prof,
-                    );
+                    fused.accumulate_units_gathered(&mlp, &all, &idx, &starts, &mut prof);
                     let mut plain = sgd_step(&shape, 0.1, 16.0, privacy, false).clip_units();
                     let groups: Vec<i64> = starts
                         .windows(2)
@@ -1358,7 +1363,7 @@ mod tests {
         let (n, d) = (300, 9);
         let data = random_examples(&mut rng, n, d, 0.4);
         let all = data.host_rows().unwrap();
-        assert_eq!(all.len(), n * data.stride());
+        assert_eq!((all.len(), all.stride()), (n, data.stride()));
         let shape = Shape::new(d, &[11, 5]);
         let bits = |t: &Tensor| -> Vec<u32> {
             Vec::<f32>::try_from(t.reshape([-1]))
@@ -1382,7 +1387,7 @@ mod tests {
                 let idx = random_batch(&mut rng, step, n);
                 let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
                 steps[0].accumulate_rows(&models[0], d, &rows, &mut prof);
-                steps[1].accumulate_gathered(&models[1], &all, data.stride(), &idx, &mut prof);
+                steps[1].accumulate_gathered(&models[1], &all, &idx, &mut prof);
                 for (s, m) in steps.iter_mut().zip(&models) {
                     s.add_noise(&mut prof);
                     s.update(m, &mut prof);

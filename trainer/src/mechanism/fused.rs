@@ -23,6 +23,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use tch::Tensor;
 
+use crate::host_rows::HostRows;
 use crate::mlp::Shape;
 
 /// Host buffers for one worker's fused steps, reused across steps (grown to the largest
@@ -151,29 +152,18 @@ impl Fused {
     }
 
     /// [`Fused::accumulate`] on the batch of rows `idx` (in that order) of `all`, every
-    /// example's `[n, stride]` data rows on the host (as [`crate::data::Examples::host_rows`]
-    /// copies them): the same rows and arithmetic as `accumulate` on `all`'s tensor after
+    /// example's data rows on the host (as [`crate::data::Examples::host_rows`] keeps them): the same rows and arithmetic as `accumulate` on `all`'s tensor after
     /// `index_select(0, idx)`, without that gather's per-row cost and the batch's copy out.
     ///
     /// # Panics
     ///
     /// If an index is outside `all` (as `index_select` does).
-    pub fn accumulate_gathered(
-        &mut self,
-        flat: &Tensor,
-        all: &[f32],
-        stride: usize,
-        idx: &[i64],
-        clip: Clip,
-    ) {
-        let k = idx.len();
+    pub fn accumulate_gathered(&mut self, flat: &Tensor, all: &HostRows, idx: &[i64], clip: Clip) {
+        let (k, stride) = (idx.len(), all.stride());
         if !self.begin(flat, k, stride) {
             return;
         }
-        for (row, &i) in self.rows.chunks_exact_mut(stride).zip(idx) {
-            let at = usize::try_from(i).expect("batch indices are non-negative") * stride;
-            row.copy_from_slice(&all[at..at + stride]);
-        }
+        all.gather(idx, &mut self.rows[..k * stride]);
         self.accumulate_copied(k, stride, clip);
     }
 
@@ -186,20 +176,16 @@ impl Fused {
     pub fn accumulate_units_gathered(
         &mut self,
         flat: &Tensor,
-        all: &[f32],
-        stride: usize,
+        all: &HostRows,
         idx: &[i64],
         starts: &[usize],
         clip: Clip,
     ) {
-        let k = idx.len();
+        let (k, stride) = (idx.len(), all.stride());
         if !self.begin(flat, k, stride) {
             return;
         }
-        for (row, &i) in self.rows.chunks_exact_mut(stride).zip(idx) {
-            let at = usize::try_from(i).expect("batch indices are non-negative") * stride;
-            row.copy_from_slice(&all[at..at + stride]);
-        }
+        all.gather(idx, &mut self.rows[..k * stride]);
         self.forward(k, stride);
         self.output_layer(k, stride);
         self.backward(k, stride);

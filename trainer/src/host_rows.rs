@@ -1,0 +1,255 @@
+//! [`HostRows`]: the training rows on the host for the plain-Rust step to gather its batches
+//! from, as a table of the distinct rows and a 16-bit code per example where the data has few
+//! distinct rows (the census file's 960k training rows have a few hundred: 0/1 features), and
+//! as the plain `[n, stride]` copy otherwise.
+//!
+//! The plain copy is 64 bytes an example (61 MB for 960k rows), far past the caches, so each
+//! of a batch's 256 random rows is a miss to memory; the coded table is 2 bytes an example
+//! (1.9 MB) and a few tens of KB of distinct rows. A gather writes the same floats either way:
+//! each code stands for one row's exact bits.
+
+use std::collections::HashMap;
+
+/// The most distinct rows the coded layout holds (codes are `u16`).
+const MAX_DISTINCT: usize = 1 << 16;
+
+/// Every training example's data row (`[x, 1, y, |x, 1|, padding]`, see
+/// [`crate::data::Examples`]) on the host.
+#[derive(Debug, Clone)]
+pub struct HostRows {
+    stride: usize,
+    len: usize,
+    layout: Layout,
+}
+
+#[derive(Debug, Clone)]
+enum Layout {
+    /// Row `i` at `[i * stride, (i + 1) * stride)`.
+    Plain(Vec<f32>),
+    /// Row `i` is row `codes[i]` of `distinct` (`[d, stride]`).
+    Coded { distinct: Vec<f32>, codes: Vec<u16> },
+}
+
+impl HostRows {
+    /// The rows `rows` (`[n, stride]`, row-major) as they are.
+    pub fn plain(rows: Vec<f32>, stride: usize) -> Self {
+        assert!(
+            stride > 0 && rows.len() % stride == 0,
+            "rows are [n, stride]"
+        );
+        HostRows {
+            len: rows.len() / stride,
+            stride,
+            layout: Layout::Plain(rows),
+        }
+    }
+
+    /// The rows `rows` (`[n, stride]`) coded against their distinct rows where there are at
+    /// most 65,536 of them and they take at most half the memory; else [`HostRows::plain`].
+    pub fn compact(rows: Vec<f32>, stride: usize) -> Self {
+        let plain = HostRows::plain(rows, stride);
+        let Layout::Plain(rows) = &plain.layout else {
+            unreachable!("just made plain")
+        };
+        // Rows by a hash of their bits; equal bits, the same code (a NaN row equals itself).
+        let mut seen: HashMap<u64, Vec<u16>> = HashMap::new();
+        let mut distinct: Vec<f32> = Vec::new();
+        let mut codes = Vec::with_capacity(plain.len);
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        for row in rows.chunks_exact(stride) {
+            let candidates = seen.entry(row_hash(row)).or_default();
+            let found = candidates.iter().copied().find(|&c| {
+                let at = usize::from(c) * stride;
+                same(&distinct[at..at + stride], row)
+            });
+            let code = match found {
+                Some(c) => c,
+                None => {
+                    let count = distinct.len() / stride;
+                    if count == MAX_DISTINCT || (count + 1) * stride * 4 > rows.len() * 2 {
+                        return plain;
+                    }
+                    let c = u16::try_from(count).expect("at most 2^16 distinct rows");
+                    distinct.extend_from_slice(row);
+                    candidates.push(c);
+                    c
+                }
+            };
+            codes.push(code);
+        }
+        HostRows {
+            stride,
+            len: plain.len,
+            layout: Layout::Coded { distinct, codes },
+        }
+    }
+
+    /// Floats per row.
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the rows are coded against their distinct rows (else plain).
+    pub fn coded(&self) -> bool {
+        matches!(self.layout, Layout::Coded { .. })
+    }
+
+    /// Bytes these rows take.
+    pub fn bytes(&self) -> usize {
+        match &self.layout {
+            Layout::Plain(rows) => rows.len() * 4,
+            Layout::Coded { distinct, codes } => distinct.len() * 4 + codes.len() * 2,
+        }
+    }
+
+    /// Writes rows `idx` (in that order) into `out` (`[idx.len(), stride]`).
+    ///
+    /// # Panics
+    ///
+    /// If an index is outside the rows (as `index_select` does), or `out` is too short.
+    pub fn gather(&self, idx: &[i64], out: &mut [f32]) {
+        let stride = self.stride;
+        let at = |i: i64| {
+            let i = usize::try_from(i).expect("batch indices are non-negative");
+            assert!(i < self.len, "row {i} of {}", self.len);
+            i
+        };
+        match &self.layout {
+            Layout::Plain(rows) => {
+                for (row, &i) in out.chunks_exact_mut(stride).zip(idx) {
+                    let from = at(i) * stride;
+                    row.copy_from_slice(&rows[from..from + stride]);
+                }
+            }
+            Layout::Coded { distinct, codes } => {
+                for (row, &i) in out.chunks_exact_mut(stride).zip(idx) {
+                    let from = usize::from(codes[at(i)]) * stride;
+                    row.copy_from_slice(&distinct[from..from + stride]);
+                }
+            }
+        }
+    }
+}
+
+/// A hash of a row's bits (FxHash's multiply-rotate: the table only needs spread, and the
+/// default SipHash would cost more than the rest of the coding).
+fn row_hash(row: &[f32]) -> u64 {
+    row.iter().fold(0u64, |h, v| {
+        (h.rotate_left(5) ^ u64::from(v.to_bits())).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// Rows of `distinct` kinds (0/1 features, a label, a norm, padding) and random ones.
+    fn rows(n: usize, stride: usize, kinds: u32, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out = vec![0f32; n * stride];
+        for row in out.chunks_exact_mut(stride) {
+            let k = rng.random_range(0..kinds);
+            for (j, v) in row.iter_mut().enumerate().take(stride - 1) {
+                *v = if kinds == u32::MAX {
+                    rng.random::<f32>()
+                } else {
+                    f32::from(u8::from(k >> (j % 16) & 1 == 1))
+                };
+            }
+            row[stride - 1] = (k as f32).sqrt();
+        }
+        out
+    }
+
+    /// The coded layout gathers the plain rows' exact bits, in the order asked, repeats
+    /// included; data with too many distinct rows stays plain.
+    #[test]
+    fn coded_gathers_equal_plain_bit_for_bit() {
+        for (n, stride, kinds) in [
+            (5000, 16, 377),
+            (3000, 16, 2),
+            (100, 8, 1),
+            (4000, 16, u32::MAX),
+        ] {
+            let all = rows(n, stride, kinds, n as u64);
+            let plain = HostRows::plain(all.clone(), stride);
+            let coded = HostRows::compact(all, stride);
+            assert_eq!(
+                coded.coded(),
+                kinds != u32::MAX,
+                "{n} rows of {kinds} kinds"
+            );
+            assert_eq!(coded.len(), n);
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let mut idx: Vec<i64> = (0..700).map(|_| rng.random_range(0..n as i64)).collect();
+            idx.extend([0, n as i64 - 1, 0]);
+            let (mut a, mut b) = (
+                vec![1f32; idx.len() * stride],
+                vec![2f32; idx.len() * stride],
+            );
+            plain.gather(&idx, &mut a);
+            coded.gather(&idx, &mut b);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{n} rows of {kinds} kinds");
+            if coded.coded() {
+                assert!(
+                    coded.bytes() * 8 < plain.bytes(),
+                    "{n} rows of {kinds} kinds"
+                );
+            }
+        }
+    }
+
+    /// Rows that differ only in a sign of zero or a NaN's payload keep their own bits.
+    #[test]
+    fn codes_keep_every_bit() {
+        let stride = 4;
+        let all = vec![
+            0.0,
+            1.0,
+            2.0,
+            3.0, //
+            -0.0,
+            1.0,
+            2.0,
+            3.0, //
+            f32::NAN,
+            1.0,
+            2.0,
+            3.0, //
+            0.0,
+            1.0,
+            2.0,
+            3.0,
+        ];
+        let mut long = all.clone();
+        long.extend(std::iter::repeat_n(all.iter().copied(), 10).flatten());
+        let coded = HostRows::compact(long.clone(), stride);
+        assert!(coded.coded());
+        let idx: Vec<i64> = (0..(long.len() / stride) as i64).collect();
+        let mut out = vec![0f32; long.len()];
+        coded.gather(&idx, &mut out);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&long));
+    }
+
+    #[test]
+    #[should_panic(expected = "row 4 of 4")]
+    fn an_index_past_the_rows_panics() {
+        let coded = HostRows::compact(vec![0.0; 16], 4);
+        coded.gather(&[4], &mut [0.0; 4]);
+    }
+}
