@@ -141,6 +141,56 @@ impl HostRows {
     }
 }
 
+impl HostRows {
+    /// Rows `idx`, each distinct row once: writes the distinct rows among them into `out` in
+    /// order of first appearance and how many of `idx` each stands for into `counts`
+    /// (cleared first), and returns their number. Coded rows are grouped by code (a code is a
+    /// row's exact bits); plain rows are not grouped (every count 1), the reference the grouped
+    /// step is tested against. `slots` is scratch, reused across calls.
+    ///
+    /// # Panics
+    ///
+    /// As [`HostRows::gather`].
+    pub fn gather_grouped(
+        &self,
+        idx: &[i64],
+        out: &mut [f32],
+        counts: &mut Vec<f32>,
+        slots: &mut Vec<u32>,
+    ) -> usize {
+        counts.clear();
+        let Layout::Coded { distinct, codes } = &self.layout else {
+            self.gather(idx, out);
+            counts.resize(idx.len(), 1.0);
+            return idx.len();
+        };
+        let stride = self.stride;
+        slots.resize(distinct.len() / stride, u32::MAX);
+        let code = |i: i64| {
+            let i = usize::try_from(i).expect("batch indices are non-negative");
+            assert!(i < self.len, "row {i} of {}", self.len);
+            usize::from(codes[i])
+        };
+        for &i in idx {
+            let c = code(i);
+            match slots[c] {
+                u32::MAX => {
+                    let n = counts.len();
+                    slots[c] = u32::try_from(n).expect("a batch's rows fit u32");
+                    out[n * stride..(n + 1) * stride]
+                        .copy_from_slice(&distinct[c * stride..(c + 1) * stride]);
+                    counts.push(1.0);
+                }
+                n => counts[n as usize] += 1.0,
+            }
+        }
+        for &i in idx {
+            slots[code(i)] = u32::MAX;
+        }
+        counts.len()
+    }
+}
+
 /// A hash of a row's bits (FxHash's multiply-rotate: the table only needs spread, and the
 /// default SipHash would cost more than the rest of the coding).
 fn row_hash(row: &[f32]) -> u64 {
@@ -244,6 +294,49 @@ mod tests {
         coded.gather(&idx, &mut out);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&out), bits(&long));
+    }
+
+    /// Grouped gathers hold each distinct row of the batch once with its count, in order of
+    /// first appearance; plain rows are not grouped; the scratch is left clean.
+    #[test]
+    fn grouped_gathers_count_each_distinct_row() {
+        let stride = 16;
+        let all = rows(3000, stride, 40, 9);
+        let coded = HostRows::compact(all.clone(), stride);
+        let plain = HostRows::plain(all, stride);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let (mut counts, mut slots) = (Vec::new(), Vec::new());
+        for k in [0, 1, 256, 900] {
+            let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..3000i64)).collect();
+            let mut each = vec![0f32; k * stride];
+            plain.gather(&idx, &mut each);
+            let mut out = vec![0f32; k * stride];
+            let n = coded.gather_grouped(&idx, &mut out, &mut counts, &mut slots);
+            // The reference: distinct rows by bits, first appearance first.
+            let mut want: Vec<(Vec<u32>, f32)> = Vec::new();
+            for row in each.chunks_exact(stride) {
+                let bits: Vec<u32> = row.iter().map(|x| x.to_bits()).collect();
+                match want.iter_mut().find(|(b, _)| *b == bits) {
+                    Some((_, c)) => *c += 1.0,
+                    None => want.push((bits, 1.0)),
+                }
+            }
+            assert_eq!(n, want.len(), "{k} rows");
+            for (j, (bits, count)) in want.iter().enumerate() {
+                let got: Vec<u32> = out[j * stride..(j + 1) * stride]
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect();
+                assert_eq!(&got, bits, "{k} rows, group {j}");
+                assert_eq!(counts[j], *count, "{k} rows, group {j}");
+            }
+            assert!(slots.iter().all(|&s| s == u32::MAX));
+            let n = plain.gather_grouped(&idx, &mut out, &mut counts, &mut slots);
+            assert_eq!(
+                (n, &out[..], counts.iter().all(|&c| c == 1.0)),
+                (k, &each[..], true)
+            );
+        }
     }
 
     #[test]
