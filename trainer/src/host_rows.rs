@@ -47,40 +47,10 @@ impl HostRows {
     /// The rows `rows` (`[n, stride]`) coded against their distinct rows where there are at
     /// most 65,536 of them and they take at most half the memory; else [`HostRows::plain`].
     pub fn compact(rows: Vec<f32>, stride: usize) -> Self {
-        let plain = HostRows::plain(rows, stride);
-        let Layout::Plain(rows) = &plain.layout else {
-            unreachable!("just made plain")
-        };
-        // Rows by a hash of their bits; equal bits, the same code (a NaN row equals itself).
-        let mut seen: HashMap<u64, Vec<u16>> = HashMap::new();
-        let mut distinct: Vec<f32> = Vec::new();
-        let mut codes = Vec::with_capacity(plain.len);
-        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-        for row in rows.chunks_exact(stride) {
-            let candidates = seen.entry(row_hash(row)).or_default();
-            let found = candidates.iter().copied().find(|&c| {
-                let at = usize::from(c) * stride;
-                same(&distinct[at..at + stride], row)
-            });
-            let code = match found {
-                Some(c) => c,
-                None => {
-                    let count = distinct.len() / stride;
-                    if count == MAX_DISTINCT || (count + 1) * stride * 4 > rows.len() * 2 {
-                        return plain;
-                    }
-                    let c = u16::try_from(count).expect("at most 2^16 distinct rows");
-                    distinct.extend_from_slice(row);
-                    candidates.push(c);
-                    c
-                }
-            };
-            codes.push(code);
-        }
-        HostRows {
-            stride,
-            len: plain.len,
-            layout: Layout::Coded { distinct, codes },
+        let mut coder = Coder::new(stride, rows.len() / stride.max(1));
+        match coder.push(&rows) {
+            true => coder.finish(),
+            false => HostRows::plain(rows, stride),
         }
     }
 
@@ -188,6 +158,76 @@ impl HostRows {
             slots[code(i)] = u32::MAX;
         }
         counts.len()
+    }
+}
+
+/// Codes rows against their distinct rows as they come, chunk by chunk (so the plain copy of
+/// every row need never exist at once): [`HostRows::compact`] in parts.
+#[derive(Debug)]
+pub struct Coder {
+    stride: usize,
+    /// The number of rows that will be pushed in all (for the half-the-memory rule).
+    expected: usize,
+    /// Rows by a hash of their bits; equal bits, the same code (a NaN row equals itself).
+    seen: HashMap<u64, Vec<u16>>,
+    distinct: Vec<f32>,
+    codes: Vec<u16>,
+}
+
+impl Coder {
+    /// A coder for `expected` rows of `stride` floats.
+    pub fn new(stride: usize, expected: usize) -> Self {
+        assert!(stride > 0, "rows have floats");
+        Coder {
+            stride,
+            expected,
+            seen: HashMap::new(),
+            distinct: Vec::new(),
+            codes: Vec::with_capacity(expected),
+        }
+    }
+
+    /// Codes the rows `rows` (`[m, stride]`) after those pushed before; false when the rows so
+    /// far have too many distinct rows to be worth coding (then [`HostRows::plain`] it is).
+    pub fn push(&mut self, rows: &[f32]) -> bool {
+        let stride = self.stride;
+        assert!(rows.len() % stride == 0, "rows are [m, stride]");
+        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        for row in rows.chunks_exact(stride) {
+            let candidates = self.seen.entry(row_hash(row)).or_default();
+            let distinct = &self.distinct;
+            let found = candidates.iter().copied().find(|&c| {
+                let at = usize::from(c) * stride;
+                same(&distinct[at..at + stride], row)
+            });
+            let code = match found {
+                Some(c) => c,
+                None => {
+                    let count = self.distinct.len() / stride;
+                    if count == MAX_DISTINCT || (count + 1) * 2 > self.expected {
+                        return false;
+                    }
+                    let c = u16::try_from(count).expect("at most 2^16 distinct rows");
+                    self.distinct.extend_from_slice(row);
+                    candidates.push(c);
+                    c
+                }
+            };
+            self.codes.push(code);
+        }
+        true
+    }
+
+    /// The coded rows pushed.
+    pub fn finish(self) -> HostRows {
+        HostRows {
+            stride: self.stride,
+            len: self.codes.len(),
+            layout: Layout::Coded {
+                distinct: self.distinct,
+                codes: self.codes,
+            },
+        }
     }
 }
 
