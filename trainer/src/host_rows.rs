@@ -256,7 +256,7 @@ mod tests {
                 *v = if kinds == u32::MAX {
                     rng.random::<f32>()
                 } else {
-                    f32::from(u8::from(k >> (j % 16) & 1 == 1))
+                    f32::from(u8::from((k >> (j % 16)) & 1 == 1))
                 };
             }
             row[stride - 1] = (k as f32).sqrt();

@@ -1419,7 +1419,7 @@ mod tests {
             .map(|p| match p {
                 11 => vec![3e38; d],
                 _ => (0..d)
-                    .map(|j| f32::from(u8::from(p >> (j % 4) & 1 == 1)))
+                    .map(|j| f32::from(u8::from((p >> (j % 4)) & 1 == 1)))
                     .collect(),
             })
             .collect();
