@@ -34,7 +34,7 @@ impl HostRows {
     /// The rows `rows` (`[n, stride]`, row-major) as they are.
     pub fn plain(rows: Vec<f32>, stride: usize) -> Self {
         assert!(
-            stride > 0 && rows.len() % stride == 0,
+            stride > 0 && rows.len().is_multiple_of(stride),
             "rows are [n, stride]"
         );
         HostRows {
@@ -191,7 +191,7 @@ impl Coder {
     /// far have too many distinct rows to be worth coding (then [`HostRows::plain`] it is).
     pub fn push(&mut self, rows: &[f32]) -> bool {
         let stride = self.stride;
-        assert!(rows.len() % stride == 0, "rows are [m, stride]");
+        assert!(rows.len().is_multiple_of(stride), "rows are [m, stride]");
         let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
         for row in rows.chunks_exact(stride) {
             let candidates = self.seen.entry(row_hash(row)).or_default();
