@@ -2,15 +2,18 @@
 //! features, batch 256, clip 3, noise 0.9): wall time, and on-CPU time from the kernel's
 //! scheduler statistics, which other processes on a busy machine do not inflate.
 //!
-//! Six variants, interleaved in one run so they share the machine's load: the default (the
-//! plain-Rust CPU step where it is chosen, OS-keyed ChaCha20 noise, each value the sum of four
-//! Gaussian draws), the same keyed by a seed, both with the libtorch step forced, and the
-//! seeded noise the trainer used before keys came from the OS (ChaCha8, one draw per value,
-//! added outside the step) with the libtorch step (the reference of issue 10) and with the
-//! step chosen now. It prints each round, then the best and median on-CPU seconds of each
-//! against the reference, and how far the seeded model with the chosen step ends from the
-//! seeded model with the libtorch step (the same noise, so only the arithmetic differs).
-//! `PROFILE=1` prints where the time goes; `MODES=os,ostch` runs only those variants.
+//! Ten variants, interleaved in one run so they share the machine's load: the default (the
+//! plain-Rust CPU step where it is chosen, gathering from the coded host rows, OS-keyed
+//! AES-256-CTR noise, each value the sum of four Gaussian draws), the same keyed by a seed,
+//! both with the libtorch step forced; the default on the ChaCha20 keystream (`OsChaCha`), and
+//! with the plain host rows too (`OsToday`: the default of issue 26), ChaCha20 seeded with the
+//! chosen and the libtorch step; and the seeded noise the trainer used before keys came from the
+//! OS (ChaCha8, one draw per value, added outside the step) with the libtorch step (the reference
+//! of issue 10) and with the step chosen now. It prints each round, then the best and median
+//! on-CPU seconds of each against the reference, and how far the seeded models with the chosen
+//! step end from the seeded models with the libtorch step (the same noise, so only the
+//! arithmetic differs). `PROFILE=1` prints where the time goes; `MODES=os,ostch` runs only those
+//! variants.
 //!
 //!     cargo run --release -p trainer --example epoch [rows] [batch] [hidden] [rounds]
 
@@ -22,8 +25,10 @@ use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Tensor};
 use trainer::config::{GradSample, NoiseRng};
 use trainer::data::Examples;
+use trainer::host_rows::HostRows;
 use trainer::mechanism::batches::BatchQueue;
 use trainer::mechanism::dp_step::{DpStep, StepPrivacy};
+use trainer::mechanism::keystream::Cipher;
 use trainer::mechanism::optim::{Optimizer, OptimizerKind};
 use trainer::mechanism::sampler::PoissonSampler;
 use trainer::metrics::thread_cpu_ns;
@@ -50,6 +55,14 @@ enum Noise {
     OldSeeded,
     /// [`Noise::OldSeeded`] with the step chosen now.
     OldSeededFused,
+    /// [`Noise::Os`] on the ChaCha20 keystream.
+    OsChaCha,
+    /// [`Noise::OsChaCha`] gathering from the plain host rows: issue 26's default.
+    OsToday,
+    /// [`Noise::Seeded`] on the ChaCha20 keystream.
+    SeededChaCha,
+    /// [`Noise::SeededChaCha`] with the libtorch step.
+    SeededChaChaTch,
 }
 
 fn main() -> trainer::Result<()> {
@@ -70,6 +83,16 @@ fn main() -> trainer::Result<()> {
     let labels: Vec<f32> = (0..rows).map(|_| f32::from(rng.random_bool(0.5))).collect();
     let data = Examples::new(&features, &labels, 9, Device::Cpu)?;
     let host_rows = data.host_rows()?;
+    let plain_rows = HostRows::plain(
+        Vec::<f32>::try_from(data.rows().reshape([-1]))?,
+        data.stride(),
+    );
+    println!(
+        "host rows: {} ({} bytes; plain {} bytes)",
+        if host_rows.coded() { "coded" } else { "plain" },
+        host_rows.bytes(),
+        plain_rows.bytes()
+    );
     let shape = Shape::new(9, &[hidden]);
     let steps = trainer::steps_per_epoch(rows, batch);
     let mut prof = Profiler::new(std::env::var_os("PROFILE").is_some(), Device::Cpu);
@@ -80,6 +103,10 @@ fn main() -> trainer::Result<()> {
         Noise::OsTch,
         Noise::SeededTch,
         Noise::OldSeededFused,
+        Noise::OsChaCha,
+        Noise::OsToday,
+        Noise::SeededChaCha,
+        Noise::SeededChaChaTch,
     ];
     let mut cpu_s: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut models: Vec<Option<Tensor>> = modes.iter().map(|_| None).collect();
@@ -98,7 +125,10 @@ fn main() -> trainer::Result<()> {
                 clip: 3.0,
                 noise_multiplier: if old { 0.0 } else { 0.9 },
                 grad_sample: GradSample::Vectorized,
-                noise_rng: if matches!(mode, Noise::Os | Noise::OsTch) {
+                noise_rng: if matches!(
+                    mode,
+                    Noise::Os | Noise::OsTch | Noise::OsChaCha | Noise::OsToday
+                ) {
                     NoiseRng::Os
                 } else {
                     NoiseRng::Seeded(0)
@@ -106,7 +136,20 @@ fn main() -> trainer::Result<()> {
             };
             let opt = Optimizer::new(OptimizerKind::Sgd, 0.01, shape.numel(), Device::Cpu);
             let mut step = DpStep::new(&shape, Device::Cpu, f64::from(batch), privacy, opt)?;
-            if matches!(mode, Noise::OldSeeded | Noise::OsTch | Noise::SeededTch) {
+            if matches!(
+                mode,
+                Noise::OsChaCha | Noise::OsToday | Noise::SeededChaCha | Noise::SeededChaChaTch
+            ) {
+                step = step.noise_cipher(Cipher::ChaCha20)?;
+            }
+            let from = match mode {
+                Noise::OsToday => &plain_rows,
+                _ => &host_rows,
+            };
+            if matches!(
+                mode,
+                Noise::OldSeeded | Noise::OsTch | Noise::SeededTch | Noise::SeededChaChaTch
+            ) {
                 step.set_fused(false, &shape);
             }
             step.start_epoch(0);
@@ -121,7 +164,7 @@ fn main() -> trainer::Result<()> {
                     // As the trainer's steps do: the plain-Rust step gathers from host rows.
                     let idx = batches.batch_host();
                     prof.mark(trainer::profile::Phase::Sampling);
-                    step.accumulate_gathered(&mlp, &host_rows, data.stride(), idx, &mut prof);
+                    step.accumulate_gathered(&mlp, from, idx, &mut prof);
                 } else {
                     let r = data.rows().index_select(0, &batches.batch());
                     prof.mark(trainer::profile::Phase::Sampling);
@@ -173,13 +216,16 @@ fn main() -> trainer::Result<()> {
             against(median, ref_median),
         );
     }
-    if let (Some(a), Some(b)) = (&models[2], &models[4]) {
-        let diff = (a - b).abs().max().double_value(&[]);
-        let size = b.abs().max().double_value(&[]);
-        println!(
-            "seeded model, step chosen now against the libtorch step: max |difference| {diff:.2e} \
-             (largest parameter {size:.3})"
-        );
+    for (what, a, b) in [("AES-256-CTR", 2, 4), ("ChaCha20", 8, 9)] {
+        if let (Some(a), Some(b)) = (&models[a], &models[b]) {
+            let diff = (a - b).abs().max().double_value(&[]);
+            let size = b.abs().max().double_value(&[]);
+            println!(
+                "seeded model ({what}), step chosen now against the libtorch step: max \
+                 |difference| {diff:.2e} (largest parameter {size:.3}, relative {:.2e})",
+                diff / size
+            );
+        }
     }
     Ok(())
 }

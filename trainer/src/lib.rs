@@ -40,6 +40,7 @@ mod error;
 pub mod evaluate;
 pub mod export;
 pub mod features;
+pub mod host_rows;
 pub mod mechanism;
 pub mod metrics;
 pub mod mlp;

@@ -23,6 +23,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use tch::Tensor;
 
+use crate::host_rows::HostRows;
 use crate::mlp::Shape;
 
 /// Host buffers for one worker's fused steps, reused across steps (grown to the largest
@@ -51,6 +52,11 @@ pub struct Fused {
     scaled: Vec<f32>,
     /// Examples whose gradient was not finite (weight 0) since [`Fused::take_zeroed`].
     zeroed: u64,
+    /// Per row of a grouped batch ([`Fused::accumulate_gathered`]): the examples it stands
+    /// for.
+    counts: Vec<f32>,
+    /// Scratch for [`HostRows::gather_grouped`].
+    slots: Vec<u32>,
 }
 
 /// What the clipped sum is scaled and clipped by.
@@ -102,6 +108,8 @@ impl Fused {
             grad: vec![0.0; at],
             rows: Vec::new(),
             zeroed: 0,
+            counts: Vec::new(),
+            slots: Vec::new(),
             sizes,
             offsets,
         }
@@ -132,7 +140,7 @@ impl Fused {
             return;
         }
         rows.copy_data(&mut self.rows, k * stride);
-        self.accumulate_copied(k, stride, clip);
+        self.accumulate_copied(k, stride, clip, false);
     }
 
     /// Reads the parameters from `flat` and makes room for `k` rows of `stride`; with no rows,
@@ -150,31 +158,26 @@ impl Fused {
         true
     }
 
-    /// [`Fused::accumulate`] on the batch of rows `idx` (in that order) of `all`, every
-    /// example's `[n, stride]` data rows on the host (as [`crate::data::Examples::host_rows`]
-    /// copies them): the same rows and arithmetic as `accumulate` on `all`'s tensor after
-    /// `index_select(0, idx)`, without that gather's per-row cost and the batch's copy out.
+    /// [`Fused::accumulate`] on the batch of rows `idx` of `all`, every example's data rows on
+    /// the host (as [`crate::data::Examples::host_rows`] keeps them): the same sum as
+    /// `accumulate` on `all`'s tensor after `index_select(0, idx)`, without that gather's
+    /// per-row cost and the batch's copy out. Where `all` is coded, equal rows are one row of
+    /// the step ([`HostRows::gather_grouped`]): equal rows have equal gradients, norms and
+    /// weights, so the row's weight times its count is their part of the sum (the same sum,
+    /// added in another order: equal to the ungrouped step's to a few units in the last place
+    /// of `f32`, tested); plain rows are not grouped (the same bits as `index_select`).
     ///
     /// # Panics
     ///
     /// If an index is outside `all` (as `index_select` does).
-    pub fn accumulate_gathered(
-        &mut self,
-        flat: &Tensor,
-        all: &[f32],
-        stride: usize,
-        idx: &[i64],
-        clip: Clip,
-    ) {
-        let k = idx.len();
-        if !self.begin(flat, k, stride) {
+    pub fn accumulate_gathered(&mut self, flat: &Tensor, all: &HostRows, idx: &[i64], clip: Clip) {
+        let stride = all.stride();
+        if !self.begin(flat, idx.len(), stride) {
             return;
         }
-        for (row, &i) in self.rows.chunks_exact_mut(stride).zip(idx) {
-            let at = usize::try_from(i).expect("batch indices are non-negative") * stride;
-            row.copy_from_slice(&all[at..at + stride]);
-        }
-        self.accumulate_copied(k, stride, clip);
+        let rows = &mut self.rows[..idx.len() * stride];
+        let k = all.gather_grouped(idx, rows, &mut self.counts, &mut self.slots);
+        self.accumulate_copied(k, stride, clip, true);
     }
 
     /// [`Fused::accumulate_gathered`] for privacy units: the batch's rows are its units' rows,
@@ -186,25 +189,21 @@ impl Fused {
     pub fn accumulate_units_gathered(
         &mut self,
         flat: &Tensor,
-        all: &[f32],
-        stride: usize,
+        all: &HostRows,
         idx: &[i64],
         starts: &[usize],
         clip: Clip,
     ) {
-        let k = idx.len();
+        let (k, stride) = (idx.len(), all.stride());
         if !self.begin(flat, k, stride) {
             return;
         }
-        for (row, &i) in self.rows.chunks_exact_mut(stride).zip(idx) {
-            let at = usize::try_from(i).expect("batch indices are non-negative") * stride;
-            row.copy_from_slice(&all[at..at + stride]);
-        }
+        all.gather(idx, &mut self.rows[..k * stride]);
         self.forward(k, stride);
         self.output_layer(k, stride);
         self.backward(k, stride);
         // A row whose gradient is not finite adds zero to its unit's sum.
-        self.zero_non_finite(k, stride);
+        self.zero_non_finite(k, stride, false);
         self.unit_weights(k, stride, starts, clip);
         self.weighted_sums(k, stride);
     }
@@ -238,13 +237,19 @@ impl Fused {
         }
     }
 
-    /// The rest of [`Fused::accumulate`] once the batch's `k` rows are in `self.rows`.
-    fn accumulate_copied(&mut self, k: usize, stride: usize, clip: Clip) {
+    /// The rest of [`Fused::accumulate`] once the batch's `k` rows are in `self.rows`
+    /// (`grouped`: each standing for `self.counts` examples).
+    fn accumulate_copied(&mut self, k: usize, stride: usize, clip: Clip, grouped: bool) {
         self.forward(k, stride);
         self.output_layer(k, stride);
         self.backward(k, stride);
         self.clip_weights(k, clip);
-        self.zero_non_finite(k, stride);
+        if grouped {
+            for (w, &c) in self.weight[..k].iter_mut().zip(&self.counts) {
+                *w *= c;
+            }
+        }
+        self.zero_non_finite(k, stride, grouped);
         self.weighted_sums(k, stride);
     }
 
@@ -444,13 +449,14 @@ impl Fused {
     }
 
     /// Zeroes, for each example whose squared norm is not finite, its rows of every layer's
-    /// input and gradient (its weight is 0, but `0 x inf` is NaN in the sums), and counts it.
-    fn zero_non_finite(&mut self, k: usize, stride: usize) {
+    /// input and gradient (its weight is 0, but `0 x inf` is NaN in the sums), and counts it
+    /// (`grouped`: as the examples it stands for).
+    fn zero_non_finite(&mut self, k: usize, stride: usize, grouped: bool) {
         for i in 0..k {
             if self.sq[i].is_finite() {
                 continue;
             }
-            self.zeroed += 1;
+            self.zeroed += if grouped { self.counts[i] as u64 } else { 1 };
             for l in 0..self.offsets.len() {
                 let (inp, out) = (self.sizes[l], self.sizes[l + 1]);
                 self.deltas[l][i * out..(i + 1) * out].fill(0.0);

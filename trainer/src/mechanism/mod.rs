@@ -7,7 +7,8 @@
 //!   Rust on the CPU), their norms and Opacus's clip factor;
 //! - [`dp_step`]: clip each unit's gradient to C, sum, add N(0, (sigma C)^2) once, divide by
 //!   the expected batch size, step the optimizer ([`optim`]);
-//! - [`noise`] and [`normal`]: the Gaussian noise, from a cryptographic stream;
+//! - [`noise`], [`normal`] and [`keystream`]: the Gaussian noise, from a cryptographic stream
+//!   (AES-256-CTR, or ChaCha20 as the reference);
 //! - [`quiet`]: an audit's quiet coordinates, parameters no real row touches, where its
 //!   canaries' gradients go through the same clipping and noise;
 //! - [`privacy`]: the accountant's view of the run (q, sigma, sensitivity, steps, the Gaussian
@@ -23,6 +24,7 @@ pub mod dp_step;
 pub mod fused;
 pub mod grad_sample;
 pub mod held_out;
+pub mod keystream;
 pub mod noise;
 pub mod normal;
 pub mod optim;

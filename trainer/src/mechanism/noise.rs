@@ -12,20 +12,19 @@
 
 use std::ops::Range;
 
-use rand::SeedableRng;
-use rand::rngs::SysRng;
-use rand_chacha::ChaCha20Rng;
 use tch::{Device, Tensor};
 
+use crate::Result;
 use crate::config::NoiseRng;
+use crate::mechanism::keystream::{Cipher, Keystream};
 use crate::mechanism::normal::Ziggurat;
-use crate::{Error, Result};
 
 /// Blocks of parameters, each with its own stream (never depending on the workers).
 pub const BLOCKS: usize = 16;
 
-/// Where a block's values come from: ChaCha20, keyed by the run's seed (one stream per epoch
-/// and block, so a resumed run draws what an uninterrupted one would) or by the operating
+/// Where a block's values come from: a cipher's keystream ([`crate::mechanism::keystream`]:
+/// AES-256-CTR by default, ChaCha20 as the reference), keyed by the run's seed (one stream per
+/// epoch and block, so a resumed run draws what an uninterrupted one would) or by the operating
 /// system (never replayed, the key never leaves this process). Each value is the sum of four
 /// standard Gaussian draws at half the std (Holohan and Braghin 2021, as Opacus's secure
 /// mode), which hides the floating-point artefacts of a single draw. The draws are a ziggurat
@@ -33,7 +32,7 @@ pub const BLOCKS: usize = 16;
 #[derive(Debug)]
 struct Streams {
     /// This source's blocks' draws, in block order.
-    blocks: Vec<Ziggurat<ChaCha20Rng>>,
+    blocks: Vec<Ziggurat<Keystream>>,
     seeded: bool,
 }
 
@@ -46,6 +45,7 @@ const STEPS_AHEAD: usize = 64;
 #[derive(Debug)]
 pub struct NoiseSource {
     streams: Streams,
+    kind: NoiseRng,
     std: f64,
     numel: usize,
     /// The blocks this source draws.
@@ -71,29 +71,44 @@ pub fn share_blocks(part: usize, parts: usize) -> Range<usize> {
 }
 
 impl NoiseSource {
-    /// A source of `numel` values of std `std` per step, added on `device`.
+    /// A source of `numel` values of std `std` per step, added on `device`, from AES-256-CTR.
     pub fn new(kind: NoiseRng, numel: usize, std: f64, device: Device) -> Result<Self> {
-        let rows = (MAX_AHEAD / numel.max(1)).clamp(1, STEPS_AHEAD);
-        NoiseSource::drawing_ahead(kind, numel, std, device, rows)
+        NoiseSource::with_cipher(Cipher::Aes256Ctr, kind, numel, std, device)
     }
 
-    /// [`NoiseSource::new`], drawing `rows` steps ahead.
+    /// [`NoiseSource::new`] from `cipher`'s keystream.
+    pub fn with_cipher(
+        cipher: Cipher,
+        kind: NoiseRng,
+        numel: usize,
+        std: f64,
+        device: Device,
+    ) -> Result<Self> {
+        let rows = (MAX_AHEAD / numel.max(1)).clamp(1, STEPS_AHEAD);
+        NoiseSource::drawing_ahead(cipher, kind, numel, std, device, rows)
+    }
+
+    /// This source's settings from `cipher`'s keystream instead (before the first step).
+    pub fn into_cipher(self, cipher: Cipher) -> Result<Self> {
+        let rows = self.rows();
+        NoiseSource::drawing_ahead(cipher, self.kind, self.numel, self.std, self.device, rows)
+    }
+
+    /// [`NoiseSource::with_cipher`], drawing `rows` steps ahead.
     fn drawing_ahead(
+        cipher: Cipher,
         kind: NoiseRng,
         numel: usize,
         std: f64,
         device: Device,
         rows: usize,
     ) -> Result<Self> {
-        let key = |b: usize| -> Result<ChaCha20Rng> {
+        let key = |b: usize| -> Result<Keystream> {
             match kind {
                 NoiseRng::Seeded(seed) => {
-                    let mut rng = ChaCha20Rng::seed_from_u64(noise_seed(seed));
-                    rng.set_stream(stream(0, b));
-                    Ok(rng)
+                    Ok(Keystream::seeded(cipher, noise_seed(seed), stream(0, b)))
                 }
-                NoiseRng::Os => ChaCha20Rng::try_from_rng(&mut SysRng)
-                    .map_err(|e| Error::Config(format!("no OS entropy for the noise's key: {e}"))),
+                NoiseRng::Os => Keystream::from_os(cipher),
             }
         };
         let blocks = (0..BLOCKS)
@@ -104,6 +119,7 @@ impl NoiseSource {
                 blocks,
                 seeded: matches!(kind, NoiseRng::Seeded(_)),
             },
+            kind,
             std,
             numel,
             blocks: 0..BLOCKS,
@@ -159,9 +175,7 @@ impl NoiseSource {
     pub fn start_epoch(&mut self, epoch: u32) {
         if self.streams.seeded {
             for (b, normal) in self.blocks.clone().zip(&mut self.streams.blocks) {
-                let rng = normal.rng_mut();
-                rng.set_stream(stream(epoch, b));
-                rng.set_word_pos(0);
+                normal.rng_mut().restart(stream(epoch, b));
                 normal.discard();
             }
         }
@@ -235,7 +249,8 @@ mod tests {
     use super::*;
 
     fn draw(kind: NoiseRng, epoch: u32, n: usize, std: f64) -> Tensor {
-        let mut src = NoiseSource::drawing_ahead(kind, n, std, Device::Cpu, 1).unwrap();
+        let mut src =
+            NoiseSource::drawing_ahead(Cipher::Aes256Ctr, kind, n, std, Device::Cpu, 1).unwrap();
         src.start_epoch(epoch);
         let g = Tensor::zeros([n as i64], (Kind::Float, Device::Cpu));
         src.add_to(&g);
@@ -261,8 +276,15 @@ mod tests {
     #[test]
     fn noise_does_not_depend_on_drawing_ahead() {
         let source = |rows| {
-            let mut s =
-                NoiseSource::drawing_ahead(NoiseRng::Seeded(5), 7, 1.0, Device::Cpu, rows).unwrap();
+            let mut s = NoiseSource::drawing_ahead(
+                Cipher::Aes256Ctr,
+                NoiseRng::Seeded(5),
+                7,
+                1.0,
+                Device::Cpu,
+                rows,
+            )
+            .unwrap();
             s.start_epoch(1);
             s
         };
@@ -292,19 +314,51 @@ mod tests {
     #[test]
     fn each_value_is_the_sum_of_four_draws_at_half_the_std() {
         let (n, std) = (1000, 0.3);
-        let g = draw(NoiseRng::Seeded(9), 2, n, std);
-        let got = Vec::<f32>::try_from(&g).unwrap();
-        for b in 0..BLOCKS {
-            // Block b of epoch 2: stream 2 * BLOCKS + b of the key.
-            let mut rng = ChaCha20Rng::seed_from_u64(noise_seed(9));
-            rng.set_stream(2 * BLOCKS as u64 + b as u64);
-            let mut z = Ziggurat::new(rng);
-            let block = b * n / BLOCKS..(b + 1) * n / BLOCKS;
-            for (i, &v) in got.iter().enumerate().take(block.end).skip(block.start) {
-                let want = ((z.draw() + z.draw() + z.draw() + z.draw()) * 0.5 * std) as f32;
-                assert_eq!(v, want, "value {i}");
+        for cipher in [Cipher::Aes256Ctr, Cipher::ChaCha20] {
+            let mut src =
+                NoiseSource::drawing_ahead(cipher, NoiseRng::Seeded(9), n, std, Device::Cpu, 1)
+                    .unwrap();
+            src.start_epoch(2);
+            let mut got = vec![0f32; n];
+            src.add_to_host(&mut got);
+            for b in 0..BLOCKS {
+                // Block b of epoch 2: stream 2 * BLOCKS + b of the key.
+                let rng = Keystream::seeded(cipher, noise_seed(9), 2 * BLOCKS as u64 + b as u64);
+                let mut z = Ziggurat::new(rng);
+                let block = b * n / BLOCKS..(b + 1) * n / BLOCKS;
+                for (i, &v) in got.iter().enumerate().take(block.end).skip(block.start) {
+                    let want = ((z.draw() + z.draw() + z.draw() + z.draw()) * 0.5 * std) as f32;
+                    assert_eq!(v, want, "{cipher:?}: value {i}");
+                }
             }
         }
+    }
+
+    /// The ChaCha20 reference is the stream of issues 10-26: `rand_chacha`'s ChaCha20 keyed by
+    /// `seed_from_u64` of the noise seed, stream `epoch * BLOCKS + block`.
+    #[test]
+    fn the_chacha20_reference_is_the_old_stream() {
+        use rand::SeedableRng;
+        use rand_chacha::ChaCha20Rng;
+        let mut src = NoiseSource::drawing_ahead(
+            Cipher::ChaCha20,
+            NoiseRng::Seeded(3),
+            64,
+            1.0,
+            Device::Cpu,
+            2,
+        )
+        .unwrap();
+        src.start_epoch(1);
+        let mut got = vec![0f32; 64];
+        src.add_to_host(&mut got);
+        let mut rng = ChaCha20Rng::seed_from_u64(noise_seed(3));
+        rng.set_stream(BLOCKS as u64);
+        let mut z = Ziggurat::new(rng);
+        let want: Vec<f32> = (0..4)
+            .map(|_| ((z.draw() + z.draw() + z.draw() + z.draw()) * 0.5) as f32)
+            .collect();
+        assert_eq!(got[..4], want[..]);
     }
 
     /// However many workers share the noise, their blocks cover every parameter once and
@@ -314,8 +368,15 @@ mod tests {
         for numel in [1, 5, 16, 551, 1000] {
             for parts in [1, 2, 3, 5, 16, 17, 40] {
                 let whole = || {
-                    NoiseSource::drawing_ahead(NoiseRng::Seeded(4), numel, 1.0, Device::Cpu, 3)
-                        .unwrap()
+                    NoiseSource::drawing_ahead(
+                        Cipher::Aes256Ctr,
+                        NoiseRng::Seeded(4),
+                        numel,
+                        1.0,
+                        Device::Cpu,
+                        3,
+                    )
+                    .unwrap()
                 };
                 let mut one = whole();
                 let mut shares: Vec<NoiseSource> =
@@ -360,8 +421,15 @@ mod tests {
     #[test]
     fn host_and_device_adds_draw_the_same_steps() {
         let source = || {
-            let mut s =
-                NoiseSource::drawing_ahead(NoiseRng::Seeded(8), 5, 0.7, Device::Cpu, 3).unwrap();
+            let mut s = NoiseSource::drawing_ahead(
+                Cipher::Aes256Ctr,
+                NoiseRng::Seeded(8),
+                5,
+                0.7,
+                Device::Cpu,
+                3,
+            )
+            .unwrap();
             s.start_epoch(4);
             s
         };

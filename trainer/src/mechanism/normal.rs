@@ -10,7 +10,7 @@
 //! ChaCha20, whose output is most of the cost. Resolution: within a layer the draws are spaced
 //! `w_i = x_i / 2^24`, below `f32`'s spacing near the layer's edge `x_i` (the noise is `f32`).
 
-use rand::{Rng, RngExt};
+use crate::mechanism::keystream::Words;
 
 /// Layers of the ziggurat.
 const LAYERS: usize = 128;
@@ -68,7 +68,7 @@ pub struct Ziggurat<G> {
     next: usize,
 }
 
-impl<G: Rng> Ziggurat<G> {
+impl<G: Words> Ziggurat<G> {
     /// Draws from `rng`'s stream as it stands.
     pub fn new(rng: G) -> Self {
         Ziggurat {
@@ -92,7 +92,7 @@ impl<G: Rng> Ziggurat<G> {
     #[inline]
     fn word(&mut self) -> u32 {
         if self.next == BUF {
-            self.rng.fill(&mut self.buf[..]);
+            self.rng.fill_words(&mut self.buf[..]);
             self.next = 0;
         }
         let w = self.buf[self.next];

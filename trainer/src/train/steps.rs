@@ -14,6 +14,7 @@ use crate::Result;
 use crate::audit::canary::Canaries;
 use crate::data::Data;
 use crate::device::synchronize;
+use crate::host_rows::HostRows;
 use crate::mechanism::batches::BatchQueue;
 use crate::mechanism::dp_step::DpStep;
 use crate::metrics::thread_cpu_ns;
@@ -41,7 +42,7 @@ pub(super) struct Steps<'a> {
     /// Where the plain-Rust step runs on the CPU (without microbatches): a host
     /// copy of the training rows ([`crate::data::Examples::host_rows`]) it gathers its
     /// batches from, instead of `index_select` on the row tensor and a copy of the batch.
-    pub host_rows: Option<Vec<f32>>,
+    pub host_rows: Option<HostRows>,
     /// With privacy units, the rows of a step's units and where each unit's start (reused
     /// buffers).
     pub unit_rows: (Vec<i64>, Vec<usize>),
@@ -95,8 +96,7 @@ impl Steps<'_> {
                     if let Some(c) = &mut canaries {
                         idx = c.take_sampled_host(idx, data.train.len());
                     }
-                    self.dp
-                        .accumulate_gathered(mlp, all, data.train.stride(), idx, prof);
+                    self.dp.accumulate_gathered(mlp, all, idx, prof);
                 }
                 (Drawn::Rows(rows), _) => {
                     prof.mark(Phase::Sampling);
@@ -110,14 +110,8 @@ impl Steps<'_> {
                     }
                     let (rows, starts) = &mut self.unit_rows;
                     data.unit_rows(units, rows, starts);
-                    self.dp.accumulate_units_gathered(
-                        mlp,
-                        all,
-                        data.train.stride(),
-                        rows,
-                        starts,
-                        prof,
-                    );
+                    self.dp
+                        .accumulate_units_gathered(mlp, all, rows, starts, prof);
                 }
                 (Drawn::Units, None) => {
                     let mut units = self.batches.batch_host();
