@@ -51,8 +51,8 @@ pub mod sweep;
 pub mod train;
 
 pub use config::{
-    CheckpointConfig, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling, TestRelease,
-    TrainConfig,
+    CheckpointConfig, DpConfig, GradSample, NoiseRng, NoiseSpec, Preset, Privacy, Sampling,
+    TestRelease, TrainConfig,
 };
 pub use device::DeviceSpec;
 pub use error::{Error, Result};
