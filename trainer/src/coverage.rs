@@ -42,6 +42,13 @@ pub const CARD: &[(&str, &str)] = &[
         "exact_statistics",
         "a sentence saying where exact figures are",
     ),
+    (
+        "tuning",
+        "trainer tune: the grid and each point's planned noise, the distribution of the number \
+         of runs (public, fixed before the data is seen) and the theorem's epsilon; not how many \
+         runs there were nor the others' scores (Papernot and Steinke 2022 covers the best \
+         run's output only)",
+    ),
 ];
 
 /// Card fields that epsilon does not cover, allowed only as an object that says so

@@ -66,6 +66,10 @@ pub struct ModelCard<'a> {
     pub feature_transform: FeatureTransform<'a>,
     /// [`EXACT_STATISTICS`].
     pub exact_statistics: &'static str,
+    /// How `trainer tune` chose this run and what the whole search spent (absent for a run of
+    /// its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<crate::tune::TuningStatement>,
 }
 
 /// What epsilon protects, and how it was computed.
@@ -374,6 +378,7 @@ impl<'a> ModelCard<'a> {
                 private,
             ),
             exact_statistics: EXACT_STATISTICS,
+            tuning: None,
         }
     }
 }
@@ -639,6 +644,19 @@ mod tests {
                 seen.insert(key.clone());
             }
         }
+        // A tune's card: a run's, with the search's account (ModelCard::tuning).
+        let mut tuned = full_card(&config, &names);
+        tuned["tuning"] = serde_json::to_value(crate::tune::TuningStatement {
+            method: "Papernot and Steinke 2022".into(),
+            candidates: Vec::new(),
+            runs: "logarithmic of mean 4".into(),
+            run_epsilon: 2.0,
+            epsilon: 3.0,
+            statement: String::new(),
+        })
+        .unwrap();
+        assert_eq!(unmarked_uncovered(&tuned), Vec::<String>::new());
+        seen.extend(tuned.as_object().unwrap().keys().cloned());
         let listed: std::collections::BTreeSet<String> = CARD
             .iter()
             .map(|(k, _)| k.to_string())

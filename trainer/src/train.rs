@@ -74,6 +74,19 @@ pub struct RunReport {
     pub spent: Option<PrivacySpent>,
     /// Steps taken in all.
     pub steps: u64,
+    /// The held-out accuracy's noisy release, when the run made one (worker 0's).
+    pub test_release: Option<crate::mechanism::held_out::HeldOutRelease>,
+    /// The standardized columns' release, if any.
+    pub standardizer: Option<crate::features::Standardizer>,
+    /// The DP quantile bounds, if any.
+    pub bounds: Vec<crate::mechanism::quantiles::ReleasedBounds>,
+    /// The model's inputs, in order.
+    pub feature_names: Vec<String>,
+    /// The label column.
+    pub label_name: String,
+    /// The options as the run resolved them (the privacy unit, the feature attacked): what its
+    /// card states.
+    pub config: TrainConfig,
     /// The trained model.
     pub model: Mlp,
 }
@@ -467,6 +480,12 @@ fn train_worker(
         accounting,
         spent: trained.spent,
         steps: trained.steps,
+        test_release: epochs.held_out.release.take(),
+        standardizer: epochs.standardizer.take(),
+        bounds: std::mem::take(&mut epochs.bounds),
+        feature_names: data.feature_names.clone(),
+        label_name: data.label_name.clone(),
+        config: config.clone(),
         model: mlp,
     })
 }

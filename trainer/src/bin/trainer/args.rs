@@ -65,6 +65,10 @@ pub enum Command {
     /// Audit the run these flags describe: a lower bound on its epsilon from one training run
     /// with canaries, and membership inference on its real rows.
     Audit(Box<AuditArgs>),
+    /// Accounted hyperparameter search (Papernot and Steinke 2022): a random number of runs,
+    /// each at a grid point drawn at random, only the best (by its noisy held-out accuracy)
+    /// released, and the whole search's epsilon printed (RDP).
+    Tune(Box<TuneArgs>),
 }
 
 /// `trainer [OPTIONS]`.
@@ -470,6 +474,96 @@ impl TryFrom<SweepArgs> for SweepConfig {
         };
         sweep.validate()?;
         Ok(sweep)
+    }
+}
+
+/// `trainer tune`: the training flags (--target-epsilon is the whole search's budget), the grid
+/// and the number of runs.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Learning rates to draw from.
+    #[arg(long, value_delimiter = ',', default_value = "0.002,0.005,0.01")]
+    grid_lr: Vec<f64>,
+    /// Clip bounds to draw from.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2")]
+    grid_clip: Vec<f64>,
+    /// Epochs to draw from (at the same budget, more epochs mean more noise a step) [default:
+    /// the run's --epochs].
+    #[arg(long, value_delimiter = ',')]
+    grid_epochs: Vec<u32>,
+    /// The distribution of the number of runs: poisson (may draw none: then nothing is
+    /// released), logarithmic or geometric (at least one run).
+    #[arg(long, value_enum, default_value_t = RunsArg::Poisson)]
+    runs_distribution: RunsArg,
+    /// The mean number of runs.
+    #[arg(long, default_value_t = 4.0)]
+    runs_mean: f64,
+    /// Folder of the released model and its card (model.safetensors, model.json).
+    #[arg(long, default_value = "tune")]
+    out: PathBuf,
+    /// Replace a model released there before.
+    #[arg(long)]
+    overwrite: bool,
+    /// Training options shared by every run (--target-epsilon: the whole search's budget; the
+    /// grid's flags replace --lr, --l2-norm-clip, --epochs).
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// `--runs-distribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RunsArg {
+    Poisson,
+    Logarithmic,
+    Geometric,
+}
+
+impl TryFrom<TuneArgs> for trainer::tune::TuneConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: TuneArgs) -> anyhow::Result<Self> {
+        if a.train.target_epsilon.len() != 1 {
+            bail!("--target-epsilon: a tune takes one epsilon, the whole search's budget");
+        }
+        if a.train.no_dp || a.train.noise_multiplier.is_some() {
+            bail!("--no-dp, --noise-multiplier: a tune calibrates each run's noise itself");
+        }
+        if a.train.cluster.processes.is_some() || a.train.cluster.hostfile.is_some() {
+            bail!("--workers, --hostfile: a tune runs in one process (use --threads)");
+        }
+        if a.train.checkpoint_dir.is_some() {
+            bail!("--checkpoint-dir: a tune writes no checkpoints");
+        }
+        let progress = !a.train.no_progress;
+        let Launch { config, .. } = Launch::try_from(a.train)?;
+        let mean = a.runs_mean;
+        let runs = match a.runs_distribution {
+            RunsArg::Poisson => accountant::rdp::Runs::Poisson { mean },
+            RunsArg::Logarithmic => {
+                accountant::rdp::Runs::TruncatedNegativeBinomial { mean, shape: 0.0 }
+            }
+            RunsArg::Geometric => {
+                accountant::rdp::Runs::TruncatedNegativeBinomial { mean, shape: 1.0 }
+            }
+        };
+        let epochs = match a.grid_epochs {
+            e if e.is_empty() => vec![config.epochs],
+            e => e,
+        };
+        let tune = trainer::tune::TuneConfig {
+            grid: trainer::tune::Grid {
+                lr: a.grid_lr,
+                l2_norm_clip: a.grid_clip,
+                epochs,
+            },
+            base: config,
+            runs,
+            out: a.out,
+            overwrite: a.overwrite,
+            progress,
+        };
+        tune.validate()?;
+        Ok(tune)
     }
 }
 
