@@ -2,6 +2,7 @@
 # Issue 2's benchmark: `pipeline run` (1x1, 1x2, 2x1 workers x threads) against PySpark
 # local[2], polars and a sequential Python csv script, on the same generated 1.2M-row file, in
 # one run, end to end (process start included). Prints medians and ratios to `pipeline` 1x2.
+# `pipeline 2x1 plaintext` is 2x1 with `--insecure-plaintext`: the price of the encrypted links.
 #   bench/pipeline/run.sh [repetitions]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -24,11 +25,12 @@ declare -A cmds=(
   ["pipeline 1x1"]="$bin run --input $data --output $work/o --overwrite -q --workers 1 --threads 1"
   ["pipeline 1x2"]="$bin run --input $data --output $work/o --overwrite -q --workers 1 --threads 2"
   ["pipeline 2x1"]="$bin run --input $data --output $work/o --overwrite -q --workers 2 --threads 1"
+  ["pipeline 2x1 plaintext"]="$bin run --input $data --output $work/o --overwrite -q --workers 2 --threads 1 --insecure-plaintext"
   ["polars"]="$py $here/polars_job.py $data $work/polars 16"
   ["pyspark local[2]"]="$py $here/spark_job.py $data $work/spark 16"
   ["python csv"]="$py $here/seq_csv.py $data $work/seq 16"
 )
-order=("pipeline 1x1" "pipeline 1x2" "pipeline 2x1" "polars" "pyspark local[2]" "python csv")
+order=("pipeline 1x1" "pipeline 1x2" "pipeline 2x1" "pipeline 2x1 plaintext" "polars" "pyspark local[2]" "python csv")
 med() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 declare -A median cpu best
 for name in "${order[@]}"; do

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Issue 14's scaling curve: wall time, rows per second and peak RSS (/usr/bin/time -v) of
 # `pipeline run` against polars' streaming engine and DuckDB's COPY ... PARTITION_BY, on the same
-# generated files, in one run; and `pipeline` as two processes (each timed on its own).
+# generated files, in one run; and `pipeline` as two processes (`--workers 2`: process 0 binds
+# both listeners and starts process 1; the peak RSS is the larger of the two), with its links
+# encrypted (the default) and in clear (`pipeline-2x1-plain`, `--insecure-plaintext`).
 #   bench/scaling/run.sh ROWS...            e.g. bench/scaling/run.sh 1200000 12000000
 # Env: PIPELINE (binary, default target/release/pipeline), BEFORE (an older binary to measure too),
-#      ENGINES (default "pipeline-1x2 pipeline-2x1 polars duckdb"), KEEP=1 keeps the inputs.
+#      ENGINES (default "pipeline-1x2 pipeline-2x1 polars duckdb"), ROUNDS (default 1: the
+#      engines in turn, ROUNDS times, and the median wall time of each), KEEP=1 keeps the inputs.
 # Inputs go to bench/data, outputs to bench/out/scaling (both ignored by git); each output is
 # removed after its run, so the disk holds one input, one output and the spilled runs at a time.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 bin="${PIPELINE:-$root/target/release/pipeline}"
 engines="${ENGINES:-pipeline-1x2 pipeline-2x1 polars duckdb}"
+rounds="${ROUNDS:-1}"
 venv="$root/.venv-bench"
-if [ ! -x "$venv/bin/python" ]; then
+if [ ! -x "$venv/bin/python" ] && [[ " $engines " =~ \ (polars|duckdb)\  ]]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'polars==1.44.*' 'duckdb==2.0.1'
 fi
 py="$venv/bin/python"; here="$root/bench/scaling"
 data="$root/bench/data"; out="$root/bench/out/scaling"; mkdir -p "$data" "$out"
 export POLARS_MAX_THREADS=2
+declare -A median
 
 # Runs "$@" under /usr/bin/time -v; prints "wall_s peak_rss_mb".
 timed() {
@@ -33,29 +38,36 @@ for rows in "$@"; do
   input="$data/gen-$rows.csv"
   [ -f "$input" ] || "$bin" generate --rows "$rows" --seed 1 --output "$input" >/dev/null
   bytes=$(stat -L -c %s "$input")
-  for e in $engines; do
-    rm -rf "$out/o"
-    case $e in
-      pipeline-1x2) r=$(timed "$bin" run --input "$input" --output "$out/o" -q --workers 1 --threads 2) ;;
-      before-1x2)   r=$(timed "$BEFORE" run --input "$input" --output "$out/o" -q --workers 1 --threads 2) ;;
-      pipeline-2x1|before-2x1)
-        b=$bin; [ "$e" = before-2x1 ] && b=$BEFORE
-        port=$((20000 + RANDOM % 20000))
-        printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$port" "$((port + 1))" > "$out/hosts"
-        start=$(date +%s.%N)
-        for p in 0 1; do
-          ( timed "$b" run --input "$input" --output "$out/o" -q --hostfile "$out/hosts" --process $p > "$out/r$p" ) &
-        done
-        wait
-        wall=$(echo "$(date +%s.%N) - $start" | bc)
-        r="$(printf '%.2f' "$wall") $(cut -d' ' -f2 "$out/r0")/$(cut -d' ' -f2 "$out/r1")" ;;
-      polars) r=$(timed "$py" "$here/polars_stream.py" "$input" "$out/o" 16) ;;
-      duckdb) r=$(timed "$py" "$here/duckdb_copy.py" "$input" "$out/o" 16) ;;
-    esac
-    read -r wall rss <<< "$r"
-    printf '%-22s %12s %10s %10s %12.0f %14s\n' "$e" "$rows" "$bytes" "$wall" "$(echo "$rows / $wall" | bc -l)" "$rss"
-    rm -rf "$out/o"
+  declare -A walls=() rsses=()
+  for _ in $(seq "$rounds"); do
+    for e in $engines; do
+      rm -rf "$out/o"
+      case $e in
+        pipeline-1x2) r=$(timed "$bin" run --input "$input" --output "$out/o" -q --workers 1 --threads 2) ;;
+        before-1x2)   r=$(timed "$BEFORE" run --input "$input" --output "$out/o" -q --workers 1 --threads 2) ;;
+        pipeline-2x1) r=$(timed "$bin" run --input "$input" --output "$out/o" -q --workers 2 --threads 1) ;;
+        pipeline-2x1-plain)
+          r=$(timed "$bin" run --input "$input" --output "$out/o" -q --workers 2 --threads 1 --insecure-plaintext) ;;
+        before-2x1)   r=$(timed "$BEFORE" run --input "$input" --output "$out/o" -q --workers 2 --threads 1) ;;
+        polars) r=$(timed "$py" "$here/polars_stream.py" "$input" "$out/o" 16) ;;
+        duckdb) r=$(timed "$py" "$here/duckdb_copy.py" "$input" "$out/o" 16) ;;
+      esac
+      read -r wall rss <<< "$r"
+      walls[$e]="${walls[$e]:-} $wall"; rsses[$e]=$rss
+      rm -rf "$out/o"
+    done
   done
+  for e in $engines; do
+    wall=$(printf '%s\n' ${walls[$e]} | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+    printf '%-22s %12s %10s %10s %12.0f %14s   (walls:%s)\n' "$e" "$rows" "$bytes" "$wall" "$(echo "$rows / $wall" | bc -l)" "${rsses[$e]}" "${walls[$e]}"
+    median[$e]=$wall
+  done
+  if [ -n "${median[pipeline-2x1]:-}" ] && [ -n "${median[pipeline-2x1-plain]:-}" ]; then
+    printf 'pipeline 2x1 on %s rows, encrypted / plaintext: %.3fx (issue 26: <= 1.15x)\n' "$rows" \
+      "$(echo "${median[pipeline-2x1]} / ${median[pipeline-2x1-plain]}" | bc -l)"
+  fi
+  unset walls rsses
   [ -n "${KEEP:-}" ] || rm -f "$input"
 done
-rm -f "$out"/time.* "$out"/err.* "$out"/r0 "$out"/r1 "$out/hosts"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+rm -f "$out"/time.* "$out"/err.*

@@ -7,6 +7,9 @@
 # spent in the gradient all-reduce (sending, waiting for the slower worker, adding), next to the
 # all-reduce's own latency on an idle exchange.
 #
+# Layout `2x1p` is 2x1 with `--insecure-plaintext` (links neither authenticated nor encrypted):
+# the price of the encrypted links is the 2x1 / 2x1p ratio, measured side by side.
+#
 # BASELINE=path/to/an/older/trainer runs that binary too, interleaved with this one (same
 # layouts, same data), and prints its table below ours: a baseline measured in the same run.
 #
@@ -21,7 +24,7 @@ OUT=bench/out/trainer/parallel
 REPS=${REPS:-3}
 EPOCHS=${EPOCHS:-2}
 BATCHES=${BATCHES:-"256 4096"}
-LAYOUTS=${LAYOUTS:-"1x1 1x2 2x1"}
+LAYOUTS=${LAYOUTS:-"1x1 1x2 2x1 2x1p"}
 BASELINE=${BASELINE:-}
 rm -rf "$OUT"
 mkdir -p "$DATA" "$OUT"
@@ -53,12 +56,17 @@ for rep in $(seq "$REPS"); do
         for layout in $LAYOUTS; do
             workers=${layout%x*}
             threads=${layout#*x}
+            plain=()
+            if [ "${threads%p}" != "$threads" ]; then
+                threads=${threads%p}
+                plain=(--insecure-plaintext)
+            fi
             for bin in "$TRAINER" $BASELINE; do
                 tag=""
                 [ "$bin" = "$TRAINER" ] || tag="base-"
                 name="${tag}b${batch}-${layout}-r${rep}"
                 "$bin" --data "$DATA/shards" --epochs "$EPOCHS" --batch-size "$batch" \
-                    --workers "$workers" --threads "$threads" --no-progress --attack-feature none \
+                    --workers "$workers" --threads "$threads" "${plain[@]}" --no-progress --attack-feature none \
                     --metrics-out "$OUT/$name.jsonl" --save "$OUT/$name.safetensors" \
                     > "$OUT/$name.log"
             done
@@ -73,7 +81,7 @@ import json, statistics, sys
 out, reps, batches, layouts, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split(), sys.argv[5]
 print()
 print("baseline (BASELINE):" if tag else "this tree:")
-print(f"{'batch':>6} {'WxT':>4} {'s/epoch':>8} {'speed-up':>9} {'CPU s':>7} {'all-reduce us/step':>19} {'epsilon':>9} {'test acc':>9}")
+print(f"{'batch':>6} {'WxT':>5} {'s/epoch':>8} {'speed-up':>9} {'CPU s':>7} {'all-reduce us/step':>19} {'epsilon':>9} {'test acc':>9}")
 results = {}
 for batch in batches:
     base = None
@@ -90,12 +98,17 @@ for batch in batches:
         base = base or wall
         results[(batch, layout)] = wall
         last = epochs[-1]
-        print(f"{batch:>6} {layout:>4} {wall:>8.3f} {base / wall:>8.2f}x {cpu:>7.3f} {comm_us:>19} "
+        print(f"{batch:>6} {layout:>5} {wall:>8.3f} {base / wall:>8.2f}x {cpu:>7.3f} {comm_us:>19} "
               f"{last['epsilon']:>9.4f} {last['test_accuracy']:>9.4f}")
 if ("4096", "1x1") in results:
     for layout in ("1x2", "2x1"):
         if ("4096", layout) in results:
             s = results[("4096", "1x1")] / results[("4096", layout)]
             print(f"goal at batch 4096, {layout}: >= 1.6x faster than 1x1: {'met' if s >= 1.6 else 'NOT met'} ({s:.2f}x)")
+for batch in batches:
+    if (batch, "2x1") in results and (batch, "2x1p") in results:
+        r = results[(batch, "2x1")] / results[(batch, "2x1p")]
+        goal = f" (issue 26: <= 1.10x: {'met' if r <= 1.10 else 'NOT met'})" if batch == "4096" else ""
+        print(f"batch {batch}, 2x1 encrypted / plaintext (2x1p), s/epoch: {r:.3f}x{goal}")
 PY
 done

@@ -1,5 +1,6 @@
 //! Microseconds per all-reduce round: 2 threads in one process, and 2 processes (this program
-//! started twice more) over loopback TCP. Per round: wall time, the worker thread's on-CPU time
+//! and a copy it starts) over loopback TCP, with the links encrypted (the default) and in
+//! plaintext (`--insecure-plaintext`). Per round: wall time, the worker thread's on-CPU time
 //! (the rest of the wall time it spent waiting), and the whole process's on-CPU time (its
 //! worker and network threads), the most over the workers.
 //!
@@ -12,7 +13,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{AllReduce, Cluster, execute};
+use cluster::{AllReduce, Cluster, ClusterKey, Handoff, Security, execute};
 
 /// Nanoseconds on a CPU of this thread, or of the whole process (`/proc` schedstat).
 fn cpu_ns(whole_process: bool) -> u64 {
@@ -80,18 +81,13 @@ fn print(what: &str, len: usize, [wall, thread, process]: Figures) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // A member started by the parent: `--member PROCESS ADDR0,ADDR1 values rounds`.
+    // Process 1, started by the parent: `--member values rounds work`, its listener, the
+    // addresses and the key on stdin.
     if args.first().map(String::as_str) == Some("--member") {
-        let process: usize = args[1].parse().expect("process");
-        let addresses = args[2].split(',').map(str::to_string).collect();
-        let len: usize = args[3].parse().expect("values");
-        let rounds: u32 = args[4].parse().expect("rounds");
-        let work = Duration::from_micros(args[5].parse().expect("work"));
-        let c = Cluster::Member {
-            threads: 1,
-            process,
-            addresses,
-        };
+        let len: usize = args[1].parse().expect("values");
+        let rounds: u32 = args[2].parse().expect("rounds");
+        let work = Duration::from_micros(args[3].parse().expect("work"));
+        let c = cluster::local::receive(1, 1, Duration::from_secs(60)).expect("the handoff");
         let [w, t, p] = measure(c, len, rounds, work);
         println!("{w} {t} {p}");
         return;
@@ -109,31 +105,35 @@ fn main() {
             len,
             measure(Cluster::Single { threads: 2 }, len, rounds, work),
         );
-        let addresses = cluster::free_loopback_addresses(2)
-            .expect("ports")
-            .join(",");
-        let children: Vec<_> = (0..2)
-            .map(|process| {
-                Command::new(&me)
-                    .args(["--member", &process.to_string(), &addresses])
-                    .args([len.to_string(), rounds.to_string(), work_us.to_string()])
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("a member starts")
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|child| child.wait_with_output().expect("a member ends"))
-            .collect::<Vec<_>>();
-        let across = max(children.iter().map(|out| {
-            assert!(out.status.success(), "member failed: {out:?}");
+        for (what, security) in [
+            (
+                "2 processes over loopback, encrypted",
+                Security::Keyed {
+                    key: ClusterKey::generate().expect("a key"),
+                    run: cluster::key::fresh_run_id().expect("a run id"),
+                },
+            ),
+            ("2 processes over loopback, plaintext", Security::Plaintext),
+        ] {
+            let (zero, mut handoff) = Handoff::local(2, 1, security).expect("listeners");
+            let child = handoff
+                .start(
+                    1,
+                    Command::new(&me)
+                        .arg("--member")
+                        .args([len.to_string(), rounds.to_string(), work_us.to_string()])
+                        .stdout(std::process::Stdio::piped()),
+                )
+                .expect("process 1 starts");
+            let ours = measure(zero, len, rounds, work);
+            let out = child.wait_with_output().expect("process 1 ends");
+            assert!(out.status.success(), "process 1 failed: {out:?}");
             let text = String::from_utf8_lossy(&out.stdout);
             let v: Vec<f64> = text
                 .split_whitespace()
                 .map(|x| x.parse().expect("a figure"))
                 .collect();
-            [v[0], v[1], v[2]]
-        }));
-        print("2 processes over loopback", len, across);
+            print(what, len, max([ours, [v[0], v[1], v[2]]].into_iter()));
+        }
     }
 }

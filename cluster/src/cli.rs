@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::execute::Cluster;
+use crate::key::KEY_ENV;
 use crate::layout::Layout;
+use crate::local::Handoff;
 
 /// The cluster flags. `PEER_TIMEOUT` is the job's default for `--peer-timeout`, in seconds
 /// (how long a peer may be silent depends on what the job waits for).
@@ -37,9 +39,24 @@ pub struct ClusterArgs<const PEER_TIMEOUT: u64> {
     /// the run sooner, named as unreachable.
     #[arg(long, default_value_t = PEER_TIMEOUT, value_parser = clap::value_parser!(u64).range(1..))]
     pub peer_timeout: u64,
-    /// Addresses of a local multi-process run (set by the process that starts the others).
-    #[arg(long, hide = true, value_delimiter = ',')]
-    pub cluster_addresses: Option<Vec<String>>,
+    /// A hostfile cluster's key: a file holding 64 hex digits, readable by its owner only
+    /// (every process gets a copy). Without it the key comes from $FASTDP_CLUSTER_KEY. A local
+    /// run (--workers W without --hostfile) makes a fresh key of its own.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Neither authenticate nor encrypt the links between processes (only on a network you
+    /// trust, or to measure what encryption costs): anyone who can reach a process's port could
+    /// join the run and read what crosses.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
+    /// Listen on the socket passed as stdin (bound by a supervisor or a test harness) instead of
+    /// binding this process's hostfile address.
+    #[arg(long, requires = "hostfile")]
+    pub listen_on_stdin: bool,
+    /// Set by process 0 of a local run on the processes it starts: their listener, addresses
+    /// and key come on stdin.
+    #[arg(long, hide = true)]
+    pub cluster_child: bool,
 }
 
 impl<const PEER_TIMEOUT: u64> ClusterArgs<PEER_TIMEOUT> {
@@ -50,14 +67,19 @@ impl<const PEER_TIMEOUT: u64> ClusterArgs<PEER_TIMEOUT> {
             threads: self.threads,
             hostfile: self.hostfile.clone(),
             process: self.process,
-            cluster_addresses: self.cluster_addresses.clone(),
+            key_file: self.cluster_key_file.clone(),
+            insecure_plaintext: self.insecure_plaintext,
+            listen_on_stdin: self.listen_on_stdin,
+            cluster_child: self.cluster_child,
         }
     }
 
-    /// The cluster, and the addresses of the local processes to start (see
-    /// [`Layout::resolve`]).
-    pub fn resolve(&self) -> Result<(Cluster, Option<Vec<String>>)> {
-        self.layout().resolve()
+    /// The cluster, and the handoff for the local processes to start (see
+    /// [`Layout::resolve`]). A hostfile cluster without `--cluster-key-file` takes its key from
+    /// the environment variable [`KEY_ENV`], read here (this is the binaries' glue).
+    pub fn resolve(&self) -> Result<(Cluster, Option<Handoff>)> {
+        let env_key = std::env::var(KEY_ENV).ok();
+        self.layout().resolve_with(env_key.as_deref())
     }
 
     /// `--connect-timeout`.

@@ -1,5 +1,6 @@
 //! Starting timely workers for a `Cluster`: one process, or one process of several.
 
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use timely::worker::Worker;
 use crate::connect::connect;
 use crate::error::{Error, Result};
 use crate::health::{self, Health, StopOnDrop};
+use crate::key::Security;
 use crate::watched::Watched;
 
 /// How a job is spread over processes and threads.
@@ -29,8 +31,44 @@ pub enum Cluster {
         process: usize,
         /// `host:port` of every process, in process order.
         addresses: Vec<String>,
+        /// How its links are secured, and where it listens.
+        network: Network,
     },
 }
+
+/// How a process of a cluster reaches the others: the links' security, and the listener its
+/// higher peers connect to when it was bound before the run (by process 0 of a local run, or
+/// handed over on stdin); without one it listens at its own address.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// How links are secured.
+    pub security: Security,
+    listener: Option<Arc<TcpListener>>,
+}
+
+impl Network {
+    /// `security`, and `listener` when one was bound already.
+    pub fn new(security: Security, listener: Option<TcpListener>) -> Network {
+        Network {
+            security,
+            listener: listener.map(Arc::new),
+        }
+    }
+
+    /// The listener bound before the run, if any.
+    pub fn listener(&self) -> Option<&TcpListener> {
+        self.listener.as_deref()
+    }
+}
+
+impl PartialEq for Network {
+    fn eq(&self, other: &Network) -> bool {
+        let at = |n: &Network| n.listener.as_ref().and_then(|l| l.local_addr().ok());
+        self.security == other.security && at(self) == at(other)
+    }
+}
+
+impl Eq for Network {}
 
 impl Cluster {
     /// This process's index.
@@ -59,6 +97,14 @@ impl Cluster {
     /// Worker threads over all processes.
     pub fn workers(&self) -> usize {
         self.threads() * self.processes()
+    }
+
+    /// How its links are secured (a single process has none: [`Security::Plaintext`]).
+    pub fn security(&self) -> &Security {
+        match self {
+            Cluster::Single { .. } => &Security::Plaintext,
+            Cluster::Member { network, .. } => &network.security,
+        }
     }
 }
 
@@ -117,11 +163,10 @@ where
     T: Send + 'static,
     F: Fn(&mut Worker) -> T + Send + Sync + 'static,
 {
-    let health = Arc::new(Health::new(
-        cluster.process(),
-        cluster.processes(),
-        cluster.threads(),
-    ));
+    let health = Arc::new(
+        Health::new(cluster.process(), cluster.processes(), cluster.threads())
+            .with_security(cluster.security().clone()),
+    );
     let watched_health = Arc::clone(&health);
     let func = move |worker: &mut Worker| {
         health::set_current(Arc::clone(&watched_health));
@@ -142,23 +187,29 @@ where
             threads,
             process,
             addresses,
+            network,
         } => {
-            let sockets = connect(addresses, *process, connect_timeout)?
-                .into_iter()
-                .enumerate()
-                .map(|(peer, socket)| {
-                    socket
-                        .map(|s| {
-                            if let Some(after) = unreachable {
-                                crate::connect::end_when_unreachable(&s, after)?;
-                            }
-                            health.watch_socket(peer, s.try_clone()?);
-                            Ok(Watched::new(s, peer, Arc::clone(&health)))
-                        })
-                        .transpose()
+            let sockets = connect(
+                addresses,
+                *process,
+                network.listener(),
+                &network.security,
+                connect_timeout,
+            )?
+            .into_iter()
+            .enumerate()
+            .map(|(peer, wire)| {
+                wire.map(|w| {
+                    if let Some(after) = unreachable {
+                        crate::connect::end_when_unreachable(w.socket(), after)?;
+                    }
+                    health.watch_socket(peer, w.socket().try_clone()?);
+                    Ok(Watched::new(w, peer, Arc::clone(&health)))
                 })
-                .collect::<std::io::Result<Vec<_>>>()
-                .map_err(|e| Error::Timely(format!("cannot set up a connection: {e}")))?;
+                .transpose()
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::Timely(format!("cannot set up a connection: {e}")))?;
             let hooks = Hooks::default();
             let local = ProcessBuilder::new_typed_vector(
                 *threads,

@@ -7,6 +7,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::key::Security;
+
 /// The peers' state as seen by one process.
 #[derive(Debug)]
 pub struct Health {
@@ -19,6 +21,8 @@ pub struct Health {
     stopped: Vec<AtomicBool>,
     /// Per process: a handle on its socket, to cut a connection that stopped answering.
     sockets: Mutex<Vec<Option<TcpStream>>>,
+    /// How the cluster's links are secured (the all-reduce's links are secured alike).
+    security: Security,
 }
 
 /// Whether and why a worker cannot take part any more.
@@ -41,7 +45,23 @@ impl Health {
             lost: Mutex::new(vec![None; processes]),
             stopped: (0..threads).map(|_| AtomicBool::new(false)).collect(),
             sockets: Mutex::new((0..processes).map(|_| None).collect()),
+            security: Security::Plaintext,
         }
+    }
+
+    /// With the cluster's links secured as `security`.
+    pub fn with_security(self, security: Security) -> Health {
+        Health { security, ..self }
+    }
+
+    /// How the cluster's links are secured.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// Worker threads per process.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Keeps a handle on the socket to `process`, for [`Health::cut`].

@@ -10,6 +10,13 @@
 //! yielding the core, for 10-200 us, or only after rounds whose peers came within that) made a
 //! round 1.5-3x slower than blocking at once (`allreduce_latency`, bench/RESULTS.md): the
 //! kernel's wake-up gets the woken thread a core sooner than a polling one gets it back.
+//!
+//! Each link starts with the cluster's handshake ([`crate::handshake`], bound to both workers'
+//! indices and to the addresses every worker exchanged), and with a key its traffic is sealed
+//! ([`crate::sealed`]): a round's message is encrypted once per peer when it starts, and
+//! records are opened into the same receive buffer the sum reads from, so a round is still one
+//! write and one read per peer and the values are added where they land. A record that does not
+//! open fails the round at once, naming the worker.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -18,12 +25,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::allreduce::Summand;
-use crate::connect::{hello, read_hello};
+use crate::connect::{AcceptFailed, accept};
 use crate::error::{Error, Result};
+use crate::handshake::{self, Purpose, Secured};
 use crate::health::Health;
-
-/// Sent first on every link, so a stray connection is not taken for a peer.
-const MAGIC: u64 = u64::from_be_bytes(*b"fastdpAR");
+use crate::sealed::{LEN, MAX_RECORD, Receiver, Sender};
 
 /// A message: round and value count (each a little-endian u64), then the values.
 const HEADER: usize = 16;
@@ -41,8 +47,27 @@ struct Link {
     filled: usize,
     /// Bytes of this round's outgoing message written so far.
     sent: usize,
+    /// Bytes of this round's outgoing message on the wire (sealed, it is longer).
+    to_send: usize,
     /// Why nothing more will arrive (the peer closed its end, or the link failed).
     eof: Option<String>,
+    /// Whether what came cannot be trusted (a record that did not open): the round fails at
+    /// once.
+    fatal: bool,
+    /// With a key: the link's record layer.
+    sealed: Option<SealedLink>,
+}
+
+/// A keyed link's record layer.
+#[derive(Debug)]
+struct SealedLink {
+    sender: Sender,
+    receiver: Receiver,
+    /// Records read and not yet opened, `raw[..raw_filled]`.
+    raw: Vec<u8>,
+    raw_filled: usize,
+    /// This round's message, sealed for this peer.
+    out: Vec<u8>,
 }
 
 /// Links from this worker to every other worker of the cluster.
@@ -85,7 +110,8 @@ impl Links {
     }
 
     /// Connects worker `index` to every other worker, listening at `addresses[index]` on
-    /// `listener`: it connects to each lower worker and accepts each higher one, by `deadline`.
+    /// `listener`: it connects to each lower worker and accepts each higher one, by `deadline`,
+    /// each link starting with the cluster's handshake.
     pub(crate) fn connect(
         index: usize,
         listener: TcpListener,
@@ -98,63 +124,82 @@ impl Links {
             address: addresses[worker].to_string(),
             message: format!("all-reduce link from worker {index} to worker {worker}: {message}"),
         };
-        let mut streams: Vec<(usize, TcpStream)> = Vec::with_capacity(addresses.len());
+        let security = health.security().clone();
+        let context: Vec<u8> = addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes();
+        let purpose = Purpose {
+            what: "allreduce",
+            context: &context,
+        };
+        let mut streams: Vec<(usize, TcpStream, Secured)> = Vec::with_capacity(addresses.len());
         for (worker, address) in addresses.iter().enumerate().take(index) {
             let left = deadline.saturating_duration_since(Instant::now());
             let mut stream =
                 TcpStream::connect_timeout(address, left.max(Duration::from_millis(1)))
                     .map_err(|e| fail(worker, format!("cannot connect: {e}")))?;
             stream
-                .write_all(&hello(MAGIC, index))
-                .map_err(|e| fail(worker, format!("handshake failed: {e}")))?;
-            streams.push((worker, stream));
+                .set_nodelay(true)
+                .map_err(|e| fail(worker, e.to_string()))?;
+            let secured =
+                handshake::initiate(&mut stream, &security, purpose, index, worker, deadline)
+                    .map_err(|why| fail(worker, format!("it did not authenticate: {why}")))?;
+            streams.push((worker, stream, secured));
         }
-        let higher = addresses.len() - index - 1;
         let me = addresses[index];
-        let listen_error = |e: std::io::Error| fail(index, format!("accepting links: {e}"));
-        listener.set_nonblocking(true).map_err(listen_error)?;
-        while streams.len() < index + higher {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let Some(peer) =
-                        read_hello(&mut stream, MAGIC, deadline).map_err(listen_error)?
-                    else {
-                        continue; // not one of ours: ignore it
-                    };
-                    if peer <= index
-                        || peer >= addresses.len()
-                        || streams.iter().any(|(w, _)| *w == peer)
-                    {
-                        continue; // not one of ours: ignore it
-                    }
-                    streams.push((peer, stream));
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        let missing = (index + 1..addresses.len())
-                            .find(|w| streams.iter().all(|(s, _)| s != w))
-                            .expect("one is missing");
-                        return Err(fail(missing, format!("it did not connect to {me} in time")));
-                    }
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => return Err(listen_error(e)),
+        match accept(
+            &listener,
+            &security,
+            "allreduce",
+            &context,
+            index,
+            index + 1..addresses.len(),
+            deadline,
+        ) {
+            Ok(accepted) => streams.extend(accepted),
+            Err(AcceptFailed::Listen(e)) => {
+                return Err(fail(index, format!("accepting links: {e}")));
+            }
+            Err(AcceptFailed::Late { missing, refused }) => {
+                return Err(fail(
+                    missing,
+                    format!(
+                        "it did not connect to {me} and authenticate in time{}",
+                        AcceptFailed::refused_note(&refused)
+                    ),
+                ));
             }
         }
-        streams.sort_unstable_by_key(|(w, _)| *w);
+        streams.sort_unstable_by_key(|(w, _, _)| *w);
         let links = streams
             .into_iter()
-            .map(|(worker, stream)| {
+            .map(|(worker, stream, secured)| {
                 stream.set_read_timeout(Some(BLOCK))?;
                 stream.set_nodelay(true)?;
                 stream.set_nonblocking(true)?;
+                let sealed = match secured {
+                    Secured::Plain => None,
+                    Secured::Keyed(sender, receiver) => Some(SealedLink {
+                        sender,
+                        receiver,
+                        raw: vec![0; 2 * (LEN + MAX_RECORD)],
+                        raw_filled: 0,
+                        out: Vec::new(),
+                    }),
+                };
                 Ok(Link {
                     worker,
                     stream,
                     buf: Vec::new(),
                     filled: 0,
                     sent: 0,
+                    to_send: 0,
                     eof: None,
+                    fatal: false,
+                    sealed,
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()
@@ -179,6 +224,14 @@ impl Links {
         }
         for link in &mut self.links {
             link.sent = 0;
+            link.to_send = match &mut link.sealed {
+                Some(sealed) => {
+                    sealed.out.clear();
+                    sealed.sender.seal(&self.out, &mut sealed.out);
+                    sealed.out.len()
+                }
+                None => self.out.len(),
+            };
             link.write(&self.out);
         }
     }
@@ -193,7 +246,7 @@ impl Links {
             let mut moved = false;
             for link in &mut self.links {
                 // A write that finished needs no other pass; one that did not, does.
-                moved |= link.write(&self.out) && link.sent < need;
+                moved |= link.write(&self.out) && link.sent < link.to_send;
                 if !link.has(need, data.len(), cx.round)? {
                     moved |= link.read(need);
                 }
@@ -202,7 +255,7 @@ impl Links {
             let mut ended = Vec::new();
             for link in &self.links {
                 if link.has(need, data.len(), cx.round)? {
-                    done &= link.sent == need;
+                    done &= link.sent == link.to_send;
                 } else {
                     done = false;
                     if link.eof.is_some() {
@@ -222,7 +275,7 @@ impl Links {
             self.check(cx, Instant::now(), &mut grace)?;
             // Block on a peer still missing, unless something remains to write (writing waits
             // for the peers to read: keep polling both).
-            let all_sent = self.links.iter().all(|l| l.sent == need);
+            let all_sent = self.links.iter().all(|l| l.sent == l.to_send);
             match self
                 .links
                 .iter_mut()
@@ -296,6 +349,21 @@ impl Links {
     /// or their thread here stopped), as soon as it gives one; with the link's own reason if it
     /// gives none within the grace (their thread ended in a process that goes on).
     fn ended(&self, ended: &[usize], round: u64, since: &mut Option<Instant>) -> Result<()> {
+        if let Some(link) = self.links.iter().find(|l| l.fatal) {
+            // What it sent cannot be trusted: stop listening to its process at once.
+            let process = self.health.process_of(link.worker);
+            let reason = format!(
+                "its all-reduce link: {}",
+                link.eof.clone().unwrap_or_default()
+            );
+            self.health.cut(process, reason.clone());
+            return Err(Error::PeerGone {
+                round,
+                workers: vec![link.worker],
+                process,
+                reason,
+            });
+        }
         if ended.iter().any(|w| self.health.gone(*w).is_some()) {
             return Err(crate::allreduce::gone_error(&self.health, ended, round));
         }
@@ -320,12 +388,17 @@ impl Links {
 }
 
 impl Link {
-    /// Writes what is left of `out`; whether bytes moved.
+    /// Writes what is left of this round's message (`out`, or its sealed copy); whether bytes
+    /// moved.
     fn write(&mut self, out: &[u8]) -> bool {
-        if self.sent == out.len() {
+        if self.sent == self.to_send {
             return false;
         }
-        match self.stream.write(&out[self.sent..]) {
+        let wire: &[u8] = match &self.sealed {
+            Some(sealed) => &sealed.out,
+            None => out,
+        };
+        match (&self.stream).write(&wire[self.sent..self.to_send]) {
             Ok(n) => {
                 self.sent += n;
                 true
@@ -334,7 +407,7 @@ impl Link {
             Err(_) => {
                 // The peer is gone: what it would have received no longer matters, and reading
                 // its end tells why.
-                self.sent = out.len();
+                self.sent = self.to_send;
                 true
             }
         }
@@ -365,29 +438,92 @@ impl Link {
 
     /// Reads what has arrived, without blocking; whether bytes moved.
     fn read(&mut self, need: usize) -> bool {
-        if self.eof.is_some() {
-            return false;
-        }
-        self.reserve(need);
-        let read = self.stream.read(&mut self.buf[self.filled..]);
-        self.took(read)
+        self.read_some(need, false)
     }
 
     /// Waits up to [`BLOCK`] for bytes.
     fn read_blocking(&mut self, need: usize) {
+        self.read_some(need, true);
+    }
+
+    /// Reads (and, sealed, opens) what has arrived, waiting up to [`BLOCK`] when `block`;
+    /// whether bytes moved.
+    fn read_some(&mut self, need: usize, block: bool) -> bool {
         if self.eof.is_some() {
-            return;
+            return false;
         }
         self.reserve(need);
-        if let Err(e) = self.stream.set_nonblocking(false) {
-            self.eof = Some(format!("its all-reduce link failed: {e}"));
-            return;
+        if self.open_records() {
+            return true;
         }
-        let read = self.stream.read(&mut self.buf[self.filled..]);
-        if let Err(e) = self.stream.set_nonblocking(true) {
+        if self
+            .sealed
+            .as_ref()
+            .is_some_and(|s| s.raw_filled == s.raw.len())
+        {
+            // Whole records wait for room (not while a round's message is missing).
+            return false;
+        }
+        if block && let Err(e) = self.stream.set_nonblocking(false) {
+            self.eof = Some(format!("its all-reduce link failed: {e}"));
+            return false;
+        }
+        let read = match &mut self.sealed {
+            None => (&self.stream).read(&mut self.buf[self.filled..]),
+            Some(sealed) => (&self.stream).read(&mut sealed.raw[sealed.raw_filled..]),
+        };
+        if block && let Err(e) = self.stream.set_nonblocking(true) {
             self.eof = Some(format!("its all-reduce link failed: {e}"));
         }
-        self.took(read);
+        self.took(read)
+    }
+
+    /// Opens the whole records read so far, as far as the buffer has room; whether any opened.
+    fn open_records(&mut self) -> bool {
+        let Link {
+            sealed,
+            buf,
+            filled,
+            eof,
+            fatal,
+            ..
+        } = self;
+        let Some(sealed) = sealed else {
+            return false;
+        };
+        let mut at = 0;
+        let mut moved = false;
+        loop {
+            match Receiver::whole(&sealed.raw[at..sealed.raw_filled]) {
+                Ok(None) => break,
+                Ok(Some(len)) if buf.len() - *filled < len - LEN => break,
+                Ok(Some(len)) => {
+                    match sealed
+                        .receiver
+                        .open(&sealed.raw[at..at + len], &mut buf[*filled..])
+                    {
+                        Ok(n) => {
+                            *filled += n;
+                            at += len;
+                            moved = true;
+                        }
+                        Err(why) => {
+                            *eof = Some(why);
+                            *fatal = true;
+                            break;
+                        }
+                    }
+                }
+                Err(why) => {
+                    *eof = Some(why);
+                    *fatal = true;
+                    break;
+                }
+            }
+        }
+        sealed.raw.copy_within(at..sealed.raw_filled, 0);
+        sealed.raw_filled -= at;
+        moved
     }
 
     /// Records the outcome of a read; whether bytes moved.
@@ -399,7 +535,13 @@ impl Link {
                 false
             }
             Ok(n) => {
-                self.filled += n;
+                match &mut self.sealed {
+                    None => self.filled += n,
+                    Some(sealed) => {
+                        sealed.raw_filled += n;
+                        self.open_records();
+                    }
+                }
                 true
             }
             Err(e)
@@ -417,9 +559,10 @@ impl Link {
         }
     }
 
-    /// Room to read the rest of this round's message and some of the next.
+    /// Room to read (and open) the rest of this round's message and some of the next: the
+    /// peers are at most one round ahead, so this bounds what a link holds.
     fn reserve(&mut self, need: usize) {
-        let want = (2 * need).max(1 << 16);
+        let want = 2 * need + MAX_RECORD;
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }

@@ -1,27 +1,275 @@
 //! Starting, watching, waiting for and killing the other processes of a multi-process run on
 //! this machine (loopback ports), the way `spark-submit` on the master VM starts its executors.
+//!
+//! Process 0 binds every process's listener itself (port 0 on loopback, so the kernel picks a
+//! free one and nothing can take it between the choice and its use) and draws a fresh cluster
+//! key and run id. Each process it starts gets, on its stdin (a Unix socket), its listener, the
+//! addresses and the key ([`Handoff`], read back by [`receive`]): nothing secret is on a command
+//! line or in the environment, and no port is ever released to be bound again.
 
 use std::ffi::OsString;
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::TcpListener;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
-/// `n` distinct free `127.0.0.1:port` addresses.
-pub fn free_loopback_addresses(n: usize) -> Result<Vec<String>> {
-    // Hold every listener until all ports are chosen, so the same port is not picked twice.
-    let listeners = (0..n)
+use crate::error::{Error, Result};
+use crate::execute::{Cluster, Network};
+use crate::key::{ClusterKey, KEY_BYTES, Security, fresh_run_id};
+
+/// First bytes of a handoff.
+const MAGIC: [u8; 8] = *b"fastdpH1";
+/// The longest address in a handoff.
+const MAX_ADDRESS: usize = 255;
+
+/// `n` listeners on loopback, each on a port the kernel chose, held.
+pub(crate) fn bind_loopback(n: usize) -> Result<Vec<TcpListener>> {
+    (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| Error::Config(format!("cannot reserve a loopback port: {e}")))?;
+        .map_err(|e| Error::Config(format!("cannot listen on a loopback port: {e}")))
+}
+
+fn addresses_of(listeners: &[TcpListener]) -> Result<Vec<String>> {
     listeners
         .iter()
         .map(|l| l.local_addr().map(|a| a.to_string()))
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| Error::Config(format!("cannot read a loopback port: {e}")))
+}
+
+/// The members of a cluster of `processes` x `threads` whose processes all run in this one
+/// (for tests and benchmarks): each with its listener bound and held, all with one fresh key.
+pub fn in_process(processes: usize, threads: usize) -> Result<Vec<Cluster>> {
+    let security = Security::Keyed {
+        key: ClusterKey::generate()?,
+        run: fresh_run_id()?,
+    };
+    let listeners = bind_loopback(processes)?;
+    let addresses = addresses_of(&listeners)?;
+    Ok(listeners
+        .into_iter()
+        .enumerate()
+        .map(|(process, listener)| Cluster::Member {
+            threads,
+            process,
+            addresses: addresses.clone(),
+            network: Network::new(security.clone(), Some(listener)),
+        })
+        .collect())
+}
+
+/// What process 0 of a local run hands each process it starts: the addresses of all, the key
+/// and run id, and the listener bound for it.
+#[derive(Debug)]
+pub struct Handoff {
+    addresses: Vec<String>,
+    security: Security,
+    /// Per process, its listener until handed over (`None` for process 0, which keeps its own).
+    listeners: Vec<Option<TcpListener>>,
+}
+
+impl Handoff {
+    /// Binds a loopback listener for each of `processes` processes; process 0's cluster (this
+    /// process, `threads` workers, its own listener) and the handoff for the others.
+    pub fn local(
+        processes: usize,
+        threads: usize,
+        security: Security,
+    ) -> Result<(Cluster, Handoff)> {
+        let mut listeners = bind_loopback(processes)?;
+        let addresses = addresses_of(&listeners)?;
+        let own = listeners.remove(0);
+        let cluster = Cluster::Member {
+            threads,
+            process: 0,
+            addresses: addresses.clone(),
+            network: Network::new(security.clone(), Some(own)),
+        };
+        let mut listeners: Vec<Option<TcpListener>> = listeners.into_iter().map(Some).collect();
+        listeners.insert(0, None);
+        Ok((
+            cluster,
+            Handoff {
+                addresses,
+                security,
+                listeners,
+            },
+        ))
+    }
+
+    /// The processes of the run (this one included).
+    pub fn processes(&self) -> usize {
+        self.addresses.len()
+    }
+
+    /// Spawns `command` as process `process`, its stdin a Unix socket on which it finds its
+    /// listener, the addresses and the key (the program reads them with [`receive`]). A child
+    /// that exits before it has taken them is not an error here: it fails, and its exit status
+    /// says so to whoever waits for it.
+    pub fn start(&mut self, process: usize, command: &mut Command) -> Result<Child> {
+        let cannot = |m: String| Error::Process {
+            process,
+            message: m,
+        };
+        let listener = self
+            .listeners
+            .get_mut(process)
+            .and_then(Option::take)
+            .ok_or_else(|| cannot("no listener to hand over (started twice?)".into()))?;
+        let (ours, theirs) = UnixStream::pair()
+            .map_err(|e| cannot(format!("cannot make its handoff socket: {e}")))?;
+        let child = command
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .spawn()
+            .map_err(|e| cannot(format!("cannot start: {e}")))?;
+        // A failed send leaves the child without its handoff: it exits, and says why.
+        let _ = send(&ours, &self.message(), &listener);
+        Ok(child)
+    }
+
+    fn message(&self) -> Vec<u8> {
+        let mut m = MAGIC.to_vec();
+        match &self.security {
+            Security::Keyed { key, run } => {
+                m.push(1);
+                m.extend_from_slice(key.bytes());
+                m.extend_from_slice(run);
+            }
+            Security::Plaintext => {
+                m.push(0);
+                m.extend_from_slice(&[0u8; KEY_BYTES + 16]);
+            }
+        }
+        m.extend_from_slice(&(self.addresses.len() as u32).to_be_bytes());
+        for a in &self.addresses {
+            m.push(a.len() as u8);
+            m.extend_from_slice(a.as_bytes());
+        }
+        m
+    }
+}
+
+/// Sends `message` with `listener` attached to its first bytes.
+fn send(socket: &UnixStream, message: &[u8], listener: &TcpListener) -> std::io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [listener.as_fd()];
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    let sent = rustix::net::sendmsg(
+        socket,
+        &[IoSlice::new(message)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    (&*socket).write_all(&message[sent..])
+}
+
+/// In a process started by [`Handoff::start`] as process `process`: its cluster, from what
+/// process 0 sent on stdin (waiting at most `timeout`).
+pub fn receive(process: usize, threads: usize, timeout: Duration) -> Result<Cluster> {
+    let bad = |m: String| {
+        Error::Config(format!(
+            "process {process}: cannot take over from process 0 (--cluster-child reads its \
+             listener, addresses and key from stdin, as process 0 of a local run sends them): {m}"
+        ))
+    };
+    let stdin = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| bad(e.to_string()))?;
+    let socket = UnixStream::from(stdin);
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| bad(format!("stdin is not its socket: {e}")))?;
+    let mut message = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        &socket,
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| bad(format!("stdin is not its socket: {e}")))?;
+    message.extend_from_slice(&buf[..got.bytes]);
+    let mut listener: Option<TcpListener> = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                listener.get_or_insert_with(|| TcpListener::from(fd));
+            }
+        }
+    }
+    (&socket)
+        .take(1 << 20)
+        .read_to_end(&mut message)
+        .map_err(|e| bad(e.to_string()))?;
+    let listener = listener.ok_or_else(|| bad("no listener came with it".into()))?;
+    listener
+        .local_addr()
+        .map_err(|e| bad(format!("what came is not a listening socket: {e}")))?;
+    let (addresses, security) = parse(&message).map_err(bad)?;
+    if process == 0 || process >= addresses.len() {
+        return Err(bad(format!(
+            "--process {process} is not one of the {} processes it names",
+            addresses.len()
+        )));
+    }
+    Ok(Cluster::Member {
+        threads,
+        process,
+        addresses,
+        network: Network::new(security, Some(listener)),
+    })
+}
+
+fn parse(m: &[u8]) -> std::result::Result<(Vec<String>, Security), String> {
+    let short = || "the message is cut short".to_string();
+    let head = 8 + 1 + KEY_BYTES + 16 + 4;
+    if m.len() < head || m[..8] != MAGIC {
+        return Err("not a handoff from process 0".into());
+    }
+    let security = match m[8] {
+        1 => Security::Keyed {
+            key: ClusterKey::from_bytes(m[9..9 + KEY_BYTES].try_into().expect("32 bytes")),
+            run: m[9 + KEY_BYTES..9 + KEY_BYTES + 16]
+                .try_into()
+                .expect("16 bytes"),
+        },
+        0 => Security::Plaintext,
+        _ => return Err("not a handoff from process 0".into()),
+    };
+    let count = u32::from_be_bytes(m[head - 4..head].try_into().expect("4 bytes")) as usize;
+    if count > crate::layout::MAX_PROCESSES {
+        return Err(format!("it names {count} processes"));
+    }
+    let mut at = head;
+    let mut addresses = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(*m.get(at).ok_or_else(short)?);
+        let text = m.get(at + 1..at + 1 + len).ok_or_else(short)?;
+        addresses.push(
+            String::from_utf8(text.to_vec()).map_err(|_| "an address is not text".to_string())?,
+        );
+        at += 1 + len;
+    }
+    if at != m.len() {
+        return Err("bytes after the addresses".into());
+    }
+    debug_assert!(addresses.iter().all(|a| a.len() <= MAX_ADDRESS));
+    Ok((addresses, security))
 }
 
 /// What process 0 does when one of its children fails before the run is done.
@@ -54,16 +302,16 @@ pub struct Children {
 }
 
 impl Children {
-    /// With the addresses of a local run (`spawn` of [`Layout::resolve`](crate::Layout::resolve)),
+    /// With the handoff of a local run (from [`Layout::resolve`](crate::Layout::resolve)),
     /// starts this program again as its processes 1.., with `args`: the binary hands over its
     /// own (`std::env::args_os().skip(1)`, the flags every process shares). With `None` (a
     /// one-process run, or a process of a hostfile cluster) starts nothing.
     pub fn start_this_program(
-        spawn: Option<&[String]>,
+        spawn: Option<Handoff>,
         args: impl IntoIterator<Item = OsString>,
         watch: Watch,
     ) -> Result<Option<Children>> {
-        let Some(addresses) = spawn else {
+        let Some(handoff) = spawn else {
             return Ok(None);
         };
         let exe = std::env::current_exe().map_err(|e| {
@@ -72,34 +320,31 @@ impl Children {
             ))
         })?;
         let args: Vec<OsString> = args.into_iter().collect();
-        Children::spawn(&exe, &args, addresses, watch).map(Some)
+        Children::spawn(&exe, &args, handoff, watch).map(Some)
     }
 
-    /// Starts `exe args... --process i --cluster-addresses a0,a1,...` for i in 1..addresses.len(),
-    /// and a watchdog that acts on the first of them to fail, as `watch` says.
+    /// Starts `exe args... --process i --cluster-child` for i in 1.. of `handoff`, each taking
+    /// its listener, the addresses and the key from stdin ([`receive`]), and a watchdog that
+    /// acts on the first of them to fail, as `watch` says.
     pub fn spawn(
         exe: &Path,
         args: &[OsString],
-        addresses: &[String],
+        mut handoff: Handoff,
         watch: Watch,
     ) -> Result<Children> {
         let mut children: Vec<(usize, Child)> = Vec::new();
-        for process in 1..addresses.len() {
-            let spawned = Command::new(exe)
+        for process in 1..handoff.processes() {
+            let mut command = Command::new(exe);
+            command
                 .args(args)
                 .arg("--process")
                 .arg(process.to_string())
-                .arg("--cluster-addresses")
-                .arg(addresses.join(","))
-                .spawn();
-            match spawned {
+                .arg("--cluster-child");
+            match handoff.start(process, &mut command) {
                 Ok(child) => children.push((process, child)),
                 Err(e) => {
                     kill_all(&mut children);
-                    return Err(Error::Process {
-                        process,
-                        message: format!("cannot start: {e}"),
-                    });
+                    return Err(e);
                 }
             }
         }
@@ -211,9 +456,9 @@ mod tests {
 
     /// `sh -c 'exit N'` as processes 1.. (the appended `--process i ...` become `$0`, `$1`...).
     fn failing(processes: usize, code: u8, watch: Watch) -> Children {
-        let addresses: Vec<String> = (0..processes).map(|i| format!("127.0.0.1:{i}")).collect();
+        let (_, handoff) = Handoff::local(processes, 1, Security::Plaintext).unwrap();
         let args = ["-c".into(), format!("exit {code}").into()];
-        Children::spawn(Path::new("/bin/sh"), &args, &addresses, watch).unwrap()
+        Children::spawn(Path::new("/bin/sh"), &args, handoff, watch).unwrap()
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! A peer process SIGKILLed between all-reduce rounds: the survivor's next round fails within
 //! a bounded time, well before the round's timeout, naming the dead worker and its process.
 //!
-//! The dead peer is this test binary started again in member mode (`FASTDP_AR_MEMBER`).
+//! The dead peer is this test binary started again in member mode (`FASTDP_AR_MEMBER`), taking
+//! its listener, the addresses and the key from this process as a local run's processes do.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster::{AllReduce, Cluster, Error, execute};
+use cluster::{AllReduce, ClusterKey, Error, Handoff, Security, execute};
 
 const MEMBER: &str = "FASTDP_AR_MEMBER";
 const ROUNDS: usize = 3;
@@ -17,7 +18,7 @@ const ROUNDS: usize = 3;
 type Then = fn(&mut AllReduce<f32>, &mut timely::worker::Worker) -> Option<(Error, Duration)>;
 
 /// The rounds both processes take part in, on this process's workers.
-fn rounds(cluster: &Cluster, then: Then) -> Option<(Error, Duration)> {
+fn rounds(cluster: &cluster::Cluster, then: Then) -> Option<(Error, Duration)> {
     let guards = execute(cluster, Duration::from_secs(30), move |worker| {
         let mut ar = AllReduce::<f32>::new(worker, Duration::from_secs(60));
         for _ in 0..ROUNDS {
@@ -33,13 +34,9 @@ fn rounds(cluster: &Cluster, then: Then) -> Option<(Error, Duration)> {
 
 #[test]
 fn a_killed_peer_is_named_long_before_the_timeout() {
-    if let Ok(addresses) = std::env::var(MEMBER) {
+    if std::env::var_os(MEMBER).is_some() {
         // Process 1: the rounds, then word to the parent, then wait to be killed.
-        let cluster = Cluster::Member {
-            threads: 1,
-            process: 1,
-            addresses: addresses.split(',').map(str::to_string).collect(),
-        };
+        let cluster = cluster::local::receive(1, 1, Duration::from_secs(60)).unwrap();
         rounds(&cluster, |_, _| {
             println!("member: rounds done");
             std::thread::sleep(Duration::from_secs(120));
@@ -47,16 +44,23 @@ fn a_killed_peer_is_named_long_before_the_timeout() {
         });
         return;
     }
-    let addresses = cluster::free_loopback_addresses(2).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_killed_peer_is_named_long_before_the_timeout",
-            "--nocapture",
-        ])
-        .env(MEMBER, addresses.join(","))
-        .stdout(Stdio::piped())
-        .spawn()
+    let security = Security::Keyed {
+        key: ClusterKey::generate().unwrap(),
+        run: cluster::key::fresh_run_id().unwrap(),
+    };
+    let (cluster, mut handoff) = Handoff::local(2, 1, security).unwrap();
+    let mut child = handoff
+        .start(
+            1,
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "a_killed_peer_is_named_long_before_the_timeout",
+                    "--nocapture",
+                ])
+                .env(MEMBER, "1")
+                .stdout(Stdio::piped()),
+        )
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let killer = std::thread::spawn(move || {
@@ -70,11 +74,6 @@ fn a_killed_peer_is_named_long_before_the_timeout() {
         }
         panic!("the member ended before its rounds: {:?}", child.wait());
     });
-    let cluster = Cluster::Member {
-        threads: 1,
-        process: 0,
-        addresses,
-    };
     let (err, waited) = rounds(&cluster, |ar, worker| {
         let started = Instant::now();
         let err = ar.sum(worker, &mut [1.0; 1000]).unwrap_err();

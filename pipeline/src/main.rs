@@ -117,7 +117,7 @@ struct GenerateArgs {
 /// What `run` needs beyond the library config: whether to start the other local processes.
 struct Launch {
     config: RunConfig,
-    spawn: Option<Vec<String>>,
+    spawn: Option<cluster::Handoff>,
     quiet: bool,
 }
 
@@ -179,7 +179,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let prepared = pipeline::prepare(&launch.config)?;
     let abort = prepared.abort_handle();
     let children = Children::start_this_program(
-        launch.spawn.as_deref(),
+        launch.spawn,
         std::env::args_os().skip(1),
         Watch {
             on_failure: Box::new(abort),

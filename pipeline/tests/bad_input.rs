@@ -241,3 +241,56 @@ fn fulton_pums_with_selected_columns() {
     assert_eq!(m.schema.features, features);
     assert!(kept > 20_000, "most Fulton rows are clean ({kept})");
 }
+
+/// This process's peak resident memory so far (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    kb << 10
+}
+
+/// A gzip input (under a megabyte) that inflates to a 400 MB line, as the header and as a row:
+/// each is refused with an error naming the input and the line's offset, and the run's memory
+/// grows by a few megabytes, not by the line (which took 1.9 GB, or aborted, before lines were
+/// bounded as they are read).
+#[test]
+fn a_huge_line_is_refused_with_bounded_memory() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, before) in [("header", ""), ("row", "a,b,employed\n1,2,1\n")] {
+        let input = dir.path().join(format!("{name}.csv.gz"));
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&input).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(before.as_bytes()).unwrap();
+        let chunk = vec![b'7'; 1 << 20];
+        for _ in 0..400 {
+            gz.write_all(&chunk).unwrap();
+        }
+        gz.write_all(b"\n").unwrap();
+        gz.finish().unwrap();
+        assert!(std::fs::metadata(&input).unwrap().len() < 4 << 20);
+        let out = dir.path().join(format!("{name}-out"));
+        let mut cfg = config(&input, &out, 4, Cluster::Single { threads: 1 });
+        cfg.schema.label = "employed".into();
+        let peak = peak_rss();
+        let err = pipeline::run(&cfg).unwrap_err().to_string();
+        let grew = peak_rss().saturating_sub(peak);
+        assert!(
+            err.contains(&format!("{name}.csv.gz")) && err.contains("longer than 1048576 bytes"),
+            "{name}: {err}"
+        );
+        let at = if before.is_empty() { 0 } else { before.len() };
+        assert!(
+            err.contains(&format!("line at byte {at} ")),
+            "{name}: {err}"
+        );
+        assert!(grew < 100 << 20, "{name}: memory grew by {grew} bytes");
+        assert!(!out.exists(), "{name}: nothing published");
+    }
+}

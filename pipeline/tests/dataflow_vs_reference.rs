@@ -182,27 +182,23 @@ fn two_processes_match_the_reference() {
     assert_same_output(&reference, &local);
 
     // A cluster from a hostfile, each process started separately (as on separate machines).
-    let hosts = cluster::free_loopback_addresses(2).unwrap();
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(&hostfile, hosts.join("\n")).unwrap();
+    let mut hosts = fastdp_tests::LoopbackCluster::new(dir.path(), "hosts", 2);
     let out = dir.path().join("cluster");
     let children: Vec<_> = (0..2)
         .map(|p| {
-            pipeline_cmd()
-                .arg("run")
-                .args([
-                    "--input",
-                    input.to_str().unwrap(),
-                    "--output",
-                    out.to_str().unwrap(),
-                ])
-                .args([
-                    "--hostfile",
-                    hostfile.to_str().unwrap(),
-                    "--process",
-                    &p.to_string(),
-                ])
-                .args(["--threads", "1", "--quiet"])
+            hosts
+                .member(
+                    p,
+                    pipeline_cmd()
+                        .arg("run")
+                        .args([
+                            "--input",
+                            input.to_str().unwrap(),
+                            "--output",
+                            out.to_str().unwrap(),
+                        ])
+                        .args(["--threads", "1", "--quiet"]),
+                )
                 .spawn()
                 .unwrap()
         })

@@ -4,10 +4,19 @@
 //! `[start, end)` owns the lines whose first byte lies inside it; the last line it owns may run
 //! past `end`. A reader for a range starting after 0 begins one byte early and skips the partial
 //! line there, which lands it on the first line starting at or after `start`.
+//!
+//! A line is bounded as it is read: one longer than [`MAX_LINE_BYTES`] is an error (kind
+//! `InvalidData`, naming its offset) as soon as that many bytes of it are seen, so a file
+//! without line ends (or with one huge line) never makes the reader hold more than about twice
+//! the limit.
 
 use std::io::Read;
 
 const CHUNK: usize = 1 << 20;
+
+/// The longest line a reader takes (the header's limit too, `MAX_HEADER_BYTES`): census rows
+/// are tens of bytes, and a header of thousands of columns fits.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Reads lines from a stream, each with the byte offset of its first byte.
 #[derive(Debug)]
@@ -23,6 +32,8 @@ pub struct LineReader<R> {
     eof: bool,
     /// Lines starting at or after this offset are not returned.
     end: u64,
+    /// The longest line returned; a longer one is an error.
+    limit: usize,
 }
 
 impl<R: Read> LineReader<R> {
@@ -40,7 +51,25 @@ impl<R: Read> LineReader<R> {
             offset,
             eof: false,
             end: u64::MAX,
+            limit: MAX_LINE_BYTES,
         }
+    }
+
+    /// With lines of at most `limit` bytes (terminator excluded) instead of [`MAX_LINE_BYTES`].
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    fn too_long(&self) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the line at byte {} is longer than {} bytes, the limit for one line (a file \
+                 without line ends, or not a CSV file?)",
+                self.offset, self.limit
+            ),
+        )
     }
 
     /// Reads the lines owned by the range `[start, end)`. `inner` must be positioned at
@@ -98,6 +127,9 @@ impl<R: Read> LineReader<R> {
             let data = &self.buf[self.pos + scanned..self.len];
             if let Some(i) = memchr::memchr2(b'\n', b'\r', data) {
                 let term_at = self.pos + scanned + i;
+                if term_at - self.pos > self.limit {
+                    return Err(self.too_long());
+                }
                 let mut term_len = 1;
                 if self.buf[term_at] == b'\r' {
                     // A `\r\n` pair is one terminator: make sure the next byte is visible.
@@ -119,6 +151,9 @@ impl<R: Read> LineReader<R> {
                 return Ok(Some((line_offset, &self.buf[start..term_at])));
             }
             scanned = self.len - self.pos;
+            if scanned > self.limit {
+                return Err(self.too_long());
+            }
             if self.eof {
                 // The last line has no terminator.
                 let start = self.pos;
@@ -202,6 +237,49 @@ mod tests {
                 .flat_map(|(s, e)| range_lines(data, s, e))
                 .collect();
             assert_eq!(got, whole, "{parts} parts");
+        }
+    }
+
+    /// A line past the limit is an error naming its offset, raised once the limit is passed
+    /// (the reader holds at most about twice the limit), with or without a line end after it;
+    /// lines up to the limit pass.
+    #[test]
+    fn a_line_past_the_limit_is_refused_as_it_is_read() {
+        let limit = 100;
+        let mut data = b"short\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', limit));
+        data.extend(b"\nok\n");
+        let mut r = LineReader::with_capacity(Cursor::new(&data), 0, 16).with_limit(limit);
+        assert_eq!(r.next_line().unwrap().unwrap().1, b"short");
+        assert_eq!(r.next_line().unwrap().unwrap().1.len(), limit);
+        assert_eq!(r.next_line().unwrap().unwrap().1, b"ok");
+
+        /// An endless line: a reader that counts what it hands out.
+        struct Endless(usize);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                buf.fill(b'a');
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+        }
+        let mut r = LineReader::new(Endless(0), 0);
+        let err = r.next_line().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string()
+                .contains("the line at byte 0 is longer than"),
+            "{err}"
+        );
+        assert!(r.inner.0 <= 4 * MAX_LINE_BYTES, "read {} bytes", r.inner.0);
+        for tail in [&b""[..], b"\n"] {
+            let mut data = b"ab\n".to_vec();
+            data.extend(std::iter::repeat_n(b'y', limit + 1));
+            data.extend(tail);
+            let mut r = LineReader::with_capacity(Cursor::new(&data), 0, 8).with_limit(limit);
+            r.next_line().unwrap();
+            let err = r.next_line().unwrap_err().to_string();
+            assert!(err.contains("at byte 3 is longer than 100 bytes"), "{err}");
         }
     }
 }

@@ -65,7 +65,7 @@ impl Default for SchemaOptions {
 
 /// The longest header line read (1 MiB): a longer first line is not a header (a file without
 /// line ends?), and its columns would only be echoed back in errors.
-pub const MAX_HEADER_BYTES: usize = 1 << 20;
+pub const MAX_HEADER_BYTES: usize = crate::lines::MAX_LINE_BYTES;
 
 /// A resolved schema: the input's columns and the positions of the label and features.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -592,8 +592,9 @@ pub fn assert_same_model(a: (&Path, &Path), b: (&Path, &Path)) {
 /// The flags several binaries share (cluster, schema, S3), for the tests that check each binary
 /// reads them alike: one argv per group, and each group parsed on its own.
 pub mod flags {
-    /// Every cluster flag, set away from its default (the hidden `--cluster-addresses` is
-    /// set by the process that starts the others, and `--hostfile` excludes it).
+    /// Every cluster flag, set away from its default (the hidden `--cluster-child` is set by
+    /// the process that starts the others, and `--hostfile` excludes it; parsing alone does not
+    /// check that `--insecure-plaintext` and `--cluster-key-file` exclude each other).
     pub const CLUSTER: &[&str] = &[
         "--workers",
         "3",
@@ -607,6 +608,10 @@ pub mod flags {
         "7",
         "--peer-timeout",
         "9",
+        "--cluster-key-file",
+        "cluster.key",
+        "--insecure-plaintext",
+        "--listen-on-stdin",
     ];
 
     /// Every schema flag, set away from its default.
@@ -672,7 +677,10 @@ pub mod flags {
             threads: 2,
             hostfile: Some("hosts.txt".into()),
             process: Some(1),
-            cluster_addresses: None,
+            key_file: Some("cluster.key".into()),
+            insecure_plaintext: true,
+            listen_on_stdin: true,
+            cluster_child: false,
         };
         assert_eq!(a.layout(), layout);
         assert_eq!((a.connect_timeout, a.peer_timeout), (7, 9));
@@ -713,4 +721,119 @@ pub mod flags {
             .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
     }
+}
+
+/// A hostfile cluster of processes on this machine, started one by one as on separate machines:
+/// each process's listener is bound here (port 0, so the kernel picks a free port) and handed
+/// to it as its stdin (`--listen-on-stdin`), never released to be bound again, and every
+/// process reads the same key file (readable by its owner only), so its links are keyed as
+/// across machines.
+#[derive(Debug)]
+pub struct LoopbackCluster {
+    /// The hostfile (one loopback address per process).
+    pub hostfile: PathBuf,
+    /// The key file (`None`: no key; on loopback the links are then in clear).
+    pub key_file: Option<PathBuf>,
+    addresses: Vec<String>,
+    /// Each process's listener until it is started.
+    listeners: Vec<Option<std::net::TcpListener>>,
+}
+
+impl LoopbackCluster {
+    /// `processes` listeners, the hostfile `dir/{name}.hosts` and the key file
+    /// `dir/{name}.key` (a fresh key).
+    pub fn new(dir: &Path, name: &str, processes: usize) -> LoopbackCluster {
+        LoopbackCluster::with_key(dir, name, processes, true)
+    }
+
+    /// [`LoopbackCluster::new`] without a key (links in clear, as on loopback without one).
+    pub fn plaintext(dir: &Path, name: &str, processes: usize) -> LoopbackCluster {
+        LoopbackCluster::with_key(dir, name, processes, false)
+    }
+
+    fn with_key(dir: &Path, name: &str, processes: usize, keyed: bool) -> LoopbackCluster {
+        let listeners: Vec<std::net::TcpListener> = (0..processes)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener"))
+            .collect();
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        let hostfile = dir.join(format!("{name}.hosts"));
+        std::fs::write(&hostfile, addresses.join("\n") + "\n").unwrap();
+        let key_file = keyed.then(|| {
+            let path = dir.join(format!("{name}.key"));
+            write_key_file(&path, &cluster::ClusterKey::generate().unwrap());
+            path
+        });
+        LoopbackCluster {
+            hostfile,
+            key_file,
+            addresses,
+            listeners: listeners.into_iter().map(Some).collect(),
+        }
+    }
+
+    /// Where process `i` listens.
+    pub fn address(&self, i: usize) -> &str {
+        &self.addresses[i]
+    }
+
+    /// Makes `command` process `i`: `--hostfile --process i --cluster-key-file
+    /// --listen-on-stdin`, its listener as stdin.
+    pub fn member<'c>(&mut self, i: usize, command: &'c mut Command) -> &'c mut Command {
+        let listener = self.take_listener(i);
+        self.member_on(i, listener, command)
+    }
+
+    /// [`LoopbackCluster::member`], listening on `listener` rather than at its hostfile
+    /// address (where a relay may stand instead).
+    pub fn member_on<'c>(
+        &self,
+        i: usize,
+        listener: std::net::TcpListener,
+        command: &'c mut Command,
+    ) -> &'c mut Command {
+        command
+            .args(["--hostfile", self.hostfile.to_str().unwrap()])
+            .args(["--process", &i.to_string()])
+            .arg("--listen-on-stdin")
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)));
+        if let Some(key) = &self.key_file {
+            command.arg("--cluster-key-file").arg(key);
+        }
+        command
+    }
+
+    /// The links' security as the processes see it (for a test that plays one of them).
+    pub fn security(&self) -> cluster::Security {
+        match &self.key_file {
+            Some(path) => cluster::Security::Keyed {
+                key: cluster::ClusterKey::read_file(path).unwrap(),
+                run: [0; 16],
+            },
+            None => cluster::Security::Plaintext,
+        }
+    }
+
+    /// Takes process `i`'s listener (for a test that plays process `i` itself, or puts a
+    /// stranger at its address).
+    pub fn take_listener(&mut self, i: usize) -> std::net::TcpListener {
+        self.listeners[i]
+            .take()
+            .expect("each process is started once")
+    }
+}
+
+/// Writes `key` as 64 hex digits to `path`, readable by its owner only.
+pub fn write_key_file(path: &Path, key: &cluster::ClusterKey) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(key.to_hex().as_bytes()).unwrap();
 }

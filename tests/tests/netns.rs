@@ -40,6 +40,11 @@ fn member_address(i: usize) -> String {
     format!("10.213.0.{}", i + 1)
 }
 
+/// The key file beside the hostfile `hosts` ([`Net::hostfile`] writes it).
+fn key_of(hosts: &str) -> std::path::PathBuf {
+    Path::new(&format!("{hosts}.key")).to_path_buf()
+}
+
 /// Whether the tests run in CI, where skipping is not allowed.
 fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -194,12 +199,18 @@ impl Net {
         Net::command(&self.members[i], bin, cwd)
     }
 
-    /// Writes a hostfile of the members' addresses with `port` into `path`.
+    /// Writes a hostfile of the members' addresses with `port` into `path`, and beside it
+    /// (`path.key`) a fresh cluster key, readable by its owner only: addresses beyond loopback
+    /// need one. (Fixed ports are safe here: nothing else runs in the test's namespaces.)
     fn hostfile(&self, path: &Path, port: u16) -> String {
         let lines: Vec<String> = (0..MEMBERS)
             .map(|i| format!("{}:{port}", member_address(i)))
             .collect();
         std::fs::write(path, lines.join("\n") + "\n").unwrap();
+        fastdp_tests::write_key_file(
+            &key_of(path.to_str().unwrap()),
+            &cluster::ClusterKey::generate().unwrap(),
+        );
         path.to_str().unwrap().to_string()
     }
 
@@ -236,6 +247,8 @@ fn cluster(net: &Net, bin: &str, cwd: &Path, args: &[&str], hosts: &str, env: &[
             net.member(i, bin, cwd)
                 .args(args)
                 .args(["--hostfile", hosts, "--process", &i.to_string()])
+                .arg("--cluster-key-file")
+                .arg(key_of(hosts))
                 .envs(env.iter().copied())
                 .spawn()
                 .unwrap_or_else(|e| panic!("{bin} starts in {}: {e}", net.members[i]))
@@ -464,6 +477,8 @@ fn member_lost(test: &str, job: Job, fault: Fault) {
                 .args(&args)
                 .args(peer_timeout)
                 .args(["--hostfile", &hosts, "--process", &i.to_string()])
+                .arg("--cluster-key-file")
+                .arg(key_of(&hosts))
                 .env("FASTDP_CRASH_AT", "1")
                 .env("FASTDP_CRASH_HOW", "pause")
                 .env("FASTDP_CRASH_PROCESS", "2")

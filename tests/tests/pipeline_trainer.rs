@@ -9,19 +9,31 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fastdp_tests::{
-    assert_ok as ok, assert_same_files, assert_same_model, dir_files, exec, pipeline,
-    pipeline_generate, trainer, wait_bounded,
+    LoopbackCluster, assert_ok as ok, assert_same_files, assert_same_model, dir_files, exec,
+    pipeline, pipeline_generate, trainer, wait_bounded,
 };
 
-/// Starts `bin args..` in `cwd` in the background.
-fn spawn(bin: &str, cwd: &Path, args: &[&str]) -> Child {
-    Command::new(bin)
-        .args(args)
+/// `bin args` in `cwd`, its output piped.
+fn command(bin: &str, cwd: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args)
         .current_dir(cwd)
         .env_remove("LD_LIBRARY_PATH")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// `bin args` as process `p` of `cluster`.
+fn spawn_member(
+    bin: &str,
+    cwd: &Path,
+    args: &[&str],
+    cluster: &mut LoopbackCluster,
+    p: usize,
+) -> Child {
+    cluster
+        .member(p, &mut command(bin, cwd, args))
         .spawn()
         .unwrap_or_else(|e| panic!("{bin} starts: {e}"))
 }
@@ -152,25 +164,24 @@ fn hostfile_clusters_of_pipeline_and_trainer_match_one_process() {
     let d = dir.path();
     let csv = generated_input(d, 6_000);
     let input = csv.to_str().unwrap();
-    let hostfile = |name: &str| {
-        let path = d.join(name);
-        let addresses = cluster::free_loopback_addresses(2).unwrap();
-        std::fs::write(&path, addresses.join("\n")).unwrap();
-        path.to_str().unwrap().to_string()
-    };
+    let hostfile = |name: &str| LoopbackCluster::new(d, name, 2);
 
     let run = ["run", "--shards", "4", "--quiet", "--input", input];
     ok(
         "pipeline run (one process)",
         &exec(pipeline(), d, &[&run[..], &["--output", "one"]].concat()),
     );
-    let hosts = hostfile("pipeline-hosts");
+    let mut hosts = hostfile("pipeline-hosts");
     let members: Vec<Child> = (0..2)
         .map(|p| {
-            let p = p.to_string();
             let args = ["--output", "cluster", "--threads", "1"];
-            let cluster = ["--hostfile", &hosts, "--process", &p];
-            spawn(pipeline(), d, &[&run[..], &args[..], &cluster[..]].concat())
+            spawn_member(
+                pipeline(),
+                d,
+                &[&run[..], &args[..]].concat(),
+                &mut hosts,
+                p,
+            )
         })
         .collect();
     for (p, child) in members.into_iter().enumerate() {
@@ -197,7 +208,7 @@ fn hostfile_clusters_of_pipeline_and_trainer_match_one_process() {
             &[&train[..], &TRAIN[..], &single[..]].concat(),
         ),
     );
-    let hosts = hostfile("trainer-hosts");
+    let mut hosts = hostfile("trainer-hosts");
     let save = [
         "--save",
         "hosts.safetensors",
@@ -206,10 +217,8 @@ fn hostfile_clusters_of_pipeline_and_trainer_match_one_process() {
     ];
     let members: Vec<Child> = (0..2)
         .map(|p| {
-            let p = p.to_string();
-            let cluster = ["--hostfile", &hosts, "--process", &p];
-            let args = [&train[..], &TRAIN[..], &save[..], &cluster[..]].concat();
-            spawn(trainer(), d, &args)
+            let args = [&train[..], &TRAIN[..], &save[..]].concat();
+            spawn_member(trainer(), d, &args, &mut hosts, p)
         })
         .collect();
     for (p, child) in members.into_iter().enumerate() {

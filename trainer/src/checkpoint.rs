@@ -4,6 +4,12 @@
 //!
 //! A checkpoint is `epoch-NNNN.safetensors` plus `checkpoint.json`, which names it and is
 //! renamed into place last: a crash mid-write leaves the previous checkpoint intact.
+//!
+//! A checkpoint is read as untrusted: its tensors file must be the one its epoch count names,
+//! in its own directory (never a path elsewhere, to load or to delete), and its epochs, steps
+//! and metrics must agree with each other ([`CheckpointMeta::check`]); the resuming run checks
+//! the steps against its own epoch length and epsilon, and the metrics file
+//! (`train::resume`).
 
 use std::fs;
 use std::path::Path;
@@ -73,6 +79,61 @@ impl Checkpoint {
     }
 }
 
+/// The tensors file of a checkpoint after `epochs_done` epochs (a name in its directory).
+fn tensors_name(epochs_done: u32) -> String {
+    format!("epoch-{epochs_done:04}.safetensors")
+}
+
+/// Whether `name` is a tensors file this module writes: `epoch-NNNN.safetensors`, a bare name.
+fn is_tensors_name(name: &str) -> bool {
+    name.strip_prefix("epoch-")
+        .and_then(|n| n.strip_suffix(".safetensors"))
+        .is_some_and(|n| n.len() >= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl CheckpointMeta {
+    /// Checks the metadata against itself: the tensors file is the one its epoch count names
+    /// (a bare name, so it is looked for in the checkpoint's own directory), and there is one
+    /// metrics line per epoch done, numbered in order, with steps that never decrease and end
+    /// at the checkpoint's steps (so lowering `steps`, or an epoch, shows).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let want = tensors_name(self.epochs_done);
+        if self.tensors != want {
+            return Err(format!(
+                "it names its tensors {:?}; after {} epochs they are {want:?}, beside it (a \
+                 checkpoint names only its own file in its own directory)",
+                self.tensors, self.epochs_done
+            ));
+        }
+        if self.metrics.len() != self.epochs_done as usize {
+            return Err(format!(
+                "it says {} epochs are done but holds the metrics of {}",
+                self.epochs_done,
+                self.metrics.len()
+            ));
+        }
+        let mut steps = 0;
+        for (i, m) in self.metrics.iter().enumerate() {
+            if m.epoch as usize != i + 1 || m.steps < steps {
+                return Err(format!(
+                    "its metrics line {} is epoch {} after {} steps, out of order",
+                    i + 1,
+                    m.epoch,
+                    m.steps
+                ));
+            }
+            steps = m.steps;
+        }
+        if steps != self.steps {
+            return Err(format!(
+                "it says {} steps were taken, but its last epoch ended after {steps}",
+                self.steps
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn bad(dir: &Path, reason: impl Into<String>) -> Error {
     Error::Checkpoint {
         path: dir.to_path_buf(),
@@ -106,7 +167,7 @@ pub fn check_resumable(dir: &Path) -> Result<()> {
 pub fn save(dir: &Path, meta: &CheckpointMeta, tensors: &[(String, &Tensor)]) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let previous = load_meta(dir).ok().map(|m| m.tensors);
-    let file = format!("epoch-{:04}.safetensors", meta.epochs_done);
+    let file = tensors_name(meta.epochs_done);
     let tmp = dir.join(format!("{file}.tmp"));
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
@@ -120,7 +181,8 @@ pub fn save(dir: &Path, meta: &CheckpointMeta, tensors: &[(String, &Tensor)]) ->
     };
     let json = serde_json::to_string_pretty(&meta).expect("checkpoint metadata serializes");
     publish::write_atomic(&dir.join(META), json.as_bytes())?;
-    if let Some(old) = previous.filter(|old| *old != file) {
+    // Only a file this module wrote, beside the checkpoint, is ever removed.
+    if let Some(old) = previous.filter(|old| *old != file && is_tensors_name(old)) {
         let _ = fs::remove_file(dir.join(old));
     }
     Ok(())
@@ -179,6 +241,8 @@ pub fn load(dir: &Path, fingerprint: &serde_json::Value) -> Result<Checkpoint> {
             ),
         ));
     }
+    meta.check()
+        .map_err(|m| bad(dir, format!("{META} does not hold together: {m}")))?;
     let tensors = Tensor::read_safetensors(dir.join(&meta.tensors))
         .map_err(|e| bad(dir, format!("{}: {e}", meta.tensors)))?;
     Ok(Checkpoint { meta, tensors })
@@ -195,12 +259,69 @@ mod tests {
             noise_multiplier: Some(1.1),
             fingerprint: serde_json::json!({"lr": 0.01}),
             tensors: String::new(),
-            metrics: vec![],
+            metrics: (1..=epochs_done)
+                .map(|e| {
+                    serde_json::from_value(serde_json::json!({"epoch": e, "steps": 10 * e}))
+                        .unwrap()
+                })
+                .collect(),
             standardizer: None,
             test_release: None,
             test_releases: 0,
             bounds: None,
         }
+    }
+
+    /// A checkpoint edited after it was written: its steps lowered, an epoch dropped, or its
+    /// tensors pointed elsewhere (an absolute path, a path up and out). Each is refused naming
+    /// what does not hold together, the file elsewhere is neither loaded nor, at the next
+    /// save, deleted.
+    #[test]
+    fn a_tampered_checkpoint_is_refused_and_its_paths_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("ck");
+        let p = Tensor::from_slice(&[1.0f32, 2.0]);
+        save(&d, &meta(2), &[("params".into(), &p)]).unwrap();
+        let outside = dir.path().join("precious.safetensors");
+        Tensor::write_safetensors(&[("params".to_string(), p.shallow_clone())], &outside).unwrap();
+        let fp = serde_json::json!({"lr": 0.01});
+        let good = load_meta(&d).unwrap();
+        type Edit = Box<dyn Fn(&mut CheckpointMeta)>;
+        let edits: [(&str, Edit); 5] = [
+            ("10 steps were taken", Box::new(|m| m.steps = 10)),
+            (
+                "metrics of 2",
+                Box::new(|m| {
+                    m.epochs_done = 1;
+                    m.tensors = tensors_name(1);
+                }),
+            ),
+            ("out of order", Box::new(|m| m.metrics[1].steps = 5)),
+            (
+                "names only its own file",
+                Box::new(move |m| m.tensors = "../precious.safetensors".into()),
+            ),
+            (
+                "names only its own file",
+                Box::new({
+                    let outside = outside.clone();
+                    move |m| m.tensors = outside.to_str().unwrap().into()
+                }),
+            ),
+        ];
+        for (said, edit) in edits {
+            let mut m = good.clone();
+            edit(&mut m);
+            std::fs::write(d.join(META), serde_json::to_string(&m).unwrap()).unwrap();
+            let err = load(&d, &fp).unwrap_err().to_string();
+            assert!(err.contains(said) && err.contains("ck"), "{said}: {err}");
+            // The next checkpoint replaces it without touching the file it named.
+            save(&d, &meta(3), &[("params".into(), &p)]).unwrap();
+            assert!(outside.exists(), "{said}: the file outside was deleted");
+            std::fs::write(d.join(META), serde_json::to_string(&good).unwrap()).unwrap();
+        }
+        save(&d, &meta(4), &[("params".into(), &p)]).unwrap();
+        assert!(load(&d, &fp).is_ok());
     }
 
     #[test]

@@ -78,12 +78,44 @@ pub const DEFAULT_STANDARDIZE_NOISE: f64 = 10.0;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpecFile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_columns")]
     bounds: BTreeMap<String, (f64, f64)>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_columns")]
     categories: BTreeMap<String, FileCategories>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_columns")]
     standardize: BTreeMap<String, (f64, f64)>,
+}
+
+/// A JSON object of column names, refusing a name given twice (JSON allows it, and a map would
+/// silently keep the last).
+fn unique_columns<'de, D, V>(d: D) -> std::result::Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Columns<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Columns<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of column names")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "the column '{name}' is named twice"
+                    )));
+                }
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Columns(std::marker::PhantomData))
 }
 
 #[derive(Debug, Deserialize)]
@@ -717,6 +749,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("spec.json") && err.contains("bound"), "{err}");
+    }
+
+    /// A column named twice (in one section of a spec file, in two sections, in two flags, or
+    /// a section given twice) is refused, never resolved by keeping the last.
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        for (text, said) in [
+            (
+                r#"{"bounds": {"age": [18, 100], "age": [0, 1]}}"#,
+                "'age' is named twice",
+            ),
+            (
+                r#"{"categories": {"educ": {"levels": [1]}, "educ": {"levels": [2]}}}"#,
+                "'educ' is named twice",
+            ),
+            (
+                r#"{"standardize": {"inc": [0, 1]}, "bounds": {"inc": [0, 1]}}"#,
+                "two specs",
+            ),
+            (
+                r#"{"bounds": {"age": [0, 1]}, "bounds": {"inc": [0, 1]}}"#,
+                "duplicate field",
+            ),
+        ] {
+            let err = FeatureSpec::new()
+                .add_file("spec.json", text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("spec.json") && err.contains(said),
+                "{text}: {err}"
+            );
+        }
+        let err = FeatureSpec::new()
+            .add_bounds("age=0:1,age=2:3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("two specs"), "{err}");
     }
 
     #[test]

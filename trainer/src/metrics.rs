@@ -246,6 +246,46 @@ impl MetricsLog {
     }
 }
 
+/// Checks a checkpoint's epochs (`history`) against the metrics file at `path`, when there is
+/// one: each epoch the file logged must show the steps and epsilon the checkpoint's copy shows,
+/// and the file may log at most one epoch more (written before a crash stopped its
+/// checkpoint). A checkpoint whose steps were lowered no longer matches what the run logged.
+pub fn check_history(path: &Path, history: &[EpochMetrics]) -> std::result::Result<(), String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read --metrics-out {}: {e}", path.display())),
+    };
+    for line in text.lines() {
+        let Ok(logged) = serde_json::from_str::<EpochMetrics>(line) else {
+            continue; // a torn last line
+        };
+        let at = logged.epoch as usize;
+        if at > history.len() + 1 {
+            return Err(format!(
+                "--metrics-out {} logs epoch {at}, but the checkpoint covers {} epochs: the \
+                 checkpoint was altered, or belongs to another run",
+                path.display(),
+                history.len()
+            ));
+        }
+        if let Some(saved) = at.checked_sub(1).and_then(|i| history.get(i))
+            && (saved.steps != logged.steps || saved.epsilon != logged.epsilon)
+        {
+            return Err(format!(
+                "--metrics-out {} logs epoch {at} after {} steps (epsilon {:?}), the checkpoint \
+                 after {} (epsilon {:?}): the checkpoint or the file was altered",
+                path.display(),
+                logged.steps,
+                logged.epsilon,
+                saved.steps,
+                saved.epsilon
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The metrics file a resumed run starts from (see [`MetricsLog::resume`]).
 fn resumed_lines(existing: &str, history: &[EpochMetrics]) -> String {
     let mut written: HashMap<(u64, u64), &str> = HashMap::new();

@@ -612,14 +612,17 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
     if let Some(a) = &run.audit {
         page.heading("Privacy audit");
         page.paragraph(
-            "trainer audit: a lower bound on epsilon from one training run with canaries \
-             (Steinke, Nasr and Jagielski 2023), holding with probability 1 - alpha, beside \
-             the accountant's upper bound for the audited run. An audited epsilon above the \
-             accounted one would mean the code does not do what the accountant was told. The \
-             audit trains a run of its own with the same flags (its canaries are rows of its \
-             training set), so its accounted epsilon can differ from this run's.",
+            "trainer audit: lower bounds on epsilon from one training run with canaries, \
+             holding with probability 1 - alpha (Steinke, Nasr and Jagielski 2023, for any \
+             (epsilon, delta)-DP mechanism; and the f-DP bound of Mahloujifar, Melis and \
+             Chaudhuri 2024, for a Gaussian trade-off curve), beside the accountant's upper \
+             bound for the audited run. An audited epsilon above the accounted one would mean \
+             the code does not do what the accountant was told. The audit trains a run of its \
+             own with the same flags (its canaries are rows of its training set), so its \
+             accounted epsilon can differ from this run's.",
         );
         let audited = num(a, &["audited_epsilon"]);
+        let fdp = num(a, &["fdp_epsilon"]);
         let accounted = num(a, &["accounted_epsilon"]);
         let svg = Bars {
             title: "Audited against accounted epsilon".into(),
@@ -627,6 +630,7 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
             y_label: "epsilon".into(),
             bars: [
                 ("audited (lower bound)", audited),
+                ("audited, f-DP (lower bound)", fdp),
                 ("accounted (upper bound)", accounted),
             ]
             .into_iter()
@@ -644,6 +648,8 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
             &["audit", "value"],
             &[
                 vec!["audited epsilon".into(), opt(audited, 4)],
+                vec!["audited epsilon, f-DP".into(), opt(fdp, 4)],
+                row("caught", "caught"),
                 vec![
                     "accounted epsilon".into(),
                     accounted.map_or("infinite (no noise)".into(), |e| number(e, 4)),

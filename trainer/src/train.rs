@@ -49,6 +49,7 @@ use self::resume::{check_outputs, restore};
 use self::standardize::{release_bounds, report_transform, standardize};
 use self::steps::Steps;
 use crate::audit::canary::Canaries;
+use crate::audit::score::Claim;
 use crate::config::{Sampling, TrainConfig};
 use crate::data::Data;
 use crate::mechanism::batches::BatchQueue;
@@ -251,9 +252,14 @@ fn train_worker(
     // Units are sampled (each line is a unit without --privacy-unit).
     let plan = SamplingPlan::new(layout.train_units, config.batch_size, config.population);
     let per_epoch = plan.steps_per_epoch;
+    // The rate the accountant is told, and the one the sampler draws at: the same, except in
+    // the audit's purposely broken mechanisms (its tests and mutation benchmark only).
+    let (told_rate, rate) = (plan.rate, plan.rate);
+    #[cfg(any(test, feature = "audit-mutations"))]
+    let (told_rate, rate) = canaries.map_or((told_rate, rate), |c| lock(c).mutation().rates(rate));
     let sampler = match config.sampling {
         Sampling::Poisson => {
-            PoissonSampler::with_rate(layout.train_units, plan.rate, keys.sampler.rng(0))?
+            PoissonSampler::with_rate(layout.train_units, rate, keys.sampler.rng(0))?
         }
     };
     // The releases before the first step, composed with the steps: the DP quantile bounds of
@@ -280,25 +286,37 @@ fn train_worker(
         )?,
     };
     let planned = per_epoch * u64::from(config.epochs);
-    let (mut accounting, step_privacy) = mechanism(
+    let told = (told_rate != rate)
+        .then(|| PoissonSampler::with_rate(layout.train_units, told_rate, keys.sampler.rng(0)))
+        .transpose()?;
+    let (mut accounting, told_privacy) = mechanism(
         config,
         &mut peers,
-        &sampler,
+        told.as_ref().unwrap_or(&sampler),
         planned,
         preprocessing,
         &settings,
     )?;
-    #[cfg(test)]
-    let step_privacy = match canaries {
-        Some(c) => lock(c).tamper(step_privacy),
-        None => step_privacy,
-    };
+    let step_privacy = told_privacy;
+    #[cfg(any(test, feature = "audit-mutations"))]
+    let step_privacy = canaries.map_or(step_privacy, |c| lock(c).mutation().step(step_privacy));
 
     let shape = Shape::new(data.train.width(), &config.hidden);
     let mut mlp = Mlp::new(shape.clone(), keys.init_seed, device)?;
     let optimizer = Optimizer::new(config.optimizer, config.lr, shape.numel(), device);
+    // An audit's gradient canaries live on quiet coordinates after the model's parameters.
+    let quiet = canaries.map_or(0, |c| {
+        lock(c).quiet_coordinates(told_rate, plan.expected_batch, shape.numel())
+    });
     // B, or N (N_pub with --population) when B is above it (the rate is then capped at 1).
-    let mut dp = DpStep::new(&shape, device, plan.expected_batch, step_privacy, optimizer)?;
+    let mut dp = DpStep::with_quiet(
+        &shape,
+        device,
+        plan.expected_batch,
+        step_privacy,
+        optimizer,
+        quiet,
+    )?;
     // With microbatches, each training record's microbatch, by its key.
     let microbatches = (dp.microbatches() > 0).then(|| {
         let ids: Vec<i64> = data
@@ -316,26 +334,17 @@ fn train_worker(
                 units.column
             )));
         }
-        if canaries.is_some() {
-            return Err(Error::Config(
-                "trainer audit does not audit runs with a privacy unit yet: audit the \
-                 line-level run"
-                    .into(),
-            ));
-        }
         dp = dp.clip_units();
     }
     // Each worker's share carries the noise of its blocks of parameters.
-    dp = dp.noise_share(me, workers);
-    if let Some(c) = canaries {
-        lock(c).start(
-            &mlp,
-            &shape,
-            sampler.rate(),
-            step_privacy,
-            dp.expected_batch(),
-            device,
-        )?;
+    dp = dp.noise_share(me, workers).noise_ahead(per_epoch);
+    if let (Some(c), Some(acc)) = (canaries, &accounting) {
+        // The auditor scores under what the accountant was told.
+        let claim = Claim {
+            sampling_rate: acc.sampling_rate,
+            noise_multiplier: acc.noise_multiplier,
+        };
+        lock(c).start(&mlp, claim, told_privacy, dp.expected_batch())?;
     }
 
     // Worker 0 reports. A closed stdout (`trainer | head`) ends the report, not the run.
@@ -346,6 +355,7 @@ fn train_worker(
         &mut peers,
         &fingerprint,
         accounting.as_ref(),
+        per_epoch,
         &mut mlp,
         &mut dp,
         out,
@@ -440,10 +450,9 @@ fn train_worker(
     );
     out.line(&attack_note);
 
-    let host_rows =
-        (device == Device::Cpu && dp.fused() && microbatches.is_none() && canaries.is_none())
-            .then(|| data.train.host_rows())
-            .transpose()?;
+    let host_rows = (device == Device::Cpu && dp.fused() && microbatches.is_none())
+        .then(|| data.train.host_rows())
+        .transpose()?;
     let mut epochs = Epochs {
         config,
         steps: Steps {

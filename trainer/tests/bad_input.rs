@@ -193,6 +193,102 @@ fn unwritable_outputs_are_refused_before_training() {
     }
 }
 
+/// A checkpoint edited to understate the budget, or to point outside its directory, is refused
+/// by `--resume` before any step, naming what does not hold together: the issue's attack (steps
+/// and every metrics line halved, so the resumed run would print a smaller epsilon), a changed
+/// epsilon, a metrics file that logged other steps, and tensors named by an absolute path.
+#[test]
+fn a_tampered_checkpoint_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let shards = generated_shards(d, 2_000, 12);
+    let args = |epochs: &'static str, resume: bool| {
+        let mut a = vec![
+            "--data",
+            shards.to_str().unwrap(),
+            "--epochs",
+            epochs,
+            "--batch-size",
+            "100",
+            "--seed",
+            "1",
+            "--checkpoint-dir",
+            "ck",
+            "--metrics-out",
+            "m.jsonl",
+            "--no-progress",
+        ];
+        if resume {
+            a.push("--resume");
+        }
+        a
+    };
+    common::ok(&trainer(d, &args("2", false)));
+    let meta_path = d.join("ck/checkpoint.json");
+    let good = fs::read_to_string(&meta_path).unwrap();
+    let metrics = fs::read_to_string(d.join("m.jsonl")).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        f(&mut v);
+        fs::write(&meta_path, serde_json::to_string(&v).unwrap()).unwrap();
+    };
+    let halve = |v: &mut serde_json::Value| {
+        let half = |x: &serde_json::Value| serde_json::json!(x.as_u64().unwrap() / 2);
+        v["steps"] = half(&v["steps"]);
+        for m in v["metrics"].as_array_mut().unwrap() {
+            m["steps"] = half(&m["steps"]);
+        }
+    };
+    let outside = d.join("elsewhere.safetensors");
+    let tensors = d.join("ck").join(
+        serde_json::from_str::<serde_json::Value>(&good).unwrap()["tensors"]
+            .as_str()
+            .unwrap(),
+    );
+    fs::copy(&tensors, &outside).unwrap();
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(Edit, &str); 3] = [
+        (&halve, "an epoch of this run is"),
+        (
+            &|v| {
+                let e = v["metrics"][1]["epsilon"].as_f64().unwrap();
+                v["metrics"][1]["epsilon"] = serde_json::json!(e * 0.8);
+            },
+            "reports epsilon",
+        ),
+        (
+            &|v| v["tensors"] = serde_json::json!(outside.to_str().unwrap()),
+            "names only its own file",
+        ),
+    ];
+    for (f, said) in cases {
+        edit(f);
+        let out = trainer(d, &args("3", true));
+        let err = fails(&out);
+        assert!(
+            err.contains("checkpoint ck") && err.contains(said),
+            "{said}: {err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("epoch 3"),
+            "{said}: trained on"
+        );
+        assert!(outside.exists());
+    }
+    // The checkpoint as written, and a metrics file that logged other steps.
+    fs::write(&meta_path, &good).unwrap();
+    let altered = metrics.replacen("\"steps\":", "\"steps\":1", 1);
+    fs::write(d.join("m.jsonl"), altered).unwrap();
+    let err = fails(&trainer(d, &args("3", true)));
+    assert!(
+        err.contains("--metrics-out") && err.contains("altered"),
+        "{err}"
+    );
+    // Untouched, it resumes.
+    fs::write(d.join("m.jsonl"), &metrics).unwrap();
+    common::ok(&trainer(d, &args("3", true)));
+}
+
 /// Nothing one row holds stops a run or poisons it (issue 23 B): rows of 3e38 in any number of
 /// their fields (up to all eleven but the label, of either sign), and a row whose attack
 /// feature `englishability` is 2, at lines all through the file (so on both sides of the

@@ -8,31 +8,32 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{generated_shards, metrics, ok, relative_difference, weights};
+use fastdp_tests::LoopbackCluster;
 use shards::Location;
 use tch::Device;
 use trainer::mlp::{Mlp, Shape};
 use trainer::{NoiseSpec, Privacy, TrainConfig};
 
-/// `trainer` as process `process` of the cluster in `hostfile`, in the background.
-fn member(cwd: &Path, hostfile: &Path, process: usize, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .args(["--hostfile", hostfile.to_str().unwrap()])
-        .args(["--process", &process.to_string()])
-        .current_dir(cwd)
-        .env_remove("LD_LIBRARY_PATH")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+/// `trainer` as process `process` of `cluster` (a hostfile cluster on loopback, each process
+/// handed its listener), in the background.
+fn member(cwd: &Path, cluster: &mut LoopbackCluster, process: usize, args: &[&str]) -> Child {
+    cluster
+        .member(
+            process,
+            Command::new(env!("CARGO_BIN_EXE_trainer"))
+                .args(args)
+                .current_dir(cwd)
+                .env_remove("LD_LIBRARY_PATH")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
         .spawn()
         .expect("trainer starts")
 }
 
-/// A hostfile of two free loopback addresses.
-fn hostfile(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("hosts");
-    let addresses = cluster::free_loopback_addresses(2).unwrap();
-    std::fs::write(&path, addresses.join("\n")).unwrap();
-    path
+/// A hostfile cluster of two processes on loopback.
+fn hostfile(dir: &Path) -> LoopbackCluster {
+    LoopbackCluster::new(dir, "hosts", 2)
 }
 
 /// W x T in {1x1, 1x2, 2x1, 2x2}, and 2 processes joined through a hostfile, train the same
@@ -76,7 +77,7 @@ fn any_processes_by_threads_give_the_single_worker_model() {
     ];
 
     // The same job as two processes joined by a hostfile, each started on its own.
-    let hosts = hostfile(dir.path());
+    let mut hosts = hostfile(dir.path());
     let save = dir.path().join("hosts.safetensors");
     let m = dir.path().join("hosts.jsonl");
     let mut args = common.to_vec();
@@ -86,8 +87,8 @@ fn any_processes_by_threads_give_the_single_worker_model() {
         "--metrics-out",
         m.to_str().unwrap(),
     ]);
-    let second = member(dir.path(), &hosts, 1, &args);
-    let first = member(dir.path(), &hosts, 0, &args);
+    let second = member(dir.path(), &mut hosts, 1, &args);
+    let first = member(dir.path(), &mut hosts, 0, &args);
     let first = first.wait_with_output().unwrap();
     let second = second.wait_with_output().unwrap();
     let out = ok(&first);
@@ -161,12 +162,12 @@ fn a_killed_process_stops_the_run_and_a_resumed_run_keeps_the_budget() {
     let straight: Vec<&str> = straight.iter().map(String::as_str).collect();
     ok(&common::trainer(dir.path(), &straight));
 
-    let hosts = hostfile(dir.path());
+    let mut hosts = hostfile(dir.path());
     let mut run = args("broken");
     run.extend(["--checkpoint-dir", ck.to_str().unwrap()].map(String::from));
     let run: Vec<&str> = run.iter().map(String::as_str).collect();
-    let mut second = member(dir.path(), &hosts, 1, &run);
-    let first = member(dir.path(), &hosts, 0, &run);
+    let mut second = member(dir.path(), &mut hosts, 1, &run);
+    let first = member(dir.path(), &mut hosts, 0, &run);
     // Kill process 1 once epoch 1's checkpoint is written, while epoch 2 trains.
     let started = Instant::now();
     while !ck.join("checkpoint.json").exists() {
@@ -287,7 +288,7 @@ fn the_noise_is_added_once() {
 fn processes_with_different_settings_both_fail_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let shards = generated_shards(dir.path(), 2_000, 7);
-    let hosts = hostfile(dir.path());
+    let mut hosts = hostfile(dir.path());
     let args = |clip: &'static str| {
         vec![
             "--data".to_string(),
@@ -304,8 +305,8 @@ fn processes_with_different_settings_both_fail_naming_the_setting() {
     let (a, b) = (args("3"), args("1e9"));
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    let second = member(dir.path(), &hosts, 1, &b);
-    let first = member(dir.path(), &hosts, 0, &a);
+    let second = member(dir.path(), &mut hosts, 1, &b);
+    let first = member(dir.path(), &mut hosts, 0, &a);
     for (process, out) in [
         (0, first.wait_with_output().unwrap()),
         (1, second.wait_with_output().unwrap()),

@@ -172,23 +172,55 @@ pub struct Outcome {
     pub candidates: usize,
 }
 
-/// Audits `scores` against the canaries' true membership `included`: for each candidate pair,
-/// guess on the top k+ and bottom k- scores, bound epsilon at `alpha / candidates`, keep the
-/// largest. Ties in the scores are broken by canary index (which does not depend on membership).
-pub fn audit(scores: &[f64], included: &[bool], alpha: f64, delta: f64) -> Outcome {
-    assert_eq!(scores.len(), included.len(), "one score per canary");
-    let m = scores.len();
-    let mut order: Vec<usize> = (0..m).collect();
-    // Highest first; NaN (never produced by a sound score) sorts last.
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    // Right guesses among the top k and the bottom k, for every k.
-    let mut top = vec![0usize; m + 1];
-    let mut bottom = vec![0usize; m + 1];
-    for k in 0..m {
-        top[k + 1] = top[k] + usize::from(included[order[k]]);
-        bottom[k + 1] = bottom[k] + usize::from(!included[order[m - 1 - k]]);
+/// Right guesses among the k highest and the k lowest scores, for every k. Ties in the scores
+/// are broken by canary index (which does not depend on membership).
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    top: Vec<usize>,
+    bottom: Vec<usize>,
+}
+
+impl Ranked {
+    /// Ranks `scores` and counts the right guesses against the canaries' true membership
+    /// `included`.
+    pub fn new(scores: &[f64], included: &[bool]) -> Self {
+        assert_eq!(scores.len(), included.len(), "one score per canary");
+        let m = scores.len();
+        let mut order: Vec<usize> = (0..m).collect();
+        // Highest first; NaN (never produced by a sound score) sorts last.
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let mut top = vec![0usize; m + 1];
+        let mut bottom = vec![0usize; m + 1];
+        for k in 0..m {
+            top[k + 1] = top[k] + usize::from(included[order[k]]);
+            bottom[k + 1] = bottom[k] + usize::from(!included[order[m - 1 - k]]);
+        }
+        Ranked { top, bottom }
     }
-    let pairs = candidates(m);
+
+    /// The ranking of a perfect score: the `included` canaries of `m` all above the others.
+    pub fn perfect(m: usize, included: usize) -> Self {
+        Ranked {
+            top: (0..=m).map(|k| k.min(included)).collect(),
+            bottom: (0..=m).map(|k| k.min(m - included)).collect(),
+        }
+    }
+
+    /// Right guesses with pair `g`: "included" on the k+ highest, "excluded" on the k- lowest.
+    pub fn correct(&self, g: Guesses) -> usize {
+        self.top[g.k_plus] + self.bottom[g.k_minus]
+    }
+}
+
+/// The best outcome over the candidate `pairs` (fixed before the scores), each tested at
+/// `alpha / pairs` (Bonferroni): `bound(made, correct, level, best)` is a pair's epsilon, or
+/// anything up to `best` (the largest so far) when it does not beat it.
+pub fn best_of(
+    ranked: &Ranked,
+    pairs: &[Guesses],
+    alpha: f64,
+    bound: impl Fn(usize, usize, f64, f64) -> f64,
+) -> Outcome {
     let level = alpha / pairs.len().max(1) as f64;
     let mut best = Outcome {
         epsilon: 0.0,
@@ -200,10 +232,10 @@ pub fn audit(scores: &[f64], included: &[bool], alpha: f64, delta: f64) -> Outco
         correct: 0,
         candidates: pairs.len(),
     };
-    for g in &pairs {
+    for g in pairs {
         let made = g.k_plus + g.k_minus;
-        let correct = top[g.k_plus] + bottom[g.k_minus];
-        let epsilon = epsilon_lower_bound(m, made, correct, level, delta);
+        let correct = ranked.correct(*g);
+        let epsilon = bound(made, correct, level, best.epsilon);
         if epsilon > best.epsilon || best.made == 0 {
             best = Outcome {
                 epsilon,
@@ -215,6 +247,31 @@ pub fn audit(scores: &[f64], included: &[bool], alpha: f64, delta: f64) -> Outco
         }
     }
     best
+}
+
+/// Audits `scores` against the canaries' true membership `included`: for each candidate pair
+/// ([`candidates`]), guess on the top k+ and bottom k- scores, bound epsilon at
+/// `alpha / candidates`, keep the largest.
+pub fn audit(scores: &[f64], included: &[bool], alpha: f64, delta: f64) -> Outcome {
+    let m = scores.len();
+    best_of(
+        &Ranked::new(scores, included),
+        &candidates(m),
+        alpha,
+        |made, correct, level, _| epsilon_lower_bound(m, made, correct, level, delta),
+    )
+}
+
+/// The largest epsilon [`audit`] could give with `included` of `m` canaries in: a perfect
+/// score, every guess right that can be.
+pub fn max_epsilon(m: usize, included: usize, alpha: f64, delta: f64) -> f64 {
+    best_of(
+        &Ranked::perfect(m, included),
+        &candidates(m),
+        alpha,
+        |made, correct, level, _| epsilon_lower_bound(m, made, correct, level, delta),
+    )
+    .epsilon
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::mechanism::fused::{Clip, Fused};
 use crate::mechanism::grad_sample::{Constants, NORM_EPS, Norms, PerExample, clip_weights};
 use crate::mechanism::noise::NoiseSource;
 use crate::mechanism::optim::Optimizer;
+use crate::mechanism::quiet::QuietRows;
 use crate::mlp::{LayerViews, Mlp, Shape};
 use crate::profile::{Phase, Profiler};
 
@@ -81,6 +82,10 @@ pub struct DpStep {
     /// The fused path's host gradient is newer than `grad`: it is copied over when `grad` is
     /// read or the optimizer steps, so the noise is added to it on the host first.
     host_pending: Cell<bool>,
+    /// The model's parameters, and the quiet coordinates after them in `grad` (an audit's:
+    /// [`crate::mechanism::quiet`]; 0 otherwise).
+    numel: usize,
+    quiet: usize,
     /// Gradients (per example, or microbatch means) the libtorch paths clipped since
     /// [`DpStep::take_zeroed`], and how many had a finite norm (on the host where that was
     /// checked; the rest on the device, read only there): the others contributed zero.
@@ -103,7 +108,22 @@ impl DpStep {
         privacy: StepPrivacy,
         optimizer: Optimizer,
     ) -> Result<Self> {
-        let grad = Tensor::zeros([shape.numel() as i64], (Kind::Float, device));
+        DpStep::with_quiet(shape, device, expected_batch, privacy, optimizer, 0)
+    }
+
+    /// [`DpStep::new`] with `quiet` quiet coordinates after the model's parameters
+    /// ([`crate::mechanism::quiet`]): the gradient and the noise have `numel + quiet` values,
+    /// the optimizer is given the first `numel`.
+    pub fn with_quiet(
+        shape: &Shape,
+        device: Device,
+        expected_batch: f64,
+        privacy: StepPrivacy,
+        optimizer: Optimizer,
+        quiet: usize,
+    ) -> Result<Self> {
+        let numel = shape.numel();
+        let grad = Tensor::zeros([(numel + quiet) as i64], (Kind::Float, device));
         let mut microbatches = 0;
         let (clip, scale, noise) = match privacy {
             StepPrivacy::NonPrivate => (f64::INFINITY, 1.0 / expected_batch, None),
@@ -123,7 +143,7 @@ impl DpStep {
                 let noise = (noise_multiplier > 0.0)
                     .then(|| {
                         let std = noise_multiplier * clip / units;
-                        NoiseSource::new(noise_rng, shape.numel(), std, device)
+                        NoiseSource::new(noise_rng, numel + quiet, std, device)
                     })
                     .transpose()?;
                 (clip, 1.0 / units, noise)
@@ -132,8 +152,10 @@ impl DpStep {
         let fused = (device == Device::Cpu
             && microbatches == 0
             && Fused::worthwhile(shape, expected_batch))
-        .then(|| Fused::new(shape));
+        .then(|| Fused::new(shape).with_quiet(quiet));
         Ok(DpStep {
+            numel,
+            quiet,
             privacy,
             expected_batch,
             fused,
@@ -190,7 +212,7 @@ impl DpStep {
             "the fused path is for CPU steps without microbatches"
         );
         self.flush();
-        self.fused = on.then(|| Fused::new(shape));
+        self.fused = on.then(|| Fused::new(shape).with_quiet(self.quiet));
     }
 
     /// Copies the fused path's host gradient into `grad` if it is newer.
@@ -390,7 +412,63 @@ impl DpStep {
                 pe.weighted_sum_into(&w, &self.grad_views, known);
             }
         }
+        if self.quiet > 0 {
+            // No real row touches the quiet coordinates.
+            let _ = self.quiet_tensor().zero_();
+        }
         prof.mark(Phase::Clipping);
+    }
+
+    /// The gradient buffer's quiet coordinates (a view).
+    fn quiet_tensor(&self) -> Tensor {
+        self.grad.narrow(0, self.numel as i64, self.quiet as i64)
+    }
+
+    /// The number of quiet coordinates after the model's parameters.
+    pub fn quiet(&self) -> usize {
+        self.quiet
+    }
+
+    /// Adds `rows` (rows whose gradient lies on the quiet coordinates only: an audit's
+    /// canaries), clipped and scaled like every row, to the batch's clipped sum: after
+    /// [`DpStep::accumulate`] (or its variants), before the noise.
+    ///
+    /// # Panics
+    ///
+    /// If a row's coordinate is not a quiet coordinate of this step.
+    pub fn add_quiet_rows(&mut self, rows: &QuietRows) {
+        if rows.is_empty() {
+            return;
+        }
+        let clip = self.clip();
+        match &mut self.fused {
+            Some(fused) if self.host_pending.get() => {
+                rows.add_clipped(clip, &mut fused.grad_mut()[self.numel..]);
+            }
+            _ => {
+                let mut host = vec![0f32; self.quiet];
+                rows.add_clipped(clip, &mut host);
+                let device = self.grad.device();
+                let _ = self
+                    .quiet_tensor()
+                    .g_add_(&Tensor::from_slice(&host).to_device(device));
+            }
+        }
+    }
+
+    /// Copies the gradient buffer's quiet coordinates into `out` (resized): after
+    /// [`DpStep::add_noise`], what the auditor reads there.
+    pub fn read_quiet(&self, out: &mut Vec<f32>) {
+        out.resize(self.quiet, 0.0);
+        match &self.fused {
+            Some(fused) if self.host_pending.get() => {
+                out.copy_from_slice(&fused.grad()[self.numel..]);
+            }
+            _ => self
+                .quiet_tensor()
+                .to_device(Device::Cpu)
+                .copy_data(out, self.quiet),
+        }
     }
 
     /// Counts the gradients of `norms` (`[k, 1]`) and those of finite norm (all of them where
@@ -446,10 +524,19 @@ impl DpStep {
             }
             _ => {
                 self.flush();
-                self.optimizer.step(mlp.flat(), &self.grad);
+                let model = self.grad.narrow(0, 0, self.numel as i64);
+                self.optimizer.step(mlp.flat(), &model);
             }
         }
         prof.mark(Phase::Step);
+    }
+
+    /// This step's noise drawn at most `steps` steps ahead ([`NoiseSource::ahead_at_most`]:
+    /// an epoch's steps).
+    pub fn noise_ahead(mut self, steps: u64) -> Self {
+        let steps = usize::try_from(steps).unwrap_or(usize::MAX);
+        self.noise = self.noise.take().map(|n| n.ahead_at_most(steps));
+        self
     }
 
     /// This step adds the noise of worker `part` of `parts` only ([`NoiseSource::share`]): in a
@@ -1384,5 +1471,118 @@ mod tests {
         assert!((0.15..0.35).contains(&std), "{std}");
         let g = run_step(&mlp, private(1.0, 0.0, GradSample::Vectorized), 4.0, &empty);
         assert_eq!(g.abs().sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    /// Quiet coordinates ([`crate::mechanism::quiet`]) on both paths (plain Rust and
+    /// libtorch): the model's gradient and update are those of a step without them; no real
+    /// row reaches them; the quiet rows there are clipped and scaled like every row; the noise
+    /// is drawn over the model's and the quiet coordinates together (the quiet coordinates
+    /// hold the last values of the same draw) with the std of every parameter's.
+    #[test]
+    fn quiet_coordinates_hold_only_the_quiet_rows_and_the_noise() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let (d, n, quiet) = (5, 200, 40);
+        let data = random_examples(&mut rng, n, d, 0.5);
+        let shape = Shape::new(d, &[8]);
+        let numel = shape.numel() as i64;
+        let (clip, batch) = (0.5, 20.0);
+        let rows = QuietRows {
+            coords: &[3, 7, 39, 7],
+            values: &[30.0, -40.0, 0.1, 0.2],
+            width: 2,
+        };
+        for fused in [false, true] {
+            for sigma in [0.0, 2.0] {
+                let privacy = private(clip, sigma, GradSample::Vectorized);
+                let models = [
+                    Mlp::new(shape.clone(), 1, Device::Cpu).unwrap(),
+                    Mlp::new(shape.clone(), 1, Device::Cpu).unwrap(),
+                ];
+                let opt = || Optimizer::new(OptimizerKind::Sgd, 0.5, shape.numel(), Device::Cpu);
+                let mut plain = DpStep::new(&shape, Device::Cpu, batch, privacy, opt()).unwrap();
+                let mut with =
+                    DpStep::with_quiet(&shape, Device::Cpu, batch, privacy, opt(), quiet).unwrap();
+                for s in [&mut plain, &mut with] {
+                    s.set_fused(fused, &shape);
+                    s.start_epoch(0);
+                }
+                let mut prof = Profiler::new(false, Device::Cpu);
+                let mut seen = Vec::new();
+                for step in 0..20 {
+                    let idx = random_batch(&mut rng, step, n);
+                    let batch_rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+                    plain.accumulate_rows(&models[0], d, &batch_rows, &mut prof);
+                    with.accumulate_rows(&models[1], d, &batch_rows, &mut prof);
+                    with.read_quiet(&mut seen);
+                    assert!(seen.iter().all(|&v| v == 0.0), "no real row reaches them");
+                    with.add_quiet_rows(&rows);
+                    if sigma == 0.0 {
+                        with.read_quiet(&mut seen);
+                        // Row 0 (norm 50) is clipped to C = 0.5, row 1 (norm 0.22) kept; both
+                        // divided by B.
+                        let f = (clip / batch) as f32 / (50.0 + 1e-6);
+                        let kept = (1.0 / batch) as f32;
+                        let mut want = vec![0f32; quiet];
+                        want[3] = 30.0 * f;
+                        want[7] = -40.0 * f + 0.2 * kept;
+                        want[39] = 0.1 * kept;
+                        for (g, w) in seen.iter().zip(&want) {
+                            assert!((g - w).abs() < 1e-7, "{seen:?}");
+                        }
+                    }
+                    plain.add_noise(&mut prof);
+                    with.add_noise(&mut prof);
+                    let g = with.grad();
+                    if sigma == 0.0 {
+                        // The model's part is the plain step's, exactly.
+                        assert_eq!(
+                            (g.narrow(0, 0, numel) - plain.grad())
+                                .abs()
+                                .max()
+                                .double_value(&[]),
+                            0.0
+                        );
+                    } else {
+                        let q = g.narrow(0, numel, quiet as i64);
+                        let std = q.std(true).double_value(&[]);
+                        let want = sigma * clip / batch;
+                        // 40 values a step: a wide band, tightened over the steps below.
+                        assert!(std > 0.4 * want && std < 1.8 * want, "{std} vs {want}");
+                    }
+                    plain.update(&models[0], &mut prof);
+                    with.update(&models[1], &mut prof);
+                }
+                if sigma == 0.0 {
+                    let diff = (models[0].flat() - models[1].flat()).abs().max();
+                    assert_eq!(diff.double_value(&[]), 0.0, "fused {fused}: the same model");
+                }
+            }
+        }
+        // The noise's std on the quiet coordinates over many steps: sigma C / B.
+        let privacy = private(1.0, 1.0, GradSample::Vectorized);
+        let opt = Optimizer::new(OptimizerKind::Sgd, 0.1, shape.numel(), Device::Cpu);
+        let mut s = DpStep::with_quiet(&shape, Device::Cpu, 4.0, privacy, opt, 1000).unwrap();
+        s.start_epoch(0);
+        let mlp = Mlp::new(shape.clone(), 2, Device::Cpu).unwrap();
+        let mut prof = Profiler::new(false, Device::Cpu);
+        let mut all = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            s.accumulate_rows(&mlp, d, &data.rows().narrow(0, 0, 0), &mut prof);
+            s.add_noise(&mut prof);
+            s.read_quiet(&mut seen);
+            all.extend_from_slice(&seen);
+        }
+        let t = Tensor::from_slice(&all);
+        let (mean, std) = (
+            t.mean(Kind::Float).double_value(&[]),
+            t.std(true).double_value(&[]),
+        );
+        // 20,000 values of std 0.25: standard errors 0.0018 (mean) and 0.0013 (std).
+        assert!(
+            mean.abs() < 0.01 && (std - 0.25).abs() < 0.007,
+            "{mean} {std}"
+        );
     }
 }

@@ -140,6 +140,8 @@ impl Fused {
     fn begin(&mut self, flat: &Tensor, k: usize, stride: usize) -> bool {
         let numel = self.params.len();
         flat.copy_data(&mut self.params, numel);
+        // No real row touches the quiet coordinates.
+        self.grad[numel..].fill(0.0);
         if k == 0 {
             self.grad.fill(0.0);
             return false;
@@ -251,9 +253,23 @@ impl Fused {
         std::mem::take(&mut self.zeroed)
     }
 
-    /// The host gradient [`Fused::accumulate`] wrote (to add the noise to on the host).
+    /// The host gradient [`Fused::accumulate`] wrote (to add the noise to on the host), the
+    /// quiet coordinates ([`Fused::with_quiet`]) after the model's.
     pub fn grad_mut(&mut self) -> &mut [f32] {
         &mut self.grad
+    }
+
+    /// The host gradient.
+    pub fn grad(&self) -> &[f32] {
+        &self.grad
+    }
+
+    /// These buffers with `quiet` quiet coordinates after the model's parameters in the host
+    /// gradient ([`crate::mechanism::quiet`]): zero after each accumulation, for the step to
+    /// add its quiet rows and the noise to.
+    pub fn with_quiet(mut self, quiet: usize) -> Self {
+        self.grad.resize(self.params.len() + quiet, 0.0);
+        self
     }
 
     /// Takes an optimizer step on the host: reads the parameters from `flat` (the model's),
@@ -261,7 +277,7 @@ impl Fused {
     pub fn update_params(&mut self, flat: &Tensor, step: impl FnOnce(&mut [f32], &[f32])) {
         let numel = self.params.len();
         flat.copy_data(&mut self.params, numel);
-        step(&mut self.params, &self.grad);
+        step(&mut self.params, &self.grad[..numel]);
         flat.shallow_clone()
             .copy_(&Tensor::from_slice(&self.params));
     }

@@ -8,6 +8,8 @@
 //! - [`dp_step`]: clip each unit's gradient to C, sum, add N(0, (sigma C)^2) once, divide by
 //!   the expected batch size, step the optimizer ([`optim`]);
 //! - [`noise`] and [`normal`]: the Gaussian noise, from a cryptographic stream;
+//! - [`quiet`]: an audit's quiet coordinates, parameters no real row touches, where its
+//!   canaries' gradients go through the same clipping and noise;
 //! - [`privacy`]: the accountant's view of the run (q, sigma, sensitivity, steps, the Gaussian
 //!   releases composed with them) and the calibration of sigma for a target epsilon;
 //! - [`held_out`]: the held-out accuracy's own Gaussian release, composed there;
@@ -28,4 +30,5 @@ pub mod normal;
 pub mod optim;
 pub mod privacy;
 pub mod quantiles;
+pub mod quiet;
 pub mod sampler;

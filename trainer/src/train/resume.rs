@@ -70,19 +70,23 @@ pub(super) struct Start {
 }
 
 /// Worker 0 reads the checkpoint (it needs to exist only where worker 0 runs) and hands its
-/// position, parameters (into `mlp`) and optimizer state (into `dp`) to the others.
+/// position, parameters (into `mlp`) and optimizer state (into `dp`) to the others. The
+/// checkpoint's steps must be its epochs of `per_epoch` steps, and its epsilon what
+/// `accounting` says they spend.
+#[allow(clippy::too_many_arguments)] // the run's parts a restore reads or fills, each once
 pub(super) fn restore(
     config: &TrainConfig,
     peers: &mut Peers,
     fingerprint: &serde_json::Value,
     accounting: Option<&Accounting>,
+    per_epoch: u64,
     mlp: &mut Mlp,
     dp: &mut DpStep,
     out: Stdout,
 ) -> Result<Start> {
     let mut start = Start::default();
     if peers.lead()
-        && let Some((saved, dir)) = saved_checkpoint(config, fingerprint, accounting)?
+        && let Some((saved, dir)) = saved_checkpoint(config, fingerprint, accounting, per_epoch)?
     {
         start.standardizer = saved.meta.standardizer.clone();
         start.bounds = saved.meta.bounds.clone();
@@ -157,11 +161,14 @@ fn already_there(dir: &Path) -> Error {
 }
 
 /// The checkpoint to continue from, if any: refuses one without `--resume`, none with it, or one
-/// from a run with other options or another noise multiplier.
+/// from a run with other options or another noise multiplier, or one whose steps, epsilon or
+/// metrics file disagree with what this run's epochs of `per_epoch` steps would have written
+/// (an edited checkpoint would resume with the budget understated).
 fn saved_checkpoint<'a>(
     config: &'a TrainConfig,
     fp: &serde_json::Value,
     accounting: Option<&Accounting>,
+    per_epoch: u64,
 ) -> Result<Option<(checkpoint::Checkpoint, &'a Path)>> {
     let Some(ck) = &config.checkpoint else {
         return Ok(None);
@@ -176,15 +183,40 @@ fn saved_checkpoint<'a>(
         return Err(already_there(&ck.dir));
     }
     let saved = checkpoint::load(&ck.dir, fp)?;
+    let refuse = |reason: String| Error::Checkpoint {
+        path: ck.dir.clone(),
+        reason,
+    };
     let ours = accounting.map(|a| a.noise_multiplier);
     if saved.meta.noise_multiplier != ours {
-        return Err(Error::Checkpoint {
-            path: ck.dir.clone(),
-            reason: format!(
-                "its noise multiplier {:?} differs from this run's {ours:?}",
-                saved.meta.noise_multiplier
-            ),
-        });
+        return Err(refuse(format!(
+            "its noise multiplier {:?} differs from this run's {ours:?}",
+            saved.meta.noise_multiplier
+        )));
+    }
+    let meta = &saved.meta;
+    let expected = u64::from(meta.epochs_done) * per_epoch;
+    if meta.steps != expected {
+        return Err(refuse(format!(
+            "it says {} steps after {} epochs, but an epoch of this run is {per_epoch} steps \
+             ({expected} in all): it was altered, or written by another run; resuming it would \
+             count the privacy budget wrong",
+            meta.steps, meta.epochs_done
+        )));
+    }
+    if let (Some(acc), Some(said)) = (accounting, meta.metrics.last().and_then(|m| m.epsilon)) {
+        // Its last epoch's epsilon counts the held-out releases made by then.
+        let spent = acc.spent_so_far(meta.steps, meta.test_releases)?.epsilon;
+        if (spent - said).abs() > 1e-9 * spent.abs().max(1.0) {
+            return Err(refuse(format!(
+                "its last epoch reports epsilon {said}, but {} steps (and {} held-out \
+                 releases) of this run's mechanism spend {spent}: it was altered",
+                meta.steps, meta.test_releases
+            )));
+        }
+    }
+    if let Some(path) = &config.metrics_out {
+        crate::metrics::check_history(path, &meta.metrics).map_err(refuse)?;
     }
     Ok(Some((saved, &ck.dir)))
 }

@@ -38,7 +38,7 @@ pub(super) struct Steps<'a> {
     pub device: Device,
     /// Whether to show a progress bar (worker 0, `--progress`).
     pub progress: bool,
-    /// Where the plain-Rust step runs on the CPU (without microbatches or canaries): a host
+    /// Where the plain-Rust step runs on the CPU (without microbatches): a host
     /// copy of the training rows ([`crate::data::Examples::host_rows`]) it gathers its
     /// batches from, instead of `index_select` on the row tensor and a copy of the batch.
     pub host_rows: Option<Vec<f32>>,
@@ -91,7 +91,10 @@ impl Steps<'_> {
             let mut canaries = self.canaries.map(lock);
             match (drawn, &self.host_rows) {
                 (Drawn::Host, Some(all)) => {
-                    let idx = self.batches.batch_host();
+                    let mut idx = self.batches.batch_host();
+                    if let Some(c) = &mut canaries {
+                        idx = c.take_sampled_host(idx, data.train.len());
+                    }
                     self.dp
                         .accumulate_gathered(mlp, all, data.train.stride(), idx, prof);
                 }
@@ -101,8 +104,12 @@ impl Steps<'_> {
                         .accumulate_rows(mlp, data.train.width(), &rows, prof);
                 }
                 (Drawn::Units, Some(all)) => {
+                    let mut units = self.batches.batch_host();
+                    if let Some(c) = &mut canaries {
+                        units = c.take_sampled_host(units, data.train_units());
+                    }
                     let (rows, starts) = &mut self.unit_rows;
-                    data.unit_rows(self.batches.batch_host(), rows, starts);
+                    data.unit_rows(units, rows, starts);
                     self.dp.accumulate_units_gathered(
                         mlp,
                         all,
@@ -113,7 +120,10 @@ impl Steps<'_> {
                     );
                 }
                 (Drawn::Units, None) => {
-                    let units = self.batches.batch_host();
+                    let mut units = self.batches.batch_host();
+                    if let Some(c) = &mut canaries {
+                        units = c.take_sampled_host(units, data.train_units());
+                    }
                     let (rows, starts) = &mut self.unit_rows;
                     data.unit_rows(units, rows, starts);
                     let groups: Vec<i64> = starts
@@ -147,7 +157,7 @@ impl Steps<'_> {
                 }
             }
             if let Some(c) = &mut canaries {
-                c.add_gradients(self.dp.grad());
+                c.add_rows(&mut self.dp);
             }
             self.dp.add_noise(prof);
             // The next step's batch does not depend on this one's result: it is drawn while the
@@ -165,7 +175,7 @@ impl Steps<'_> {
                 prof.mark(Phase::AllReduce);
             }
             if let Some(c) = &mut canaries {
-                c.observe(mlp, &data.train, self.dp.grad());
+                c.observe(&self.dp);
             }
             drop(canaries);
             self.dp.update(mlp, prof);
@@ -209,10 +219,10 @@ impl Steps<'_> {
         self.batches.advance(remaining);
         if self.dp.units() {
             Drawn::Units
-        } else if self.canaries.is_some() || self.microbatches.is_some() {
-            Drawn::Indices
         } else if self.host_rows.is_some() {
             Drawn::Host
+        } else if self.canaries.is_some() || self.microbatches.is_some() {
+            Drawn::Indices
         } else {
             Drawn::Rows(data.train.rows().index_select(0, &self.batches.batch()))
         }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use cluster::ClusterArgs;
 use shards::Location;
 use shards::cli::S3Args;
-use trainer::audit::CanaryKind;
+use trainer::audit::{CanaryKind, ScoreKind};
 use trainer::features::FeatureSpec;
 use trainer::report::ReportConfig;
 use trainer::sweep::SweepConfig;
@@ -267,9 +267,9 @@ enum TestReleaseArg {
 pub struct Launch {
     /// The run.
     pub config: TrainConfig,
-    /// With `--workers W` and no hostfile: the addresses of the W processes, of which this is
-    /// process 0 and the others are to be started here.
-    pub spawn: Option<Vec<String>>,
+    /// With `--workers W` and no hostfile: the handoff (listeners bound, addresses, key) for
+    /// the W - 1 processes to start here (this is process 0).
+    pub spawn: Option<cluster::Handoff>,
 }
 
 impl TryFrom<TrainArgs> for Launch {
@@ -610,10 +610,24 @@ pub struct AuditArgs {
     /// Number of canaries, each included with probability 1/2.
     #[arg(long, default_value_t = 1000)]
     canaries: usize,
-    /// gradient (white-box: a fixed gradient of norm C per sampled canary, scored from the
-    /// run's noisy gradients) or input (black-box: crafted rows, scored by the final loss).
+    /// gradient (white-box: rows whose gradient lies on quiet coordinates no real row touches,
+    /// scored from every step's noisy gradient there) or input (black-box: crafted rows,
+    /// scored by the final loss).
     #[arg(long, value_enum, hide_possible_values = true, default_value_t = CanaryKind::Gradient)]
     canary_kind: CanaryKind,
+    /// How gradient canaries are scored: llr (each step's likelihood ratio, included at rate q
+    /// against never) or sum (the steps' noisy gradients added up, as the final model holds
+    /// them).
+    #[arg(long, value_enum, hide_possible_values = true, default_value_t = ScoreKind::Llr)]
+    score: ScoreKind,
+    /// Gradient canaries' quiet coordinates [default: one per 1024 values of a step's
+    /// per-example gradients, at least 64, at most one per canary].
+    #[arg(long)]
+    quiet_coordinates: Option<usize>,
+    /// Steps per window of the LLR score [default: as many as keep the canaries scored per
+    /// step at one per quiet coordinate or per 512 values of the step's gradients].
+    #[arg(long)]
+    score_window: Option<usize>,
     /// The bound holds with probability 1 - alpha.
     #[arg(long, default_value_t = 0.05)]
     alpha: f64,
@@ -634,6 +648,9 @@ impl TryFrom<AuditArgs> for trainer::audit::AuditConfig {
         let mut audit = trainer::audit::AuditConfig::new(config);
         audit.canaries = a.canaries;
         audit.kind = a.canary_kind;
+        audit.score = a.score;
+        audit.quiet_coordinates = a.quiet_coordinates;
+        audit.score_window = a.score_window;
         audit.alpha = a.alpha;
         audit.save = save;
         audit.validate()?;
@@ -805,6 +822,8 @@ mod tests {
         let a = audit(&[]).unwrap();
         assert_eq!((a.canaries, a.alpha), (1000, 0.05));
         assert_eq!(a.kind, trainer::audit::CanaryKind::Gradient);
+        assert_eq!(a.score, ScoreKind::Llr);
+        assert_eq!((a.quiet_coordinates, a.score_window), (None, None));
         // Nothing is written unless asked: not the model, not the metrics.
         assert!(a.save.is_none() && a.train.save.is_none() && a.train.metrics_out.is_none());
         let a = audit(&[
@@ -822,9 +841,17 @@ mod tests {
             "a.safetensors",
             "--seed",
             "3",
+            "--score",
+            "sum",
+            "--quiet-coordinates",
+            "100",
+            "--score-window",
+            "4",
         ])
         .unwrap();
         assert_eq!((a.canaries, a.alpha), (500, 0.01));
+        assert_eq!(a.score, ScoreKind::Sum);
+        assert_eq!((a.quiet_coordinates, a.score_window), (Some(100), Some(4)));
         assert_eq!(a.kind, trainer::audit::CanaryKind::Input);
         assert_eq!((a.train.batch_size, a.train.seed), (64, Some(3)));
         assert_eq!(a.save, Some("a.safetensors".into()));
@@ -836,6 +863,8 @@ mod tests {
             (&["--canary-kind", "white"][..], "--canary-kind"),
             (&["--alpha", "0"][..], "--alpha"),
             (&["--canaries", "0"][..], "--canaries"),
+            (&["--quiet-coordinates", "0"][..], "--quiet-coordinates"),
+            (&["--score-window", "0"][..], "--score-window"),
             (&["--no-dp"][..], "--no-dp"),
             (&["--workers", "2"][..], "--workers"),
             (&["--microbatch-size", "3"][..], "--microbatch-size"),
@@ -1246,21 +1275,35 @@ mod tests {
         assert_eq!(l.config.cluster, Cluster::Single { threads: 3 });
         assert!(l.spawn.is_none());
         let l = launch(&["--workers", "2", "--threads", "2"]).unwrap();
-        let addrs = l.spawn.expect("starts the other process");
-        assert_eq!(addrs.len(), 2);
+        let handoff = l.spawn.expect("starts the other process");
+        assert_eq!(handoff.processes(), 2);
         assert_eq!(
-            l.config.cluster,
-            Cluster::Member {
-                threads: 2,
-                process: 0,
-                addresses: addrs
-            }
+            (
+                l.config.cluster.process(),
+                l.config.cluster.processes(),
+                l.config.cluster.threads()
+            ),
+            (0, 2, 2)
         );
+        assert!(l.config.cluster.security().is_keyed());
         let dir = tempfile::tempdir().unwrap();
         let hosts = dir.path().join("hosts");
         std::fs::write(&hosts, "a:1\nb:2\n").unwrap();
         let h = hosts.to_str().unwrap();
-        let l = launch(&["--hostfile", h, "--process", "1", "--peer-timeout", "5"]).unwrap();
+        let err = launch(&["--hostfile", h, "--process", "1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cluster-key-file"), "{err}");
+        let l = launch(&[
+            "--hostfile",
+            h,
+            "--process",
+            "1",
+            "--peer-timeout",
+            "5",
+            "--insecure-plaintext",
+        ])
+        .unwrap();
         assert!(
             l.spawn.is_none() && !l.config.progress,
             "process 1 shows no progress"
@@ -1341,6 +1384,7 @@ mod tests {
             (&["--accountant", "prv"][..], "rdp, pld"),
             (&["--device", "gpu"][..], "cpu, cuda or cuda:N"),
             (&["audit", "--canary-kind", "white"][..], "gradient, input"),
+            (&["audit", "--score", "max"][..], "llr, sum"),
         ] {
             let err = Cli::try_parse_from(std::iter::once("trainer").chain(args.iter().copied()))
                 .unwrap_err()

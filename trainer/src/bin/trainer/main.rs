@@ -42,7 +42,7 @@ fn train(args: args::TrainArgs) -> anyhow::Result<()> {
     // `--workers W` without a hostfile: this is process 0 and starts the others here, as
     // `pipeline` does; if one of them fails, the watchdog stops the run and names it.
     let children = Children::start_this_program(
-        spawn.as_deref(),
+        spawn,
         std::env::args_os().skip(1),
         Watch {
             on_failure: Box::new(|| true),
