@@ -141,8 +141,9 @@ mod tests {
     /// the subsampled Gaussian's RDP at fractional orders slightly differently from Opacus
     /// (which [`crate::rdp::compute_rdp`] reproduces to 1e-12; 4e-5 apart at this run's best
     /// order): one run agrees to 3e-5 and its repetitions to 1e-3 (Poisson's term, the mean
-    /// times the run's delta, amplifies the difference to 3e-4); on a curve both compute
-    /// exactly (zCDP), repeat-and-select agrees to 1e-9.
+    /// times the run's delta, amplifies the difference to 3e-4); with dp_accounting's own series
+    /// ([`crate::rdp::compute_rdp_as_dp_accounting`]) and on a curve both compute exactly
+    /// (zCDP), to 1e-9.
     #[test]
     fn rdp_composition_and_repeat_and_select_match_dp_accounting() {
         let (q, sigma, steps, r) = run();
@@ -152,6 +153,12 @@ mod tests {
         close(got, 3.108_113_654_451_071_5, 3e-5);
         let orders = default_orders();
         let curve = crate::rdp::composed_rdp(q, sigma, steps, &r, &orders);
+        let exact = crate::rdp::composed_rdp_as_dp_accounting(q, sigma, steps, &r, &orders);
+        close(
+            get_privacy_spent(&orders, &exact, 1e-5).0,
+            3.108_113_654_451_071_5,
+            1e-9,
+        );
         let zcdp: Vec<f64> = orders.iter().map(|a| 0.05 * a).collect();
         let logarithmic = Runs::TruncatedNegativeBinomial {
             mean: 4.0,
@@ -177,6 +184,13 @@ mod tests {
                 get_privacy_spent(&orders, &repeated, 1e-5).0,
                 run_want,
                 1e-3,
+            );
+            // dp_accounting's own series for the steps: equal.
+            let repeated = repeat_and_select(&orders, &exact, runs).unwrap();
+            close(
+                get_privacy_spent(&orders, &repeated, 1e-5).0,
+                run_want,
+                1e-9,
             );
             let repeated = repeat_and_select(&orders, &zcdp, runs).unwrap();
             close(

@@ -103,7 +103,7 @@ fn a_tune_releases_the_best_run_with_the_whole_searchs_epsilon() {
     let curves: Vec<Vec<f64>> = candidates
         .iter()
         .map(|c| {
-            rdp::composed_rdp(
+            rdp::composed_rdp_as_dp_accounting(
                 q,
                 c["noise_multiplier"].as_f64().unwrap(),
                 c["steps"].as_u64().unwrap(),

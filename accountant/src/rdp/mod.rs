@@ -11,7 +11,7 @@ mod sampled_gaussian;
 
 pub use conversion::get_privacy_spent;
 pub use repeat::{Runs, compute_delta, repeat_and_select};
-pub use sampled_gaussian::compute_rdp;
+pub use sampled_gaussian::{compute_rdp, compute_rdp_as_dp_accounting};
 
 use crate::Releases;
 
@@ -28,6 +28,26 @@ pub fn composed_rdp(
 ) -> Vec<f64> {
     let mut rdp = if q > 0.0 && steps > 0 {
         compute_rdp(q, sigma, steps, orders)
+    } else {
+        vec![0.0; orders.len()]
+    };
+    for (r, e) in rdp.iter_mut().zip(releases.rdp(orders)) {
+        *r += e;
+    }
+    rdp
+}
+
+/// [`composed_rdp`] with the steps' curve as dp_accounting computes it
+/// ([`compute_rdp_as_dp_accounting`]: on or above Opacus's).
+pub fn composed_rdp_as_dp_accounting(
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    releases: &Releases,
+    orders: &[f64],
+) -> Vec<f64> {
+    let mut rdp = if q > 0.0 && steps > 0 {
+        compute_rdp_as_dp_accounting(q, sigma, steps, orders)
     } else {
         vec![0.0; orders.len()]
     };
