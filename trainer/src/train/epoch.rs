@@ -447,7 +447,7 @@ pub(super) fn summary(last: &EpochMetrics) -> Option<String> {
     if accuracy <= majority + LEARNED_NOTHING {
         line.push_str(&format!(
             "\nwarning: the model learned nothing beyond the majority class (test accuracy \
-             {accuracy:.4}, within {LEARNED_NOTHING} of always guessing the more common \
+             {accuracy:.4}, at most {LEARNED_NOTHING} above always guessing the more common \
              label): try more epochs or another --lr, public bounds or levels for wide \
              columns (--feature-spec), or the default preset if this run used --preset seed"
         ));
