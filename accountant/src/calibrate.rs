@@ -1,8 +1,8 @@
 //! Noise calibration: the smallest noise multiplier whose epsilon meets a target, for either accountant.
 
+use crate::{AccountantKind, Error, Releases, Result, epsilon_composed, params, rdp};
 #[cfg(test)]
-use crate::epsilon;
-use crate::{AccountantKind, Error, Result, epsilon_with_gaussians, params, rdp};
+use crate::{epsilon, epsilon_with_gaussians};
 
 /// The relative precision of the calibrated noise multiplier.
 pub const CALIBRATION_TOLERANCE: f64 = 1e-3;
@@ -46,7 +46,29 @@ pub fn calibrate_noise_with_gaussians(
     gaussians: &[f64],
     delta: f64,
 ) -> Result<f64> {
+    calibrate_noise_composed(
+        kind,
+        q,
+        target_epsilon,
+        steps,
+        &Releases::gaussians(gaussians),
+        delta,
+    )
+}
+
+/// The smallest DP-SGD noise multiplier (as [`calibrate_noise`]) such that the steps composed
+/// with `releases` ([`crate::epsilon_composed`]) spend at most `target_epsilon`. A target the
+/// releases alone use up is [`Error::UnreachableEpsilon`].
+pub fn calibrate_noise_composed(
+    kind: AccountantKind,
+    q: f64,
+    target_epsilon: f64,
+    steps: u64,
+    releases: &Releases,
+    delta: f64,
+) -> Result<f64> {
     params::sampling_rate(q)?;
+    releases.validate()?;
     params::target_epsilon(target_epsilon)?;
     params::delta(delta)?;
     if q == 0.0 || steps == 0 {
@@ -61,7 +83,7 @@ pub fn calibrate_noise_with_gaussians(
     };
     // Epsilon at sigma; a PLD too fine to allocate means far too little noise.
     let eps_at = |sigma: f64| -> Result<f64> {
-        match epsilon_with_gaussians(kind, q, sigma, steps, gaussians, delta) {
+        match epsilon_composed(kind, q, sigma, steps, releases, delta) {
             Ok(spent) => Ok(spent.epsilon),
             Err(Error::PldTooLarge { .. }) => Ok(f64::INFINITY),
             Err(e) => Err(e),
@@ -70,15 +92,9 @@ pub fn calibrate_noise_with_gaussians(
     let (start, slope) = match kind {
         AccountantKind::Rdp => {
             let orders = rdp::default_orders();
-            // What the Gaussians alone spend (nothing without them): no noise on the steps
+            // What the releases alone spend (nothing without them): no noise on the steps
             // reaches below it.
-            let mut rdp = vec![0.0; orders.len()];
-            for &g in gaussians {
-                for (r, g) in rdp.iter_mut().zip(rdp::compute_rdp(1.0, g, 1, &orders)) {
-                    *r += g;
-                }
-            }
-            let (floor, _) = rdp::get_privacy_spent(&orders, &rdp, delta);
+            let (floor, _) = rdp::get_privacy_spent(&orders, &releases.rdp(&orders), delta);
             if target_epsilon <= floor {
                 return Err(unreachable(f64::INFINITY, floor));
             }
@@ -86,12 +102,12 @@ pub fn calibrate_noise_with_gaussians(
         }
         AccountantKind::Pld => {
             // RDP needs at least as much noise; when it cannot reach the target, start at 1.
-            match calibrate_noise_with_gaussians(
+            match calibrate_noise_composed(
                 AccountantKind::Rdp,
                 q,
                 target_epsilon,
                 steps,
-                gaussians,
+                releases,
                 delta,
             ) {
                 // PLD's epsilon falls steeply with sigma: guess steep, so that the first

@@ -34,6 +34,19 @@ pub enum Error {
         /// The epsilon that noise multiplier gives.
         epsilon: f64,
     },
+    /// A pure-DP mechanism's epsilon must be a finite number >= 0.
+    #[error("a pure-DP mechanism's epsilon = {0} must be finite and >= 0")]
+    PureEpsilon(f64),
+    /// A number of runs' mean must be finite and at least 1, its shape >= 0.
+    #[error(
+        "the random number of runs must have a mean >= 1 and a shape >= 0 (mean {mean}, shape {shape})"
+    )]
+    Runs {
+        /// The mean asked for.
+        mean: f64,
+        /// The shape asked for (infinite for Poisson).
+        shape: f64,
+    },
     /// The PLD discretization interval must be a finite number > 0.
     #[error("PLD discretization interval = {0} must be finite and > 0")]
     Discretization(f64),

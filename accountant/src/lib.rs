@@ -32,10 +32,15 @@ mod kind;
 mod params;
 pub mod pld;
 pub mod rdp;
+mod releases;
 pub mod special;
 mod spent;
 
-pub use calibrate::{CALIBRATION_TOLERANCE, calibrate_noise, calibrate_noise_with_gaussians};
+pub use calibrate::{
+    CALIBRATION_TOLERANCE, calibrate_noise, calibrate_noise_composed,
+    calibrate_noise_with_gaussians,
+};
 pub use error::{Error, Result};
 pub use kind::AccountantKind;
-pub use spent::{PrivacySpent, epsilon, epsilon_with_gaussians};
+pub use releases::Releases;
+pub use spent::{PrivacySpent, epsilon, epsilon_composed, epsilon_with_gaussians};

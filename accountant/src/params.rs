@@ -29,6 +29,15 @@ pub(crate) fn delta(delta: f64) -> Result<f64> {
     }
 }
 
+/// A pure-DP mechanism's epsilon: finite and >= 0.
+pub(crate) fn pure_epsilon(epsilon: f64) -> Result<f64> {
+    if epsilon.is_finite() && epsilon >= 0.0 {
+        Ok(epsilon)
+    } else {
+        Err(Error::PureEpsilon(epsilon))
+    }
+}
+
 /// A target epsilon: finite and > 0.
 pub(crate) fn target_epsilon(epsilon: f64) -> Result<f64> {
     if epsilon.is_finite() && epsilon > 0.0 {

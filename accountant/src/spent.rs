@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{AccountantKind, Result, params, pld, rdp};
+use crate::{AccountantKind, Releases, Result, params, pld, rdp};
 
 /// Epsilon at delta, and how it was obtained.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,12 +81,31 @@ pub fn epsilon_with_gaussians(
     gaussians: &[f64],
     delta: f64,
 ) -> Result<PrivacySpent> {
+    epsilon_composed(
+        kind,
+        q,
+        sigma,
+        steps,
+        &Releases::gaussians(gaussians),
+        delta,
+    )
+}
+
+/// The (epsilon, delta) spent by `steps` steps of DP-SGD (as [`epsilon`]) composed with
+/// `releases` (Gaussian and exponential mechanisms, each once; [`Releases`] says how each
+/// accountant composes them). With no DP-SGD step epsilon is the releases' alone.
+pub fn epsilon_composed(
+    kind: AccountantKind,
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    releases: &Releases,
+    delta: f64,
+) -> Result<PrivacySpent> {
     params::sampling_rate(q)?;
     params::noise_multiplier(sigma)?;
     params::delta(delta)?;
-    for &g in gaussians {
-        params::noise_multiplier(g)?;
-    }
+    releases.validate()?;
     let spent = |epsilon, rdp_order| PrivacySpent {
         epsilon,
         delta,
@@ -94,25 +113,16 @@ pub fn epsilon_with_gaussians(
         rdp_order,
     };
     let sgd_releases = q > 0.0 && steps > 0;
-    if !sgd_releases && gaussians.is_empty() {
+    if !sgd_releases && releases.is_empty() {
         return Ok(spent(0.0, None));
     }
-    if (sgd_releases && sigma == 0.0) || gaussians.contains(&0.0) {
+    if (sgd_releases && sigma == 0.0) || releases.not_private() {
         return Ok(spent(f64::INFINITY, None));
     }
     match kind {
         AccountantKind::Rdp => {
             let orders = rdp::default_orders();
-            let mut rdp = if sgd_releases {
-                rdp::compute_rdp(q, sigma, steps, &orders)
-            } else {
-                vec![0.0; orders.len()]
-            };
-            for &g in gaussians {
-                for (r, g) in rdp.iter_mut().zip(rdp::compute_rdp(1.0, g, 1, &orders)) {
-                    *r += g;
-                }
-            }
+            let rdp = rdp::composed_rdp(q, sigma, steps, releases, &orders);
             let (epsilon, order) = rdp::get_privacy_spent(&orders, &rdp, delta);
             // The conversion can go below 0 for a large delta; (0, delta)-DP is what it says.
             Ok(spent(epsilon.max(0.0), (!order.is_nan()).then_some(order)))
@@ -120,9 +130,9 @@ pub fn epsilon_with_gaussians(
         AccountantKind::Pld => {
             let options = pld::PldOptions::default();
             let epsilon = if sgd_releases {
-                pld::epsilon_with_gaussians(q, sigma, steps, gaussians, delta, &options)?
+                pld::epsilon_composed(q, sigma, steps, releases, delta, &options)?
             } else {
-                pld::epsilon_with_gaussians(0.0, 1.0, 0, gaussians, delta, &options)?
+                pld::epsilon_composed(0.0, 1.0, 0, releases, delta, &options)?
             };
             Ok(spent(epsilon, None))
         }

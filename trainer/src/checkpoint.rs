@@ -19,6 +19,7 @@ use tch::Tensor;
 
 use crate::features::Standardizer;
 use crate::mechanism::held_out::HeldOutRelease;
+use crate::mechanism::quantiles::ReleasedBounds;
 use crate::metrics::EpochMetrics;
 use crate::publish;
 use crate::{Error, Result};
@@ -52,6 +53,10 @@ pub struct CheckpointMeta {
     /// towards the budget).
     #[serde(default)]
     pub test_releases: u32,
+    /// The DP quantile bounds of the columns without public ones, released once before the
+    /// first epoch: a resumed run uses these rather than releasing them again.
+    #[serde(default)]
+    pub bounds: Option<Vec<ReleasedBounds>>,
 }
 
 /// A loaded checkpoint.
@@ -263,6 +268,7 @@ mod tests {
             standardizer: None,
             test_release: None,
             test_releases: 0,
+            bounds: None,
         }
     }
 

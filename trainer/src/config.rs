@@ -11,6 +11,7 @@ use shards::Location;
 use crate::device::DeviceSpec;
 use crate::features::FeatureSpec;
 use crate::mechanism::optim::OptimizerKind;
+use crate::mechanism::quantiles::{DEFAULT_QUANTILES, QuantileSpec};
 
 /// How each step's examples are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,6 +109,65 @@ pub enum TestRelease {
 /// 240,000 test records, for little epsilon (the Gaussian's RDP is alpha / 200).
 pub const DEFAULT_TEST_ACCURACY_NOISE: f64 = 10.0;
 
+/// A set of defaults for the settings a user does not give (`--preset`): the optimizer, its
+/// learning rate, the clip bound, the epochs, the batch size, the noise and whether columns
+/// without public bounds get DP quantile bounds. A flag given always wins over the preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Chosen by measuring across census files (generated CaPUMS, the Fulton PUMS extract with
+    /// two labels; bench/RESULTS.md, issue 25).
+    Default,
+    /// The seed project's settings: SGD at learning rate 0.01, clip 3, 10 epochs of batch 256,
+    /// noise 0.9, every column used as it is.
+    Seed,
+}
+
+/// What a [`Preset`] sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PresetValues {
+    /// Passes over the data.
+    pub epochs: u32,
+    /// Expected batch size.
+    pub batch_size: u32,
+    /// Learning rate.
+    pub lr: f64,
+    /// Optimizer.
+    pub optimizer: OptimizerKind,
+    /// Clip bound C.
+    pub l2_norm_clip: f64,
+    /// Noise multiplier (without a target epsilon).
+    pub noise_multiplier: f64,
+    /// DP quantile bounds for the columns without public ones (`None`: used as they are).
+    pub auto_bounds: Option<QuantileSpec>,
+}
+
+impl Preset {
+    /// The preset's settings.
+    pub const fn values(self) -> PresetValues {
+        match self {
+            Preset::Default => PresetValues {
+                epochs: 10,
+                batch_size: 256,
+                lr: 0.005,
+                optimizer: OptimizerKind::Adam,
+                l2_norm_clip: 1.0,
+                noise_multiplier: 0.9,
+                auto_bounds: Some(DEFAULT_QUANTILES),
+            },
+            Preset::Seed => PresetValues {
+                epochs: 10,
+                batch_size: 256,
+                lr: 0.01,
+                optimizer: OptimizerKind::Sgd,
+                l2_norm_clip: 3.0,
+                noise_multiplier: 0.9,
+                auto_bounds: None,
+            },
+        }
+    }
+}
+
 /// Private training or the non-private baseline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,6 +190,8 @@ pub struct CheckpointConfig {
 /// Everything a training run needs, checked.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainConfig {
+    /// The preset the settings not given were taken from.
+    pub preset: Preset,
     /// The shards to train on.
     #[serde(serialize_with = "display")]
     pub data: Location,
@@ -179,6 +241,9 @@ pub struct TrainConfig {
     pub intra_op_threads: usize,
     /// The sensitive feature the model-inversion attack recovers (`None`: no attack).
     pub attack_feature: Option<String>,
+    /// Whether a data without [`TrainConfig::attack_feature`] is an error (a feature the user
+    /// named) or trains without the attack, saying so (the default feature).
+    pub attack_required: bool,
     /// How many training rows, and how many held-out rows, the attack is run on.
     pub attack_rows: usize,
     /// JSON-lines file of per-epoch metrics.
@@ -247,27 +312,36 @@ impl TrainConfig {
         }
     }
 
-    /// The seed project's defaults (10 epochs, batch 256, lr 0.01, SGD, clip 3, noise 0.9,
-    /// delta 1e-5, one hidden layer of 50, attack on `englishability`) on `data`, accounted by
-    /// PLD, keyed by the OS (no seed), with no files written.
+    /// The default preset's settings ([`Preset::Default`]) on `data`, delta 1e-5, one hidden
+    /// layer of 50, the attack on `englishability` when the data has it, accounted by PLD, keyed
+    /// by the OS (no seed), with no files written.
     pub fn new(data: Location) -> Self {
+        TrainConfig::with_preset(data, Preset::Default)
+    }
+
+    /// [`TrainConfig::new`] with `preset`'s settings ([`Preset::Seed`]: the seed project's).
+    pub fn with_preset(data: Location, preset: Preset) -> Self {
+        let p = preset.values();
+        let mut features = FeatureSpec::new();
+        features.auto_bounds = p.auto_bounds;
         TrainConfig {
+            preset,
             data,
-            epochs: 10,
-            batch_size: 256,
+            epochs: p.epochs,
+            batch_size: p.batch_size,
             population: None,
-            lr: 0.01,
-            optimizer: OptimizerKind::Sgd,
+            lr: p.lr,
+            optimizer: p.optimizer,
             sampling: Sampling::Poisson,
             privacy: Privacy::Private(DpConfig {
-                l2_norm_clip: 3.0,
-                noise: NoiseSpec::Multiplier(0.9),
+                l2_norm_clip: p.l2_norm_clip,
+                noise: NoiseSpec::Multiplier(p.noise_multiplier),
                 delta: 1e-5,
                 accountant: AccountantKind::Pld,
                 grad_sample: GradSample::Vectorized,
             }),
             hidden: vec![50],
-            features: FeatureSpec::new(),
+            features,
             privacy_unit: None,
             max_rows_per_unit: None,
             test_fraction: 0.2,
@@ -279,6 +353,7 @@ impl TrainConfig {
             device: DeviceSpec::Cpu,
             intra_op_threads: 1,
             attack_feature: Some("englishability".into()),
+            attack_required: false,
             attack_rows: 10_000,
             metrics_out: None,
             save: None,
@@ -372,10 +447,15 @@ impl TrainConfig {
             ));
         }
         let noise = self.features.standardize_noise;
-        if self.features.gaussian_release().is_some() && !(noise.is_finite() && noise > 0.0) {
+        let standardizes =
+            self.features.standardized().next().is_some() || self.features.auto_bounds.is_some();
+        if standardizes && !(noise.is_finite() && noise > 0.0) {
             return bad(format!(
                 "--standardize-noise {noise} must be finite and positive"
             ));
+        }
+        if let Some(q) = self.features.auto_bounds {
+            q.validate()?;
         }
         if self.intra_op_threads == 0 {
             return bad("--intra-op-threads must be at least 1".into());
@@ -506,8 +586,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_seed_projects_and_valid() {
-        let c = TrainConfig::new(Location::parse("shards").unwrap());
+    fn the_seed_preset_is_the_seed_projects_and_valid() {
+        let c = TrainConfig::with_preset(Location::parse("shards").unwrap(), Preset::Seed);
+        assert_eq!(c.optimizer, OptimizerKind::Sgd);
+        assert_eq!(c.features.auto_bounds, None, "every column as it is");
         assert_eq!((c.epochs, c.batch_size, c.lr), (10, 256, 0.01));
         let Privacy::Private(dp) = &c.privacy else {
             panic!("private by default")

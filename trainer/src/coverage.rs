@@ -29,16 +29,25 @@ pub const CARD: &[(&str, &str)] = &[
     ("steps", "public: steps per epoch times epochs"),
     (
         "test_accuracy_release",
-        "the held-out counts' Gaussian release, composed with the steps in the accountant",
+        "the held-out counts' Gaussian release (right predictions, records, records labelled \
+         1: the accuracy and its yardstick, the majority share), composed with the steps in the \
+         accountant",
     ),
     (
         "feature_transform",
-        "public bounds and levels, and the standardized columns' Gaussian release, composed with \
-         the steps in the accountant",
+        "public bounds and levels; the DP quantile bounds (exponential mechanisms) and the \
+         standardized columns' Gaussian release, composed with the steps in the accountant",
     ),
     (
         "exact_statistics",
         "a sentence saying where exact figures are",
+    ),
+    (
+        "tuning",
+        "trainer tune: the grid and each point's planned noise, the distribution of the number \
+         of runs (public, fixed before the data is seen) and the theorem's epsilon; not how many \
+         runs there were nor the others' scores (Papernot and Steinke 2022 covers the best \
+         run's output only)",
     ),
 ];
 

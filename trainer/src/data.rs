@@ -165,6 +165,54 @@ impl Examples {
         Ok(())
     }
 
+    /// Clips each input `cols[c].0` to `[cols[c].1, cols[c].2]` and maps it onto [-1, 1] (as
+    /// [`crate::features::to_unit`] on the host), before it is standardized; the input norms
+    /// are recomputed then.
+    pub fn to_unit(&mut self, cols: &[(usize, f64, f64)]) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        for &(j, lo, hi) in cols {
+            let mut col = self.rows.narrow(1, j as i64, 1);
+            let half = (hi - lo) / 2.0;
+            let u = col
+                .to_kind(Kind::Double)
+                .f_clamp(lo, hi)?
+                .f_sub_scalar(lo + half)?
+                .f_div_scalar(half)?
+                .to_kind(Kind::Float);
+            col.f_copy_(&u)?;
+        }
+        Ok(())
+    }
+
+    /// The sums of `(u, u^2)` of each input of `cols` over all rows, in f64 and row order (as
+    /// [`Standardizer::sums`] adds them on the host): `[sum u_1, .., sum u_d, sum u_1^2, ..]`.
+    pub fn column_sums(&self, cols: &[usize]) -> Result<Vec<f64>> {
+        let d = cols.len();
+        let mut sums = vec![0.0; 2 * d];
+        if self.len == 0 || d == 0 {
+            return Ok(sums);
+        }
+        for (c, &j) in cols.iter().enumerate() {
+            let col = Vec::<f32>::try_from(self.rows.narrow(1, j as i64, 1).f_reshape([-1])?)?;
+            for u in col {
+                let u = f64::from(u);
+                sums[c] += u;
+                sums[d + c] += u * u;
+            }
+        }
+        Ok(sums)
+    }
+
+    /// The number of rows labelled 1.
+    pub fn label_sum(&self) -> f64 {
+        if self.len == 0 {
+            return 0.0;
+        }
+        self.labels(&self.rows).sum(Kind::Double).double_value(&[])
+    }
+
     /// The mean of feature `j` over all rows (for the attack's baseline).
     pub fn feature_mean(&self, j: usize) -> f64 {
         self.rows
@@ -348,6 +396,11 @@ pub struct TransformInfo {
     /// [`Standardizer::sums`] over this share's training records (empty without
     /// standardized inputs).
     pub train_sums: Vec<f64>,
+    /// The inputs bounded by DP quantiles (as they are until the release).
+    pub bounded: Vec<usize>,
+    /// For each of them, in order, [`crate::mechanism::quantiles::counts`] of this share's
+    /// training values on the public grid.
+    pub bound_counts: Vec<Vec<u64>>,
 }
 
 impl Data {
@@ -435,6 +488,26 @@ impl Data {
                     .collect();
                 Standardizer::sums(&train, k, &t.standardized)
             },
+            bound_counts: {
+                let k = t.table.width();
+                let grid: Vec<f32> = crate::mechanism::quantiles::grid()
+                    .iter()
+                    .map(|&c| c as f32)
+                    .collect();
+                let train: Vec<usize> = (0..t.table.len())
+                    .filter(|&i| !t.table.is_test(i, spec.split_seed, spec.test_fraction))
+                    .collect();
+                t.bounded
+                    .iter()
+                    .map(|&j| {
+                        crate::mechanism::quantiles::counts(
+                            train.iter().map(|&i| t.table.features[i * k + j]),
+                            &grid,
+                        )
+                    })
+                    .collect()
+            },
+            bounded: t.bounded,
             unknown: t.unknown,
             standardized: t.standardized,
         };

@@ -20,9 +20,10 @@ use serde::Serialize;
 use tch::Tensor;
 
 use crate::config::{Privacy, TestRelease, TrainConfig};
-use crate::features::{FeatureSpec, StandardizedColumn, Standardizer};
+use crate::features::{ColumnSpec, FeatureSpec, StandardizedColumn, Standardizer};
 use crate::mechanism::held_out::HeldOutRelease;
 use crate::mechanism::privacy::Accounting;
+use crate::mechanism::quantiles::ReleasedBounds;
 use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
 use crate::publish::{self, create_parent, staging};
@@ -65,6 +66,10 @@ pub struct ModelCard<'a> {
     pub feature_transform: FeatureTransform<'a>,
     /// [`EXACT_STATISTICS`].
     pub exact_statistics: &'static str,
+    /// How `trainer tune` chose this run and what the whole search spent (absent for a run of
+    /// its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<crate::tune::TuningStatement>,
 }
 
 /// What epsilon protects, and how it was computed.
@@ -95,47 +100,117 @@ pub struct PrivacyStatement {
 }
 
 /// The feature spec as the card states it, with the noisy statistics the standardized columns
-/// use (never exact ones).
+/// use and the DP quantile bounds of the columns without public ones (never exact ones).
 #[derive(Debug, Serialize)]
 pub struct FeatureTransform<'a> {
-    /// The spec: public bounds, public levels, standardized columns' public ranges.
+    /// The spec: public bounds, public levels, standardized columns' public ranges, and whether
+    /// the other columns get DP quantile bounds (`auto_bounds`).
     pub spec: &'a FeatureSpec,
+    /// How each column the spec names or the run bounded became the model's inputs, in words.
+    pub columns: Vec<ColumnTransform>,
     /// Each standardized column's noisy mean and standard deviation.
     pub standardized: Vec<StandardizedColumn>,
     /// The Gaussian release they come from (noisy sums, noise multiplier, sensitivity).
     pub standardization_release: Option<Standardizer>,
+    /// The DP quantile bounds of the columns the spec gives none (exponential mechanisms).
+    pub bounds_release: Vec<ReleasedBounds>,
     /// What the transform costs, in words.
     pub statement: String,
 }
 
+/// One column's transform, as the card states it.
+#[derive(Debug, Serialize)]
+pub struct ColumnTransform {
+    /// The column.
+    pub name: String,
+    /// What was done to it, and what that cost.
+    pub how: String,
+}
+
 impl<'a> FeatureTransform<'a> {
-    /// The transform of `spec`, standardized by `standardizer` when it has such columns.
-    pub fn new(spec: &'a FeatureSpec, standardizer: Option<&Standardizer>, private: bool) -> Self {
+    /// The transform of `spec`, with the DP quantile `bounds` of the columns it does not name
+    /// and standardized by `standardizer` when it has such columns.
+    pub fn new(
+        spec: &'a FeatureSpec,
+        standardizer: Option<&Standardizer>,
+        bounds: &[ReleasedBounds],
+        private: bool,
+    ) -> Self {
+        let covered = if private {
+            ", composed with the DP-SGD steps in the accountant: epsilon covers it"
+        } else {
+            " (a --no-dp run: no guarantee)"
+        };
         let mut statement = String::from(
             "A column in spec.columns as bounds is clipped to [lo, hi] and scaled to [0, 1]; \
              as categories it becomes one input name=level per level (1 for its level), plus \
              name=other with unknown \"other\" (with \"drop\" a record with another value \
              was not used). Bounds and levels are public (given, not computed from the data): \
-             they cost no privacy. Other columns are used as they are.",
+             they cost no privacy.",
         );
+        if let (Some(q), false) = (spec.auto_bounds, bounds.is_empty()) {
+            statement.push_str(&format!(
+                " Every other column got bounds from two DP quantiles of the training split \
+                 (the {} and {} quantiles, each released by the exponential mechanism over a \
+                 public grid of candidates, epsilon {} each{covered}): a column whose two \
+                 bounds lie within [0, 1] is used as it is, any other is clipped to them and \
+                 standardized (bounds_release).",
+                q.low, q.high, q.epsilon
+            ));
+        } else {
+            statement.push_str(" Other columns are used as they are.");
+        }
         if let Some(st) = standardizer {
             statement.push_str(&format!(
-                " A standardize column is clipped to [lo, hi], then (x - noisy_mean) / \
+                " A standardized column is clipped to [lo, hi], then (x - noisy_mean) / \
                  noisy_std; the means and standard deviations come from one Gaussian release \
-                 on the training split (noise multiplier {}, L2 sensitivity {:.4}){}.",
-                st.noise_multiplier,
-                st.sensitivity,
-                if private {
-                    ", composed with the DP-SGD steps in the accountant: epsilon covers it"
-                } else {
-                    " (a --no-dp run: no guarantee)"
-                }
+                 on the training split (noise multiplier {}, L2 sensitivity {:.4}){covered}.",
+                st.noise_multiplier, st.sensitivity,
             ));
         }
+        let mut columns: Vec<ColumnTransform> = spec
+            .columns
+            .iter()
+            .map(|(name, c)| ColumnTransform {
+                name: name.clone(),
+                how: match c {
+                    ColumnSpec::Bounds { lo, hi } => format!(
+                        "public bounds [{lo}, {hi}] (the spec): clipped, scaled to [0, 1]; no \
+                         privacy cost"
+                    ),
+                    ColumnSpec::Categories { levels, unknown } => format!(
+                        "public levels (the spec, {} of them, unknown: {unknown:?}): one-hot; \
+                         no privacy cost",
+                        levels.len()
+                    ),
+                    ColumnSpec::Standardize { lo, hi } => format!(
+                        "public range [{lo}, {hi}] (the spec): clipped, standardized by the \
+                         noisy mean and standard deviation"
+                    ),
+                },
+            })
+            .collect();
+        columns.extend(bounds.iter().map(|b| ColumnTransform {
+            name: b.name.clone(),
+            how: if b.as_is() {
+                format!(
+                    "DP quantile bounds [{}, {}] lie within [0, 1]: used as it is",
+                    b.lo, b.hi
+                )
+            } else {
+                format!(
+                    "DP quantile bounds [{}, {}]: clipped, standardized by the noisy mean and \
+                     standard deviation",
+                    b.lo, b.hi
+                )
+            },
+        }));
         FeatureTransform {
             spec,
+            columns,
             standardized: standardizer.map(|s| s.card(spec)).unwrap_or_default(),
             standardization_release: standardizer.cloned(),
+            bounds_release: bounds.to_vec(),
             statement,
         }
     }
@@ -169,6 +244,10 @@ pub struct HeldOut {
     pub test_loss: Option<f64>,
     /// Accuracy on the test split.
     pub test_accuracy: Option<f64>,
+    /// The share of the test split's more common label (always guessing it).
+    pub test_majority: Option<f64>,
+    /// The feature the attack recovers.
+    pub attack_feature: Option<String>,
     /// The model-inversion attack's accuracy on held-out rows.
     pub attack_accuracy: Option<f64>,
     /// Always guessing the majority value, on the same rows.
@@ -191,6 +270,7 @@ impl<'a> ModelCard<'a> {
         steps: u64,
         last: Option<&EpochMetrics>,
         standardizer: Option<&Standardizer>,
+        bounds: &[ReleasedBounds],
         test_release: Option<&HeldOutRelease>,
     ) -> Self {
         let privacy = accounting.zip(spent).map(|(mechanism, spent)| {
@@ -199,7 +279,7 @@ impl<'a> ModelCard<'a> {
             PrivacyStatement {
                 statement: format!(
                     "({:.4}, {:e})-differential privacy by the {} accountant for {unit}: it \
-                     covers the released weights and every figure of this card{}{}{}. {}{}",
+                     covers the released weights and every figure of this card{}{}. {}{}",
                     spent.epsilon,
                     spent.delta,
                     spent.accountant,
@@ -210,32 +290,7 @@ impl<'a> ModelCard<'a> {
                         }
                         _ => "",
                     },
-                    match mechanism.preprocessing_noise_multiplier {
-                        Some(_) => {
-                            ", and composes the DP-SGD steps with the Gaussian release of the \
-                             standardized columns' statistics (feature_transform)"
-                        }
-                        None => "",
-                    },
-                    match mechanism.test_release_noise_multiplier {
-                        Some(_) => format!(
-                            "{} the Gaussian release of the held-out accuracy \
-                             (test_accuracy_release){}",
-                            if mechanism.preprocessing_noise_multiplier.is_some() {
-                                " and"
-                            } else {
-                                ", and composes the DP-SGD steps with"
-                            },
-                            match mechanism.test_releases {
-                                0 | 1 => String::new(),
-                                n => format!(
-                                    ", counted {n} times (this run continues runs that \
-                                     released it before)"
-                                ),
-                            }
-                        ),
-                        None => String::new(),
-                    },
+                    composed(&mechanism),
                     match config.population {
                         None => "The number of training records N is treated as public (the \
                                  sampling rate q = B / N, the steps and epsilon itself reveal it)."
@@ -299,6 +354,8 @@ impl<'a> ModelCard<'a> {
             ),
             test_loss: m.test_loss,
             test_accuracy: m.test_accuracy,
+            test_majority: m.test_majority,
+            attack_feature: m.attack_feature.clone(),
             attack_accuracy: m.attack_accuracy,
             attack_majority_baseline: m.attack_baseline,
             attack_imputer_baseline: m.attack_imputer,
@@ -314,9 +371,54 @@ impl<'a> ModelCard<'a> {
             steps,
             test_accuracy_release,
             held_out,
-            feature_transform: FeatureTransform::new(&config.features, standardizer, private),
+            feature_transform: FeatureTransform::new(
+                &config.features,
+                standardizer,
+                bounds,
+                private,
+            ),
             exact_statistics: EXACT_STATISTICS,
+            tuning: None,
         }
+    }
+}
+
+/// ", and composes the DP-SGD steps with ..." for every release the accountant composed with
+/// the steps (empty with none).
+fn composed(m: &Accounting) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = m.quantile_epsilon {
+        parts.push(format!(
+            "the DP quantile bounds ({} exponential mechanisms of epsilon {e} each, \
+             feature_transform)",
+            m.quantiles
+        ));
+    }
+    if m.preprocessing_noise_multiplier.is_some() {
+        parts.push(
+            "the Gaussian release of the standardized columns' statistics (feature_transform)"
+                .to_string(),
+        );
+    }
+    if m.test_release_noise_multiplier.is_some() {
+        parts.push(format!(
+            "the Gaussian release of the held-out accuracy (test_accuracy_release){}",
+            match m.test_releases {
+                0 | 1 => String::new(),
+                n => format!(
+                    ", counted {n} times (this run continues runs that released it before)"
+                ),
+            }
+        ));
+    }
+    match parts.len() {
+        0 => String::new(),
+        1 => format!(", and composes the DP-SGD steps with {}", parts[0]),
+        n => format!(
+            ", and composes the DP-SGD steps with {} and {}",
+            parts[..n - 1].join(", "),
+            parts[n - 1]
+        ),
     }
 }
 
@@ -424,6 +526,8 @@ mod tests {
             preprocessing_noise_multiplier: Some(10.0),
             test_release_noise_multiplier: config.test_release_noise(),
             test_releases: 1,
+            quantile_epsilon: Some(0.05),
+            quantiles: 2,
         };
         let spent = PrivacySpent {
             epsilon: 1.5,
@@ -436,11 +540,13 @@ mod tests {
             steps: 200,
             test_loss: Some(0.5),
             test_accuracy: Some(0.7),
+            test_majority: None,
             epsilon: Some(1.5),
             delta: Some(1e-5),
             accountant: Some("pld".into()),
             rdp_order: None,
             noise_multiplier: Some(1.1),
+            attack_feature: None,
             attack_accuracy: Some(0.6),
             attack_baseline: Some(0.8),
             attack_imputer: Some(0.81),
@@ -466,13 +572,19 @@ mod tests {
             noise_multiplier: 10.0,
             sensitivity: 3f64.sqrt(),
             noisy_sums: vec![100.0, 5.0, 4.0],
+            columns: Vec::new(),
         };
+        let bounds = [ReleasedBounds {
+            name: "income".into(),
+            lo: 0.0,
+            hi: 320_000.0,
+        }];
         let release = config.test_release_noise().map(|noise_multiplier| {
             HeldOutMechanism {
                 noise_multiplier,
                 rows_per_unit: 1,
             }
-            .release(70.0, 100.0, 200, crate::NoiseRng::Seeded(1))
+            .release(70.0, 100.0, 40.0, 200, crate::NoiseRng::Seeded(1))
             .unwrap()
         });
         let card = ModelCard::new(
@@ -484,6 +596,7 @@ mod tests {
             200,
             Some(&last),
             Some(&standardizer),
+            &bounds,
             release.as_ref(),
         );
         serde_json::to_value(&card).unwrap()
@@ -531,6 +644,19 @@ mod tests {
                 seen.insert(key.clone());
             }
         }
+        // A tune's card: a run's, with the search's account (ModelCard::tuning).
+        let mut tuned = full_card(&config, &names);
+        tuned["tuning"] = serde_json::to_value(crate::tune::TuningStatement {
+            method: "Papernot and Steinke 2022".into(),
+            candidates: Vec::new(),
+            runs: "logarithmic of mean 4".into(),
+            run_epsilon: 2.0,
+            epsilon: 3.0,
+            statement: String::new(),
+        })
+        .unwrap();
+        assert_eq!(unmarked_uncovered(&tuned), Vec::<String>::new());
+        seen.extend(tuned.as_object().unwrap().keys().cloned());
         let listed: std::collections::BTreeSet<String> = CARD
             .iter()
             .map(|(k, _)| k.to_string())

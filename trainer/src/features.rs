@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shards::Table;
 
+use crate::mechanism::quantiles::{QuantileSpec, ReleasedBounds};
 use crate::{Error, Result};
 
 /// What a categorical column does with a value outside its levels.
@@ -61,6 +62,12 @@ pub struct FeatureSpec {
     /// The Gaussian mechanism's noise multiplier for the standardized columns' statistics
     /// (noise std over the L2 sensitivity of what it releases).
     pub standardize_noise: f64,
+    /// The columns the spec does not name: with this, each gets bounds from two DP quantiles
+    /// ([`crate::mechanism::quantiles`]) and, unless both lie within [0, 1], is clipped to them
+    /// and standardized like a `standardize` column; `None` (the seed's way): they are used as
+    /// they are.
+    #[serde(default)]
+    pub auto_bounds: Option<QuantileSpec>,
 }
 
 /// The default [`FeatureSpec::standardize_noise`].
@@ -129,6 +136,7 @@ impl FeatureSpec {
         FeatureSpec {
             columns: BTreeMap::new(),
             standardize_noise: DEFAULT_STANDARDIZE_NOISE,
+            auto_bounds: None,
         }
     }
 
@@ -145,13 +153,25 @@ impl FeatureSpec {
         })
     }
 
-    /// The noise multiplier of the Gaussian release the spec needs (`None` when no column is
-    /// standardized).
-    pub fn gaussian_release(&self) -> Option<f64> {
-        self.standardized()
-            .next()
-            .is_some()
+    /// The noise multiplier of the Gaussian release the spec needs on data with `features`
+    /// (`None` when no column is standardized, nor bounded by DP quantiles: a bounded column
+    /// may need it, which is known only after its release, so it is declared beforehand).
+    pub fn gaussian_release(&self, features: &[String]) -> Option<f64> {
+        (self.standardized().next().is_some() || !self.bounded(features).is_empty())
             .then_some(self.standardize_noise)
+    }
+
+    /// The columns of `features` that get DP quantile bounds: those the spec does not name,
+    /// when [`FeatureSpec::auto_bounds`] is set.
+    pub fn bounded<'a>(&self, features: &'a [String]) -> Vec<&'a str> {
+        match self.auto_bounds {
+            Some(_) => features
+                .iter()
+                .filter(|f| !self.columns.contains_key(*f))
+                .map(String::as_str)
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     fn add(&mut self, source: &str, name: &str, spec: ColumnSpec) -> Result<()> {
@@ -291,9 +311,14 @@ impl FeatureSpec {
             .collect();
         let mut names = Vec::new();
         let mut raw = Vec::new();
+        let mut bounded = Vec::new();
         let mut standardized = Vec::new();
         for (name, spec) in table.feature_names.iter().zip(&specs) {
             match spec {
+                None if self.auto_bounds.is_some() => {
+                    bounded.push(names.len());
+                    names.push(name.clone());
+                }
                 None => {
                     raw.push(names.len());
                     names.push(name.clone());
@@ -383,21 +408,42 @@ impl FeatureSpec {
             unknown,
             raw,
             out_of_range,
+            bounded,
             standardized,
         })
     }
 }
 
 impl FeatureSpec {
-    /// The whole transform on the host, as a trained model expects its inputs: [`apply`]
-    /// then, for the standardized columns, `(u - mean) / std` from the run's release (the
-    /// card's `feature_transform.standardization_release`). What the trainer does to the test
-    /// split, for scoring new records with a released model.
+    /// The whole transform on the host, as a trained model expects its inputs: [`apply`],
+    /// then each column bounded by DP quantiles clipped to its released bounds `bounds` (the
+    /// card's `feature_transform.bounds_release`) and mapped onto [-1, 1] (unless used as it
+    /// is), then, for the standardized columns, `(u - mean) / std` from the run's release `release`
+    /// (the card's `feature_transform.standardization_release`). What the trainer does to the
+    /// test split, for scoring new records with a released model.
     ///
     /// [`apply`]: FeatureSpec::apply
-    pub fn apply_with(&self, table: &Table, release: Option<&Standardizer>) -> Result<Table> {
+    pub fn apply_with(
+        &self,
+        table: &Table,
+        release: Option<&Standardizer>,
+        bounds: &[ReleasedBounds],
+    ) -> Result<Table> {
         let mut t = self.apply(table)?;
-        if t.standardized.is_empty() {
+        let wide = bounded_wide(&t.table.feature_names, &t.bounded, bounds)?;
+        let width = t.table.width();
+        for row in t.table.features.chunks_exact_mut(width) {
+            for &(j, lo, hi) in &wide {
+                row[j] = to_unit(row[j], lo, hi);
+            }
+        }
+        let cols: Vec<usize> = t
+            .standardized
+            .iter()
+            .copied()
+            .chain(wide.iter().map(|w| w.0))
+            .collect();
+        if cols.is_empty() {
             return Ok(t.table);
         }
         let release = release.ok_or_else(|| {
@@ -406,25 +452,48 @@ impl FeatureSpec {
             )
         })?;
         let moments = release.unit_moments();
-        if moments.len() != t.standardized.len() {
+        if moments.len() != cols.len() {
             return Err(Error::Config(format!(
-                "the release has {} standardized columns, the spec {}",
+                "the release has {} standardized columns, the spec and bounds {}",
                 moments.len(),
-                t.standardized.len()
+                cols.len()
             )));
         }
-        let width = t.table.width();
         for row in t.table.features.chunks_exact_mut(width) {
-            for (&j, &(m, s)) in t.standardized.iter().zip(&moments) {
+            for (&j, &(m, s)) in cols.iter().zip(&moments) {
                 row[j] = ((f64::from(row[j]) - m) / s) as f32;
             }
         }
+        t.standardized = cols;
         Ok(t.table)
     }
 }
 
+/// The columns of `bounded` (output positions, names in `names`) that `bounds` clips and
+/// standardizes (those not used as they are), with their bounds; an error when a bounded column
+/// has no released bounds.
+pub fn bounded_wide(
+    names: &[String],
+    bounded: &[usize],
+    bounds: &[ReleasedBounds],
+) -> Result<Vec<(usize, f64, f64)>> {
+    let mut wide = Vec::new();
+    for &j in bounded {
+        let b = bounds.iter().find(|b| b.name == names[j]).ok_or_else(|| {
+            Error::Config(format!(
+                "column '{}' is bounded by DP quantiles, and the release has no bounds for it",
+                names[j]
+            ))
+        })?;
+        if !b.as_is() {
+            wide.push((j, b.lo, if b.hi > b.lo { b.hi } else { b.lo + 1.0 }));
+        }
+    }
+    Ok(wide)
+}
+
 /// `x` clipped to `[lo, hi]` and mapped onto [-1, 1] (the centre of the range to 0).
-fn to_unit(x: f32, lo: f64, hi: f64) -> f32 {
+pub fn to_unit(x: f32, lo: f64, hi: f64) -> f32 {
     let half = (hi - lo) / 2.0;
     ((f64::from(x).clamp(lo, hi) - (lo + half)) / half) as f32
 }
@@ -463,6 +532,8 @@ pub struct Transformed {
     pub raw: Vec<usize>,
     /// For each of `raw`: whether a value lies outside [0, 1].
     pub out_of_range: Vec<bool>,
+    /// The output columns that get DP quantile bounds (their values as they are here).
+    pub bounded: Vec<usize>,
     /// The output columns standardized by noisy estimates (their values are on [-1, 1] here).
     pub standardized: Vec<usize>,
 }
@@ -481,10 +552,26 @@ pub struct Transformed {
 pub struct Standardizer {
     /// The Gaussian mechanism's noise multiplier.
     pub noise_multiplier: f64,
-    /// Its L2 sensitivity, sqrt(1 + 2d).
+    /// Its L2 sensitivity, `K sqrt(1 + 2d)` for units of at most K rows (K = 1 for a line).
     pub sensitivity: f64,
     /// The noisy released vector `(n, sums, sums of squares)` (the card shows these).
     pub noisy_sums: Vec<f64>,
+    /// The columns, in the vector's order, and the ranges their values were clipped to
+    /// (public, or released by DP quantiles); empty in releases of earlier versions, whose
+    /// columns are the spec's standardized ones.
+    #[serde(default)]
+    pub columns: Vec<StandardizedRange>,
+}
+
+/// A standardized column and the range its values were clipped to and mapped onto [-1, 1] from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandardizedRange {
+    /// The column.
+    pub name: String,
+    /// The range's lower end.
+    pub lo: f64,
+    /// Its upper end.
+    pub hi: f64,
 }
 
 /// The smallest standard deviation of a standardized column, as a share of its range's half
@@ -492,9 +579,11 @@ pub struct Standardizer {
 const MIN_STD: f64 = 0.01;
 
 impl Standardizer {
-    /// The L2 sensitivity of the released vector for `d` columns.
-    pub fn sensitivity(d: usize) -> f64 {
-        (1.0 + 2.0 * d as f64).sqrt()
+    /// The L2 sensitivity of the released vector for `d` columns when one privacy unit has
+    /// at most `rows_per_unit` rows: each row moves it by at most `sqrt(1 + 2d)`, so a unit by
+    /// at most K times that.
+    pub fn sensitivity(d: usize, rows_per_unit: u32) -> f64 {
+        f64::from(rows_per_unit) * (1.0 + 2.0 * d as f64).sqrt()
     }
 
     /// Exact sums over `rows` of a table's training records (`(1, u, u^2)` per record, the
@@ -529,7 +618,16 @@ impl Standardizer {
     /// The card's view: each standardized column's range and noisy mean and standard
     /// deviation in the column's own units.
     pub fn card(&self, spec: &FeatureSpec) -> Vec<StandardizedColumn> {
-        spec.standardized()
+        let ranges: Vec<(&str, f64, f64)> = if self.columns.is_empty() {
+            spec.standardized().collect()
+        } else {
+            self.columns
+                .iter()
+                .map(|c| (c.name.as_str(), c.lo, c.hi))
+                .collect()
+        };
+        ranges
+            .into_iter()
             .zip(self.unit_moments())
             .map(|((name, lo, hi), (mean, std))| {
                 let half = (hi - lo) / 2.0;
@@ -753,8 +851,9 @@ mod tests {
         let t = s.apply(&table()).unwrap();
         let st = Standardizer {
             noise_multiplier: 1.0,
-            sensitivity: Standardizer::sensitivity(2),
+            sensitivity: Standardizer::sensitivity(2, 1),
             noisy_sums: vec![4.2, -0.5, 0.7, 2.1, 1.9],
+            columns: Vec::new(),
         };
         let k = t.table.width();
         let mut ex =
@@ -763,7 +862,7 @@ mod tests {
         ex.standardize(&t.standardized, &st.unit_moments()).unwrap();
         let device: Vec<f32> =
             Vec::try_from(ex.inputs(ex.rows()).narrow(1, 0, k as i64).reshape([-1])).unwrap();
-        let host = s.apply_with(&table(), Some(&st)).unwrap();
+        let host = s.apply_with(&table(), Some(&st), &[]).unwrap();
         assert_eq!(host.feature_names, t.table.feature_names);
         for (a, b) in host.features.iter().zip(&device) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -778,7 +877,7 @@ mod tests {
                 .sqrt();
             assert!((n - want).abs() < 1e-4, "row {i}: {n} vs {want}");
         }
-        assert!(s.apply_with(&table(), None).is_err());
+        assert!(s.apply_with(&table(), None, &[]).is_err());
     }
 
     /// The sums and what the card shows from them (noise-free here, to check the arithmetic).
@@ -793,8 +892,9 @@ mod tests {
         assert_eq!(sums, [4.0, -1.0, 3.0]);
         let st = Standardizer {
             noise_multiplier: 1.0,
-            sensitivity: Standardizer::sensitivity(1),
+            sensitivity: Standardizer::sensitivity(1, 1),
             noisy_sums: sums,
+            columns: Vec::new(),
         };
         assert_eq!(st.sensitivity, 3f64.sqrt());
         let card = st.card(&s);

@@ -14,7 +14,8 @@
 //!   and leaves behind;
 //! - [`audit`]: `trainer audit`, a lower bound on epsilon from one run of the same loop with
 //!   canaries, and membership inference on the real rows;
-//! - [`report`], [`sweep`]: a run as an HTML page, and the privacy-utility curve of many runs.
+//! - [`report`], [`sweep`]: a run as an HTML page, and the privacy-utility curve of many runs;
+//! - [`tune`]: accounted hyperparameter search (a random number of runs, the best released).
 //!
 //! [`run`] trains on every worker of [`TrainConfig::cluster`] (processes x threads, the
 //! `cluster` crate's): each holds a share of the shards, all draw the same sample, and their
@@ -50,10 +51,11 @@ pub mod report;
 pub mod settings;
 pub mod sweep;
 pub mod train;
+pub mod tune;
 
 pub use config::{
-    CheckpointConfig, DpConfig, GradSample, NoiseRng, NoiseSpec, Privacy, Sampling, TestRelease,
-    TrainConfig,
+    CheckpointConfig, DpConfig, GradSample, NoiseRng, NoiseSpec, Preset, Privacy, Sampling,
+    TestRelease, TrainConfig,
 };
 pub use device::DeviceSpec;
 pub use error::{Error, Result};

@@ -28,6 +28,10 @@ pub struct EpochMetrics {
     /// Accuracy on the held-out rows (absent without any).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub test_accuracy: Option<f64>,
+    /// The share of the held-out rows' more common label: the accuracy of always guessing it,
+    /// the yardstick of `test_accuracy` (absent without held-out rows).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub test_majority: Option<f64>,
     /// Epsilon spent so far at `delta` (absent with `--no-dp`).
     pub epsilon: Option<f64>,
     /// The delta epsilon holds at.
@@ -38,6 +42,9 @@ pub struct EpochMetrics {
     pub rdp_order: Option<f64>,
     /// The noise multiplier used.
     pub noise_multiplier: Option<f64>,
+    /// The feature the model-inversion attack recovers (absent without an attack).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attack_feature: Option<String>,
     /// The model-inversion attack's accuracy on held-out rows (absent without an attack
     /// feature or held-out rows).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -127,13 +134,20 @@ impl fmt::Display for EpochMetrics {
         }
         if let Some((l, a)) = held_out {
             write!(f, " test loss {l:.4} acc {a:.4}")?;
+            if let Some(m) = self.test_majority {
+                write!(f, " (majority {m:.4})")?;
+            }
         }
         if let (Some(a), Some(b)) = (self.attack_accuracy, self.attack_baseline) {
-            write!(f, "  attack (held-out) {a:.4} (majority {b:.4}")?;
+            let feature = self.attack_feature.as_deref().unwrap_or("?");
+            write!(
+                f,
+                "  attack on {feature} (held-out) {a:.4} (majority {b:.4}"
+            )?;
             if let Some(i) = self.attack_imputer {
                 write!(f, ", imputer {i:.4}")?;
             }
-            write!(f, ")")?;
+            write!(f, ": {})", attack_reading(a, b, self.attack_imputer))?;
         }
         if let Some(n) = &self.non_private {
             write!(
@@ -156,6 +170,19 @@ impl fmt::Display for EpochMetrics {
             }
         }
         Ok(())
+    }
+}
+
+/// How to read the attack's accuracy `attack` on held-out rows against guessing the majority
+/// value (`majority`) and the imputer (`imputer`), in a few words.
+pub fn attack_reading(attack: f64, majority: f64, imputer: Option<f64>) -> &'static str {
+    const MARGIN: f64 = 0.005;
+    if attack <= majority + MARGIN {
+        "no better than guessing the majority value"
+    } else if imputer.is_some_and(|i| attack <= i + MARGIN) {
+        "above guessing, not above what the other columns give without the model"
+    } else {
+        "above what the other columns give without the model (population-level, not a leak by itself)"
     }
 }
 
@@ -297,11 +324,13 @@ mod tests {
             steps: 3750,
             test_loss: Some(0.61),
             test_accuracy: Some(0.65),
+            test_majority: Some(0.6),
             epsilon: Some(0.677),
             delta: Some(1e-5),
             accountant: Some("rdp".into()),
             rdp_order: Some(13.0),
             noise_multiplier: Some(0.9),
+            attack_feature: Some("englishability".into()),
             attack_accuracy: Some(0.61),
             attack_baseline: Some(0.8),
             attack_imputer: Some(0.82),
@@ -410,8 +439,13 @@ mod tests {
         let shown = sample().to_string();
         assert!(
             shown.contains("epsilon 0.6770")
-                && shown.contains("| exact, not released: test loss 0.6100 acc 0.6500")
-                && shown.contains("attack (held-out) 0.6100")
+                && shown.contains(
+                    "| exact, not released: test loss 0.6100 acc 0.6500 (majority 0.6000)"
+                )
+                && shown.contains(
+                    "attack on englishability (held-out) 0.6100 (majority 0.8000, imputer \
+                     0.8200: no better than guessing the majority value)"
+                )
                 && shown.contains("2 workers, all-reduce 0.050 s"),
             "{shown}"
         );

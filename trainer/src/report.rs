@@ -236,19 +236,42 @@ fn reference(name: &str, metrics: &[EpochMetrics], y: f64) -> Series {
     }
 }
 
-/// The mechanism a card describes: (q, effective sigma, delta, the run's accountant).
-fn mechanism(card: &Value) -> Option<(f64, f64, f64, AccountantKind)> {
+/// The mechanism a card describes: q, the effective sigma, delta, and the releases composed
+/// with the steps before the first (the DP quantile bounds, the standardization) and after the
+/// last (the held-out release, counted as often as the card says).
+struct Mechanism {
+    q: f64,
+    sigma: f64,
+    delta: f64,
+    before: accountant::Releases,
+    after: Vec<f64>,
+}
+
+fn mechanism(card: &Value) -> Option<Mechanism> {
     let m = card.get("privacy")?.get("mechanism")?;
-    Some((
-        num(m, &["sampling_rate"])?,
-        num(m, &["effective_noise_multiplier"])?,
-        num(m, &["delta"])?,
-        text(m, &["accountant"])?.parse().ok()?,
-    ))
+    let mut before = accountant::Releases::default();
+    before
+        .gaussians
+        .extend(num(m, &["preprocessing_noise_multiplier"]));
+    if let (Some(e), Some(n)) = (num(m, &["quantile_epsilon"]), num(m, &["quantiles"])) {
+        before.exponential = vec![e; n as usize];
+    }
+    let after = match num(m, &["test_release_noise_multiplier"]) {
+        Some(g) => vec![g; num(m, &["test_releases"]).unwrap_or(1.0) as usize],
+        None => Vec::new(),
+    };
+    Some(Mechanism {
+        q: num(m, &["sampling_rate"])?,
+        sigma: num(m, &["effective_noise_multiplier"])?,
+        delta: num(m, &["delta"])?,
+        before,
+        after,
+    })
 }
 
 /// Each epoch's epsilon under PLD and under RDP: the metrics' own for the run's accountant, the
-/// other computed from the card's mechanism (None where it cannot be).
+/// other computed from the card's mechanism (None where it cannot be): the steps so far, the
+/// releases before the first step, and after the last epoch the held-out release.
 type Curve = (u32, u64, Option<f64>, Option<f64>);
 type Curves = Vec<Curve>;
 
@@ -259,13 +282,23 @@ fn epsilon_curves(run: &RunFiles) -> Result<(Curves, Option<AccountantKind>)> {
         .find_map(|m| m.accountant.as_deref())
         .and_then(|a| a.parse::<AccountantKind>().ok());
     let mech = run.card.as_ref().and_then(mechanism);
+    let final_steps = run.metrics.last().map(|m| m.steps);
     let mut out = Vec::new();
     for m in &run.metrics {
         let computed = |kind: AccountantKind| -> Result<Option<f64>> {
-            match mech {
-                Some((q, sigma, delta, _)) => Ok(Some(
-                    crate::mechanism::privacy::epsilon(kind, q, sigma, m.steps, delta)?.epsilon,
-                )),
+            match &mech {
+                Some(mech) => {
+                    let mut releases = mech.before.clone();
+                    if Some(m.steps) == final_steps {
+                        releases.gaussians.extend(&mech.after);
+                    }
+                    Ok(Some(
+                        accountant::epsilon_composed(
+                            kind, mech.q, mech.sigma, m.steps, &releases, mech.delta,
+                        )?
+                        .epsilon,
+                    ))
+                }
                 None => Ok(None),
             }
         };
@@ -401,6 +434,10 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
                 &[
                     vec!["test accuracy".into(), opt(num(r, &["accuracy"]), 4)],
                     vec![
+                        "majority share (always guessing the more common label)".into(),
+                        opt(num(r, &["majority_share"]), 4),
+                    ],
+                    vec![
                         "right predictions (noisy)".into(),
                         opt(num(r, &["noisy_correct"]), 6),
                     ],
@@ -432,12 +469,21 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
             title: "Test accuracy per epoch (exact, not covered)".into(),
             x_label: "epoch".into(),
             y_label: "accuracy".into(),
-            series: vec![per_epoch("test accuracy", ms, |m| m.test_accuracy)],
+            series: std::iter::once(per_epoch("test accuracy", ms, |m| m.test_accuracy))
+                .chain(
+                    last.test_majority
+                        .map(|b| reference("majority share (always guessing)", ms, b)),
+                )
+                .collect(),
             log_x: false,
         }
         .svg()
         .map_err(plot)?;
-        page.figure(&svg, "Exact accuracy on the test split after each epoch.");
+        page.figure(
+            &svg,
+            "Exact accuracy on the test split after each epoch, against always guessing the \
+             more common label.",
+        );
         let svg = Lines {
             title: "Test loss per epoch (exact, not covered)".into(),
             x_label: "epoch".into(),
@@ -459,14 +505,16 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
             AccountantKind::Rdp => AccountantKind::Pld,
         };
         match card.and_then(mechanism) {
-            Some((q, sigma, delta, _)) => page.paragraph(&format!(
+            Some(m) => page.paragraph(&format!(
                 "The metrics record the {recorded} accountant's epsilon (the run's); the \
                  {computed} curve is computed for this page by the accountant crate from the \
-                 card's mechanism: q = {}, effective noise multiplier {}, delta {delta:e}, at \
-                 each epoch's step count. Both are upper bounds for the same mechanism; the \
-                 smaller is the tighter.",
-                number(q, 4),
-                number(sigma, 4)
+                 card's mechanism: q = {}, effective noise multiplier {}, delta {:e}, at \
+                 each epoch's step count, with the releases the card lists before the first \
+                 step and, at the last epoch, the held-out release. Both are upper bounds for \
+                 the same mechanism; the smaller is the tighter.",
+                number(m.q, 4),
+                number(m.sigma, 4),
+                m.delta
             )),
             None => page.paragraph(&format!(
                 "The metrics record the {recorded} accountant's epsilon; without the model \
@@ -507,14 +555,22 @@ pub fn run_page(run: &RunFiles, public: bool) -> Result<String> {
     // The attack on held-out rows.
     if ms.iter().any(|m| m.attack_accuracy.is_some()) {
         page.heading("Model-inversion attack (held-out rows; exact, not covered)");
-        let feature = card
-            .and_then(|c| text(c, &["options", "attack_feature"]))
+        let feature = last
+            .attack_feature
+            .clone()
+            .or_else(|| card.and_then(|c| text(c, &["options", "attack_feature"])))
             .unwrap_or_else(|| "the attack feature".into());
         page.paragraph(&format!(
             "The attack recovers {feature} from the model's output and the other features; it \
              is measured on held-out rows, beside two baselines that use no model: always \
              guessing the majority value, and a logistic-regression imputer fitted on those \
-             rows. An attack no better than its baselines learns nothing from the model."
+             rows. An attack no better than its baselines learns nothing from the model{}.",
+            last.attack_accuracy
+                .zip(last.attack_baseline)
+                .map_or(String::new(), |(a, b)| format!(
+                    "; this one is {}",
+                    crate::metrics::attack_reading(a, b, last.attack_imputer)
+                ))
         ));
         let mut series = vec![per_epoch("attack accuracy", ms, |m| m.attack_accuracy)];
         if let Some(b) = last.attack_baseline {
@@ -803,11 +859,13 @@ mod tests {
             steps: 100 * u64::from(n),
             test_loss: Some(0.7 - 0.01 * f64::from(n)),
             test_accuracy: Some(0.6 + 0.01 * f64::from(n)),
+            test_majority: None,
             epsilon: Some(0.3 * f64::from(n)),
             delta: Some(1e-5),
             accountant: Some(accountant.into()),
             rdp_order: None,
             noise_multiplier: Some(1.1),
+            attack_feature: None,
             attack_accuracy: Some(0.61),
             attack_baseline: Some(0.8),
             attack_imputer: Some(0.82),

@@ -314,7 +314,11 @@ mod tests {
         // `data` is compared through the data's fingerprint, rows and columns, `test_release`
         // as `test_release_noise` (what the accountant composes: exact or withheld change only
         // what the card says); the rest only place the work, report, or write files.
+        // `preset` and `attack_required` only choose defaults or whether a missing attack feature
+        // is an error: their effects are settings of their own.
         const NOT_SETTINGS: &[&str] = &[
+            "preset",
+            "attack_required",
             "data",
             "test_release",
             "privacy",

@@ -46,7 +46,7 @@ pub use self::loaded::Loaded;
 use self::mechanism::{mechanism, noise_rng};
 use self::peers::Peers;
 use self::resume::{check_outputs, restore};
-use self::standardize::{report_transform, standardize};
+use self::standardize::{release_bounds, report_transform, standardize};
 use self::steps::Steps;
 use crate::audit::canary::Canaries;
 use crate::audit::score::Claim;
@@ -55,7 +55,7 @@ use crate::data::Data;
 use crate::mechanism::batches::BatchQueue;
 use crate::mechanism::dp_step::{DpStep, microbatch_of};
 use crate::mechanism::optim::Optimizer;
-use crate::mechanism::privacy::Accounting;
+use crate::mechanism::privacy::{Accounting, Preprocessing};
 use crate::mechanism::sampler::PoissonSampler;
 use crate::metrics::{EpochMetrics, MetricsLog};
 use crate::mlp::{Mlp, Shape};
@@ -75,6 +75,19 @@ pub struct RunReport {
     pub spent: Option<PrivacySpent>,
     /// Steps taken in all.
     pub steps: u64,
+    /// The held-out accuracy's noisy release, when the run made one (worker 0's).
+    pub test_release: Option<crate::mechanism::held_out::HeldOutRelease>,
+    /// The standardized columns' release, if any.
+    pub standardizer: Option<crate::features::Standardizer>,
+    /// The DP quantile bounds, if any.
+    pub bounds: Vec<crate::mechanism::quantiles::ReleasedBounds>,
+    /// The model's inputs, in order.
+    pub feature_names: Vec<String>,
+    /// The label column.
+    pub label_name: String,
+    /// The options as the run resolved them (the privacy unit, the feature attacked): what its
+    /// card states.
+    pub config: TrainConfig,
     /// The trained model.
     pub model: Mlp,
 }
@@ -235,20 +248,6 @@ fn train_worker(
     })?;
     report_transform(&data, lead, |v| peers.sum_counts(v))?;
 
-    // The attack runs on the run's leading training rows and leading held-out rows; this worker
-    // holds those in its ranges.
-    let attack = match &config.attack_feature {
-        Some(name) => Some(Attacks::new(
-            &data,
-            name,
-            config.attack_rows,
-            (layout.train_start, layout.test_start),
-            lead,
-            |v| peers.sum_totals(v),
-        )?),
-        None => None,
-    };
-
     let keys = Keys::exchange(config.seed, &settings, &mut peers)?;
     // Units are sampled (each line is a unit without --privacy-unit).
     let plan = SamplingPlan::new(layout.train_units, config.batch_size, config.population);
@@ -263,9 +262,29 @@ fn train_worker(
             PoissonSampler::with_rate(layout.train_units, rate, keys.sampler.rng(0))?
         }
     };
-    // The standardized columns' Gaussian release, composed with the steps.
-    let preprocessing =
-        (!data.transform.standardized.is_empty()).then_some(config.features.standardize_noise);
+    // The releases before the first step, composed with the steps: the DP quantile bounds of
+    // the columns without public ones (two exponential mechanisms each), and the standardized
+    // columns' Gaussian (declared whenever a column may need it).
+    let bounded = data.transform.bounded.len() as u32;
+    let preprocessing = Preprocessing {
+        gaussian: config.features.gaussian_release(&data.feature_names),
+        quantiles: config
+            .features
+            .auto_bounds
+            .filter(|_| bounded > 0)
+            .map(|q| (q.epsilon, 2 * bounded)),
+    };
+    let rows_per_unit = match preprocessing {
+        Preprocessing {
+            gaussian: None,
+            quantiles: None,
+        } => 1,
+        _ => held_out::rows_per_unit(
+            data.units.as_ref(),
+            "the feature transform's releases (DP quantile bounds, standardization)",
+            "--feature-spec with public bounds for every column",
+        )?,
+    };
     let planned = per_epoch * u64::from(config.epochs);
     let told = (told_rate != rate)
         .then(|| PoissonSampler::with_rate(layout.train_units, told_rate, keys.sampler.rng(0)))
@@ -356,9 +375,19 @@ fn train_worker(
     if let Some(acc) = &mut accounting {
         acc.test_releases = held_out.total();
     }
+    let bounds = release_bounds(
+        &data,
+        config.features.auto_bounds,
+        rows_per_unit,
+        start.bounds.take(),
+        noise_rng(config, &settings),
+        &mut peers,
+    )?;
     let standardizer = standardize(
         &mut data,
-        preprocessing,
+        &config.features,
+        &bounds,
+        rows_per_unit,
         start.standardizer.take(),
         lead,
         noise_rng(config, &settings),
@@ -367,6 +396,38 @@ fn train_worker(
             true => peers.broadcast_totals(v),
         },
     )?;
+    // The attack runs on the run's leading training rows and leading held-out rows (as the
+    // model sees them: after the feature transform); this worker holds those in its ranges.
+    let (attack_feature, attack_note) = attack_target(config, &data, standardizer.as_ref())?;
+    let attack = match &attack_feature {
+        Some(name) => Some(Attacks::new(
+            &data,
+            name,
+            config.attack_rows,
+            (layout.train_start, layout.test_start),
+            lead,
+            |v| peers.sum_totals(v),
+        )?),
+        None => None,
+    };
+    // The held-out rows' majority share: the yardstick of every accuracy the run prints.
+    let mut labels = [data.test.label_sum(), data.test.len() as f64];
+    peers.sum_totals(&mut labels)?;
+    let test_majority = (labels[1] > 0.0).then(|| {
+        let p = labels[0] / labels[1];
+        p.max(1.0 - p)
+    });
+    // What the card and the lines say: the feature attacked, if any.
+    let resolved;
+    let config = if attack_feature == config.attack_feature {
+        config
+    } else {
+        resolved = TrainConfig {
+            attack_feature,
+            ..config.clone()
+        };
+        &resolved
+    };
     // A resumed run's metrics file is rewritten to the checkpoint's epochs first: an epoch whose
     // line was written but whose checkpoint was not is trained (and logged) once more, not twice.
     let log = config
@@ -387,6 +448,7 @@ fn train_worker(
         device,
         out,
     );
+    out.line(&attack_note);
 
     let host_rows = (device == Device::Cpu && dp.fused() && microbatches.is_none())
         .then(|| data.train.host_rows())
@@ -412,7 +474,10 @@ fn train_worker(
         out,
         fingerprint,
         standardizer,
+        bounds,
         held_out,
+        test_majority,
+        test_positives: labels[0],
     };
     let mut trained = epochs.train(&mut peers, &mlp, &data, start)?;
     if let Some(c) = canaries {
@@ -424,8 +489,66 @@ fn train_worker(
         accounting,
         spent: trained.spent,
         steps: trained.steps,
+        test_release: epochs.held_out.release.take(),
+        standardizer: epochs.standardizer.take(),
+        bounds: std::mem::take(&mut epochs.bounds),
+        feature_names: data.feature_names.clone(),
+        label_name: data.label_name.clone(),
+        config: config.clone(),
         model: mlp,
     })
+}
+
+/// The feature the run attacks, and a line saying which (or why none): the configured one,
+/// unless it is the default and the data lacks it, or it is a column the transform
+/// standardized (the attack sets a 0/1 input to 0 and to 1, which a standardized input never
+/// holds). A feature the user named that the data lacks is an error.
+fn attack_target(
+    config: &TrainConfig,
+    data: &Data,
+    standardizer: Option<&crate::features::Standardizer>,
+) -> Result<(Option<String>, String)> {
+    let Some(name) = &config.attack_feature else {
+        return Ok((
+            None,
+            "model-inversion attack: none (--attack-feature none)".into(),
+        ));
+    };
+    if !data.feature_names.contains(name) {
+        if config.attack_required {
+            data.feature_index(name, "--attack-feature")?;
+        }
+        return Ok((
+            None,
+            format!(
+                "model-inversion attack: none: the data has no column '{name}' (the default \
+                 --attack-feature); name one of its 0/1 columns with --attack-feature"
+            ),
+        ));
+    }
+    let standardized = standardizer.is_some_and(|s| s.columns.iter().any(|c| c.name == *name))
+        || config.features.standardized().any(|(n, _, _)| n == name);
+    if standardized {
+        let message = format!(
+            "model-inversion attack: none: '{name}' is standardized (it is not a 0/1 input the \
+             attack can set to 0 and 1); give it public levels or bounds, or attack another \
+             column"
+        );
+        if config.attack_required {
+            return Err(Error::Config(format!("--attack-feature {message}")));
+        }
+        return Ok((None, message));
+    }
+    Ok((
+        Some(name.clone()),
+        format!(
+            "model-inversion attack on '{name}': on held-out (and, not private, training) rows \
+             the attacker sets it to 0 and to 1 and keeps the value whose prediction is closer \
+             to the row's label; read it against guessing the majority value and against an \
+             imputer that predicts it from the other columns without the model (exact figures, \
+             not released)"
+        ),
+    ))
 }
 
 /// Worker `me`'s share of the shards (of `workers`), on `device`: from `loaded` when given; with

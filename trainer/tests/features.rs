@@ -29,8 +29,10 @@ fn majority() -> f64 {
     f64::max(ones / n, 1.0 - ones / n)
 }
 
+/// The README's command: the shipped spec (age and income standardized within public ranges, educ
+/// and puma as categories) with the defaults learns at epsilon 4.
 #[test]
-fn public_bounds_and_categories_beat_the_majority_at_epsilon_4() {
+fn the_readme_command_learns_at_epsilon_4() {
     let dir = tempfile::tempdir().unwrap();
     let data = fulton_shards(dir.path());
     let spec = fulton_spec();
@@ -43,10 +45,6 @@ fn public_bounds_and_categories_beat_the_majority_at_epsilon_4() {
             spec.to_str().unwrap(),
             "--target-epsilon",
             "4",
-            "--optimizer",
-            "adam",
-            "--epochs",
-            "10",
             "--attack-feature",
             "none",
             "--no-progress",
@@ -64,11 +62,14 @@ fn public_bounds_and_categories_beat_the_majority_at_epsilon_4() {
     let majority = majority();
     assert!((0.62..0.64).contains(&majority), "{majority}");
     assert!(epsilon <= 4.0 && epsilon > 3.9, "{epsilon}");
+    // Issue 25's goal is 0.80 (bench/RESULTS.md: 0.81-0.82 over seeds); 0.78 leaves room for
+    // an unlucky draw.
     assert!(
-        accuracy > majority + 0.05,
-        "DP at epsilon 4: test accuracy {accuracy} vs majority {majority}"
+        accuracy > 0.78,
+        "DP at epsilon 4 with the defaults: test accuracy {accuracy} vs majority {majority}"
     );
-    // The card states the transform: 16 + 1 educ inputs, 7 + 1 puma inputs, age scaled.
+    // The card states the transform: 16 + 1 educ inputs, 7 + 1 puma inputs, age standardized
+    // within its public range.
     let inputs: Vec<&str> = card["feature_names"]
         .as_array()
         .unwrap()
@@ -85,7 +86,7 @@ fn public_bounds_and_categories_beat_the_majority_at_epsilon_4() {
     );
     assert_eq!(
         card["feature_transform"]["spec"]["columns"]["age"],
-        serde_json::json!({"kind": "bounds", "lo": 18.0, "hi": 100.0})
+        serde_json::json!({"kind": "standardize", "lo": 18.0, "hi": 100.0})
     );
     assert!(
         card["feature_transform"]["statement"]
@@ -120,6 +121,10 @@ fn standardization_is_composed_in_the_accountant() {
                 "age=0:120,income=-100000:2000000",
                 "--standardize-noise",
                 "3",
+                // No DP quantiles for the 0/1 columns: the steps, this release and the held-out
+                // one alone.
+                "--auto-bounds",
+                "off",
                 "--noise-multiplier",
                 "1.2",
                 "--accountant",
@@ -226,28 +231,29 @@ fn target_epsilon_covers_the_preprocessing() {
     let dir = tempfile::tempdir().unwrap();
     let data = fulton_shards(dir.path());
     let mut sigmas = Vec::new();
+    // Public bounds for age and income (no release), then income standardized at noise 2
+    // instead; educ and puma as categories in both.
     for extra in [
-        &[][..],
+        &["--feature-bounds", "age=18:100,income=-20000:1000000"][..],
         &[
+            "--feature-bounds",
+            "age=18:100",
             "--standardize",
             "income=-100000:2000000",
             "--standardize-noise",
             "2",
         ],
     ] {
-        let mut args = vec!["--data", data.to_str().unwrap(), "--feature-spec"];
-        let spec = fulton_spec();
-        args.push(spec.to_str().unwrap());
-        // The spec file bounds income; standardize it instead by giving it no bound there.
-        if !extra.is_empty() {
-            args.truncate(2);
-            args.extend([
-                "--feature-bounds",
-                "age=18:100",
-                "--feature-categories",
-                "educ=1..16,puma=1101..1107",
-            ]);
-        }
+        // Without DP quantiles for the 0/1 columns: the release at noise 2 alone nearly spends
+        // the target.
+        let mut args = vec![
+            "--data",
+            data.to_str().unwrap(),
+            "--auto-bounds",
+            "off",
+            "--feature-categories",
+            "educ=1..16,puma=1101..1107",
+        ];
         args.extend(extra);
         // The held-out release withheld: at standardize noise 2 and it, no sigma reaches 2.
         args.extend([
@@ -286,6 +292,9 @@ fn raw_columns_outside_the_unit_interval_are_named() {
             data.to_str().unwrap(),
             "--feature-bounds",
             "age=18:100",
+            // The columns the spec does not name as they are, not DP-bounded.
+            "--auto-bounds",
+            "off",
             "--epochs",
             "1",
             "--attack-feature",

@@ -54,6 +54,25 @@ impl PrivacyLossDistribution {
         Ok(Self::new(remove, Some(add)))
     }
 
+    /// A pure `epsilon`-DP mechanism (an exponential mechanism, say), by its dominating pair:
+    /// randomized response, whose privacy loss is `+epsilon` with probability
+    /// `1 / (1 + e^-epsilon)` and `-epsilon` with probability `1 / (1 + e^epsilon)` in either
+    /// direction (every epsilon-DP mechanism is a post-processing of it: Kairouz, Oh and
+    /// Viswanath 2015). Both losses are rounded up to the grid, as dp_accounting's
+    /// `from_privacy_parameters` rounds them (delta 0).
+    pub fn pure_dp(epsilon: f64, options: &PldOptions) -> Result<Self> {
+        options.validate()?;
+        if !(epsilon.is_finite() && epsilon >= 0.0) {
+            return Err(Error::PureEpsilon(epsilon));
+        }
+        let h = options.discretization;
+        let (low, high) = ((-epsilon / h).ceil() as i64, (epsilon / h).ceil() as i64);
+        let mut probabilities = vec![0.0; (high - low + 1) as usize];
+        probabilities[0] += 1.0 / (1.0 + epsilon.exp());
+        *probabilities.last_mut().expect("at least one bin") += 1.0 / (1.0 + (-epsilon).exp());
+        Ok(Self::new(Pmf::new(h, low, probabilities, 0.0), None))
+    }
+
     /// The remove-direction PMF.
     pub fn remove(&self) -> &Pmf {
         &self.remove

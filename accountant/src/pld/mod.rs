@@ -73,18 +73,39 @@ pub fn epsilon_with_gaussians(
     delta: f64,
     options: &PldOptions,
 ) -> Result<f64> {
+    epsilon_composed(
+        q,
+        sigma,
+        steps,
+        &crate::Releases::gaussians(gaussians),
+        delta,
+        options,
+    )
+}
+
+/// Epsilon at `delta` of `steps` steps as [`epsilon`] composed with `releases`: each
+/// Gaussian's distribution discretized like a step's, each group of exponential mechanisms of
+/// one epsilon as randomized response of that epsilon
+/// ([`PrivacyLossDistribution::pure_dp`]) composed with itself by one FFT, all convolved with
+/// the steps' composition.
+pub fn epsilon_composed(
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    releases: &crate::Releases,
+    delta: f64,
+    options: &PldOptions,
+) -> Result<f64> {
     params::sampling_rate(q)?;
     params::noise_multiplier(sigma)?;
     params::delta(delta)?;
     options.validate()?;
-    for &g in gaussians {
-        params::noise_multiplier(g)?;
-    }
+    releases.validate()?;
     let sgd_releases = q > 0.0 && steps > 0;
-    if !sgd_releases && gaussians.is_empty() {
+    if !sgd_releases && releases.is_empty() {
         return Ok(0.0);
     }
-    if (sgd_releases && sigma == 0.0) || gaussians.contains(&0.0) {
+    if (sgd_releases && sigma == 0.0) || releases.not_private() {
         return Ok(f64::INFINITY);
     }
     let mut composed = if sgd_releases {
@@ -98,10 +119,15 @@ pub fn epsilon_with_gaussians(
     } else {
         PrivacyLossDistribution::new(Pmf::identity(options.discretization), None)
     };
-    for &g in gaussians {
+    for &g in &releases.gaussians {
         composed = composed.compose(&PrivacyLossDistribution::subsampled_gaussian(
             1.0, g, options,
         )?);
+    }
+    for (e, times) in releases.exponential_groups() {
+        let group = PrivacyLossDistribution::pure_dp(e, options)?
+            .self_compose(times, options.tail_mass_truncation)?;
+        composed = composed.compose(&group);
     }
     Ok(composed.epsilon_for_delta(delta))
 }

@@ -6,10 +6,56 @@
 //! Balle et al. 2020 (Theorem 21).
 
 mod conversion;
+mod repeat;
 mod sampled_gaussian;
 
 pub use conversion::get_privacy_spent;
-pub use sampled_gaussian::compute_rdp;
+pub use repeat::{Runs, compute_delta, repeat_and_select};
+pub use sampled_gaussian::{compute_rdp, compute_rdp_as_dp_accounting};
+
+use crate::Releases;
+
+/// The RDP at each of `orders` of `steps` steps of the Poisson-subsampled Gaussian mechanism
+/// (rate `q`, noise multiplier `sigma`) composed with `releases` ([`Releases::rdp`]): the
+/// curve [`get_privacy_spent`] converts, and the one a repeated run's guarantee starts from
+/// ([`repeat_and_select`]).
+pub fn composed_rdp(
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    releases: &Releases,
+    orders: &[f64],
+) -> Vec<f64> {
+    let mut rdp = if q > 0.0 && steps > 0 {
+        compute_rdp(q, sigma, steps, orders)
+    } else {
+        vec![0.0; orders.len()]
+    };
+    for (r, e) in rdp.iter_mut().zip(releases.rdp(orders)) {
+        *r += e;
+    }
+    rdp
+}
+
+/// [`composed_rdp`] with the steps' curve as dp_accounting computes it
+/// ([`compute_rdp_as_dp_accounting`]: on or above Opacus's).
+pub fn composed_rdp_as_dp_accounting(
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    releases: &Releases,
+    orders: &[f64],
+) -> Vec<f64> {
+    let mut rdp = if q > 0.0 && steps > 0 {
+        compute_rdp_as_dp_accounting(q, sigma, steps, orders)
+    } else {
+        vec![0.0; orders.len()]
+    };
+    for (r, e) in rdp.iter_mut().zip(releases.rdp(orders)) {
+        *r += e;
+    }
+    rdp
+}
 
 /// Opacus's default RDP orders: 1.1, 1.2, ..., 10.9, then 12, 13, ..., 63.
 ///

@@ -67,7 +67,10 @@ pub struct AuditConfig {
 impl AuditConfig {
     /// An audit of `train` with the defaults: 1000 gradient canaries scored by their per-step
     /// likelihood ratio, alpha 0.05, nothing saved.
-    pub fn new(train: TrainConfig) -> Self {
+    pub fn new(mut train: TrainConfig) -> Self {
+        // Input canaries are crafted model inputs appended before any feature release, and DP
+        // bounds would move them: the audit uses the columns the spec does not name as they are.
+        train.features.auto_bounds = None;
         AuditConfig {
             train,
             canaries: 1000,
@@ -523,7 +526,7 @@ mod tests {
         sigma: f64,
         seed: u64,
     ) -> AuditConfig {
-        let mut t = TrainConfig::new(data.clone());
+        let mut t = TrainConfig::with_preset(data.clone(), crate::Preset::Seed);
         t.batch_size = batch;
         t.epochs = epochs;
         t.lr = 0.05;

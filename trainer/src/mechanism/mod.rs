@@ -13,7 +13,9 @@
 //!   canaries' gradients go through the same clipping and noise;
 //! - [`privacy`]: the accountant's view of the run (q, sigma, sensitivity, steps, the Gaussian
 //!   releases composed with them) and the calibration of sigma for a target epsilon;
-//! - [`held_out`]: the held-out accuracy's own Gaussian release, composed there.
+//! - [`held_out`]: the held-out accuracy's own Gaussian release, composed there;
+//! - [`quantiles`]: DP quantiles by the exponential mechanism, the bounds of the columns a run
+//!   has no public bounds for, composed there too.
 //!
 //! The rest of the trainer calls into this folder: loading, splitting and transforming the
 //! records (`data`, `features`), the exchanges between workers (`train`), and what a run
@@ -29,5 +31,6 @@ pub mod noise;
 pub mod normal;
 pub mod optim;
 pub mod privacy;
+pub mod quantiles;
 pub mod quiet;
 pub mod sampler;

@@ -1,7 +1,7 @@
 //! Privacy accounting for a run: the one place where the sampler's rate becomes the
 //! accountant's q, and where `--target-epsilon` turns into a noise multiplier.
 
-use accountant::{AccountantKind, PrivacySpent};
+use accountant::{AccountantKind, PrivacySpent, Releases};
 use serde::Serialize;
 
 use crate::config::{DpConfig, NoiseSpec};
@@ -36,6 +36,33 @@ pub struct Accounting {
     /// How many such releases the whole run makes: 1 (more only for a run continued past a
     /// finished one, which released its own).
     pub test_releases: u32,
+    /// The epsilon of each exponential mechanism that released a DP quantile before training
+    /// (the bounds of the columns without public ones, [`crate::mechanism::quantiles`]),
+    /// composed with the steps; `None` without them.
+    pub quantile_epsilon: Option<f64>,
+    /// How many quantiles were released (two per bounded column).
+    pub quantiles: u32,
+}
+
+/// The releases a run makes before its first step, declared before any is drawn: the Gaussian
+/// of the standardized columns' statistics and the exponential mechanisms of the DP quantile
+/// bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Preprocessing {
+    /// The standardization's noise multiplier, when the run makes that release.
+    pub gaussian: Option<f64>,
+    /// Each quantile's epsilon and how many there are, when the run bounds columns so.
+    pub quantiles: Option<(f64, u32)>,
+}
+
+impl From<Option<f64>> for Preprocessing {
+    /// A standardization release alone (or none).
+    fn from(gaussian: Option<f64>) -> Self {
+        Preprocessing {
+            gaussian,
+            quantiles: None,
+        }
+    }
 }
 
 impl Accounting {
@@ -49,22 +76,30 @@ impl Accounting {
         dp: &DpConfig,
         sampler: &PoissonSampler,
         planned_steps: u64,
-        preprocessing: Option<f64>,
+        preprocessing: impl Into<Preprocessing>,
         test_release: Option<f64>,
     ) -> Result<Self> {
-        let gaussians: Vec<f64> = preprocessing.into_iter().chain(test_release).collect();
+        let preprocessing = preprocessing.into();
+        let releases = Releases {
+            gaussians: preprocessing
+                .gaussian
+                .into_iter()
+                .chain(test_release)
+                .collect(),
+            exponential: quantile_list(preprocessing.quantiles),
+        };
         let sampling_rate = sampler.rate();
         let sensitivity = dp.grad_sample.sensitivity();
         let effective_noise_multiplier = match dp.noise {
             NoiseSpec::Multiplier(s) => s / sensitivity,
             NoiseSpec::TargetEpsilon(target) => {
                 check_rate(sampling_rate)?;
-                accountant::calibrate_noise_with_gaussians(
+                accountant::calibrate_noise_composed(
                     dp.accountant,
                     sampling_rate,
                     target,
                     planned_steps,
-                    &gaussians,
+                    &releases,
                     dp.delta,
                 )?
             }
@@ -76,10 +111,31 @@ impl Accounting {
             sensitivity,
             effective_noise_multiplier,
             delta: dp.delta,
-            preprocessing_noise_multiplier: preprocessing,
+            preprocessing_noise_multiplier: preprocessing.gaussian,
             test_release_noise_multiplier: test_release,
             test_releases: u32::from(test_release.is_some()),
+            quantile_epsilon: preprocessing.quantiles.map(|q| q.0),
+            quantiles: preprocessing.quantiles.map_or(0, |q| q.1),
         })
+    }
+
+    /// Every release besides the steps that the whole run composes after `test_releases`
+    /// held-out releases: the preprocessing's (spent even at step 0) and those.
+    pub fn releases(&self, test_releases: u32) -> Releases {
+        let tests = self
+            .test_release_noise_multiplier
+            .map_or(0, |_| test_releases as usize);
+        Releases {
+            gaussians: self
+                .preprocessing_noise_multiplier
+                .into_iter()
+                .chain(std::iter::repeat_n(
+                    self.test_release_noise_multiplier.unwrap_or(0.0),
+                    tests,
+                ))
+                .collect(),
+            exponential: quantile_list(self.quantile_epsilon.map(|e| (e, self.quantiles))),
+        }
     }
 
     /// The budget the whole run spends after `steps` steps: the steps, the preprocessing
@@ -92,23 +148,12 @@ impl Accounting {
     /// preprocessing release, which comes first: it is spent even at step 0).
     pub fn spent_so_far(&self, steps: u64, test_releases: u32) -> Result<PrivacySpent> {
         check_rate(self.sampling_rate)?;
-        let tests = self
-            .test_release_noise_multiplier
-            .map_or(0, |_| test_releases as usize);
-        let gaussians: Vec<f64> = self
-            .preprocessing_noise_multiplier
-            .into_iter()
-            .chain(std::iter::repeat_n(
-                self.test_release_noise_multiplier.unwrap_or(0.0),
-                tests,
-            ))
-            .collect();
-        Ok(accountant::epsilon_with_gaussians(
+        Ok(accountant::epsilon_composed(
             self.accountant,
             self.sampling_rate,
             self.effective_noise_multiplier,
             steps,
-            &gaussians,
+            &self.releases(test_releases),
             self.delta,
         )?)
     }
@@ -138,6 +183,11 @@ pub fn noise_for_target(
 ) -> Result<f64> {
     check_rate(q)?;
     Ok(accountant::calibrate_noise(kind, q, target, steps, delta)?)
+}
+
+/// `count` exponential mechanisms of `epsilon` each, for the accountant.
+fn quantile_list(quantiles: Option<(f64, u32)>) -> Vec<f64> {
+    quantiles.map_or_else(Vec::new, |(e, n)| vec![e; n as usize])
 }
 
 fn check_rate(q: f64) -> Result<()> {

@@ -20,6 +20,7 @@ use crate::evaluate::{self, Totals};
 use crate::export::{self, ModelCard};
 use crate::features::Standardizer;
 use crate::mechanism::privacy::Accounting;
+use crate::mechanism::quantiles::ReleasedBounds;
 use crate::metrics::{EpochMetrics, MetricsLog, NonPrivate};
 use crate::mlp::Mlp;
 use crate::profile::{Phase, Profiler};
@@ -193,9 +194,15 @@ pub(super) struct Epochs<'a> {
     pub fingerprint: serde_json::Value,
     /// The standardized columns' release, recorded in every checkpoint and the card.
     pub standardizer: Option<Standardizer>,
+    /// The DP quantile bounds, recorded in every checkpoint and the card.
+    pub bounds: Vec<ReleasedBounds>,
     /// The held-out accuracy's release, made after the last epoch, recorded in its checkpoint
     /// and the card.
     pub held_out: HeldOut,
+    /// The share of the held-out rows' more common label (exact: the operator's yardstick).
+    pub test_majority: Option<f64>,
+    /// The held-out rows labelled 1 (exact, over every worker: the held-out release's input).
+    pub test_positives: f64,
 }
 
 impl Epochs<'_> {
@@ -221,7 +228,8 @@ impl Epochs<'_> {
             history.push(metrics);
             // The held-out release, after the last epoch, before its checkpoint records it.
             if last {
-                self.held_out.release(peers.lead(), &test, steps)?;
+                self.held_out
+                    .release(peers.lead(), &test, self.test_positives, steps)?;
             }
             // The checkpoint first, then the metrics line, then stdout: a kill in between never
             // leaves an epoch logged or printed that a resume would train again.
@@ -246,8 +254,12 @@ impl Epochs<'_> {
             // version's): made now, on the model as it is.
             let mut test = evaluate::totals(mlp, &data.test).to_array();
             peers.sum_totals(&mut test)?;
-            self.held_out
-                .release(peers.lead(), &Totals::from_slice(&test), steps)?;
+            self.held_out.release(
+                peers.lead(),
+                &Totals::from_slice(&test),
+                self.test_positives,
+                steps,
+            )?;
         }
         Ok(Trained {
             steps,
@@ -299,11 +311,13 @@ impl Epochs<'_> {
             steps,
             test_loss: test.map(|t| t.loss),
             test_accuracy: test.map(|t| t.accuracy),
+            test_majority: self.test_majority,
             epsilon: spent.map(|s| s.epsilon),
             delta: spent.map(|s| s.delta),
             accountant: spent.map(|s| s.accountant.to_string()),
             rdp_order: spent.and_then(|s| s.rdp_order),
             noise_multiplier: self.accounting.map(|a| a.noise_multiplier),
+            attack_feature: held_out.and(self.config.attack_feature.clone()),
             attack_accuracy: attack_held_out,
             attack_baseline: held_out.map(|a| a.held_out.baseline()),
             attack_imputer: held_out.and_then(|a| a.imputer),
@@ -359,6 +373,7 @@ impl Epochs<'_> {
             // What epsilon covers only: a checkpoint may be shipped.
             metrics: history.iter().map(EpochMetrics::public).collect(),
             standardizer: self.standardizer.clone(),
+            bounds: (!self.bounds.is_empty()).then(|| self.bounds.clone()),
             test_release: self.held_out.release.clone(),
             test_releases: self.held_out.made,
         };
@@ -386,6 +401,7 @@ impl Epochs<'_> {
                 trained.steps,
                 trained.history.last(),
                 self.standardizer.as_ref(),
+                &self.bounds,
                 self.held_out.release.as_ref(),
             );
             export::save(path, mlp, &card)?;
@@ -397,22 +413,92 @@ impl Epochs<'_> {
         }
         if let Some(r) = &self.held_out.release {
             self.out.line(&format!(
-                "released test accuracy {:.4} (covered by epsilon: {:.1} right of {:.1} test \
-                 records, each count with Gaussian noise of std {:.2})",
-                r.accuracy, r.noisy_correct, r.noisy_count, r.noise_std
+                "released test accuracy {:.4} against a majority share of {:.4} (covered by \
+                 epsilon: {:.1} right of {:.1} test records, {:.1} labelled 1, each count with \
+                 Gaussian noise of std {:.2})",
+                r.accuracy,
+                r.majority_share,
+                r.noisy_correct,
+                r.noisy_count,
+                r.noisy_positives,
+                r.noise_std
             ));
         }
         if let Some(s) = &trained.spent {
             self.out
                 .line(&format!("privacy spent: {s} after {} steps", trained.steps));
         }
+        if let Some(line) = trained.history.last().and_then(summary) {
+            self.out.line(&line);
+        }
         Ok(())
     }
 }
 
+/// The run's last line: its test accuracy against the majority share (exact, the operator's),
+/// and a warning when the model learned nothing beyond the majority class.
+pub(super) fn summary(last: &EpochMetrics) -> Option<String> {
+    let (accuracy, majority) = last.test_accuracy.zip(last.test_majority)?;
+    let mut line = format!(
+        "summary: test accuracy {accuracy:.4} against a majority share of {majority:.4}, \
+         {:+.4} (exact, not released)",
+        accuracy - majority
+    );
+    if accuracy <= majority + LEARNED_NOTHING {
+        line.push_str(&format!(
+            "\nwarning: the model learned nothing beyond the majority class (test accuracy \
+             {accuracy:.4}, at most {LEARNED_NOTHING} above always guessing the more common \
+             label): try more epochs or another --lr, public bounds or levels for wide \
+             columns (--feature-spec), or the default preset if this run used --preset seed"
+        ));
+    }
+    Some(line)
+}
+
+/// A test accuracy at most this far above the majority share is flagged as learning nothing.
+pub const LEARNED_NOTHING: f64 = 0.005;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The summary puts the accuracy beside the majority share and flags a model that learned
+    /// nothing.
+    #[test]
+    fn the_summary_flags_a_model_at_the_majority_share() {
+        let mut m = EpochMetrics {
+            epoch: 1,
+            steps: 1,
+            test_loss: Some(0.6),
+            test_accuracy: Some(0.6211),
+            test_majority: Some(0.6211),
+            epsilon: None,
+            delta: None,
+            accountant: None,
+            rdp_order: None,
+            noise_multiplier: None,
+            attack_feature: None,
+            attack_accuracy: None,
+            attack_baseline: None,
+            attack_imputer: None,
+            workers: 1,
+            non_private: None,
+        };
+        let s = summary(&m).unwrap();
+        assert!(
+            s.contains("test accuracy 0.6211 against a majority share of 0.6211")
+                && s.contains("learned nothing"),
+            "{s}"
+        );
+        m.test_accuracy = Some(0.83);
+        let s = summary(&m).unwrap();
+        assert!(
+            s.contains("+0.2089") && !s.contains("learned nothing"),
+            "{s}"
+        );
+        m.test_majority = None;
+        assert_eq!(summary(&m), None);
+    }
 
     /// Every field travels in a slot of its own: the array comes back as the same sums, and
     /// summing two workers' arrays sums each field.

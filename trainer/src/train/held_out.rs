@@ -50,7 +50,11 @@ impl HeldOut {
         let mechanism = match config.test_release_noise() {
             Some(noise_multiplier) => Some(HeldOutMechanism {
                 noise_multiplier,
-                rows_per_unit: rows_per_unit(units)?,
+                rows_per_unit: rows_per_unit(
+                    units,
+                    "--test-accuracy-release noisy",
+                    "--test-accuracy-release withheld (or exact-not-covered)",
+                )?,
             }),
             None => None,
         };
@@ -79,13 +83,14 @@ impl HeldOut {
     }
 
     /// Makes the release from the exact held-out `test` totals (summed over every worker) of
-    /// the model after `steps` steps: worker 0 (`lead`) draws the noise; every worker counts it.
-    pub fn release(&mut self, lead: bool, test: &Totals, steps: u64) -> Result<()> {
+    /// the model after `steps` steps, `positives` of the test records labelled 1: worker 0
+    /// (`lead`) draws the noise; every worker counts it.
+    pub fn release(&mut self, lead: bool, test: &Totals, positives: f64, steps: u64) -> Result<()> {
         let Some(m) = self.mechanism.filter(|_| self.pending) else {
             return Ok(());
         };
         if lead {
-            self.release = Some(m.release(test.correct, test.count, steps, self.rng)?);
+            self.release = Some(m.release(test.correct, test.count, positives, steps, self.rng)?);
         }
         self.made += 1;
         self.pending = false;
@@ -93,19 +98,20 @@ impl HeldOut {
     }
 }
 
-/// The most records one privacy unit has in the test split, the held-out counts' sensitivity
-/// in records: 1 for a line, a unit's public bound; a unit without one is an error (the counts
-/// would have no sensitivity).
-pub(super) fn rows_per_unit(units: Option<&Units>) -> Result<u32> {
+/// The most records one privacy unit has in a split, the sensitivity in records of a release
+/// that counts or sums them (`release` names it): 1 for a line, a unit's public bound; a unit
+/// without one is an error (the release would have no sensitivity), which says what else to
+/// pass (`instead`).
+pub(super) fn rows_per_unit(units: Option<&Units>, release: &str, instead: &str) -> Result<u32> {
     match units {
         None => Ok(1),
         Some(Units {
             max_rows: Some(k), ..
         }) => Ok(*k),
         Some(u) => Err(Error::Config(format!(
-            "--test-accuracy-release noisy: a unit ('{}') without a bound on its rows gives the \
-             held-out counts no sensitivity; bound it (--max-rows-per-unit K, or shards written \
-             with it), or pass --test-accuracy-release withheld (or exact-not-covered)",
+            "{release}: a unit ('{}') without a bound on its rows gives the release no \
+             sensitivity; bound it (--max-rows-per-unit K, or shards written with it), or pass \
+             {instead}",
             u.column
         ))),
     }
@@ -119,6 +125,13 @@ mod tests {
     /// rows; units without a bound are refused, naming the way out.
     #[test]
     fn rows_per_unit_is_a_lines_one_or_a_units_bound() {
+        let rows_per_unit = |u: Option<&Units>| {
+            rows_per_unit(
+                u,
+                "--test-accuracy-release noisy",
+                "--test-accuracy-release withheld (or exact-not-covered)",
+            )
+        };
         assert_eq!(rows_per_unit(None).unwrap(), 1);
         let unit = |max_rows| Units {
             column: "household".into(),

@@ -6,20 +6,19 @@ use super::peers::Peers;
 use crate::Result;
 use crate::config::{DpConfig, NoiseRng, NoiseSpec, Privacy, TrainConfig};
 use crate::mechanism::dp_step::StepPrivacy;
-use crate::mechanism::privacy::Accounting;
+use crate::mechanism::privacy::{Accounting, Preprocessing};
 use crate::mechanism::sampler::PoissonSampler;
 use crate::settings::Settings;
 
-/// The accounting of `planned` steps of `sampler` (after the standardized columns' release at
-/// noise multiplier `preprocessing`, if any, and before the held-out accuracy's release, when
-/// the run makes one) and what each step does, the same on every worker; `None` and no noise
-/// with `--no-dp`.
+/// The accounting of `planned` steps of `sampler` (after the releases before the first step,
+/// `preprocessing`, and before the held-out accuracy's release, when the run makes one) and
+/// what each step does, the same on every worker; `None` and no noise with `--no-dp`.
 pub(super) fn mechanism(
     config: &TrainConfig,
     peers: &mut Peers,
     sampler: &PoissonSampler,
     planned: u64,
-    preprocessing: Option<f64>,
+    preprocessing: Preprocessing,
     settings: &Settings,
 ) -> Result<(Option<Accounting>, StepPrivacy)> {
     let dp = match &config.privacy {

@@ -15,6 +15,7 @@ use crate::features::Standardizer;
 use crate::mechanism::dp_step::DpStep;
 use crate::mechanism::held_out::HeldOutRelease;
 use crate::mechanism::privacy::Accounting;
+use crate::mechanism::quantiles::ReleasedBounds;
 use crate::metrics::EpochMetrics;
 use crate::mlp::Mlp;
 use crate::publish;
@@ -60,6 +61,8 @@ pub(super) struct Start {
     pub history: Vec<EpochMetrics>,
     /// The checkpoint's standardization release (worker 0's).
     pub standardizer: Option<Standardizer>,
+    /// The checkpoint's DP quantile bounds (worker 0's).
+    pub bounds: Option<Vec<ReleasedBounds>>,
     /// The checkpoint's held-out release, if it made one (worker 0's).
     pub test_release: Option<HeldOutRelease>,
     /// The held-out releases made before (worker 0's).
@@ -86,6 +89,7 @@ pub(super) fn restore(
         && let Some((saved, dir)) = saved_checkpoint(config, fingerprint, accounting, per_epoch)?
     {
         start.standardizer = saved.meta.standardizer.clone();
+        start.bounds = saved.meta.bounds.clone();
         start.test_release = saved.meta.test_release.clone();
         start.test_releases = saved.meta.test_releases;
         mlp.load_flat(saved.tensor(dir, "params")?)?;

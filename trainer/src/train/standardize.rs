@@ -1,13 +1,16 @@
 //! The feature spec's exchanges: what it found over every worker's share
-//! ([`report_transform`]), and the standardized columns' noisy release ([`standardize`]).
+//! ([`report_transform`]), the DP quantile bounds of the columns it gives none
+//! ([`release_bounds`]), and the standardized columns' noisy release ([`standardize`]).
 
 use tch::Tensor;
 
+use super::peers::Peers;
 use crate::Result;
 use crate::config::NoiseRng;
 use crate::data::Data;
-use crate::features::Standardizer;
+use crate::features::{ColumnSpec, FeatureSpec, StandardizedRange, Standardizer, bounded_wide};
 use crate::mechanism::noise::NoiseSource;
+use crate::mechanism::quantiles::{self, QuantileSpec, ReleasedBounds};
 
 /// Tells the operator (stderr, worker 0) what the feature spec found over every worker's share:
 /// records with a level outside a categorical column's spec, and columns used as they are that
@@ -62,24 +65,131 @@ pub(super) fn report_transform(
     Ok(())
 }
 
-/// Releases the standardized columns' statistics (the sums over every worker's training
-/// records, plus worker 0's Gaussian noise, handed to all) and standardizes both splits with
-/// them; a resumed run uses the checkpoint's release instead. `None` without such columns.
-/// `exchange(v, false)` sums `v` over the workers, `exchange(v, true)` hands worker 0's to all.
+/// Releases the bounds of the columns bounded by DP quantiles (each worker's counts of its
+/// training values on the public grid, summed; worker 0 draws the exponential mechanisms and
+/// hands the bounds to all); a resumed run uses the checkpoint's release instead. Empty without
+/// such columns.
+pub(super) fn release_bounds(
+    data: &Data,
+    spec: Option<QuantileSpec>,
+    rows_per_unit: u32,
+    saved: Option<Vec<ReleasedBounds>>,
+    rng: NoiseRng,
+    peers: &mut Peers,
+) -> Result<Vec<ReleasedBounds>> {
+    let lead = peers.lead();
+    let t = &data.transform;
+    let Some(spec) = spec.filter(|_| !t.bounded.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let names: Vec<String> = t
+        .bounded
+        .iter()
+        .map(|&j| data.feature_names[j].clone())
+        .collect();
+    let per = t.bound_counts.first().map_or(0, Vec::len);
+    let mut counts: Vec<u64> = t.bound_counts.iter().flatten().copied().collect();
+    peers.sum_counts(&mut counts)?;
+    let mut values = vec![0.0f64; 2 * names.len()];
+    if lead {
+        let same = |s: &Vec<ReleasedBounds>| {
+            s.len() == names.len() && s.iter().zip(&names).all(|(b, n)| b.name == *n)
+        };
+        let released = match saved {
+            Some(s) if same(&s) => s,
+            _ => {
+                let per_column: Vec<Vec<u64>> =
+                    counts.chunks_exact(per).map(<[u64]>::to_vec).collect();
+                quantiles::release(
+                    &names,
+                    &per_column,
+                    spec,
+                    rows_per_unit,
+                    &mut quantiles::rng(rng)?,
+                )
+            }
+        };
+        for (v, b) in values.chunks_exact_mut(2).zip(&released) {
+            v.copy_from_slice(&[b.lo, b.hi]);
+        }
+    }
+    peers.broadcast_totals(&mut values)?;
+    Ok(names
+        .into_iter()
+        .zip(values.chunks_exact(2))
+        .map(|(name, v)| ReleasedBounds {
+            name,
+            lo: v[0],
+            hi: v[1],
+        })
+        .collect())
+}
+
+/// Clips the columns `bounds` does not use as they are to their released bounds (onto
+/// [-1, 1]), then releases the standardized columns' statistics (the spec's, then those; the
+/// sums over every worker's training records, plus worker 0's Gaussian noise, handed to all)
+/// and standardizes both splits with them; a resumed run uses the checkpoint's release instead.
+/// `None` when the run declared no such release. `exchange(v, false)` sums `v` over the workers,
+/// `exchange(v, true)` hands worker 0's to all.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn standardize(
     data: &mut Data,
-    noise_multiplier: Option<f64>,
+    spec: &FeatureSpec,
+    bounds: &[ReleasedBounds],
+    rows_per_unit: u32,
     saved: Option<Standardizer>,
     lead: bool,
     noise_rng: NoiseRng,
     mut exchange: impl FnMut(&mut [f64], bool) -> Result<()>,
 ) -> Result<Option<Standardizer>> {
-    let Some(sigma) = noise_multiplier else {
+    let Some(sigma) = spec.gaussian_release(&data.feature_names) else {
         return Ok(None);
     };
-    let cols = data.transform.standardized.clone();
-    let sensitivity = Standardizer::sensitivity(cols.len());
-    let mut sums = data.transform.train_sums.clone();
+    let wide = bounded_wide(&data.feature_names, &data.transform.bounded, bounds)?;
+    data.train.to_unit(&wide)?;
+    data.test.to_unit(&wide)?;
+    let spec_cols = data.transform.standardized.clone();
+    let cols: Vec<usize> = spec_cols
+        .iter()
+        .copied()
+        .chain(wide.iter().map(|w| w.0))
+        .collect();
+    let columns: Vec<StandardizedRange> = spec_cols
+        .iter()
+        .map(|&j| {
+            let name = &data.feature_names[j];
+            let (lo, hi) = match spec.columns.get(name) {
+                Some(ColumnSpec::Standardize { lo, hi }) => (*lo, *hi),
+                _ => unreachable!("a standardized column has a standardize spec"),
+            };
+            StandardizedRange {
+                name: name.clone(),
+                lo,
+                hi,
+            }
+        })
+        .chain(wide.iter().map(|&(j, lo, hi)| StandardizedRange {
+            name: data.feature_names[j].clone(),
+            lo,
+            hi,
+        }))
+        .collect();
+    let sensitivity = Standardizer::sensitivity(cols.len(), rows_per_unit);
+    // (n, sums, sums of squares) in `cols` order: the spec's columns' from the host sums, the
+    // bounded ones' from the clipped tensor.
+    let (a, b) = (spec_cols.len(), wide.len());
+    let host = if data.transform.train_sums.is_empty() {
+        vec![data.train.len() as f64]
+    } else {
+        data.transform.train_sums.clone()
+    };
+    let extra = data.train.column_sums(&cols[a..])?;
+    let mut sums = Vec::with_capacity(1 + 2 * (a + b));
+    sums.push(host[0]);
+    sums.extend_from_slice(&host[1..1 + a]);
+    sums.extend_from_slice(&extra[..b]);
+    sums.extend_from_slice(&host[1 + a..]);
+    sums.extend_from_slice(&extra[b..]);
     exchange(&mut sums, false)?;
     if lead {
         match saved {
@@ -106,6 +216,7 @@ pub(super) fn standardize(
         noise_multiplier: sigma,
         sensitivity,
         noisy_sums: sums,
+        columns,
     };
     let moments = st.unit_moments();
     data.train.standardize(&cols, &moments)?;

@@ -134,8 +134,8 @@ pub fn fulton_shards(dir: &Path) -> PathBuf {
     out
 }
 
-/// The public feature spec of the Fulton fixture (bounds and categories from the PUMS
-/// codebook's ranges), committed next to it.
+/// The public feature spec of the Fulton fixture (ranges to standardize within, and categories,
+/// from the PUMS codebook), committed next to it.
 pub fn fulton_spec() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/FultonPUMS5full.spec.json")
 }

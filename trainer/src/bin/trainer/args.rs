@@ -13,7 +13,7 @@ use trainer::features::FeatureSpec;
 use trainer::report::ReportConfig;
 use trainer::sweep::SweepConfig;
 use trainer::{
-    CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, OptimizerKind, Privacy,
+    CheckpointConfig, DeviceSpec, DpConfig, GradSample, NoiseSpec, OptimizerKind, Preset, Privacy,
     Sampling, TestRelease, TrainConfig,
 };
 
@@ -65,6 +65,10 @@ pub enum Command {
     /// Audit the run these flags describe: a lower bound on its epsilon from one training run
     /// with canaries, and membership inference on its real rows.
     Audit(Box<AuditArgs>),
+    /// Accounted hyperparameter search (Papernot and Steinke 2022): a random number of runs,
+    /// each at a grid point drawn at random, only the best (by its noisy held-out accuracy)
+    /// released, and the whole search's epsilon printed (RDP).
+    Tune(Box<TuneArgs>),
 }
 
 /// `trainer [OPTIONS]`.
@@ -73,29 +77,36 @@ pub struct TrainArgs {
     /// Shards to train on: a directory, or s3://bucket/prefix.
     #[arg(long, default_value = "shards")]
     data: String,
-    /// Passes over the data (an epoch is round(N / batch-size) steps).
-    #[arg(long, default_value_t = 10)]
-    epochs: u32,
-    /// Expected batch size B: each example joins each step with probability B / N.
-    #[arg(long, default_value_t = 256)]
-    batch_size: u32,
+    /// Where the settings not given come from: default (measured across census files; printed
+    /// with each flag below) or seed (the seed project's: SGD, lr 0.01, clip 3, 10 epochs of
+    /// batch 256, noise 0.9, every column used as it is).
+    #[arg(long, value_enum, default_value_t = PresetArg::Default)]
+    preset: PresetArg,
+    /// Passes over the data (an epoch is round(N / batch-size) steps) [default: 10; --preset
+    /// seed: 10].
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Expected batch size B: each example joins each step with probability B / N [default:
+    /// 256; --preset seed: 256].
+    #[arg(long)]
+    batch_size: Option<u32>,
     /// A public size N_PUB of the training split (e.g. the census' published total times
     /// 1 - --test-fraction), used instead of the realized count N: q = min(B / N_PUB, 1),
     /// round(N_PUB / B) steps per epoch, the noisy sum divided by B. The run then releases
     /// nothing that reveals N (without it, N is treated as public).
     #[arg(long, value_name = "N_PUB")]
     population: Option<u64>,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
-    /// sgd, adam, adagrad or rmsprop (PyTorch's defaults otherwise).
-    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true,
-          default_value_t = OptimizerKind::Sgd)]
-    optimizer: OptimizerKind,
-    /// Per-example gradient L2 bound C.
-    #[arg(long, default_value_t = 3.0)]
-    l2_norm_clip: f64,
-    /// Noise std over C [default: 0.9].
+    /// Learning rate [default: 0.005; --preset seed: 0.01].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// sgd, adam, adagrad or rmsprop (PyTorch's defaults otherwise) [default: adam; --preset
+    /// seed: sgd].
+    #[arg(long, value_enum, ignore_case = true, hide_possible_values = true)]
+    optimizer: Option<OptimizerKind>,
+    /// Per-example gradient L2 bound C [default: 1; --preset seed: 3].
+    #[arg(long)]
+    l2_norm_clip: Option<f64>,
+    /// Noise std over C [default: 0.9; --preset seed: 0.9].
     #[arg(long, conflicts_with = "target_epsilon")]
     noise_multiplier: Option<f64>,
     /// Calibrate the noise multiplier so the whole run spends this epsilon (`trainer sweep`:
@@ -128,6 +139,19 @@ pub struct TrainArgs {
     /// Noise multiplier of that Gaussian release (noise std over its L2 sensitivity).
     #[arg(long, default_value_t = trainer::features::DEFAULT_STANDARDIZE_NOISE)]
     standardize_noise: f64,
+    /// Columns the feature spec does not name: on, each gets bounds from two DP quantiles of
+    /// the training split (the exponential mechanism over a public grid, --bounds-epsilon each,
+    /// composed in the accountant: epsilon covers them) and, unless both lie within [0, 1], is
+    /// clipped to them and standardized like a --standardize column; off, they are used as
+    /// they are [default: on; --preset seed: off].
+    #[arg(long, value_enum)]
+    auto_bounds: Option<OnOff>,
+    /// Epsilon of each DP quantile's exponential mechanism (two a bounded column).
+    #[arg(long, default_value_t = trainer::mechanism::quantiles::DEFAULT_QUANTILES.epsilon)]
+    bounds_epsilon: f64,
+    /// The two quantiles a bounded column is clipped to, LOW:HIGH.
+    #[arg(long, default_value = "0.05:0.95", value_name = "LOW:HIGH")]
+    bounds_quantiles: String,
     /// A JSON feature spec: {"bounds": {"age": [18, 100]}, "categories": {"educ": {"levels":
     /// [1, 2, 3], "unknown": "other"}}, "standardize": {"income": [-20000, 1000000]}}, merged
     /// with the flags above (a column may have one spec).
@@ -176,9 +200,10 @@ pub struct TrainArgs {
     /// its microbatch's clipped mean by up to 2C, so it is accounted at noise multiplier / 2.
     #[arg(long)]
     microbatch_size: Option<usize>,
-    /// Feature the model-inversion attack tries to recover ("none" to skip the attack).
-    #[arg(long, default_value = "englishability")]
-    attack_feature: String,
+    /// Feature the model-inversion attack tries to recover ("none" to skip the attack)
+    /// [default: englishability when the data has it, else none].
+    #[arg(long)]
+    attack_feature: Option<String>,
     /// Training rows, and held-out rows, the attack is run on.
     #[arg(long, default_value_t = 10_000)]
     attack_rows: usize,
@@ -215,6 +240,20 @@ pub struct TrainArgs {
     s3: S3Args,
 }
 
+/// `--preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PresetArg {
+    Default,
+    Seed,
+}
+
+/// `--auto-bounds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
 /// `--test-accuracy-release`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum TestReleaseArg {
@@ -240,6 +279,11 @@ impl TryFrom<TrainArgs> for Launch {
         // Checked by the cluster (as for `pipeline`) before `--workers W` reserves W ports.
         let (cluster, spawn) = a.cluster.resolve()?;
         let data = Location::parse(&a.data).with_context(|| format!("--data {}", a.data))?;
+        let preset = match a.preset {
+            PresetArg::Default => Preset::Default,
+            PresetArg::Seed => Preset::Seed,
+        };
+        let p = preset.values();
         let privacy = if a.no_dp {
             Privacy::NonPrivate
         } else {
@@ -253,10 +297,10 @@ impl TryFrom<TrainArgs> for Launch {
             let noise = match (a.noise_multiplier, target) {
                 (_, Some(e)) => NoiseSpec::TargetEpsilon(e),
                 (Some(s), None) => NoiseSpec::Multiplier(s),
-                (None, None) => NoiseSpec::Multiplier(0.9),
+                (None, None) => NoiseSpec::Multiplier(p.noise_multiplier),
             };
             Privacy::Private(DpConfig {
-                l2_norm_clip: a.l2_norm_clip,
+                l2_norm_clip: a.l2_norm_clip.unwrap_or(p.l2_norm_clip),
                 noise,
                 delta: a.delta,
                 accountant: a.accountant,
@@ -268,6 +312,26 @@ impl TryFrom<TrainArgs> for Launch {
         };
         let mut features = FeatureSpec::new();
         features.standardize_noise = a.standardize_noise;
+        features.auto_bounds = match a.auto_bounds {
+            Some(OnOff::Off) => None,
+            Some(OnOff::On) => Some(trainer::mechanism::quantiles::DEFAULT_QUANTILES),
+            None => p.auto_bounds,
+        };
+        if let Some(q) = &mut features.auto_bounds {
+            let (low, high) = a
+                .bounds_quantiles
+                .split_once(':')
+                .and_then(|(l, h)| Some((l.trim().parse().ok()?, h.trim().parse().ok()?)))
+                .with_context(|| {
+                    format!(
+                        "--bounds-quantiles '{}': expected LOW:HIGH, two numbers",
+                        a.bounds_quantiles
+                    )
+                })?;
+            q.low = low;
+            q.high = high;
+            q.epsilon = a.bounds_epsilon;
+        }
         if let Some(path) = &a.feature_spec {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--feature-spec {}", path.display()))?;
@@ -282,17 +346,19 @@ impl TryFrom<TrainArgs> for Launch {
         if let Some(f) = &a.standardize {
             features.add_standardize(f)?;
         }
-        let attack_feature = match a.attack_feature.as_str() {
-            "none" | "" => None,
-            name => Some(name.to_string()),
+        let (attack_feature, attack_required) = match a.attack_feature.as_deref() {
+            None => (Some("englishability".to_string()), false),
+            Some("none" | "") => (None, false),
+            Some(name) => (Some(name.to_string()), true),
         };
         let config = TrainConfig {
+            preset,
             data,
-            epochs: a.epochs,
-            batch_size: a.batch_size,
+            epochs: a.epochs.unwrap_or(p.epochs),
+            batch_size: a.batch_size.unwrap_or(p.batch_size),
             population: a.population,
-            lr: a.lr,
-            optimizer: a.optimizer,
+            lr: a.lr.unwrap_or(p.lr),
+            optimizer: a.optimizer.unwrap_or(p.optimizer),
             sampling: Sampling::Poisson,
             privacy,
             hidden: parse_hidden(&a.hidden)?,
@@ -312,6 +378,7 @@ impl TryFrom<TrainArgs> for Launch {
             device: a.device,
             intra_op_threads: a.intra_op_threads,
             attack_feature,
+            attack_required,
             attack_rows: a.attack_rows,
             metrics_out: Some(a.metrics_out.unwrap_or_else(|| "run/metrics.jsonl".into())),
             save: Some(a.save.unwrap_or_else(|| "run/model.safetensors".into())),
@@ -407,6 +474,96 @@ impl TryFrom<SweepArgs> for SweepConfig {
         };
         sweep.validate()?;
         Ok(sweep)
+    }
+}
+
+/// `trainer tune`: the training flags (--target-epsilon is the whole search's budget), the grid
+/// and the number of runs.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Learning rates to draw from.
+    #[arg(long, value_delimiter = ',', default_value = "0.002,0.005,0.01")]
+    grid_lr: Vec<f64>,
+    /// Clip bounds to draw from.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,2")]
+    grid_clip: Vec<f64>,
+    /// Epochs to draw from (at the same budget, more epochs mean more noise a step) [default:
+    /// the run's --epochs].
+    #[arg(long, value_delimiter = ',')]
+    grid_epochs: Vec<u32>,
+    /// The distribution of the number of runs: poisson (may draw none: then nothing is
+    /// released), logarithmic or geometric (at least one run).
+    #[arg(long, value_enum, default_value_t = RunsArg::Poisson)]
+    runs_distribution: RunsArg,
+    /// The mean number of runs.
+    #[arg(long, default_value_t = 4.0)]
+    runs_mean: f64,
+    /// Folder of the released model and its card (model.safetensors, model.json).
+    #[arg(long, default_value = "tune")]
+    out: PathBuf,
+    /// Replace a model released there before.
+    #[arg(long)]
+    overwrite: bool,
+    /// Training options shared by every run (--target-epsilon: the whole search's budget; the
+    /// grid's flags replace --lr, --l2-norm-clip, --epochs).
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// `--runs-distribution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RunsArg {
+    Poisson,
+    Logarithmic,
+    Geometric,
+}
+
+impl TryFrom<TuneArgs> for trainer::tune::TuneConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: TuneArgs) -> anyhow::Result<Self> {
+        if a.train.target_epsilon.len() != 1 {
+            bail!("--target-epsilon: a tune takes one epsilon, the whole search's budget");
+        }
+        if a.train.no_dp || a.train.noise_multiplier.is_some() {
+            bail!("--no-dp, --noise-multiplier: a tune calibrates each run's noise itself");
+        }
+        if a.train.cluster.processes.is_some() || a.train.cluster.hostfile.is_some() {
+            bail!("--workers, --hostfile: a tune runs in one process (use --threads)");
+        }
+        if a.train.checkpoint_dir.is_some() {
+            bail!("--checkpoint-dir: a tune writes no checkpoints");
+        }
+        let progress = !a.train.no_progress;
+        let Launch { config, .. } = Launch::try_from(a.train)?;
+        let mean = a.runs_mean;
+        let runs = match a.runs_distribution {
+            RunsArg::Poisson => accountant::rdp::Runs::Poisson { mean },
+            RunsArg::Logarithmic => {
+                accountant::rdp::Runs::TruncatedNegativeBinomial { mean, shape: 0.0 }
+            }
+            RunsArg::Geometric => {
+                accountant::rdp::Runs::TruncatedNegativeBinomial { mean, shape: 1.0 }
+            }
+        };
+        let epochs = match a.grid_epochs {
+            e if e.is_empty() => vec![config.epochs],
+            e => e,
+        };
+        let tune = trainer::tune::TuneConfig {
+            grid: trainer::tune::Grid {
+                lr: a.grid_lr,
+                l2_norm_clip: a.grid_clip,
+                epochs,
+            },
+            base: config,
+            runs,
+            out: a.out,
+            overwrite: a.overwrite,
+            progress,
+        };
+        tune.validate()?;
+        Ok(tune)
     }
 }
 
@@ -720,8 +877,65 @@ mod tests {
         assert_eq!(c.save, Some("run/model.safetensors".into()));
     }
 
+    /// `--preset seed` gives the seed project's settings, and a flag given still wins; the help
+    /// prints each preset's value of each flag it sets, as the presets hold them.
     #[test]
-    fn bare_trainer_is_the_seed_setup_on_shards() {
+    fn the_seed_preset_is_one_flag_away_and_flags_win() {
+        let c = train(&["--preset", "seed"]).unwrap();
+        let mut want = TrainConfig::with_preset(Location::parse("shards").unwrap(), Preset::Seed);
+        want.metrics_out = Some("run/metrics.jsonl".into());
+        want.save = Some("run/model.safetensors".into());
+        want.progress = true;
+        assert_eq!(c, want);
+        let c = train(&["--preset", "seed", "--lr", "0.2", "--auto-bounds", "on"]).unwrap();
+        assert_eq!((c.lr, c.optimizer), (0.2, OptimizerKind::Sgd));
+        assert!(c.features.auto_bounds.is_some());
+        let c = train(&["--auto-bounds", "off", "--bounds-epsilon", "0.3"]).unwrap();
+        assert_eq!(c.features.auto_bounds, None);
+        let c = train(&["--bounds-epsilon", "0.3", "--bounds-quantiles", "0.1:0.9"]).unwrap();
+        let q = c.features.auto_bounds.unwrap();
+        assert_eq!((q.low, q.high, q.epsilon), (0.1, 0.9, 0.3));
+        for (args, flag) in [
+            (&["--bounds-quantiles", "0.9"][..], "--bounds-quantiles"),
+            (&["--bounds-quantiles", "0.9:0.1"][..], "--bounds-quantiles"),
+            (&["--bounds-epsilon", "0"][..], "--bounds-epsilon"),
+        ] {
+            let err = format!("{:#}", train(args).unwrap_err());
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let help: String = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let (d, s) = (Preset::Default.values(), Preset::Seed.values());
+        let on_off = |b: bool| if b { "on" } else { "off" };
+        for want in [
+            format!("[default: {}; --preset seed: {}]", d.epochs, s.epochs),
+            format!(
+                "[default: {}; --preset seed: {}]",
+                d.batch_size, s.batch_size
+            ),
+            format!("[default: {}; --preset seed: {}]", d.lr, s.lr),
+            format!("[default: {}; --preset seed: {}]", d.optimizer, s.optimizer),
+            format!(
+                "[default: {}; --preset seed: {}]",
+                d.l2_norm_clip, s.l2_norm_clip
+            ),
+            format!(
+                "[default: {}; --preset seed: {}]",
+                d.noise_multiplier, s.noise_multiplier
+            ),
+            format!(
+                "[default: {}; --preset seed: {}]",
+                on_off(d.auto_bounds.is_some()),
+                on_off(s.auto_bounds.is_some())
+            ),
+        ] {
+            assert!(help.contains(&want), "--help lacks {want}");
+        }
+    }
+
+    #[test]
+    fn bare_trainer_is_the_default_preset_on_shards() {
         let c = train(&[]).unwrap();
         let mut want = TrainConfig::new(Location::parse("shards").unwrap());
         want.metrics_out = Some("run/metrics.jsonl".into());
@@ -788,6 +1002,7 @@ mod tests {
         .unwrap();
         let mut features = FeatureSpec::new();
         features.standardize_noise = 4.0;
+        features.auto_bounds = Preset::Default.values().auto_bounds;
         features.add_bounds("age=18:100").unwrap();
         features.add_categories("educ=1..16:other").unwrap();
         features.add_standardize("income=-20000:1000000").unwrap();

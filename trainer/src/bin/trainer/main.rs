@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use cluster::{Children, Watch};
 
-use args::{AuditArgs, Cli, Command, Launch, PrivacyArgs, PrivacyQuery, SweepArgs};
+use args::{AuditArgs, Cli, Command, Launch, PrivacyArgs, PrivacyQuery, SweepArgs, TuneArgs};
 
 /// mimalloc for Rust and, through its `override` feature, for libtorch's allocations too.
 #[cfg(feature = "mimalloc")]
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Some(Command::Report(r)) => report(r.into()),
         Some(Command::Sweep(s)) => sweep(*s),
         Some(Command::Audit(a)) => audit(*a),
+        Some(Command::Tune(t)) => tune(*t),
         None => train(cli.train),
     };
     match result {
@@ -89,6 +90,61 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
         config.runs_path().display(),
         config.page_path().display()
     );
+    Ok(())
+}
+
+fn tune(args: TuneArgs) -> anyhow::Result<()> {
+    let config = trainer::tune::TuneConfig::try_from(args)?;
+    let done = trainer::tune::tune(&config, |run| {
+        let c = &run.candidate;
+        let _ = writeln!(
+            std::io::stdout(),
+            "run {}: lr {} clip {} epochs {} (noise {:.4})  score (noisy held-out accuracy) \
+             {:.4}  | not released (only the best run is), exact: test accuracy {}",
+            run.run,
+            c.lr,
+            c.l2_norm_clip,
+            c.epochs,
+            c.noise_multiplier,
+            run.score,
+            run.test_accuracy
+                .map_or("-".to_string(), |a| format!("{a:.4}"))
+        );
+    })
+    .with_context(|| format!("tune on {}", config.base.data))?;
+    let plan = &done.plan;
+    println!(
+        "tune: {} grid points, each run {:.4} (rdp); the number of runs drawn from the {} \
+         distribution",
+        plan.candidates.len(),
+        plan.run_epsilon,
+        trainer::tune::describe(plan.runs)
+    );
+    match done.best {
+        Some(i) => {
+            let best = &done.runs[i];
+            let c = &best.candidate;
+            println!(
+                "released {}: the best of the runs, lr {} clip {} epochs {}: released test \
+                 accuracy {:.4} (noisy, covered)  | not released: {} runs, exact test accuracy \
+                 {} against a majority share of {:.4}",
+                config.out.join("model.safetensors").display(),
+                c.lr,
+                c.l2_norm_clip,
+                c.epochs,
+                best.score,
+                done.runs.len(),
+                best.test_accuracy
+                    .map_or("-".to_string(), |a| format!("{a:.4}")),
+                done.majority
+            );
+        }
+        None => println!(
+            "no run was drawn (the Poisson distribution drew 0): nothing is released, and the \
+             budget is spent all the same"
+        ),
+    }
+    println!("privacy spent: {} for the whole search", done.spent);
     Ok(())
 }
 
