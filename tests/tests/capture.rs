@@ -308,9 +308,10 @@ fn no_record_or_gradient_crosses_in_clear() {
                 .unwrap()
                 .lines()
                 .skip(1)
-                // A record as it crosses: its content after its key (the key is given where
-                // the shard is written, so what crosses carries another one).
-                .map(|l| format!(",{}\n", l.split_once(',').unwrap().1).into_bytes())
+                // A record as it crosses: its content, `\n`-terminated, after the record
+                // before it in its batch (the key is given where the shard is written, so
+                // nothing key-like crosses with it).
+                .map(|l| format!("\n{}\n", l.split_once(',').unwrap().1).into_bytes())
                 .collect::<Vec<_>>()
         })
         .collect();
