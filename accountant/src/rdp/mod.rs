@@ -26,15 +26,13 @@ pub fn composed_rdp(
     releases: &Releases,
     orders: &[f64],
 ) -> Vec<f64> {
-    let mut rdp = if q > 0.0 && steps > 0 {
-        compute_rdp(q, sigma, steps, orders)
-    } else {
-        vec![0.0; orders.len()]
-    };
-    for (r, e) in rdp.iter_mut().zip(releases.rdp(orders)) {
-        *r += e;
-    }
-    rdp
+    with_releases(
+        q,
+        steps,
+        || compute_rdp(q, sigma, steps, orders),
+        releases,
+        orders,
+    )
 }
 
 /// [`composed_rdp`] with the steps' curve as dp_accounting computes it
@@ -46,8 +44,25 @@ pub fn composed_rdp_as_dp_accounting(
     releases: &Releases,
     orders: &[f64],
 ) -> Vec<f64> {
+    with_releases(
+        q,
+        steps,
+        || compute_rdp_as_dp_accounting(q, sigma, steps, orders),
+        releases,
+        orders,
+    )
+}
+
+/// The steps' curve (`steps_curve`, zero where no step samples anything) plus the releases'.
+fn with_releases(
+    q: f64,
+    steps: u64,
+    steps_curve: impl FnOnce() -> Vec<f64>,
+    releases: &Releases,
+    orders: &[f64],
+) -> Vec<f64> {
     let mut rdp = if q > 0.0 && steps > 0 {
-        compute_rdp_as_dp_accounting(q, sigma, steps, orders)
+        steps_curve()
     } else {
         vec![0.0; orders.len()]
     };
