@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fastdp_tests::{assert_ok as ok, exec, pipeline, pipeline_generate, trainer};
 
@@ -195,13 +195,16 @@ fn captured(ns: &str, d: &Path, name: &str, extra: &[&str]) -> Flows {
     let out = in_ns(ns, trainer(), d, &trainer_args).output().unwrap();
     ok(&format!("trainer ({name})"), &out);
     std::fs::write(to.with_extension("stop"), b"").unwrap();
-    let started = Instant::now();
-    while capturer.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the capturer hangs"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    // Wait on the capturer itself (in a thread, so that a hang is a failure, not a stuck test).
+    let pid = capturer.id();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(capturer.wait()));
+    match exit.recv_timeout(Duration::from_secs(60)) {
+        Ok(status) => assert!(status.unwrap().success(), "the capturer failed"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the capturer hangs: no exit 60 s after {}", to.display());
+        }
     }
     read_flows(&to)
 }
