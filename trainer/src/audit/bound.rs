@@ -93,11 +93,19 @@ pub fn epsilon_lower_bound(
     alpha: f64,
     delta: f64,
 ) -> f64 {
-    let rejected = |eps: f64| p_value(canaries, guesses, correct, eps, delta) <= alpha;
-    if !rejected(0.0) {
-        return 0.0;
+    largest_rejected(0.0, |eps| {
+        p_value(canaries, guesses, correct, eps, delta) <= alpha
+    })
+}
+
+/// The largest epsilon at or above `floor` that `rejected` rejects, to within 1e-6 (`floor`
+/// when it does not reject `floor`; the search stops doubling past 1e3). Both bounds' search:
+/// a claim of epsilon is rejected for every epsilon below the largest one rejected.
+pub(crate) fn largest_rejected(floor: f64, rejected: impl Fn(f64) -> bool) -> f64 {
+    if !rejected(floor) {
+        return floor;
     }
-    let (mut lo, mut hi) = (0.0, 1.0);
+    let (mut lo, mut hi) = (floor, (2.0 * floor).max(1.0));
     while rejected(hi) {
         lo = hi;
         hi *= 2.0;

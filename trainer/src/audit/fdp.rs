@@ -145,24 +145,9 @@ pub fn epsilon_lower_bound_above(
     if correct == 0 {
         return floor;
     }
-    let rejected =
-        |eps: f64| objective(canaries, guesses, correct, alpha, gaussian_mu(eps, delta)) > 0.0;
-    if !rejected(floor) {
-        return floor;
-    }
-    let (mut lo, mut hi) = (floor, (2.0 * floor).max(1.0));
-    while rejected(hi) {
-        lo = hi;
-        hi *= 2.0;
-        if hi > 1e3 {
-            return lo;
-        }
-    }
-    while hi - lo > 1e-6 {
-        let mid = 0.5 * (lo + hi);
-        if rejected(mid) { lo = mid } else { hi = mid }
-    }
-    lo
+    bound::largest_rejected(floor, |eps| {
+        objective(canaries, guesses, correct, alpha, gaussian_mu(eps, delta)) > 0.0
+    })
 }
 
 /// The candidate guesses for `m` canaries, fixed before any score is seen: "included" on the
