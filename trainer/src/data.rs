@@ -372,8 +372,9 @@ pub struct Data {
     /// With units: where each training unit's rows start in `train`, and the end (one more
     /// entry than units). Empty without units: each row is its own unit.
     pub unit_starts: Vec<usize>,
-    /// A hash of the whole dataset's listing (every part's name and size, and the manifest),
-    /// the same in every process that reads the same shards (0 for a table split in memory).
+    /// A hash of the whole dataset's listing (every part's name and size, and the manifest but
+    /// for the input's path), the same in every process that reads the same shards, and for the
+    /// same file preprocessed from another directory (0 for a table split in memory).
     pub fingerprint: u64,
     /// The label column.
     pub label_name: String,
@@ -655,7 +656,11 @@ fn fingerprint(dataset: &Dataset) -> u64 {
         add(&part.bytes.to_le_bytes());
     }
     if let Some(manifest) = dataset.manifest() {
-        add(serde_json::to_string(manifest)
+        // Where the input lay is not the data: the same file preprocessed from another
+        // directory, or on another machine, gives the same seeded run.
+        let mut manifest = manifest.clone();
+        manifest.options.input.clear();
+        add(serde_json::to_string(&manifest)
             .expect("a manifest serializes")
             .as_bytes());
     }
@@ -845,5 +850,45 @@ mod tests {
             }
         }
         assert_eq!(share_of(16, 1, 3), 5..10);
+    }
+    /// The fingerprint (which keys a seeded run's sampler and noise) is the data's: the same
+    /// file preprocessed from two directories gives the same one, a file with one value
+    /// changed another.
+    #[test]
+    fn the_fingerprint_is_the_datas_not_where_it_lay() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("input.csv");
+        pipeline::generate(&pipeline::GenerateConfig {
+            households: false,
+            rows: 300,
+            seed: 4,
+            na_rate: 0.0,
+            output: Location::Local(csv.clone()),
+            overwrite: true,
+            s3: Default::default(),
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let mut changed: Vec<String> = text.lines().map(String::from).collect();
+        let last = changed.last_mut().unwrap();
+        // The first column, `sex`, is a feature (the last one is in no shard).
+        let flipped = if last.starts_with('0') { "1" } else { "0" };
+        last.replace_range(..1, flipped);
+        let fingerprint_of = |name: &str, content: &str| {
+            let sub = dir.path().join(name);
+            std::fs::create_dir(&sub).unwrap();
+            let input = sub.join("census.csv");
+            std::fs::write(&input, content).unwrap();
+            let out = sub.join("shards");
+            pipeline::run(&pipeline::RunConfig {
+                shards: 3,
+                ..pipeline::RunConfig::new(Location::Local(input), Location::Local(out.clone()))
+            })
+            .unwrap();
+            fingerprint(&Dataset::open(&Location::Local(out), &Default::default()).unwrap())
+        };
+        let a = fingerprint_of("a", &text);
+        assert_eq!(a, fingerprint_of("b", &text));
+        assert_ne!(a, fingerprint_of("c", &(changed.join("\n") + "\n")));
     }
 }
