@@ -14,6 +14,9 @@
 //!
 //! A worker's run is wired in one function, `train_worker`, from phases that each live in a
 //! file of their own below `train/`, with one typed struct per exchange between the workers.
+//! The record's path from the shards to the step is one of them, in four stages called in
+//! order ([`records`]: load, key and split, features; the releases declared; the transform
+//! released and applied; the batches).
 
 mod announce;
 mod attacks;
@@ -24,8 +27,8 @@ mod layout;
 mod loaded;
 mod mechanism;
 mod peers;
+mod records;
 mod resume;
-mod standardize;
 mod steps;
 
 use std::io::Write;
@@ -33,7 +36,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use accountant::PrivacySpent;
-use tch::{Device, Tensor};
 use timely::worker::Worker;
 
 use self::announce::announce;
@@ -45,17 +47,17 @@ use self::layout::Layout;
 pub use self::loaded::Loaded;
 use self::mechanism::{mechanism, noise_rng};
 use self::peers::Peers;
+use self::records::Released;
 use self::resume::{check_outputs, restore};
-use self::standardize::{release_bounds, report_transform, standardize};
 use self::steps::Steps;
 use crate::audit::canary::Canaries;
 use crate::audit::score::Claim;
 use crate::config::{Sampling, TrainConfig};
 use crate::data::Data;
 use crate::mechanism::batches::BatchQueue;
-use crate::mechanism::dp_step::{DpStep, microbatch_of};
+use crate::mechanism::dp_step::DpStep;
 use crate::mechanism::optim::Optimizer;
-use crate::mechanism::privacy::{Accounting, Preprocessing};
+use crate::mechanism::privacy::Accounting;
 use crate::mechanism::sampler::PoissonSampler;
 use crate::metrics::{EpochMetrics, MetricsLog};
 use crate::mlp::{Mlp, Shape};
@@ -230,7 +232,8 @@ fn train_worker(
     let mut peers = Peers::new(worker, config);
     let (me, workers, lead) = (peers.me, peers.workers, peers.lead());
     let device = config.device.resolve_for(me % config.cluster.threads())?;
-    let (mut data, extra) = load_share(config, me, workers, device, loaded, canaries)?;
+    // The record's path, stage 1 of 4 (`records`): load, key and split, features.
+    let (mut data, extra) = records::load(config, me, workers, device, loaded, canaries)?;
     // Everyone's train and test counts (and column agreement), so each worker knows where its
     // examples sit in the global order.
     let layout = Layout::exchange(&mut peers, config, &data, extra)?;
@@ -246,7 +249,6 @@ fn train_worker(
     settings.agree(me, workers, config.cluster.threads(), |v| {
         peers.sum_counts(v)
     })?;
-    report_transform(&data, lead, |v| peers.sum_counts(v))?;
 
     let keys = Keys::exchange(config.seed, &settings, &mut peers)?;
     // Units are sampled (each line is a unit without --privacy-unit).
@@ -262,29 +264,8 @@ fn train_worker(
             PoissonSampler::with_rate(layout.train_units, rate, keys.sampler.rng(0))?
         }
     };
-    // The releases before the first step, composed with the steps: the DP quantile bounds of
-    // the columns without public ones (two exponential mechanisms each), and the standardized
-    // columns' Gaussian (declared whenever a column may need it).
-    let bounded = data.transform.bounded.len() as u32;
-    let preprocessing = Preprocessing {
-        gaussian: config.features.gaussian_release(&data.feature_names),
-        quantiles: config
-            .features
-            .auto_bounds
-            .filter(|_| bounded > 0)
-            .map(|q| (q.epsilon, 2 * bounded)),
-    };
-    let rows_per_unit = match preprocessing {
-        Preprocessing {
-            gaussian: None,
-            quantiles: None,
-        } => 1,
-        _ => held_out::rows_per_unit(
-            data.units.as_ref(),
-            "the feature transform's releases (DP quantile bounds, standardization)",
-            "--feature-spec with public bounds for every column",
-        )?,
-    };
+    // Stage 2: the releases before the first step, composed with the steps.
+    let declared = records::declare(config, &data)?;
     let planned = per_epoch * u64::from(config.epochs);
     let told = (told_rate != rate)
         .then(|| PoissonSampler::with_rate(layout.train_units, told_rate, keys.sampler.rng(0)))
@@ -294,7 +275,7 @@ fn train_worker(
         &mut peers,
         told.as_ref().unwrap_or(&sampler),
         planned,
-        preprocessing,
+        declared.preprocessing,
         &settings,
     )?;
     let step_privacy = told_privacy;
@@ -317,15 +298,6 @@ fn train_worker(
         optimizer,
         quiet,
     )?;
-    // With microbatches, each training record's microbatch, by its key.
-    let microbatches = (dp.microbatches() > 0).then(|| {
-        let ids: Vec<i64> = data
-            .train_keys
-            .iter()
-            .map(|&k| microbatch_of(k, dp.microbatches()))
-            .collect();
-        Tensor::from_slice(&ids).to_device(device)
-    });
     if let Some(units) = &data.units {
         if dp.microbatches() > 0 {
             return Err(Error::Config(format!(
@@ -375,26 +347,21 @@ fn train_worker(
     if let Some(acc) = &mut accounting {
         acc.test_releases = held_out.total();
     }
-    let bounds = release_bounds(
-        &data,
-        config.features.auto_bounds,
-        rows_per_unit,
-        start.bounds.take(),
+    // Stage 3: the feature transform's releases, applied to both splits.
+    let saved = Released {
+        bounds: start.bounds.take().unwrap_or_default(),
+        standardizer: start.standardizer.take(),
+    };
+    let Released {
+        bounds,
+        standardizer,
+    } = records::transform(
+        &mut data,
+        config,
+        declared,
+        saved,
         noise_rng(config, &settings),
         &mut peers,
-    )?;
-    let standardizer = standardize(
-        &mut data,
-        &config.features,
-        &bounds,
-        rows_per_unit,
-        start.standardizer.take(),
-        lead,
-        noise_rng(config, &settings),
-        |v, broadcast| match broadcast {
-            false => peers.sum_totals(v),
-            true => peers.broadcast_totals(v),
-        },
     )?;
     // The attack runs on the run's leading training rows and leading held-out rows (as the
     // model sees them: after the feature transform); this worker holds those in its ranges.
@@ -450,9 +417,11 @@ fn train_worker(
     );
     out.line(&attack_note);
 
-    let host_rows = (device == Device::Cpu && dp.fused() && microbatches.is_none())
-        .then(|| data.train.host_rows())
-        .transpose()?;
+    // Stage 4: the training rows as the step reads them.
+    let records::Batches {
+        microbatches,
+        host_rows,
+    } = records::batches(&data, dp.microbatches(), dp.fused(), device)?;
     let mut epochs = Epochs {
         config,
         steps: Steps {
@@ -549,39 +518,6 @@ fn attack_target(
              not released)"
         ),
     ))
-}
-
-/// Worker `me`'s share of the shards (of `workers`), on `device`: from `loaded` when given; with
-/// an audit's canaries inserted. Also the number of gradient canaries, sampled as rows numbered
-/// after the share's.
-fn load_share(
-    config: &TrainConfig,
-    me: usize,
-    workers: usize,
-    device: tch::Device,
-    loaded: Option<&Loaded>,
-    canaries: Option<&Mutex<Canaries>>,
-) -> Result<(Data, usize)> {
-    let mut data = match loaded {
-        Some(loaded) => loaded.share(me)?,
-        None => Data::load_share(&config.data_spec(), me, workers, device)?,
-    };
-    if canaries.is_some() && !data.transform.standardized.is_empty() {
-        // Its input canaries are crafted model inputs, appended before the release is drawn:
-        // standardizing would move them.
-        return Err(Error::Config(
-            "trainer audit does not take --standardize: give those columns public bounds \
-             (--feature-bounds) instead"
-                .into(),
-        ));
-    }
-    // An audit's input canaries are rows appended to the training set; its gradient canaries
-    // are sampled as rows numbered after them (`extra`), with no features.
-    let extra = match canaries {
-        Some(c) => lock(c).insert(&mut data)?,
-        None => 0,
-    };
-    Ok((data, extra))
 }
 
 /// Worker 0's report on stdout (`false` elsewhere, and with `--quiet`). A closed stdout

@@ -1,23 +1,200 @@
-//! The feature spec's exchanges: what it found over every worker's share
-//! ([`report_transform`]), the DP quantile bounds of the columns it gives none
-//! ([`release_bounds`]), and the standardized columns' noisy release ([`standardize`]).
+//! The record's path from the shards to the step, one stage after another. `train_worker`
+//! calls each stage once, in this order, and a record goes nowhere else:
+//!
+//! 1. [`load`]: this worker's share of the shards, read, each unit bounded to its rows, the
+//!    feature spec's public part applied (levels, public bounds) and split by each record's
+//!    content key ([`Data::load_share`]); an audit's canaries inserted;
+//! 2. [`declare`]: the releases the transform will make (DP quantile bounds, the standardized
+//!    columns' Gaussian), from public facts alone, so the accountant composes them with the
+//!    steps before any is drawn;
+//! 3. [`transform`]: what the spec found, told the operator (exact counts, not covered by
+//!    epsilon, never in the card); the DP quantile bounds of the columns without public ones;
+//!    their clip; the standardized columns' noisy release; both splits standardized with it. A
+//!    resumed run takes the checkpoint's releases instead of drawing new ones;
+//! 4. [`batches`]: the training rows as the step reads them: each record's microbatch (by its
+//!    key), or the host rows the fused CPU step gathers its batches from.
+
+use std::sync::Mutex;
 
 use tch::Tensor;
 
+use super::held_out;
+use super::loaded::Loaded;
+use super::lock;
 use super::peers::Peers;
-use crate::Result;
-use crate::config::NoiseRng;
+use crate::audit::canary::Canaries;
+use crate::config::{NoiseRng, TrainConfig};
 use crate::data::Data;
 use crate::features::{ColumnSpec, FeatureSpec, StandardizedRange, Standardizer, bounded_wide};
+use crate::host_rows::HostRows;
+use crate::mechanism::dp_step::microbatch_of;
 use crate::mechanism::noise::NoiseSource;
+use crate::mechanism::privacy::Preprocessing;
 use crate::mechanism::quantiles::{self, QuantileSpec, ReleasedBounds};
+use crate::{Error, Result};
+
+/// Stage 1: worker `me`'s share of the shards (of `workers`), on `device`: from `loaded` when
+/// given; with an audit's canaries inserted. Also the number of gradient canaries, sampled as
+/// rows numbered after the share's.
+pub(super) fn load(
+    config: &TrainConfig,
+    me: usize,
+    workers: usize,
+    device: tch::Device,
+    loaded: Option<&Loaded>,
+    canaries: Option<&Mutex<Canaries>>,
+) -> Result<(Data, usize)> {
+    let mut data = match loaded {
+        Some(loaded) => loaded.share(me)?,
+        None => Data::load_share(&config.data_spec(), me, workers, device)?,
+    };
+    if canaries.is_some() && !data.transform.standardized.is_empty() {
+        // Its input canaries are crafted model inputs, appended before the release is drawn:
+        // standardizing would move them.
+        return Err(Error::Config(
+            "trainer audit does not take --standardize: give those columns public bounds \
+             (--feature-bounds) instead"
+                .into(),
+        ));
+    }
+    // An audit's input canaries are rows appended to the training set; its gradient canaries
+    // are sampled as rows numbered after them (`extra`), with no features.
+    let extra = match canaries {
+        Some(c) => lock(c).insert(&mut data)?,
+        None => 0,
+    };
+    Ok((data, extra))
+}
+
+/// What stage 3 will release, declared before any step.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Declared {
+    /// The releases, for the accountant.
+    pub preprocessing: Preprocessing,
+    /// The most training rows one unit holds (the releases' sensitivity grows with it).
+    pub rows_per_unit: u32,
+}
+
+/// Stage 2: the transform's releases on `data` (this worker's share; which columns each release
+/// covers is the same on every worker: the spec and the columns are public): two exponential
+/// mechanisms per column bounded by DP quantiles, and the standardized columns' Gaussian
+/// (declared whenever a column may need it).
+pub(super) fn declare(config: &TrainConfig, data: &Data) -> Result<Declared> {
+    let bounded = data.transform.bounded.len() as u32;
+    let preprocessing = Preprocessing {
+        gaussian: config.features.gaussian_release(&data.feature_names),
+        quantiles: config
+            .features
+            .auto_bounds
+            .filter(|_| bounded > 0)
+            .map(|q| (q.epsilon, 2 * bounded)),
+    };
+    let rows_per_unit = match preprocessing {
+        Preprocessing {
+            gaussian: None,
+            quantiles: None,
+        } => 1,
+        _ => held_out::rows_per_unit(
+            data.units.as_ref(),
+            "the feature transform's releases (DP quantile bounds, standardization)",
+            "--feature-spec with public bounds for every column",
+        )?,
+    };
+    Ok(Declared {
+        preprocessing,
+        rows_per_unit,
+    })
+}
+
+/// Stage 3's releases: the DP quantile bounds (empty without such columns) and the
+/// standardization (`None` without one).
+#[derive(Debug, Default)]
+pub(super) struct Released {
+    pub bounds: Vec<ReleasedBounds>,
+    pub standardizer: Option<Standardizer>,
+}
+
+/// Stage 3: reports what the spec found ([`report_transform`]), releases the DP quantile bounds
+/// ([`release_bounds`]), clips to them and standardizes ([`standardize`]), every worker in step;
+/// `saved` is a resumed run's checkpoint's releases (worker 0's), used instead of new draws.
+pub(super) fn transform(
+    data: &mut Data,
+    config: &TrainConfig,
+    declared: Declared,
+    saved: Released,
+    noise_rng: NoiseRng,
+    peers: &mut Peers,
+) -> Result<Released> {
+    let lead = peers.lead();
+    report_transform(data, lead, |v| peers.sum_counts(v))?;
+    let saved_bounds = (!saved.bounds.is_empty()).then_some(saved.bounds);
+    let bounds = release_bounds(
+        data,
+        config.features.auto_bounds,
+        declared.rows_per_unit,
+        saved_bounds,
+        noise_rng,
+        peers,
+    )?;
+    let standardizer = standardize(
+        data,
+        &config.features,
+        declared.preprocessing.gaussian,
+        &bounds,
+        declared.rows_per_unit,
+        saved.standardizer,
+        lead,
+        noise_rng,
+        |v, broadcast| match broadcast {
+            false => peers.sum_totals(v),
+            true => peers.broadcast_totals(v),
+        },
+    )?;
+    Ok(Released {
+        bounds,
+        standardizer,
+    })
+}
+
+/// Stage 4's rows, as the step reads them.
+pub(super) struct Batches {
+    /// With microbatches, each training record's microbatch, by its key.
+    pub microbatches: Option<Tensor>,
+    /// The fused CPU step's host copy of the training rows.
+    pub host_rows: Option<HostRows>,
+}
+
+/// Stage 4: with `microbatches` groups, each training record's group by its key (on
+/// `device`); without, and with the fused step on the CPU, the host rows it gathers from.
+pub(super) fn batches(
+    data: &Data,
+    microbatches: usize,
+    fused: bool,
+    device: tch::Device,
+) -> Result<Batches> {
+    let microbatches = (microbatches > 0).then(|| {
+        let ids: Vec<i64> = data
+            .train_keys
+            .iter()
+            .map(|&k| microbatch_of(k, microbatches))
+            .collect();
+        Tensor::from_slice(&ids).to_device(device)
+    });
+    let host_rows = (device == tch::Device::Cpu && fused && microbatches.is_none())
+        .then(|| data.train.host_rows())
+        .transpose()?;
+    Ok(Batches {
+        microbatches,
+        host_rows,
+    })
+}
 
 /// Tells the operator (stderr, worker 0) what the feature spec found over every worker's share:
 /// records with a level outside a categorical column's spec, and columns used as they are that
 /// hold values outside [0, 1] (which swamp the others, and with DP the clip bound). These are
 /// exact statistics of the data, for the operator, not covered by epsilon: each line says so,
 /// and none is written to the card.
-pub(super) fn report_transform(
+fn report_transform(
     data: &Data,
     lead: bool,
     sum: impl FnOnce(&mut [u64]) -> Result<()>,
@@ -69,7 +246,7 @@ pub(super) fn report_transform(
 /// training values on the public grid, summed; worker 0 draws the exponential mechanisms and
 /// hands the bounds to all); a resumed run uses the checkpoint's release instead. Empty without
 /// such columns.
-pub(super) fn release_bounds(
+fn release_bounds(
     data: &Data,
     spec: Option<QuantileSpec>,
     rows_per_unit: u32,
@@ -129,12 +306,13 @@ pub(super) fn release_bounds(
 /// [-1, 1]), then releases the standardized columns' statistics (the spec's, then those; the
 /// sums over every worker's training records, plus worker 0's Gaussian noise, handed to all)
 /// and standardizes both splits with them; a resumed run uses the checkpoint's release instead.
-/// `None` when the run declared no such release. `exchange(v, false)` sums `v` over the workers,
-/// `exchange(v, true)` hands worker 0's to all.
+/// `None` when the run declared no such release (`sigma`, its noise multiplier, is `None`).
+/// `exchange(v, false)` sums `v` over the workers, `exchange(v, true)` hands worker 0's to all.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn standardize(
+fn standardize(
     data: &mut Data,
     spec: &FeatureSpec,
+    sigma: Option<f64>,
     bounds: &[ReleasedBounds],
     rows_per_unit: u32,
     saved: Option<Standardizer>,
@@ -142,7 +320,7 @@ pub(super) fn standardize(
     noise_rng: NoiseRng,
     mut exchange: impl FnMut(&mut [f64], bool) -> Result<()>,
 ) -> Result<Option<Standardizer>> {
-    let Some(sigma) = spec.gaussian_release(&data.feature_names) else {
+    let Some(sigma) = sigma else {
         return Ok(None);
     };
     let wide = bounded_wide(&data.feature_names, &data.transform.bounded, bounds)?;
