@@ -234,6 +234,8 @@ fn train_worker(
     let device = config.device.resolve_for(me % config.cluster.threads())?;
     // The record's path, stage 1 of 4 (`records`): load, key and split, features.
     let (mut data, extra) = records::load(config, me, workers, device, loaded, canaries)?;
+    // Stage 2: the releases the transform will make, composed with the steps by the accountant.
+    let declared = records::declare(config, &data)?;
     // Everyone's train and test counts (and column agreement), so each worker knows where its
     // examples sit in the global order.
     let layout = Layout::exchange(&mut peers, config, &data, extra)?;
@@ -264,8 +266,6 @@ fn train_worker(
             PoissonSampler::with_rate(layout.train_units, rate, keys.sampler.rng(0))?
         }
     };
-    // Stage 2: the releases before the first step, composed with the steps.
-    let declared = records::declare(config, &data)?;
     let planned = per_epoch * u64::from(config.epochs);
     let told = (told_rate != rate)
         .then(|| PoissonSampler::with_rate(layout.train_units, told_rate, keys.sampler.rng(0)))
@@ -363,6 +363,11 @@ fn train_worker(
         noise_rng(config, &settings),
         &mut peers,
     )?;
+    // Stage 4: the training rows as the step reads them.
+    let records::Batches {
+        microbatches,
+        host_rows,
+    } = records::batches(&data, dp.microbatches(), dp.fused(), device)?;
     // The attack runs on the run's leading training rows and leading held-out rows (as the
     // model sees them: after the feature transform); this worker holds those in its ranges.
     let (attack_feature, attack_note) = attack_target(config, &data, standardizer.as_ref())?;
@@ -417,11 +422,6 @@ fn train_worker(
     );
     out.line(&attack_note);
 
-    // Stage 4: the training rows as the step reads them.
-    let records::Batches {
-        microbatches,
-        host_rows,
-    } = records::batches(&data, dp.microbatches(), dp.fused(), device)?;
     let mut epochs = Epochs {
         config,
         steps: Steps {
