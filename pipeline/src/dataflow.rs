@@ -67,6 +67,12 @@ pub struct Report {
 /// (a process that finished closes its connections; its last messages may still be queued).
 const GRACE: Duration = Duration::from_millis(500);
 
+/// How many batches a reader sends ahead of what the owners have taken in (each up to about
+/// 256 KB of records: 4 MB a reader). Unbounded, they piled up in the channels whenever the
+/// writers fell behind (peak RSS 95-180 MB at 120M rows, 1x2); bounded at 16, 45-66 MB in the
+/// same time (bench/RESULTS.md, issue 27).
+const IN_FLIGHT: usize = 16;
+
 /// How long a waiting worker sleeps at most before it looks at the clock and its peers again.
 const LOOK: Duration = Duration::from_millis(50);
 
@@ -147,6 +153,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     let counted: Rc<RefCell<Vec<(StatKey, i64)>>> = Rc::default();
     let reports: Rc<RefCell<Vec<Report>>> = Rc::default();
     let probe = ProbeHandle::new();
+    let records_probe = ProbeHandle::new();
     let report_probe = ProbeHandle::new();
     let mut records_in = InputHandleVec::<u64, Batch>::new();
     let mut reports_in = InputHandleVec::<u64, Report>::new();
@@ -168,6 +175,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
                     }
                 },
             )
+            .probe_with(&records_probe)
             .probe_with(&probe);
 
         let (stats_in, stats) = scope.new_collection::<StatKey, i64>();
@@ -195,6 +203,7 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
     // chunks before them are written; count statistics.
     let scanner = Scanner::new(job.schema.clone());
     let mut emitted = 0usize;
+    let mut stalled = None;
     let local = ingest(
         &*job.input,
         &plan,
@@ -209,12 +218,33 @@ pub fn run_worker(worker: &mut Worker, job: &Job) -> Result<Option<Vec<Report>>,
             // A new epoch per batch flushes it through the exchange at once: the input handle
             // and the exchange otherwise buffer up to 256 batches (64 MB) per destination.
             records_in.advance_to(emitted as u64);
-            if emitted.is_multiple_of(2) {
-                worker.step();
+            if stalled.is_some() || emitted <= IN_FLIGHT {
+                if emitted.is_multiple_of(2) {
+                    worker.step();
+                }
+                return;
+            }
+            // At most IN_FLIGHT batches a reader ahead of what the owners have taken in: past
+            // that, the reader waits (parked) for every batch of every reader sent IN_FLIGHT
+            // before this one, so batches in the channels do not pile up beside the owners'
+            // budget when the writers fall behind.
+            let behind = (emitted - IN_FLIGHT) as u64;
+            if let Err(e) = wait_for(
+                worker,
+                || !records_probe.less_than(&behind),
+                || received.borrow().as_ref().map_or(0, ShardSink::received),
+                job.peer_timeout,
+                "waiting for the owners to take in the records sent",
+            ) {
+                stalled = Some(e);
             }
         },
     );
     drop(records_in);
+    if let Some(e) = stalled {
+        // A peer gone or silent: as the waits below.
+        return Err(e);
+    }
     let mut failure = None;
     match local {
         Ok(stats) => {

@@ -25,12 +25,16 @@ use shards::{Error, Output, PartWriter};
 use crate::ingest::{Batch, Part, Plan};
 
 /// The default memory budget of a process's held records (`--buffer-mb`), shared by its
-/// worker threads.
-pub const DEFAULT_BUFFER_BYTES: usize = 64 << 20;
+/// worker threads. Peak RSS is at most about the budget plus the batches in flight (bounded,
+/// [`crate::dataflow`]), the open parts' buffers and the readers' chunks; the owners rarely fill
+/// it when the disk keeps up (bench/RESULTS.md, issue 27: 52-53 MB at 120M rows, 1x2).
+pub const DEFAULT_BUFFER_BYTES: usize = 32 << 20;
 
-/// Bytes of the spill file read at a time, and of a part or the spill file written at a time.
+/// Bytes of the spill file read at a time.
 const READ_BUFFER: usize = 1 << 20;
-const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes of the spill file written at a time, and of a part's keyed lines handed to it at a
+/// time (one such buffer per open part: 16 parts at the default shard count).
+const WRITE_BUFFER: usize = 256 << 10;
 
 /// Whether worker `index` of `peers` owns `shard`.
 pub fn owner(shard: u32, peers: usize) -> usize {
