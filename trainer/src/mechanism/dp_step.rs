@@ -513,14 +513,14 @@ impl DpStep {
         }
     }
 
-    /// The optimizer step with the gradient buffer as it is. Plain SGD after the fused path
-    /// (its host gradient not read since) steps on the host, and the gradient buffer stays
+    /// The optimizer step with the gradient buffer as it is. SGD or Adam after the fused path
+    /// (its host gradient not read since) step on the host, and the gradient buffer stays
     /// pending (copied over only if it is read).
     pub fn update(&mut self, mlp: &Mlp, prof: &mut Profiler) {
         match &mut self.fused {
-            Some(fused) if self.host_pending.get() && self.optimizer.is_sgd() => {
+            Some(fused) if self.host_pending.get() && self.optimizer.has_host_step() => {
                 let optimizer = &mut self.optimizer;
-                fused.update_params(mlp.flat(), |p, g| optimizer.sgd_step_host(p, g));
+                fused.update_params(mlp.flat(), |p, g| optimizer.step_host(p, g));
             }
             _ => {
                 self.flush();
