@@ -404,6 +404,45 @@ pub struct TransformInfo {
     pub bound_counts: Vec<Vec<u64>>,
 }
 
+/// A table's rows by split: a record (a unit's records) is in the test split by
+/// [`shards::Table::is_test`]; the training rows grouped by unit, units in the order they first
+/// appear, each unit's rows in theirs (a unit lies in one part, so this order is the parts' in
+/// turn, whichever parts a worker holds); the test rows in table order.
+struct Rows {
+    train: Vec<usize>,
+    test: Vec<usize>,
+    /// With units: where each unit's rows start in `train`, and the end.
+    unit_starts: Vec<usize>,
+}
+
+impl Rows {
+    fn of(table: &Table, test_fraction: f64, split_seed: u64) -> Rows {
+        let (mut train, mut test): (Vec<usize>, Vec<usize>) =
+            (0..table.len()).partition(|&i| !table.is_test(i, split_seed, test_fraction));
+        let mut unit_starts = Vec::new();
+        if !table.units.is_empty() {
+            let mut first: std::collections::HashMap<u64, usize> = Default::default();
+            for &i in &train {
+                let n = first.len();
+                first.entry(table.units[i]).or_insert(n);
+            }
+            train.sort_by_key(|&i| first[&table.units[i]]);
+            for (at, &i) in train.iter().enumerate() {
+                if at == 0 || table.units[train[at - 1]] != table.units[i] {
+                    unit_starts.push(at);
+                }
+            }
+            unit_starts.push(train.len());
+        }
+        test.sort_unstable();
+        Rows {
+            train,
+            test,
+            unit_starts,
+        }
+    }
+}
+
 impl Data {
     /// Reads every shard of `spec` (checking the manifest when there is one) and splits it: a
     /// record (a unit's records) is in the test split by [`shards::Table::is_test`].
@@ -469,7 +508,10 @@ impl Data {
             cap_units(&mut table, k);
         }
         let t = spec.features.apply(&table)?;
-        let mut data = Data::split(&t.table, spec.test_fraction, spec.split_seed, device)?;
+        // The split, decided once: the examples and the releases' statistics of the training
+        // rows both take these rows.
+        let rows = Rows::of(&t.table, spec.test_fraction, spec.split_seed);
+        let mut data = Data::from_rows(&t.table, &rows, device)?;
         data.units = units;
         data.fingerprint = fingerprint(&dataset);
         data.transform = TransformInfo {
@@ -483,9 +525,10 @@ impl Data {
                 Vec::new()
             } else {
                 let k = t.table.width();
-                let train: Vec<f32> = (0..t.table.len())
-                    .filter(|&i| !t.table.is_test(i, spec.split_seed, spec.test_fraction))
-                    .flat_map(|i| t.table.features[i * k..(i + 1) * k].iter().copied())
+                let train: Vec<f32> = rows
+                    .train
+                    .iter()
+                    .flat_map(|&i| t.table.features[i * k..(i + 1) * k].iter().copied())
                     .collect();
                 Standardizer::sums(&train, k, &t.standardized)
             },
@@ -495,14 +538,11 @@ impl Data {
                     .iter()
                     .map(|&c| c as f32)
                     .collect();
-                let train: Vec<usize> = (0..t.table.len())
-                    .filter(|&i| !t.table.is_test(i, spec.split_seed, spec.test_fraction))
-                    .collect();
                 t.bounded
                     .iter()
                     .map(|&j| {
                         crate::mechanism::quantiles::counts(
-                            train.iter().map(|&i| t.table.features[i * k + j]),
+                            rows.train.iter().map(|&i| t.table.features[i * k + j]),
                             &grid,
                         )
                     })
@@ -540,27 +580,18 @@ impl Data {
         split_seed: u64,
         device: Device,
     ) -> Result<Self> {
+        Data::from_rows(table, &Rows::of(table, test_fraction, split_seed), device)
+    }
+
+    /// The examples of `table`'s rows as `rows` splits them.
+    fn from_rows(table: &Table, rows: &Rows, device: Device) -> Result<Self> {
         let k = table.width();
-        let (mut train, mut test): (Vec<usize>, Vec<usize>) =
-            (0..table.len()).partition(|&i| !table.is_test(i, split_seed, test_fraction));
-        let mut unit_starts = Vec::new();
-        if !table.units.is_empty() {
-            // Units in the order they first appear, each unit's rows in theirs: a unit lies in
-            // one part, so this order is the parts' in turn, whichever parts a worker holds.
-            let mut first: std::collections::HashMap<u64, usize> = Default::default();
-            for &i in &train {
-                let n = first.len();
-                first.entry(table.units[i]).or_insert(n);
-            }
-            train.sort_by_key(|&i| first[&table.units[i]]);
-            for (at, &i) in train.iter().enumerate() {
-                if at == 0 || table.units[train[at - 1]] != table.units[i] {
-                    unit_starts.push(at);
-                }
-            }
-            unit_starts.push(train.len());
-        }
-        test.sort_unstable();
+        let Rows {
+            train,
+            test,
+            unit_starts,
+        } = rows;
+        let unit_starts = unit_starts.clone();
         let gather = |rows: &[usize]| -> (Vec<f32>, Vec<f32>) {
             let x = rows
                 .iter()
@@ -568,8 +599,8 @@ impl Data {
                 .collect();
             (x, rows.iter().map(|&i| table.labels[i]).collect())
         };
-        let (train_x, train_y) = gather(&train);
-        let (test_x, test_y) = gather(&test);
+        let (train_x, train_y) = gather(train);
+        let (test_x, test_y) = gather(test);
         Ok(Data {
             train: Examples::new(&train_x, &train_y, k, device)?,
             test: Examples::new(&test_x, &test_y, k, device)?,
