@@ -69,8 +69,8 @@ const GRACE: Duration = Duration::from_millis(500);
 
 /// How many batches a reader sends ahead of what the owners have taken in (each up to about
 /// 256 KB of records: 4 MB a reader). Unbounded, they piled up in the channels whenever the
-/// writers fell behind (peak RSS 95-180 MB at 120M rows, 1x2); bounded at 16, 45-66 MB in the
-/// same time (bench/RESULTS.md, issue 27).
+/// writers fell behind (peak RSS 94-176 MiB at 120M rows, 1x2); bounded at 16, 51-52 MiB in
+/// the same time (bench/RESULTS.md, "On a quiet box").
 const IN_FLIGHT: usize = 16;
 
 /// How long a waiting worker sleeps at most before it looks at the clock and its peers again.

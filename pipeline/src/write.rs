@@ -27,7 +27,8 @@ use crate::ingest::{Batch, Part, Plan};
 /// The default memory budget of a process's held records (`--buffer-mb`), shared by its
 /// worker threads. Peak RSS is at most about the budget plus the batches in flight (bounded,
 /// [`crate::dataflow`]), the open parts' buffers and the readers' chunks; the owners rarely fill
-/// it when the disk keeps up (bench/RESULTS.md, issue 27: 52-53 MB at 120M rows, 1x2).
+/// it when the disk keeps up (bench/RESULTS.md, "On a quiet box": 51-52 MiB at 120M rows,
+/// 1x2).
 pub const DEFAULT_BUFFER_BYTES: usize = 32 << 20;
 
 /// Bytes of the spill file read at a time.

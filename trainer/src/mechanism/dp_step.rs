@@ -1195,7 +1195,19 @@ mod tests {
 
     /// A step with plain SGD at `lr` on the CPU, the fused path on or off, started at epoch 0.
     fn sgd_step(shape: &Shape, lr: f64, batch: f64, privacy: StepPrivacy, fused: bool) -> DpStep {
-        let opt = Optimizer::new(OptimizerKind::Sgd, lr, shape.numel(), Device::Cpu);
+        step_with(OptimizerKind::Sgd, shape, lr, batch, privacy, fused)
+    }
+
+    /// [`sgd_step`] with another optimizer.
+    fn step_with(
+        kind: OptimizerKind,
+        shape: &Shape,
+        lr: f64,
+        batch: f64,
+        privacy: StepPrivacy,
+        fused: bool,
+    ) -> DpStep {
+        let opt = Optimizer::new(kind, lr, shape.numel(), Device::Cpu);
         let mut s = DpStep::new(shape, Device::Cpu, batch, privacy, opt).unwrap();
         s.set_fused(fused, shape);
         s.start_epoch(0);
@@ -1487,12 +1499,18 @@ mod tests {
         }
     }
 
-    /// Plain SGD on the host after the fused path (the gradient not read before the update)
-    /// gives the model of the libtorch optimizer after the fused path (the gradient read
+    /// SGD and Adam on the host after the fused path (the gradient not read before the update)
+    /// give the model of the libtorch optimizer after the fused path (the gradient read
     /// first, which copies it over) and of the libtorch path, with seeded noise; the gradient
     /// read after the update is the one the optimizer used.
     #[test]
-    fn host_sgd_after_the_fused_path_equals_the_libtorch_optimizer() {
+    fn host_steps_after_the_fused_path_equal_the_libtorch_optimizer() {
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+            host_step_equals_libtorchs(kind);
+        }
+    }
+
+    fn host_step_equals_libtorchs(kind: OptimizerKind) {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(17);
         let (n, d) = (200, 6);
@@ -1507,7 +1525,7 @@ mod tests {
         let privacy = private(0.8, 1.0, GradSample::Vectorized);
         let mut steps: Vec<DpStep> = variants
             .iter()
-            .map(|&(fused, _)| sgd_step(&shape, 0.3, 30.0, privacy, fused))
+            .map(|&(fused, _)| step_with(kind, &shape, 0.3, 30.0, privacy, fused))
             .collect();
         let mut prof = Profiler::new(false, Device::Cpu);
         for step in 0..40 {
@@ -1531,15 +1549,18 @@ mod tests {
             assert_eq!(
                 max(&used[0] - &used[1]),
                 0.0,
-                "step {step}: the same gradient"
+                "{kind} step {step}: the same gradient"
             );
             assert_eq!(
                 max(models[0].flat() - models[1].flat()),
                 0.0,
-                "step {step}: the same model"
+                "{kind} step {step}: the same model"
             );
             let diff = max(models[0].flat() - models[2].flat());
-            assert!(diff < 1e-5, "step {step}: {diff} from the libtorch path");
+            assert!(
+                diff < 1e-5,
+                "{kind} step {step}: {diff} from the libtorch path"
+            );
         }
     }
 
