@@ -155,12 +155,12 @@ impl Optimizer {
 
     /// [`Optimizer::step`] on host buffers (for the fused CPU path, without most of libtorch's
     /// calls a step: three for SGD, eleven for Adam, each costing more than the arithmetic on
-    /// ~550 parameters; Adam keeps libtorch's square root, two calls), the same `f32`
-    /// operations in the same order, so the same parameters bit for bit. libtorch's `addcmul_` (SGD)
-    /// and `lerp_` (Adam's moments) round once, as a fused multiply-add: here the product of
-    /// two `f32`s is exact in `f64` and the sum is rounded to `f64`, then to `f32`, which gives
-    /// the same value but in the rare case that the first rounding lands on a tie of the
-    /// second (and does not need an FMA instruction, which this crate's portable build cannot
+    /// ~550 parameters; Adam keeps libtorch's square root, two calls): the same `f32`
+    /// operations in the same order, so the same parameters. libtorch's `addcmul_` (SGD) and
+    /// `lerp_` (Adam's moments) round once, as a fused multiply-add: here the product of two
+    /// `f32`s is exact in `f64` and the sum is rounded to `f64`, then to `f32`, which gives the
+    /// same value but in the rare case that the first rounding lands on a tie of the second
+    /// (and does not need an FMA instruction, which this crate's portable build cannot
     /// assume). Adam's moments live on the host between steps; [`Optimizer::state`] copies them
     /// back.
     pub fn step_host(&mut self, params: &mut [f32], grad: &[f32]) {
