@@ -1,5 +1,9 @@
 //! Loss and accuracy of the model over a whole split, in chunks, with one device sync.
 //!
+//! Where a split has few distinct rows (the census files' 0/1 features: a few hundred for a
+//! million rows), [`Distinct`] evaluates each once and weighs it by how many rows it stands
+//! for ([`totals_of`]); [`totals`], over every row, is the reference it is tested against.
+//!
 //! One row cannot poison the figures: each row's loss is taken at its logit clamped to
 //! [-[`LOGIT_BOUND`], [`LOGIT_BOUND`]] (a NaN logit, from a row whose values overflow the
 //! forward pass, as 0), so it adds at most about `LOGIT_BOUND` to a sum and a mean stays
@@ -9,7 +13,9 @@
 use serde::Serialize;
 use tch::{Kind, Reduction, Tensor};
 
+use crate::Result;
 use crate::data::Examples;
+use crate::host_rows::HostRows;
 use crate::mlp::Mlp;
 
 /// Rows per forward pass in evaluation (bounds memory; large enough to keep launches few).
@@ -72,6 +78,60 @@ pub fn evaluate(mlp: &Mlp, examples: &Examples) -> Option<Evaluation> {
     totals(mlp, examples).evaluation()
 }
 
+/// A split's distinct rows (inputs and label) and how many examples each stands for.
+#[derive(Debug)]
+pub struct Distinct {
+    rows: Tensor,
+    counts: Vec<f64>,
+}
+
+impl Distinct {
+    /// The distinct rows of `examples`, `None` where they are too many to code.
+    pub fn of(examples: &Examples) -> Result<Option<Self>> {
+        Distinct::from_host(&examples.host_rows()?, examples)
+    }
+
+    /// [`Distinct::of`] from the host rows of `examples` already made.
+    pub fn from_host(host: &HostRows, examples: &Examples) -> Result<Option<Self>> {
+        let Some((distinct, counts)) = host.distinct_counts() else {
+            return Ok(None);
+        };
+        let rows = Tensor::f_from_slice(distinct)?
+            .f_view([-1, host.stride() as i64])?
+            .f_to_device(examples.device())?;
+        Ok(Some(Distinct { rows, counts }))
+    }
+}
+
+/// [`totals`] over `examples`, each distinct row evaluated once where `distinct` (the
+/// examples' own, [`Distinct::of`]) is given: the same sums, but for the order the losses are
+/// added in.
+pub fn totals_of(mlp: &Mlp, examples: &Examples, distinct: Option<&Distinct>) -> Totals {
+    let Some(d) = distinct.filter(|_| !examples.is_empty()) else {
+        return totals(mlp, examples);
+    };
+    let _guard = tch::no_grad_guard();
+    let raw = mlp.forward(&examples.inputs(&d.rows)).view([-1]);
+    let finite = Vec::<bool>::try_from(raw.isfinite()).expect("a host copy");
+    let logits = raw
+        .nan_to_num(0.0, Some(LOGIT_BOUND), Some(-LOGIT_BOUND))
+        .clamp(-LOGIT_BOUND, LOGIT_BOUND);
+    let labels = examples.labels(&d.rows).view([-1]);
+    let losses =
+        logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, Reduction::None);
+    let losses = Vec::<f32>::try_from(losses).expect("a host copy");
+    let right =
+        Vec::<bool>::try_from(logits.gt(0.0).eq_tensor(&labels.gt(0.5))).expect("a host copy");
+    let mut t = Totals::default();
+    for (((&n, &loss), &right), &finite) in d.counts.iter().zip(&losses).zip(&right).zip(&finite) {
+        t.loss += n * f64::from(loss);
+        t.correct += if right { n } else { 0.0 };
+        t.count += n;
+        t.non_finite += if finite { 0.0 } else { n };
+    }
+    t
+}
+
 /// Loss and correct predictions of `mlp` summed over every example.
 pub fn totals(mlp: &Mlp, examples: &Examples) -> Totals {
     if examples.is_empty() {
@@ -129,6 +189,40 @@ mod tests {
         assert_eq!(got.accuracy, right as f64 / 100.0);
         let empty = Examples::new(&[], &[], 3, Device::Cpu).unwrap();
         assert!(evaluate(&mlp, &empty).is_none());
+    }
+
+    /// Each distinct row evaluated once and weighed by its count gives the sums over every
+    /// row: the same counts and correct predictions, the loss to float rounding, on rows with
+    /// few distinct values, huge rows (non-finite logits) among them; rows too many to code
+    /// give `None` (and [`totals_of`] then evaluates every row).
+    #[test]
+    fn distinct_rows_give_every_rows_sums() {
+        let n = 5000;
+        let mut features: Vec<f32> = (0..3 * n).map(|i| ((i * 7 + i / 11) % 3) as f32).collect();
+        let labels: Vec<f32> = (0..n).map(|i| ((i * 13) % 5 < 2) as u8 as f32).collect();
+        features[30..33].copy_from_slice(&[3e38, 0.0, 0.0]);
+        features[300..303].copy_from_slice(&[f32::INFINITY, 1.0, f32::NEG_INFINITY]);
+        let e = Examples::new(&features, &labels, 3, Device::Cpu).unwrap();
+        let mlp = Mlp::new(Shape::new(3, &[6]), 4, Device::Cpu).unwrap();
+        let d = Distinct::of(&e)
+            .unwrap()
+            .expect("few distinct rows are coded");
+        assert!(d.counts.len() < 60, "{} distinct rows", d.counts.len());
+        let (every, grouped) = (totals(&mlp, &e), totals_of(&mlp, &e, Some(&d)));
+        assert_eq!(grouped.count, every.count);
+        assert_eq!(grouped.correct, every.correct);
+        assert_eq!(grouped.non_finite, every.non_finite);
+        assert!(every.non_finite > 0.0);
+        assert!(
+            (grouped.loss - every.loss).abs() <= 1e-5 * every.loss,
+            "{grouped:?} vs {every:?}"
+        );
+        // Every row its own: not coded.
+        let distinct: Vec<f32> = (0..3 * 70_000).map(|i| i as f32).collect();
+        let many = Examples::new(&distinct, &vec![0.0; 70_000], 3, Device::Cpu).unwrap();
+        assert!(Distinct::of(&many).unwrap().is_none());
+        let empty = Examples::new(&[], &[], 3, Device::Cpu).unwrap();
+        assert_eq!(totals_of(&mlp, &empty, Some(&d)), Totals::default());
     }
 
     /// A row of huge values (its logit NaN or infinite) leaves the loss finite, moving the sum

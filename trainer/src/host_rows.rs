@@ -74,6 +74,19 @@ impl HostRows {
         matches!(self.layout, Layout::Coded { .. })
     }
 
+    /// The distinct rows (`[d, stride]`, row-major) and how many rows each stands for, where
+    /// the rows are coded (`None` for the plain copy).
+    pub fn distinct_counts(&self) -> Option<(&[f32], Vec<f64>)> {
+        let Layout::Coded { distinct, codes } = &self.layout else {
+            return None;
+        };
+        let mut counts = vec![0.0; distinct.len() / self.stride];
+        for &c in codes {
+            counts[usize::from(c)] += 1.0;
+        }
+        Some((distinct, counts))
+    }
+
     /// Bytes these rows take.
     pub fn bytes(&self) -> usize {
         match &self.layout {

@@ -367,6 +367,7 @@ fn train_worker(
     let records::Batches {
         microbatches,
         host_rows,
+        distinct,
     } = records::batches(&data, dp.microbatches(), dp.fused(), device)?;
     // The attack runs on the run's leading training rows and leading held-out rows (as the
     // model sees them: after the feature transform); this worker holds those in its ranges.
@@ -445,6 +446,7 @@ fn train_worker(
         standardizer,
         bounds,
         held_out,
+        distinct,
         test_majority,
         test_positives: labels[0],
     };

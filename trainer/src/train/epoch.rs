@@ -10,6 +10,7 @@ use super::Stdout;
 use super::attacks::Attacks;
 use super::held_out::HeldOut;
 use super::peers::Peers;
+use super::records::Evaluated;
 use super::resume::Start;
 use super::steps::{Steps, StepsDone};
 use crate::Result;
@@ -76,13 +77,14 @@ impl EpochSums {
     pub fn local(
         mlp: &Mlp,
         data: &Data,
+        distinct: &Evaluated,
         attack: Option<&Attacks>,
         done: &StepsDone,
         spent: Option<PrivacySpent>,
     ) -> Self {
         let mut sums = EpochSums {
-            train: evaluate::totals(mlp, &data.train),
-            test: evaluate::totals(mlp, &data.test),
+            train: evaluate::totals_of(mlp, &data.train, distinct.train.as_ref()),
+            test: evaluate::totals_of(mlp, &data.test, distinct.test.as_ref()),
             examples: done.examples as f64,
             zeroed: done.zeroed as f64,
             cpu_seconds: done.cpu_seconds.unwrap_or(f64::NAN),
@@ -199,6 +201,8 @@ pub(super) struct Epochs<'a> {
     /// The held-out accuracy's release, made after the last epoch, recorded in its checkpoint
     /// and the card.
     pub held_out: HeldOut,
+    /// Each split's distinct rows, each evaluated once ([`evaluate::totals_of`]).
+    pub distinct: Evaluated,
     /// The share of the held-out rows' more common label (exact: the operator's yardstick).
     pub test_majority: Option<f64>,
     /// The held-out rows labelled 1 (exact, over every worker: the held-out release's input).
@@ -252,7 +256,8 @@ impl Epochs<'_> {
         if self.held_out.pending() {
             // A resumed run with no epoch left whose checkpoint made no release (another
             // version's): made now, on the model as it is.
-            let mut test = evaluate::totals(mlp, &data.test).to_array();
+            let mut test =
+                evaluate::totals_of(mlp, &data.test, self.distinct.test.as_ref()).to_array();
             peers.sum_totals(&mut test)?;
             self.held_out.release(
                 peers.lead(),
@@ -291,8 +296,15 @@ impl Epochs<'_> {
             }
             _ => None,
         };
-        let sums = EpochSums::local(mlp, data, self.attack.as_ref(), done, spent_here)
-            .all_reduce(peers)?;
+        let sums = EpochSums::local(
+            mlp,
+            data,
+            &self.distinct,
+            self.attack.as_ref(),
+            done,
+            spent_here,
+        )
+        .all_reduce(peers)?;
         let spent = sums.spent(self.accounting);
         let train = sums
             .train

@@ -25,6 +25,7 @@ use super::peers::Peers;
 use crate::audit::canary::Canaries;
 use crate::config::{NoiseRng, TrainConfig};
 use crate::data::Data;
+use crate::evaluate::Distinct;
 use crate::features::{ColumnSpec, FeatureSpec, StandardizedRange, Standardizer, bounded_wide};
 use crate::host_rows::HostRows;
 use crate::mechanism::dp_step::microbatch_of;
@@ -156,16 +157,26 @@ pub(super) fn transform(
     })
 }
 
-/// Stage 4's rows, as the step reads them.
+/// Stage 4's rows, as the step reads them, and as the evaluation does.
 pub(super) struct Batches {
     /// With microbatches, each training record's microbatch, by its key.
     pub microbatches: Option<Tensor>,
     /// The fused CPU step's host copy of the training rows.
     pub host_rows: Option<HostRows>,
+    /// Each split's distinct rows, each evaluated once an epoch (`None` where too many).
+    pub distinct: Evaluated,
+}
+
+/// The training and the held-out split's distinct rows, for [`crate::evaluate::totals_of`].
+#[derive(Debug, Default)]
+pub(super) struct Evaluated {
+    pub train: Option<Distinct>,
+    pub test: Option<Distinct>,
 }
 
 /// Stage 4: with `microbatches` groups, each training record's group by its key (on
-/// `device`); without, and with the fused step on the CPU, the host rows it gathers from.
+/// `device`); without, and with the fused step on the CPU, the host rows it gathers from; and
+/// each split's distinct rows for the evaluation.
 pub(super) fn batches(
     data: &Data,
     microbatches: usize,
@@ -183,9 +194,17 @@ pub(super) fn batches(
     let host_rows = (device == tch::Device::Cpu && fused && microbatches.is_none())
         .then(|| data.train.host_rows())
         .transpose()?;
+    let distinct = Evaluated {
+        train: match &host_rows {
+            Some(host) => Distinct::from_host(host, &data.train)?,
+            None => Distinct::of(&data.train)?,
+        },
+        test: Distinct::of(&data.test)?,
+    };
     Ok(Batches {
         microbatches,
         host_rows,
+        distinct,
     })
 }
 
