@@ -28,17 +28,14 @@ pub fn shard_width(num_shards: u32) -> usize {
     width.max(5)
 }
 
-/// Appends `v` in decimal, zero-padded to `width` digits (at most 20).
+/// Appends `v` in decimal, zero-padded to `width` digits (at most 20): the last `width` of the
+/// 24 digits [`shards::keys::decimal`] writes (branch-free, a word of eight digits at a time,
+/// where a digit-by-digit loop cost the mapper a sixth of its time).
 #[inline]
-fn push_padded(out: &mut Vec<u8>, mut v: u64, width: usize) {
-    let mut digits = [b'0'; OFFSET_WIDTH];
-    let mut i = digits.len();
-    while v > 0 {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    out.extend_from_slice(&digits[i.min(OFFSET_WIDTH - width)..]);
+fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut digits = [0; 24];
+    let len = shards::keys::decimal(v, &mut digits).len();
+    out.extend_from_slice(&digits[digits.len() - width.clamp(len, OFFSET_WIDTH)..]);
 }
 
 /// Appends the key of a record entry, `shard<TAB>offset<TAB>`; the record line follows.
@@ -48,6 +45,28 @@ pub fn write_record_key(out: &mut Vec<u8>, shard: u32, width: usize, offset: u64
     out.push(b'\t');
     push_padded(out, offset, OFFSET_WIDTH);
     out.push(b'\t');
+}
+
+/// Appends a whole record entry: its key, then the transit line `offset,content` (see
+/// [`shards::keys`]), `content_line` being the content and its `\n`. The offset is formatted
+/// once: its decimal is the tail of its zero-padded key.
+#[inline]
+pub fn write_record_entry(
+    out: &mut Vec<u8>,
+    shard: u32,
+    width: usize,
+    offset: u64,
+    content_line: &[u8],
+) {
+    push_padded(out, u64::from(shard), width);
+    out.push(b'\t');
+    let mut digits = [0; 24];
+    let short = shards::keys::decimal(offset, &mut digits).len();
+    out.extend_from_slice(&digits[digits.len() - OFFSET_WIDTH..]);
+    out.push(b'\t');
+    out.extend_from_slice(&digits[digits.len() - short..]);
+    out.push(b',');
+    out.extend_from_slice(content_line);
 }
 
 /// Appends a header entry for `shard`; `header` is a shard header line with its `\n`.
@@ -90,8 +109,20 @@ impl Entry<'_> {
 }
 
 /// Parses 1 to 20 ASCII digits into a `u64`; `None` if empty, not digits, or too large.
+/// The mapper's offsets are always 20 digits: those are read eight at a time
+/// ([`twenty_digits`]), the rest (shards, Hadoop's offsets) one at a time.
 #[inline]
 fn parse_digits(s: &[u8]) -> Option<u64> {
+    match s.try_into() {
+        Ok(twenty) => twenty_digits(twenty),
+        Err(_) => parse_digits_plain(s),
+    }
+}
+
+/// [`parse_digits`] one digit at a time: the reference the word-at-a-time path is tested
+/// against.
+#[inline]
+fn parse_digits_plain(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > OFFSET_WIDTH {
         return None;
     }
@@ -103,6 +134,37 @@ fn parse_digits(s: &[u8]) -> Option<u64> {
         v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
     Some(v)
+}
+
+/// Eight ASCII digits (the most significant first) as a number below 10^8, or `None` if one
+/// is not a digit. The reducer reads a 20-digit offset on every line; one digit at a time,
+/// with its checked multiply and add, that took a sixth of the reducer's time.
+#[inline]
+fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    let x = u64::from_le_bytes(bytes);
+    // Every byte is 0x30..=0x39: its high nibble is 3, and adding 6 does not carry out of it.
+    if (x & HIGH) | ((x.wrapping_add(0x0606_0606_0606_0606) & HIGH) >> 4) != 0x3333_3333_3333_3333
+    {
+        return None;
+    }
+    // Fold neighbouring digits, then pairs, then fours (the first digit is the lowest byte).
+    let d = x - 0x3030_3030_3030_3030;
+    let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let d = (d * 100 + (d >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((d & 0xFFFF) * 10_000 + (d >> 32))
+}
+
+/// Twenty ASCII digits as a `u64`; `None` if one is not a digit or the value is too large.
+#[inline]
+fn twenty_digits(s: &[u8; 20]) -> Option<u64> {
+    let word = |at: usize| -> [u8; 8] { s[at..at + 8].try_into().expect("eight bytes") };
+    // The first four digits, behind four zeros.
+    let mut top = *b"0000\0\0\0\0";
+    top[4..].copy_from_slice(&s[..4]);
+    let high = eight_digits(top)?;
+    let value = eight_digits(word(4))? * 100_000_000 + eight_digits(word(12))?;
+    high.checked_mul(10_000_000_000_000_000)?.checked_add(value)
 }
 
 /// Decodes a reducer input line (without its terminator).
@@ -143,6 +205,78 @@ fn split_tab(line: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The padding as first written, one digit at a time: the reference for [`push_padded`].
+    fn padded_plain(v: u64, width: usize) -> Vec<u8> {
+        let s = v.to_string();
+        let zeros = width.saturating_sub(s.len());
+        [vec![b'0'; zeros], s.into_bytes()].concat()
+    }
+
+    #[test]
+    fn padding_agrees_with_the_plain_way() {
+        let mut values = vec![0, 1, 9, 10, 99_999, 100_000, u64::from(u32::MAX), u64::MAX];
+        let mut p = 1u64;
+        while let Some(q) = p.checked_mul(10) {
+            values.extend([p - 1, p, p + 1]);
+            p = q;
+        }
+        values.extend((0..10_000).map(|i| shards::hash::splitmix64(i) >> (i % 64)));
+        for v in values {
+            for width in [5, 6, 10, OFFSET_WIDTH] {
+                if v.checked_ilog10().map_or(1, |l| l as usize + 1) > width {
+                    continue;
+                }
+                let mut out = Vec::new();
+                push_padded(&mut out, v, width);
+                assert_eq!(out, padded_plain(v, width), "{v} in {width}");
+            }
+            // The whole entry is its key and then the transit line.
+            let (mut entry, mut want) = (Vec::new(), Vec::new());
+            write_record_entry(&mut entry, 7, 5, v, b"1,0\n");
+            write_record_key(&mut want, 7, 5, v);
+            want.extend_from_slice(format!("{v},1,0\n").as_bytes());
+            assert_eq!(entry, want, "{v}");
+        }
+    }
+
+    /// The word-at-a-time digits agree with the plain loop: every length, every byte in every
+    /// place of a 20-digit field, the overflow boundary, and many random values.
+    #[test]
+    fn parsing_agrees_with_the_plain_way() {
+        let mut fields: Vec<Vec<u8>> = vec![
+            b"18446744073709551615".to_vec(),
+            b"18446744073709551616".to_vec(),
+            b"99999999999999999999".to_vec(),
+            b"00000000000000000000".to_vec(),
+            b"1844674407370955161".to_vec(),
+            b"184467440737095516150".to_vec(),
+        ];
+        for i in 0..20_000u64 {
+            let v = shards::hash::splitmix64(i) >> (i % 64);
+            fields.push(format!("{v:020}").into_bytes());
+            fields.push(v.to_string().into_bytes());
+        }
+        let base = b"01234567890123456789";
+        for at in 0..20 {
+            for b in 0..=255u8 {
+                let mut f = base.to_vec();
+                f[at] = b;
+                fields.push(f);
+            }
+        }
+        for f in &fields {
+            assert_eq!(
+                parse_digits(f),
+                parse_digits_plain(f),
+                "{:?}",
+                String::from_utf8_lossy(f)
+            );
+        }
+        assert_eq!(parse_digits(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_digits(b"18446744073709551616"), None);
+        assert_eq!(parse_digits(b"00000000000000001234"), Some(1234));
+    }
 
     #[test]
     fn widths() {

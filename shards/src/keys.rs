@@ -62,6 +62,7 @@ pub type DecimalBuf = [u8; 24];
 
 /// `v` in decimal (what `itoa` and `to_string` write), written into `buf`: three words of eight
 /// digits each, with no loop or branch per digit, and a slice from the first significant one.
+/// The whole of `buf` holds `v` zero-padded to 24 digits.
 ///
 /// ```
 /// let mut buf = [0; 24];
@@ -71,9 +72,16 @@ pub type DecimalBuf = [u8; 24];
 pub fn decimal(v: u64, buf: &mut DecimalBuf) -> &[u8] {
     const E8: u64 = 100_000_000;
     const E16: u64 = E8 * E8;
-    buf[..8].copy_from_slice(&eight_digits(v / E16).to_le_bytes());
-    buf[8..16].copy_from_slice(&eight_digits(v / E8 % E8).to_le_bytes());
-    buf[16..].copy_from_slice(&eight_digits(v % E8).to_le_bytes());
+    if v < E8 {
+        // Byte offsets and shard numbers (the streaming mapper writes two a line, zero-padded
+        // from these 24 digits): one word of digits, not three.
+        buf[..16].fill(b'0');
+        buf[16..].copy_from_slice(&eight_digits(v).to_le_bytes());
+    } else {
+        buf[..8].copy_from_slice(&eight_digits(v / E16).to_le_bytes());
+        buf[8..16].copy_from_slice(&eight_digits(v / E8 % E8).to_le_bytes());
+        buf[16..].copy_from_slice(&eight_digits(v % E8).to_le_bytes());
+    }
     let len = v.checked_ilog10().map_or(1, |l| l as usize + 1);
     &buf[24 - len..]
 }
@@ -367,6 +375,7 @@ mod tests {
                 itoa::Buffer::new().format(v).as_bytes(),
                 "{v}"
             );
+            assert_eq!(buf, *format!("{v:024}").as_bytes(), "{v} padded");
         }
     }
 
