@@ -44,8 +44,12 @@ pub fn record_key(h: u64, rank: u64) -> u64 {
 /// The ASCII digits of `n < 10^8`, eight of them (leading zeros kept), most significant first
 /// when the word is stored little-endian: each step splits every lane of the word in two
 /// (`/ 10^4`, `/ 100`, `/ 10`) with a multiply and a shift exact on the lane's range.
+///
+/// ```
+/// assert_eq!(shards::keys::eight_digits(1234).to_le_bytes(), *b"00001234");
+/// ```
 #[inline]
-fn eight_digits(n: u64) -> u64 {
+pub fn eight_digits(n: u64) -> u64 {
     debug_assert!(n < 100_000_000);
     // Two 32-bit lanes of four digits, the high half in the low lane.
     let v = (n / 10_000) | ((n % 10_000) << 32);
