@@ -162,8 +162,7 @@ fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     let x = u64::from_le_bytes(bytes);
     // Every byte is 0x30..=0x39: its high nibble is 3, and adding 6 does not carry out of it.
-    if (x & HIGH) | ((x.wrapping_add(0x0606_0606_0606_0606) & HIGH) >> 4) != 0x3333_3333_3333_3333
-    {
+    if (x & HIGH) | ((x.wrapping_add(0x0606_0606_0606_0606) & HIGH) >> 4) != 0x3333_3333_3333_3333 {
         return None;
     }
     // Fold neighbouring digits, then pairs, then fours (the first digit is the lowest byte).
@@ -284,7 +283,9 @@ mod tests {
                 let (mut entry, mut want) = (b"x".to_vec(), b"x".to_vec());
                 write_record_entry(&mut entry, shard, width, v, b"1,0\n");
                 want.extend_from_slice(&padded_plain(u64::from(shard), width));
-                want.extend_from_slice(format!("\t{}\t{v},1,0\n", padded_plain(v, 20).escape_ascii()).as_bytes());
+                want.extend_from_slice(
+                    format!("\t{}\t{v},1,0\n", padded_plain(v, 20).escape_ascii()).as_bytes(),
+                );
                 assert_eq!(entry, want, "{v} in shard {shard} of width {width}");
             }
         }

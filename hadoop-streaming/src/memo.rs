@@ -63,8 +63,8 @@ impl HashMemo {
         };
         let (w0, w1, w2, w3) = (word(0), word(1), word(2), word(3));
         let mixed = (w0 ^ w1.rotate_left(16) ^ w2.rotate_left(32)).wrapping_add(w3 ^ len as u64);
-        let at = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros()))
-            as usize;
+        let at =
+            (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize;
         let slot = &mut self.slots[at];
         let [s0, s1, s2, s3] = slot.words;
         if slot.len != len + 1 || ((s0 ^ w0) | (s1 ^ w1) | (s2 ^ w2) | (s3 ^ w3)) != 0 {
@@ -114,7 +114,10 @@ mod tests {
                 let want = content_hash(c);
                 assert_eq!(memo.hash(c, c.len()), want, "{c:?}");
                 // Followed by other bytes, long enough to be read in place, or not.
-                for tail in [&b"\n"[..], b"\n123,1,0,1,0,1\n00000000000000000000000000000000"] {
+                for tail in [
+                    &b"\n"[..],
+                    b"\n123,1,0,1,0,1\n00000000000000000000000000000000",
+                ] {
                     let text = [c.as_slice(), tail].concat();
                     assert_eq!(memo.hash(&text, c.len()), want, "{c:?} round {round}");
                 }

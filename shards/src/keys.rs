@@ -410,7 +410,11 @@ mod tests {
             assert_eq!(buf, *format!("{v:024}").as_bytes(), "{v} padded");
             let mut pushed = b"x".to_vec();
             push_decimal(&mut pushed, v);
-            assert_eq!(pushed[1..], *itoa::Buffer::new().format(v).as_bytes(), "{v} pushed");
+            assert_eq!(
+                pushed[1..],
+                *itoa::Buffer::new().format(v).as_bytes(),
+                "{v} pushed"
+            );
         }
     }
 
