@@ -10,6 +10,7 @@ pub mod counters;
 pub mod error;
 pub mod frame;
 pub mod mapper;
+pub mod memo;
 pub mod reducer;
 
 pub use error::{Error, Result};

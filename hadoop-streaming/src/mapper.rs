@@ -156,12 +156,7 @@ pub fn run(
         match outcome {
             Scanned::Kept(r) => {
                 let shard = shard_of(r.place, config.shards);
-                frame::write_record_key(buf, shard, width, offset);
-                // The entry's value is the transit line `offset,content`.
-                let mut digits = [0; 24];
-                buf.extend_from_slice(shards::keys::decimal(offset, &mut digits));
-                buf.push(b',');
-                buf.extend_from_slice(r.content_line);
+                frame::write_record_entry(buf, shard, width, offset, r.content_line);
                 counters.add(KEPT, 1);
                 counters.add(INPUT_ROWS, 1);
             }

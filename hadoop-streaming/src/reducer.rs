@@ -17,6 +17,7 @@ use shards::keys::{ShardKeyer, UnitRule};
 use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::frame::{self, Entry};
+use crate::memo::HashMemo;
 
 /// Everything a reduce task needs.
 #[derive(Debug, Clone)]
@@ -100,7 +101,14 @@ struct State<W> {
     done: HashSet<u32>,
     group: Option<Group>,
     spare: Group,
+    /// Keyed lines not yet written.
+    keyed: Vec<u8>,
+    /// The hashes of the contents seen.
+    hashes: HashMemo,
 }
+
+/// Keyed lines are written in chunks of about this many bytes.
+const OUTPUT_CHUNK: usize = 1 << 16;
 
 impl<W: Write> State<W> {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
@@ -148,12 +156,30 @@ impl<W: Write> State<W> {
                 keyer.observe(&group.text[s..e]).map_err(bad)?;
             }
         }
-        let mut keyed = Vec::with_capacity(group.text.len() + 16 * group.records.len());
+        // The keyed lines go out a chunk at a time through one buffer kept from shard to shard
+        // (a fresh buffer the size of each shard cost a page fault every 4 KiB of output).
+        let mut keyed = std::mem::take(&mut self.keyed);
+        keyed.clear();
         let mut written = 0;
         for &(_, s, e) in &group.records {
-            written += u64::from(keyer.write(&group.text[s..e], &mut keyed).map_err(bad)?);
+            let line = &group.text[s..e];
+            written += u64::from(if keyer.rule().unit {
+                keyer.write(line, &mut keyed).map_err(bad)?
+            } else {
+                // Without a unit, the content's hash comes from the memo (the same hash the
+                // keyer would compute, `write`'s plain way).
+                let content = shards::keys::content_of(line).map_err(bad)?;
+                let at = e - 1 - content.len();
+                let h = self.hashes.hash(&group.text[at..], content.len());
+                keyer.write_content(h, None, content, &mut keyed)
+            });
+            if keyed.len() >= OUTPUT_CHUNK {
+                self.write(&keyed)?;
+                keyed.clear();
+            }
         }
         self.write(&keyed)?;
+        self.keyed = keyed;
         counters.add(RECORDS, written);
         counters.add(OVER_UNIT_CAP, keyer.capped());
         counters.add(SHARDS, 1);
@@ -207,6 +233,8 @@ pub fn run(
         done: HashSet::new(),
         group: None,
         spare: Group::default(),
+        keyed: Vec::with_capacity(OUTPUT_CHUNK + 4096),
+        hashes: HashMemo::default(),
     };
     let mut line_no = 0u64;
     while let Some((_, line)) = lines.next_line().map_err(|e| Error::io("stdin", e))? {

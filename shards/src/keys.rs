@@ -44,8 +44,12 @@ pub fn record_key(h: u64, rank: u64) -> u64 {
 /// The ASCII digits of `n < 10^8`, eight of them (leading zeros kept), most significant first
 /// when the word is stored little-endian: each step splits every lane of the word in two
 /// (`/ 10^4`, `/ 100`, `/ 10`) with a multiply and a shift exact on the lane's range.
+///
+/// ```
+/// assert_eq!(shards::keys::eight_digits(1234).to_le_bytes(), *b"00001234");
+/// ```
 #[inline]
-fn eight_digits(n: u64) -> u64 {
+pub fn eight_digits(n: u64) -> u64 {
     debug_assert!(n < 100_000_000);
     // Two 32-bit lanes of four digits, the high half in the low lane.
     let v = (n / 10_000) | ((n % 10_000) << 32);
@@ -62,6 +66,7 @@ pub type DecimalBuf = [u8; 24];
 
 /// `v` in decimal (what `itoa` and `to_string` write), written into `buf`: three words of eight
 /// digits each, with no loop or branch per digit, and a slice from the first significant one.
+/// The whole of `buf` holds `v` zero-padded to 24 digits.
 ///
 /// ```
 /// let mut buf = [0; 24];
@@ -71,11 +76,40 @@ pub type DecimalBuf = [u8; 24];
 pub fn decimal(v: u64, buf: &mut DecimalBuf) -> &[u8] {
     const E8: u64 = 100_000_000;
     const E16: u64 = E8 * E8;
-    buf[..8].copy_from_slice(&eight_digits(v / E16).to_le_bytes());
-    buf[8..16].copy_from_slice(&eight_digits(v / E8 % E8).to_le_bytes());
-    buf[16..].copy_from_slice(&eight_digits(v % E8).to_le_bytes());
+    if v < E8 {
+        // Byte offsets and shard numbers (the streaming mapper writes two a line, zero-padded
+        // from these 24 digits): one word of digits, not three.
+        buf[..16].fill(b'0');
+        buf[16..].copy_from_slice(&eight_digits(v).to_le_bytes());
+    } else {
+        buf[..8].copy_from_slice(&eight_digits(v / E16).to_le_bytes());
+        buf[8..16].copy_from_slice(&eight_digits(v / E8 % E8).to_le_bytes());
+        buf[16..].copy_from_slice(&eight_digits(v % E8).to_le_bytes());
+    }
     let len = v.checked_ilog10().map_or(1, |l| l as usize + 1);
     &buf[24 - len..]
+}
+
+/// Appends `v` in decimal to `out`, as [`decimal`] writes it. Numbers of 17 to 20 digits (every
+/// record key but one in thousands) go out as three words kept in registers, the first shifted
+/// down to its first significant digit and the bytes past it cut off again: a buffer of digits
+/// read back in pieces made the load wait on the stores before it, once a record.
+#[inline]
+pub fn push_decimal(out: &mut Vec<u8>, v: u64) {
+    const E8: u64 = 100_000_000;
+    const E16: u64 = E8 * E8;
+    if v >= E16 {
+        let top = v / E16;
+        let len = top.ilog10() as usize + 1;
+        let end = out.len() + len;
+        out.extend_from_slice(&(eight_digits(top) >> (8 * (8 - len))).to_le_bytes());
+        out.truncate(end);
+        out.extend_from_slice(&eight_digits(v / E8 % E8).to_le_bytes());
+        out.extend_from_slice(&eight_digits(v % E8).to_le_bytes());
+    } else {
+        let mut digits = [0; 24];
+        out.extend_from_slice(decimal(v, &mut digits));
+    }
 }
 
 /// How an output's records are keyed: one line a unit, or the rows sharing a unit column's
@@ -132,9 +166,11 @@ impl<'a> Transit<'a> {
 /// The content of a transit line (after its offset), checked only for the offset's comma and a
 /// non-empty content.
 #[inline]
-fn content_of(line: &[u8]) -> Result<&[u8], String> {
+pub fn content_of(line: &[u8]) -> Result<&[u8], String> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    match memchr::memchr(b',', line) {
+    // The comma ends the offset, a few bytes in: a plain loop finds it sooner than a call to
+    // memchr.
+    match line.iter().position(|&b| b == b',') {
         Some(comma) if comma > 0 && comma + 1 < line.len() => Ok(&line[comma + 1..]),
         _ => Err("a record line without an offset and a content".into()),
     }
@@ -183,6 +219,11 @@ impl ShardKeyer {
             writing: false,
             capped: 0,
         }
+    }
+
+    /// How it keys.
+    pub fn rule(&self) -> UnitRule {
+        self.rule
     }
 
     /// Whether the shard must be read twice ([`ShardKeyer::observe`] first).
@@ -258,8 +299,7 @@ impl ShardKeyer {
             self.capped += 1;
             return false;
         }
-        let mut digits = [0; 24];
-        out.extend_from_slice(decimal(key, &mut digits));
+        push_decimal(out, key);
         out.push(b',');
         out.extend_from_slice(content);
         out.push(b'\n');
@@ -366,6 +406,14 @@ mod tests {
                 decimal(v, &mut buf),
                 itoa::Buffer::new().format(v).as_bytes(),
                 "{v}"
+            );
+            assert_eq!(buf, *format!("{v:024}").as_bytes(), "{v} padded");
+            let mut pushed = b"x".to_vec();
+            push_decimal(&mut pushed, v);
+            assert_eq!(
+                pushed[1..],
+                *itoa::Buffer::new().format(v).as_bytes(),
+                "{v} pushed"
             );
         }
     }
