@@ -30,20 +30,57 @@ pub struct Examples {
 impl Examples {
     /// Builds the row tensor from row-major features and labels, on `device`.
     pub fn new(features: &[f32], labels: &[f32], width: usize, device: Device) -> Result<Self> {
-        let len = labels.len();
-        assert_eq!(features.len(), len * width, "features are len x width");
+        assert_eq!(features.len(), labels.len() * width, "features are len x width");
+        Examples::of_rows(features, labels, width, labels.len(), |i| i, device)
+    }
+
+    /// Builds the row tensor of `len` examples, example `i` being row `row_of(i)` of the
+    /// row-major `features` and `labels` (a split of a table, without gathering it first).
+    pub fn of_rows(
+        features: &[f32],
+        labels: &[f32],
+        width: usize,
+        len: usize,
+        row_of: impl Fn(usize) -> usize,
+        device: Device,
+    ) -> Result<Self> {
+        Examples::of_rows_in_chunks(features, labels, width, len, row_of, device, 1 << 14)
+    }
+
+    /// [`Examples::of_rows`], `chunk` rows at a time: the rows are laid out in a host buffer of
+    /// one chunk and copied into the tensor, so no host copy of every row exists beside it (at
+    /// 1.2M census rows, 77 MB less memory to allocate and fault in at start).
+    fn of_rows_in_chunks(
+        features: &[f32],
+        labels: &[f32],
+        width: usize,
+        len: usize,
+        row_of: impl Fn(usize) -> usize,
+        device: Device,
+        chunk: usize,
+    ) -> Result<Self> {
         let stride = (width + 3).next_multiple_of(ROW_ALIGN);
-        let mut rows = vec![0.0f32; len * stride];
-        for (i, (row, &y)) in rows.chunks_exact_mut(stride).zip(labels).enumerate() {
-            let x = &features[i * width..(i + 1) * width];
-            row[..width].copy_from_slice(x);
-            row[width] = 1.0;
-            row[width + 1] = y;
-            row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
+        // Every element is written below: the chunks cover every row, and each row of the
+        // buffer is written up to `width + 3`, its padding zero from the start.
+        let rows = Tensor::f_empty([len as i64, stride as i64], (Kind::Float, Device::Cpu))?;
+        let mut buf = vec![0.0f32; chunk.min(len) * stride];
+        let mut start = 0;
+        while start < len {
+            let n = chunk.min(len - start);
+            for (j, row) in buf[..n * stride].chunks_exact_mut(stride).enumerate() {
+                let r = row_of(start + j);
+                let x = &features[r * width..(r + 1) * width];
+                row[..width].copy_from_slice(x);
+                row[width] = 1.0;
+                row[width + 1] = labels[r];
+                row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
+            }
+            rows.f_narrow(0, start as i64, n as i64)?.f_copy_(
+                &Tensor::f_from_slice(&buf[..n * stride])?.f_view([n as i64, stride as i64])?,
+            )?;
+            start += n;
         }
-        let rows = Tensor::f_from_slice(&rows)?
-            .f_view([len as i64, stride as i64])?
-            .f_to_device(device)?;
+        let rows = rows.f_to_device(device)?;
         Ok(Examples { rows, len, width })
     }
 
@@ -592,18 +629,13 @@ impl Data {
             unit_starts,
         } = rows;
         let unit_starts = unit_starts.clone();
-        let gather = |rows: &[usize]| -> (Vec<f32>, Vec<f32>) {
-            let x = rows
-                .iter()
-                .flat_map(|&i| table.features[i * k..(i + 1) * k].iter().copied())
-                .collect();
-            (x, rows.iter().map(|&i| table.labels[i]).collect())
+        let split = |rows: &[usize]| {
+            let (x, y) = (&table.features, &table.labels);
+            Examples::of_rows(x, y, k, rows.len(), |i| rows[i], device)
         };
-        let (train_x, train_y) = gather(train);
-        let (test_x, test_y) = gather(test);
         Ok(Data {
-            train: Examples::new(&train_x, &train_y, k, device)?,
-            test: Examples::new(&test_x, &test_y, k, device)?,
+            train: split(train)?,
+            test: split(test)?,
             train_keys: train.iter().map(|&i| table.keys[i]).collect(),
             units: None,
             unit_starts,
@@ -728,6 +760,42 @@ mod tests {
         );
         let norms = Vec::<f32>::try_from(e.input_norms(r).reshape([-1])).unwrap();
         assert!((norms[0] - 10f32.sqrt()).abs() < 1e-6 && (norms[1] - 3f32.sqrt()).abs() < 1e-6);
+    }
+
+    /// Rows built a chunk at a time, from a mapping into a table, are the rows laid out in
+    /// one buffer: chunks of 1 to more than all, padding zero, the mapping followed.
+    #[test]
+    fn rows_built_in_chunks_are_the_rows_laid_out_at_once() {
+        let (width, n) = (3usize, 23usize);
+        let features: Vec<f32> = (0..n * width).map(|i| (i % 7) as f32 - 2.5).collect();
+        let labels: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+        let picked: Vec<usize> = (0..n).rev().filter(|i| i % 3 != 1).collect();
+        let stride = (width + 3).next_multiple_of(ROW_ALIGN);
+        let mut plain = vec![0.0f32; picked.len() * stride];
+        for (row, &r) in plain.chunks_exact_mut(stride).zip(&picked) {
+            let x = &features[r * width..(r + 1) * width];
+            row[..width].copy_from_slice(x);
+            row[width] = 1.0;
+            row[width + 1] = labels[r];
+            row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
+        }
+        for chunk in [1, 2, 5, 15, 16, 100] {
+            let e = Examples::of_rows_in_chunks(
+                &features,
+                &labels,
+                width,
+                picked.len(),
+                |i| picked[i],
+                Device::Cpu,
+                chunk,
+            )
+            .unwrap();
+            assert_eq!(e.rows().size(), [picked.len() as i64, stride as i64]);
+            let got = Vec::<f32>::try_from(e.rows().reshape([-1])).unwrap();
+            assert_eq!(got, plain, "chunks of {chunk}");
+        }
+        let empty = Examples::of_rows(&features, &labels, width, 0, |i| i, Device::Cpu).unwrap();
+        assert_eq!(empty.rows().size(), [0, stride as i64]);
     }
 
     #[test]
