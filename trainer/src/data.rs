@@ -14,6 +14,9 @@ use crate::{Error, Result};
 /// Rows are padded to a multiple of this many `f32`s (64 bytes, a cache line).
 const ROW_ALIGN: usize = 16;
 
+/// Rows laid out at a time by [`Examples::of_rows`].
+const CHUNK_ROWS: usize = 1 << 14;
+
 /// Examples on the device: one row per example, `[x_1 .. x_k, 1, y, sqrt(|x|^2 + 1), 0..]`.
 ///
 /// The constant 1 makes the first layer's bias part of its weight matrix, and the next but
@@ -30,12 +33,19 @@ pub struct Examples {
 impl Examples {
     /// Builds the row tensor from row-major features and labels, on `device`.
     pub fn new(features: &[f32], labels: &[f32], width: usize, device: Device) -> Result<Self> {
-        assert_eq!(features.len(), labels.len() * width, "features are len x width");
+        assert_eq!(
+            features.len(),
+            labels.len() * width,
+            "features are len x width"
+        );
         Examples::of_rows(features, labels, width, labels.len(), |i| i, device)
     }
 
     /// Builds the row tensor of `len` examples, example `i` being row `row_of(i)` of the
     /// row-major `features` and `labels` (a split of a table, without gathering it first).
+    /// The rows are laid out [`CHUNK_ROWS`] at a time in a host buffer and copied into the
+    /// tensor, so no host copy of every row exists beside it (at 1.2M census rows, 77 MB less
+    /// memory to allocate and fault in at start).
     pub fn of_rows(
         features: &[f32],
         labels: &[f32],
@@ -44,21 +54,7 @@ impl Examples {
         row_of: impl Fn(usize) -> usize,
         device: Device,
     ) -> Result<Self> {
-        Examples::of_rows_in_chunks(features, labels, width, len, row_of, device, 1 << 14)
-    }
-
-    /// [`Examples::of_rows`], `chunk` rows at a time: the rows are laid out in a host buffer of
-    /// one chunk and copied into the tensor, so no host copy of every row exists beside it (at
-    /// 1.2M census rows, 77 MB less memory to allocate and fault in at start).
-    fn of_rows_in_chunks(
-        features: &[f32],
-        labels: &[f32],
-        width: usize,
-        len: usize,
-        row_of: impl Fn(usize) -> usize,
-        device: Device,
-        chunk: usize,
-    ) -> Result<Self> {
+        let chunk = CHUNK_ROWS;
         let stride = (width + 3).next_multiple_of(ROW_ALIGN);
         // Every element is written below: the chunks cover every row, and each row of the
         // buffer is written up to `width + 3`, its padding zero from the start.
@@ -763,39 +759,37 @@ mod tests {
     }
 
     /// Rows built a chunk at a time, from a mapping into a table, are the rows laid out in
-    /// one buffer: chunks of 1 to more than all, padding zero, the mapping followed.
+    /// one buffer: within one chunk, across several and a partial last one, padding zero, the
+    /// mapping followed.
     #[test]
     fn rows_built_in_chunks_are_the_rows_laid_out_at_once() {
-        let (width, n) = (3usize, 23usize);
-        let features: Vec<f32> = (0..n * width).map(|i| (i % 7) as f32 - 2.5).collect();
-        let labels: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
-        let picked: Vec<usize> = (0..n).rev().filter(|i| i % 3 != 1).collect();
+        let width = 3usize;
         let stride = (width + 3).next_multiple_of(ROW_ALIGN);
-        let mut plain = vec![0.0f32; picked.len() * stride];
-        for (row, &r) in plain.chunks_exact_mut(stride).zip(&picked) {
-            let x = &features[r * width..(r + 1) * width];
-            row[..width].copy_from_slice(x);
-            row[width] = 1.0;
-            row[width + 1] = labels[r];
-            row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
-        }
-        for chunk in [1, 2, 5, 15, 16, 100] {
-            let e = Examples::of_rows_in_chunks(
+        for n in [0, 1, 23, CHUNK_ROWS, 2 * CHUNK_ROWS + 7] {
+            let features: Vec<f32> = (0..n * width).map(|i| (i % 7) as f32 - 2.5).collect();
+            let labels: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
+            let picked: Vec<usize> = (0..n).rev().filter(|i| i % 3 != 1).collect();
+            let mut plain = vec![0.0f32; picked.len() * stride];
+            for (row, &r) in plain.chunks_exact_mut(stride).zip(&picked) {
+                let x = &features[r * width..(r + 1) * width];
+                row[..width].copy_from_slice(x);
+                row[width] = 1.0;
+                row[width + 1] = labels[r];
+                row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
+            }
+            let e = Examples::of_rows(
                 &features,
                 &labels,
                 width,
                 picked.len(),
                 |i| picked[i],
                 Device::Cpu,
-                chunk,
             )
             .unwrap();
             assert_eq!(e.rows().size(), [picked.len() as i64, stride as i64]);
             let got = Vec::<f32>::try_from(e.rows().reshape([-1])).unwrap();
-            assert_eq!(got, plain, "chunks of {chunk}");
+            assert!(got == plain, "{n} rows");
         }
-        let empty = Examples::of_rows(&features, &labels, width, 0, |i| i, Device::Cpu).unwrap();
-        assert_eq!(empty.rows().size(), [0, stride as i64]);
     }
 
     #[test]
