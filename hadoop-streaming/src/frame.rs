@@ -158,7 +158,7 @@ fn parse_digits_plain(s: &[u8]) -> Option<u64> {
 /// is not a digit. The reducer reads a 20-digit offset on every line; one digit at a time,
 /// with its checked multiply and add, that took a sixth of the reducer's time.
 #[inline]
-fn eight_digits(bytes: [u8; 8]) -> Option<u64> {
+fn read_eight_digits(bytes: [u8; 8]) -> Option<u64> {
     const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
     let x = u64::from_le_bytes(bytes);
     // Every byte is 0x30..=0x39: its high nibble is 3, and adding 6 does not carry out of it.
@@ -179,8 +179,8 @@ fn twenty_digits(s: &[u8; 20]) -> Option<u64> {
     // The first four digits, behind four zeros.
     let mut top = *b"0000\0\0\0\0";
     top[4..].copy_from_slice(&s[..4]);
-    let high = eight_digits(top)?;
-    let value = eight_digits(word(4))? * 100_000_000 + eight_digits(word(12))?;
+    let high = read_eight_digits(top)?;
+    let value = read_eight_digits(word(4))? * 100_000_000 + read_eight_digits(word(12))?;
     high.checked_mul(10_000_000_000_000_000)?.checked_add(value)
 }
 
