@@ -245,6 +245,24 @@ impl Dataset {
             label: m.schema.label.clone(),
             features: m.schema.features.clone(),
         });
+        if let (Some(m), Some(h)) = (&self.manifest, &header) {
+            // The manifest counts each part's rows: the columns are allocated once (growing
+            // them by doubling would copy and fault in about twice their size). A manifest that
+            // overstates them (caught below) gets no more than the listed bytes can hold: a
+            // record is at least a digit and a separator per column.
+            let rows: u64 = indices.iter().map(|&i| m.shards[i].rows).sum();
+            let bytes: u64 = indices.iter().map(|&i| self.parts[i].bytes).sum();
+            let most = bytes / (2 * (h.features.len() as u64 + 2));
+            let rows = usize::try_from(rows.min(most)).unwrap_or(0);
+            table.keys.reserve_exact(rows);
+            table.labels.reserve_exact(rows);
+            if h.unit.is_some() {
+                table.units.reserve_exact(rows);
+            }
+            table
+                .features
+                .reserve_exact(rows.saturating_mul(h.features.len()));
+        }
         for &i in indices {
             let part = &self.parts[i];
             let path = self.source.location().join(&part.name).to_string();

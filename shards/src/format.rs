@@ -222,6 +222,11 @@ pub struct RecordHead {
     pub label: u8,
 }
 
+/// A field of a record line: whole UTF-8, as the line was split at an ASCII byte.
+fn text(field: &[u8]) -> &str {
+    std::str::from_utf8(field).expect("split at an ASCII byte")
+}
+
 /// Parses one record line, appending its `k` features to `features`; `unit` says whether the
 /// shard's records carry a unit hash.
 #[inline]
@@ -233,38 +238,36 @@ pub fn parse_record(
 ) -> Result<RecordHead, String> {
     // Split on the byte, not the char: `str::split(',')` searches for each short field's end
     // with a memchr set-up that costs more than the field (a tenth of loading the census
-    // shards). A comma is ASCII, so every piece is still whole UTF-8.
-    let mut it = trim_line(line)
-        .as_bytes()
-        .split(|&b| b == b',')
-        .map(|field| std::str::from_utf8(field).expect("split at an ASCII byte"));
+    // shards). A comma is ASCII, so every piece is still whole UTF-8; the 0/1 fields of a
+    // census file are matched as bytes, without a UTF-8 check each.
+    let mut it = trim_line(line).as_bytes().split(|&b| b == b',');
     let key = it
         .next()
-        .and_then(|s| s.parse::<u64>().ok())
+        .and_then(|f| text(f).parse::<u64>().ok())
         .ok_or("key is not a non-negative integer")?;
     let unit = if unit {
         Some(
             it.next()
-                .and_then(|s| s.parse::<u64>().ok())
+                .and_then(|f| text(f).parse::<u64>().ok())
                 .ok_or("unit is not a non-negative integer")?,
         )
     } else {
         None
     };
     let label = match it.next() {
-        Some("0") => 0,
-        Some("1") => 1,
-        Some(other) => return Err(format!("label '{other}' is not 0 or 1")),
+        Some(b"0") => 0,
+        Some(b"1") => 1,
+        Some(other) => return Err(format!("label '{}' is not 0 or 1", text(other))),
         None => return Err("no label".into()),
     };
     let before = features.len();
     for field in it {
         let v: f32 = match field {
-            "0" => 0.0,
-            "1" => 1.0,
-            other => match other.parse::<f32>() {
+            b"0" => 0.0,
+            b"1" => 1.0,
+            other => match text(other).parse::<f32>() {
                 Ok(v) if v.is_finite() => v,
-                _ => return Err(format!("feature '{other}' is not a finite number")),
+                _ => return Err(format!("feature '{}' is not a finite number", text(other))),
             },
         };
         features.push(v);

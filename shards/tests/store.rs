@@ -387,3 +387,26 @@ fn commit_with_a_missing_part_publishes_nothing() {
     assert!(err.contains("part-00001"), "{err}");
     assert!(!dir.join("part-00000").exists() && !dir.join("_SUCCESS").exists());
 }
+
+/// A manifest that claims far more rows than its parts hold is a mismatch, named, not an
+/// allocation of what it claims (the loader sizes its columns from the manifest).
+#[test]
+fn a_manifest_that_overstates_the_rows_is_a_mismatch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let loc = write_output(&dir);
+    let path = dir.join("_manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    m["shards"][0]["rows"] = serde_json::json!(u64::MAX / 4);
+    fs::write(&path, serde_json::to_string(&m).unwrap()).unwrap();
+    let err = Dataset::open(&loc, &S3Options::default())
+        .unwrap()
+        .load()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ChecksumMismatch { what: "rows", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("part-00000"), "{err}");
+}

@@ -540,7 +540,7 @@ impl Data {
         if let Some(k) = units.as_ref().and_then(|u| u.max_rows) {
             cap_units(&mut table, k);
         }
-        let t = spec.features.apply(&table)?;
+        let t = spec.features.apply(table)?;
         // The split, decided once: the examples and the releases' statistics of the training
         // rows both take these rows.
         let rows = Rows::of(&t.table, spec.test_fraction, spec.split_seed);
@@ -571,15 +571,11 @@ impl Data {
                     .iter()
                     .map(|&c| c as f32)
                     .collect();
-                t.bounded
+                let rows = rows
+                    .train
                     .iter()
-                    .map(|&j| {
-                        crate::mechanism::quantiles::counts(
-                            rows.train.iter().map(|&i| t.table.features[i * k + j]),
-                            &grid,
-                        )
-                    })
-                    .collect()
+                    .map(|&i| &t.table.features[i * k..(i + 1) * k]);
+                crate::mechanism::quantiles::column_counts(rows, &t.bounded, &grid)
             },
             bounded: t.bounded,
             unknown: t.unknown,

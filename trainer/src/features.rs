@@ -288,7 +288,11 @@ impl FeatureSpec {
 
     /// Transforms `table` (every record of it, before the split): the output's features are
     /// the model's inputs. Errors name a spec column that is not a feature of the data.
-    pub fn apply(&self, table: &Table) -> Result<Transformed> {
+    ///
+    /// Without categorical columns every record is kept and has as many inputs as features, so
+    /// the rows are transformed in place (at 1.2M census rows, 57 MB less to allocate and fault
+    /// in at start); with them a new table is built. Both run the same transform of a row.
+    pub fn apply(&self, mut table: Table) -> Result<Transformed> {
         for name in self.columns.keys() {
             if !table.feature_names.contains(name) {
                 return Err(Error::Config(format!(
@@ -337,21 +341,12 @@ impl FeatureSpec {
             }
         }
         let width = names.len();
-        let mut out = Table {
-            label_name: table.label_name.clone(),
-            feature_names: names,
-            keys: Vec::with_capacity(table.len()),
-            units: Vec::with_capacity(table.units.len()),
-            unit_name: table.unit_name.clone(),
-            labels: Vec::with_capacity(table.len()),
-            features: Vec::with_capacity(table.len() * width),
-        };
         let mut unknown = vec![0u64; k];
         let mut row = Vec::with_capacity(width);
-        'rows: for i in 0..table.len() {
+        // The model's inputs of a record's features `x` into `row`; false: the record is dropped.
+        let mut transform = |x: &[f32], row: &mut Vec<f32>| {
             row.clear();
-            for (j, spec) in specs.iter().enumerate() {
-                let x = table.features[i * k + j];
+            for (j, (&x, spec)) in x.iter().zip(&specs).enumerate() {
                 match spec {
                     None => row.push(x),
                     Some(ColumnSpec::Bounds { lo, hi }) => {
@@ -363,7 +358,7 @@ impl FeatureSpec {
                         if hit.is_none() {
                             unknown[j] += 1;
                             if *u == Unknown::Drop {
-                                continue 'rows;
+                                return false;
                             }
                         }
                         row.extend(
@@ -379,13 +374,44 @@ impl FeatureSpec {
                     }
                 }
             }
-            out.features.extend_from_slice(&row);
-            out.keys.push(table.keys[i]);
-            out.units.extend(table.units.get(i));
-            out.labels.push(table.labels[i]);
-        }
-        let unknown = table
-            .feature_names
+            true
+        };
+        let input_names = std::mem::take(&mut table.feature_names);
+        let categorical = specs
+            .iter()
+            .any(|s| matches!(s, Some(ColumnSpec::Categories { .. })));
+        let out = if categorical {
+            let mut out = Table {
+                label_name: table.label_name.clone(),
+                feature_names: names,
+                keys: Vec::with_capacity(table.len()),
+                units: Vec::with_capacity(table.units.len()),
+                unit_name: table.unit_name.clone(),
+                labels: Vec::with_capacity(table.len()),
+                features: Vec::with_capacity(table.len() * width),
+            };
+            for i in 0..table.len() {
+                if transform(&table.features[i * k..(i + 1) * k], &mut row) {
+                    out.features.extend_from_slice(&row);
+                    out.keys.push(table.keys[i]);
+                    out.units.extend(table.units.get(i));
+                    out.labels.push(table.labels[i]);
+                }
+            }
+            out
+        } else {
+            debug_assert_eq!(width, k, "a column in, a column out");
+            for x in table.features.chunks_exact_mut(k) {
+                let kept = transform(x, &mut row);
+                debug_assert!(kept, "only a categorical column drops records");
+                x.copy_from_slice(&row);
+            }
+            Table {
+                feature_names: names,
+                ..table
+            }
+        };
+        let unknown = input_names
             .iter()
             .zip(unknown)
             .zip(&specs)
@@ -425,7 +451,7 @@ impl FeatureSpec {
     /// [`apply`]: FeatureSpec::apply
     pub fn apply_with(
         &self,
-        table: &Table,
+        table: Table,
         release: Option<&Standardizer>,
         bounds: &[ReleasedBounds],
     ) -> Result<Table> {
@@ -794,7 +820,7 @@ mod tests {
         let mut s = FeatureSpec::new();
         s.add_bounds("age=18:100").unwrap();
         s.add_categories("educ=1..3:other").unwrap();
-        let t = s.apply(&table()).unwrap();
+        let t = s.apply(table()).unwrap();
         assert_eq!(
             t.table.feature_names,
             [
@@ -821,7 +847,7 @@ mod tests {
 
         let mut s = FeatureSpec::new();
         s.add_categories("educ=1..3").unwrap();
-        let t = s.apply(&table()).unwrap();
+        let t = s.apply(table()).unwrap();
         assert_eq!(
             t.table.keys,
             [0, 10, 30],
@@ -831,11 +857,51 @@ mod tests {
         assert_eq!(t.unknown, [("educ".to_string(), Unknown::Drop, 1)]);
     }
 
+    /// Without a categorical column the rows are transformed where they lie: every record
+    /// kept with its key and label, each value as the categorical path transforms it.
+    #[test]
+    fn a_spec_without_categories_transforms_in_place() {
+        let mut s = FeatureSpec::new();
+        s.add_bounds("age=18:100").unwrap();
+        s.add_standardize("income=0:1000").unwrap();
+        let t = s.apply(table()).unwrap();
+        assert_eq!(t.table.feature_names, ["age", "educ", "sex", "income"]);
+        assert_eq!(t.table.keys, [0, 10, 20, 30]);
+        assert_eq!(t.table.labels, [1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(
+            t.table.features,
+            [
+                0.0, 1.0, 0.0, -1.0, //
+                0.5, 3.0, 1.0, 0.0, //
+                1.0, 9.0, 1.0, 1.0, //
+                1.0, 2.0, 0.0, -1.0,
+            ]
+        );
+        assert_eq!((t.raw, t.standardized), (vec![1, 2], vec![3]));
+        assert_eq!(t.out_of_range, [true, false], "educ is not in [0, 1]");
+        // The same columns beside a categorical one (a new table): the same values.
+        s.add_categories("sex=0|1").unwrap();
+        let built = s.apply(table()).unwrap();
+        let kept: Vec<f32> = built
+            .table
+            .features
+            .chunks_exact(5)
+            .flat_map(|r| [r[0], r[1], r[4]])
+            .collect();
+        let in_place: Vec<f32> = t
+            .table
+            .features
+            .chunks_exact(4)
+            .flat_map(|r| [r[0], r[1], r[3]])
+            .collect();
+        assert_eq!(kept, in_place);
+    }
+
     #[test]
     fn a_spec_naming_no_feature_is_refused() {
         let mut s = FeatureSpec::new();
         s.add_bounds("employed=0:1").unwrap();
-        let err = s.apply(&table()).unwrap_err().to_string();
+        let err = s.apply(table()).unwrap_err().to_string();
         assert!(
             err.contains("'employed'") && err.contains("it is the label") && err.contains("age"),
             "{err}"
@@ -848,7 +914,7 @@ mod tests {
         let mut s = FeatureSpec::new();
         s.add_standardize("income=0:1000,age=0:120").unwrap();
         s.add_categories("educ=1..3:other").unwrap();
-        let t = s.apply(&table()).unwrap();
+        let t = s.apply(table()).unwrap();
         let st = Standardizer {
             noise_multiplier: 1.0,
             sensitivity: Standardizer::sensitivity(2, 1),
@@ -862,7 +928,7 @@ mod tests {
         ex.standardize(&t.standardized, &st.unit_moments()).unwrap();
         let device: Vec<f32> =
             Vec::try_from(ex.inputs(ex.rows()).narrow(1, 0, k as i64).reshape([-1])).unwrap();
-        let host = s.apply_with(&table(), Some(&st), &[]).unwrap();
+        let host = s.apply_with(table(), Some(&st), &[]).unwrap();
         assert_eq!(host.feature_names, t.table.feature_names);
         for (a, b) in host.features.iter().zip(&device) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
@@ -877,7 +943,7 @@ mod tests {
                 .sqrt();
             assert!((n - want).abs() < 1e-4, "row {i}: {n} vs {want}");
         }
-        assert!(s.apply_with(&table(), None, &[]).is_err());
+        assert!(s.apply_with(table(), None, &[]).is_err());
     }
 
     /// The sums and what the card shows from them (noise-free here, to check the arithmetic).
@@ -885,7 +951,7 @@ mod tests {
     fn standardization_sums_and_moments() {
         let mut s = FeatureSpec::new();
         s.add_standardize("income=0:1000").unwrap();
-        let t = s.apply(&table()).unwrap();
+        let t = s.apply(table()).unwrap();
         assert_eq!(t.standardized, [3]);
         // Clipped incomes 0, 500, 1000, 0 -> u = -1, 0, 1, -1.
         let sums = Standardizer::sums(&t.table.features, 4, &t.standardized);

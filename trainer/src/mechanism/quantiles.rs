@@ -61,24 +61,60 @@ pub fn grid() -> Vec<f64> {
 /// side alike.
 pub fn counts(values: impl Iterator<Item = f32>, candidates: &[f32]) -> Vec<u64> {
     let mut counts = vec![0u64; candidates.len()];
-    // A census column repeats a few values a million times: each value's candidate is
-    // remembered by its bits in a small direct-mapped table (a pure function of the bits, so
-    // the counts are the same), where a binary search of the 23,401 candidates per value took
-    // longer than a training epoch.
-    let mut memo = [None::<(u32, usize)>; 256];
+    let mut snap = Snap::new(candidates);
     for x in values {
-        let slot = (x.to_bits().wrapping_mul(0x9e37_79b1) >> 24) as usize;
-        let at = match memo[slot] {
-            Some((bits, at)) if bits == x.to_bits() => at,
-            _ => {
-                let at = nearest(x, candidates);
-                memo[slot] = Some((x.to_bits(), at));
-                at
-            }
-        };
-        counts[at] += 1;
+        counts[snap.at(x)] += 1;
     }
     counts
+}
+
+/// [`counts`] of each column `cols` of `rows`, in one pass over the rows (a pass per column
+/// would read a million rows' table once per column).
+pub fn column_counts<'r>(
+    rows: impl Iterator<Item = &'r [f32]>,
+    cols: &[usize],
+    candidates: &[f32],
+) -> Vec<Vec<u64>> {
+    let mut counts = vec![vec![0u64; candidates.len()]; cols.len()];
+    let mut snaps = vec![Snap::new(candidates); cols.len()];
+    for row in rows {
+        for ((counts, snap), &j) in counts.iter_mut().zip(&mut snaps).zip(cols) {
+            counts[snap.at(row[j])] += 1;
+        }
+    }
+    counts
+}
+
+/// [`nearest`] with a memory: a census column repeats a few values a million times, so each
+/// value's candidate is remembered by its bits in a small direct-mapped table (a pure function
+/// of the bits, so the counts are the same), where a binary search of the 23,401 candidates per
+/// value took longer than a training epoch.
+#[derive(Clone)]
+struct Snap<'a> {
+    candidates: &'a [f32],
+    memo: [Option<(u32, usize)>; 256],
+}
+
+impl<'a> Snap<'a> {
+    fn new(candidates: &'a [f32]) -> Self {
+        Snap {
+            candidates,
+            memo: [None; 256],
+        }
+    }
+
+    #[inline]
+    fn at(&mut self, x: f32) -> usize {
+        let slot = (x.to_bits().wrapping_mul(0x9e37_79b1) >> 24) as usize;
+        match self.memo[slot] {
+            Some((bits, at)) if bits == x.to_bits() => at,
+            _ => {
+                let at = nearest(x, self.candidates);
+                self.memo[slot] = Some((x.to_bits(), at));
+                at
+            }
+        }
+    }
 }
 
 /// The candidate `x` counts at ([`counts`]' rule): its nearest (the lower one at a tie), the
@@ -378,6 +414,29 @@ mod tests {
             "median of 0..99.9 is near 50: {}",
             g[best]
         );
+    }
+
+    /// One pass over the rows counts each column as a pass over that column does.
+    #[test]
+    fn column_counts_are_each_columns_counts() {
+        let g = grid32();
+        let k = 3;
+        let table: Vec<f32> = (0..30_000u32)
+            .flat_map(|i| {
+                [
+                    f32::from(u8::from(i % 3 == 0)),
+                    18.0 + (i % 83) as f32 + 0.25 * (i % 4) as f32,
+                    -1e11 + (i % 5) as f32 * 1e11,
+                ]
+            })
+            .collect();
+        let cols = [2, 0, 1];
+        let together = column_counts(table.chunks_exact(k), &cols, &g);
+        for (c, &j) in together.iter().zip(&cols) {
+            let alone = counts(table.chunks_exact(k).map(|r| r[j]), &g);
+            assert_eq!(*c, alone, "column {j}");
+            assert_eq!(c.iter().sum::<u64>(), 30_000);
+        }
     }
 
     /// A column whose codes all lie between two candidates still gets bounds at them.
