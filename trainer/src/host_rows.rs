@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
+
 /// The most distinct rows the coded layout holds (codes are `u16`).
 const MAX_DISTINCT: usize = 1 << 16;
 
@@ -182,7 +184,7 @@ pub struct Coder {
     /// The number of rows that will be pushed in all (for the half-the-memory rule).
     expected: usize,
     /// Rows by a hash of their bits; equal bits, the same code (a NaN row equals itself).
-    seen: HashMap<u64, Vec<u16>>,
+    seen: HashMap<u64, Vec<u16>, FixedState>,
     distinct: Vec<f32>,
     codes: Vec<u16>,
 }
@@ -194,7 +196,7 @@ impl Coder {
         Coder {
             stride,
             expected,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             distinct: Vec::new(),
             codes: Vec::with_capacity(expected),
         }
