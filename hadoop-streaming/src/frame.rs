@@ -11,6 +11,8 @@
 //! A header entry `SSSSS<TAB>H<TAB>offset,label,f1,...,fk` carries the shard header line, so a
 //! reducer knows its columns without being told; mappers send one per shard.
 
+use shards::keys::read_eight_digits;
+
 /// The offset field of a header entry.
 const HEADER_MARK: &[u8] = b"H";
 
@@ -127,49 +129,14 @@ impl Entry<'_> {
 }
 
 /// Parses 1 to 20 ASCII digits into a `u64`; `None` if empty, not digits, or too large.
-/// The mapper's offsets are always 20 digits: those are read eight at a time
-/// ([`twenty_digits`]), the rest (shards, Hadoop's offsets) one at a time.
+/// The mapper's offsets are always 20 digits: those are read in three words
+/// ([`twenty_digits`]), the rest (shards, Hadoop's offsets) by [`shards::keys::parse_digits`].
 #[inline]
 fn parse_digits(s: &[u8]) -> Option<u64> {
     match s.try_into() {
         Ok(twenty) => twenty_digits(twenty),
-        Err(_) => parse_digits_plain(s),
+        Err(_) => shards::keys::parse_digits(s),
     }
-}
-
-/// [`parse_digits`] one digit at a time: the reference the word-at-a-time path is tested
-/// against.
-#[inline]
-fn parse_digits_plain(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > OFFSET_WIDTH {
-        return None;
-    }
-    let mut v = 0u64;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(v)
-}
-
-/// Eight ASCII digits (the most significant first) as a number below 10^8, or `None` if one
-/// is not a digit. The reducer reads a 20-digit offset on every line; one digit at a time,
-/// with its checked multiply and add, that took a sixth of the reducer's time.
-#[inline]
-fn read_eight_digits(bytes: [u8; 8]) -> Option<u64> {
-    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
-    let x = u64::from_le_bytes(bytes);
-    // Every byte is 0x30..=0x39: its high nibble is 3, and adding 6 does not carry out of it.
-    if (x & HIGH) | ((x.wrapping_add(0x0606_0606_0606_0606) & HIGH) >> 4) != 0x3333_3333_3333_3333 {
-        return None;
-    }
-    // Fold neighbouring digits, then pairs, then fours (the first digit is the lowest byte).
-    let d = x - 0x3030_3030_3030_3030;
-    let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
-    let d = (d * 100 + (d >> 16)) & 0x0000_FFFF_0000_FFFF;
-    Some((d & 0xFFFF) * 10_000 + (d >> 32))
 }
 
 /// Twenty ASCII digits as a `u64`; `None` if one is not a digit or the value is too large.
@@ -200,7 +167,7 @@ fn parse_record_entry(line: &[u8]) -> Option<Entry<'_>> {
     if line.len() <= VALUE || line[5] != b'\t' || line[VALUE - 1] != b'\t' {
         return None;
     }
-    let shard = parse_digits_plain(&line[..5])?;
+    let shard = shards::keys::parse_digits(&line[..5])?;
     let offset = twenty_digits(line[6..VALUE - 1].try_into().expect("20 bytes"))?;
     Some(Entry::Record {
         shard: u32::try_from(shard).ok()?,
@@ -291,8 +258,8 @@ mod tests {
         }
     }
 
-    /// The word-at-a-time digits agree with the plain loop: every length, every byte in every
-    /// place of a 20-digit field, the overflow boundary, and many random values.
+    /// The word-at-a-time digits agree with `str::parse` on plain digits: every length, every
+    /// byte in every place of a 20-digit field, the overflow boundary, and many random values.
     #[test]
     fn parsing_agrees_with_the_plain_way() {
         let mut fields: Vec<Vec<u8>> = vec![
@@ -316,10 +283,14 @@ mod tests {
                 fields.push(f);
             }
         }
+        let plain = |f: &[u8]| {
+            let digits = !f.is_empty() && f.len() <= 20 && f.iter().all(u8::is_ascii_digit);
+            digits.then(|| std::str::from_utf8(f).ok()?.parse::<u64>().ok())?
+        };
         for f in &fields {
             assert_eq!(
                 parse_digits(f),
-                parse_digits_plain(f),
+                plain(f),
                 "{:?}",
                 String::from_utf8_lossy(f)
             );

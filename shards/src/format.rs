@@ -255,22 +255,12 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// A key or unit field as `str::parse::<u64>` reads it, plain digits without a UTF-8 check
-/// or a second pass (anything else, a sign or an overflow, goes to `parse` itself).
+/// A key or unit field as `str::parse::<u64>` reads it: plain digits by
+/// [`crate::keys::parse_digits`], without a UTF-8 check or a second pass (anything else, a sign
+/// or leading zeros past 20 digits, goes to `parse` itself).
 #[inline]
 fn parse_u64(field: &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for &b in field {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return text(field).parse().ok();
-        }
-        match v.checked_mul(10).and_then(|v| v.checked_add(u64::from(d))) {
-            Some(next) => v = next,
-            None => return text(field).parse().ok(),
-        }
-    }
-    if field.is_empty() { None } else { Some(v) }
+    crate::keys::parse_digits(field).or_else(|| text(field).parse().ok())
 }
 
 /// Parses one record line, appending its `k` features to `features`; `unit` says whether the
