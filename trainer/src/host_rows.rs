@@ -235,18 +235,21 @@ impl HostRows {
         };
         assert_eq!(label, *coded_label, "the rows' label column");
         let stride = self.stride;
-        // Each distinct row's place in `labelled`, then each vector's among the vectors.
+        // Each distinct row's place in `labelled`, each vector's among the vectors, and the
+        // batch's codes, read first in a loop of their own: independent loads, most of them
+        // misses, that overlap.
         let rows = vectors.len();
-        slots.resize(rows + rows, u32::MAX);
-        let (by_row, by_vector) = slots.split_at_mut(rows);
-        let code = |i: i64| {
+        slots.resize(rows + rows + idx.len(), u32::MAX);
+        let (by_row, rest) = slots.split_at_mut(rows);
+        let (by_vector, batch) = rest.split_at_mut(rows);
+        for (b, &i) in batch.iter_mut().zip(idx) {
             let i = usize::try_from(i).expect("batch indices are non-negative");
             assert!(i < self.len, "row {i} of {}", self.len);
-            usize::from(codes[i])
-        };
+            *b = u32::from(codes[i]);
+        }
         let mut found = 0;
-        for &i in idx {
-            let c = code(i);
+        for &c in batch.iter() {
+            let c = c as usize;
             if by_row[c] != u32::MAX {
                 labelled[by_row[c] as usize].count += 1.0;
                 continue;
@@ -265,11 +268,13 @@ impl HostRows {
                 count: 1.0,
             });
         }
-        for &i in idx {
-            let c = code(i);
+        for &c in batch.iter() {
+            let c = c as usize;
             by_row[c] = u32::MAX;
             by_vector[usize::from(vectors[c])] = u32::MAX;
         }
+        // Every slot is free again for the next call.
+        slots.truncate(rows + rows);
         Some(found)
     }
 }
