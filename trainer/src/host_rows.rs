@@ -355,8 +355,9 @@ impl Coder {
     }
 }
 
-/// Each of the distinct rows `distinct` (`[d, stride]`) its feature vector's number, in order
-/// of first appearance: rows whose bits are equal in every column but `label` share one.
+/// For each of the distinct rows `distinct` (`[d, stride]`), the number of its feature vector,
+/// vectors numbered in order of first appearance: rows whose bits are equal in every column
+/// but `label` share one.
 fn feature_vectors(distinct: &[f32], stride: usize, label: usize) -> Vec<u16> {
     let features = |row: &[f32]| {
         let mut bits: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
