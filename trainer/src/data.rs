@@ -130,7 +130,7 @@ impl Examples {
     pub fn host_rows(&self) -> Result<HostRows> {
         const CHUNK: usize = 1 << 14;
         let stride = self.stride();
-        let mut coder = Coder::new(stride, self.len);
+        let mut coder = Coder::new(stride, self.width + 1, self.len);
         let mut buf = vec![0f32; CHUNK.min(self.len) * stride];
         let mut start = 0;
         while start < self.len {

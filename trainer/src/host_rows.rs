@@ -28,8 +28,26 @@ pub struct HostRows {
 enum Layout {
     /// Row `i` at `[i * stride, (i + 1) * stride)`.
     Plain(Vec<f32>),
-    /// Row `i` is row `codes[i]` of `distinct` (`[d, stride]`).
-    Coded { distinct: Vec<f32>, codes: Vec<u16> },
+    /// Row `i` is row `codes[i]` of `distinct` (`[d, stride]`); distinct row `c` has feature
+    /// vector `vectors[c]`: rows equal but in column `label` have the same one.
+    Coded {
+        distinct: Vec<f32>,
+        codes: Vec<u16>,
+        label: usize,
+        vectors: Vec<u16>,
+    },
+}
+
+/// One distinct label of a feature vector in a batch grouped by vector
+/// ([`HostRows::gather_by_vector`]): the examples of the batch with that vector and label.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Labelled {
+    /// The vector's place among the batch's vectors.
+    pub vector: u32,
+    /// The label.
+    pub label: f32,
+    /// How many of the batch's examples have this vector and label.
+    pub count: f32,
 }
 
 impl HostRows {
@@ -46,10 +64,11 @@ impl HostRows {
         }
     }
 
-    /// The rows `rows` (`[n, stride]`) coded against their distinct rows where there are at
-    /// most 65,536 of them and they take at most half the memory; else [`HostRows::plain`].
-    pub fn compact(rows: Vec<f32>, stride: usize) -> Self {
-        let mut coder = Coder::new(stride, rows.len() / stride.max(1));
+    /// The rows `rows` (`[n, stride]`, the label in column `label`) coded against their
+    /// distinct rows where there are at most 65,536 of them and they take at most half the
+    /// memory; else [`HostRows::plain`].
+    pub fn compact(rows: Vec<f32>, stride: usize, label: usize) -> Self {
+        let mut coder = Coder::new(stride, label, rows.len() / stride.max(1));
         match coder.push(&rows) {
             true => coder.finish(),
             false => HostRows::plain(rows, stride),
@@ -79,7 +98,10 @@ impl HostRows {
     /// The distinct rows (`[d, stride]`, row-major) and how many rows each stands for, where
     /// the rows are coded (`None` for the plain copy).
     pub fn distinct_counts(&self) -> Option<(&[f32], Vec<f64>)> {
-        let Layout::Coded { distinct, codes } = &self.layout else {
+        let Layout::Coded {
+            distinct, codes, ..
+        } = &self.layout
+        else {
             return None;
         };
         let mut counts = vec![0.0; distinct.len() / self.stride];
@@ -93,7 +115,12 @@ impl HostRows {
     pub fn bytes(&self) -> usize {
         match &self.layout {
             Layout::Plain(rows) => rows.len() * 4,
-            Layout::Coded { distinct, codes } => distinct.len() * 4 + codes.len() * 2,
+            Layout::Coded {
+                distinct,
+                codes,
+                vectors,
+                ..
+            } => distinct.len() * 4 + (codes.len() + vectors.len()) * 2,
         }
     }
 
@@ -116,7 +143,9 @@ impl HostRows {
                     row.copy_from_slice(&rows[from..from + stride]);
                 }
             }
-            Layout::Coded { distinct, codes } => {
+            Layout::Coded {
+                distinct, codes, ..
+            } => {
                 for (row, &i) in out.chunks_exact_mut(stride).zip(idx) {
                     let from = usize::from(codes[at(i)]) * stride;
                     row.copy_from_slice(&distinct[from..from + stride]);
@@ -144,7 +173,10 @@ impl HostRows {
         slots: &mut Vec<u32>,
     ) -> usize {
         counts.clear();
-        let Layout::Coded { distinct, codes } = &self.layout else {
+        let Layout::Coded {
+            distinct, codes, ..
+        } = &self.layout
+        else {
             self.gather(idx, out);
             counts.resize(idx.len(), 1.0);
             return idx.len();
@@ -174,6 +206,79 @@ impl HostRows {
         }
         counts.len()
     }
+
+    /// Rows `idx`, each distinct feature vector once (rows equal but in the label column,
+    /// `label`): writes a row of each vector among them into `out` in order of first
+    /// appearance (its label column one of the vector's labels) and, into `labelled` (cleared
+    /// first), each distinct (vector, label) of the batch with how many of `idx` have it, in
+    /// order of first appearance; returns the number of vectors. `None` for plain rows, which
+    /// are not grouped (nothing written). `slots` is scratch, reused across calls.
+    ///
+    /// # Panics
+    ///
+    /// As [`HostRows::gather`], and if `label` is not the column the rows were coded with.
+    pub fn gather_by_vector(
+        &self,
+        label: usize,
+        idx: &[i64],
+        out: &mut [f32],
+        labelled: &mut Vec<Labelled>,
+        slots: &mut Vec<u32>,
+    ) -> Option<usize> {
+        labelled.clear();
+        let Layout::Coded {
+            distinct,
+            codes,
+            label: coded_label,
+            vectors,
+        } = &self.layout
+        else {
+            return None;
+        };
+        assert_eq!(label, *coded_label, "the rows' label column");
+        let stride = self.stride;
+        // Each distinct row's place in `labelled`, each vector's among the vectors, and the
+        // batch's codes, read first in a loop of their own: independent loads, most of them
+        // misses, that overlap.
+        let rows = vectors.len();
+        slots.resize(rows + rows + idx.len(), u32::MAX);
+        let (by_row, rest) = slots.split_at_mut(rows);
+        let (by_vector, batch) = rest.split_at_mut(rows);
+        for (b, &i) in batch.iter_mut().zip(idx) {
+            let i = usize::try_from(i).expect("batch indices are non-negative");
+            assert!(i < self.len, "row {i} of {}", self.len);
+            *b = u32::from(codes[i]);
+        }
+        let mut found = 0;
+        for &c in batch.iter() {
+            let c = c as usize;
+            if by_row[c] != u32::MAX {
+                labelled[by_row[c] as usize].count += 1.0;
+                continue;
+            }
+            by_row[c] = u32::try_from(labelled.len()).expect("a batch's rows fit u32");
+            let v = usize::from(vectors[c]);
+            if by_vector[v] == u32::MAX {
+                by_vector[v] = u32::try_from(found).expect("a batch's rows fit u32");
+                out[found * stride..(found + 1) * stride]
+                    .copy_from_slice(&distinct[c * stride..(c + 1) * stride]);
+                found += 1;
+            }
+            labelled.push(Labelled {
+                vector: by_vector[v],
+                label: distinct[c * stride + label],
+                count: 1.0,
+            });
+        }
+        for &c in batch.iter() {
+            let c = c as usize;
+            by_row[c] = u32::MAX;
+            by_vector[usize::from(vectors[c])] = u32::MAX;
+        }
+        // Every slot is free again for the next call.
+        slots.truncate(rows + rows);
+        Some(found)
+    }
 }
 
 /// Codes rows against their distinct rows as they come, chunk by chunk (so the plain copy of
@@ -181,6 +286,8 @@ impl HostRows {
 #[derive(Debug)]
 pub struct Coder {
     stride: usize,
+    /// The label's column (rows equal but there have the same feature vector).
+    label: usize,
     /// The number of rows that will be pushed in all (for the half-the-memory rule).
     expected: usize,
     /// Rows by a hash of their bits; equal bits, the same code (a NaN row equals itself).
@@ -190,11 +297,12 @@ pub struct Coder {
 }
 
 impl Coder {
-    /// A coder for `expected` rows of `stride` floats.
-    pub fn new(stride: usize, expected: usize) -> Self {
-        assert!(stride > 0, "rows have floats");
+    /// A coder for `expected` rows of `stride` floats, the label in column `label`.
+    pub fn new(stride: usize, label: usize, expected: usize) -> Self {
+        assert!(label < stride, "the label is a column of the rows");
         Coder {
             stride,
+            label,
             expected,
             seen: HashMap::default(),
             distinct: Vec::new(),
@@ -235,15 +343,37 @@ impl Coder {
 
     /// The coded rows pushed.
     pub fn finish(self) -> HostRows {
+        let vectors = feature_vectors(&self.distinct, self.stride, self.label);
         HostRows {
             stride: self.stride,
             len: self.codes.len(),
             layout: Layout::Coded {
                 distinct: self.distinct,
                 codes: self.codes,
+                label: self.label,
+                vectors,
             },
         }
     }
+}
+
+/// For each of the distinct rows `distinct` (`[d, stride]`), the number of its feature vector,
+/// vectors numbered in order of first appearance: rows whose bits are equal in every column
+/// but `label` share one.
+fn feature_vectors(distinct: &[f32], stride: usize, label: usize) -> Vec<u16> {
+    let features = |row: &[f32]| {
+        let mut bits: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
+        bits[label] = 0;
+        bits
+    };
+    let mut seen: HashMap<Vec<u32>, u16> = HashMap::new();
+    distinct
+        .chunks_exact(stride)
+        .map(|row| {
+            let next = u16::try_from(seen.len()).expect("at most 2^16 distinct rows");
+            *seen.entry(features(row)).or_insert(next)
+        })
+        .collect()
 }
 
 /// A hash of a row's bits (FxHash's multiply-rotate: the table only needs spread, and the
@@ -291,7 +421,7 @@ mod tests {
         ] {
             let all = rows(n, stride, kinds, n as u64);
             let plain = HostRows::plain(all.clone(), stride);
-            let coded = HostRows::compact(all, stride);
+            let coded = HostRows::compact(all, stride, 3);
             assert_eq!(
                 coded.coded(),
                 kinds != u32::MAX,
@@ -342,7 +472,7 @@ mod tests {
         ];
         let mut long = all.clone();
         long.extend(std::iter::repeat_n(all.iter().copied(), 10).flatten());
-        let coded = HostRows::compact(long.clone(), stride);
+        let coded = HostRows::compact(long.clone(), stride, 1);
         assert!(coded.coded());
         let idx: Vec<i64> = (0..(long.len() / stride) as i64).collect();
         let mut out = vec![0f32; long.len()];
@@ -357,7 +487,7 @@ mod tests {
     fn grouped_gathers_count_each_distinct_row() {
         let stride = 16;
         let all = rows(3000, stride, 40, 9);
-        let coded = HostRows::compact(all.clone(), stride);
+        let coded = HostRows::compact(all.clone(), stride, 3);
         let plain = HostRows::plain(all, stride);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let (mut counts, mut slots) = (Vec::new(), Vec::new());
@@ -394,10 +524,78 @@ mod tests {
         }
     }
 
+    /// Gathers by feature vector hold each vector of the batch once (rows equal but in the
+    /// label column are one vector) and each of its labels with its count, in order of first
+    /// appearance; plain rows are not grouped; the scratch is left clean.
+    #[test]
+    fn gathers_by_vector_count_each_label_of_each_vector() {
+        let (stride, label) = (16, 5);
+        let mut all = rows(3000, stride, 40, 11);
+        // Labels of every kind, most vectors with two or more of them.
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for row in all.chunks_exact_mut(stride) {
+            row[label] = [0.0, 1.0, 1.0, 0.25, f32::NAN, -0.0][rng.random_range(0..6)];
+        }
+        let coded = HostRows::compact(all.clone(), stride, label);
+        let plain = HostRows::plain(all, stride);
+        assert!(coded.coded());
+        let (mut labelled, mut slots) = (Vec::new(), Vec::new());
+        for k in [0, 1, 256, 900] {
+            let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..3000i64)).collect();
+            let mut each = vec![0f32; k * stride];
+            plain.gather(&idx, &mut each);
+            let mut out = vec![0f32; k * stride];
+            let n = coded
+                .gather_by_vector(label, &idx, &mut out, &mut labelled, &mut slots)
+                .unwrap();
+            // The reference: vectors by the bits of all but the label, first appearance first.
+            let bits = |row: &[f32]| row.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let features = |row: &[f32]| {
+                let mut b = bits(row);
+                b[label] = 0;
+                b
+            };
+            let mut vectors: Vec<Vec<u32>> = Vec::new();
+            let mut want: Vec<(usize, u32, f32)> = Vec::new();
+            for row in each.chunks_exact(stride) {
+                let v = match vectors.iter().position(|f| *f == features(row)) {
+                    Some(v) => v,
+                    None => {
+                        vectors.push(features(row));
+                        vectors.len() - 1
+                    }
+                };
+                let y = row[label].to_bits();
+                match want.iter_mut().find(|(w, l, _)| (*w, *l) == (v, y)) {
+                    Some((_, _, c)) => *c += 1.0,
+                    None => want.push((v, y, 1.0)),
+                }
+            }
+            assert_eq!(n, vectors.len(), "{k} rows");
+            assert!(
+                k < 256 || n < want.len(),
+                "{k} rows: some vectors have two labels"
+            );
+            for (v, f) in vectors.iter().enumerate() {
+                assert_eq!(&features(&out[v * stride..(v + 1) * stride]), f, "{k} rows");
+            }
+            let got: Vec<(usize, u32, f32)> = labelled
+                .iter()
+                .map(|l| (l.vector as usize, l.label.to_bits(), l.count))
+                .collect();
+            assert_eq!(got, want, "{k} rows");
+            assert!(slots.iter().all(|&s| s == u32::MAX));
+            assert_eq!(
+                plain.gather_by_vector(label, &idx, &mut out, &mut labelled, &mut slots),
+                None
+            );
+        }
+    }
+
     #[test]
     #[should_panic(expected = "row 4 of 4")]
     fn an_index_past_the_rows_panics() {
-        let coded = HostRows::compact(vec![0.0; 16], 4);
+        let coded = HostRows::compact(vec![0.0; 16], 4, 1);
         coded.gather(&[4], &mut [0.0; 4]);
     }
 }
