@@ -214,6 +214,7 @@ impl DpStep {
             "the fused path is for CPU steps without microbatches"
         );
         self.flush();
+        self.sync_model();
         self.fused = on.then(|| Fused::new(shape).with_quiet(self.quiet));
     }
 
@@ -382,6 +383,7 @@ impl DpStep {
         prof: &mut Profiler,
     ) {
         self.host_pending.set(false);
+        self.sync_model();
         let pe = PerExample::compute(mlp, inputs, labels);
         prof.mark(Phase::ForwardBackward);
         let norms = pe.norms(input_norms, &self.consts);
@@ -517,12 +519,33 @@ impl DpStep {
     /// (its host gradient not read since) step on the host, and the gradient buffer stays
     /// pending (copied over only if it is read).
     pub fn update(&mut self, mlp: &Mlp, prof: &mut Profiler) {
+        self.update_params(mlp, false, prof);
+    }
+
+    /// [`DpStep::update`], leaving a host step's parameters newer than `mlp`'s until
+    /// [`DpStep::sync_model`] (which this step's own later calls make where they need `mlp`):
+    /// for a run of steps on the plain-Rust path, which then reads and writes no tensor.
+    /// Whoever reads `mlp` after it calls [`DpStep::sync_model`] first.
+    pub fn update_deferred(&mut self, mlp: &Mlp, prof: &mut Profiler) {
+        self.update_params(mlp, true, prof);
+    }
+
+    /// Writes parameters a deferred step left on the host ([`DpStep::update_deferred`]) to
+    /// their model.
+    pub fn sync_model(&mut self) {
+        if let Some(fused) = &mut self.fused {
+            fused.write_back();
+        }
+    }
+
+    fn update_params(&mut self, mlp: &Mlp, defer: bool, prof: &mut Profiler) {
         match &mut self.fused {
             Some(fused) if self.host_pending.get() && self.optimizer.has_host_step() => {
                 let optimizer = &mut self.optimizer;
-                fused.update_params(mlp.flat(), |p, g| optimizer.step_host(p, g));
+                fused.update_params(mlp.flat(), defer, |p, g| optimizer.step_host(p, g));
             }
             _ => {
+                self.sync_model();
                 self.flush();
                 let model = self.grad.narrow(0, 0, self.numel as i64);
                 self.optimizer.step(mlp.flat(), &model);
@@ -1585,6 +1608,84 @@ mod tests {
             assert!(
                 diff < 1e-5,
                 "{kind} step {step}: {diff} from the libtorch path"
+            );
+        }
+    }
+
+    /// Host steps whose parameters stay on the host ([`DpStep::update_deferred`]) give the
+    /// model of steps that write them to the model every time, bit for bit, for SGD and Adam:
+    /// with every fourth step on the libtorch path (which reads the model, so the parameters
+    /// must reach it first) and the model read only after [`DpStep::sync_model`]. Before that
+    /// the model is behind (the steps really were deferred); a dropped step writes its
+    /// parameters too.
+    #[test]
+    fn deferred_host_steps_give_the_same_model() {
+        use rand::{RngExt, SeedableRng};
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(23);
+            let (n, d) = (200, 5);
+            let data = random_examples(&mut rng, n, d, 0.4);
+            let shape = Shape::new(d, &[6]);
+            let models: Vec<Mlp> = (0..2)
+                .map(|_| Mlp::new(shape.clone(), 8, Device::Cpu).unwrap())
+                .collect();
+            let privacy = private(0.7, 1.0, GradSample::Vectorized);
+            let mut steps: Vec<DpStep> = (0..2)
+                .map(|_| step_with(kind, &shape, 0.2, 25.0, privacy, true))
+                .collect();
+            let mut prof = Profiler::new(false, Device::Cpu);
+            let mut behind = 0;
+            for step in 0..30 {
+                let k = rng.random_range(1..50);
+                let idx: Vec<i64> = (0..k).map(|_| rng.random_range(0..n as i64)).collect();
+                let rows = data.rows().index_select(0, &Tensor::from_slice(&idx));
+                let mut grads = Vec::new();
+                for (i, (s, m)) in steps.iter_mut().zip(&models).enumerate() {
+                    let before = m.flat().copy();
+                    if step % 4 == 3 {
+                        let w = d as i64;
+                        let (x, y, norms) = (
+                            rows.narrow(1, 0, w + 1),
+                            rows.narrow(1, w + 1, 1),
+                            rows.narrow(1, w + 2, 1),
+                        );
+                        s.accumulate(m, &x, &y, &norms, &mut prof);
+                    } else {
+                        s.accumulate_rows(m, d, &rows, &mut prof);
+                    }
+                    s.add_noise(&mut prof);
+                    if i == 0 {
+                        s.update(m, &mut prof);
+                    } else {
+                        s.update_deferred(m, &mut prof);
+                        if step % 4 != 3 && m.flat().equal(&before) {
+                            behind += 1;
+                        }
+                    }
+                    grads.push(s.grad().copy());
+                }
+                assert!(grads[0].equal(&grads[1]), "{kind} step {step}: gradients");
+            }
+            assert_eq!(behind, 23, "{kind}: the host steps were deferred");
+            let pending = models[1].flat().copy();
+            steps[1].sync_model();
+            assert!(!models[1].flat().equal(&pending), "{kind}: synced");
+            assert!(
+                models[0].flat().equal(models[1].flat()),
+                "{kind}: the same model"
+            );
+            // One more deferred step each, then the second step is dropped unsynced.
+            let rows = data.rows().narrow(0, 0, 20);
+            for (s, m) in steps.iter_mut().zip(&models) {
+                s.accumulate_rows(m, d, &rows, &mut prof);
+                s.add_noise(&mut prof);
+                s.update_deferred(m, &mut prof);
+            }
+            steps[0].sync_model();
+            drop(steps);
+            assert!(
+                models[0].flat().equal(models[1].flat()),
+                "{kind}: a dropped step's parameters"
             );
         }
     }

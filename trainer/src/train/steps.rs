@@ -81,6 +81,39 @@ impl Steps<'_> {
         let started = Instant::now();
         let cpu_started = thread_cpu_ns();
         let comm_started = peers.grads_waited();
+        // The steps leave the parameters on the host (when the plain-Rust path steps there);
+        // they reach `mlp` here, whatever the steps returned.
+        let examples = self.steps(peers, mlp, data, &bar, prof);
+        self.dp.sync_model();
+        let examples = examples?;
+        synchronize(self.device);
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds = cpu_started
+            .zip(thread_cpu_ns())
+            .map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
+        let comm_seconds =
+            (peers.workers > 1).then(|| (peers.grads_waited() - comm_started).as_secs_f64());
+        bar.finish_and_clear();
+        Ok(StepsDone {
+            examples,
+            zeroed: self.dp.take_zeroed(),
+            seconds,
+            cpu_seconds,
+            comm_seconds,
+        })
+    }
+
+    /// The steps of an epoch started by [`Steps::epoch`]; returns the examples they used.
+    /// Their parameters may be left on the host ([`DpStep::update_deferred`]).
+    fn steps(
+        &mut self,
+        peers: &mut Peers,
+        mlp: &Mlp,
+        data: &Data,
+        bar: &ProgressBar,
+        prof: &mut Profiler,
+    ) -> Result<u64> {
+        let per_epoch = self.per_epoch;
         let mut examples = 0u64;
         prof.restart();
         let mut next = (per_epoch > 0).then(|| self.draw(per_epoch, data));
@@ -172,26 +205,12 @@ impl Steps<'_> {
                 c.observe(&self.dp);
             }
             drop(canaries);
-            self.dp.update(mlp, prof);
+            self.dp.update_deferred(mlp, prof);
             if s % 64 == 0 {
                 bar.set_position(s);
             }
         }
-        synchronize(self.device);
-        let seconds = started.elapsed().as_secs_f64();
-        let cpu_seconds = cpu_started
-            .zip(thread_cpu_ns())
-            .map(|(a, b)| b.saturating_sub(a) as f64 * 1e-9);
-        let comm_seconds =
-            (peers.workers > 1).then(|| (peers.grads_waited() - comm_started).as_secs_f64());
-        bar.finish_and_clear();
-        Ok(StepsDone {
-            examples,
-            zeroed: self.dp.take_zeroed(),
-            seconds,
-            cpu_seconds,
-            comm_seconds,
-        })
+        Ok(examples)
     }
 }
 
