@@ -175,8 +175,10 @@ fn main() -> trainer::Result<()> {
                 } else {
                     step.add_noise(&mut prof);
                 }
-                step.update(&mlp, &mut prof);
+                // As the trainer's steps do: the parameters stay on the host until the end.
+                step.update_deferred(&mlp, &mut prof);
             }
+            step.sync_model();
             let wall = t0.elapsed().as_secs_f64();
             let cpu = c0.zip(thread_cpu_ns()).map(|(a, b)| (b - a) as f64 * 1e-9);
             cpu_s[m].push(cpu.unwrap_or(wall));
