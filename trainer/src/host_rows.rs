@@ -237,26 +237,32 @@ impl HostRows {
         };
         assert_eq!(label, *coded_label, "the rows' label column");
         let stride = self.stride;
-        // Each distinct row's place in `labelled`, each vector's among the vectors, and the
-        // batch's codes, read first in a loop of their own: independent loads, most of them
-        // misses, that overlap.
+        // Per distinct row, how many of the batch have it, less one (`u32::MAX`, the resting
+        // value, is none); each vector's place among the vectors; the batch's codes; and the
+        // batch's distinct rows in order of first appearance.
         let rows = vectors.len();
-        slots.resize(rows + rows + idx.len(), u32::MAX);
+        slots.resize(rows + rows + 2 * idx.len(), u32::MAX);
         let (by_row, rest) = slots.split_at_mut(rows);
-        let (by_vector, batch) = rest.split_at_mut(rows);
+        let (by_vector, rest) = rest.split_at_mut(rows);
+        let (batch, first) = rest.split_at_mut(idx.len());
+        // The codes first, in a loop of their own: independent loads, most of them misses,
+        // that overlap.
         for (b, &i) in batch.iter_mut().zip(idx) {
             let i = usize::try_from(i).expect("batch indices are non-negative");
             assert!(i < self.len, "row {i} of {}", self.len);
             *b = u32::from(codes[i]);
         }
-        let mut found = 0;
+        // Counted without a branch: whether a row is new is a coin flip to a predictor.
+        let mut distinct_rows = 0;
         for &c in batch.iter() {
+            let seen = by_row[c as usize];
+            first[distinct_rows] = c;
+            distinct_rows += usize::from(seen == u32::MAX);
+            by_row[c as usize] = seen.wrapping_add(1);
+        }
+        let mut found = 0;
+        for &c in &first[..distinct_rows] {
             let c = c as usize;
-            if by_row[c] != u32::MAX {
-                labelled[by_row[c] as usize].count += 1.0;
-                continue;
-            }
-            by_row[c] = u32::try_from(labelled.len()).expect("a batch's rows fit u32");
             let v = usize::from(vectors[c]);
             if by_vector[v] == u32::MAX {
                 by_vector[v] = u32::try_from(found).expect("a batch's rows fit u32");
@@ -267,10 +273,11 @@ impl HostRows {
             labelled.push(Labelled {
                 vector: by_vector[v],
                 label: distinct[c * stride + label],
-                count: 1.0,
+                // Exact: a batch has far fewer than 2^24 rows.
+                count: (by_row[c] as f32) + 1.0,
             });
         }
-        for &c in batch.iter() {
+        for &c in &first[..distinct_rows] {
             let c = c as usize;
             by_row[c] = u32::MAX;
             by_vector[usize::from(vectors[c])] = u32::MAX;
