@@ -239,53 +239,16 @@ impl Dataset {
     }
 
     fn load_parts_unchecked(&self, indices: &[usize], ends: &mut Vec<usize>) -> Result<Table> {
-        let mut table = Table::default();
-        let mut header: Option<ShardHeader> = self.manifest.as_ref().map(|m| ShardHeader {
-            unit: m.schema.unit.clone(),
-            label: m.schema.label.clone(),
-            features: m.schema.features.clone(),
-        });
-        if let (Some(m), Some(h)) = (&self.manifest, &header) {
-            // The manifest counts each part's rows: the columns are allocated once (growing
-            // them by doubling would copy and fault in about twice their size). A manifest that
-            // overstates them (caught below) gets no more than the listed bytes can hold: a
-            // record is at least a digit and a separator per column.
-            let rows: u64 = indices.iter().map(|&i| m.shards[i].rows).sum();
-            let bytes: u64 = indices.iter().map(|&i| self.parts[i].bytes).sum();
-            let most = bytes / (2 * (h.features.len() as u64 + 2));
-            let rows = usize::try_from(rows.min(most)).unwrap_or(0);
-            table.keys.reserve_exact(rows);
-            table.labels.reserve_exact(rows);
-            if h.unit.is_some() {
-                table.units.reserve_exact(rows);
-            }
-            table
-                .features
-                .reserve_exact(rows.saturating_mul(h.features.len()));
+        if let Some(m) = &self.manifest {
+            return self.load_listed_parts(m, indices, ends);
         }
+        let mut table = Table::default();
+        let mut header: Option<ShardHeader> = None;
         for &i in indices {
             let part = &self.parts[i];
             let path = self.source.location().join(&part.name).to_string();
             let bytes = self.source.read(&part.name)?;
-            let expected = self.manifest.as_ref().map(|m| &m.shards[i]);
-            if let Some(info) = expected {
-                let crc = crc_hex(crc32fast::hash(&bytes));
-                if info.bytes != bytes.len() as u64 {
-                    return Err(mismatch(&path, "bytes", info.bytes, bytes.len()));
-                }
-                if info.crc32 != crc {
-                    return Err(mismatch(&path, "crc32", &info.crc32, crc));
-                }
-            }
-            let text = std::str::from_utf8(&bytes).map_err(|e| Error::MalformedShard {
-                path: path.clone(),
-                line: 1 + bytes[..e.valid_up_to()]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count() as u64,
-                reason: "not valid UTF-8".into(),
-            })?;
-            let before = table.len();
+            let text = utf8(&bytes, &path)?;
             for (n, line) in text.lines().enumerate() {
                 let malformed = |reason: String| Error::MalformedShard {
                     path: path.clone(),
@@ -298,19 +261,9 @@ impl Dataset {
                 if is_header(line) {
                     let h = parse_header(line).map_err(malformed)?;
                     match &header {
-                        Some(prev) if *prev != h => {
-                            let whose = if self.manifest.is_some() {
-                                format!("the manifest {MANIFEST_NAME} says")
-                            } else {
-                                "the shards before it have".to_string()
-                            };
-                            return Err(malformed(format!(
-                                "header names unit, label and features {:?}, but {whose} {:?}",
-                                (&h.unit, &h.label, &h.features),
-                                (&prev.unit, &prev.label, &prev.features)
-                            )));
+                        Some(prev) => {
+                            same_header(&h, prev, "the shards before it have").map_err(malformed)?
                         }
-                        Some(_) => {}
                         None => header = Some(h),
                     }
                     continue;
@@ -325,12 +278,6 @@ impl Dataset {
                 table.labels.push(f32::from(r.label));
             }
             ends.push(table.len());
-            if let Some(info) = expected {
-                let rows = table.len() - before;
-                if info.rows != rows as u64 {
-                    return Err(mismatch(&path, "rows", info.rows, rows));
-                }
-            }
         }
         if let Some(h) = header {
             table.unit_name = h.unit;
@@ -339,6 +286,199 @@ impl Dataset {
         }
         Ok(table)
     }
+
+    /// [`Dataset::load_parts`] with a manifest: its header and each part's row count are known
+    /// before any part is read, so the columns are allocated once at their size and cut into
+    /// one slice per part, and the parts are read, checked and parsed on up to as many threads
+    /// as the machine has cores (each writes only its parts' slices; the columns' pages are
+    /// first touched there too). The first error in the order of `indices` is the one
+    /// returned, as reading them in turn would. A manifest that overstates a part's rows gets
+    /// no more room than its listed bytes can hold (a record is at least a digit and a
+    /// separator per column), and the part is a row-count mismatch.
+    fn load_listed_parts(
+        &self,
+        m: &Manifest,
+        indices: &[usize],
+        ends: &mut Vec<usize>,
+    ) -> Result<Table> {
+        let header = ShardHeader {
+            unit: m.schema.unit.clone(),
+            label: m.schema.label.clone(),
+            features: m.schema.features.clone(),
+        };
+        let (k, has_unit) = (header.features.len(), header.unit.is_some());
+        let room: Vec<usize> = indices
+            .iter()
+            .map(|&i| {
+                let most = self.parts[i].bytes / (2 * (k as u64 + 2));
+                usize::try_from(m.shards[i].rows.min(most)).unwrap_or(0)
+            })
+            .collect();
+        let total: usize = room.iter().sum();
+        let mut table = Table {
+            keys: vec![0; total],
+            units: if has_unit { vec![0; total] } else { Vec::new() },
+            labels: vec![0.0; total],
+            features: vec![0.0; total * k],
+            ..Table::default()
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, indices.len().max(1));
+        // Part j's slices go to thread j % threads.
+        let mut jobs: Vec<Vec<(usize, PartRows<'_>)>> = (0..threads).map(|_| Vec::new()).collect();
+        {
+            let (mut keys, mut units, mut labels, mut features) = (
+                &mut table.keys[..],
+                &mut table.units[..],
+                &mut table.labels[..],
+                &mut table.features[..],
+            );
+            for (j, &n) in room.iter().enumerate() {
+                let (k_here, k_rest) = std::mem::take(&mut keys).split_at_mut(n);
+                let (u_here, u_rest) =
+                    std::mem::take(&mut units).split_at_mut(if has_unit { n } else { 0 });
+                let (l_here, l_rest) = std::mem::take(&mut labels).split_at_mut(n);
+                let (f_here, f_rest) = std::mem::take(&mut features).split_at_mut(n * k);
+                (keys, units, labels, features) = (k_rest, u_rest, l_rest, f_rest);
+                let rows = PartRows {
+                    keys: k_here,
+                    units: u_here,
+                    labels: l_here,
+                    features: f_here,
+                };
+                jobs[j % threads].push((j, rows));
+            }
+        }
+        let mut results: Vec<(usize, Result<()>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|jobs| {
+                    let header = &header;
+                    s.spawn(move || {
+                        jobs.into_iter()
+                            .map(|(j, rows)| {
+                                (j, self.load_listed_part(m, indices[j], header, rows))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        results.sort_by_key(|r| r.0);
+        for (_, r) in results {
+            r?;
+        }
+        let mut end = 0;
+        for n in room {
+            end += n;
+            ends.push(end);
+        }
+        table.unit_name = header.unit;
+        table.label_name = header.label;
+        table.feature_names = header.features;
+        Ok(table)
+    }
+
+    /// Reads part `i`, checks it against the manifest's size, checksum, header and row count,
+    /// and parses its records into `rows` (which has room for the rows the manifest counts).
+    fn load_listed_part(
+        &self,
+        m: &Manifest,
+        i: usize,
+        header: &ShardHeader,
+        rows: PartRows<'_>,
+    ) -> Result<()> {
+        let part = &self.parts[i];
+        let info = &m.shards[i];
+        let path = self.source.location().join(&part.name).to_string();
+        let bytes = self.source.read(&part.name)?;
+        if info.bytes != bytes.len() as u64 {
+            return Err(mismatch(&path, "bytes", info.bytes, bytes.len()));
+        }
+        let crc = crc_hex(crc32fast::hash(&bytes));
+        if info.crc32 != crc {
+            return Err(mismatch(&path, "crc32", &info.crc32, crc));
+        }
+        let text = utf8(&bytes, &path)?;
+        let (k, has_unit) = (header.features.len(), header.unit.is_some());
+        let whose = format!("the manifest {MANIFEST_NAME} says");
+        let mut features = Vec::with_capacity(k);
+        let mut count = 0;
+        for (n, line) in text.lines().enumerate() {
+            let malformed = |reason: String| Error::MalformedShard {
+                path: path.clone(),
+                line: n as u64 + 1,
+                reason,
+            };
+            if trim_line(line).is_empty() {
+                continue;
+            }
+            if is_header(line) {
+                let h = parse_header(line).map_err(malformed)?;
+                same_header(&h, header, &whose).map_err(malformed)?;
+                continue;
+            }
+            features.clear();
+            let r = parse_record(line, has_unit, k, &mut features).map_err(malformed)?;
+            // Past the manifest's count the records are still parsed (a malformed one is
+            // named first, as it would be) but only counted.
+            if count < rows.keys.len() {
+                rows.keys[count] = r.key;
+                if let Some(u) = r.unit {
+                    rows.units[count] = u;
+                }
+                rows.labels[count] = f32::from(r.label);
+                rows.features[count * k..(count + 1) * k].copy_from_slice(&features);
+            }
+            count += 1;
+        }
+        if info.rows != count as u64 {
+            return Err(mismatch(&path, "rows", info.rows, count));
+        }
+        Ok(())
+    }
+}
+
+/// One part's rows in the columns of a [`Table`] being loaded.
+struct PartRows<'a> {
+    keys: &'a mut [u64],
+    units: &'a mut [u64],
+    labels: &'a mut [f32],
+    features: &'a mut [f32],
+}
+
+/// `bytes` as text, or the line where they stop being UTF-8.
+fn utf8<'a>(bytes: &'a [u8], path: &str) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| Error::MalformedShard {
+        path: path.to_string(),
+        line: 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64,
+        reason: "not valid UTF-8".into(),
+    })
+}
+
+/// Fails where header `h` names another unit, label or features than `expected`, which
+/// `whose` names.
+fn same_header(
+    h: &ShardHeader,
+    expected: &ShardHeader,
+    whose: &str,
+) -> std::result::Result<(), String> {
+    if h == expected {
+        return Ok(());
+    }
+    Err(format!(
+        "header names unit, label and features {:?}, but {whose} {:?}",
+        (&h.unit, &h.label, &h.features),
+        (&expected.unit, &expected.label, &expected.features)
+    ))
 }
 
 fn mismatch(

@@ -410,3 +410,94 @@ fn a_manifest_that_overstates_the_rows_is_a_mismatch() {
     );
     assert!(err.to_string().contains("part-00000"), "{err}");
 }
+
+/// Shards with a manifest are read part by part on several threads into one table: the same
+/// table (keys, units, labels, features, in the order of the indices asked for) as reading the
+/// same parts without the manifest, one after another; and of several bad parts, the first in
+/// that order is the one named, whichever thread read it.
+#[test]
+fn parts_read_in_parallel_give_the_table_read_in_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let loc = Location::Local(dir.clone());
+    let out = open_output(&loc, &S3Options::default()).unwrap();
+    out.prepare(false).unwrap();
+    let parts = 7;
+    let mut infos = Vec::new();
+    for p in 0..parts {
+        let mut body = String::from("key,unit:hh,y,a,b\n");
+        // Parts of 0 to 300 rows; a blank line and a repeated header inside one.
+        for r in 0..(p * 50) {
+            let key = p * 1000 + r;
+            body.push_str(&format!(
+                "{key},{},{},{},{}\n",
+                key * 7 % 13,
+                r % 2,
+                r % 3,
+                p
+            ));
+            if r == 10 {
+                body.push_str("\nkey,unit:hh,y,a,b\n");
+            }
+        }
+        let mut w = out.create_part(&format!("part-{p:05}")).unwrap();
+        w.write_all(body.as_bytes()).unwrap();
+        let mut info = w.finish().unwrap();
+        info.rows = (p * 50) as u64;
+        infos.push(info);
+    }
+    let mut m = manifest(infos);
+    m.schema.unit = Some("hh".into());
+    m.schema.features = vec!["a".into(), "b".into()];
+    out.commit(&m).unwrap();
+    let orders: [&[usize]; 4] = [&[0, 1, 2, 3, 4, 5, 6], &[6, 5, 4, 3, 2, 1, 0], &[3, 1], &[]];
+    let with: Vec<_> = {
+        let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
+        assert!(ds.manifest().is_some());
+        orders.iter().map(|o| ds.load_parts(o).unwrap()).collect()
+    };
+    fs::remove_file(dir.join("_manifest.json")).unwrap();
+    let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
+    assert!(ds.manifest().is_none());
+    for (o, with) in orders.iter().zip(&with) {
+        let without = ds.load_parts(o).unwrap();
+        if o.is_empty() {
+            assert_eq!(with.len(), 0);
+            continue;
+        }
+        assert_eq!(*with, without, "parts {o:?}");
+        assert_eq!(with.units.len(), with.len(), "parts {o:?}: units read");
+    }
+    assert_eq!(with[0].len(), 50 * (0..parts).sum::<usize>());
+
+    // Two bad parts: the one asked for first is named.
+    drop(ds);
+    fs::remove_dir_all(&dir).unwrap();
+    let loc = write_many_bad(&dir);
+    let ds = Dataset::open(&loc, &S3Options::default()).unwrap();
+    for (order, named) in [([2usize, 5], "part-00002"), ([5, 2], "part-00005")] {
+        let err = ds.load_parts(&order).unwrap_err().to_string();
+        assert!(err.contains(named), "{order:?}: {err}");
+    }
+}
+
+/// Six committed parts of one row each, then parts 2 and 5 changed after the commit.
+fn write_many_bad(dir: &std::path::Path) -> Location {
+    let loc = Location::Local(dir.into());
+    let out = open_output(&loc, &S3Options::default()).unwrap();
+    out.prepare(false).unwrap();
+    let mut infos = Vec::new();
+    for p in 0..6 {
+        let mut w = out.create_part(&format!("part-{p:05}")).unwrap();
+        w.write_all(format!("key,y,a\n{p},1,0\n").as_bytes())
+            .unwrap();
+        let mut info = w.finish().unwrap();
+        info.rows = 1;
+        infos.push(info);
+    }
+    out.commit(&manifest(infos)).unwrap();
+    for p in [2, 5] {
+        fs::write(dir.join(format!("part-{p:05}")), "key,y,a\n9,1,1\n").unwrap();
+    }
+    loc
+}
