@@ -37,6 +37,13 @@ pub struct Table {
 }
 
 impl Table {
+    /// Takes the column names from a shard header.
+    fn name_columns(&mut self, header: ShardHeader) {
+        self.unit_name = header.unit;
+        self.label_name = header.label;
+        self.feature_names = header.features;
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -250,24 +257,19 @@ impl Dataset {
             let bytes = self.source.read(&part.name)?;
             let text = utf8(&bytes, &path)?;
             for (n, line) in text.lines().enumerate() {
-                let malformed = |reason: String| Error::MalformedShard {
-                    path: path.clone(),
-                    line: n as u64 + 1,
-                    reason,
-                };
-                if trim_line(line).is_empty() {
-                    continue;
-                }
-                if is_header(line) {
-                    let h = parse_header(line).map_err(malformed)?;
-                    match &header {
-                        Some(prev) => {
-                            same_header(&h, prev, "the shards before it have").map_err(malformed)?
+                let malformed = malformed_at(&path, n);
+                let line = match part_line(line).map_err(&malformed)? {
+                    PartLine::Blank => continue,
+                    PartLine::Header(h) => {
+                        match &header {
+                            Some(prev) => same_header(&h, prev, "the shards before it have")
+                                .map_err(&malformed)?,
+                            None => header = Some(h),
                         }
-                        None => header = Some(h),
+                        continue;
                     }
-                    continue;
-                }
+                    PartLine::Record(line) => line,
+                };
                 let (unit, k) = match &header {
                     Some(h) => (h.unit.is_some(), h.features.len()),
                     None => return Err(malformed("record before the header line".into())),
@@ -280,9 +282,7 @@ impl Dataset {
             ends.push(table.len());
         }
         if let Some(h) = header {
-            table.unit_name = h.unit;
-            table.label_name = h.label;
-            table.feature_names = h.features;
+            table.name_columns(h);
         }
         Ok(table)
     }
@@ -378,9 +378,7 @@ impl Dataset {
             end += n;
             ends.push(end);
         }
-        table.unit_name = header.unit;
-        table.label_name = header.label;
-        table.feature_names = header.features;
+        table.name_columns(header);
         Ok(table)
     }
 
@@ -410,19 +408,15 @@ impl Dataset {
         let mut features = Vec::with_capacity(k);
         let mut count = 0;
         for (n, line) in text.lines().enumerate() {
-            let malformed = |reason: String| Error::MalformedShard {
-                path: path.clone(),
-                line: n as u64 + 1,
-                reason,
+            let malformed = malformed_at(&path, n);
+            let line = match part_line(line).map_err(&malformed)? {
+                PartLine::Blank => continue,
+                PartLine::Header(h) => {
+                    same_header(&h, header, &whose).map_err(&malformed)?;
+                    continue;
+                }
+                PartLine::Record(line) => line,
             };
-            if trim_line(line).is_empty() {
-                continue;
-            }
-            if is_header(line) {
-                let h = parse_header(line).map_err(malformed)?;
-                same_header(&h, header, &whose).map_err(malformed)?;
-                continue;
-            }
             features.clear();
             let r = parse_record(line, has_unit, k, &mut features).map_err(malformed)?;
             // Past the manifest's count the records are still parsed (a malformed one is
@@ -450,6 +444,35 @@ struct PartRows<'a> {
     units: &'a mut [u64],
     labels: &'a mut [f32],
     features: &'a mut [f32],
+}
+
+/// What a line of a part is.
+enum PartLine<'a> {
+    /// Empty or only a line end.
+    Blank,
+    /// A header line, parsed.
+    Header(ShardHeader),
+    /// A record, to be parsed.
+    Record(&'a str),
+}
+
+fn part_line(line: &str) -> std::result::Result<PartLine<'_>, String> {
+    if trim_line(line).is_empty() {
+        Ok(PartLine::Blank)
+    } else if is_header(line) {
+        parse_header(line).map(PartLine::Header)
+    } else {
+        Ok(PartLine::Record(line))
+    }
+}
+
+/// The error for line `n` (from 0) of the part at `path`.
+fn malformed_at(path: &str, n: usize) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::MalformedShard {
+        path: path.to_string(),
+        line: n as u64 + 1,
+        reason,
+    }
 }
 
 /// `bytes` as text, or the line where they stop being UTF-8.
