@@ -198,11 +198,12 @@ impl Dataset {
     /// checking sizes, checksums and row counts against the manifest when there is one. Without
     /// a manifest, the record keys of every part (not only these) must be distinct.
     pub fn load_parts(&self, indices: &[usize]) -> Result<Table> {
-        let mut ends = Vec::with_capacity(indices.len());
-        let table = self.load_parts_unchecked(indices, &mut ends)?;
-        if self.manifest.is_none() {
-            self.check_unique_keys(indices, &table, &ends)?;
+        if let Some(m) = &self.manifest {
+            return self.load_listed_parts(m, indices);
         }
+        let mut ends = Vec::with_capacity(indices.len());
+        let table = self.load_unlisted_parts(indices, &mut ends)?;
+        self.check_unique_keys(indices, &table, &ends)?;
         Ok(table)
     }
 
@@ -245,10 +246,9 @@ impl Dataset {
         Ok(())
     }
 
-    fn load_parts_unchecked(&self, indices: &[usize], ends: &mut Vec<usize>) -> Result<Table> {
-        if let Some(m) = &self.manifest {
-            return self.load_listed_parts(m, indices, ends);
-        }
+    /// [`Dataset::load_parts`] without a manifest (Hadoop output): the parts in turn, the header
+    /// taken from the first that has one; `ends[j]` is where part `indices[j]`'s records end.
+    fn load_unlisted_parts(&self, indices: &[usize], ends: &mut Vec<usize>) -> Result<Table> {
         let mut table = Table::default();
         let mut header: Option<ShardHeader> = None;
         for &i in indices {
@@ -295,12 +295,7 @@ impl Dataset {
     /// returned, as reading them in turn would. A manifest that overstates a part's rows gets
     /// no more room than its listed bytes can hold (a record is at least a digit and a
     /// separator per column), and the part is a row-count mismatch.
-    fn load_listed_parts(
-        &self,
-        m: &Manifest,
-        indices: &[usize],
-        ends: &mut Vec<usize>,
-    ) -> Result<Table> {
+    fn load_listed_parts(&self, m: &Manifest, indices: &[usize]) -> Result<Table> {
         let header = ShardHeader {
             unit: m.schema.unit.clone(),
             label: m.schema.label.clone(),
@@ -372,11 +367,6 @@ impl Dataset {
         results.sort_by_key(|r| r.0);
         for (_, r) in results {
             r?;
-        }
-        let mut end = 0;
-        for n in room {
-            end += n;
-            ends.push(end);
         }
         table.name_columns(header);
         Ok(table)

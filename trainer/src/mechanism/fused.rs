@@ -396,11 +396,6 @@ impl Fused {
         }
     }
 
-    /// Whether [`Fused::update_params`] left parameters newer than their model's tensor.
-    pub fn params_ahead(&self) -> bool {
-        self.ahead.is_some()
-    }
-
     /// Copies the host gradient into `out` (the flat gradient tensor).
     pub fn write_to(&self, out: &Tensor) {
         out.shallow_clone().copy_(&Tensor::from_slice(&self.grad));
