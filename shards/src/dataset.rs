@@ -351,9 +351,11 @@ impl Dataset {
                 .map(|jobs| {
                     let header = &header;
                     s.spawn(move || {
+                        let mut bytes = Vec::new();
                         jobs.into_iter()
                             .map(|(j, rows)| {
-                                (j, self.load_listed_part(m, indices[j], header, rows))
+                                let i = indices[j];
+                                (j, self.load_listed_part(m, i, header, rows, &mut bytes))
                             })
                             .collect::<Vec<_>>()
                     })
@@ -372,19 +374,22 @@ impl Dataset {
         Ok(table)
     }
 
-    /// Reads part `i`, checks it against the manifest's size, checksum, header and row count,
-    /// and parses its records into `rows` (which has room for the rows the manifest counts).
+    /// Reads part `i` into `bytes` (a thread's buffer, reused), checks it against the
+    /// manifest's size, checksum, header and row count, and parses its records into `rows`
+    /// (which has room for the rows the manifest counts).
     fn load_listed_part(
         &self,
         m: &Manifest,
         i: usize,
         header: &ShardHeader,
         rows: PartRows<'_>,
+        bytes: &mut Vec<u8>,
     ) -> Result<()> {
         let part = &self.parts[i];
         let info = &m.shards[i];
         let path = self.source.location().join(&part.name).to_string();
-        let bytes = self.source.read(&part.name)?;
+        self.source.read_into(&part.name, bytes)?;
+        let bytes = &bytes[..];
         if info.bytes != bytes.len() as u64 {
             return Err(mismatch(&path, "bytes", info.bytes, bytes.len()));
         }

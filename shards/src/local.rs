@@ -707,6 +707,14 @@ impl ShardSource for LocalSource {
         let p = self.dir.join(name);
         fs::read(&p).map_err(|e| Error::io(p.display(), e))
     }
+    fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+        let p = self.dir.join(name);
+        buf.clear();
+        File::open(&p)
+            .and_then(|mut f| f.read_to_end(buf))
+            .map_err(|e| Error::io(p.display(), e))?;
+        Ok(())
+    }
     fn location(&self) -> &Location {
         &self.location
     }

@@ -64,6 +64,13 @@ pub trait ShardSource: Send + Sync + Debug {
     fn list(&self) -> Result<Vec<(String, u64)>>;
     /// Reads the object `name` whole.
     fn read(&self, name: &str) -> Result<Vec<u8>>;
+    /// Reads the object `name` whole into `buf`, replacing what it held, in its allocation
+    /// where the source can (a loader reading many parts in turn then faults in one buffer's
+    /// pages, not every part's).
+    fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.read(name)?;
+        Ok(())
+    }
     /// The location, for messages.
     fn location(&self) -> &Location;
 }
