@@ -48,8 +48,8 @@ pub struct Attack {
 impl Attack {
     /// Prepares the attack on the leading `rows` rows of `examples` whose feature `feature` is
     /// 0 or 1 and whose input's norm is finite; the others are skipped ([`Attack::skipped`]).
-    pub fn new(examples: &Examples, feature: usize, rows: usize) -> Self {
-        let head = examples.head(rows);
+    pub fn new(examples: &Examples, feature: usize, rows: usize) -> Result<Self> {
+        let head = examples.head(rows)?;
         let rows = attackable(examples, &head, feature as i64);
         let column = rows.narrow(1, feature as i64, 1);
         let ones = column.sum(Kind::Float).double_value(&[]);
@@ -63,7 +63,7 @@ impl Attack {
         };
         let (ones, n) = attack.counts();
         attack.set_majority(ones, n);
-        attack
+        Ok(attack)
     }
 
     /// The rows attacked (`[n, stride]`, a copy of the attackable leading rows).
@@ -266,7 +266,7 @@ mod tests {
             Tensor::from_slice(&[20.0f32, 0.0, -10.0]),
         )
         .unwrap();
-        let attack = Attack::new(&e, 0, 10_000);
+        let attack = Attack::new(&e, 0, 10_000).unwrap();
         let r = attack.run(&leaky, &e);
         assert_eq!(r.accuracy, 1.0);
         assert_eq!(r.baseline, 5.0 / 8.0);
@@ -277,11 +277,11 @@ mod tests {
         let f0 = [1.0f32, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0];
         let features: Vec<f32> = f0.iter().flat_map(|&v| [v, 0.5]).collect();
         let e = Examples::new(&features, &f0, 2, Device::Cpu).unwrap();
-        let attack = Attack::new(&e, 0, 10_000);
+        let attack = Attack::new(&e, 0, 10_000).unwrap();
         let r = attack.run(&blind, &e);
         assert_eq!((r.accuracy, r.baseline), (3.0 / 8.0, 5.0 / 8.0));
         // Feature 1 is 0.5 everywhere: every row is skipped, none is attacked.
-        let none = Attack::new(&e, 1, 100);
+        let none = Attack::new(&e, 1, 100).unwrap();
         assert_eq!((none.counts(), none.skipped()), ((0.0, 0.0), 8));
         assert_eq!(none.run(&blind, &e).accuracy, 0.0);
     }
@@ -303,7 +303,7 @@ mod tests {
         bad[2 * 21 + 1] = f32::INFINITY; // row 21: infinite
         let model = Mlp::new(Shape::new(2, &[4]), 1, Device::Cpu).unwrap();
         let e = Examples::new(&bad, &labels, 2, Device::Cpu).unwrap();
-        let attack = Attack::new(&e, 0, n);
+        let attack = Attack::new(&e, 0, n).unwrap();
         assert_eq!(attack.skipped(), 4);
         assert_eq!(attack.counts().1, (n - 4) as f64);
         // The same as attacking the clean rows without those four.
@@ -315,7 +315,7 @@ mod tests {
         };
         let kept_labels: Vec<f32> = keep.iter().map(|&i| labels[i]).collect();
         let e2 = Examples::new(&rows_of(&clean), &kept_labels, 2, Device::Cpu).unwrap();
-        let reference = Attack::new(&e2, 0, n);
+        let reference = Attack::new(&e2, 0, n).unwrap();
         assert_eq!(reference.skipped(), 0);
         assert_eq!(attack.run(&model, &e), reference.run(&model, &e2));
         let imp = Imputer::fit(&e, 0, attack.rows(), |_| Ok(())).unwrap();
@@ -366,7 +366,7 @@ mod tests {
             })
             .collect();
         let e = Examples::new(&features, &labels, 2, Device::Cpu).unwrap();
-        let rows = Attack::new(&e, 0, n).rows().shallow_clone();
+        let rows = Attack::new(&e, 0, n).unwrap().rows().shallow_clone();
         let imp = Imputer::fit(&e, 0, &rows, |_| Ok(())).unwrap();
         assert_eq!(imp.correct(&e, &rows), 0.9 * n as f64);
         // Summing with a second worker's identical rows doubles the data, not the fit.

@@ -2,7 +2,9 @@
 //! the device as one tensor per split (steps gather their rows with `index_select` there, or,
 //! for the plain-Rust CPU step, from a host copy of the training rows).
 
+use std::cell::{OnceCell, RefCell};
 use std::ops::Range;
+use std::sync::Arc;
 
 use shards::{Dataset, Location, Table};
 use tch::{Device, Kind, Tensor};
@@ -14,80 +16,173 @@ use crate::{Error, Result};
 /// Rows are padded to a multiple of this many `f32`s (64 bytes, a cache line).
 const ROW_ALIGN: usize = 16;
 
-/// Rows laid out at a time by [`Examples::of_rows`].
+/// Rows laid out at a time (into the row tensor, or into the host rows' coder).
 const CHUNK_ROWS: usize = 1 << 14;
 
-/// Examples on the device: one row per example, `[x_1 .. x_k, 1, y, sqrt(|x|^2 + 1), 0..]`.
+/// The features and labels of a table's rows, row-major, which the examples of its splits are
+/// laid out from ([`Examples`]); shared by the splits.
+struct Columns {
+    /// `width` features a row.
+    features: Vec<f32>,
+    /// One label a row.
+    labels: Vec<f32>,
+    /// Features a row.
+    width: usize,
+}
+
+/// Examples laid out from [`Columns`]: row `i` of the examples is row `rows[i]` of the
+/// columns.
+#[derive(Clone)]
+struct Source {
+    columns: Arc<Columns>,
+    rows: Vec<usize>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source({} of {} rows)", self.rows.len(), self.columns.labels.len())
+    }
+}
+
+/// Writes example row `row` (`stride` floats) from one record's features `x` and label `y`:
+/// `[x_1 .. x_k, 1, y, sqrt(|x|^2 + 1), 0..]`.
+fn lay_out_row(x: &[f32], y: f32, row: &mut [f32]) {
+    let width = x.len();
+    row[..width].copy_from_slice(x);
+    row[width] = 1.0;
+    row[width + 1] = y;
+    row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
+    row[width + 3..].fill(0.0);
+}
+
+/// Examples: one row per example, `[x_1 .. x_k, 1, y, sqrt(|x|^2 + 1), 0..]`.
 ///
 /// The constant 1 makes the first layer's bias part of its weight matrix, and the next but
 /// one column is the norm of that augmented input, which every step's per-example gradient
 /// norm needs (it never changes, so it is computed once here). Rows are padded with zeros to
 /// a multiple of 64 bytes, so gathering a random row touches one cache line, not two.
+///
+/// On the CPU the row tensor is laid out from the table's columns only when something asks
+/// for it ([`Examples::rows`]): the plain-Rust step trains from [`Examples::host_rows`] and
+/// the evaluation from the distinct rows, both made straight from the columns, so a run on
+/// that path never allocates and faults in the 64-byte rows (61 MB at the census's 960k
+/// training rows). Until the tensor exists the columns are the examples; once it does, it
+/// is (it may be changed in place: [`Examples::standardize`]), and the columns are let go.
+/// Either way the rows are the same bits: both are laid out by one function.
+/// On another device the tensor is made at once.
 #[derive(Debug)]
 pub struct Examples {
-    rows: Tensor,
+    /// The rows, `[len, stride]` on `device`, once laid out.
+    tensor: OnceCell<Tensor>,
+    /// What the rows are laid out from until then (`None` once they are).
+    source: RefCell<Option<Source>>,
     len: usize,
     width: usize,
+    device: Device,
 }
 
 impl Examples {
-    /// Builds the row tensor from row-major features and labels, on `device`.
+    /// Examples from row-major features and labels, on `device` (a copy of both).
     pub fn new(features: &[f32], labels: &[f32], width: usize, device: Device) -> Result<Self> {
         assert_eq!(
             features.len(),
             labels.len() * width,
             "features are len x width"
         );
-        Examples::of_rows(features, labels, width, labels.len(), |i| i, device)
+        let columns = Columns {
+            features: features.to_vec(),
+            labels: labels.to_vec(),
+            width,
+        };
+        Examples::of_rows(Arc::new(columns), (0..labels.len()).collect(), device)
     }
 
-    /// Builds the row tensor of `len` examples, example `i` being row `row_of(i)` of the
-    /// row-major `features` and `labels` (a split of a table, without gathering it first).
-    /// The rows are laid out [`CHUNK_ROWS`] at a time in a host buffer and copied into the
-    /// tensor, so no host copy of every row exists beside it (at 1.2M census rows, 77 MB less
-    /// memory to allocate and fault in at start).
-    pub fn of_rows(
-        features: &[f32],
-        labels: &[f32],
-        width: usize,
-        len: usize,
-        row_of: impl Fn(usize) -> usize,
-        device: Device,
-    ) -> Result<Self> {
-        let chunk = CHUNK_ROWS;
-        let stride = (width + 3).next_multiple_of(ROW_ALIGN);
-        // Every element is written below: the chunks cover every row, and each row of the
-        // buffer is written up to `width + 3`, its padding zero from the start.
-        let rows = Tensor::f_empty([len as i64, stride as i64], (Kind::Float, Device::Cpu))?;
-        let mut buf = vec![0.0f32; chunk.min(len) * stride];
+    /// The examples of `columns`' rows `rows`, in that order (a split of a table, without
+    /// gathering it first).
+    fn of_rows(columns: Arc<Columns>, rows: Vec<usize>, device: Device) -> Result<Self> {
+        let examples = Examples {
+            tensor: OnceCell::new(),
+            len: rows.len(),
+            width: columns.width,
+            source: RefCell::new(Some(Source { columns, rows })),
+            device,
+        };
+        if device != Device::Cpu {
+            examples.materialize()?;
+        }
+        Ok(examples)
+    }
+
+    /// Calls `f` with the rows laid out, [`CHUNK_ROWS`] at a time, in order, from the tensor
+    /// where it exists and from the columns otherwise; stops early where `f` returns false.
+    fn for_each_chunk(&self, mut f: impl FnMut(&[f32]) -> Result<bool>) -> Result<()> {
+        let stride = self.stride();
+        let mut buf = vec![0f32; CHUNK_ROWS.min(self.len) * stride];
         let mut start = 0;
-        while start < len {
-            let n = chunk.min(len - start);
-            for (j, row) in buf[..n * stride].chunks_exact_mut(stride).enumerate() {
-                let r = row_of(start + j);
-                let x = &features[r * width..(r + 1) * width];
-                row[..width].copy_from_slice(x);
-                row[width] = 1.0;
-                row[width + 1] = labels[r];
-                row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
+        let source = self.source.borrow();
+        while start < self.len {
+            let n = CHUNK_ROWS.min(self.len - start);
+            let chunk = &mut buf[..n * stride];
+            match (self.tensor.get(), source.as_ref()) {
+                (Some(rows), _) => rows
+                    .f_narrow(0, start as i64, n as i64)?
+                    .f_to_device(Device::Cpu)?
+                    .f_contiguous()?
+                    .f_copy_data(chunk, n * stride)?,
+                (None, Some(s)) => {
+                    let (c, k) = (&s.columns, s.columns.width);
+                    for (row, &r) in chunk.chunks_exact_mut(stride).zip(&s.rows[start..]) {
+                        lay_out_row(&c.features[r * k..(r + 1) * k], c.labels[r], row);
+                    }
+                }
+                (None, None) => unreachable!("examples are laid out from their tensor or source"),
             }
-            rows.f_narrow(0, start as i64, n as i64)?.f_copy_(
-                &Tensor::f_from_slice(&buf[..n * stride])?.f_view([n as i64, stride as i64])?,
-            )?;
+            if !f(chunk)? {
+                return Ok(());
+            }
             start += n;
         }
-        let rows = rows.f_to_device(device)?;
-        Ok(Examples { rows, len, width })
+        Ok(())
     }
 
-    /// The same examples in a tensor of their own.
+    /// Makes the row tensor now if it is not there yet (its errors here rather than at the
+    /// first use of [`Examples::rows`]), and lets the columns go.
+    pub fn materialize(&self) -> Result<()> {
+        if self.tensor.get().is_some() {
+            return Ok(());
+        }
+        let stride = self.stride() as i64;
+        // Every element is written below: the chunks cover every row, padding included.
+        let rows = Tensor::f_empty([self.len as i64, stride], (Kind::Float, Device::Cpu))?;
+        let mut start = 0;
+        self.for_each_chunk(|chunk| {
+            let n = chunk.len() as i64 / stride;
+            rows.f_narrow(0, start, n)?
+                .f_copy_(&Tensor::f_from_slice(chunk)?.f_view([n, stride])?)?;
+            start += n;
+            Ok(true)
+        })?;
+        let rows = rows.f_to_device(self.device)?;
+        let _ = self.tensor.set(rows);
+        self.source.borrow_mut().take();
+        Ok(())
+    }
+
+    /// The same examples, in a tensor of their own where they have one (the columns, which
+    /// nothing changes, are shared).
     pub fn copy(&self) -> Result<Examples> {
-        let mut rows = self.rows.f_zeros_like()?;
-        rows.f_copy_(&self.rows)?;
+        let tensor = OnceCell::new();
+        if let Some(rows) = self.tensor.get() {
+            let mut copy = rows.f_zeros_like()?;
+            copy.f_copy_(rows)?;
+            let _ = tensor.set(copy);
+        }
         Ok(Examples {
-            rows,
+            tensor,
+            source: RefCell::new(self.source.borrow().clone()),
             len: self.len,
             width: self.width,
+            device: self.device,
         })
     }
 
@@ -97,7 +192,10 @@ impl Examples {
             self.width, other.width,
             "appended rows have the same features"
         );
-        self.rows = Tensor::f_cat(&[&self.rows, &other.rows], 0)?;
+        self.materialize()?;
+        other.materialize()?;
+        let rows = Tensor::f_cat(&[self.rows(), other.rows()], 0)?;
+        self.tensor = OnceCell::from(rows);
         self.len += other.len;
         Ok(())
     }
@@ -117,9 +215,14 @@ impl Examples {
         self.width
     }
 
-    /// All rows, `[n, stride]` (`stride >= k + 3`).
+    /// All rows, `[n, stride]` (`stride >= k + 3`), laid out now if they are not yet
+    /// ([`Examples::materialize`] returns the error that this panics with: libtorch failing to
+    /// allocate them).
     pub fn rows(&self) -> &Tensor {
-        &self.rows
+        if let Err(e) = self.materialize() {
+            panic!("laying out {} example rows: {e}", self.len);
+        }
+        self.tensor.get().expect("materialized just above")
     }
 
     /// A host copy of all rows for the plain-Rust step to gather its batches from
@@ -128,35 +231,32 @@ impl Examples {
     /// census's 960k training rows, against 64 bytes, 61 MB, for the plain copy).
     /// The rows are coded a chunk at a time, so the plain copy exists only where it is kept.
     pub fn host_rows(&self) -> Result<HostRows> {
-        const CHUNK: usize = 1 << 14;
         let stride = self.stride();
         let mut coder = Coder::new(stride, self.width + 1, self.len);
-        let mut buf = vec![0f32; CHUNK.min(self.len) * stride];
-        let mut start = 0;
-        while start < self.len {
-            let n = CHUNK.min(self.len - start);
-            let chunk = self.rows.f_narrow(0, start as i64, n as i64)?;
-            chunk
-                .f_to_device(Device::Cpu)?
-                .f_contiguous()?
-                .f_copy_data(&mut buf, n * stride)?;
-            if !coder.push(&buf[..n * stride]) {
-                let rows = Vec::<f32>::try_from(self.rows.f_reshape([-1])?)?;
-                return Ok(HostRows::plain(rows, stride));
-            }
-            start += n;
+        let mut coded = true;
+        self.for_each_chunk(|chunk| {
+            coded = coder.push(chunk);
+            Ok(coded)
+        })?;
+        if coded {
+            return Ok(coder.finish());
         }
-        Ok(coder.finish())
+        let mut rows = Vec::with_capacity(self.len * stride);
+        self.for_each_chunk(|chunk| {
+            rows.extend_from_slice(chunk);
+            Ok(true)
+        })?;
+        Ok(HostRows::plain(rows, stride))
     }
 
     /// Floats per row (`k + 3` padded to a multiple of 16).
     pub fn stride(&self) -> usize {
-        self.rows.size()[1] as usize
+        (self.width + 3).next_multiple_of(ROW_ALIGN)
     }
 
     /// The device the rows live on.
     pub fn device(&self) -> Device {
-        self.rows.device()
+        self.device
     }
 
     /// The augmented inputs `[x, 1]` of `rows` (a view).
@@ -174,9 +274,23 @@ impl Examples {
         rows.narrow(1, self.width as i64 + 2, 1)
     }
 
-    /// Up to `n` leading rows (a view).
-    pub fn head(&self, n: usize) -> Tensor {
-        self.rows.narrow(0, 0, n.min(self.len) as i64)
+    /// Up to `n` leading rows (a view of the tensor where it exists; else those rows alone,
+    /// laid out from the columns).
+    pub fn head(&self, n: usize) -> Result<Tensor> {
+        let n = n.min(self.len);
+        if let Some(rows) = self.tensor.get() {
+            return Ok(rows.narrow(0, 0, n as i64));
+        }
+        let stride = self.stride();
+        let mut head = Vec::with_capacity(n * stride);
+        self.for_each_chunk(|chunk| {
+            let take = (n * stride - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            Ok(head.len() < n * stride)
+        })?;
+        Ok(Tensor::f_from_slice(&head)?
+            .f_view([n as i64, stride as i64])?
+            .f_to_device(self.device)?)
     }
 
     /// Standardizes the inputs `cols` (on [-1, 1]): input `cols[c]` becomes `(u - m) / s` for
@@ -185,16 +299,16 @@ impl Examples {
         if self.len == 0 || cols.is_empty() {
             return Ok(());
         }
+        self.materialize()?;
+        let rows = self.rows();
         for (&j, &(m, s)) in cols.iter().zip(moments) {
-            let mut col = self.rows.narrow(1, j as i64, 1);
+            let mut col = rows.narrow(1, j as i64, 1);
             let z = (&col - m).f_div_scalar(s)?;
             col.f_copy_(&z)?;
         }
-        let x = self.rows.narrow(1, 0, self.width as i64);
+        let x = rows.narrow(1, 0, self.width as i64);
         let norm = (x.square().sum_dim_intlist(1, true, Kind::Float) + 1.0).sqrt();
-        self.rows
-            .narrow(1, self.width as i64 + 2, 1)
-            .f_copy_(&norm)?;
+        rows.narrow(1, self.width as i64 + 2, 1).f_copy_(&norm)?;
         Ok(())
     }
 
@@ -202,11 +316,13 @@ impl Examples {
     /// [`crate::features::to_unit`] on the host), before it is standardized; the input norms
     /// are recomputed then.
     pub fn to_unit(&mut self, cols: &[(usize, f64, f64)]) -> Result<()> {
-        if self.len == 0 {
+        if self.len == 0 || cols.is_empty() {
             return Ok(());
         }
+        self.materialize()?;
+        let rows = self.rows();
         for &(j, lo, hi) in cols {
-            let mut col = self.rows.narrow(1, j as i64, 1);
+            let mut col = rows.narrow(1, j as i64, 1);
             let half = (hi - lo) / 2.0;
             let u = col
                 .to_kind(Kind::Double)
@@ -224,34 +340,35 @@ impl Examples {
     pub fn column_sums(&self, cols: &[usize]) -> Result<Vec<f64>> {
         let d = cols.len();
         let mut sums = vec![0.0; 2 * d];
-        if self.len == 0 || d == 0 {
+        if d == 0 {
             return Ok(sums);
         }
-        for (c, &j) in cols.iter().enumerate() {
-            let col = Vec::<f32>::try_from(self.rows.narrow(1, j as i64, 1).f_reshape([-1])?)?;
-            for u in col {
-                let u = f64::from(u);
-                sums[c] += u;
-                sums[d + c] += u * u;
+        let stride = self.stride();
+        self.for_each_chunk(|chunk| {
+            for row in chunk.chunks_exact(stride) {
+                for (c, &j) in cols.iter().enumerate() {
+                    let u = f64::from(row[j]);
+                    sums[c] += u;
+                    sums[d + c] += u * u;
+                }
             }
-        }
+            Ok(true)
+        })?;
         Ok(sums)
     }
 
-    /// The number of rows labelled 1.
-    pub fn label_sum(&self) -> f64 {
-        if self.len == 0 {
-            return 0.0;
-        }
-        self.labels(&self.rows).sum(Kind::Double).double_value(&[])
-    }
-
-    /// The mean of feature `j` over all rows (for the attack's baseline).
-    pub fn feature_mean(&self, j: usize) -> f64 {
-        self.rows
-            .narrow(1, j as i64, 1)
-            .mean(Kind::Float)
-            .double_value(&[])
+    /// The number of rows labelled 1 (labels are 0 or 1).
+    pub fn label_sum(&self) -> Result<f64> {
+        let (stride, y) = (self.stride(), self.width + 1);
+        let mut sum = 0.0;
+        self.for_each_chunk(|chunk| {
+            sum += chunk
+                .chunks_exact(stride)
+                .map(|row| f64::from(row[y]))
+                .sum::<f64>();
+            Ok(true)
+        })?;
+        Ok(sum)
     }
 }
 
@@ -450,8 +567,16 @@ struct Rows {
 
 impl Rows {
     fn of(table: &Table, test_fraction: f64, split_seed: u64) -> Rows {
-        let (mut train, mut test): (Vec<usize>, Vec<usize>) =
-            (0..table.len()).partition(|&i| !table.is_test(i, split_seed, test_fraction));
+        // Room for every row in both (only what is written is ever touched): the lists grow
+        // without being copied and faulted in again at each doubling.
+        let n = table.len();
+        let (mut train, mut test) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for i in 0..n {
+            match table.is_test(i, split_seed, test_fraction) {
+                false => train.push(i),
+                true => test.push(i),
+            }
+        }
         let mut unit_starts = Vec::new();
         if !table.units.is_empty() {
             let mut first: std::collections::HashMap<u64, usize> = Default::default();
@@ -544,10 +669,7 @@ impl Data {
         // The split, decided once: the examples and the releases' statistics of the training
         // rows both take these rows.
         let rows = Rows::of(&t.table, spec.test_fraction, spec.split_seed);
-        let mut data = Data::from_rows(&t.table, &rows, device)?;
-        data.units = units;
-        data.fingerprint = fingerprint(&dataset);
-        data.transform = TransformInfo {
+        let transform = TransformInfo {
             raw_out_of_range: t
                 .raw
                 .iter()
@@ -581,6 +703,17 @@ impl Data {
             unknown: t.unknown,
             standardized: t.standardized,
         };
+        // The examples are laid out from the table's own columns, moved, not copied.
+        let mut table = t.table;
+        let columns = Columns {
+            width: table.width(),
+            features: std::mem::take(&mut table.features),
+            labels: std::mem::take(&mut table.labels),
+        };
+        let mut data = Data::from_rows(&table, columns, rows, device)?;
+        data.units = units;
+        data.fingerprint = fingerprint(&dataset);
+        data.transform = transform;
         Ok(data)
     }
 
@@ -609,26 +742,29 @@ impl Data {
         split_seed: u64,
         device: Device,
     ) -> Result<Self> {
-        Data::from_rows(table, &Rows::of(table, test_fraction, split_seed), device)
+        let rows = Rows::of(table, test_fraction, split_seed);
+        let columns = Columns {
+            features: table.features.clone(),
+            labels: table.labels.clone(),
+            width: table.width(),
+        };
+        Data::from_rows(table, columns, rows, device)
     }
 
-    /// The examples of `table`'s rows as `rows` splits them.
-    fn from_rows(table: &Table, rows: &Rows, device: Device) -> Result<Self> {
-        let k = table.width();
+    /// The examples of `table`'s rows as `rows` splits them, laid out from `columns` (the
+    /// table's features and labels).
+    fn from_rows(table: &Table, columns: Columns, rows: Rows, device: Device) -> Result<Self> {
         let Rows {
             train,
             test,
             unit_starts,
         } = rows;
-        let unit_starts = unit_starts.clone();
-        let split = |rows: &[usize]| {
-            let (x, y) = (&table.features, &table.labels);
-            Examples::of_rows(x, y, k, rows.len(), |i| rows[i], device)
-        };
+        let train_keys = train.iter().map(|&i| table.keys[i]).collect();
+        let columns = Arc::new(columns);
         Ok(Data {
-            train: split(train)?,
-            test: split(test)?,
-            train_keys: train.iter().map(|&i| table.keys[i]).collect(),
+            train: Examples::of_rows(Arc::clone(&columns), train, device)?,
+            test: Examples::of_rows(columns, test, device)?,
+            train_keys,
             units: None,
             unit_starts,
             fingerprint: 0,
@@ -756,13 +892,24 @@ mod tests {
 
     /// Rows built a chunk at a time, from a mapping into a table, are the rows laid out in
     /// one buffer: within one chunk, across several and a partial last one, padding zero, the
-    /// mapping followed.
+    /// mapping followed. Every reader gives the same answer from the columns (before the row
+    /// tensor is made) as from the tensor: the host rows (coded, and plain where the rows are
+    /// too many to code), the head, the label and column sums.
     #[test]
-    fn rows_built_in_chunks_are_the_rows_laid_out_at_once() {
+    fn rows_from_the_columns_are_the_rows_of_the_tensor() {
         let width = 3usize;
         let stride = (width + 3).next_multiple_of(ROW_ALIGN);
-        for n in [0, 1, 23, CHUNK_ROWS, 2 * CHUNK_ROWS + 7] {
-            let features: Vec<f32> = (0..n * width).map(|i| (i % 7) as f32 - 2.5).collect();
+        for (n, levels) in [
+            (0, 7),
+            (1, 7),
+            (23, 7),
+            (CHUNK_ROWS, 7),
+            (2 * CHUNK_ROWS + 7, 7),
+            (2 * CHUNK_ROWS + 7, 1_000_003),
+        ] {
+            let features: Vec<f32> = (0..n * width)
+                .map(|i| ((i * 7919) % levels) as f32 - 2.5)
+                .collect();
             let labels: Vec<f32> = (0..n).map(|i| (i % 2) as f32).collect();
             let picked: Vec<usize> = (0..n).rev().filter(|i| i % 3 != 1).collect();
             let mut plain = vec![0.0f32; picked.len() * stride];
@@ -773,19 +920,58 @@ mod tests {
                 row[width + 1] = labels[r];
                 row[width + 2] = (x.iter().map(|v| v * v).sum::<f32>() + 1.0).sqrt();
             }
-            let e = Examples::of_rows(
-                &features,
-                &labels,
+            let columns = Arc::new(Columns {
+                features,
+                labels,
                 width,
-                picked.len(),
-                |i| picked[i],
-                Device::Cpu,
-            )
-            .unwrap();
-            assert_eq!(e.rows().size(), [picked.len() as i64, stride as i64]);
-            let got = Vec::<f32>::try_from(e.rows().reshape([-1])).unwrap();
+            });
+            let lazy = Examples::of_rows(Arc::clone(&columns), picked.clone(), Device::Cpu).unwrap();
+            let laid = Examples::of_rows(columns, picked.clone(), Device::Cpu).unwrap();
+            laid.materialize().unwrap();
+            assert!(lazy.tensor.get().is_none() && laid.source.borrow().is_none());
+            let host = |e: &Examples| {
+                let h = e.host_rows().unwrap();
+                let mut out = vec![0.0f32; h.len() * stride];
+                let idx: Vec<i64> = (0..h.len() as i64).collect();
+                h.gather(&idx, &mut out);
+                (h.coded(), out)
+            };
+            let (coded, from_columns) = host(&lazy);
+            if n > CHUNK_ROWS {
+                assert_eq!(coded, levels < 1000, "{n} rows of {levels} levels");
+            }
+            assert!(from_columns == plain, "{n} rows, host rows from the columns");
+            assert!(host(&laid) == (coded, plain.clone()), "{n} rows, host rows from the tensor");
+            for e in [&lazy, &laid] {
+                let head = Vec::<f32>::try_from(e.head(40).unwrap().reshape([-1])).unwrap();
+                assert!(head == plain[..picked.len().min(40) * stride], "{n} rows, head");
+                let ones = picked.iter().filter(|&&r| r % 2 == 1).count() as f64;
+                assert_eq!(e.label_sum().unwrap(), ones, "{n} rows");
+            }
+            assert_eq!(
+                lazy.column_sums(&[2, 0]).unwrap(),
+                laid.column_sums(&[2, 0]).unwrap()
+            );
+            assert!(lazy.tensor.get().is_none(), "the readers leave the columns");
+            assert_eq!(lazy.rows().size(), [picked.len() as i64, stride as i64]);
+            let got = Vec::<f32>::try_from(lazy.rows().reshape([-1])).unwrap();
             assert!(got == plain, "{n} rows");
+            assert!(lazy.source.borrow().is_none(), "the columns are let go");
         }
+    }
+
+    /// A transform with nothing to do (no column to clip or standardize, the usual census run)
+    /// leaves the examples in their columns: the row tensor is made only when read.
+    #[test]
+    fn transforms_with_nothing_to_do_leave_the_columns() {
+        let mut e = Examples::new(&[3.0, 0.0, 1.0, 1.0], &[1.0, 0.0], 2, Device::Cpu).unwrap();
+        e.to_unit(&[]).unwrap();
+        e.standardize(&[], &[]).unwrap();
+        assert_eq!(e.column_sums(&[0]).unwrap(), [4.0, 10.0]);
+        assert!(e.tensor.get().is_none() && e.source.borrow().is_some());
+        e.to_unit(&[(0, 0.0, 2.0)]).unwrap();
+        assert!(e.tensor.get().is_some() && e.source.borrow().is_none());
+        assert_eq!(e.column_sums(&[0]).unwrap(), [1.0, 1.0]);
     }
 
     #[test]

@@ -19,7 +19,6 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use report::{Lines, Page, Series, number};
 use serde::{Deserialize, Serialize};
-use tch::Kind;
 
 use crate::config::{NoiseSpec, Privacy, TrainConfig};
 use crate::publish::{self, create_parent};
@@ -216,18 +215,11 @@ pub fn sweep(config: &SweepConfig, mut each: impl FnMut(&SweepRun)) -> Result<Sw
     }
     let loaded = Arc::new(Loaded::load(&config.base)?);
     let majority = loaded.with_shares(|shares| {
-        let (ones, n) = shares.iter().fold((0.0, 0usize), |(ones, n), d| {
-            let t = &d.test;
-            let s = if t.is_empty() {
-                0.0
-            } else {
-                t.labels(t.rows()).sum(Kind::Double).double_value(&[])
-            };
-            (ones + s, n + t.len())
-        });
+        let ones = shares.iter().map(|d| d.test.label_sum()).sum::<Result<f64>>()?;
+        let n = shares.iter().map(|d| d.test.len()).sum::<usize>();
         let p = ones / n.max(1) as f64;
-        p.max(1.0 - p)
-    });
+        Ok::<_, Error>(p.max(1.0 - p))
+    })?;
     let runs_path = config.runs_path();
     create_parent(&runs_path)?;
     let mut out = std::fs::File::create(&runs_path).map_err(|e| Error::io(&runs_path, e))?;

@@ -384,7 +384,7 @@ fn train_worker(
         None => None,
     };
     // The held-out rows' majority share: the yardstick of every accuracy the run prints.
-    let mut labels = [data.test.label_sum(), data.test.len() as f64];
+    let mut labels = [data.test.label_sum()?, data.test.len() as f64];
     peers.sum_totals(&mut labels)?;
     let test_majority = (labels[1] > 0.0).then(|| {
         let p = labels[0] / labels[1];

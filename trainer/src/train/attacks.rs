@@ -35,8 +35,8 @@ impl Attacks {
         let j = data.feature_index(name, "--attack-feature")?;
         let (train_rows, test_rows) =
             (rows.saturating_sub(starts.0), rows.saturating_sub(starts.1));
-        let mut train = Attack::new(&data.train, j, train_rows);
-        let mut held_out = Attack::new(&data.test, j, test_rows);
+        let mut train = Attack::new(&data.train, j, train_rows)?;
+        let mut held_out = Attack::new(&data.test, j, test_rows)?;
         let mut v = [
             train.counts().0,
             train.counts().1,

@@ -201,6 +201,14 @@ pub(super) fn batches(
         },
         test: Distinct::of(&data.test)?,
     };
+    // Whatever is not served from the host rows or the distinct rows is served from the row
+    // tensors: made here, so a failure to allocate them is an error, not a panic later.
+    if host_rows.is_none() || distinct.train.is_none() {
+        data.train.materialize()?;
+    }
+    if distinct.test.is_none() {
+        data.test.materialize()?;
+    }
     Ok(Batches {
         microbatches,
         host_rows,
