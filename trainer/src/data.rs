@@ -40,7 +40,12 @@ struct Source {
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Source({} of {} rows)", self.rows.len(), self.columns.labels.len())
+        write!(
+            f,
+            "Source({} of {} rows)",
+            self.rows.len(),
+            self.columns.labels.len()
+        )
     }
 }
 
@@ -687,7 +692,9 @@ impl Data {
                     .collect();
                 Standardizer::sums(&train, k, &t.standardized)
             },
-            bound_counts: {
+            bound_counts: if t.bounded.is_empty() {
+                Vec::new()
+            } else {
                 let k = t.table.width();
                 let grid: Vec<f32> = crate::mechanism::quantiles::grid()
                     .iter()
@@ -925,7 +932,8 @@ mod tests {
                 labels,
                 width,
             });
-            let lazy = Examples::of_rows(Arc::clone(&columns), picked.clone(), Device::Cpu).unwrap();
+            let lazy =
+                Examples::of_rows(Arc::clone(&columns), picked.clone(), Device::Cpu).unwrap();
             let laid = Examples::of_rows(columns, picked.clone(), Device::Cpu).unwrap();
             laid.materialize().unwrap();
             assert!(lazy.tensor.get().is_none() && laid.source.borrow().is_none());
@@ -940,11 +948,20 @@ mod tests {
             if n > CHUNK_ROWS {
                 assert_eq!(coded, levels < 1000, "{n} rows of {levels} levels");
             }
-            assert!(from_columns == plain, "{n} rows, host rows from the columns");
-            assert!(host(&laid) == (coded, plain.clone()), "{n} rows, host rows from the tensor");
+            assert!(
+                from_columns == plain,
+                "{n} rows, host rows from the columns"
+            );
+            assert!(
+                host(&laid) == (coded, plain.clone()),
+                "{n} rows, host rows from the tensor"
+            );
             for e in [&lazy, &laid] {
                 let head = Vec::<f32>::try_from(e.head(40).unwrap().reshape([-1])).unwrap();
-                assert!(head == plain[..picked.len().min(40) * stride], "{n} rows, head");
+                assert!(
+                    head == plain[..picked.len().min(40) * stride],
+                    "{n} rows, head"
+                );
                 let ones = picked.iter().filter(|&&r| r % 2 == 1).count() as f64;
                 assert_eq!(e.label_sum().unwrap(), ones, "{n} rows");
             }

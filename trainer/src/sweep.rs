@@ -215,7 +215,10 @@ pub fn sweep(config: &SweepConfig, mut each: impl FnMut(&SweepRun)) -> Result<Sw
     }
     let loaded = Arc::new(Loaded::load(&config.base)?);
     let majority = loaded.with_shares(|shares| {
-        let ones = shares.iter().map(|d| d.test.label_sum()).sum::<Result<f64>>()?;
+        let ones = shares
+            .iter()
+            .map(|d| d.test.label_sum())
+            .sum::<Result<f64>>()?;
         let n = shares.iter().map(|d| d.test.len()).sum::<usize>();
         let p = ones / n.max(1) as f64;
         Ok::<_, Error>(p.max(1.0 - p))

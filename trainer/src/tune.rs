@@ -400,7 +400,10 @@ pub fn tune(config: &TuneConfig, mut each: impl FnMut(&TuneRun)) -> Result<Tuned
     let loaded = Arc::new(Loaded::load(&config.base)?);
     let (train_units, test_ones, test_rows, names, bounded) = loaded.with_shares(|shares| {
         let units = shares.iter().map(|d| d.train_units()).sum::<usize>();
-        let ones = shares.iter().map(|d| d.test.label_sum()).sum::<Result<f64>>();
+        let ones = shares
+            .iter()
+            .map(|d| d.test.label_sum())
+            .sum::<Result<f64>>();
         let rows = shares.iter().map(|d| d.test.len()).sum::<usize>();
         (
             units,

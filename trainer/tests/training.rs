@@ -798,3 +798,40 @@ fn a_resumed_run_does_not_release_the_held_out_accuracy_twice() {
         more["privacy"]["statement"]
     );
 }
+
+/// A run ends with its own status and all of its output, though `main` ends the process
+/// without libtorch's static destructors (it becomes `/bin/true` or `/bin/false`): 0 and the
+/// summary, every line whole, on stdout (read through a pipe, so stdout was flushed first), 1
+/// and the error on stderr.
+#[test]
+fn a_run_ends_with_its_status_and_all_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = generated_shards(dir.path(), 3_000, 11);
+    let save = dir.path().join("m.safetensors");
+    let out = trainer(
+        dir.path(),
+        &[
+            "--data",
+            shards.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--save",
+            save.to_str().unwrap(),
+        ],
+    );
+    let stdout = ok(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout.contains("\nsummary: ") && stdout.ends_with('\n'),
+        "{stdout}"
+    );
+    assert!(save.exists() && dir.path().join("m.json").exists());
+    let out = trainer(dir.path(), &["--data", "missing", "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("trainer: error:") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}
