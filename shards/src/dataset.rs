@@ -393,11 +393,11 @@ impl Dataset {
         if info.bytes != bytes.len() as u64 {
             return Err(mismatch(&path, "bytes", info.bytes, bytes.len()));
         }
-        let crc = crc_hex(crc32fast::hash(&bytes));
+        let crc = crc_hex(crc32fast::hash(bytes));
         if info.crc32 != crc {
             return Err(mismatch(&path, "crc32", &info.crc32, crc));
         }
-        let text = utf8(&bytes, &path)?;
+        let text = utf8(bytes, &path)?;
         let (k, has_unit) = (header.features.len(), header.unit.is_some());
         let whose = format!("the manifest {MANIFEST_NAME} says");
         let mut features = Vec::with_capacity(k);

@@ -29,6 +29,7 @@ mod mechanism;
 mod peers;
 mod records;
 mod resume;
+mod spent_ahead;
 mod steps;
 
 use std::io::Write;
@@ -440,6 +441,9 @@ fn train_worker(
         prof: Profiler::new(config.profile && lead, device),
         attack,
         accounting,
+        spent_ahead: accounting
+            .filter(|_| lead)
+            .map(spent_ahead::SpentAhead::new),
         log,
         out,
         fingerprint,

@@ -12,6 +12,7 @@ use super::held_out::HeldOut;
 use super::peers::Peers;
 use super::records::Evaluated;
 use super::resume::Start;
+use super::spent_ahead::SpentAhead;
 use super::steps::{Steps, StepsDone};
 use crate::Result;
 use crate::checkpoint::{self, CheckpointMeta};
@@ -189,6 +190,9 @@ pub(super) struct Epochs<'a> {
     pub prof: Profiler,
     pub attack: Option<Attacks>,
     pub accounting: Option<Accounting>,
+    /// Worker 0's accountant, computing what each epoch will have spent while it trains (made
+    /// from `accounting`, which does not change during the run).
+    pub spent_ahead: Option<SpentAhead>,
     /// Worker 0's metrics file.
     pub log: Option<MetricsLog>,
     pub out: Stdout,
@@ -221,11 +225,17 @@ impl Epochs<'_> {
         let (mut steps, mut history) = (start.position.steps, start.history);
         let mut spent = None;
         for epoch in start.position.epochs_done..self.config.epochs {
+            let last = epoch + 1 == self.config.epochs;
+            if let Some(ahead) = &mut self.spent_ahead {
+                ahead.ask(
+                    steps + self.steps.per_epoch,
+                    self.held_out.after_epoch(last),
+                );
+            }
             let done =
                 self.steps
                     .epoch(peers, mlp, data, epoch, self.config.epochs, &mut self.prof)?;
             steps += self.steps.per_epoch;
-            let last = epoch + 1 == self.config.epochs;
             let (metrics, epoch_spent, profile, test) =
                 self.evaluate(peers, mlp, data, epoch, steps, &done, last)?;
             spent = epoch_spent;
@@ -290,10 +300,10 @@ impl Epochs<'_> {
     ) -> Result<(EpochMetrics, Option<PrivacySpent>, Option<String>, Totals)> {
         self.prof.restart();
         let eval_started = Instant::now();
-        let spent_here = match &self.accounting {
-            Some(acc) if peers.lead() => {
-                Some(acc.spent_so_far(steps, self.held_out.after_epoch(last))?)
-            }
+        let releases = self.held_out.after_epoch(last);
+        let spent_here = match (&self.accounting, &mut self.spent_ahead) {
+            (Some(_), Some(ahead)) => Some(ahead.spent(steps, releases)?),
+            (Some(acc), None) if peers.lead() => Some(acc.spent_so_far(steps, releases)?),
             _ => None,
         };
         let sums = EpochSums::local(
