@@ -1,6 +1,7 @@
-//! The shards loaded once, split into train and test by the design's hash rule, and kept on
-//! the device as one tensor per split (steps gather their rows with `index_select` there, or,
-//! for the plain-Rust CPU step, from a host copy of the training rows).
+//! The shards loaded once and split into train and test by the design's hash rule; each split's
+//! example rows are laid out from the table's columns when read, as a tensor on the device
+//! where a libtorch path gathers them with `index_select`, or as the plain-Rust CPU step's
+//! host copy of the training rows.
 
 use std::cell::{OnceCell, RefCell};
 use std::ops::Range;
