@@ -190,8 +190,9 @@ pub(super) struct Epochs<'a> {
     pub prof: Profiler,
     pub attack: Option<Attacks>,
     pub accounting: Option<Accounting>,
-    /// Worker 0's accountant, computing what each epoch will have spent while it trains (made
-    /// from `accounting`, which does not change during the run).
+    /// Worker 0's accountant in a private run (`None` elsewhere), computing what each epoch
+    /// will have spent while it trains (made from `accounting`, which does not change during
+    /// the run).
     pub spent_ahead: Option<SpentAhead>,
     /// Worker 0's metrics file.
     pub log: Option<MetricsLog>,
@@ -301,10 +302,11 @@ impl Epochs<'_> {
         self.prof.restart();
         let eval_started = Instant::now();
         let releases = self.held_out.after_epoch(last);
-        let spent_here = match (&self.accounting, &mut self.spent_ahead) {
-            (Some(_), Some(ahead)) => Some(ahead.spent(steps, releases)?),
-            (Some(acc), None) if peers.lead() => Some(acc.spent_so_far(steps, releases)?),
-            _ => None,
+        // Worker 0 of a private run has the accountant; it answers in place where it cannot
+        // ahead.
+        let spent_here = match &mut self.spent_ahead {
+            Some(ahead) => Some(ahead.spent(steps, releases)?),
+            None => None,
         };
         let sums = EpochSums::local(
             mlp,
